@@ -1,0 +1,45 @@
+/** Durable file-system helpers: acknowledge only what is on disk. */
+
+/** Writes `data` to `path` durably: temp file, fsync, rename, fsync of the directory. */
+export async function writeFileDurable(path: string, data: Uint8Array): Promise<void> {
+  const tmp = `${path}.tmp-${crypto.randomUUID()}`;
+  const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
+  try {
+    let off = 0;
+    while (off < data.length) off += await f.write(data.subarray(off));
+    await f.sync();
+  } finally {
+    f.close();
+  }
+  await Deno.rename(tmp, path);
+  await syncDir(dirname(path));
+}
+
+/** fsyncs a directory so that a rename or create inside it survives a crash. */
+export async function syncDir(dir: string): Promise<void> {
+  const d = await Deno.open(dir, { read: true });
+  try {
+    await d.sync();
+  } finally {
+    d.close();
+  }
+}
+
+/** The directory part of a path ("." when there is none). */
+export function dirname(path: string): string {
+  const i = path.lastIndexOf("/");
+  if (i < 0) return ".";
+  if (i === 0) return "/";
+  return path.slice(0, i);
+}
+
+/** True when the path exists. */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
