@@ -1,0 +1,1056 @@
+/**
+ * Message types of the dsys wire protocol (docs/wire.md): numeric codes, enums, the TypeScript
+ * shape of every message, and the byte-layout schema the generic codec, the doc generator and
+ * the C cross-check all read, so the layout is written down exactly once.
+ * @module
+ */
+
+import type { Uuid } from "./uuid.ts";
+
+/** Numeric `message_type` codes (u8), grouped by subsystem in blocks of ten. */
+export const MessageType = {
+  Error: 1,
+  Ok: 2,
+  WorkerRequest: 10,
+  WorkerRequestAck: 11,
+  WorkerStatus: 12,
+  WorkerRegister: 13,
+  WorkerHeartbeat: 14,
+  ChunkFinished: 15,
+  FileRequest: 20,
+  FileResponse: 21,
+  FilePut: 22,
+  FilePutAck: 23,
+  FileStat: 24,
+  FileStatResponse: 25,
+  StorageStatsRequest: 26,
+  StorageStats: 27,
+  JobSubmit: 30,
+  JobSubmitAck: 31,
+  JobStatusRequest: 32,
+  JobStatusResponse: 33,
+  JobListRequest: 34,
+  JobListResponse: 35,
+  JobDispatch: 36,
+  NodeListRequest: 40,
+  NodeListResponse: 41,
+  RaftMessage: 50,
+} as const;
+/** Any valid `message_type` code. */
+export type MessageType = typeof MessageType[keyof typeof MessageType];
+
+/** `error.code` values (u32). Receivers must accept unknown codes (treat as Internal). */
+export const ErrorCode = {
+  /** The frame was malformed (any WireError); the text says which check failed. */
+  BadMessage: 1,
+  /** `message_type` is not one this node understands. */
+  UnknownType: 2,
+  /** A length or count exceeds the receiver's limits. */
+  TooLarge: 3,
+  /** The requested file / job / node does not exist. */
+  NotFound: 4,
+  /** A file id was uploaded with different bytes (content hash mismatch / length mismatch). */
+  Conflict: 5,
+  /** Well-formed but semantically invalid request (e.g. 0 chunks, offset past end). */
+  BadRequest: 6,
+  /** This master is not the Raft leader; text = leader endpoint ("" when unknown). */
+  NotLeader: 7,
+  /** Temporarily unable to serve (no quorum, no workers, shutting down): retry later. */
+  Unavailable: 8,
+  /** Bug or unexpected I/O failure on the receiver. */
+  Internal: 9,
+  /** The message type is valid but not served by this role (e.g. job_submit to storage). */
+  WrongRole: 10,
+} as const;
+/** Any known error code. */
+export type ErrorCode = typeof ErrorCode[keyof typeof ErrorCode];
+
+/** State of one chunk (and of a whole job; a job is never Lost). */
+export const ChunkState = {
+  Queued: 0,
+  Running: 1,
+  Succeeded: 2,
+  Failed: 3,
+  /** The worker running it vanished; the master will re-dispatch (new attempt). */
+  Lost: 4,
+} as const;
+/** Any chunk state code. */
+export type ChunkState = typeof ChunkState[keyof typeof ChunkState];
+/** Job states share the chunk state codes (0..3). */
+export const JobState = ChunkState;
+/** Any job state code. */
+export type JobState = ChunkState;
+
+/** Why a chunk failed (`failure` field of worker_status / chunk records). */
+export const FailureCode = {
+  None: 0,
+  /** The program exited with a non-zero exit code. */
+  ExitCode: 1,
+  /** The program was killed by a signal (see `signal`). */
+  Signal: 2,
+  /** time_limit_ms elapsed; the worker killed the program. */
+  Timeout: 3,
+  /** The program could not be started (bad binary, exec error). */
+  SpawnFailed: 4,
+  /** An input file could not be fetched from storage. */
+  InputUnavailable: 5,
+  /** Outputs could not be uploaded to storage. */
+  OutputFailed: 6,
+  /** The worker stopped heartbeating while running the chunk. */
+  WorkerLost: 7,
+  /** Worker-internal error. */
+  Internal: 8,
+} as const;
+/** Any failure code. */
+export type FailureCode = typeof FailureCode[keyof typeof FailureCode];
+
+/** Role of a node in node_list_response. */
+export const NodeRole = { Master: 1, Balancer: 2, Storage: 3, Worker: 4, Client: 5 } as const;
+/** Any node role code. */
+export type NodeRole = typeof NodeRole[keyof typeof NodeRole];
+
+/** Liveness of a node in node_list_response as seen by the answering master. */
+export const NodeState = { Alive: 0, Suspect: 1, Dead: 2 } as const;
+/** Any node state code. */
+export type NodeState = typeof NodeState[keyof typeof NodeState];
+
+/** Bit flags of a node entry. */
+export const NodeFlags = { Leader: 1 } as const;
+/** Bit flags of file_put. */
+export const FilePutFlags = { Last: 1 } as const;
+
+/**
+ * Decoder bounds. Every length and count is checked against these before anything is
+ * allocated, so a hostile frame cannot make a node allocate more than it allows.
+ */
+export interface WireLimits {
+  /** Largest whole frame accepted, bytes. */
+  maxFrame: number;
+  /** Largest header_length accepted (headers may grow, but not unboundedly), bytes. */
+  maxHeader: number;
+  /** Largest program in worker_request / job_submit / job_dispatch, bytes. */
+  maxProgram: number;
+  /** Largest argument, bytes. */
+  maxArgument: number;
+  /** Largest file chunk in one file_put / file_response, bytes. */
+  maxData: number;
+  /** Most entries in one file list or file-id list. */
+  maxFiles: number;
+  /** Most chunks of a job (num_chunks, chunk records, dispatch entries). */
+  maxChunks: number;
+  /** Most entries in job/node/stats lists. */
+  maxEntries: number;
+  /** Longest text field (names, reasons, labels, endpoints, error text), bytes. */
+  maxText: number;
+  /** Longest stderr tail, bytes. */
+  maxStderr: number;
+  /** Largest raft_message payload, bytes. */
+  maxRaft: number;
+}
+
+const MiB = 1024 * 1024;
+/** Limits used when `decode` gets none; documented in docs/wire.md. */
+export const DEFAULT_LIMITS: Readonly<WireLimits> = Object.freeze({
+  maxFrame: 80 * MiB,
+  maxHeader: 4096,
+  maxProgram: 64 * MiB,
+  maxArgument: 1 * MiB,
+  maxData: 16 * MiB,
+  maxFiles: 65536,
+  maxChunks: 1 << 20,
+  maxEntries: 1 << 20,
+  maxText: 64 * 1024,
+  maxStderr: 64 * 1024,
+  maxRaft: 64 * MiB,
+});
+
+// ---------------------------------------------------------------------------------------------
+// Records carried in payloads
+
+/** A file named in a job: content id, size in bytes, name the program sees. */
+export interface FileEntry {
+  id: Uuid;
+  size: number;
+  name: string;
+}
+/** One chunk to run with the attempt number the master assigned. */
+export interface ChunkAttempt {
+  chunkIndex: number;
+  attempt: number;
+}
+/** Per-chunk result in job_status_response. */
+export interface ChunkRecord {
+  chunkIndex: number;
+  state: ChunkState;
+  attempt: number;
+  exitCode: number;
+  signal: number;
+  failure: FailureCode;
+  durationMs: number;
+  outputs: FileEntry[];
+  stderrTail: Uint8Array;
+  reason: string;
+}
+/** One job in job_list_response. */
+export interface JobListEntry {
+  job: Uuid;
+  state: JobState;
+  numChunks: number;
+}
+/** One node in node_list_response. */
+export interface NodeEntry {
+  id: Uuid;
+  role: NodeRole;
+  state: NodeState;
+  flags: number;
+  slots: number;
+  freeSlots: number;
+  /** Unix epoch milliseconds of the last message seen from the node. */
+  lastSeenMs: number;
+  endpoint: string;
+}
+/** How often one file was fetched (storage_stats). */
+export interface FetchCount {
+  file: Uuid;
+  count: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages. Every message has `type` and `node` (the sender's 16-byte node uuid).
+
+interface Base {
+  /** Sender node uuid (16 bytes); clients use a per-process random uuid. */
+  node: Uuid;
+}
+/** Reply to a request that failed; `text` is human readable (NOT_LEADER: leader endpoint). */
+export interface ErrorMessage extends Base {
+  type: typeof MessageType.Error;
+  code: number;
+  text: string;
+}
+/** Generic success reply with an optional value (0 when unused). */
+export interface OkMessage extends Base {
+  type: typeof MessageType.Ok;
+  value: number;
+}
+/** balancer -> worker: run one chunk of a job. */
+export interface WorkerRequest extends Base {
+  type: typeof MessageType.WorkerRequest;
+  job: Uuid;
+  program: Uint8Array;
+  inputFiles: FileEntry[];
+  chunkIndex: number;
+  numChunks: number;
+  argument: Uint8Array;
+  timeLimitMs: number;
+  attempt: number;
+}
+/** worker -> balancer: accepted (slot taken) or refused with a reason. */
+export interface WorkerRequestAck extends Base {
+  type: typeof MessageType.WorkerRequestAck;
+  job: Uuid;
+  chunkIndex: number;
+  attempt: number;
+  accepted: boolean;
+  reason: string;
+}
+/** worker -> master: state change / result of one chunk attempt. */
+export interface WorkerStatus extends Base {
+  type: typeof MessageType.WorkerStatus;
+  job: Uuid;
+  state: ChunkState;
+  chunkIndex: number;
+  attempt: number;
+  exitCode: number;
+  signal: number;
+  failure: FailureCode;
+  durationMs: number;
+  outputs: FileEntry[];
+  stderrTail: Uint8Array;
+  reason: string;
+}
+/** worker -> balancer: join with capacity and the file ids in the worker's cache. */
+export interface WorkerRegister extends Base {
+  type: typeof MessageType.WorkerRegister;
+  slots: number;
+  freeSlots: number;
+  files: Uuid[];
+  label: string;
+}
+/** worker -> balancer: periodic liveness with cache changes since the last one. */
+export interface WorkerHeartbeat extends Base {
+  type: typeof MessageType.WorkerHeartbeat;
+  slots: number;
+  freeSlots: number;
+  added: Uuid[];
+  evicted: Uuid[];
+}
+/** worker -> balancer: a chunk attempt ended (frees the slot). */
+export interface ChunkFinished extends Base {
+  type: typeof MessageType.ChunkFinished;
+  job: Uuid;
+  chunkIndex: number;
+  attempt: number;
+  state: ChunkState;
+}
+/** any -> storage: read up to maxLength bytes (0 = server default) of a file at offset. */
+export interface FileRequest extends Base {
+  type: typeof MessageType.FileRequest;
+  file: Uuid;
+  offset: number;
+  maxLength: number;
+}
+/** storage -> requester: bytes of a file at offset; fileLength is the total size. */
+export interface FileResponse extends Base {
+  type: typeof MessageType.FileResponse;
+  file: Uuid;
+  fileLength: number;
+  offset: number;
+  data: Uint8Array;
+}
+/** client/worker -> storage: one chunk of an upload. */
+export interface FilePut extends Base {
+  type: typeof MessageType.FilePut;
+  file: Uuid;
+  totalLength: number;
+  offset: number;
+  flags: number;
+  data: Uint8Array;
+}
+/** storage -> uploader: bytes durable so far; committed once verified and complete. */
+export interface FilePutAck extends Base {
+  type: typeof MessageType.FilePutAck;
+  file: Uuid;
+  durableLength: number;
+  committed: boolean;
+}
+/** any -> storage: does the file exist, how long is it. */
+export interface FileStat extends Base {
+  type: typeof MessageType.FileStat;
+  file: Uuid;
+}
+/** storage -> requester: answer to file_stat (a missing file is not an error). */
+export interface FileStatResponse extends Base {
+  type: typeof MessageType.FileStatResponse;
+  file: Uuid;
+  exists: boolean;
+  length: number;
+}
+/** any -> storage: ask for counters. */
+export interface StorageStatsRequest extends Base {
+  type: typeof MessageType.StorageStatsRequest;
+}
+/** storage -> requester: counters since start. */
+export interface StorageStats extends Base {
+  type: typeof MessageType.StorageStats;
+  gets: number;
+  getBytes: number;
+  puts: number;
+  putBytes: number;
+  files: number;
+  storedBytes: number;
+  fetchCounts: FetchCount[];
+}
+/** client -> master: submit a job; (client, sequence) makes it exactly-once. */
+export interface JobSubmit extends Base {
+  type: typeof MessageType.JobSubmit;
+  client: Uuid;
+  sequence: number;
+  numChunks: number;
+  timeLimitMs: number;
+  program: Uint8Array;
+  argument: Uint8Array;
+  inputFiles: FileEntry[];
+  programName: string;
+}
+/** master -> client: the job's uuid; duplicate = this (client, sequence) was seen before. */
+export interface JobSubmitAck extends Base {
+  type: typeof MessageType.JobSubmitAck;
+  job: Uuid;
+  sequence: number;
+  duplicate: boolean;
+}
+/** client -> master: ask for a job's state. */
+export interface JobStatusRequest extends Base {
+  type: typeof MessageType.JobStatusRequest;
+  job: Uuid;
+}
+/** master -> client: job state, counters and per-chunk records. */
+export interface JobStatusResponse extends Base {
+  type: typeof MessageType.JobStatusResponse;
+  job: Uuid;
+  state: JobState;
+  numChunks: number;
+  done: number;
+  failed: number;
+  running: number;
+  queued: number;
+  chunks: ChunkRecord[];
+}
+/** client -> master: list jobs. */
+export interface JobListRequest extends Base {
+  type: typeof MessageType.JobListRequest;
+}
+/** master -> client: all known jobs with their state. */
+export interface JobListResponse extends Base {
+  type: typeof MessageType.JobListResponse;
+  jobs: JobListEntry[];
+}
+/** master -> balancer: run these chunks of a job (balancer answers ok). */
+export interface JobDispatch extends Base {
+  type: typeof MessageType.JobDispatch;
+  job: Uuid;
+  numChunks: number;
+  timeLimitMs: number;
+  program: Uint8Array;
+  argument: Uint8Array;
+  inputFiles: FileEntry[];
+  chunks: ChunkAttempt[];
+}
+/** client -> master: list nodes. */
+export interface NodeListRequest extends Base {
+  type: typeof MessageType.NodeListRequest;
+}
+/** master -> client: nodes known to the cluster. */
+export interface NodeListResponse extends Base {
+  type: typeof MessageType.NodeListResponse;
+  nodes: NodeEntry[];
+}
+/** master <-> master: opaque Raft payload; one-way, never answered. */
+export interface RaftMessage extends Base {
+  type: typeof MessageType.RaftMessage;
+  data: Uint8Array;
+}
+
+/** Any protocol message; discriminated on `type`. */
+export type Message =
+  | ErrorMessage
+  | OkMessage
+  | WorkerRequest
+  | WorkerRequestAck
+  | WorkerStatus
+  | WorkerRegister
+  | WorkerHeartbeat
+  | ChunkFinished
+  | FileRequest
+  | FileResponse
+  | FilePut
+  | FilePutAck
+  | FileStat
+  | FileStatResponse
+  | StorageStatsRequest
+  | StorageStats
+  | JobSubmit
+  | JobSubmitAck
+  | JobStatusRequest
+  | JobStatusResponse
+  | JobListRequest
+  | JobListResponse
+  | JobDispatch
+  | NodeListRequest
+  | NodeListResponse
+  | RaftMessage;
+
+/** The message interface for a given type code, e.g. `MessageOf<typeof MessageType.Ok>`. */
+export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>;
+
+// ---------------------------------------------------------------------------------------------
+// Byte-layout schema
+
+/** Scalar kinds of fixed fields; all little-endian; uuid = upper u64 then lower u64. */
+export type FieldKind = "u8" | "bool" | "u32" | "i32" | "u64" | "uuid";
+
+/** One fixed-size field of a header or record. */
+export interface FieldSpec {
+  /** TS property name (for derived length fields: the wire name). */
+  key: string;
+  /** snake_case name used in C and docs (uuid fields get `_upper`/`_lower` in C). */
+  wire: string;
+  kind: FieldKind;
+  doc: string;
+  /** When set, the field is derived: byte length (bytes/text) or count (lists) of that section. */
+  lengthOf?: string;
+  /** Extension field after the base size: may be absent, then reads as 0/false. */
+  ext?: boolean;
+  /** Largest valid value (enums). */
+  max?: number;
+  /** Limit the value is checked against (counts that are not section lengths). */
+  limit?: keyof WireLimits;
+}
+/** Payload section kinds: raw bytes, UTF-8 text, list of records, list of 16-byte ids, rest. */
+export type SectionKind = "bytes" | "text" | "list" | "ids" | "rest";
+/** One variable-size payload section; they follow each other in declaration order. */
+export interface SectionSpec {
+  key: string;
+  wire: string;
+  kind: SectionKind;
+  doc: string;
+  /** Max bytes (bytes/text/rest) or max entries (list/ids). */
+  limit: keyof WireLimits;
+  record?: RecordSpec;
+}
+/** A record inside a list section: fixed fields then its own sections. */
+export interface RecordSpec {
+  name: string;
+  wire: string;
+  fields: FieldSpec[];
+  sections: SectionSpec[];
+}
+/** Layout of one message type. `fields` exclude the generic header. */
+export interface MessageSpec {
+  type: MessageType;
+  /** TS interface name, e.g. "WorkerRequest". */
+  name: string;
+  /** snake_case name, e.g. "worker_request". */
+  wire: string;
+  /** Minimal header_length accepted (generic part included). */
+  base: number;
+  fields: FieldSpec[];
+  sections: SectionSpec[];
+  doc: string;
+  /** Which socket sends it to which, and what the reply is. */
+  flow: string;
+  reply: string;
+}
+
+/** Byte size of each field kind. */
+export const FIELD_SIZE: Readonly<Record<FieldKind, number>> = {
+  u8: 1,
+  bool: 1,
+  u32: 4,
+  i32: 4,
+  u64: 8,
+  uuid: 16,
+};
+/** Size of the generic header every message starts with. */
+export const GENERIC_HEADER_SIZE = 25;
+
+type Opt = Partial<Pick<FieldSpec, "lengthOf" | "ext" | "max" | "limit">>;
+const f =
+  (kind: FieldKind) => (key: string, wire: string, doc: string, o: Opt = {}): FieldSpec => ({
+    key,
+    wire,
+    kind,
+    doc,
+    ...o,
+  });
+const u8 = f("u8"), bool = f("bool"), u32 = f("u32"), i32 = f("i32"), u64 = f("u64");
+const uuid = f("uuid");
+const len = (kind: FieldKind, wire: string, section: string, doc: string, ext = false) =>
+  f(kind)(wire, wire, doc, ext ? { lengthOf: section, ext } : { lengthOf: section });
+const sec = (kind: SectionKind) =>
+(
+  key: string,
+  wire: string,
+  limit: keyof WireLimits,
+  doc: string,
+  record?: RecordSpec,
+): SectionSpec => ({ key, wire, kind, limit, doc, record });
+const bytes = sec("bytes"), text = sec("text"), list = sec("list"), ids = sec("ids");
+const rest = sec("rest");
+
+const STATE_MAX = 4;
+
+/** file_entry record: id, size, name. */
+export const FILE_ENTRY: RecordSpec = {
+  name: "FileEntry",
+  wire: "file_entry",
+  fields: [
+    uuid("id", "file_uuid", "content id of the file"),
+    u64("size", "size", "file size in bytes"),
+    len("u32", "name_length", "name", "bytes of name"),
+  ],
+  sections: [text("name", "name", "maxText", "UTF-8 file name (relative path the program sees)")],
+};
+const CHUNK_ATTEMPT: RecordSpec = {
+  name: "ChunkAttempt",
+  wire: "chunk_attempt",
+  fields: [
+    u32("chunkIndex", "chunk_index", "chunk to run", { limit: "maxChunks" }),
+    u32("attempt", "attempt", "attempt number assigned by the master (first = 1)"),
+  ],
+  sections: [],
+};
+const resultFields = (ext: boolean): FieldSpec[] => [
+  u32("chunkIndex", "chunk_index", "chunk index", { ext }),
+  u32("attempt", "attempt", "attempt number", { ext }),
+  i32("exitCode", "exit_code", "process exit code (0 when killed by a signal)", { ext }),
+  u32("signal", "signal", "signal number that killed the process, 0 if none", { ext }),
+  u32("failure", "failure", "FailureCode, 0 if none", { ext, max: 8 }),
+  u64("durationMs", "duration_ms", "wall-clock run time, ms", { ext }),
+  len("u32", "num_outputs", "outputs", "entries in outputs", ext),
+  len("u32", "stderr_length", "stderrTail", "bytes of stderr_tail", ext),
+  len("u32", "reason_length", "reason", "bytes of reason", ext),
+];
+const resultSections = (): SectionSpec[] => [
+  list("outputs", "outputs", "maxFiles", "output files, already stored", FILE_ENTRY),
+  bytes("stderrTail", "stderr_tail", "maxStderr", "last bytes of the program's stderr"),
+  text("reason", "reason", "maxText", "UTF-8 failure explanation"),
+];
+const CHUNK_RECORD: RecordSpec = {
+  name: "ChunkRecord",
+  wire: "chunk_record",
+  fields: [
+    u32("chunkIndex", "chunk_index", "chunk index"),
+    u8("state", "state", "ChunkState", { max: STATE_MAX }),
+    ...resultFields(false).slice(1),
+  ],
+  sections: resultSections(),
+};
+const JOB_LIST_ENTRY: RecordSpec = {
+  name: "JobListEntry",
+  wire: "job_list_entry",
+  fields: [
+    uuid("job", "job_uuid", "job id"),
+    u8("state", "state", "JobState", { max: STATE_MAX }),
+    u32("numChunks", "num_chunks", "chunks of the job"),
+  ],
+  sections: [],
+};
+const NODE_ENTRY: RecordSpec = {
+  name: "NodeEntry",
+  wire: "node_entry",
+  fields: [
+    uuid("id", "node_uuid", "node id"),
+    u8("role", "role", "NodeRole", { max: 5 }),
+    u8("state", "state", "NodeState", { max: 2 }),
+    u8("flags", "flags", "NodeFlags bits (1 = raft leader)"),
+    u32("slots", "slots", "worker slots (0 for other roles)"),
+    u32("freeSlots", "free_slots", "free worker slots"),
+    u64("lastSeenMs", "last_seen_ms", "Unix epoch ms of the last message from the node"),
+    len("u32", "endpoint_length", "endpoint", "bytes of endpoint"),
+  ],
+  sections: [text("endpoint", "endpoint", "maxText", "UTF-8 endpoint, e.g. tcp://127.0.0.1:7001")],
+};
+const FETCH_COUNT: RecordSpec = {
+  name: "FetchCount",
+  wire: "fetch_count",
+  fields: [uuid("file", "file_uuid", "file id"), u64("count", "count", "file_request count")],
+  sections: [],
+};
+
+/** Layout of every message type, in code order. */
+export const MESSAGE_SPECS: readonly MessageSpec[] = [
+  {
+    type: MessageType.Error,
+    name: "ErrorMessage",
+    wire: "error",
+    base: 33,
+    fields: [u32("code", "code", "ErrorCode"), len("u32", "text_length", "text", "bytes of text")],
+    sections: [text("text", "text", "maxText", "UTF-8 explanation (NOT_LEADER: leader endpoint)")],
+    doc: "Failure reply to any request.",
+    flow: "any ROUTER -> requester",
+    reply: "none",
+  },
+  {
+    type: MessageType.Ok,
+    name: "OkMessage",
+    wire: "ok",
+    base: 33,
+    fields: [u64("value", "value", "optional result value, 0 when unused")],
+    sections: [],
+    doc: "Generic success reply.",
+    flow: "any ROUTER -> requester",
+    reply: "none",
+  },
+  {
+    type: MessageType.WorkerRequest,
+    name: "WorkerRequest",
+    wire: "worker_request",
+    base: 57,
+    fields: [
+      uuid("job", "job_uuid", "job id"),
+      len("u64", "program_length", "program", "bytes of program"),
+      len("u64", "num_input_files", "inputFiles", "entries in input_files"),
+      u32("chunkIndex", "chunk_index", "chunk to run (0-based)", { ext: true }),
+      u32("numChunks", "num_chunks", "chunks in the job", { ext: true, limit: "maxChunks" }),
+      len("u64", "argument_length", "argument", "bytes of argument", true),
+      u64("timeLimitMs", "time_limit_ms", "kill the program after this, 0 = no limit", {
+        ext: true,
+      }),
+      u32("attempt", "attempt", "attempt number assigned by the master", { ext: true }),
+    ],
+    sections: [
+      bytes("program", "program", "maxProgram", "the executable's bytes"),
+      list("inputFiles", "input_files", "maxFiles", "files to fetch from storage", FILE_ENTRY),
+      bytes("argument", "argument", "maxArgument", "opaque argument passed to the program"),
+    ],
+    doc: "Run one chunk of a job on a worker.",
+    flow: "balancer ROUTER -> worker DEALER",
+    reply: "worker_request_ack",
+  },
+  {
+    type: MessageType.WorkerRequestAck,
+    name: "WorkerRequestAck",
+    wire: "worker_request_ack",
+    base: 54,
+    fields: [
+      uuid("job", "job_uuid", "job id"),
+      u32("chunkIndex", "chunk_index", "chunk index"),
+      u32("attempt", "attempt", "attempt number"),
+      bool("accepted", "accepted", "1 = accepted, 0 = refused"),
+      len("u32", "reason_length", "reason", "bytes of reason"),
+    ],
+    sections: [text("reason", "reason", "maxText", "UTF-8 refusal reason, empty when accepted")],
+    doc: "Worker accepts or refuses a worker_request.",
+    flow: "worker DEALER -> balancer ROUTER",
+    reply: "none (it is the reply)",
+  },
+  {
+    type: MessageType.WorkerStatus,
+    name: "WorkerStatus",
+    wire: "worker_status",
+    base: 42,
+    fields: [
+      uuid("job", "job_uuid", "job id"),
+      u8("state", "state", "ChunkState", { max: STATE_MAX }),
+      ...resultFields(true),
+    ],
+    sections: resultSections(),
+    doc: "Progress or result of one chunk attempt.",
+    flow: "worker DEALER -> master ROUTER (leader)",
+    reply: "ok, or error NOT_LEADER",
+  },
+  {
+    type: MessageType.WorkerRegister,
+    name: "WorkerRegister",
+    wire: "worker_register",
+    base: 41,
+    fields: [
+      u32("slots", "slots", "concurrent chunks the worker runs"),
+      u32("freeSlots", "free_slots", "slots free now"),
+      len("u32", "num_files", "files", "ids in files"),
+      len("u32", "label_length", "label", "bytes of label"),
+    ],
+    sections: [
+      ids("files", "files", "maxFiles", "file ids in the worker's cache (16 bytes each)"),
+      text("label", "label", "maxText", "UTF-8 hostname / label"),
+    ],
+    doc: "A worker joins the balancer.",
+    flow: "worker DEALER -> balancer ROUTER",
+    reply: "ok",
+  },
+  {
+    type: MessageType.WorkerHeartbeat,
+    name: "WorkerHeartbeat",
+    wire: "worker_heartbeat",
+    base: 41,
+    fields: [
+      u32("slots", "slots", "concurrent chunks the worker runs"),
+      u32("freeSlots", "free_slots", "slots free now"),
+      len("u32", "num_added", "added", "ids in added"),
+      len("u32", "num_evicted", "evicted", "ids in evicted"),
+    ],
+    sections: [
+      ids("added", "added", "maxFiles", "file ids cached since the last heartbeat"),
+      ids("evicted", "evicted", "maxFiles", "file ids evicted since the last heartbeat"),
+    ],
+    doc: "Periodic liveness and cache delta.",
+    flow: "worker DEALER -> balancer ROUTER",
+    reply: "ok (error NOT_FOUND if the balancer does not know the worker: re-register)",
+  },
+  {
+    type: MessageType.ChunkFinished,
+    name: "ChunkFinished",
+    wire: "chunk_finished",
+    base: 50,
+    fields: [
+      uuid("job", "job_uuid", "job id"),
+      u32("chunkIndex", "chunk_index", "chunk index"),
+      u32("attempt", "attempt", "attempt number"),
+      u8("state", "state", "final ChunkState", { max: STATE_MAX }),
+    ],
+    sections: [],
+    doc: "A chunk attempt ended on the worker; its slot is free again.",
+    flow: "worker DEALER -> balancer ROUTER",
+    reply: "ok",
+  },
+  {
+    type: MessageType.FileRequest,
+    name: "FileRequest",
+    wire: "file_request",
+    base: 41,
+    fields: [
+      uuid("file", "file_uuid", "file id"),
+      u64("offset", "offset", "first byte wanted", { ext: true }),
+      u64("maxLength", "max_length", "most bytes wanted, 0 = server default chunk", {
+        ext: true,
+      }),
+    ],
+    sections: [],
+    doc: "Read (part of) a stored file.",
+    flow: "any DEALER -> storage ROUTER",
+    reply: "file_response, or error NOT_FOUND / BAD_REQUEST (offset > length)",
+  },
+  {
+    type: MessageType.FileResponse,
+    name: "FileResponse",
+    wire: "file_response",
+    base: 49,
+    fields: [
+      uuid("file", "file_uuid", "file id"),
+      u64("fileLength", "file_length", "total size of the file"),
+      u64("offset", "offset", "offset of the first payload byte", { ext: true }),
+    ],
+    sections: [rest("data", "data", "maxData", "file bytes at offset: the rest of the frame")],
+    doc: "Bytes of a stored file.",
+    flow: "storage ROUTER -> requester",
+    reply: "none",
+  },
+  {
+    type: MessageType.FilePut,
+    name: "FilePut",
+    wire: "file_put",
+    base: 61,
+    fields: [
+      uuid("file", "file_uuid", "file id = first 16 bytes of SHA-256 of the whole file"),
+      u64("totalLength", "total_length", "size of the whole file"),
+      u64("offset", "offset", "offset of the first payload byte"),
+      u32("flags", "flags", "FilePutFlags bits (1 = last chunk)"),
+    ],
+    sections: [rest("data", "data", "maxData", "file bytes at offset: the rest of the frame")],
+    doc: "Upload one chunk of a file; chunks are sent in order.",
+    flow: "client/worker DEALER -> storage ROUTER",
+    reply: "file_put_ack, or error CONFLICT / BAD_REQUEST",
+  },
+  {
+    type: MessageType.FilePutAck,
+    name: "FilePutAck",
+    wire: "file_put_ack",
+    base: 50,
+    fields: [
+      uuid("file", "file_uuid", "file id"),
+      u64("durableLength", "durable_length", "bytes stored durably so far"),
+      bool("committed", "committed", "1 = whole file verified and stored"),
+    ],
+    sections: [],
+    doc: "Upload progress.",
+    flow: "storage ROUTER -> uploader",
+    reply: "none",
+  },
+  {
+    type: MessageType.FileStat,
+    name: "FileStat",
+    wire: "file_stat",
+    base: 41,
+    fields: [uuid("file", "file_uuid", "file id")],
+    sections: [],
+    doc: "Does a file exist?",
+    flow: "any DEALER -> storage ROUTER",
+    reply: "file_stat_response",
+  },
+  {
+    type: MessageType.FileStatResponse,
+    name: "FileStatResponse",
+    wire: "file_stat_response",
+    base: 50,
+    fields: [
+      uuid("file", "file_uuid", "file id"),
+      bool("exists", "exists", "1 = committed file present"),
+      u64("length", "length", "file size, 0 when absent"),
+    ],
+    sections: [],
+    doc: "Answer to file_stat.",
+    flow: "storage ROUTER -> requester",
+    reply: "none",
+  },
+  {
+    type: MessageType.StorageStatsRequest,
+    name: "StorageStatsRequest",
+    wire: "storage_stats_request",
+    base: 25,
+    fields: [],
+    sections: [],
+    doc: "Ask storage for its counters.",
+    flow: "any DEALER -> storage ROUTER",
+    reply: "storage_stats",
+  },
+  {
+    type: MessageType.StorageStats,
+    name: "StorageStats",
+    wire: "storage_stats",
+    base: 77,
+    fields: [
+      u64("gets", "gets", "file_request messages served"),
+      u64("getBytes", "get_bytes", "bytes sent in file_response"),
+      u64("puts", "puts", "file_put messages accepted"),
+      u64("putBytes", "put_bytes", "bytes received in file_put"),
+      u64("files", "files", "committed files stored"),
+      u64("storedBytes", "stored_bytes", "bytes of committed files"),
+      len("u32", "num_fetch_counts", "fetchCounts", "entries in fetch_counts"),
+    ],
+    sections: [
+      list("fetchCounts", "fetch_counts", "maxEntries", "per-file fetch counts", FETCH_COUNT),
+    ],
+    doc: "Storage counters since start.",
+    flow: "storage ROUTER -> requester",
+    reply: "none",
+  },
+  {
+    type: MessageType.JobSubmit,
+    name: "JobSubmit",
+    wire: "job_submit",
+    base: 85,
+    fields: [
+      uuid("client", "client_uuid", "submitting client's id"),
+      u64("sequence", "sequence", "client's request sequence; retries reuse it"),
+      u32("numChunks", "num_chunks", "chunks to run (>= 1)", { limit: "maxChunks" }),
+      u64("timeLimitMs", "time_limit_ms", "per-chunk time limit, 0 = none"),
+      len("u64", "program_length", "program", "bytes of program"),
+      len("u64", "argument_length", "argument", "bytes of argument"),
+      len("u32", "num_input_files", "inputFiles", "entries in input_files"),
+      len("u32", "name_length", "programName", "bytes of program_name"),
+    ],
+    sections: [
+      bytes("program", "program", "maxProgram", "the executable's bytes"),
+      bytes("argument", "argument", "maxArgument", "opaque argument"),
+      list("inputFiles", "input_files", "maxFiles", "input files (already stored)", FILE_ENTRY),
+      text("programName", "program_name", "maxText", "UTF-8 program name for display"),
+    ],
+    doc: "Submit a job (exactly-once per client_uuid + sequence).",
+    flow: "client DEALER -> master ROUTER",
+    reply: "job_submit_ack, or error NOT_LEADER (text = leader endpoint) / BAD_REQUEST",
+  },
+  {
+    type: MessageType.JobSubmitAck,
+    name: "JobSubmitAck",
+    wire: "job_submit_ack",
+    base: 50,
+    fields: [
+      uuid("job", "job_uuid", "id of the (new or earlier) job"),
+      u64("sequence", "sequence", "echo of job_submit.sequence"),
+      bool("duplicate", "duplicate", "1 = this submission was already accepted before"),
+    ],
+    sections: [],
+    doc: "Job accepted (committed in the Raft log).",
+    flow: "master ROUTER -> client",
+    reply: "none",
+  },
+  {
+    type: MessageType.JobStatusRequest,
+    name: "JobStatusRequest",
+    wire: "job_status_request",
+    base: 41,
+    fields: [uuid("job", "job_uuid", "job id")],
+    sections: [],
+    doc: "Ask for a job's state.",
+    flow: "client DEALER -> master ROUTER",
+    reply: "job_status_response, or error NOT_FOUND / NOT_LEADER",
+  },
+  {
+    type: MessageType.JobStatusResponse,
+    name: "JobStatusResponse",
+    wire: "job_status_response",
+    base: 66,
+    fields: [
+      uuid("job", "job_uuid", "job id"),
+      u8("state", "state", "JobState", { max: STATE_MAX }),
+      u32("numChunks", "num_chunks", "chunks of the job"),
+      u32("done", "done", "chunks succeeded"),
+      u32("failed", "failed", "chunks failed for good"),
+      u32("running", "running", "chunks running"),
+      u32("queued", "queued", "chunks waiting"),
+      len("u32", "num_records", "chunks", "entries in chunks"),
+    ],
+    sections: [list("chunks", "chunks", "maxChunks", "per-chunk records", CHUNK_RECORD)],
+    doc: "A job's state.",
+    flow: "master ROUTER -> client",
+    reply: "none",
+  },
+  {
+    type: MessageType.JobListRequest,
+    name: "JobListRequest",
+    wire: "job_list_request",
+    base: 25,
+    fields: [],
+    sections: [],
+    doc: "List jobs.",
+    flow: "client DEALER -> master ROUTER",
+    reply: "job_list_response",
+  },
+  {
+    type: MessageType.JobListResponse,
+    name: "JobListResponse",
+    wire: "job_list_response",
+    base: 29,
+    fields: [len("u32", "num_jobs", "jobs", "entries in jobs")],
+    sections: [list("jobs", "jobs", "maxEntries", "jobs", JOB_LIST_ENTRY)],
+    doc: "Known jobs.",
+    flow: "master ROUTER -> client",
+    reply: "none",
+  },
+  {
+    type: MessageType.JobDispatch,
+    name: "JobDispatch",
+    wire: "job_dispatch",
+    base: 77,
+    fields: [
+      uuid("job", "job_uuid", "job id"),
+      u32("numChunks", "num_chunks", "chunks of the job", { limit: "maxChunks" }),
+      u64("timeLimitMs", "time_limit_ms", "per-chunk time limit, 0 = none"),
+      len("u64", "program_length", "program", "bytes of program"),
+      len("u64", "argument_length", "argument", "bytes of argument"),
+      len("u32", "num_input_files", "inputFiles", "entries in input_files"),
+      len("u32", "num_dispatch", "chunks", "entries in chunks"),
+    ],
+    sections: [
+      bytes("program", "program", "maxProgram", "the executable's bytes"),
+      bytes("argument", "argument", "maxArgument", "opaque argument"),
+      list("inputFiles", "input_files", "maxFiles", "input files", FILE_ENTRY),
+      list("chunks", "chunks", "maxChunks", "chunks to run with attempts", CHUNK_ATTEMPT),
+    ],
+    doc: "Hand chunks of a job to the balancer for placement.",
+    flow: "master DEALER -> balancer ROUTER",
+    reply: "ok",
+  },
+  {
+    type: MessageType.NodeListRequest,
+    name: "NodeListRequest",
+    wire: "node_list_request",
+    base: 25,
+    fields: [],
+    sections: [],
+    doc: "List nodes.",
+    flow: "client DEALER -> master ROUTER",
+    reply: "node_list_response",
+  },
+  {
+    type: MessageType.NodeListResponse,
+    name: "NodeListResponse",
+    wire: "node_list_response",
+    base: 29,
+    fields: [len("u32", "num_nodes", "nodes", "entries in nodes")],
+    sections: [list("nodes", "nodes", "maxEntries", "nodes", NODE_ENTRY)],
+    doc: "Known nodes.",
+    flow: "master ROUTER -> client",
+    reply: "none",
+  },
+  {
+    type: MessageType.RaftMessage,
+    name: "RaftMessage",
+    wire: "raft_message",
+    base: 25,
+    fields: [],
+    sections: [rest("data", "data", "maxRaft", "opaque Raft message: the rest of the frame")],
+    doc: "Raft traffic between masters; one-way, never answered (the exception to request/reply).",
+    flow: "master DEALER -> master ROUTER",
+    reply: "none (one-way)",
+  },
+];
+
+/** MESSAGE_SPECS indexed by type code (undefined for unknown codes). */
+export const SPEC_BY_TYPE: readonly (MessageSpec | undefined)[] = (() => {
+  const a: (MessageSpec | undefined)[] = new Array(256).fill(undefined);
+  for (const s of MESSAGE_SPECS) a[s.type] = s;
+  return a;
+})();
+
+/** Full (current) fixed header size of a message spec, generic part included. */
+export function headerSize(spec: { fields: readonly FieldSpec[] }): number {
+  return GENERIC_HEADER_SIZE + spec.fields.reduce((n, x) => n + FIELD_SIZE[x.kind], 0);
+}
+
+/** Fixed size of a record's field part. */
+export function recordFixedSize(rec: RecordSpec): number {
+  return rec.fields.reduce((n, x) => n + FIELD_SIZE[x.kind], 0);
+}
