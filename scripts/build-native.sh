@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Builds the native (C) programs of dsys into build/. Idempotent and fast: a target is
+# rebuilt only when one of its sources (or this script) is newer than it.
+# Add a program with one `build <output> "<sources>" <gcc args...>` line below.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+mkdir -p build
+CC="${CC:-gcc}"
+CFLAGS=(-std=c11 -O2 -Wall -Wextra -Werror)
+
+# build <output> "<space-separated sources and headers>" <extra gcc args (first = main .c)...>
+build() {
+  local out="$1" deps="$2"
+  shift 2
+  local stale=0 dep
+  [[ -e "$out" ]] || stale=1
+  for dep in $deps "${BASH_SOURCE[0]}"; do
+    [[ -e "$dep" ]] || { echo "build-native: missing source $dep for $out" >&2; return 1; }
+    [[ "$dep" -nt "$out" ]] && stale=1
+  done
+  if ((stale)); then
+    echo "build-native: $out" >&2
+    # Build to a temp name and rename, so a concurrent reader never sees a half-written binary.
+    "$CC" "${CFLAGS[@]}" -o "$out.tmp.$$" "$@"
+    mv -f "$out.tmp.$$" "$out"
+  fi
+}
+
+build build/wire_test_vectors "wire/test_vectors.c wire/dsys_wire.h" -Iwire wire/test_vectors.c

@@ -1,0 +1,193 @@
+/**
+ * One deterministic example of every message type. docs/wire.md shows their hex, the C
+ * cross-check encodes their fixed headers, and the codec tests round-trip them.
+ * @module
+ */
+
+import {
+  ChunkState,
+  FailureCode,
+  type Message,
+  MessageType,
+  NodeRole,
+  NodeState,
+} from "./messages.ts";
+import { uuidFromHex, uuidFromString } from "./uuid.ts";
+
+const NODE = uuidFromString("00112233-4455-6677-8899-aabbccddeeff");
+const JOB = uuidFromString("6ba7b810-9dad-41d1-80b4-00c04fd430c8");
+const CLIENT = uuidFromString("f47ac10b-58cc-4372-a567-0e02b2c3d479");
+const FILE_A = uuidFromHex("2cf24dba5fb0a30e26e83b2ac5b9e29e"); // sha256("hello")[0..16]
+const FILE_B = uuidFromHex("8f434346648f6b96df89dda901c5176b"); // sha256("hi")[0..16]
+const bytes = (s: string) => new TextEncoder().encode(s);
+
+/** Example messages in type-code order, one per MessageType. */
+export const EXAMPLES: readonly Message[] = [
+  { type: MessageType.Error, node: NODE, code: 4, text: "no file 2cf2" },
+  { type: MessageType.Ok, node: NODE, value: 7 },
+  {
+    type: MessageType.WorkerRequest,
+    node: NODE,
+    job: JOB,
+    program: bytes("#!"),
+    inputFiles: [{ id: FILE_A, size: 5, name: "in" }],
+    chunkIndex: 2,
+    numChunks: 4,
+    argument: bytes("x"),
+    timeLimitMs: 60000,
+    attempt: 1,
+  },
+  {
+    type: MessageType.WorkerRequestAck,
+    node: NODE,
+    job: JOB,
+    chunkIndex: 2,
+    attempt: 1,
+    accepted: false,
+    reason: "full",
+  },
+  {
+    type: MessageType.WorkerStatus,
+    node: NODE,
+    job: JOB,
+    state: ChunkState.Failed,
+    chunkIndex: 2,
+    attempt: 1,
+    exitCode: 1,
+    signal: 0,
+    failure: FailureCode.ExitCode,
+    durationMs: 1234,
+    outputs: [{ id: FILE_B, size: 2, name: "out" }],
+    stderrTail: bytes("err"),
+    reason: "exit 1",
+  },
+  {
+    type: MessageType.WorkerRegister,
+    node: NODE,
+    slots: 4,
+    freeSlots: 3,
+    files: [FILE_A],
+    label: "w1",
+  },
+  {
+    type: MessageType.WorkerHeartbeat,
+    node: NODE,
+    slots: 4,
+    freeSlots: 4,
+    added: [FILE_B],
+    evicted: [FILE_A],
+  },
+  {
+    type: MessageType.ChunkFinished,
+    node: NODE,
+    job: JOB,
+    chunkIndex: 2,
+    attempt: 1,
+    state: ChunkState.Succeeded,
+  },
+  { type: MessageType.FileRequest, node: NODE, file: FILE_A, offset: 1, maxLength: 3 },
+  {
+    type: MessageType.FileResponse,
+    node: NODE,
+    file: FILE_A,
+    fileLength: 5,
+    offset: 1,
+    data: bytes("ell"),
+  },
+  {
+    type: MessageType.FilePut,
+    node: NODE,
+    file: FILE_A,
+    totalLength: 5,
+    offset: 0,
+    flags: 1,
+    data: bytes("hello"),
+  },
+  { type: MessageType.FilePutAck, node: NODE, file: FILE_A, durableLength: 5, committed: true },
+  { type: MessageType.FileStat, node: NODE, file: FILE_B },
+  { type: MessageType.FileStatResponse, node: NODE, file: FILE_B, exists: true, length: 2 },
+  { type: MessageType.StorageStatsRequest, node: NODE },
+  {
+    type: MessageType.StorageStats,
+    node: NODE,
+    gets: 3,
+    getBytes: 15,
+    puts: 1,
+    putBytes: 5,
+    files: 1,
+    storedBytes: 5,
+    fetchCounts: [{ file: FILE_A, count: 3 }],
+  },
+  {
+    type: MessageType.JobSubmit,
+    node: NODE,
+    client: CLIENT,
+    sequence: 9,
+    numChunks: 4,
+    timeLimitMs: 60000,
+    program: bytes("#!"),
+    argument: bytes("x"),
+    inputFiles: [{ id: FILE_A, size: 5, name: "in" }],
+    programName: "wc",
+  },
+  { type: MessageType.JobSubmitAck, node: NODE, job: JOB, sequence: 9, duplicate: false },
+  { type: MessageType.JobStatusRequest, node: NODE, job: JOB },
+  {
+    type: MessageType.JobStatusResponse,
+    node: NODE,
+    job: JOB,
+    state: ChunkState.Running,
+    numChunks: 2,
+    done: 1,
+    failed: 0,
+    running: 1,
+    queued: 0,
+    chunks: [
+      {
+        chunkIndex: 0,
+        state: ChunkState.Succeeded,
+        attempt: 1,
+        exitCode: 0,
+        signal: 0,
+        failure: FailureCode.None,
+        durationMs: 20,
+        outputs: [{ id: FILE_B, size: 2, name: "o" }],
+        stderrTail: new Uint8Array(0),
+        reason: "",
+      },
+    ],
+  },
+  { type: MessageType.JobListRequest, node: NODE },
+  {
+    type: MessageType.JobListResponse,
+    node: NODE,
+    jobs: [{ job: JOB, state: ChunkState.Succeeded, numChunks: 4 }],
+  },
+  {
+    type: MessageType.JobDispatch,
+    node: NODE,
+    job: JOB,
+    numChunks: 4,
+    timeLimitMs: 60000,
+    program: bytes("#!"),
+    argument: bytes("x"),
+    inputFiles: [{ id: FILE_A, size: 5, name: "in" }],
+    chunks: [{ chunkIndex: 2, attempt: 1 }, { chunkIndex: 3, attempt: 2 }],
+  },
+  { type: MessageType.NodeListRequest, node: NODE },
+  {
+    type: MessageType.NodeListResponse,
+    node: NODE,
+    nodes: [{
+      id: CLIENT,
+      role: NodeRole.Storage,
+      state: NodeState.Alive,
+      flags: 0,
+      slots: 0,
+      freeSlots: 0,
+      lastSeenMs: 1764150000000,
+      endpoint: "tcp://127.0.0.1:7003",
+    }],
+  },
+  { type: MessageType.RaftMessage, node: NODE, data: bytes("raft") },
+];
