@@ -133,7 +133,17 @@ export async function buildFuseLibrary(): Promise<string> {
   const flags = await run("pkg-config", ["--cflags", "--libs", "fuse3"]);
   await Deno.mkdir(resolve(out, ".."), { recursive: true });
   const tmp = `${out}.${Deno.pid}.tmp`;
-  const args = ["-O2", "-Wall", "-shared", "-fPIC", "-o", tmp, src, ...flags.trim().split(/\s+/)];
+  const args = [
+    "-std=c11",
+    "-O2",
+    "-Wall",
+    "-shared",
+    "-fPIC",
+    "-o",
+    tmp,
+    src,
+    ...flags.trim().split(/\s+/),
+  ];
   await run("gcc", args);
   await Deno.rename(tmp, out);
   return out;

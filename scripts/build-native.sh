@@ -28,3 +28,5 @@ build() {
 }
 
 build build/wire_test_vectors "wire/test_vectors.c wire/dsys_wire.h" -Iwire wire/test_vectors.c
+# fuse: the worker's FUSE mount helper, loaded by fuse/mod.ts through Deno FFI.
+build build/libdsys_fuse.so "fuse/dsys_fuse.c" fuse/dsys_fuse.c -shared -fPIC $(pkg-config --cflags --libs fuse3)
