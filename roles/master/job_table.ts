@@ -5,70 +5,33 @@
  * so every master that applies the same log holds the same table. No clocks, no I/O; times come
  * inside the commands (stamped by the leader that proposed them).
  */
-
-/** One input file of a job, as it appears by `name` in the worker's FUSE mount. */
-export interface JobInput {
-  id: Uint8Array;
-  name: string;
-  size: number;
-}
-
-/** An output file a chunk wrote, stored on a storage node. */
-export interface ChunkOutput {
-  id: Uint8Array;
-  name: string;
-  size: number;
-}
+import {
+  type ChunkRecord,
+  ChunkState,
+  FailureCode,
+  type FileEntry,
+  uuidToHex as hex,
+  type WorkerStatus,
+} from "../../wire/mod.ts";
 
 /** A job as submitted; immutable once accepted. */
 export interface JobSpec {
   jobId: Uint8Array;
   clientId: Uint8Array;
-  seq: bigint;
+  seq: number;
   programName: string;
   program: Uint8Array;
   argument: Uint8Array;
   numChunks: number;
   timeLimitMs: number;
-  inputs: JobInput[];
+  inputs: FileEntry[];
   submittedAtMs: number;
-}
-
-/** Life of a chunk as the masters record it. */
-export type ChunkState = "pending" | "running" | "succeeded" | "failed";
-
-/** The recorded state of one chunk. */
-export interface ChunkRecord {
-  state: ChunkState;
-  attempt: number;
-  exitCode: number;
-  reason: string;
-  stderrTail: Uint8Array;
-  outputs: ChunkOutput[];
-  durationMs: number;
-  worker: string;
-  finishedAtMs: number;
-}
-
-/** A chunk's final (or running) report, as committed from a worker_status. */
-export interface ChunkReport {
-  jobId: Uint8Array;
-  chunk: number;
-  attempt: number;
-  state: ChunkState;
-  exitCode: number;
-  reason: string;
-  stderrTail: Uint8Array;
-  outputs: ChunkOutput[];
-  durationMs: number;
-  worker: string;
-  atMs: number;
 }
 
 /** A command of the replicated log. */
 export type Command =
   | { kind: "submit"; spec: JobSpec }
-  | { kind: "report"; report: ChunkReport };
+  | { kind: "report"; status: WorkerStatus; atMs: number };
 
 /** What applying a command produced. */
 export type ApplyResult =
@@ -84,42 +47,40 @@ export interface JobRecord {
   finishedAtMs: number;
 }
 
-/** Summary state of a job. */
-export type JobState = "running" | "succeeded" | "failed";
-
-/** The hex form of an id: used as map key. */
-export function hex(id: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < id.length; i++) s += id[i].toString(16).padStart(2, "0");
-  return s;
-}
-
-function newChunk(): ChunkRecord {
+function newChunk(chunkIndex: number): ChunkRecord {
   return {
-    state: "pending",
+    chunkIndex,
+    state: ChunkState.Queued,
     attempt: 0,
     exitCode: 0,
-    reason: "",
-    stderrTail: new Uint8Array(0),
-    outputs: [],
+    signal: 0,
+    failure: FailureCode.None,
     durationMs: 0,
-    worker: "",
-    finishedAtMs: 0,
+    outputs: [],
+    stderrTail: new Uint8Array(0),
+    reason: "",
   };
+}
+
+function isFinal(state: number): boolean {
+  return state === ChunkState.Succeeded || state === ChunkState.Failed;
 }
 
 /** The job table: jobs by id and the exactly-once session of each client. */
 export class JobTable {
+  /** Jobs by hex id, in submission order. */
   readonly jobs = new Map<string, JobRecord>();
-  /** Per client: the highest sequence number applied and the job it created. */
-  readonly sessions = new Map<string, { seq: bigint; jobId: Uint8Array }>();
-  /** Index of the last applied log entry (set by the consensus shell). */
-  appliedIndex = 0;
+  /** Per client (hex id): the highest sequence number applied and the job it created. */
+  readonly sessions = new Map<string, { seq: number; jobId: Uint8Array }>();
 
   /** Applies one committed command; deterministic. */
   apply(cmd: Command): ApplyResult {
-    if (cmd.kind === "submit") return this.#submit(cmd.spec);
-    return this.#report(cmd.report);
+    return cmd.kind === "submit" ? this.#submit(cmd.spec) : this.#report(cmd.status, cmd.atMs);
+  }
+
+  /** The job with this id, if any. */
+  get(jobId: Uint8Array): JobRecord | undefined {
+    return this.jobs.get(hex(jobId));
   }
 
   #submit(spec: JobSpec): ApplyResult {
@@ -133,7 +94,7 @@ export class JobTable {
     if (!this.jobs.has(key)) {
       this.jobs.set(key, {
         spec,
-        chunks: Array.from({ length: spec.numChunks }, newChunk),
+        chunks: Array.from({ length: spec.numChunks }, (_, i) => newChunk(i)),
         done: 0,
         failed: 0,
         finishedAtMs: 0,
@@ -143,53 +104,42 @@ export class JobTable {
     return { kind: "submitted", jobId: spec.jobId, duplicate: false };
   }
 
-  #report(r: ChunkReport): ApplyResult {
-    const job = this.jobs.get(hex(r.jobId));
-    if (!job || r.chunk < 0 || r.chunk >= job.chunks.length) {
-      return { kind: "reported", accepted: false, jobDone: false };
-    }
-    const c = job.chunks[r.chunk];
+  #report(s: WorkerStatus, atMs: number): ApplyResult {
+    const rejected: ApplyResult = { kind: "reported", accepted: false, jobDone: false };
+    const job = this.jobs.get(hex(s.job));
+    if (!job || s.chunkIndex >= job.chunks.length || !isFinal(s.state)) return rejected;
+    const c = job.chunks[s.chunkIndex];
     // The first final result wins: a chunk re-run after a lost worker may report twice.
-    if (c.state === "succeeded" || c.state === "failed") {
-      return { kind: "reported", accepted: false, jobDone: false };
-    }
-    if (r.state === "running" || r.state === "pending") {
-      if (r.attempt < c.attempt) return { kind: "reported", accepted: false, jobDone: false };
-      c.state = r.state;
-      c.attempt = r.attempt;
-      c.worker = r.worker;
-      return { kind: "reported", accepted: true, jobDone: false };
-    }
-    Object.assign(c, {
-      state: r.state,
-      attempt: r.attempt,
-      exitCode: r.exitCode,
-      reason: r.reason,
-      stderrTail: r.stderrTail,
-      outputs: r.outputs,
-      durationMs: r.durationMs,
-      worker: r.worker,
-      finishedAtMs: r.atMs,
-    });
-    if (r.state === "succeeded") job.done++;
+    if (isFinal(c.state)) return rejected;
+    job.chunks[s.chunkIndex] = {
+      chunkIndex: s.chunkIndex,
+      state: s.state,
+      attempt: s.attempt,
+      exitCode: s.exitCode,
+      signal: s.signal,
+      failure: s.failure,
+      durationMs: s.durationMs,
+      outputs: s.outputs,
+      stderrTail: s.stderrTail,
+      reason: s.reason,
+    };
+    if (s.state === ChunkState.Succeeded) job.done++;
     else job.failed++;
     const jobDone = job.done + job.failed === job.chunks.length;
-    if (jobDone) job.finishedAtMs = r.atMs;
+    if (jobDone) job.finishedAtMs = atMs;
     return { kind: "reported", accepted: true, jobDone };
   }
 
-  /** The job's summary state. */
-  static jobState(job: JobRecord): JobState {
-    if (job.done + job.failed < job.chunks.length) return "running";
-    return job.failed > 0 ? "failed" : "succeeded";
+  /** The job's summary state (a ChunkState code: Running, Succeeded or Failed). */
+  static jobState(job: JobRecord): number {
+    if (job.done + job.failed < job.chunks.length) return ChunkState.Running;
+    return job.failed > 0 ? ChunkState.Failed : ChunkState.Succeeded;
   }
 
   /** Chunks not yet finished, for (re-)dispatch to the balancer. */
   static unfinishedChunks(job: JobRecord): number[] {
     const out: number[] = [];
-    job.chunks.forEach((c, i) => {
-      if (c.state !== "succeeded" && c.state !== "failed") out.push(i);
-    });
+    for (const c of job.chunks) if (!isFinal(c.state)) out.push(c.chunkIndex);
     return out;
   }
 }

@@ -1,0 +1,277 @@
+/** `dsys put|submit|status|get|nodes`: argument parsing and output of the client commands. */
+import { parseArgs } from "node:util";
+import {
+  ChunkState,
+  ErrorCode,
+  type JobStatusResponse,
+  uuidFromHex,
+  uuidToHex,
+} from "../wire/mod.ts";
+import { codeName, RpcError } from "../lib/rpc.ts";
+import { ClientError, DsysClient, progressLine, stateName } from "./commands.ts";
+import { resolveCluster } from "./cluster.ts";
+
+/** Exit codes of the client commands. */
+export const EXIT = { ok: 0, usage: 1, unavailable: 2, jobFailed: 3 } as const;
+
+const common = {
+  master: { type: "string" as const },
+  storage: { type: "string" as const },
+  json: { type: "boolean" as const, default: false },
+  help: { type: "boolean" as const, short: "h", default: false },
+};
+
+function parseId(s: string, what: string): Uint8Array {
+  const hex = s.replaceAll("-", "");
+  if (!/^[0-9a-fA-F]{32}$/.test(hex)) {
+    throw new ClientError(`${what} ${JSON.stringify(s)} is not a 32-digit hex id`, EXIT.usage);
+  }
+  return uuidFromHex(hex.toLowerCase());
+}
+
+/** Writes a line to stdout. */
+function out(line: string): void {
+  console.log(line);
+}
+
+/** Runs one client command; returns the process exit code. */
+export async function runClient(command: string, args: string[]): Promise<number> {
+  try {
+    return await dispatch(command, args);
+  } catch (e) {
+    if (e instanceof ClientError) {
+      console.error(`dsys ${command}: ${e.message}`);
+      return e.exitCode;
+    }
+    if (e instanceof RpcError) {
+      console.error(`dsys ${command}: ${codeName(e.code)}: ${e.text} (from ${e.peer})`);
+      if (e.code === ErrorCode.Unavailable || e.code === ErrorCode.NotLeader) {
+        console.error("is the cluster running? (`dsys dev --keep`, or --master tcp://HOST:PORT)");
+        return EXIT.unavailable;
+      }
+      return EXIT.usage;
+    }
+    if (e instanceof TypeError && String(e.message).includes("Unknown option")) {
+      console.error(`dsys ${command}: ${e.message}`);
+      return EXIT.usage;
+    }
+    console.error(`dsys ${command}: ${e instanceof Error ? e.message : e}`);
+    return EXIT.usage;
+  }
+}
+
+async function dispatch(command: string, args: string[]): Promise<number> {
+  switch (command) {
+    case "put":
+      return await cmdPut(args);
+    case "submit":
+      return await cmdSubmit(args);
+    case "status":
+      return await cmdStatus(args);
+    case "get":
+      return await cmdGet(args);
+    case "nodes":
+      return await cmdNodes(args);
+    default:
+      throw new ClientError(`unknown command ${command}`, EXIT.usage);
+  }
+}
+
+async function withClient<T>(
+  flags: { master?: string; storage?: string },
+  f: (c: DsysClient) => Promise<T>,
+): Promise<T> {
+  const c = new DsysClient(resolveCluster(flags));
+  try {
+    return await f(c);
+  } finally {
+    await c.close();
+  }
+}
+
+async function cmdPut(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args, options: common, allowPositionals: true });
+  if (values.help || positionals.length === 0) {
+    out("usage: dsys put FILE... [--storage EP] [--json]   prints: ID SIZE FILE");
+    return values.help ? EXIT.ok : EXIT.usage;
+  }
+  const res = await withClient(values, (c) => c.put(positionals));
+  for (const r of res) {
+    out(
+      values.json
+        ? JSON.stringify({ id: uuidToHex(r.id), size: r.size, path: r.path })
+        : `${uuidToHex(r.id)}  ${r.size}  ${r.path}`,
+    );
+  }
+  return EXIT.ok;
+}
+
+async function cmdSubmit(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      ...common,
+      program: { type: "string" },
+      arg: { type: "string", default: "" },
+      chunks: { type: "string", default: "1" },
+      input: { type: "string", multiple: true, default: [] },
+      "time-limit": { type: "string", default: "600" },
+      wait: { type: "boolean", default: false },
+    },
+  });
+  if (values.help || !values.program) {
+    out(
+      "usage: dsys submit --program FILE [--arg A] [--chunks N] [--input [NAME=]ID]...\n" +
+        "                   [--time-limit SECONDS] [--wait] [--json]",
+    );
+    return values.help ? EXIT.ok : EXIT.usage;
+  }
+  const chunks = Number(values.chunks);
+  if (!Number.isInteger(chunks)) throw new ClientError(`--chunks ${values.chunks} is not a number`);
+  const limit = Number(values["time-limit"]);
+  if (!(limit > 0)) throw new ClientError(`--time-limit must be a positive number of seconds`);
+  let program: Uint8Array;
+  try {
+    program = await Deno.readFile(values.program);
+  } catch (e) {
+    throw new ClientError(`cannot read program ${values.program}: ${(e as Error).message}`);
+  }
+  const inputs = values.input!.map((spec) => {
+    const eq = spec.indexOf("=");
+    const id = parseId(eq < 0 ? spec : spec.slice(eq + 1), "input");
+    return { id, name: eq < 0 ? uuidToHex(id) : spec.slice(0, eq) };
+  });
+  return await withClient(values, async (c) => {
+    const job = await c.submit({
+      program,
+      programName: values.program!.split("/").pop()!,
+      argument: values.arg!,
+      chunks,
+      inputs,
+      timeLimitMs: Math.round(limit * 1000),
+    });
+    if (!values.wait) {
+      out(values.json ? JSON.stringify({ job: uuidToHex(job) }) : uuidToHex(job));
+      return EXIT.ok;
+    }
+    if (!values.json) out(`job ${uuidToHex(job)} submitted`);
+    const s = await waitWithProgress(c, job, !values.json);
+    if (values.json) out(JSON.stringify(statusJson(s)));
+    else printSummary(s);
+    return s.state === ChunkState.Succeeded ? EXIT.ok : EXIT.jobFailed;
+  });
+}
+
+/** Waits for a job, drawing a progress bar on a TTY and plain lines otherwise. */
+export async function waitWithProgress(
+  c: DsysClient,
+  job: Uint8Array,
+  show: boolean,
+): Promise<JobStatusResponse> {
+  const started = Date.now();
+  const tty = Deno.stdout.isTerminal();
+  const enc = new TextEncoder();
+  const s = await c.waitForJob(job, (s) => {
+    if (!show) return;
+    const line = progressLine(s, started);
+    if (tty) Deno.stdout.writeSync(enc.encode(`\r${line}\x1b[K`));
+    else out(line);
+  });
+  if (show && tty) Deno.stdout.writeSync(enc.encode("\n"));
+  return s;
+}
+
+function statusJson(s: JobStatusResponse) {
+  const dec = new TextDecoder();
+  return {
+    job: uuidToHex(s.job),
+    state: stateName(s.state),
+    chunks: s.numChunks,
+    done: s.done,
+    failed: s.failed,
+    running: s.running,
+    queued: s.queued,
+    chunkResults: s.chunks.map((c) => ({
+      index: c.chunkIndex,
+      state: stateName(c.state),
+      attempt: c.attempt,
+      exitCode: c.exitCode,
+      signal: c.signal,
+      durationMs: c.durationMs,
+      reason: c.reason,
+      outputs: c.outputs.map((o) => ({ id: uuidToHex(o.id), name: o.name, size: o.size })),
+      stderrTail: dec.decode(c.stderrTail),
+    })),
+  };
+}
+
+function printSummary(s: JobStatusResponse): void {
+  out(
+    `job ${uuidToHex(s.job)}: ${stateName(s.state)} — ${s.done} succeeded, ${s.failed} failed, ` +
+      `${s.running} running, ${s.queued} queued of ${s.numChunks}`,
+  );
+  const dec = new TextDecoder();
+  for (const c of s.chunks) {
+    if (c.state !== ChunkState.Failed) continue;
+    out(
+      `  chunk ${c.chunkIndex} failed (attempt ${c.attempt}): ${c.reason || `exit ${c.exitCode}`}`,
+    );
+    const tail = dec.decode(c.stderrTail).trimEnd().split("\n").slice(-3);
+    for (const l of tail) if (l) out(`    stderr: ${l}`);
+  }
+}
+
+async function cmdStatus(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args, options: common, allowPositionals: true });
+  if (values.help || positionals.length !== 1) {
+    out("usage: dsys status JOB [--json]");
+    return values.help ? EXIT.ok : EXIT.usage;
+  }
+  const job = parseId(positionals[0], "job");
+  const s = await withClient(values, (c) => c.status(job));
+  if (values.json) out(JSON.stringify(statusJson(s)));
+  else printSummary(s);
+  return EXIT.ok;
+}
+
+async function cmdGet(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: { ...common, out: { type: "string" } },
+    allowPositionals: true,
+  });
+  if (values.help || positionals.length !== 1 || !values.out) {
+    out("usage: dsys get JOB --out DIR   (writes DIR/chunk-NNNNN/<output name>)");
+    return values.help ? EXIT.ok : EXIT.usage;
+  }
+  const job = parseId(positionals[0], "job");
+  const r = await withClient(values, (c) => c.get(job, values.out!));
+  out(`${r.files} files, ${r.bytes} bytes written to ${values.out}`);
+  return EXIT.ok;
+}
+
+async function cmdNodes(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: common });
+  const nodes = await withClient(values, (c) => c.nodes());
+  const roles = ["?", "master", "balancer", "storage", "worker", "client"];
+  const states = ["alive", "suspect", "dead"];
+  for (const n of nodes) {
+    const row = {
+      id: uuidToHex(n.id),
+      role: roles[n.role] ?? String(n.role),
+      state: states[n.state] ?? String(n.state),
+      leader: (n.flags & 1) === 1,
+      slots: n.slots,
+      freeSlots: n.freeSlots,
+      endpoint: n.endpoint,
+    };
+    out(
+      values.json
+        ? JSON.stringify(row)
+        : `${row.role.padEnd(9)} ${row.state.padEnd(6)} ${row.id}  ` +
+          `${row.endpoint}${row.leader ? " (leader)" : ""}` +
+          (row.role === "worker" ? `  slots ${row.freeSlots}/${row.slots} free` : ""),
+    );
+  }
+  return EXIT.ok;
+}

@@ -1,0 +1,180 @@
+/**
+ * The client commands (`dsys put|submit|status|get|nodes`) as functions, shared by the CLI and
+ * by `dsys dev`. They print nothing themselves except the progress display of `waitForJob`.
+ */
+import {
+  ChunkState,
+  type FileEntry,
+  type JobStatusResponse,
+  type Message,
+  MessageType,
+  type NodeEntry,
+  randomUuid,
+  type Uuid,
+  uuidToHex,
+} from "../wire/mod.ts";
+import { StorageClient } from "./storage_client.ts";
+import { LeaderClient } from "./leader_client.ts";
+import type { ClusterInfo } from "./cluster.ts";
+
+/** A client error a person can act on; the CLI prints `message` and exits with `exitCode`. */
+export class ClientError extends Error {
+  readonly exitCode: number;
+  constructor(message: string, exitCode = 1) {
+    super(message);
+    this.name = "ClientError";
+    this.exitCode = exitCode;
+  }
+}
+
+/** A connected client session (one client id; submissions numbered from 1). */
+export class DsysClient {
+  readonly node: Uuid = randomUuid();
+  readonly cluster: ClusterInfo;
+  readonly masters: LeaderClient;
+  #storage: StorageClient | null = null;
+  #seq = 0;
+
+  constructor(cluster: ClusterInfo, opts: { deadlineMs?: number } = {}) {
+    this.cluster = cluster;
+    this.masters = new LeaderClient(cluster.masters, {
+      node: this.node,
+      deadlineMs: opts.deadlineMs ?? 30_000,
+    });
+  }
+
+  /** The storage client (one per session). */
+  get storage(): StorageClient {
+    this.#storage ??= new StorageClient(this.cluster.storage, this.node);
+    return this.#storage;
+  }
+
+  /** Stores files; returns their ids and sizes in order. */
+  async put(paths: string[]): Promise<{ path: string; id: Uuid; size: number }[]> {
+    const out = [];
+    for (const path of paths) {
+      try {
+        await Deno.stat(path);
+      } catch {
+        throw new ClientError(`put: ${path}: no such file`);
+      }
+      const r = await this.storage.putFile(path);
+      out.push({ path, ...r });
+    }
+    return out;
+  }
+
+  /** Submits a job; returns its id. Retries are exactly-once (client id + sequence). */
+  async submit(job: {
+    program: Uint8Array;
+    programName: string;
+    argument: string;
+    chunks: number;
+    inputs: { id: Uuid; name: string }[];
+    timeLimitMs: number;
+  }): Promise<Uuid> {
+    const seq = ++this.#seq;
+    const reply = await this.masters.request({
+      type: MessageType.JobSubmit,
+      node: this.node,
+      client: this.node,
+      sequence: seq,
+      numChunks: job.chunks,
+      timeLimitMs: job.timeLimitMs,
+      program: job.program,
+      argument: new TextEncoder().encode(job.argument),
+      inputFiles: job.inputs.map((f): FileEntry => ({ id: f.id, name: f.name, size: 0 })),
+      programName: job.programName,
+    });
+    if (reply.type !== MessageType.JobSubmitAck) throw unexpected(reply);
+    return reply.job;
+  }
+
+  /** The job's status. */
+  async status(job: Uuid): Promise<JobStatusResponse> {
+    const r = await this.masters.request({
+      type: MessageType.JobStatusRequest,
+      node: this.node,
+      job,
+    });
+    if (r.type !== MessageType.JobStatusResponse) throw unexpected(r);
+    return r;
+  }
+
+  /** All nodes the masters know. */
+  async nodes(): Promise<NodeEntry[]> {
+    const r = await this.masters.request({ type: MessageType.NodeListRequest, node: this.node });
+    if (r.type !== MessageType.NodeListResponse) throw unexpected(r);
+    return r.nodes;
+  }
+
+  /** Polls until the job finishes, calling `progress` on each change. */
+  async waitForJob(
+    job: Uuid,
+    progress: (s: JobStatusResponse) => void = () => {},
+    pollMs = 200,
+  ): Promise<JobStatusResponse> {
+    let last = "";
+    for (;;) {
+      const s = await this.status(job);
+      const key = `${s.done}/${s.failed}/${s.running}`;
+      if (key !== last) {
+        progress(s);
+        last = key;
+      }
+      if (s.state === ChunkState.Succeeded || s.state === ChunkState.Failed) return s;
+      await new Promise((r) => setTimeout(r, pollMs));
+    }
+  }
+
+  /** Downloads every output of a finished job into `outDir/chunk-<i>/<name>`. */
+  async get(job: Uuid, outDir: string): Promise<{ files: number; bytes: number }> {
+    const s = await this.status(job);
+    let files = 0, bytes = 0;
+    for (const c of s.chunks) {
+      if (c.outputs.length === 0) continue;
+      const dir = `${outDir}/chunk-${String(c.chunkIndex).padStart(5, "0")}`;
+      await Deno.mkdir(dir, { recursive: true });
+      for (const o of c.outputs) {
+        bytes += await this.storage.getToFile(o.id, `${dir}/${o.name}`);
+        files++;
+      }
+    }
+    return { files, bytes };
+  }
+
+  /** Closes all sockets. */
+  async close(): Promise<void> {
+    await this.masters.close();
+    await this.#storage?.close();
+  }
+}
+
+function unexpected(m: Message): ClientError {
+  return new ClientError(`unexpected reply of type ${m.type}`);
+}
+
+/** A job state code as a word. */
+export function stateName(state: number): string {
+  return ["queued", "running", "succeeded", "failed", "lost"][state] ?? `state ${state}`;
+}
+
+/** Renders a progress line: bar, counts, rate and ETA. */
+export function progressLine(s: JobStatusResponse, startedMs: number, width = 30): string {
+  const finished = s.done + s.failed;
+  const frac = s.numChunks ? finished / s.numChunks : 1;
+  const filled = Math.round(frac * width);
+  const elapsed = Math.max(1, Date.now() - startedMs) / 1000;
+  const rate = finished / elapsed;
+  const eta = rate > 0 ? (s.numChunks - finished) / rate : Infinity;
+  const bar = "#".repeat(filled) + "-".repeat(width - filled);
+  return `[${bar}] ${finished}/${s.numChunks} chunks (${s.done} ok, ${s.failed} failed, ` +
+    `${s.running} running) ${rate.toFixed(1)}/s ETA ${
+      Number.isFinite(eta) ? eta.toFixed(0) + "s" : "?"
+    }`;
+}
+
+/** Short id for display. */
+export function shortId(id: Uuid): string {
+  return uuidToHex(id);
+}

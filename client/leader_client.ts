@@ -1,0 +1,88 @@
+/**
+ * Talks to the master group: sends each request to the leader, following NOT_LEADER redirects
+ * and moving to the next master when one does not answer, until the request's deadline.
+ */
+import { ErrorCode, type Message } from "../wire/mod.ts";
+import { RpcClient, RpcError } from "../lib/rpc.ts";
+
+/** Options of a LeaderClient. */
+export interface LeaderClientOptions {
+  node: Uint8Array;
+  /** Time for one attempt at one master, ms. */
+  attemptTimeoutMs?: number;
+  /** Total time a request may take across retries, ms. */
+  deadlineMs?: number;
+}
+
+/** A client of the master group. */
+export class LeaderClient {
+  #endpoints: string[];
+  #clients = new Map<string, RpcClient>();
+  #current = 0;
+  #opts: Required<LeaderClientOptions>;
+
+  constructor(endpoints: string[], opts: LeaderClientOptions) {
+    if (endpoints.length === 0) throw new Error("LeaderClient: no master endpoints given");
+    this.#endpoints = [...endpoints];
+    this.#opts = { attemptTimeoutMs: 5000, deadlineMs: 30_000, ...opts };
+  }
+
+  #client(ep: string): RpcClient {
+    let c = this.#clients.get(ep);
+    if (!c) {
+      c = new RpcClient(ep, { node: this.#opts.node, timeoutMs: this.#opts.attemptTimeoutMs });
+      this.#clients.set(ep, c);
+    }
+    return c;
+  }
+
+  /** The endpoint requests currently go to. */
+  get leader(): string {
+    return this.#endpoints[this.#current];
+  }
+
+  /**
+   * Sends `msg` to the leader. Retries on NOT_LEADER, UNAVAILABLE and timeouts (so requests must
+   * be idempotent: submissions carry client id + sequence); other errors reject at once.
+   */
+  async request(msg: Message, deadlineMs = this.#opts.deadlineMs): Promise<Message> {
+    const end = Date.now() + deadlineMs;
+    let lastError: unknown = null;
+    let backoff = 50;
+    while (Date.now() < end) {
+      const ep = this.#endpoints[this.#current];
+      try {
+        const left = Math.max(100, Math.min(this.#opts.attemptTimeoutMs, end - Date.now()));
+        return await this.#client(ep).request(msg, left);
+      } catch (e) {
+        if (!(e instanceof RpcError)) throw e;
+        lastError = e;
+        if (e.code === ErrorCode.NotLeader && e.text) {
+          let i = this.#endpoints.indexOf(e.text);
+          if (i < 0) i = this.#endpoints.push(e.text) - 1;
+          if (i !== this.#current) {
+            this.#current = i;
+            continue;
+          }
+        } else if (e.code !== ErrorCode.NotLeader && e.code !== ErrorCode.Unavailable) {
+          throw e;
+        }
+        if (e.code === ErrorCode.Unavailable && e.text.startsWith("no reply")) {
+          // The master may be dead: drop the socket (its queue holds stale requests), try the next.
+          await this.#clients.get(ep)?.close();
+          this.#clients.delete(ep);
+        }
+        this.#current = (this.#current + 1) % this.#endpoints.length;
+        await new Promise((r) => setTimeout(r, backoff));
+        backoff = Math.min(1000, backoff * 2);
+      }
+    }
+    throw lastError ?? new RpcError(ErrorCode.Unavailable, "no master answered", this.leader);
+  }
+
+  /** Closes all sockets. */
+  async close(): Promise<void> {
+    await Promise.all([...this.#clients.values()].map((c) => c.close()));
+    this.#clients.clear();
+  }
+}

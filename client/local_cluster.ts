@@ -1,0 +1,233 @@
+/**
+ * An embedded local cluster: every node a separate OS process of the same entry point, on
+ * loopback, under one data directory. Used by `dsys dev` and by the end-to-end tests.
+ */
+import type { ClusterInfo } from "./cluster.ts";
+
+/** Options of a local cluster. */
+export interface LocalClusterOptions {
+  /** Root of all nodes' data; a temp dir when omitted. */
+  dataDir?: string;
+  workers?: number;
+  slotsPerWorker?: number;
+  /** Worker cache size, bytes. */
+  cacheBytes?: number;
+  /** Extra flags per role, e.g. { master: ["--redispatch-ms", "500"] }. */
+  extraArgs?: Partial<Record<"master" | "balancer" | "storage" | "worker", string[]>>;
+  /** Called with each child's stderr line (logs); default: appended to <data>/logs/<name>.log. */
+  onLog?: (node: string, line: string) => void;
+}
+
+/** One child process of the cluster. */
+export interface ClusterProcess {
+  name: string;
+  role: string;
+  args: string[];
+  endpoint: string;
+  child: Deno.ChildProcess;
+  exited: Promise<Deno.CommandStatus>;
+}
+
+/** The `dsys` entry point to spawn children with: this program's own main module. */
+function entryArgs(): string[] {
+  const main = Deno.mainModule;
+  // Under `deno test`, mainModule is the test file: spawn mod.ts next to this file instead.
+  if (main.endsWith("mod.ts") || main.endsWith(".js")) return ["run", "-A", main];
+  return ["run", "-A", new URL("../mod.ts", import.meta.url).href];
+}
+
+/** A running local cluster. */
+export class LocalCluster {
+  readonly dataDir: string;
+  readonly procs = new Map<string, ClusterProcess>();
+  #opts: LocalClusterOptions;
+  info!: ClusterInfo;
+
+  private constructor(dataDir: string, opts: LocalClusterOptions) {
+    this.dataDir = dataDir;
+    this.#opts = opts;
+  }
+
+  /** Starts storage, balancer, master and the workers; resolves when all listen. */
+  static async start(opts: LocalClusterOptions = {}): Promise<LocalCluster> {
+    const dataDir = opts.dataDir ?? await Deno.makeTempDir({ prefix: "dsys-dev-" });
+    await Deno.mkdir(`${dataDir}/logs`, { recursive: true });
+    const c = new LocalCluster(dataDir, opts);
+    try {
+      const storage = await c.spawn("storage", "storage", [
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--data",
+        `${dataDir}/storage`,
+      ]);
+      const balancer = await c.spawn("balancer", "balancer", [
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--data",
+        `${dataDir}/balancer`,
+      ]);
+      const master = await c.spawn("master", "master", [
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--data",
+        `${dataDir}/master`,
+        "--balancer",
+        balancer.endpoint,
+        "--storage",
+        storage.endpoint,
+      ]);
+      c.info = {
+        masters: [master.endpoint],
+        balancer: balancer.endpoint,
+        storage: storage.endpoint,
+      };
+      await Promise.all(
+        Array.from({ length: opts.workers ?? 2 }, (_, i) => c.startWorker(`worker${i + 1}`)),
+      );
+    } catch (e) {
+      await c.stop();
+      throw e;
+    }
+    return c;
+  }
+
+  /** Starts (or restarts) a worker named `name`. */
+  startWorker(name: string): Promise<ClusterProcess> {
+    return this.spawn(name, "worker", [
+      "--listen",
+      "tcp://127.0.0.1:0",
+      "--data",
+      `${this.dataDir}/${name}`,
+      "--mount",
+      `${this.dataDir}/${name}/mnt`,
+      "--balancer",
+      this.info.balancer,
+      "--storage",
+      this.info.storage,
+      "--masters",
+      this.info.masters.join(","),
+      "--slots",
+      String(this.#opts.slotsPerWorker ?? 2),
+      "--cache-bytes",
+      String(this.#opts.cacheBytes ?? 1024 * 1024 * 1024),
+    ]);
+  }
+
+  /** Spawns one node and waits for its `listening` line. */
+  async spawn(name: string, role: string, args: string[]): Promise<ClusterProcess> {
+    const extra = this.#opts.extraArgs?.[role as "master"] ?? [];
+    const fullArgs = [...entryArgs(), "run", "--role", role, ...args, ...extra];
+    const child = new Deno.Command(Deno.execPath(), {
+      args: fullArgs,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const logFile = await Deno.open(`${this.dataDir}/logs/${name}.log`, {
+      append: true,
+      create: true,
+    });
+    const onLog = this.#opts.onLog;
+    const pumpLogs = (async () => {
+      const dec = new TextDecoderStream();
+      let buf = "";
+      for await (const chunk of child.stderr.pipeThrough(dec)) {
+        if (!onLog) await logFile.write(new TextEncoder().encode(chunk));
+        else {
+          buf += chunk;
+          let i;
+          while ((i = buf.indexOf("\n")) >= 0) {
+            onLog(name, buf.slice(0, i));
+            buf = buf.slice(i + 1);
+          }
+        }
+      }
+      logFile.close();
+    })();
+    const endpoint = await readListening(child.stdout, name);
+    const exited = child.status.then(async (s) => {
+      await pumpLogs.catch(() => {});
+      return s;
+    });
+    const p: ClusterProcess = { name, role, args, endpoint, child, exited };
+    this.procs.set(name, p);
+    return p;
+  }
+
+  /** Kills one node (SIGKILL by default) and waits for it to exit. */
+  async kill(name: string, signal: Deno.Signal = "SIGKILL"): Promise<void> {
+    const p = this.procs.get(name);
+    if (!p) throw new Error(`no node ${name}`);
+    try {
+      p.child.kill(signal);
+    } catch { /* already gone */ }
+    await p.exited;
+    this.procs.delete(name);
+  }
+
+  /** Restarts a node with its original arguments (same data dir; a new port unless fixed). */
+  async restart(name: string, p: ClusterProcess, listen = p.endpoint): Promise<ClusterProcess> {
+    const args = [...p.args];
+    const i = args.indexOf("--listen");
+    if (i >= 0) args[i + 1] = listen;
+    return await this.spawn(name, p.role, args);
+  }
+
+  /** Stops every node: SIGTERM, then SIGKILL after `graceMs`. */
+  async stop(graceMs = 5000): Promise<void> {
+    const procs = [...this.procs.values()];
+    // Workers first (they unmount), then the rest.
+    const order = [
+      procs.filter((p) => p.role === "worker"),
+      procs.filter((p) => p.role !== "worker"),
+    ];
+    for (const group of order) {
+      await Promise.all(group.map(async (p) => {
+        try {
+          p.child.kill("SIGTERM");
+        } catch { /* gone */ }
+        const t = setTimeout(() => {
+          try {
+            p.child.kill("SIGKILL");
+          } catch { /* gone */ }
+        }, graceMs);
+        await p.exited;
+        clearTimeout(t);
+        this.procs.delete(p.name);
+      }));
+    }
+  }
+}
+
+/** Reads a child's stdout until its `{"event":"listening",…}` line; then drains the rest. */
+async function readListening(stdout: ReadableStream<Uint8Array>, name: string): Promise<string> {
+  const reader = stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  const timeout = setTimeout(() => reader.cancel().catch(() => {}), 60_000);
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`${name} exited before it was listening`);
+      buf += value;
+      let i;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        try {
+          const ev = JSON.parse(line);
+          if (ev.event === "listening") {
+            // Keep draining stdout so the child never blocks on a full pipe.
+            (async () => {
+              try {
+                while (!(await reader.read()).done) { /* discard */ }
+              } catch { /* closed */ }
+            })();
+            return ev.endpoint as string;
+          }
+        } catch { /* not JSON: ignore */ }
+      }
+    }
+  } finally {
+    clearTimeout(timeout);
+  }
+}

@@ -1,0 +1,387 @@
+/**
+ * Request/reply over ZeroMQ for every dsys node.
+ *
+ * Envelope (docs/wire.md, "Envelope"): a DEALER sends `[id][message]`, where `id` is an 8-byte
+ * little-endian u64 chosen by the requester; the ROUTER side answers `[id][reply]` with the same id,
+ * so several requests can be in flight on one socket and complete in any order. Bit 63 of the id is
+ * set on requests the ROUTER side initiates towards a connected DEALER (the balancer pushing a
+ * `worker_request` to a worker), so the two directions never confuse their ids. `raft_message` is
+ * one-way: the handler returns `null` and nothing is sent back.
+ *
+ * A node never crashes on what arrives: a frame that does not decode is answered with an `error`
+ * (BAD_MESSAGE) when it carries a usable id, and dropped otherwise; a handler that throws is
+ * answered with an `error` carrying the thrown error's code and text.
+ */
+import { Socket } from "../wire/zmq/mod.ts";
+import {
+  decode,
+  DEFAULT_LIMITS,
+  encode,
+  ErrorCode,
+  type Message,
+  MessageType,
+  WireError,
+  type WireLimits,
+} from "../wire/mod.ts";
+import type { Logger } from "./log.ts";
+
+/** A failed request: an `error` reply from the peer, a timeout, or a closed client. */
+export class RpcError extends Error {
+  /** Wire error code (ErrorCode); timeouts and closed sockets use UNAVAILABLE. */
+  readonly code: number;
+  /** The peer endpoint or id the request went to. */
+  readonly peer: string;
+  /** The error text as the peer sent it (for NOT_LEADER: the leader's endpoint). */
+  readonly text: string;
+  constructor(code: number, text: string, peer: string) {
+    super(`RpcError: ${codeName(code)} from ${peer}: ${text}`);
+    this.name = "RpcError";
+    this.code = code;
+    this.text = text;
+    this.peer = peer;
+  }
+}
+
+/** Throw this from a handler to answer with a specific error code. */
+export class RequestError extends Error {
+  /** Wire error code sent back. */
+  readonly code: number;
+  constructor(code: number, message: string) {
+    super(message);
+    this.name = "RequestError";
+    this.code = code;
+  }
+}
+
+/** The symbolic name of an error code, for messages. */
+export function codeName(code: number): string {
+  for (const [k, v] of Object.entries(ErrorCode)) if (v === code) return k;
+  return `code ${code}`;
+}
+
+const REVERSE = 1n << 63n;
+
+function idFrame(id: bigint): Uint8Array {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, id, true);
+  return b;
+}
+
+function readId(frame: Uint8Array): bigint | null {
+  if (frame.length !== 8) return null;
+  return new DataView(frame.buffer, frame.byteOffset, 8).getBigUint64(0, true);
+}
+
+interface Waiter {
+  resolve: (m: Message) => void;
+  reject: (e: unknown) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+function errorReply(node: Uint8Array, code: number, text: string): Message {
+  return { type: MessageType.Error, node, code, text: text.slice(0, 4000) };
+}
+
+function toErrorReply(node: Uint8Array, e: unknown): Message {
+  if (e instanceof RequestError) return errorReply(node, e.code, e.message);
+  if (e instanceof WireError) return errorReply(node, ErrorCode.BadMessage, e.message);
+  if (e instanceof RpcError) return errorReply(node, e.code, e.message);
+  return errorReply(node, ErrorCode.Internal, e instanceof Error ? e.message : String(e));
+}
+
+/** Options of an RpcClient. */
+export interface RpcClientOptions {
+  /** This node's uuid (sent in every message's header). */
+  node: Uint8Array;
+  /** Default time to wait for a reply, ms. */
+  timeoutMs?: number;
+  /** Handles requests the ROUTER side pushes to this client (e.g. worker_request). */
+  onRequest?: (msg: Message) => Promise<Message | null> | Message | null;
+  /** Decoder limits for replies. */
+  limits?: Partial<WireLimits>;
+  /** Logger for dropped frames. */
+  log?: Logger;
+  /** Routing id of this DEALER (lets the ROUTER side address it by a stable name). */
+  routingId?: Uint8Array;
+}
+
+/** A DEALER connected to one node's ROUTER; many requests in flight, matched by id. */
+export class RpcClient {
+  readonly endpoint: string;
+  readonly node: Uint8Array;
+  #sock: Socket;
+  #nextId = 1n;
+  #waiters = new Map<bigint, Waiter>();
+  #timeoutMs: number;
+  #opts: RpcClientOptions;
+  #limits: WireLimits;
+  #closed = false;
+  #loop: Promise<void>;
+
+  constructor(endpoint: string, opts: RpcClientOptions) {
+    this.endpoint = endpoint;
+    this.node = opts.node;
+    this.#opts = opts;
+    this.#timeoutMs = opts.timeoutMs ?? 10_000;
+    this.#limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.#sock = new Socket("DEALER", {
+      linger: 0,
+      routingId: opts.routingId,
+      sndhwm: 100_000,
+      rcvhwm: 100_000,
+    });
+    this.#sock.connect(endpoint);
+    this.#loop = this.#receiveLoop();
+  }
+
+  /** Sends a request and resolves with the reply; an `error` reply rejects with RpcError. */
+  request(msg: Message, timeoutMs = this.#timeoutMs): Promise<Message> {
+    if (this.#closed) {
+      return Promise.reject(new RpcError(ErrorCode.Unavailable, "client closed", this.endpoint));
+    }
+    const id = this.#nextId++;
+    const frame = encode(msg);
+    return new Promise<Message>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiters.delete(id);
+        reject(
+          new RpcError(
+            ErrorCode.Unavailable,
+            `no reply within ${timeoutMs} ms (type ${msg.type})`,
+            this.endpoint,
+          ),
+        );
+      }, timeoutMs);
+      this.#waiters.set(id, { resolve, reject, timer });
+      this.#sock.send([idFrame(id), frame]).catch((e) => {
+        const w = this.#waiters.get(id);
+        if (!w) return;
+        clearTimeout(w.timer);
+        this.#waiters.delete(id);
+        reject(new RpcError(ErrorCode.Unavailable, `send failed: ${e}`, this.endpoint));
+      });
+    });
+  }
+
+  /** Sends a one-way message (no reply expected). */
+  async send(msg: Message): Promise<void> {
+    await this.#sock.send([idFrame(0n), encode(msg)]);
+  }
+
+  async #receiveLoop(): Promise<void> {
+    while (!this.#closed) {
+      let frames: Uint8Array[];
+      try {
+        frames = await this.#sock.receive();
+      } catch {
+        if (this.#closed) return;
+        continue;
+      }
+      if (frames.length !== 2) {
+        this.#opts.log?.warn("dropped frame with bad envelope", { frames: frames.length });
+        continue;
+      }
+      const id = readId(frames[0]);
+      if (id === null) continue;
+      if (id & REVERSE) {
+        this.#serveReverse(id, frames[1]);
+        continue;
+      }
+      const w = this.#waiters.get(id);
+      if (!w) continue; // a reply after its timeout
+      this.#waiters.delete(id);
+      clearTimeout(w.timer);
+      try {
+        const m = decode(frames[1], this.#limits);
+        if (m.type === MessageType.Error) {
+          w.reject(new RpcError(m.code, m.text, this.endpoint));
+        } else w.resolve(m);
+      } catch (e) {
+        w.reject(new RpcError(ErrorCode.BadMessage, `bad reply: ${e}`, this.endpoint));
+      }
+    }
+  }
+
+  async #serveReverse(id: bigint, frame: Uint8Array): Promise<void> {
+    let reply: Message | null;
+    try {
+      if (!this.#opts.onRequest) {
+        throw new RequestError(ErrorCode.WrongRole, "this client serves no requests");
+      }
+      reply = await this.#opts.onRequest(decode(frame, this.#limits));
+    } catch (e) {
+      reply = toErrorReply(this.node, e);
+    }
+    if (reply && !this.#closed) {
+      await this.#sock.send([idFrame(id), encode(reply)]).catch(() => {});
+    }
+  }
+
+  /** Number of requests waiting for a reply. */
+  get inFlight(): number {
+    return this.#waiters.size;
+  }
+
+  /** Closes the socket; pending requests reject with UNAVAILABLE. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const [, w] of this.#waiters) {
+      clearTimeout(w.timer);
+      w.reject(new RpcError(ErrorCode.Unavailable, "client closed", this.endpoint));
+    }
+    this.#waiters.clear();
+    this.#sock.close();
+    await this.#loop;
+  }
+}
+
+/** A request handler: returns the reply, or null for one-way messages. */
+export type Handler = (
+  msg: Message,
+  peer: Uint8Array,
+) => Promise<Message | null> | Message | null;
+
+/** Options of an RpcServer. */
+export interface RpcServerOptions {
+  node: Uint8Array;
+  log: Logger;
+  handler: Handler;
+  limits?: Partial<WireLimits>;
+}
+
+/** A ROUTER that serves requests and can push requests to connected DEALERs. */
+export class RpcServer {
+  readonly node: Uint8Array;
+  #sock: Socket;
+  #opts: RpcServerOptions;
+  #limits: WireLimits;
+  #closed = false;
+  #loop: Promise<void> | null = null;
+  #nextId = REVERSE | 1n;
+  #waiters = new Map<bigint, Waiter>();
+  /** Malformed frames seen (for tests and stats). */
+  badFrames = 0;
+
+  constructor(opts: RpcServerOptions) {
+    this.node = opts.node;
+    this.#opts = opts;
+    this.#limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.#sock = new Socket("ROUTER", {
+      linger: 0,
+      sndhwm: 100_000,
+      rcvhwm: 100_000,
+      maxMsgSize: this.#limits.maxFrame + 64,
+    });
+  }
+
+  /** Replaces the request handler (lets a node bind before its service exists). */
+  setHandler(handler: Handler): void {
+    this.#opts = { ...this.#opts, handler };
+  }
+
+  /** Binds and starts serving; returns the actual endpoint. */
+  bind(endpoint: string): string {
+    const ep = this.#sock.bind(endpoint);
+    this.#loop ??= this.#receiveLoop();
+    return ep;
+  }
+
+  /** Sends a request to a connected DEALER (by routing id) and waits for its reply. */
+  push(peer: Uint8Array, msg: Message, timeoutMs = 10_000): Promise<Message> {
+    const id = this.#nextId++;
+    const peerName = hexId(peer);
+    return new Promise<Message>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiters.delete(id);
+        reject(new RpcError(ErrorCode.Unavailable, `no reply within ${timeoutMs} ms`, peerName));
+      }, timeoutMs);
+      this.#waiters.set(id, { resolve, reject, timer });
+      this.#sock.send([peer, idFrame(id), encode(msg)]).catch((e) => {
+        clearTimeout(timer);
+        this.#waiters.delete(id);
+        reject(new RpcError(ErrorCode.Unavailable, `send failed: ${e}`, peerName));
+      });
+    });
+  }
+
+  async #receiveLoop(): Promise<void> {
+    while (!this.#closed) {
+      let frames: Uint8Array[];
+      try {
+        frames = await this.#sock.receive();
+      } catch {
+        if (this.#closed) return;
+        continue;
+      }
+      if (frames.length !== 3) {
+        this.badFrames++;
+        this.#opts.log.warn("dropped frame with bad envelope", { frames: frames.length });
+        continue;
+      }
+      const [peer, idf, body] = frames;
+      const id = readId(idf);
+      if (id === null) {
+        this.badFrames++;
+        this.#opts.log.warn("dropped frame with bad request id", { idLength: idf.length });
+        continue;
+      }
+      if (id & REVERSE) {
+        const w = this.#waiters.get(id);
+        if (!w) continue;
+        this.#waiters.delete(id);
+        clearTimeout(w.timer);
+        try {
+          const m = decode(body, this.#limits);
+          if (m.type === MessageType.Error) w.reject(new RpcError(m.code, m.text, hexId(peer)));
+          else w.resolve(m);
+        } catch (e) {
+          w.reject(new RpcError(ErrorCode.BadMessage, `bad reply: ${e}`, hexId(peer)));
+        }
+        continue;
+      }
+      this.#serve(peer, idf, body);
+    }
+  }
+
+  async #serve(peer: Uint8Array, idf: Uint8Array, body: Uint8Array): Promise<void> {
+    let reply: Message | null;
+    try {
+      const msg = decode(body, this.#limits);
+      reply = await this.#opts.handler(msg, peer);
+    } catch (e) {
+      if (e instanceof WireError) {
+        this.badFrames++;
+        this.#opts.log.warn("malformed request", { error: e.message });
+      } else if (!(e instanceof RequestError) && !(e instanceof RpcError)) {
+        this.#opts.log.error("handler failed", { error: e });
+      }
+      reply = toErrorReply(this.node, e);
+    }
+    if (!reply || this.#closed) return;
+    try {
+      await this.#sock.send([peer, idf, encode(reply)]);
+    } catch (e) {
+      // The peer went away (ROUTER_MANDATORY: unreachable); nothing to do but note it.
+      this.#opts.log.debug("reply not delivered", { peer: hexId(peer), error: e });
+    }
+  }
+
+  /** Stops serving; pending pushes reject. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const [, w] of this.#waiters) {
+      clearTimeout(w.timer);
+      w.reject(new RpcError(ErrorCode.Unavailable, "server closed", "-"));
+    }
+    this.#waiters.clear();
+    this.#sock.close();
+    await this.#loop;
+  }
+}
+
+/** Hex form of a routing id or uuid, for logs and errors. */
+export function hexId(b: Uint8Array): string {
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}

@@ -1,0 +1,51 @@
+/**
+ * `dsys`: one executable for every node and the client. Dispatch only.
+ *
+ *   dsys run --role master|balancer|storage|worker [flags]
+ *   dsys put|submit|status|get|nodes [flags]
+ *   dsys dev [--keep]
+ */
+import { runClient } from "./client/cli.ts";
+import { runDev } from "./client/dev.ts";
+import { runRole } from "./roles/run.ts";
+
+const USAGE = `usage: dsys <command> [flags]
+  run --role master|balancer|storage|worker   start a node (see --help of each role)
+  put FILE...                                 store files, print their ids
+  submit --program P --chunks N --input [NAME=]ID... [--arg A] [--wait]
+  status JOB [--json]                         a job's state and chunk results
+  get JOB --out DIR                           download a job's outputs
+  nodes                                       list the cluster's nodes
+  dev [--keep]                                run the sample job on a local cluster`;
+
+/** Runs the command line; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  const [command, ...rest] = args;
+  switch (command) {
+    case "run":
+      return await runRole(rest);
+    case "dev":
+      return await runDev(rest);
+    case "put":
+    case "submit":
+    case "status":
+    case "get":
+    case "nodes":
+      return await runClient(command, rest);
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      console.log(USAGE);
+      return command === undefined ? 1 : 0;
+    default:
+      console.error(`dsys: unknown command ${command}\n${USAGE}`);
+      return 1;
+  }
+}
+
+if (import.meta.main) {
+  const code = await main(Deno.args);
+  // run keeps its node alive until a signal; every other command ends here.
+  if (code >= 0) Deno.exit(code);
+}

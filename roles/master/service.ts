@@ -1,0 +1,371 @@
+/**
+ * The master's I/O shell: serves clients, workers and the balancer on one ROUTER; turns accepted
+ * requests into log commands; hands agreed work to the balancer.
+ *
+ * The decisions live elsewhere: what is agreed in `ReplicatedLog`, what it means in `JobTable`.
+ * This file validates requests, proposes, answers, and keeps the balancer fed: every job with
+ * unfinished chunks is (re-)dispatched after it commits and then periodically, so a balancer that
+ * restarted or lost a message catches up (the balancer ignores chunks it already has).
+ */
+import {
+  type ChunkRecord,
+  ChunkState,
+  ErrorCode,
+  type JobStatusResponse,
+  type JobSubmit,
+  type Message,
+  MessageType,
+  type NodeEntry,
+  NodeFlags,
+  NodeRole,
+  NodeState,
+  randomUuid,
+  uuidToHex,
+  type WorkerStatus,
+} from "../../wire/mod.ts";
+import { RequestError, RpcClient, RpcError } from "../../lib/rpc.ts";
+import type { Logger } from "../../lib/log.ts";
+import { type JobRecord, JobTable } from "./job_table.ts";
+import { encodeCommand, specFromSubmit } from "./commands.ts";
+import type { ReplicatedLog } from "./replicated_log.ts";
+
+/** Limits a submission is validated against. */
+export interface SubmitLimits {
+  maxChunks: number;
+  maxProgramBytes: number;
+  maxArgumentBytes: number;
+  maxInputs: number;
+  maxTimeLimitMs: number;
+  defaultTimeLimitMs: number;
+}
+
+/** Defaults of SubmitLimits. */
+export const DEFAULT_SUBMIT_LIMITS: SubmitLimits = {
+  maxChunks: 100_000,
+  maxProgramBytes: 16 * 1024 * 1024,
+  maxArgumentBytes: 64 * 1024,
+  maxInputs: 4096,
+  maxTimeLimitMs: 24 * 3600_000,
+  defaultTimeLimitMs: 600_000,
+};
+
+/** What the service needs from its surroundings. */
+export interface MasterServiceDeps {
+  node: Uint8Array;
+  endpoint: string;
+  log: Logger;
+  table: JobTable;
+  consensus: ReplicatedLog;
+  balancer: RpcClient;
+  storage: RpcClient;
+  limits?: Partial<SubmitLimits>;
+  /** How often unfinished jobs are re-dispatched, ms. */
+  redispatchMs?: number;
+}
+
+/** Serves the master's requests. */
+export class MasterService {
+  #d: MasterServiceDeps;
+  #limits: SubmitLimits;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #lastDispatch = new Map<string, number>();
+  /** Soft state: chunks reported running (not logged: a running report is not a result). */
+  #running = new Map<string, Set<number>>();
+
+  constructor(deps: MasterServiceDeps) {
+    this.#d = deps;
+    this.#limits = { ...DEFAULT_SUBMIT_LIMITS, ...deps.limits };
+  }
+
+  /** Starts the periodic re-dispatch of unfinished jobs. */
+  start(): void {
+    const every = this.#d.redispatchMs ?? 3000;
+    this.#timer = setInterval(() => this.#redispatchAll(every), Math.min(every, 1000));
+    // Jobs recovered from the log are handed out again right away.
+    this.#redispatchAll(0);
+  }
+
+  /** Stops timers. */
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+
+  /** The RpcServer handler. */
+  handle = async (msg: Message): Promise<Message | null> => {
+    switch (msg.type) {
+      case MessageType.JobSubmit:
+        return await this.#submit(msg);
+      case MessageType.WorkerStatus:
+        return await this.#workerStatus(msg);
+      case MessageType.JobStatusRequest:
+        return await this.#status(msg.job);
+      case MessageType.JobListRequest:
+        return await this.#list();
+      case MessageType.NodeListRequest:
+        return await this.#nodes();
+      default:
+        throw new RequestError(
+          ErrorCode.WrongRole,
+          `master does not serve message type ${msg.type}`,
+        );
+    }
+  };
+
+  #requireLeader(): void {
+    if (!this.#d.consensus.isLeader()) {
+      throw new RequestError(ErrorCode.NotLeader, this.#d.consensus.leaderEndpoint());
+    }
+  }
+
+  async #submit(m: JobSubmit): Promise<Message> {
+    this.#requireLeader();
+    const l = this.#limits;
+    const bad = (text: string) => new RequestError(ErrorCode.BadRequest, text);
+    if (m.numChunks < 1) throw bad("a job needs at least 1 chunk");
+    if (m.numChunks > l.maxChunks) {
+      throw bad(`${m.numChunks} chunks exceeds the limit ${l.maxChunks}`);
+    }
+    if (m.program.length === 0) throw bad("the program is empty");
+    if (m.program.length > l.maxProgramBytes) {
+      throw new RequestError(
+        ErrorCode.TooLarge,
+        `program of ${m.program.length} bytes exceeds the limit ${l.maxProgramBytes}`,
+      );
+    }
+    if (m.argument.length > l.maxArgumentBytes) {
+      throw new RequestError(ErrorCode.TooLarge, `argument exceeds ${l.maxArgumentBytes} bytes`);
+    }
+    if (m.inputFiles.length > l.maxInputs) throw bad(`more than ${l.maxInputs} input files`);
+    if (m.timeLimitMs > l.maxTimeLimitMs) {
+      throw bad(`time limit ${m.timeLimitMs} ms exceeds ${l.maxTimeLimitMs} ms`);
+    }
+    const names = new Set<string>();
+    for (const f of m.inputFiles) {
+      if (!/^[^/\0]+$/.test(f.name) || f.name === "." || f.name === "..") {
+        throw bad(`input name ${JSON.stringify(f.name)} is not a plain file name`);
+      }
+      if (names.has(f.name)) throw bad(`input name ${f.name} appears twice`);
+      names.add(f.name);
+    }
+    // Input files must exist on storage; their sizes come from storage, not from the client.
+    const inputs = await Promise.all(m.inputFiles.map(async (f) => {
+      const st = await this.#d.storage.request({
+        type: MessageType.FileStat,
+        node: this.#d.node,
+        file: f.id,
+      }).catch((e) => {
+        throw new RequestError(ErrorCode.Unavailable, `storage unavailable: ${e.message}`);
+      });
+      if (st.type !== MessageType.FileStatResponse || !st.exists) {
+        throw new RequestError(
+          ErrorCode.NotFound,
+          `input file ${uuidToHex(f.id)} not found on storage`,
+        );
+      }
+      return { id: f.id, name: f.name, size: st.length };
+    }));
+    const spec = specFromSubmit(
+      { ...m, inputFiles: inputs, timeLimitMs: m.timeLimitMs || l.defaultTimeLimitMs },
+      randomUuid(),
+      Date.now(),
+    );
+    const res = await this.#d.consensus.propose(encodeCommand({ kind: "submit", spec }));
+    if (res.kind !== "submitted") {
+      throw new RequestError(ErrorCode.Internal, "unexpected apply result");
+    }
+    this.#d.log.info("job accepted", {
+      job: uuidToHex(res.jobId),
+      chunks: spec.numChunks,
+      duplicate: res.duplicate,
+    });
+    if (!res.duplicate) this.#dispatch(res.jobId);
+    return {
+      type: MessageType.JobSubmitAck,
+      node: this.#d.node,
+      job: res.jobId,
+      sequence: m.sequence,
+      duplicate: res.duplicate,
+    };
+  }
+
+  async #workerStatus(m: WorkerStatus): Promise<Message> {
+    this.#requireLeader();
+    const job = this.#d.table.get(m.job);
+    if (!job) throw new RequestError(ErrorCode.NotFound, `job ${uuidToHex(m.job)} not found`);
+    if (m.chunkIndex >= job.chunks.length) {
+      throw new RequestError(ErrorCode.BadRequest, `chunk ${m.chunkIndex} out of range`);
+    }
+    const key = uuidToHex(m.job);
+    if (m.state === ChunkState.Running) {
+      let set = this.#running.get(key);
+      if (!set) this.#running.set(key, set = new Set());
+      set.add(m.chunkIndex);
+      return { type: MessageType.Ok, node: this.#d.node, value: 0 };
+    }
+    if (m.state !== ChunkState.Succeeded && m.state !== ChunkState.Failed) {
+      return { type: MessageType.Ok, node: this.#d.node, value: 0 };
+    }
+    const res = await this.#d.consensus.propose(
+      encodeCommand({ kind: "report", status: m, atMs: Date.now() }),
+    );
+    this.#running.get(key)?.delete(m.chunkIndex);
+    if (res.kind === "reported" && res.jobDone) {
+      const state = JobTable.jobState(job) === ChunkState.Succeeded ? "succeeded" : "failed";
+      this.#d.log.info("job finished", { job: key, state, failed: job.failed });
+      this.#running.delete(key);
+      this.#lastDispatch.delete(key);
+    }
+    return {
+      type: MessageType.Ok,
+      node: this.#d.node,
+      value: res.kind === "reported" && res.accepted ? 1 : 0,
+    };
+  }
+
+  async #status(jobId: Uint8Array): Promise<JobStatusResponse> {
+    await this.#readBarrier();
+    const job = this.#d.table.get(jobId);
+    if (!job) throw new RequestError(ErrorCode.NotFound, `job ${uuidToHex(jobId)} not found`);
+    const running = this.#running.get(uuidToHex(jobId));
+    const chunks: ChunkRecord[] = job.chunks.map((c) =>
+      c.state === ChunkState.Queued && running?.has(c.chunkIndex)
+        ? { ...c, state: ChunkState.Running }
+        : c
+    );
+    const nRunning = chunks.filter((c) => c.state === ChunkState.Running).length;
+    return {
+      type: MessageType.JobStatusResponse,
+      node: this.#d.node,
+      job: jobId,
+      state: JobTable.jobState(job) as JobStatusResponse["state"],
+      numChunks: job.chunks.length,
+      done: job.done,
+      failed: job.failed,
+      running: nRunning,
+      queued: job.chunks.length - job.done - job.failed - nRunning,
+      chunks,
+    };
+  }
+
+  async #readBarrier(): Promise<void> {
+    this.#requireLeader();
+    await this.#d.consensus.readBarrier();
+  }
+
+  async #list(): Promise<Message> {
+    await this.#readBarrier();
+    return {
+      type: MessageType.JobListResponse,
+      node: this.#d.node,
+      jobs: [...this.#d.table.jobs.values()].map((j) => ({
+        job: j.spec.jobId,
+        state: JobTable.jobState(j) as JobStatusResponse["state"],
+        numChunks: j.chunks.length,
+      })),
+    };
+  }
+
+  async #nodes(): Promise<Message> {
+    const now = Date.now();
+    const nodes: NodeEntry[] = [{
+      id: this.#d.node,
+      role: NodeRole.Master,
+      state: NodeState.Alive,
+      flags: this.#d.consensus.isLeader() ? NodeFlags.Leader : 0,
+      slots: 0,
+      freeSlots: 0,
+      lastSeenMs: now,
+      endpoint: this.#d.endpoint,
+    }];
+    const ask = async (c: RpcClient, role: number) => {
+      try {
+        const r = await c.request({ type: MessageType.NodeListRequest, node: this.#d.node }, 2000);
+        if (r.type === MessageType.NodeListResponse) nodes.push(...r.nodes);
+      } catch (e) {
+        nodes.push({
+          id: new Uint8Array(16),
+          role: role as NodeEntry["role"],
+          state: NodeState.Dead,
+          flags: 0,
+          slots: 0,
+          freeSlots: 0,
+          lastSeenMs: 0,
+          endpoint: `${c.endpoint} (${e instanceof RpcError ? e.text : e})`,
+        });
+      }
+    };
+    await Promise.all([ask(this.#d.balancer, NodeRole.Balancer), this.#storageNode(nodes)]);
+    return { type: MessageType.NodeListResponse, node: this.#d.node, nodes };
+  }
+
+  async #storageNode(nodes: NodeEntry[]): Promise<void> {
+    const c = this.#d.storage;
+    let entry: NodeEntry;
+    try {
+      const r = await c.request(
+        { type: MessageType.StorageStatsRequest, node: this.#d.node },
+        2000,
+      );
+      entry = {
+        id: r.node,
+        role: NodeRole.Storage,
+        state: NodeState.Alive,
+        flags: 0,
+        slots: 0,
+        freeSlots: 0,
+        lastSeenMs: Date.now(),
+        endpoint: c.endpoint,
+      };
+    } catch {
+      entry = {
+        id: new Uint8Array(16),
+        role: NodeRole.Storage,
+        state: NodeState.Dead,
+        flags: 0,
+        slots: 0,
+        freeSlots: 0,
+        lastSeenMs: 0,
+        endpoint: c.endpoint,
+      };
+    }
+    nodes.push(entry);
+  }
+
+  #redispatchAll(minAgeMs: number): void {
+    if (!this.#d.consensus.isLeader()) return;
+    const now = Date.now();
+    for (const job of this.#d.table.jobs.values()) {
+      if (job.done + job.failed === job.chunks.length) continue;
+      const key = uuidToHex(job.spec.jobId);
+      if (now - (this.#lastDispatch.get(key) ?? 0) >= minAgeMs) this.#dispatchJob(job);
+    }
+  }
+
+  #dispatch(jobId: Uint8Array): void {
+    const job = this.#d.table.get(jobId);
+    if (job) this.#dispatchJob(job);
+  }
+
+  #dispatchJob(job: JobRecord): void {
+    const chunks = JobTable.unfinishedChunks(job);
+    if (chunks.length === 0) return;
+    const key = uuidToHex(job.spec.jobId);
+    this.#lastDispatch.set(key, Date.now());
+    const s = job.spec;
+    this.#d.balancer.request({
+      type: MessageType.JobDispatch,
+      node: this.#d.node,
+      job: s.jobId,
+      numChunks: s.numChunks,
+      timeLimitMs: s.timeLimitMs,
+      program: s.program,
+      argument: s.argument,
+      inputFiles: s.inputs,
+      chunks: chunks.map((i) => ({ chunkIndex: i, attempt: Math.max(1, job.chunks[i].attempt) })),
+    }).catch((e) => {
+      // The periodic re-dispatch retries; the balancer ignores chunks it already has.
+      this.#d.log.warn("dispatch failed", { job: key, error: e });
+      this.#lastDispatch.set(key, 0);
+    });
+  }
+}
