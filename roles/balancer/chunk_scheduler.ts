@@ -1,0 +1,559 @@
+/**
+ * The balancer's pure scheduling core: which chunk runs on which worker.
+ *
+ * No I/O and no clock of its own: every method that depends on time takes `nowMs`, so the same
+ * sequence of calls always yields the same decisions (unit tests and the standby replay rely on
+ * that). The I/O shell (service.ts) feeds it messages and carries out its decisions.
+ *
+ * Life of a chunk: `dispatch` queues it; `assign` picks a worker and marks it running there
+ * (the slot is taken before the worker even sees the request, so two decisions never
+ * overbook a worker); then `finished` frees it, `refused` puts it back in the queue to go
+ * elsewhere, and a worker that stops heartbeating gets all its chunks requeued with attempt+1.
+ * @module
+ */
+import { type FileEntry, type Uuid, uuidToHex } from "../../wire/mod.ts";
+
+/** Tunables of the scheduler. */
+export interface SchedulerOptions {
+  /** A worker with no register/heartbeat for this long is dead; its chunks are requeued. */
+  deadAfterMs: number;
+  /** A chunk a worker refused avoids that worker for this long (then may retry it). */
+  refuseBackoffMs?: number;
+  /**
+   * A re-dispatch of a chunk that finished more than this long ago runs it again: the master
+   * still lacks its result, so the worker's report was lost (the master keeps the first result).
+   * 0 disables re-runs.
+   */
+  rerunFinishedAfterMs?: number;
+}
+
+/** The job-wide part of a chunk (shared by all chunks of a job). */
+export interface JobInfo {
+  job: Uuid;
+  numChunks: number;
+  timeLimitMs: number;
+  program: Uint8Array;
+  argument: Uint8Array;
+  inputFiles: FileEntry[];
+}
+
+/** One chunk waiting or running. */
+export interface ChunkTask {
+  jobKey: string;
+  chunkIndex: number;
+  attempt: number;
+  /** Worker key -> time until which this chunk avoids that worker (it refused it). */
+  avoid: Map<string, number>;
+}
+
+/** What the scheduler knows of one worker. */
+export interface WorkerInfo {
+  /** Worker node uuid. */
+  id: Uuid;
+  /** Hex of `id`: the key used everywhere. */
+  key: string;
+  slots: number;
+  /** Free slots the worker last reported (for display; scheduling uses `running`). */
+  reportedFree: number;
+  /** Hex ids of files in the worker's cache (reported, plus inputs of chunks it was given). */
+  files: Set<string>;
+  lastSeenMs: number;
+  label: string;
+  /** Chunks placed on it: chunk key -> task. */
+  running: Map<string, ChunkTask>;
+  /** Sequence number of its last assignment (round-robin tie break: oldest first). */
+  lastAssignSeq: number;
+}
+
+/** One placement decision: send `chunk` of `job` to `worker`. */
+export interface Assignment {
+  worker: WorkerInfo;
+  job: JobInfo;
+  chunkIndex: number;
+  attempt: number;
+}
+
+/** A worker declared dead and what happened to its chunks. */
+export interface DeadWorker {
+  worker: WorkerInfo;
+  /** Chunks put back in the queue (with their new attempt numbers). */
+  requeued: { job: Uuid; chunkIndex: number; attempt: number }[];
+}
+
+/** Counts for logs, node lists and tests. */
+export interface SchedulerStats {
+  workers: number;
+  slots: number;
+  freeSlots: number;
+  queued: number;
+  running: number;
+  finished: number;
+  jobs: number;
+}
+
+/** Outcome of a dispatch: how many chunks were new and how many were duplicates. */
+export interface DispatchResult {
+  queued: number;
+  ignored: number;
+}
+
+/** A request the scheduler cannot act on (unknown worker, bad chunk index). */
+export class SchedulerError extends Error {
+  /** "unknown_worker" | "bad_request". */
+  readonly kind: "unknown_worker" | "bad_request";
+  constructor(kind: "unknown_worker" | "bad_request", message: string) {
+    super(message);
+    this.name = "SchedulerError";
+    this.kind = kind;
+  }
+}
+
+interface JobEntry {
+  info: JobInfo;
+  queue: ChunkTask[];
+  /** Chunks of this job currently on some worker. */
+  runningCount: number;
+}
+
+interface FinishedEntry {
+  attempt: number;
+  state: number;
+  atMs: number;
+}
+
+/** Key of a chunk: job hex + index. */
+export function chunkKey(jobKey: string, chunkIndex: number): string {
+  return `${jobKey}/${chunkIndex}`;
+}
+
+/** The balancer's scheduling state machine (see module doc). */
+export class ChunkScheduler {
+  readonly opts: Required<SchedulerOptions>;
+  #workers = new Map<string, WorkerInfo>();
+  #jobs = new Map<string, JobEntry>();
+  /** Round-robin order of jobs with queued chunks (keys; may hold stale ones, skipped). */
+  #jobOrder: string[] = [];
+  /** Members of #jobOrder, so a job is never listed twice. */
+  #inOrder = new Set<string>();
+  #jobCursor = 0;
+  /** Where each queued/running chunk is: chunk key -> worker key or "" when queued. */
+  #where = new Map<string, string>();
+  /** Current attempt of every queued/running chunk. */
+  #tasks = new Map<string, ChunkTask>();
+  #finished = new Map<string, FinishedEntry>();
+  #assignSeq = 0;
+
+  constructor(opts: SchedulerOptions) {
+    this.opts = { refuseBackoffMs: 1000, rerunFinishedAfterMs: 30_000, ...opts };
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Workers
+
+  /**
+   * A worker joins (or re-joins). A re-joining worker that reports all slots free has lost
+   * whatever we thought it ran (it restarted), so those chunks are requeued with attempt+1.
+   */
+  register(
+    id: Uuid,
+    slots: number,
+    freeSlots: number,
+    files: Uuid[],
+    label: string,
+    nowMs: number,
+  ): { requeued: DeadWorker["requeued"] } {
+    const key = uuidToHex(id);
+    let w = this.#workers.get(key);
+    let requeued: DeadWorker["requeued"] = [];
+    if (w && freeSlots >= slots && w.running.size > 0) requeued = this.#requeueAll(w, nowMs);
+    if (!w) {
+      w = {
+        id: id.slice(),
+        key,
+        slots,
+        reportedFree: freeSlots,
+        files: new Set(),
+        lastSeenMs: nowMs,
+        label,
+        running: new Map(),
+        lastAssignSeq: 0,
+      };
+      this.#workers.set(key, w);
+    }
+    w.slots = slots;
+    w.reportedFree = freeSlots;
+    w.label = label;
+    w.lastSeenMs = nowMs;
+    // The register message lists the whole cache: replace, don't merge.
+    w.files = new Set(files.map(uuidToHex));
+    return { requeued };
+  }
+
+  /** A heartbeat: liveness, capacity and cache delta. Throws unknown_worker if not registered. */
+  heartbeat(
+    id: Uuid,
+    slots: number,
+    freeSlots: number,
+    added: Uuid[],
+    evicted: Uuid[],
+    nowMs: number,
+  ): WorkerInfo {
+    const w = this.#workers.get(uuidToHex(id));
+    if (!w) {
+      throw new SchedulerError("unknown_worker", `worker ${uuidToHex(id)} is not registered`);
+    }
+    w.slots = slots;
+    w.reportedFree = freeSlots;
+    w.lastSeenMs = nowMs;
+    for (const f of evicted) w.files.delete(uuidToHex(f));
+    for (const f of added) w.files.add(uuidToHex(f));
+    return w;
+  }
+
+  /** Marks a worker as seen now (any message from it proves it is alive). */
+  touch(id: Uuid, nowMs: number): void {
+    const w = this.#workers.get(uuidToHex(id));
+    if (w) w.lastSeenMs = Math.max(w.lastSeenMs, nowMs);
+  }
+
+  /** The worker with this id, if registered. */
+  worker(id: Uuid | string): WorkerInfo | undefined {
+    return this.#workers.get(typeof id === "string" ? id : uuidToHex(id));
+  }
+
+  /** All registered workers. */
+  workers(): WorkerInfo[] {
+    return [...this.#workers.values()];
+  }
+
+  /** Declares dead every worker silent for deadAfterMs; their chunks are requeued (attempt+1). */
+  reapDead(nowMs: number): DeadWorker[] {
+    const dead: DeadWorker[] = [];
+    for (const w of this.#workers.values()) {
+      if (nowMs - w.lastSeenMs < this.opts.deadAfterMs) continue;
+      dead.push({ worker: w, requeued: this.#requeueAll(w, nowMs) });
+    }
+    for (const d of dead) this.#workers.delete(d.worker.key);
+    return dead;
+  }
+
+  /** Removes a worker now (e.g. it said goodbye); its chunks are requeued with attempt+1. */
+  removeWorker(id: Uuid, nowMs: number): DeadWorker | null {
+    const w = this.#workers.get(uuidToHex(id));
+    if (!w) return null;
+    const requeued = this.#requeueAll(w, nowMs);
+    this.#workers.delete(w.key);
+    return { worker: w, requeued };
+  }
+
+  #requeueAll(w: WorkerInfo, _nowMs: number): DeadWorker["requeued"] {
+    const out: DeadWorker["requeued"] = [];
+    for (const [ck, t] of w.running) {
+      // A new attempt number, so a late chunk_finished of the lost attempt is recognised as stale.
+      t.attempt++;
+      this.#where.set(ck, "");
+      const job = this.#jobs.get(t.jobKey)!;
+      job.runningCount--;
+      this.#enqueue(job, t, true);
+      out.push({ job: job.info.job, chunkIndex: t.chunkIndex, attempt: t.attempt });
+    }
+    w.running.clear();
+    return out;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Jobs and chunks
+
+  /**
+   * Queues the chunks of a job_dispatch. Chunks already queued, running or finished are
+   * ignored (the master re-sends dispatches until it has results), except a finished chunk
+   * re-dispatched long after it finished (see rerunFinishedAfterMs).
+   */
+  dispatch(
+    info: JobInfo,
+    chunks: { chunkIndex: number; attempt: number }[],
+    nowMs: number,
+  ): DispatchResult {
+    if (info.numChunks < 1) {
+      throw new SchedulerError("bad_request", `job ${uuidToHex(info.job)}: num_chunks is 0`);
+    }
+    for (const c of chunks) {
+      if (c.chunkIndex >= info.numChunks) {
+        throw new SchedulerError(
+          "bad_request",
+          `job ${uuidToHex(info.job)}: chunk ${c.chunkIndex} >= num_chunks ${info.numChunks}`,
+        );
+      }
+    }
+    const jobKey = uuidToHex(info.job);
+    let job = this.#jobs.get(jobKey);
+    let queued = 0;
+    let ignored = 0;
+    for (const c of chunks) {
+      const ck = chunkKey(jobKey, c.chunkIndex);
+      if (this.#where.has(ck)) {
+        ignored++;
+        continue;
+      }
+      const fin = this.#finished.get(ck);
+      let attempt = c.attempt;
+      if (fin) {
+        const rerun = this.opts.rerunFinishedAfterMs > 0 &&
+          nowMs - fin.atMs >= this.opts.rerunFinishedAfterMs;
+        if (!rerun) {
+          ignored++;
+          continue;
+        }
+        attempt = Math.max(attempt, fin.attempt + 1);
+        this.#finished.delete(ck);
+      }
+      if (!job) {
+        job = { info: { ...info, job: info.job.slice() }, queue: [], runningCount: 0 };
+        this.#jobs.set(jobKey, job);
+      }
+      const t: ChunkTask = { jobKey, chunkIndex: c.chunkIndex, attempt, avoid: new Map() };
+      this.#tasks.set(ck, t);
+      this.#where.set(ck, "");
+      this.#enqueue(job, t, false);
+      queued++;
+    }
+    return { queued, ignored };
+  }
+
+  #enqueue(job: JobEntry, t: ChunkTask, front: boolean): void {
+    // Retries go first: they already waited once.
+    if (front) job.queue.unshift(t);
+    else job.queue.push(t);
+    if (!this.#inOrder.has(t.jobKey)) {
+      this.#inOrder.add(t.jobKey);
+      this.#jobOrder.push(t.jobKey);
+    }
+  }
+
+  /**
+   * A worker accepted a chunk. Returns false if the chunk is no longer placed there with that
+   * attempt (it finished already, or was requeued): the worker then runs a stale attempt,
+   * whose result the master deduplicates.
+   */
+  accepted(workerId: Uuid, job: Uuid, chunkIndex: number, attempt: number): boolean {
+    return this.#placedOn(workerId, job, chunkIndex, attempt) !== null;
+  }
+
+  /**
+   * A worker refused a chunk (ack accepted=false): it goes back to the front of its job's
+   * queue and avoids that worker for refuseBackoffMs. Returns false if the refusal is stale.
+   */
+  refused(workerId: Uuid, job: Uuid, chunkIndex: number, attempt: number, nowMs: number): boolean {
+    const hit = this.#placedOn(workerId, job, chunkIndex, attempt);
+    if (!hit) return false;
+    const { w, t, ck } = hit;
+    w.running.delete(ck);
+    t.avoid.set(w.key, nowMs + this.opts.refuseBackoffMs);
+    this.#where.set(ck, "");
+    const je = this.#jobs.get(t.jobKey)!;
+    je.runningCount--;
+    // Same attempt: the worker never started it.
+    this.#enqueue(je, t, true);
+    return true;
+  }
+
+  /**
+   * The request could not be confirmed (push timed out): the worker may or may not run it, so
+   * it is treated like a lost attempt — requeued elsewhere with attempt+1.
+   */
+  unconfirmed(workerId: Uuid, job: Uuid, chunkIndex: number, attempt: number, nowMs: number) {
+    const hit = this.#placedOn(workerId, job, chunkIndex, attempt);
+    if (!hit) return false;
+    const { w, t, ck } = hit;
+    w.running.delete(ck);
+    t.attempt++;
+    t.avoid.set(w.key, nowMs + this.opts.refuseBackoffMs);
+    this.#where.set(ck, "");
+    const je = this.#jobs.get(t.jobKey)!;
+    je.runningCount--;
+    this.#enqueue(je, t, true);
+    return true;
+  }
+
+  /**
+   * A chunk attempt ended on a worker (chunk_finished). Frees the slot. Returns false for a
+   * stale report (an older attempt, or a chunk that is not on that worker), which is ignored.
+   */
+  finished(
+    workerId: Uuid,
+    job: Uuid,
+    chunkIndex: number,
+    attempt: number,
+    state: number,
+    nowMs: number,
+  ): boolean {
+    const hit = this.#placedOn(workerId, job, chunkIndex, attempt);
+    if (!hit) return false;
+    const { w, t, ck } = hit;
+    w.running.delete(ck);
+    this.#where.delete(ck);
+    this.#tasks.delete(ck);
+    this.#finished.set(ck, { attempt, state, atMs: nowMs });
+    const je = this.#jobs.get(t.jobKey)!;
+    je.runningCount--;
+    this.#maybeForgetJob(t.jobKey, je);
+    return true;
+  }
+
+  #placedOn(workerId: Uuid, job: Uuid, chunkIndex: number, attempt: number) {
+    const ck = chunkKey(uuidToHex(job), chunkIndex);
+    const wk = uuidToHex(workerId);
+    if (this.#where.get(ck) !== wk) return null;
+    const w = this.#workers.get(wk);
+    const t = w?.running.get(ck);
+    if (!w || !t || t.attempt !== attempt) return null;
+    return { w, t, ck };
+  }
+
+  #maybeForgetJob(jobKey: string, je: JobEntry): void {
+    // Drop the program bytes once nothing of the job is left to run; a later re-dispatch
+    // carries them again.
+    if (je.queue.length === 0 && je.runningCount === 0) this.#jobs.delete(jobKey);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Placement
+
+  /**
+   * Places as many queued chunks as free slots allow and returns the decisions (the chunks
+   * are marked running on their workers at once). Reaps dead workers first.
+   *
+   * Fairness: one chunk per job per round, jobs in round-robin order, so a giant job cannot
+   * starve a small one. Locality: a chunk goes to the worker holding the most bytes of its
+   * input files; ties go to the worker with the most free slots, then to the one that was
+   * given work least recently.
+   */
+  assign(nowMs: number): Assignment[] {
+    this.reapDead(nowMs);
+    const out: Assignment[] = [];
+    let free = 0;
+    for (const w of this.#workers.values()) free += Math.max(0, w.slots - w.running.size);
+    while (free > 0) {
+      this.#compactOrder();
+      if (this.#jobOrder.length === 0) break;
+      let placedThisRound = 0;
+      const n = this.#jobOrder.length;
+      const start = this.#jobCursor % n;
+      const round = [...this.#jobOrder.slice(start), ...this.#jobOrder.slice(0, start)];
+      for (let i = 0; i < round.length && free > 0; i++) {
+        const je = this.#jobs.get(round[i]);
+        if (!je || je.queue.length === 0) continue;
+        const a = this.#placeOne(je, nowMs);
+        if (!a) continue;
+        out.push(a);
+        free--;
+        placedThisRound++;
+        // The next round (or next assign call) starts after the job served last.
+        this.#jobCursor = (start + i + 1) % n;
+      }
+      if (placedThisRound === 0) break;
+    }
+    return out;
+  }
+
+  #compactOrder(): void {
+    const order = this.#jobOrder;
+    const alive = (k: string) => (this.#jobs.get(k)?.queue.length ?? 0) > 0;
+    if (order.every(alive)) return;
+    // Keep the rotation: the cursor moves to the first surviving job at or after it.
+    let next: string | undefined;
+    for (let i = 0; i < order.length && next === undefined; i++) {
+      const k = order[(this.#jobCursor + i) % order.length];
+      if (alive(k)) next = k;
+    }
+    this.#jobOrder = order.filter((k) => {
+      if (alive(k)) return true;
+      this.#inOrder.delete(k);
+      return false;
+    });
+    this.#jobCursor = next === undefined ? 0 : this.#jobOrder.indexOf(next);
+  }
+
+  #placeOne(je: JobEntry, nowMs: number): Assignment | null {
+    // Only a refused chunk can be unplaceable while slots are free; look a little further.
+    const scan = Math.min(je.queue.length, 64);
+    for (let qi = 0; qi < scan; qi++) {
+      const t = je.queue[qi];
+      const w = this.#bestWorker(je.info.inputFiles, t, nowMs);
+      if (!w) continue;
+      je.queue.splice(qi, 1);
+      const ck = chunkKey(t.jobKey, t.chunkIndex);
+      w.running.set(ck, t);
+      w.lastAssignSeq = ++this.#assignSeq;
+      this.#where.set(ck, w.key);
+      je.runningCount++;
+      // The worker fetches the inputs to run it, so it will hold them from now on.
+      for (const f of je.info.inputFiles) w.files.add(uuidToHex(f.id));
+      return { worker: w, job: je.info, chunkIndex: t.chunkIndex, attempt: t.attempt };
+    }
+    return null;
+  }
+
+  #bestWorker(inputs: FileEntry[], t: ChunkTask, nowMs: number): WorkerInfo | null {
+    let best: WorkerInfo | null = null;
+    let bestBytes = -1;
+    let bestFree = -1;
+    for (const w of this.#workers.values()) {
+      const free = w.slots - w.running.size;
+      if (free <= 0) continue;
+      const until = t.avoid.get(w.key);
+      if (until !== undefined && until > nowMs) continue;
+      let bytes = 0;
+      for (const f of inputs) if (w.files.has(uuidToHex(f.id))) bytes += f.size;
+      const better = bytes > bestBytes ||
+        (bytes === bestBytes && free > bestFree) ||
+        (bytes === bestBytes && free === bestFree && w.lastAssignSeq < best!.lastAssignSeq);
+      if (better) {
+        best = w;
+        bestBytes = bytes;
+        bestFree = free;
+      }
+    }
+    return best;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Introspection
+
+  /** Counters for logs, the node list and tests. */
+  stats(): SchedulerStats {
+    let slots = 0;
+    let running = 0;
+    let queued = 0;
+    for (const w of this.#workers.values()) {
+      slots += w.slots;
+      running += w.running.size;
+    }
+    for (const j of this.#jobs.values()) queued += j.queue.length;
+    return {
+      workers: this.#workers.size,
+      slots,
+      freeSlots: Math.max(0, slots - running),
+      queued,
+      running,
+      finished: this.#finished.size,
+      jobs: this.#jobs.size,
+    };
+  }
+
+  /** Where a chunk is: "queued", "running" (with worker key), "finished", or "unknown". */
+  chunkState(
+    job: Uuid,
+    chunkIndex: number,
+  ): { state: "queued" | "running" | "finished" | "unknown"; worker?: string; attempt?: number } {
+    const ck = chunkKey(uuidToHex(job), chunkIndex);
+    const where = this.#where.get(ck);
+    if (where === "") return { state: "queued", attempt: this.#tasks.get(ck)!.attempt };
+    if (where !== undefined) {
+      return { state: "running", worker: where, attempt: this.#tasks.get(ck)!.attempt };
+    }
+    const fin = this.#finished.get(ck);
+    if (fin) return { state: "finished", attempt: fin.attempt };
+    return { state: "unknown" };
+  }
+}

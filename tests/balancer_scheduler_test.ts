@@ -1,0 +1,259 @@
+import assert from "node:assert/strict";
+import {
+  type Assignment,
+  ChunkScheduler,
+  type JobInfo,
+} from "../roles/balancer/chunk_scheduler.ts";
+import { ChunkState, randomUuid, type Uuid, uuidToHex } from "../wire/mod.ts";
+
+const MB = 1024 * 1024;
+
+function job(numChunks: number, inputs: { id: Uuid; size: number }[] = []): JobInfo {
+  return {
+    job: randomUuid(),
+    numChunks,
+    timeLimitMs: 0,
+    program: new TextEncoder().encode("#!/bin/sh\n"),
+    argument: new Uint8Array(0),
+    inputFiles: inputs.map((f, i) => ({ id: f.id, size: f.size, name: `in${i}` })),
+  };
+}
+
+function all(n: number, attempt = 1) {
+  return Array.from({ length: n }, (_, i) => ({ chunkIndex: i, attempt }));
+}
+
+function byWorker(as: Assignment[]): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const a of as) m.set(a.worker.key, (m.get(a.worker.key) ?? 0) + 1);
+  return m;
+}
+
+Deno.test("scheduler: locality prefers the worker holding the most input bytes", () => {
+  const s = new ChunkScheduler({ deadAfterMs: 1000 });
+  const big = randomUuid();
+  const small = randomUuid();
+  const [a, b, c] = [randomUuid(), randomUuid(), randomUuid()];
+  s.register(a, 4, 4, [small], "a", 0);
+  s.register(b, 4, 4, [big], "b", 0);
+  s.register(c, 8, 8, [], "c", 0);
+  const j = job(3, [{ id: big, size: 100 * MB }, { id: small, size: 1 * MB }]);
+  s.dispatch(j, all(3), 0);
+  const out = s.assign(1);
+  assert.equal(out.length, 3);
+  // b holds 100 MB of the inputs, a only 1 MB, c none although it has the most free slots.
+  for (const x of out) assert.equal(x.worker.key, uuidToHex(b));
+
+  // A job without input files: ties on bytes go to the most free slots (c: 8 free).
+  const j2 = job(1);
+  s.dispatch(j2, all(1), 2);
+  const out2 = s.assign(3);
+  assert.equal(out2.length, 1);
+  assert.equal(out2[0].worker.key, uuidToHex(c));
+
+  // Heartbeat deltas move locality: b evicts big, a adds it.
+  s.heartbeat(b, 4, 1, [], [big], 4);
+  s.heartbeat(a, 4, 4, [big], [], 4);
+  const j3 = job(1, [{ id: big, size: 100 * MB }]);
+  s.dispatch(j3, all(1), 5);
+  const out3 = s.assign(6);
+  assert.equal(out3[0].worker.key, uuidToHex(a));
+});
+
+Deno.test("scheduler: assigned inputs count as held; ties round-robin", () => {
+  const s = new ChunkScheduler({ deadAfterMs: 1000 });
+  const f = randomUuid();
+  const ws = [randomUuid(), randomUuid(), randomUuid()];
+  for (const w of ws) s.register(w, 2, 2, [], "", 0);
+  // Chunk 0 goes somewhere; from then on that worker holds f and wins until it is full.
+  const j = job(2, [{ id: f, size: 10 }]);
+  s.dispatch(j, all(2), 0);
+  const out = s.assign(1);
+  assert.equal(out.length, 2);
+  assert.equal(out[0].worker.key, out[1].worker.key);
+  // No-input jobs with equal free slots rotate over the other workers.
+  const s2 = new ChunkScheduler({ deadAfterMs: 1000 });
+  for (const w of ws) s2.register(w, 1, 1, [], "", 0);
+  s2.dispatch(job(3), all(3), 0);
+  const keys = s2.assign(1).map((x) => x.worker.key);
+  assert.equal(new Set(keys).size, 3);
+});
+
+Deno.test("scheduler: never exceeds a worker's slots", () => {
+  const s = new ChunkScheduler({ deadAfterMs: 1000 });
+  const f = randomUuid();
+  const a = randomUuid();
+  const b = randomUuid();
+  s.register(a, 3, 3, [f], "", 0);
+  s.register(b, 2, 2, [], "", 0);
+  const j = job(20, [{ id: f, size: 1000 }]);
+  s.dispatch(j, all(20), 0);
+  const out = s.assign(1);
+  assert.equal(out.length, 5);
+  const m = byWorker(out);
+  assert.equal(m.get(uuidToHex(a)), 3);
+  assert.equal(m.get(uuidToHex(b)), 2);
+  assert.equal(s.assign(2).length, 0);
+  assert.equal(s.stats().queued, 15);
+  // A finished chunk frees exactly one slot.
+  const first = out[0];
+  assert.ok(
+    s.finished(first.worker.id, j.job, first.chunkIndex, first.attempt, ChunkState.Succeeded, 3),
+  );
+  const again = s.assign(4);
+  assert.equal(again.length, 1);
+  assert.equal(again[0].worker.key, first.worker.key);
+});
+
+Deno.test("scheduler: round-robin across jobs, a giant job does not starve a small one", () => {
+  const s = new ChunkScheduler({ deadAfterMs: 1000 });
+  const w = randomUuid();
+  s.register(w, 2, 2, [], "", 0);
+  const giant = job(1000);
+  const small = job(3);
+  s.dispatch(giant, all(1000), 0);
+  s.dispatch(small, all(3), 1);
+  const ran: string[] = [];
+  let now = 2;
+  // Run to completion of the small job, 2 slots at a time.
+  for (let round = 0; round < 10; round++) {
+    for (const a of s.assign(now++)) {
+      ran.push(uuidToHex(a.job.job) === uuidToHex(small.job) ? "S" : "G");
+      s.finished(w, a.job.job, a.chunkIndex, a.attempt, ChunkState.Succeeded, now++);
+    }
+  }
+  const smallDoneAt = ran.lastIndexOf("S");
+  // The small job's 3 chunks interleave with the giant's: all done within the first 6 runs.
+  assert.equal(ran.filter((x) => x === "S").length, 3);
+  assert.ok(smallDoneAt < 6, `small job finished late: ${ran.join("")}`);
+});
+
+Deno.test("scheduler: dead worker's chunks requeue with attempt+1; late finish ignored", () => {
+  const s = new ChunkScheduler({ deadAfterMs: 1000 });
+  const a = randomUuid();
+  const b = randomUuid();
+  const f = randomUuid();
+  s.register(a, 2, 2, [f], "", 0);
+  const j = job(2, [{ id: f, size: 5 }]);
+  s.dispatch(j, all(2, 1), 0);
+  const out = s.assign(10);
+  assert.equal(out.length, 2);
+  s.register(b, 2, 2, [], "", 500);
+  // a goes silent; b heartbeats.
+  s.heartbeat(b, 2, 2, [], [], 1200);
+  assert.equal(s.reapDead(900).length, 0);
+  const dead = s.reapDead(1000);
+  assert.equal(dead.length, 1);
+  assert.equal(dead[0].worker.key, uuidToHex(a));
+  assert.deepEqual(dead[0].requeued.map((r) => r.attempt), [2, 2]);
+  const re = s.assign(1001);
+  assert.equal(re.length, 2);
+  for (const x of re) {
+    assert.equal(x.worker.key, uuidToHex(b));
+    assert.equal(x.attempt, 2);
+  }
+  // The old attempt's chunk_finished (from a, attempt 1) is stale.
+  assert.equal(s.finished(a, j.job, 0, 1, ChunkState.Succeeded, 1002), false);
+  assert.equal(s.finished(b, j.job, 0, 1, ChunkState.Succeeded, 1002), false);
+  assert.equal(s.finished(b, j.job, 0, 2, ChunkState.Succeeded, 1002), true);
+  assert.equal(s.chunkState(j.job, 0).state, "finished");
+  assert.equal(s.chunkState(j.job, 1).state, "running");
+  // The dead worker must re-register: heartbeats are refused.
+  assert.throws(() => s.heartbeat(a, 2, 2, [], [], 1003), /not registered/);
+});
+
+Deno.test("scheduler: re-dispatch of queued/running/finished chunks is ignored", () => {
+  const s = new ChunkScheduler({ deadAfterMs: 1000, rerunFinishedAfterMs: 10_000 });
+  const w = randomUuid();
+  s.register(w, 1, 1, [], "", 0);
+  const j = job(3);
+  assert.deepEqual(s.dispatch(j, all(3), 0), { queued: 3, ignored: 0 });
+  const [a] = s.assign(1);
+  s.finished(w, j.job, a.chunkIndex, a.attempt, ChunkState.Failed, 2);
+  const [b] = s.assign(3);
+  // Now: one finished, one running, one queued — the master re-sends all three.
+  assert.deepEqual(s.dispatch(j, all(3), 4), { queued: 0, ignored: 3 });
+  assert.equal(s.stats().queued, 1);
+  assert.equal(s.stats().running, 1);
+  s.finished(w, j.job, b.chunkIndex, b.attempt, ChunkState.Succeeded, 5);
+  const [c] = s.assign(6);
+  s.finished(w, j.job, c.chunkIndex, c.attempt, ChunkState.Succeeded, 7);
+  assert.deepEqual(s.dispatch(j, all(3), 8), { queued: 0, ignored: 3 });
+  assert.equal(s.assign(9).length, 0);
+  s.heartbeat(w, 1, 1, [], [], 19_999);
+  // Long after: the master still asks, so its result was lost; the chunk runs again.
+  assert.deepEqual(s.dispatch(j, [{ chunkIndex: 0, attempt: 1 }], 20_000), {
+    queued: 1,
+    ignored: 0,
+  });
+  const [d] = s.assign(20_001);
+  assert.equal(d.chunkIndex, 0);
+  assert.equal(d.attempt, 2);
+  // Invalid dispatches are errors with the job id in the text.
+  assert.throws(() => s.dispatch(j, [{ chunkIndex: 3, attempt: 1 }], 0), /chunk 3 >= num_chunks/);
+});
+
+Deno.test("scheduler: a refused chunk goes to another worker", () => {
+  const s = new ChunkScheduler({ deadAfterMs: 10_000, refuseBackoffMs: 500 });
+  const f = randomUuid();
+  const a = randomUuid();
+  const b = randomUuid();
+  s.register(a, 1, 1, [f], "", 0);
+  s.register(b, 1, 1, [], "", 0);
+  const j = job(1, [{ id: f, size: 100 }]);
+  s.dispatch(j, all(1), 0);
+  const [x] = s.assign(1);
+  assert.equal(x.worker.key, uuidToHex(a));
+  assert.ok(s.refused(a, j.job, 0, x.attempt, 2));
+  // A repeated (stale) refusal changes nothing.
+  assert.equal(s.refused(a, j.job, 0, x.attempt, 2), false);
+  const [y] = s.assign(3);
+  assert.equal(y.worker.key, uuidToHex(b));
+  assert.equal(y.attempt, x.attempt);
+  // If b refuses too and a is still in its back-off, the chunk waits, then retries a.
+  assert.ok(s.refused(b, j.job, 0, y.attempt, 4));
+  assert.equal(s.assign(5).length, 0); // a's back-off lasts until 502
+  assert.equal(s.assign(600).length, 1);
+  const st = s.chunkState(j.job, 0);
+  assert.equal(st.state, "running");
+  assert.equal(st.worker, uuidToHex(a));
+});
+
+Deno.test("scheduler: a restarted worker (re-register, all free) loses its chunks", () => {
+  const s = new ChunkScheduler({ deadAfterMs: 10_000 });
+  const a = randomUuid();
+  s.register(a, 2, 2, [], "", 0);
+  const j = job(2);
+  s.dispatch(j, all(2, 1), 0);
+  assert.equal(s.assign(1).length, 2);
+  // Re-register while still busy (e.g. it switched balancers): chunks stay.
+  assert.equal(s.register(a, 2, 0, [], "", 2).requeued.length, 0);
+  // Re-register with everything free: it restarted, chunks come back with attempt 2.
+  const { requeued } = s.register(a, 2, 2, [], "", 3);
+  assert.deepEqual(requeued.map((r) => r.attempt), [2, 2]);
+  const again = s.assign(4);
+  assert.deepEqual(again.map((x) => x.attempt), [2, 2]);
+});
+
+Deno.test("scheduler: scales to 20k queued chunks quickly", () => {
+  const s = new ChunkScheduler({ deadAfterMs: 10_000 });
+  const ws = Array.from({ length: 20 }, () => randomUuid());
+  for (const w of ws) s.register(w, 8, 8, [], "", 0);
+  const jobs = Array.from({ length: 10 }, () => job(2000));
+  const t0 = performance.now();
+  for (const j of jobs) s.dispatch(j, all(2000), 0);
+  let done = 0;
+  let now = 1;
+  while (done < 20_000) {
+    const out = s.assign(now++);
+    assert.ok(out.length > 0);
+    for (const a of out) {
+      assert.ok(s.finished(a.worker.id, a.job.job, a.chunkIndex, a.attempt, 2, now));
+      done++;
+    }
+  }
+  const ms = performance.now() - t0;
+  assert.equal(s.stats().finished, 20_000);
+  assert.equal(s.stats().jobs, 0);
+  assert.ok(ms < 10_000, `took ${ms} ms`);
+});
