@@ -38,8 +38,24 @@ export class FakeStorage {
     return n;
   }
 
+  /** Fetches not finished yet (a test awaits them so no timer outlives it). */
+  pending = new Set<Promise<void>>();
+
   /** The fetch function given to FuseMount: copies to a temp file, then renames (atomic). */
-  fetch = async (id: Uint8Array, cachePath: string): Promise<void> => {
+  fetch = (id: Uint8Array, cachePath: string): Promise<void> => {
+    const p = this.#fetch(id, cachePath);
+    this.pending.add(p);
+    const done = () => this.pending.delete(p);
+    p.then(done, done);
+    return p;
+  };
+
+  /** Waits for every fetch started so far (ignoring their failures). */
+  async settle(): Promise<void> {
+    await Promise.allSettled([...this.pending]);
+  }
+
+  #fetch = async (id: Uint8Array, cachePath: string): Promise<void> => {
     const h = hex(id);
     this.calls.set(h, (this.calls.get(h) ?? 0) + 1);
     if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
