@@ -1,0 +1,71 @@
+/**
+ * Snapshots of the job table, for Raft log compaction and InstallSnapshot.
+ *
+ * A snapshot is the shortest command sequence that rebuilds the table: each job's `submit`
+ * (in submission order, which also rebuilds every client's exactly-once session) followed by a
+ * `report` for each finished chunk. It reuses the log's command encoding, so there is one
+ * format to validate, not two:
+ *
+ *   u32 magic "DSJT" | u32 version 1 | u32 count | count × (u32 length | command bytes)
+ */
+import { ChunkState, MessageType, NIL_UUID } from "../../wire/mod.ts";
+import { type Command, JobTable } from "./job_table.ts";
+import { CommandError, decodeCommand, encodeCommand } from "./commands.ts";
+
+const MAGIC = 0x544a5344; // "DSJT" little-endian
+
+/** The commands that rebuild `table`. */
+export function snapshotCommands(table: JobTable): Command[] {
+  const cmds: Command[] = [];
+  for (const job of table.jobs.values()) {
+    cmds.push({ kind: "submit", spec: job.spec });
+    for (const c of job.chunks) {
+      if (c.state !== ChunkState.Succeeded && c.state !== ChunkState.Failed) continue;
+      cmds.push({
+        kind: "report",
+        atMs: job.finishedAtMs,
+        status: { type: MessageType.WorkerStatus, node: NIL_UUID, job: job.spec.jobId, ...c },
+      });
+    }
+  }
+  return cmds;
+}
+
+/** Serializes the table. */
+export function encodeSnapshot(table: JobTable): Uint8Array {
+  const parts = snapshotCommands(table).map(encodeCommand);
+  const size = 12 + parts.reduce((a, p) => a + 4 + p.length, 0);
+  const out = new Uint8Array(size);
+  const v = new DataView(out.buffer);
+  v.setUint32(0, MAGIC, true);
+  v.setUint32(4, 1, true);
+  v.setUint32(8, parts.length, true);
+  let off = 12;
+  for (const p of parts) {
+    v.setUint32(off, p.length, true);
+    out.set(p, off + 4);
+    off += 4 + p.length;
+  }
+  return out;
+}
+
+/** Rebuilds a table from a snapshot; throws CommandError on a malformed one. */
+export function decodeSnapshot(data: Uint8Array): JobTable {
+  const table = new JobTable();
+  if (data.length === 0) return table; // the empty snapshot of a new group
+  const v = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  if (data.length < 12 || v.getUint32(0, true) !== MAGIC || v.getUint32(4, true) !== 1) {
+    throw new CommandError("not a job-table snapshot (bad magic or version)");
+  }
+  const count = v.getUint32(8, true);
+  let off = 12;
+  for (let i = 0; i < count; i++) {
+    if (off + 4 > data.length) throw new CommandError(`snapshot truncated at entry ${i}`);
+    const len = v.getUint32(off, true);
+    if (off + 4 + len > data.length) throw new CommandError(`snapshot entry ${i} overruns`);
+    table.apply(decodeCommand(data.subarray(off + 4, off + 4 + len)));
+    off += 4 + len;
+  }
+  if (off !== data.length) throw new CommandError("trailing bytes after snapshot entries");
+  return table;
+}
