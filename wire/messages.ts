@@ -77,7 +77,7 @@ export const ChunkState = {
 /** Any chunk state code. */
 export type ChunkState = typeof ChunkState[keyof typeof ChunkState];
 /** Job states share the chunk state codes (0..3). */
-export const JobState = ChunkState;
+export const JobState: typeof ChunkState = ChunkState;
 /** Any job state code. */
 export type JobState = ChunkState;
 
@@ -169,256 +169,405 @@ export const DEFAULT_LIMITS: Readonly<WireLimits> = Object.freeze({
 
 /** A file named in a job: content id, size in bytes, name the program sees. */
 export interface FileEntry {
+  /** Content id of the file. */
   id: Uuid;
+  /** File size in bytes. */
   size: number;
+  /** UTF-8 file name (relative path the program sees). */
   name: string;
 }
 /** One chunk to run with the attempt number the master assigned. */
 export interface ChunkAttempt {
+  /** Chunk to run. */
   chunkIndex: number;
+  /** Attempt number assigned by the master (first = 1). */
   attempt: number;
 }
 /** Per-chunk result in job_status_response. */
 export interface ChunkRecord {
+  /** Chunk index. */
   chunkIndex: number;
+  /** ChunkState. */
   state: ChunkState;
+  /** Attempt number. */
   attempt: number;
+  /** Process exit code (0 when killed by a signal). */
   exitCode: number;
+  /** Signal number that killed the process, 0 if none. */
   signal: number;
+  /** FailureCode, 0 if none. */
   failure: FailureCode;
+  /** Wall-clock run time, ms. */
   durationMs: number;
+  /** Output files, already stored. */
   outputs: FileEntry[];
+  /** Last bytes of the program's stderr. */
   stderrTail: Uint8Array;
+  /** UTF-8 failure explanation. */
   reason: string;
 }
 /** One job in job_list_response. */
 export interface JobListEntry {
+  /** Job id. */
   job: Uuid;
+  /** JobState. */
   state: JobState;
+  /** Chunks of the job. */
   numChunks: number;
 }
 /** One node in node_list_response. */
 export interface NodeEntry {
+  /** Node id. */
   id: Uuid;
+  /** NodeRole. */
   role: NodeRole;
+  /** NodeState. */
   state: NodeState;
+  /** NodeFlags bits (1 = raft leader). */
   flags: number;
+  /** Worker slots (0 for other roles). */
   slots: number;
+  /** Free worker slots. */
   freeSlots: number;
   /** Unix epoch milliseconds of the last message seen from the node. */
   lastSeenMs: number;
+  /** UTF-8 endpoint, e.g. tcp://127.0.0.1:7001. */
   endpoint: string;
 }
 /** How often one file was fetched (storage_stats). */
 export interface FetchCount {
+  /** File id. */
   file: Uuid;
+  /** Number of file_request messages served for this file. */
   count: number;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Messages. Every message has `type` and `node` (the sender's 16-byte node uuid).
 
-interface Base {
+/** Fields every message has. */
+export interface MessageBase {
   /** Sender node uuid (16 bytes); clients use a per-process random uuid. */
   node: Uuid;
 }
 /** Reply to a request that failed; `text` is human readable (NOT_LEADER: leader endpoint). */
-export interface ErrorMessage extends Base {
+export interface ErrorMessage extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.Error;
+  /** ErrorCode. */
   code: number;
+  /** UTF-8 explanation (NOT_LEADER: leader endpoint). */
   text: string;
 }
 /** Generic success reply with an optional value (0 when unused). */
-export interface OkMessage extends Base {
+export interface OkMessage extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.Ok;
+  /** Optional result value, 0 when unused. */
   value: number;
 }
 /** balancer -> worker: run one chunk of a job. */
-export interface WorkerRequest extends Base {
+export interface WorkerRequest extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.WorkerRequest;
+  /** Job id. */
   job: Uuid;
+  /** The executable's bytes. */
   program: Uint8Array;
+  /** Files to fetch from storage. */
   inputFiles: FileEntry[];
+  /** Chunk to run (0-based). */
   chunkIndex: number;
+  /** Chunks in the job. */
   numChunks: number;
+  /** Opaque argument passed to the program. */
   argument: Uint8Array;
+  /** Kill the program after this, 0 = no limit. */
   timeLimitMs: number;
+  /** Attempt number assigned by the master. */
   attempt: number;
 }
 /** worker -> balancer: accepted (slot taken) or refused with a reason. */
-export interface WorkerRequestAck extends Base {
+export interface WorkerRequestAck extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.WorkerRequestAck;
+  /** Job id. */
   job: Uuid;
+  /** Chunk index. */
   chunkIndex: number;
+  /** Attempt number. */
   attempt: number;
+  /** 1 = accepted, 0 = refused. */
   accepted: boolean;
+  /** UTF-8 refusal reason, empty when accepted. */
   reason: string;
 }
 /** worker -> master: state change / result of one chunk attempt. */
-export interface WorkerStatus extends Base {
+export interface WorkerStatus extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.WorkerStatus;
+  /** Job id. */
   job: Uuid;
+  /** ChunkState. */
   state: ChunkState;
+  /** Chunk index. */
   chunkIndex: number;
+  /** Attempt number. */
   attempt: number;
+  /** Process exit code (0 when killed by a signal). */
   exitCode: number;
+  /** Signal number that killed the process, 0 if none. */
   signal: number;
+  /** FailureCode, 0 if none. */
   failure: FailureCode;
+  /** Wall-clock run time, ms. */
   durationMs: number;
+  /** Output files, already stored. */
   outputs: FileEntry[];
+  /** Last bytes of the program's stderr. */
   stderrTail: Uint8Array;
+  /** UTF-8 failure explanation. */
   reason: string;
 }
 /** worker -> balancer: join with capacity and the file ids in the worker's cache. */
-export interface WorkerRegister extends Base {
+export interface WorkerRegister extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.WorkerRegister;
+  /** Concurrent chunks the worker runs. */
   slots: number;
+  /** Slots free now. */
   freeSlots: number;
+  /** File ids in the worker's cache (16 bytes each). */
   files: Uuid[];
+  /** UTF-8 hostname / label. */
   label: string;
 }
 /** worker -> balancer: periodic liveness with cache changes since the last one. */
-export interface WorkerHeartbeat extends Base {
+export interface WorkerHeartbeat extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.WorkerHeartbeat;
+  /** Concurrent chunks the worker runs. */
   slots: number;
+  /** Slots free now. */
   freeSlots: number;
+  /** File ids cached since the last heartbeat. */
   added: Uuid[];
+  /** File ids evicted since the last heartbeat. */
   evicted: Uuid[];
 }
 /** worker -> balancer: a chunk attempt ended (frees the slot). */
-export interface ChunkFinished extends Base {
+export interface ChunkFinished extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.ChunkFinished;
+  /** Job id. */
   job: Uuid;
+  /** Chunk index. */
   chunkIndex: number;
+  /** Attempt number. */
   attempt: number;
+  /** Final ChunkState. */
   state: ChunkState;
 }
 /** any -> storage: read up to maxLength bytes (0 = server default) of a file at offset. */
-export interface FileRequest extends Base {
+export interface FileRequest extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.FileRequest;
+  /** File id. */
   file: Uuid;
+  /** First byte wanted. */
   offset: number;
+  /** Most bytes wanted, 0 = server default chunk. */
   maxLength: number;
 }
 /** storage -> requester: bytes of a file at offset; fileLength is the total size. */
-export interface FileResponse extends Base {
+export interface FileResponse extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.FileResponse;
+  /** File id. */
   file: Uuid;
+  /** Total size of the file. */
   fileLength: number;
+  /** Offset of the first payload byte. */
   offset: number;
+  /** File bytes at offset: the rest of the frame. */
   data: Uint8Array;
 }
 /** client/worker -> storage: one chunk of an upload. */
-export interface FilePut extends Base {
+export interface FilePut extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.FilePut;
+  /** File id = first 16 bytes of SHA-256 of the whole file. */
   file: Uuid;
+  /** Size of the whole file. */
   totalLength: number;
+  /** Offset of the first payload byte. */
   offset: number;
+  /** FilePutFlags bits (1 = last chunk). */
   flags: number;
+  /** File bytes at offset: the rest of the frame. */
   data: Uint8Array;
 }
 /** storage -> uploader: bytes durable so far; committed once verified and complete. */
-export interface FilePutAck extends Base {
+export interface FilePutAck extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.FilePutAck;
+  /** File id. */
   file: Uuid;
+  /** Bytes stored durably so far. */
   durableLength: number;
+  /** 1 = whole file verified and stored. */
   committed: boolean;
 }
 /** any -> storage: does the file exist, how long is it. */
-export interface FileStat extends Base {
+export interface FileStat extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.FileStat;
+  /** File id. */
   file: Uuid;
 }
 /** storage -> requester: answer to file_stat (a missing file is not an error). */
-export interface FileStatResponse extends Base {
+export interface FileStatResponse extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.FileStatResponse;
+  /** File id. */
   file: Uuid;
+  /** 1 = committed file present. */
   exists: boolean;
+  /** File size, 0 when absent. */
   length: number;
 }
 /** any -> storage: ask for counters. */
-export interface StorageStatsRequest extends Base {
+export interface StorageStatsRequest extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.StorageStatsRequest;
 }
 /** storage -> requester: counters since start. */
-export interface StorageStats extends Base {
+export interface StorageStats extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.StorageStats;
+  /** File_request messages served. */
   gets: number;
+  /** Bytes sent in file_response. */
   getBytes: number;
+  /** File_put messages accepted. */
   puts: number;
+  /** Bytes received in file_put. */
   putBytes: number;
+  /** Committed files stored. */
   files: number;
+  /** Bytes of committed files. */
   storedBytes: number;
+  /** Per-file fetch counts. */
   fetchCounts: FetchCount[];
 }
 /** client -> master: submit a job; (client, sequence) makes it exactly-once. */
-export interface JobSubmit extends Base {
+export interface JobSubmit extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.JobSubmit;
+  /** Submitting client's id. */
   client: Uuid;
+  /** Client's request sequence; retries reuse it. */
   sequence: number;
+  /** Chunks to run (>= 1). */
   numChunks: number;
+  /** Per-chunk time limit, 0 = none. */
   timeLimitMs: number;
+  /** The executable's bytes. */
   program: Uint8Array;
+  /** Opaque argument. */
   argument: Uint8Array;
+  /** Input files (already stored). */
   inputFiles: FileEntry[];
+  /** UTF-8 program name for display. */
   programName: string;
 }
 /** master -> client: the job's uuid; duplicate = this (client, sequence) was seen before. */
-export interface JobSubmitAck extends Base {
+export interface JobSubmitAck extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.JobSubmitAck;
+  /** Id of the (new or earlier) job. */
   job: Uuid;
+  /** Echo of job_submit.sequence. */
   sequence: number;
+  /** 1 = this submission was already accepted before. */
   duplicate: boolean;
 }
 /** client -> master: ask for a job's state. */
-export interface JobStatusRequest extends Base {
+export interface JobStatusRequest extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.JobStatusRequest;
+  /** Job id. */
   job: Uuid;
 }
 /** master -> client: job state, counters and per-chunk records. */
-export interface JobStatusResponse extends Base {
+export interface JobStatusResponse extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.JobStatusResponse;
+  /** Job id. */
   job: Uuid;
+  /** JobState. */
   state: JobState;
+  /** Chunks of the job. */
   numChunks: number;
+  /** Chunks succeeded. */
   done: number;
+  /** Chunks failed for good. */
   failed: number;
+  /** Chunks running. */
   running: number;
+  /** Chunks waiting. */
   queued: number;
+  /** Per-chunk records. */
   chunks: ChunkRecord[];
 }
 /** client -> master: list jobs. */
-export interface JobListRequest extends Base {
+export interface JobListRequest extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.JobListRequest;
 }
 /** master -> client: all known jobs with their state. */
-export interface JobListResponse extends Base {
+export interface JobListResponse extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.JobListResponse;
+  /** Jobs. */
   jobs: JobListEntry[];
 }
 /** master -> balancer: run these chunks of a job (balancer answers ok). */
-export interface JobDispatch extends Base {
+export interface JobDispatch extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.JobDispatch;
+  /** Job id. */
   job: Uuid;
+  /** Chunks of the job. */
   numChunks: number;
+  /** Per-chunk time limit, 0 = none. */
   timeLimitMs: number;
+  /** The executable's bytes. */
   program: Uint8Array;
+  /** Opaque argument. */
   argument: Uint8Array;
+  /** Input files. */
   inputFiles: FileEntry[];
+  /** Chunks to run with attempts. */
   chunks: ChunkAttempt[];
 }
 /** client -> master: list nodes. */
-export interface NodeListRequest extends Base {
+export interface NodeListRequest extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.NodeListRequest;
 }
 /** master -> client: nodes known to the cluster. */
-export interface NodeListResponse extends Base {
+export interface NodeListResponse extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.NodeListResponse;
+  /** Nodes. */
   nodes: NodeEntry[];
 }
 /** master <-> master: opaque Raft payload; one-way, never answered. */
-export interface RaftMessage extends Base {
+export interface RaftMessage extends MessageBase {
+  /** Message type code (discriminant). */
   type: typeof MessageType.RaftMessage;
+  /** Opaque Raft message: the rest of the frame. */
   data: Uint8Array;
 }
 
@@ -466,7 +615,9 @@ export interface FieldSpec {
   key: string;
   /** snake_case name used in C and docs (uuid fields get `_upper`/`_lower` in C). */
   wire: string;
+  /** Wire type of the field. */
   kind: FieldKind;
+  /** One-line meaning, shown in docs/wire.md. */
   doc: string;
   /** When set, the field is derived: byte length (bytes/text) or count (lists) of that section. */
   lengthOf?: string;
@@ -481,23 +632,33 @@ export interface FieldSpec {
 export type SectionKind = "bytes" | "text" | "list" | "ids" | "rest";
 /** One variable-size payload section; they follow each other in declaration order. */
 export interface SectionSpec {
+  /** TS property name. */
   key: string;
+  /** snake_case name used in docs. */
   wire: string;
+  /** How the section is encoded. */
   kind: SectionKind;
+  /** One-line meaning, shown in docs/wire.md. */
   doc: string;
   /** Max bytes (bytes/text/rest) or max entries (list/ids). */
   limit: keyof WireLimits;
+  /** Layout of each entry (list sections only). */
   record?: RecordSpec;
 }
 /** A record inside a list section: fixed fields then its own sections. */
 export interface RecordSpec {
+  /** TS interface name, e.g. "FileEntry". */
   name: string;
+  /** snake_case name used in C (`struct dsys_<wire>`) and docs. */
   wire: string;
+  /** Fixed-size fields, in wire order. */
   fields: FieldSpec[];
+  /** Variable sections following the fixed part, in wire order. */
   sections: SectionSpec[];
 }
 /** Layout of one message type. `fields` exclude the generic header. */
 export interface MessageSpec {
+  /** Message type code. */
   type: MessageType;
   /** TS interface name, e.g. "WorkerRequest". */
   name: string;
@@ -505,11 +666,15 @@ export interface MessageSpec {
   wire: string;
   /** Minimal header_length accepted (generic part included). */
   base: number;
+  /** Fixed header fields after the generic header, in wire order. */
   fields: FieldSpec[];
+  /** Payload sections, in wire order. */
   sections: SectionSpec[];
+  /** One-line meaning, shown in docs/wire.md. */
   doc: string;
   /** Which socket sends it to which, and what the reply is. */
   flow: string;
+  /** Expected reply message(s). */
   reply: string;
 }
 
