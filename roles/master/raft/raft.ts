@@ -1,0 +1,1162 @@
+/**
+ * The Raft consensus core: a pure, deterministic state machine in the style of etcd-io/raft.
+ * No I/O, no timers, no randomness of its own, no clock. Drive it with {@link RawNode.tick},
+ * {@link RawNode.step}, {@link RawNode.propose}; collect its output with {@link RawNode.ready}
+ * and acknowledge with {@link RawNode.advance}. See README.md for the driver-loop contract.
+ */
+import { RaftLog } from "./log.ts";
+import {
+  type ConfChange,
+  type ConfState,
+  EMPTY,
+  type Entry,
+  type HardState,
+  makeMessage,
+  type Message,
+  type NodeId,
+  NotLeaderError,
+  type PersistedState,
+  ProposalDroppedError,
+  RaftInvariantError,
+  RaftUsageError,
+  type ReadState,
+  type Ready,
+  type Role,
+  type Snapshot,
+  type SoftState,
+} from "./types.ts";
+
+/** Configuration of one Raft member. Tick counts are in units of {@link RawNode.tick} calls. */
+export interface RaftConfig {
+  /** This member's id. */
+  id: NodeId;
+  /** Base election timeout T; the randomized timeout is drawn from [T, 2T). */
+  electionTick: number;
+  /** Leader heartbeat interval (must be < electionTick). */
+  heartbeatTick: number;
+  /** Seeded PRNG returning [0, 1): the only source of randomness (election timeouts). */
+  rand: () => number;
+  /** Pre-vote phase before real elections (default true): partitioned nodes do not disrupt. */
+  preVote?: boolean;
+  /** Leader steps down without a quorum heard in an election timeout (default true). */
+  checkQuorum?: boolean;
+  /** Max entries in one append message (default 64). */
+  maxEntriesPerMsg?: number;
+  /** Max payload bytes in one append message, at least one entry is sent (default 1 MiB). */
+  maxBytesPerMsg?: number;
+  /** Max in-flight append messages per follower when pipelining (default 64). */
+  maxInflight?: number;
+  /** Fresh cluster bootstrap: initial voters. Omit when restarting or joining an existing cluster. */
+  peers?: NodeId[];
+  /** State loaded from durable storage on restart. */
+  restore?: PersistedState;
+  /** Last index already applied to a durable state machine (default: the snapshot's index). */
+  applied?: number;
+}
+
+/** A membership change request: single-server add/remove, or replace (add, then remove). */
+export type ConfChangeRequest =
+  | { type: "add"; node: NodeId }
+  | { type: "remove"; node: NodeId }
+  | { type: "replace"; add: NodeId; remove: NodeId };
+
+/** Replication state of one follower as seen by the leader. */
+export type ProgressState = "probe" | "replicate" | "snapshot";
+
+/** Leader's view of one member's replication progress. */
+export class Progress {
+  match = 0;
+  next = 1;
+  state: ProgressState = "probe";
+  /** In probe state: one append is outstanding, wait for its answer (or a heartbeat reply). */
+  paused = false;
+  pendingSnapshot = 0;
+  snapshotTicks = 0;
+  recentActive = false;
+  /** Last indexes of in-flight appends (replicate state pipelining window). */
+  inflights: number[] = [];
+  /** Highest ReadIndex heartbeat round acknowledged by this member. */
+  readAck = 0;
+
+  /** Records an acknowledgement of index n; returns whether match advanced. */
+  maybeUpdate(n: number): boolean {
+    let updated = false;
+    if (this.match < n) {
+      this.match = n;
+      updated = true;
+      this.paused = false;
+    }
+    this.next = Math.max(this.next, n + 1);
+    return updated;
+  }
+
+  /** Handles a rejection of the append at `rejected`; returns false for stale rejections. */
+  maybeDecrTo(rejected: number, matchHint: number): boolean {
+    if (this.state === "replicate") {
+      if (rejected <= this.match) return false;
+      this.next = this.match + 1;
+      return true;
+    }
+    if (this.next - 1 !== rejected) return false;
+    this.next = Math.max(Math.min(rejected, matchHint + 1), this.match + 1);
+    this.paused = false;
+    return true;
+  }
+
+  /** Enters probe state (one append at a time until a match is found). */
+  becomeProbe(): void {
+    if (this.state === "snapshot") {
+      this.next = Math.max(this.match + 1, this.pendingSnapshot + 1);
+    } else {
+      this.next = this.match + 1;
+    }
+    this.state = "probe";
+    this.paused = false;
+    this.pendingSnapshot = 0;
+    this.inflights = [];
+  }
+
+  /** Enters replicate state (optimistic next, pipelined appends). */
+  becomeReplicate(): void {
+    this.state = "replicate";
+    this.next = this.match + 1;
+    this.paused = false;
+    this.pendingSnapshot = 0;
+    this.inflights = [];
+  }
+
+  /** Enters snapshot state while a snapshot at `index` is in flight. */
+  becomeSnapshot(index: number): void {
+    this.state = "snapshot";
+    this.pendingSnapshot = index;
+    this.snapshotTicks = 0;
+    this.inflights = [];
+  }
+
+  /** Whether the leader must hold back appends to this member. */
+  isPaused(maxInflight: number): boolean {
+    if (this.state === "probe") return this.paused;
+    if (this.state === "replicate") return this.inflights.length >= maxInflight;
+    return true;
+  }
+}
+
+/** Read-only status of a node, for operators and tests. */
+export interface RaftStatus {
+  id: NodeId;
+  term: number;
+  vote: NodeId | null;
+  lead: NodeId | null;
+  role: Role;
+  commit: number;
+  applied: number;
+  firstIndex: number;
+  lastIndex: number;
+  voters: NodeId[];
+  /** Leader only: replication progress per voter. */
+  progress: Map<NodeId, { match: number; next: number; state: ProgressState }>;
+  leadTransferee: NodeId | null;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** Encodes a ConfChange as the data of a "conf" entry (UTF-8 JSON; voters sorted). */
+export function encodeConfChange(cc: ConfChange): Uint8Array {
+  if (cc.type === "init") {
+    return enc.encode(JSON.stringify({ type: "init", voters: [...cc.voters].sort() }));
+  }
+  return enc.encode(JSON.stringify({ type: cc.type, node: cc.node }));
+}
+
+/** Decodes the data of a "conf" entry; throws RaftInvariantError on garbage. */
+export function decodeConfChange(data: Uint8Array): ConfChange {
+  let v: unknown;
+  try {
+    v = JSON.parse(dec.decode(data));
+  } catch {
+    throw new RaftInvariantError("conf entry: not JSON");
+  }
+  const o = v as { type?: unknown; node?: unknown; voters?: unknown };
+  if (
+    o.type === "init" && Array.isArray(o.voters) && o.voters.every((x) => typeof x === "string")
+  ) {
+    return { type: "init", voters: o.voters as string[] };
+  }
+  if ((o.type === "add" || o.type === "remove") && typeof o.node === "string") {
+    return { type: o.type, node: o.node };
+  }
+  throw new RaftInvariantError(`conf entry: bad change ${dec.decode(data).slice(0, 80)}`);
+}
+
+/** Applies a conf change to a voter list (returns a new sorted list). */
+export function applyConfChange(voters: NodeId[], cc: ConfChange): NodeId[] {
+  if (cc.type === "init") return [...cc.voters].sort();
+  const s = new Set(voters);
+  if (cc.type === "add") s.add(cc.node);
+  else s.delete(cc.node);
+  return [...s].sort();
+}
+
+/** Small seeded PRNG (mulberry32) for {@link RaftConfig.rand}; seed it per node. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+interface PendingRead {
+  seq: number;
+  index: number;
+  from: NodeId;
+  ctx: Uint8Array;
+}
+
+interface ReadyMark {
+  lastIndex: number;
+  lastTerm: number;
+  hs: HardState | null;
+  ss: SoftState | null;
+  appliedTo: number;
+  snapshot: Snapshot | null;
+}
+
+const MSG_TYPES = new Set([
+  "app",
+  "appResp",
+  "vote",
+  "voteResp",
+  "preVote",
+  "preVoteResp",
+  "heartbeat",
+  "heartbeatResp",
+  "snap",
+  "timeoutNow",
+  "readIndex",
+  "readIndexResp",
+]);
+
+/**
+ * One Raft member. Single-threaded: call its methods from one loop. Between ready() and
+ * advance() you may keep calling step/tick/propose (their output goes into the next Ready),
+ * but you must not call ready() again before advance().
+ */
+export class RawNode {
+  /** This member's id. */
+  readonly id: NodeId;
+  /** The in-memory log. Exposed read-only for inspection (tests, status); do not mutate. */
+  readonly log: RaftLog;
+  private term = 0;
+  private vote: NodeId | null = null;
+  private lead: NodeId | null = null;
+  private role: Role = "follower";
+  private voters = new Set<NodeId>();
+  /** Configurations of conf entries still in the log, in index order. */
+  private confHistory: { index: number; voters: NodeId[] }[] = [];
+  private prs = new Map<NodeId, Progress>();
+  private votes = new Map<NodeId, boolean>();
+  private electionElapsed = 0;
+  private heartbeatElapsed = 0;
+  private randomizedElectionTimeout = 0;
+  private leadTransferee: NodeId | null = null;
+  private pendingReplace: { remove: NodeId; addIndex: number } | null = null;
+  private msgs: Message[] = [];
+  private readStates: ReadState[] = [];
+  private pendingReads: PendingRead[] = [];
+  private readsBeforeCommit: { from: NodeId; ctx: Uint8Array }[] = [];
+  private readSeq = 0;
+  private pendingInstall: Snapshot | null = null;
+  private prevHs: HardState;
+  private prevSs: SoftState;
+  private readyMark: ReadyMark | null = null;
+  private readonly cfg: Required<
+    Omit<RaftConfig, "peers" | "restore" | "applied">
+  >;
+
+  /** Creates a member: fresh bootstrap (`peers`), restart (`restore`) or joiner (neither). */
+  constructor(config: RaftConfig) {
+    if (config.heartbeatTick <= 0 || config.electionTick <= config.heartbeatTick) {
+      throw new RaftUsageError(
+        `raft ${config.id}: need 0 < heartbeatTick < electionTick, got ${config.heartbeatTick}/${config.electionTick}`,
+      );
+    }
+    this.id = config.id;
+    this.cfg = {
+      id: config.id,
+      electionTick: config.electionTick,
+      heartbeatTick: config.heartbeatTick,
+      rand: config.rand,
+      preVote: config.preVote ?? true,
+      checkQuorum: config.checkQuorum ?? true,
+      maxEntriesPerMsg: config.maxEntriesPerMsg ?? 64,
+      maxBytesPerMsg: config.maxBytesPerMsg ?? 1 << 20,
+      maxInflight: config.maxInflight ?? 64,
+    };
+    this.log = new RaftLog(this.id, (ents, truncatedAt) => this.onAppend(ents, truncatedAt));
+    if (config.restore) {
+      const st = config.restore;
+      if (st.snapshot) {
+        this.log.restore(st.snapshot);
+        this.voters = new Set(st.snapshot.conf.voters);
+      }
+      const ents = st.entries.filter((e) => e.index > this.log.snapIndex);
+      if (ents.length) this.log.append(ents);
+      if (st.hardState.commit > this.log.lastIndex()) {
+        throw new RaftInvariantError(
+          `raft ${this.id}: stored commit ${st.hardState.commit} beyond last index ${this.log.lastIndex()}`,
+        );
+      }
+      this.log.committed = Math.max(this.log.committed, st.hardState.commit);
+      this.term = st.hardState.term;
+      this.vote = st.hardState.vote;
+      this.log.applied = Math.max(config.applied ?? 0, this.log.snapIndex);
+    } else if (config.peers && config.peers.length > 0) {
+      // Bootstrap: every initial member writes the identical entry 1 (sorted voters), so the
+      // logs agree without an election; it is committed by construction.
+      this.log.append([{
+        term: 1,
+        index: 1,
+        type: "conf",
+        data: encodeConfChange({ type: "init", voters: config.peers }),
+      }]);
+      this.term = 1;
+      this.log.committed = 1;
+    }
+    this.prevHs = config.restore
+      ? { ...config.restore.hardState }
+      : { term: 0, vote: null, commit: 0 };
+    if (config.restore) this.log.unstableFrom = this.log.lastIndex() + 1;
+    this.becomeFollower(this.term, null);
+    this.prevSs = { lead: null, role: "follower" };
+  }
+
+  // ---------------------------------------------------------------- public API
+
+  /** Advances logical time by one tick (election / heartbeat timers). */
+  tick(): void {
+    if (this.role === "leader") this.tickHeartbeat();
+    else this.tickElection();
+  }
+
+  /** Starts an election now (as if the election timer fired). */
+  campaign(): void {
+    this.hup(false);
+  }
+
+  /**
+   * Proposes application data. Returns the index it was appended at (it may still be lost if
+   * leadership changes before it commits). Throws NotLeaderError / ProposalDroppedError.
+   */
+  propose(data: Uint8Array): number {
+    this.checkProposable("propose");
+    return this.appendEntry("normal", data);
+  }
+
+  /**
+   * Proposes a single-server membership change. Refused (ProposalDroppedError) while another
+   * change is uncommitted, before the leader committed an entry of its own term (the fix for
+   * the single-server-change bug), or if it would be a no-op or remove the last voter.
+   * Returns the index of the (first) conf entry.
+   */
+  proposeConfChange(req: ConfChangeRequest): number {
+    this.checkProposable("proposeConfChange");
+    if (this.log.term(this.log.committed) !== this.term) {
+      throw new ProposalDroppedError(this.id, "leader has not committed an entry of its term yet");
+    }
+    if (this.lastConfIndex() > this.log.committed || this.pendingReplace) {
+      throw new ProposalDroppedError(this.id, "another membership change is pending");
+    }
+    const add = req.type === "remove" ? null : req.type === "add" ? req.node : req.add;
+    const remove = req.type === "add" ? null : req.type === "remove" ? req.node : req.remove;
+    if (add !== null && this.voters.has(add)) {
+      throw new ProposalDroppedError(this.id, `${add} is already a voter`);
+    }
+    if (remove !== null && !this.voters.has(remove)) {
+      throw new ProposalDroppedError(this.id, `${remove} is not a voter`);
+    }
+    if (req.type === "remove" && this.voters.size === 1) {
+      throw new ProposalDroppedError(this.id, `cannot remove the last voter ${req.node}`);
+    }
+    if (add !== null) {
+      const idx = this.appendEntry("conf", encodeConfChange({ type: "add", node: add }));
+      if (remove !== null) this.pendingReplace = { remove, addIndex: idx };
+      return idx;
+    }
+    return this.appendEntry("conf", encodeConfChange({ type: "remove", node: remove! }));
+  }
+
+  /**
+   * Requests a linearizable read. A ReadState with the same ctx appears in a later Ready
+   * (here or, if forwarded, on this node after the leader answers); serve the read once the
+   * state machine has applied its index. Throws NotLeaderError if no leader is known.
+   * Requests may be silently dropped on leader change: time out and retry.
+   */
+  readIndex(ctx: Uint8Array): void {
+    if (this.role === "leader") this.handleReadIndex(this.id, ctx);
+    else if (this.lead !== null) {
+      this.send(makeMessage({ type: "readIndex", from: this.id, to: this.lead, ctx }));
+    } else throw new NotLeaderError(this.id, null, "readIndex");
+  }
+
+  /** Leader only: hands leadership to `to` (catches it up, then sends TimeoutNow). */
+  transferLeader(to: NodeId): void {
+    if (this.role !== "leader") throw new NotLeaderError(this.id, this.lead, "transferLeader");
+    if (to === this.id) return;
+    if (!this.voters.has(to)) {
+      throw new ProposalDroppedError(this.id, `transfer target ${to} is not a voter`);
+    }
+    if (this.leadTransferee === to) return;
+    this.leadTransferee = to;
+    this.electionElapsed = 0;
+    const pr = this.prs.get(to)!;
+    if (pr.match === this.log.lastIndex()) this.sendTimeoutNow(to);
+    else this.sendAppend(to);
+  }
+
+  /**
+   * Compacts the log up to `index` (<= applied) using the application's snapshot `data` of
+   * the state machine at that index. Returns the Snapshot for the application to persist.
+   */
+  compact(index: number, data: Uint8Array): Snapshot {
+    if (index <= this.log.snapIndex) {
+      if (this.log.snapshot) return this.log.snapshot;
+      throw new RaftUsageError(
+        `raft ${this.id}: compact(${index}) at or below snapshot ${this.log.snapIndex}`,
+      );
+    }
+    if (index > this.log.applied) {
+      throw new RaftUsageError(
+        `raft ${this.id}: compact(${index}) beyond applied ${this.log.applied}`,
+      );
+    }
+    const s: Snapshot = { index, term: this.log.term(index)!, conf: this.confAt(index), data };
+    this.log.compact(s);
+    this.confHistory = this.confHistory.filter((c) => c.index > index);
+    return s;
+  }
+
+  /** Tells the leader a snapshot send to `to` finished (ok) or failed, so it resumes probing. */
+  reportSnapshot(to: NodeId, ok: boolean): void {
+    const pr = this.prs.get(to);
+    if (this.role !== "leader" || !pr || pr.state !== "snapshot") return;
+    if (!ok) pr.pendingSnapshot = 0;
+    pr.becomeProbe();
+    pr.paused = true; // wait for a heartbeat reply before probing again
+  }
+
+  /** Tells the leader `to` is unreachable: stop pipelining to it until it answers again. */
+  reportUnreachable(to: NodeId): void {
+    const pr = this.prs.get(to);
+    if (this.role === "leader" && pr && pr.state === "replicate") pr.becomeProbe();
+  }
+
+  /** Feeds a message received from another member. Stale or irrelevant messages are ignored. */
+  step(m: Message): void {
+    if (!MSG_TYPES.has(m.type)) {
+      throw new RaftUsageError(`raft ${this.id}: unknown message type ${m.type}`);
+    }
+    if (m.to !== this.id) {
+      throw new RaftUsageError(
+        `raft ${this.id}: message for ${m.to} from ${m.from} delivered here`,
+      );
+    }
+    if (m.from === this.id) return;
+    if (m.term > this.term) {
+      if (m.type === "vote" || m.type === "preVote") {
+        const force = m.seq === 1;
+        const inLease = this.cfg.checkQuorum && this.lead !== null &&
+          this.electionElapsed < this.cfg.electionTick;
+        // A member that heard from a live leader recently ignores (pre)vote requests so a
+        // partitioned-then-healed node cannot depose a healthy leader (unless transfer).
+        if (!force && inLease) return;
+      }
+      if (m.type === "preVote") {
+        // never change term on a pre-vote
+      } else if (m.type === "preVoteResp" && !m.reject) {
+        // the real vote will bump the term
+      } else if (m.type === "app" || m.type === "heartbeat" || m.type === "snap") {
+        this.becomeFollower(m.term, m.from);
+      } else {
+        this.becomeFollower(m.term, null);
+      }
+    } else if (m.term < this.term) {
+      if (
+        (this.cfg.checkQuorum || this.cfg.preVote) && (m.type === "heartbeat" || m.type === "app")
+      ) {
+        // Tell a stale leader about the newer term so it steps down (its followers may be
+        // ignoring our votes thanks to pre-vote / lease).
+        this.send(makeMessage({ type: "appResp", from: this.id, to: m.from, term: this.term }));
+      } else if (m.type === "preVote") {
+        this.send(
+          makeMessage({
+            type: "preVoteResp",
+            from: this.id,
+            to: m.from,
+            term: this.term,
+            reject: true,
+          }),
+        );
+      }
+      return;
+    }
+
+    if (m.type === "vote" || m.type === "preVote") {
+      const canVote = this.vote === m.from || (this.vote === null && this.lead === null) ||
+        (m.type === "preVote" && m.term > this.term);
+      const respType = m.type === "vote" ? "voteResp" : "preVoteResp";
+      if (canVote && this.log.isUpToDate(m.index, m.logTerm)) {
+        this.send(makeMessage({ type: respType, from: this.id, to: m.from, term: m.term }));
+        if (m.type === "vote") {
+          this.electionElapsed = 0;
+          this.vote = m.from;
+        }
+      } else {
+        this.send(
+          makeMessage({ type: respType, from: this.id, to: m.from, term: this.term, reject: true }),
+        );
+      }
+      return;
+    }
+    if (m.type === "readIndexResp") {
+      // Valid whatever our role now: the leader confirmed its leadership after the request.
+      this.readStates.push({ index: m.index, ctx: m.ctx });
+      return;
+    }
+    if (this.role === "leader") this.stepLeader(m);
+    else if (this.role === "follower") this.stepFollower(m);
+    else this.stepCandidate(m);
+  }
+
+  /** Whether ready() has anything to hand out. */
+  hasReady(): boolean {
+    if (this.readyMark) return false;
+    return this.msgs.length > 0 || this.readStates.length > 0 || this.pendingInstall !== null ||
+      this.log.unstableFrom <= this.log.lastIndex() || this.log.committed > this.log.applied ||
+      this.hsChanged() !== null || this.ssChanged() !== null;
+  }
+
+  /** Collects the pending output; must be followed by advance() before the next ready(). */
+  ready(): Ready {
+    if (this.readyMark) {
+      throw new RaftUsageError(`raft ${this.id}: ready() called twice without advance()`);
+    }
+    const hs = this.hsChanged();
+    const ss = this.ssChanged();
+    const last = this.log.lastIndex();
+    const entries = this.log.unstableFrom <= last
+      ? this.log.slice(this.log.unstableFrom, last + 1)
+      : [];
+    const snapshot = this.pendingInstall;
+    const from = Math.max(this.log.applied, snapshot ? snapshot.index : 0) + 1;
+    const committedEntries = this.log.committed >= from
+      ? this.log.slice(from, this.log.committed + 1)
+      : [];
+    const rd: Ready = {
+      softState: ss,
+      hardState: hs,
+      entries,
+      snapshot,
+      committedEntries,
+      messages: this.msgs,
+      readStates: this.readStates,
+    };
+    this.msgs = [];
+    this.readStates = [];
+    this.readyMark = {
+      lastIndex: last,
+      lastTerm: this.log.lastTerm(),
+      hs,
+      ss,
+      appliedTo: committedEntries.length ? committedEntries[committedEntries.length - 1].index : 0,
+      snapshot,
+    };
+    if (snapshot) this.readyMark.appliedTo = Math.max(this.readyMark.appliedTo, snapshot.index);
+    return rd;
+  }
+
+  /** Acknowledges that the last Ready was persisted, sent and applied. */
+  advance(): void {
+    const mk = this.readyMark;
+    if (!mk) throw new RaftUsageError(`raft ${this.id}: advance() without ready()`);
+    this.readyMark = null;
+    if (mk.hs) this.prevHs = mk.hs;
+    if (mk.ss) this.prevSs = mk.ss;
+    // stableTo: only if the entry we handed out is still there (not replaced meanwhile).
+    if (this.log.term(mk.lastIndex) === mk.lastTerm && this.log.unstableFrom <= mk.lastIndex) {
+      this.log.unstableFrom = mk.lastIndex + 1;
+    }
+    if (mk.snapshot && this.pendingInstall === mk.snapshot) this.pendingInstall = null;
+    this.log.applied = Math.max(this.log.applied, mk.appliedTo);
+  }
+
+  /** Current status snapshot. */
+  status(): RaftStatus {
+    const progress = new Map<NodeId, { match: number; next: number; state: ProgressState }>();
+    if (this.role === "leader") {
+      for (const [id, p] of this.prs) {
+        progress.set(id, { match: p.match, next: p.next, state: p.state });
+      }
+    }
+    return {
+      id: this.id,
+      term: this.term,
+      vote: this.vote,
+      lead: this.lead,
+      role: this.role,
+      commit: this.log.committed,
+      applied: this.log.applied,
+      firstIndex: this.log.firstIndex(),
+      lastIndex: this.log.lastIndex(),
+      voters: [...this.voters].sort(),
+      progress,
+      leadTransferee: this.leadTransferee,
+    };
+  }
+
+  /** The configuration in effect at log index `index` (must not be compacted away). */
+  confAt(index: number): ConfState {
+    let v = this.log.snapConf.voters;
+    for (const c of this.confHistory) if (c.index <= index) v = c.voters;
+    return { voters: [...v] };
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  private hsChanged(): HardState | null {
+    const p = this.prevHs;
+    if (p.term === this.term && p.vote === this.vote && p.commit === this.log.committed) {
+      return null;
+    }
+    return { term: this.term, vote: this.vote, commit: this.log.committed };
+  }
+
+  private ssChanged(): SoftState | null {
+    const p = this.prevSs;
+    if (p.lead === this.lead && p.role === this.role) return null;
+    return { lead: this.lead, role: this.role };
+  }
+
+  private send(m: Message): void {
+    if (m.term === 0) m.term = this.term;
+    this.msgs.push(m);
+  }
+
+  private lastConfIndex(): number {
+    return this.confHistory.length ? this.confHistory[this.confHistory.length - 1].index : 0;
+  }
+
+  private quorum(): number {
+    return Math.floor(this.voters.size / 2) + 1;
+  }
+
+  /** Called by the log on every append: conf entries take effect as soon as they are appended. */
+  private onAppend(ents: Entry[], truncatedAt: number): void {
+    let changed = false;
+    if (truncatedAt > 0 && this.confHistory.some((c) => c.index >= truncatedAt)) {
+      this.confHistory = this.confHistory.filter((c) => c.index < truncatedAt);
+      changed = true;
+    }
+    for (const e of ents) {
+      if (e.type !== "conf") continue;
+      const cur = this.confHistory.length
+        ? this.confHistory[this.confHistory.length - 1].voters
+        : this.log.snapConf.voters;
+      this.confHistory.push({
+        index: e.index,
+        voters: applyConfChange(cur, decodeConfChange(e.data)),
+      });
+      changed = true;
+    }
+    if (changed) this.setVoters(this.confAt(Infinity).voters);
+  }
+
+  private setVoters(vs: NodeId[]): void {
+    this.voters = new Set(vs);
+    if (this.role !== "leader") return;
+    for (const v of vs) {
+      if (!this.prs.has(v)) {
+        const p = new Progress();
+        p.next = this.log.lastIndex() + 1;
+        p.recentActive = true; // give it an election timeout before check-quorum counts it dead
+        this.prs.set(v, p);
+      }
+    }
+    for (const id of [...this.prs.keys()]) {
+      if (!this.voters.has(id)) this.prs.delete(id);
+    }
+    if (this.leadTransferee !== null && !this.voters.has(this.leadTransferee)) {
+      this.leadTransferee = null;
+    }
+  }
+
+  /**
+   * Whether this node may campaign: it is a voter, or it was a voter in the committed
+   * configuration and its removal is not committed yet (Raft thesis §4.2.2: it may still be
+   * needed, e.g. a removed leader holding the only up-to-date log).
+   */
+  private promotable(): boolean {
+    if (this.voters.has(this.id)) return true;
+    if (this.lastConfIndex() <= this.log.committed) return false;
+    return this.confAt(this.log.committed).voters.includes(this.id);
+  }
+
+  private reset(term: number): void {
+    if (this.term !== term) {
+      this.term = term;
+      this.vote = null;
+    }
+    this.lead = null;
+    this.electionElapsed = 0;
+    this.heartbeatElapsed = 0;
+    this.randomizedElectionTimeout = this.cfg.electionTick +
+      Math.floor(this.cfg.rand() * this.cfg.electionTick);
+    this.leadTransferee = null;
+    this.pendingReplace = null;
+    this.votes = new Map();
+    this.prs = new Map();
+    for (const v of this.voters) {
+      const p = new Progress();
+      p.next = this.log.lastIndex() + 1;
+      if (v === this.id) p.match = this.log.lastIndex();
+      this.prs.set(v, p);
+    }
+    this.pendingReads = [];
+    this.readsBeforeCommit = [];
+  }
+
+  private becomeFollower(term: number, lead: NodeId | null): void {
+    this.reset(term);
+    this.lead = lead;
+    this.role = "follower";
+  }
+
+  private becomePreCandidate(): void {
+    this.votes = new Map();
+    this.lead = null;
+    this.role = "precandidate";
+  }
+
+  private becomeCandidate(): void {
+    this.reset(this.term + 1);
+    this.vote = this.id;
+    this.role = "candidate";
+  }
+
+  private becomeLeader(): void {
+    this.reset(this.term);
+    this.lead = this.id;
+    this.role = "leader";
+    for (const p of this.prs.values()) p.recentActive = true;
+    // The empty entry lets the leader commit entries of earlier terms (Figure 8 rule) and
+    // serve ReadIndex as soon as it commits.
+    this.appendEntry("normal", EMPTY);
+  }
+
+  private hup(transfer: boolean): void {
+    if (this.role === "leader" || !this.promotable()) return;
+    if (this.cfg.preVote && !transfer) this.campaignAs("pre", false);
+    else this.campaignAs("real", transfer);
+  }
+
+  private campaignAs(kind: "pre" | "real", transfer: boolean): void {
+    let term: number;
+    if (kind === "pre") {
+      this.becomePreCandidate();
+      term = this.term + 1;
+    } else {
+      this.becomeCandidate();
+      term = this.term;
+    }
+    if (this.poll(this.id, true) === "won") {
+      if (kind === "pre") this.campaignAs("real", false);
+      else this.becomeLeader();
+      return;
+    }
+    for (const v of [...this.voters].sort()) {
+      if (v === this.id) continue;
+      this.send(makeMessage({
+        type: kind === "pre" ? "preVote" : "vote",
+        from: this.id,
+        to: v,
+        term,
+        index: this.log.lastIndex(),
+        logTerm: this.log.lastTerm(),
+        seq: transfer ? 1 : 0,
+      }));
+    }
+  }
+
+  private poll(from: NodeId, granted: boolean): "won" | "lost" | "pending" {
+    if (!this.votes.has(from)) this.votes.set(from, granted);
+    let yes = 0, no = 0;
+    for (const v of this.voters) {
+      const g = this.votes.get(v);
+      if (g === true) yes++;
+      else if (g === false) no++;
+    }
+    if (yes >= this.quorum()) return "won";
+    if (this.voters.size - no < this.quorum()) return "lost";
+    return "pending";
+  }
+
+  private tickElection(): void {
+    this.electionElapsed++;
+    if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
+      this.electionElapsed = 0;
+      this.hup(false);
+    }
+  }
+
+  private tickHeartbeat(): void {
+    this.heartbeatElapsed++;
+    this.electionElapsed++;
+    if (this.electionElapsed >= this.cfg.electionTick) {
+      this.electionElapsed = 0;
+      if (this.cfg.checkQuorum) {
+        let active = 0;
+        for (const [id, p] of this.prs) {
+          if (id === this.id || p.recentActive) active++;
+          if (id !== this.id) p.recentActive = false;
+        }
+        if (active < this.quorum()) {
+          this.becomeFollower(this.term, null);
+          return;
+        }
+      }
+      this.leadTransferee = null; // transfer did not finish within an election timeout
+    }
+    for (const [id, p] of this.prs) {
+      if (p.state === "snapshot" && ++p.snapshotTicks > this.cfg.electionTick) {
+        // The snapshot (or its answer) was probably lost: fall back to probing.
+        p.becomeProbe();
+        if (id !== this.id) this.sendAppend(id);
+      }
+    }
+    if (this.heartbeatElapsed >= this.cfg.heartbeatTick) {
+      this.heartbeatElapsed = 0;
+      this.bcastHeartbeat(this.readSeq);
+    }
+  }
+
+  private checkProposable(op: string): void {
+    if (this.role !== "leader") throw new NotLeaderError(this.id, this.lead, op);
+    if (this.leadTransferee !== null) {
+      throw new ProposalDroppedError(
+        this.id,
+        `leader transfer to ${this.leadTransferee} in progress`,
+      );
+    }
+  }
+
+  private appendEntry(type: "normal" | "conf", data: Uint8Array): number {
+    const index = this.log.lastIndex() + 1;
+    this.log.append([{ term: this.term, index, type, data }]);
+    this.prs.get(this.id)?.maybeUpdate(index);
+    this.maybeCommit();
+    if (this.role === "leader") this.bcastAppend();
+    return index;
+  }
+
+  /** Advances commit to the highest index stored on a quorum whose term is the current term. */
+  private maybeCommit(): boolean {
+    const matches: number[] = [];
+    for (const v of this.voters) matches.push(this.prs.get(v)?.match ?? 0);
+    matches.sort((a, b) => b - a);
+    const mci = matches[this.quorum() - 1] ?? 0;
+    if (mci > this.log.committed && this.log.term(mci) === this.term) {
+      this.log.commitTo(mci);
+      this.onLeaderCommit();
+      return true;
+    }
+    return false;
+  }
+
+  private onLeaderCommit(): void {
+    if (this.readsBeforeCommit.length) {
+      const q = this.readsBeforeCommit;
+      this.readsBeforeCommit = [];
+      for (const r of q) this.handleReadIndex(r.from, r.ctx);
+    }
+    if (this.pendingReplace && this.log.committed >= this.pendingReplace.addIndex) {
+      const { remove } = this.pendingReplace;
+      this.pendingReplace = null;
+      if (this.voters.has(remove) && this.leadTransferee === null) {
+        this.appendEntry("conf", encodeConfChange({ type: "remove", node: remove }));
+      }
+    }
+    if (!this.voters.has(this.id) && this.log.committed >= this.lastConfIndex()) {
+      // Our removal is committed: tell followers the commit index, then step down.
+      this.bcastAppend();
+      this.becomeFollower(this.term, null);
+    }
+  }
+
+  private sendAppend(to: NodeId, sendIfEmpty = true): boolean {
+    const pr = this.prs.get(to);
+    if (!pr || pr.isPaused(this.cfg.maxInflight)) return false;
+    const prevIndex = pr.next - 1;
+    const prevTerm = this.log.term(prevIndex);
+    if (prevTerm === undefined) {
+      const s = this.log.snapshot;
+      if (!s) {
+        throw new RaftInvariantError(`raft ${this.id}: no entry ${prevIndex} and no snapshot`);
+      }
+      this.send(makeMessage({ type: "snap", from: this.id, to, snapshot: s }));
+      pr.becomeSnapshot(s.index);
+      return true;
+    }
+    const ents = this.log.slice(
+      pr.next,
+      this.log.lastIndex() + 1,
+      this.cfg.maxEntriesPerMsg,
+      this.cfg.maxBytesPerMsg,
+    );
+    if (ents.length === 0 && !sendIfEmpty) return false;
+    this.send(makeMessage({
+      type: "app",
+      from: this.id,
+      to,
+      index: prevIndex,
+      logTerm: prevTerm,
+      entries: ents,
+      commit: this.log.committed,
+    }));
+    if (pr.state === "replicate" && ents.length) {
+      const last = ents[ents.length - 1].index;
+      pr.next = last + 1;
+      pr.inflights.push(last);
+    } else if (pr.state === "probe") {
+      pr.paused = true;
+    }
+    return true;
+  }
+
+  private bcastAppend(): void {
+    for (const id of this.prs.keys()) if (id !== this.id) this.sendAppend(id);
+  }
+
+  private bcastHeartbeat(seq: number): void {
+    for (const [id, pr] of this.prs) {
+      if (id === this.id) continue;
+      this.send(makeMessage({
+        type: "heartbeat",
+        from: this.id,
+        to: id,
+        commit: Math.min(pr.match, this.log.committed),
+        seq,
+      }));
+    }
+  }
+
+  private sendTimeoutNow(to: NodeId): void {
+    this.send(makeMessage({ type: "timeoutNow", from: this.id, to }));
+  }
+
+  private handleReadIndex(from: NodeId, ctx: Uint8Array): void {
+    if (this.log.term(this.log.committed) !== this.term) {
+      // Until an entry of this term commits we do not know the true commit index.
+      this.readsBeforeCommit.push({ from, ctx });
+      return;
+    }
+    if (this.voters.size === 1 && this.voters.has(this.id)) {
+      this.respondRead(from, this.log.committed, ctx);
+      return;
+    }
+    this.readSeq++;
+    this.pendingReads.push({ seq: this.readSeq, index: this.log.committed, from, ctx });
+    this.bcastHeartbeat(this.readSeq);
+  }
+
+  private respondRead(from: NodeId, index: number, ctx: Uint8Array): void {
+    if (from === this.id) this.readStates.push({ index, ctx });
+    else this.send(makeMessage({ type: "readIndexResp", from: this.id, to: from, index, ctx }));
+  }
+
+  /** Releases reads whose heartbeat round was acknowledged by a quorum of this term. */
+  private checkReads(): void {
+    if (this.pendingReads.length === 0) return;
+    const acks: number[] = [];
+    for (const v of this.voters) {
+      acks.push(v === this.id ? this.readSeq : this.prs.get(v)?.readAck ?? 0);
+    }
+    acks.sort((a, b) => b - a);
+    const q = acks[this.quorum() - 1] ?? 0;
+    while (this.pendingReads.length && this.pendingReads[0].seq <= q) {
+      const r = this.pendingReads.shift()!;
+      this.respondRead(r.from, r.index, r.ctx);
+    }
+  }
+
+  private stepLeader(m: Message): void {
+    const pr = this.prs.get(m.from);
+    switch (m.type) {
+      case "readIndex":
+        this.handleReadIndex(m.from, m.ctx);
+        return;
+      case "app":
+      case "heartbeat":
+      case "snap":
+        throw new RaftInvariantError(
+          `raft ${this.id}: leader of term ${this.term} got ${m.type} from ${m.from} of the same term`,
+        );
+      case "appResp": {
+        if (!pr) return;
+        pr.recentActive = true;
+        if (m.reject) {
+          let hint = m.rejectHint;
+          if (m.logTerm > 0) hint = this.log.findConflictByTerm(m.rejectHint, m.logTerm)[0];
+          if (pr.maybeDecrTo(m.index, hint)) {
+            if (pr.state === "replicate") pr.becomeProbe();
+            this.sendAppend(m.from);
+          }
+          return;
+        }
+        const oldPaused = pr.isPaused(this.cfg.maxInflight);
+        // A probe acknowledged at exactly match (empty append) also proves where we are.
+        if (pr.maybeUpdate(m.index) || (pr.match === m.index && pr.state === "probe")) {
+          if (pr.state === "probe") pr.becomeReplicate();
+          else if (pr.state === "snapshot" && pr.match >= pr.pendingSnapshot) pr.becomeReplicate();
+          else if (pr.state === "replicate") pr.inflights = pr.inflights.filter((i) => i > m.index);
+          if (this.maybeCommit()) {
+            if (this.role !== "leader") return;
+            this.bcastAppend();
+          } else if (oldPaused) {
+            this.sendAppend(m.from);
+          }
+          // Keep the pipeline full.
+          while (this.prs.has(m.from) && this.sendAppend(m.from, false)) {
+            if (this.prs.get(m.from)!.state !== "replicate") break;
+          }
+          if (m.from === this.leadTransferee && pr.match === this.log.lastIndex()) {
+            this.sendTimeoutNow(m.from);
+          }
+        }
+        return;
+      }
+      case "heartbeatResp": {
+        if (!pr) return;
+        pr.recentActive = true;
+        pr.paused = false;
+        // Appends in flight may have been lost: let one more through so a gap gets rejected
+        // and we fall back to probing instead of waiting forever on a full window.
+        if (pr.state === "replicate" && pr.inflights.length >= this.cfg.maxInflight) {
+          pr.inflights.shift();
+        }
+        if (pr.match < this.log.lastIndex()) this.sendAppend(m.from);
+        if (m.seq > pr.readAck) {
+          pr.readAck = m.seq;
+          this.checkReads();
+        }
+        return;
+      }
+      default:
+        return; // stale vote responses, timeoutNow, etc.
+    }
+  }
+
+  private stepCandidate(m: Message): void {
+    switch (m.type) {
+      case "app":
+        this.becomeFollower(m.term, m.from);
+        this.handleAppend(m);
+        return;
+      case "heartbeat":
+        this.becomeFollower(m.term, m.from);
+        this.handleHeartbeat(m);
+        return;
+      case "snap":
+        this.becomeFollower(m.term, m.from);
+        this.handleSnapshot(m);
+        return;
+      case "voteResp":
+      case "preVoteResp": {
+        if ((m.type === "voteResp") !== (this.role === "candidate")) return;
+        const r = this.poll(m.from, !m.reject);
+        if (r === "won") {
+          if (this.role === "precandidate") this.campaignAs("real", false);
+          else this.becomeLeader();
+        } else if (r === "lost") {
+          this.becomeFollower(this.term, null);
+        }
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  private stepFollower(m: Message): void {
+    switch (m.type) {
+      case "app":
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleAppend(m);
+        return;
+      case "heartbeat":
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleHeartbeat(m);
+        return;
+      case "snap":
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleSnapshot(m);
+        return;
+      case "timeoutNow":
+        this.hup(true);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private handleAppend(m: Message): void {
+    const resp = (p: Partial<Message>) =>
+      this.send(makeMessage({ type: "appResp", from: this.id, to: m.from, ...p }));
+    if (m.index < this.log.committed) {
+      resp({ index: this.log.committed });
+      return;
+    }
+    const lastNew = this.log.maybeAppend(m.index, m.logTerm, m.commit, m.entries);
+    if (lastNew >= 0) {
+      resp({ index: lastNew });
+      return;
+    }
+    const [hintIndex, hintTerm] = this.log.findConflictByTerm(
+      Math.min(m.index, this.log.lastIndex()),
+      m.logTerm,
+    );
+    resp({ index: m.index, reject: true, rejectHint: hintIndex, logTerm: hintTerm });
+  }
+
+  private handleHeartbeat(m: Message): void {
+    this.log.commitTo(m.commit);
+    this.send(makeMessage({ type: "heartbeatResp", from: this.id, to: m.from, seq: m.seq }));
+  }
+
+  private handleSnapshot(m: Message): void {
+    const s = m.snapshot;
+    if (!s) {
+      throw new RaftUsageError(`raft ${this.id}: snap message from ${m.from} without snapshot`);
+    }
+    if (s.index > this.log.committed) {
+      if (this.log.matchTerm(s.index, s.term)) {
+        this.log.commitTo(s.index); // we already have it all: just fast-forward commit
+      } else {
+        this.log.restore(s);
+        this.confHistory = [];
+        this.setVoters(s.conf.voters);
+        this.pendingInstall = s;
+      }
+    }
+    this.send(
+      // Answer with commit, never lastIndex: an uncommitted tail may not match the leader's log.
+      makeMessage({ type: "appResp", from: this.id, to: m.from, index: this.log.committed }),
+    );
+  }
+}

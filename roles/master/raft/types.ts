@@ -1,0 +1,184 @@
+/**
+ * Data types shared by the Raft core, its codec, its storage and the simulation.
+ * Everything here is plain data (no classes except errors) so it can be copied,
+ * encoded and compared freely.
+ */
+
+/** Identifier of a Raft member (dsys uses node UUID strings). */
+export type NodeId = string;
+
+/** Kind of a log entry: application data, or a membership change (see {@link ConfChange}). */
+export type EntryType = "normal" | "conf";
+
+/** One replicated log entry. `index` starts at 1; `term` is the leader term that created it. */
+export interface Entry {
+  term: number;
+  index: number;
+  type: EntryType;
+  /** Opaque application bytes (normal) or an encoded {@link ConfChange} (conf). */
+  data: Uint8Array;
+}
+
+/** The voting membership of the cluster. */
+export interface ConfState {
+  voters: NodeId[];
+}
+
+/**
+ * A membership change carried in a "conf" entry. Single-server changes only: "init" is written
+ * once at bootstrap as entry 1; "add"/"remove" change one voter; a replace is an add followed
+ * (after it commits) by a remove, which {@link RawNode.proposeConfChange} sequences for you.
+ */
+export type ConfChange =
+  | { type: "init"; voters: NodeId[] }
+  | { type: "add"; node: NodeId }
+  | { type: "remove"; node: NodeId };
+
+/** A state-machine snapshot covering the log up to and including `index`. */
+export interface Snapshot {
+  index: number;
+  term: number;
+  conf: ConfState;
+  data: Uint8Array;
+}
+
+/** State that must be persisted (fsync'd) before the messages of the same Ready are sent. */
+export interface HardState {
+  term: number;
+  vote: NodeId | null;
+  commit: number;
+}
+
+/** Role of a node. "precandidate" is the pre-vote phase that does not bump the term. */
+export type Role = "follower" | "precandidate" | "candidate" | "leader";
+
+/** Volatile state reported when it changes (no need to persist). */
+export interface SoftState {
+  lead: NodeId | null;
+  role: Role;
+}
+
+/** Result of a ReadIndex request: serve the read once `applied >= index`. */
+export interface ReadState {
+  index: number;
+  ctx: Uint8Array;
+}
+
+/** All message types exchanged between Raft members. */
+export type MessageType =
+  | "app"
+  | "appResp"
+  | "vote"
+  | "voteResp"
+  | "preVote"
+  | "preVoteResp"
+  | "heartbeat"
+  | "heartbeatResp"
+  | "snap"
+  | "timeoutNow"
+  | "readIndex"
+  | "readIndexResp";
+
+/**
+ * A message between members. Unused fields are 0 / false / empty; which fields matter per type:
+ * - app: index/logTerm of the entry preceding `entries`, commit.
+ * - appResp: index (last matching index on success, rejected index on reject), reject,
+ *   rejectHint + logTerm (conflict hint for fast backtracking).
+ * - vote/preVote: index/logTerm of the candidate's last entry; seq=1 when campaigning for a
+ *   leader transfer (ignores the leader lease).
+ * - heartbeat: commit, seq (ReadIndex round); heartbeatResp echoes seq.
+ * - snap: snapshot. readIndex/readIndexResp: ctx, index.
+ */
+export interface Message {
+  type: MessageType;
+  from: NodeId;
+  to: NodeId;
+  term: number;
+  logTerm: number;
+  index: number;
+  entries: Entry[];
+  commit: number;
+  reject: boolean;
+  rejectHint: number;
+  seq: number;
+  ctx: Uint8Array;
+  snapshot: Snapshot | null;
+}
+
+/** Builds a message with all unspecified fields zeroed. */
+export function makeMessage(
+  m: Pick<Message, "type" | "from" | "to"> & Partial<Message>,
+): Message {
+  return {
+    term: 0,
+    logTerm: 0,
+    index: 0,
+    entries: [],
+    commit: 0,
+    reject: false,
+    rejectHint: 0,
+    seq: 0,
+    ctx: EMPTY,
+    snapshot: null,
+    ...m,
+  };
+}
+
+/** Shared empty byte array (never mutated). */
+export const EMPTY: Uint8Array = new Uint8Array(0);
+
+/**
+ * Output of {@link RawNode.ready}. Process in this order (etcd contract):
+ * 1. persist `snapshot` (if any), then `entries` (they replace any stored entries with index
+ *    >= entries[0].index), then `hardState` (if any) — and fsync;
+ * 2. send `messages`;
+ * 3. install `snapshot` into the state machine, then apply `committedEntries` in order;
+ * 4. serve `readStates` whose index is applied; 5. call advance().
+ */
+export interface Ready {
+  softState: SoftState | null;
+  hardState: HardState | null;
+  entries: Entry[];
+  snapshot: Snapshot | null;
+  committedEntries: Entry[];
+  messages: Message[];
+  readStates: ReadState[];
+}
+
+/** State recovered from durable storage, handed to a restarting node. */
+export interface PersistedState {
+  hardState: HardState;
+  snapshot: Snapshot | null;
+  entries: Entry[];
+}
+
+/** Base class of all Raft errors (errors are values carrying context). */
+export class RaftError extends Error {
+  /** Creates an error with a message that names the ids involved. */
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/** The operation needs the leader; `leader` is the known leader (null if unknown). */
+export class NotLeaderError extends RaftError {
+  /** @param node this node @param leader the leader this node knows, if any */
+  constructor(readonly node: NodeId, readonly leader: NodeId | null, op: string) {
+    super(`raft ${node}: ${op} needs the leader; leader is ${leader ?? "unknown"}`);
+  }
+}
+
+/** A proposal was refused (leader transfer in progress, conf change pending, invalid change). */
+export class ProposalDroppedError extends RaftError {
+  /** @param node this node @param reason why it was dropped */
+  constructor(readonly node: NodeId, readonly reason: string) {
+    super(`raft ${node}: proposal dropped: ${reason}`);
+  }
+}
+
+/** The caller broke the API contract (e.g. ready() twice without advance(), bad compaction). */
+export class RaftUsageError extends RaftError {}
+
+/** An invariant of the Raft algorithm was violated — a bug or corrupted storage. */
+export class RaftInvariantError extends RaftError {}
