@@ -358,3 +358,12 @@ Deno.test("wireErrorReply maps decode failures to error codes", () => {
     assert.equal(decode(encode(reply)).type, MessageType.Error);
   }
 });
+
+Deno.test("decode reads a frame that is a view at an offset of a larger buffer", () => {
+  for (const m of EXAMPLES) {
+    const f = encode(m);
+    const big = new Uint8Array(f.length + 10).fill(0xee);
+    big.set(f, 3);
+    assert.deepStrictEqual(decode(big.subarray(3, 3 + f.length)), m);
+  }
+});
