@@ -1,0 +1,790 @@
+/**
+ * The storage node's file store: immutable, content-addressed files on a local disk.
+ *
+ * Layout of the data directory:
+ * - `files/<hex id>`        committed file bytes (id = first 16 bytes of SHA-256 of the bytes);
+ * - `files/<hex id>.blocks` sidecar: SHA-256 of every `blockBytes` block, so every read can be
+ *                           verified without hashing the whole file (a flipped byte is never
+ *                           served, even when it flips while the node runs);
+ * - `tmp/<hex id>.<hex uploader node>` uploads in progress; resumable across restarts.
+ *
+ * Durability: a file_put chunk is acknowledged only after its bytes are fsync'd. Chunks that
+ * arrive while an fsync of the same upload is running are written and synced together by the
+ * next one (group commit), so a pipelining client costs one fsync per batch, not per chunk.
+ * The last chunk is verified (length, SHA-256 prefix == id), the sidecar and the file are
+ * renamed into `files/` and the directory is fsync'd before the committed ack.
+ * @module
+ */
+import { createHash, type Hash } from "node:crypto";
+import {
+  ErrorCode,
+  type FilePut,
+  type FilePutAck,
+  FilePutFlags,
+  type FileRequest,
+  type FileResponse,
+  type FileStatResponse,
+  MessageType,
+  type StorageStats,
+  type Uuid,
+  uuidToHex,
+} from "../../wire/mod.ts";
+import { RequestError } from "../../lib/rpc.ts";
+import { syncDir } from "../../lib/fsutil.ts";
+import { crc32 } from "../../lib/crc32.ts";
+import type { Logger } from "../../lib/log.ts";
+
+const MiB = 1024 * 1024;
+const SIDECAR_MAGIC = new TextEncoder().encode("DSYSBLK1");
+/** magic(8) id(16) length(8) blockBytes(4) blocks(4); then 32 bytes per block; then crc32(4). */
+const SIDECAR_HEADER = 40;
+const HEX_ID = /^[0-9a-f]{32}$/;
+
+/** Options of a FileStore. */
+export interface FileStoreOptions {
+  /** Data directory (created if missing). */
+  dir: string;
+  /** This node's uuid (sender of replies, named in error texts). */
+  node: Uuid;
+  /** Name of this node in error texts (e.g. its uuid string). */
+  nodeName: string;
+  log: Logger;
+  /** Largest file_response payload, bytes (default 4 MiB). */
+  maxReadBytes?: number;
+  /** Verification block size of new sidecars, bytes (default 1 MiB). */
+  blockBytes?: number;
+  /** Temp uploads untouched for this long are deleted (default 1 h). */
+  tmpTtlMs?: number;
+  /** Open uploads idle for this long release their fd (they stay resumable; default 60 s). */
+  idleUploadMs?: number;
+}
+
+interface Entry {
+  size: number;
+  /** Per-block SHA-256 (32 bytes each), loaded or rebuilt on first read. */
+  blocks: Uint8Array | null;
+  blockBytes: number;
+  loading: Promise<void> | null;
+  /** Set when the bytes on disk do not hash to the id: never served. */
+  corrupt: string | null;
+}
+
+interface PendingChunk {
+  msg: FilePut;
+  resolve: (ack: FilePutAck) => void;
+  reject: (e: unknown) => void;
+}
+
+interface Upload {
+  key: string;
+  id: Uuid;
+  hex: string;
+  total: number;
+  /** Temp path, or null when the file already exists and the upload only verifies the bytes. */
+  path: string | null;
+  file: Deno.FsFile | null;
+  /** Bytes written (and hashed) so far; durable once the running batch's fsync returns. */
+  written: number;
+  hash: Hash;
+  blockHash: Hash;
+  blockFill: number;
+  blocks: Uint8Array[];
+  queue: PendingChunk[];
+  running: boolean;
+  ready: Promise<void>;
+  lastUsed: number;
+  dead: boolean;
+}
+
+/** Counters of storage_stats, plus per-file fetch counts (file_request at offset 0). */
+export interface StoreCounters {
+  gets: number;
+  getBytes: number;
+  puts: number;
+  putBytes: number;
+  fetchCounts: Map<string, number>;
+}
+
+/** Content-addressed file store with verified reads and resumable, durable uploads. */
+export class FileStore {
+  readonly dir: string;
+  readonly filesDir: string;
+  readonly tmpDir: string;
+  readonly counters: StoreCounters = {
+    gets: 0,
+    getBytes: 0,
+    puts: 0,
+    putBytes: 0,
+    fetchCounts: new Map(),
+  };
+  #opts: Required<Omit<FileStoreOptions, "log">> & { log: Logger };
+  #index = new Map<string, Entry>();
+  #uploads = new Map<string, Upload>();
+  #storedBytes = 0;
+  #sweeper: ReturnType<typeof setInterval> | undefined;
+  #closed = false;
+
+  private constructor(opts: FileStoreOptions) {
+    this.#opts = {
+      ...opts,
+      // `??` rather than spreading defaults: an explicit `undefined` must not erase them.
+      maxReadBytes: opts.maxReadBytes ?? 4 * MiB,
+      blockBytes: opts.blockBytes ?? 1 * MiB,
+      tmpTtlMs: opts.tmpTtlMs ?? 3600_000,
+      idleUploadMs: opts.idleUploadMs ?? 60_000,
+    };
+    this.dir = opts.dir;
+    this.filesDir = `${opts.dir}/files`;
+    this.tmpDir = `${opts.dir}/tmp`;
+  }
+
+  /** Opens (creating) the store: indexes committed files, drops orphans and stale uploads. */
+  static async open(opts: FileStoreOptions): Promise<FileStore> {
+    const s = new FileStore(opts);
+    await Deno.mkdir(s.filesDir, { recursive: true });
+    await Deno.mkdir(s.tmpDir, { recursive: true });
+    await s.#scan();
+    await s.#sweepTmp();
+    s.#sweeper = setInterval(() => {
+      s.#sweepIdle();
+      s.#sweepTmp().catch((e) => s.#opts.log.warn("tmp sweep failed", { error: e }));
+    }, Math.min(30_000, s.#opts.idleUploadMs));
+    Deno.unrefTimer(s.#sweeper!);
+    return s;
+  }
+
+  async #scan(): Promise<void> {
+    const sidecars = new Set<string>();
+    for await (const e of Deno.readDir(this.filesDir)) {
+      if (!e.isFile) continue;
+      if (HEX_ID.test(e.name)) {
+        const st = await Deno.stat(`${this.filesDir}/${e.name}`);
+        this.#index.set(e.name, {
+          size: st.size,
+          blocks: null,
+          blockBytes: 0,
+          loading: null,
+          corrupt: null,
+        });
+        this.#storedBytes += st.size;
+      } else if (e.name.endsWith(".blocks")) sidecars.add(e.name.slice(0, -7));
+      else {
+        // A sidecar temp left by a crash between its write and rename: never referenced.
+        await Deno.remove(`${this.filesDir}/${e.name}`).catch(() => {});
+      }
+    }
+    for (const hex of sidecars) {
+      if (!this.#index.has(hex)) {
+        // The sidecar is renamed before its data file; a crash in between leaves it orphaned.
+        await Deno.remove(`${this.filesDir}/${hex}.blocks`).catch(() => {});
+      }
+    }
+    this.#opts.log.info("store opened", { files: this.#index.size, bytes: this.#storedBytes });
+  }
+
+  async #sweepTmp(): Promise<void> {
+    const now = Date.now();
+    for await (const e of Deno.readDir(this.tmpDir)) {
+      if (this.#uploads.has(e.name)) continue;
+      const p = `${this.tmpDir}/${e.name}`;
+      const st = await Deno.stat(p).catch(() => null);
+      if (st && now - (st.mtime?.getTime() ?? 0) > this.#opts.tmpTtlMs) {
+        await Deno.remove(p).catch(() => {});
+        this.#opts.log.info("stale upload removed", { tmp: e.name });
+      }
+    }
+  }
+
+  #sweepIdle(): void {
+    const now = Date.now();
+    for (const u of this.#uploads.values()) {
+      if (!u.running && u.queue.length === 0 && now - u.lastUsed > this.#opts.idleUploadMs) {
+        // Only the fd and hash state go; the temp file stays and a later chunk resumes it.
+        this.#dropUpload(u, false);
+      }
+    }
+  }
+
+  /** Number of committed files. */
+  get files(): number {
+    return this.#index.size;
+  }
+
+  /** Bytes of committed files. */
+  get storedBytes(): number {
+    return this.#storedBytes;
+  }
+
+  /** Uploads currently held open (for tests). */
+  get openUploads(): number {
+    return this.#uploads.size;
+  }
+
+  #notFound(hex: string): RequestError {
+    return new RequestError(
+      ErrorCode.NotFound,
+      `file ${hex} not found on node ${this.#opts.nodeName}`,
+    );
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Stat / stats
+
+  /** Answers file_stat: a missing file is not an error. */
+  stat(file: Uuid): FileStatResponse {
+    const e = this.#index.get(uuidToHex(file));
+    return {
+      type: MessageType.FileStatResponse,
+      node: this.#opts.node,
+      file,
+      exists: !!e,
+      length: e?.size ?? 0,
+    };
+  }
+
+  /** Answers storage_stats_request. */
+  stats(): StorageStats {
+    const c = this.counters;
+    return {
+      type: MessageType.StorageStats,
+      node: this.#opts.node,
+      gets: c.gets,
+      getBytes: c.getBytes,
+      puts: c.puts,
+      putBytes: c.putBytes,
+      files: this.#index.size,
+      storedBytes: this.#storedBytes,
+      fetchCounts: [...c.fetchCounts].map(([hex, count]) => ({ file: hexToId(hex), count })),
+    };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Reads
+
+  /** Answers file_request with verified bytes at offset (at most maxReadBytes). */
+  async get(req: FileRequest): Promise<FileResponse> {
+    const hex = uuidToHex(req.file);
+    const e = this.#index.get(hex);
+    if (!e) throw this.#notFound(hex);
+    if (req.offset > e.size) {
+      throw new RequestError(
+        ErrorCode.BadRequest,
+        `offset ${req.offset} past end of file ${hex} (length ${e.size})`,
+      );
+    }
+    const max = req.maxLength > 0
+      ? Math.min(req.maxLength, this.#opts.maxReadBytes)
+      : this.#opts.maxReadBytes;
+    const n = Math.min(max, e.size - req.offset);
+    await this.#ensureBlocks(hex, e);
+    if (e.corrupt) throw this.#corrupt(hex, e.corrupt);
+    const data = await this.#readVerified(hex, e, req.offset, n);
+    this.counters.gets++;
+    this.counters.getBytes += n;
+    if (req.offset === 0) {
+      this.counters.fetchCounts.set(hex, (this.counters.fetchCounts.get(hex) ?? 0) + 1);
+    }
+    return {
+      type: MessageType.FileResponse,
+      node: this.#opts.node,
+      file: req.file,
+      fileLength: e.size,
+      offset: req.offset,
+      data,
+    };
+  }
+
+  #corrupt(hex: string, why: string): RequestError {
+    return new RequestError(
+      ErrorCode.Internal,
+      `file ${hex} corrupt on node ${this.#opts.nodeName}: ${why}`,
+    );
+  }
+
+  /** Reads [offset, offset+n) by whole blocks (pread-like, one buffer) and checks each block. */
+  async #readVerified(hex: string, e: Entry, offset: number, n: number): Promise<Uint8Array> {
+    if (n === 0) return new Uint8Array(0);
+    const bb = e.blockBytes;
+    const first = Math.floor(offset / bb);
+    const start = first * bb;
+    const end = Math.min(e.size, Math.ceil((offset + n) / bb) * bb);
+    const buf = new Uint8Array(end - start);
+    let f: Deno.FsFile;
+    try {
+      f = await Deno.open(`${this.filesDir}/${hex}`, { read: true });
+    } catch (err) {
+      throw this.#corrupt(hex, `cannot open: ${(err as Error).message}`);
+    }
+    try {
+      await f.seek(start, Deno.SeekMode.Start);
+      const got = await readFull(f, buf);
+      if (got !== buf.length) {
+        throw this.#corrupt(hex, `short read at ${start + got}: file truncated`);
+      }
+    } finally {
+      f.close();
+    }
+    const blocks = e.blocks!;
+    for (let b = 0, pos = 0; pos < buf.length; b++, pos += bb) {
+      const d = createHash("sha256").update(buf.subarray(pos, Math.min(pos + bb, buf.length)))
+        .digest();
+      const want = blocks.subarray((first + b) * 32, (first + b + 1) * 32);
+      if (!bytesEqual(d, want)) {
+        throw this.#corrupt(hex, `block ${first + b} (offset ${(first + b) * bb}) fails SHA-256`);
+      }
+    }
+    return buf.subarray(offset - start, offset - start + n);
+  }
+
+  #ensureBlocks(hex: string, e: Entry): Promise<void> {
+    if (e.blocks || e.corrupt) return Promise.resolve();
+    e.loading ??= this.#loadBlocks(hex, e).finally(() => (e.loading = null));
+    return e.loading;
+  }
+
+  async #loadBlocks(hex: string, e: Entry): Promise<void> {
+    const side = await readSidecar(`${this.filesDir}/${hex}.blocks`, hex, e.size);
+    if (side) {
+      e.blocks = side.blocks;
+      e.blockBytes = side.blockBytes;
+      return;
+    }
+    // Missing or damaged sidecar: rebuild it from the data, but only if the data still hashes
+    // to the id (otherwise the file is corrupt and must never be served).
+    this.#opts.log.warn("rebuilding block sidecar", { file: hex });
+    const bb = this.#opts.blockBytes;
+    const acc = new BlockHasher(bb);
+    const f = await Deno.open(`${this.filesDir}/${hex}`, { read: true });
+    const buf = new Uint8Array(4 * MiB);
+    try {
+      for (;;) {
+        const k = await f.read(buf);
+        if (k === null) break;
+        acc.update(buf.subarray(0, k));
+      }
+    } finally {
+      f.close();
+    }
+    const { digest, blocks } = acc.finish();
+    if (!bytesEqual(digest.subarray(0, 16), hexToId(hex))) {
+      e.corrupt = "content does not hash to its id";
+      this.#opts.log.error("corrupt file", { file: hex });
+      return;
+    }
+    await writeSidecar(this.filesDir, hex, e.size, bb, blocks);
+    e.blocks = blocks;
+    e.blockBytes = bb;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Uploads
+
+  /**
+   * Accepts one file_put chunk; resolves with the ack once its bytes are durable (and, for the
+   * last chunk, the file is verified and committed). Chunks of one upload (same file id and
+   * sending node) are processed strictly in arrival order.
+   */
+  put(msg: FilePut): Promise<FilePutAck> {
+    if (this.#closed) {
+      return Promise.reject(new RequestError(ErrorCode.Unavailable, "storage node closing"));
+    }
+    const hex = uuidToHex(msg.file);
+    if (msg.offset + msg.data.length > msg.totalLength) {
+      return Promise.reject(
+        new RequestError(
+          ErrorCode.BadRequest,
+          `file ${hex}: chunk [${msg.offset}, ${msg.offset + msg.data.length}) beyond ` +
+            `total length ${msg.totalLength}`,
+        ),
+      );
+    }
+    const key = `${hex}.${uuidToHex(msg.node)}`;
+    let u = this.#uploads.get(key);
+    if (!u) {
+      const existing = this.#index.get(hex);
+      if (existing && msg.offset > 0) {
+        // A retry after a lost committed ack (or a re-put of an existing file that skipped the
+        // start): the verified bytes under this id are already here.
+        if (existing.size !== msg.totalLength) {
+          return Promise.reject(
+            this.#conflict(hex, `length ${msg.totalLength} != ${existing.size}`),
+          );
+        }
+        this.counters.puts++;
+        this.counters.putBytes += msg.data.length;
+        return Promise.resolve(this.#ack(msg.file, existing.size, true));
+      }
+      u = this.#newUpload(key, msg, hex, !!existing);
+    }
+    u.lastUsed = Date.now();
+    const up = u;
+    return new Promise<FilePutAck>((resolve, reject) => {
+      up.queue.push({ msg, resolve, reject });
+      if (!up.running) this.#run(up);
+    });
+  }
+
+  #conflict(hex: string, why: string): RequestError {
+    return new RequestError(ErrorCode.Conflict, `file ${hex}: ${why}`);
+  }
+
+  #ack(file: Uuid, durable: number, committed: boolean): FilePutAck {
+    return {
+      type: MessageType.FilePutAck,
+      node: this.#opts.node,
+      file,
+      durableLength: durable,
+      committed,
+    };
+  }
+
+  #newUpload(key: string, msg: FilePut, hex: string, verifyOnly: boolean): Upload {
+    const u: Upload = {
+      key,
+      id: msg.file.slice(),
+      hex,
+      total: msg.totalLength,
+      path: verifyOnly ? null : `${this.tmpDir}/${key}`,
+      file: null,
+      written: 0,
+      hash: createHash("sha256"),
+      blockHash: createHash("sha256"),
+      blockFill: 0,
+      blocks: [],
+      queue: [],
+      running: false,
+      ready: Promise.resolve(),
+      lastUsed: Date.now(),
+      dead: false,
+    };
+    this.#uploads.set(key, u);
+    u.ready = this.#openUpload(u, msg.offset);
+    return u;
+  }
+
+  /** Opens the temp file; an existing one (from before a restart) is rehashed and resumed. */
+  async #openUpload(u: Upload, firstOffset: number): Promise<void> {
+    if (!u.path) return;
+    if (firstOffset === 0) {
+      // The uploader starts over: an earlier attempt's leftovers are discarded so a fresh
+      // attempt never inherits bytes damaged by a crash. Resuming means sending offset > 0.
+      await Deno.remove(u.path).catch(() => {});
+    }
+    u.file = await Deno.open(u.path, { read: true, write: true, create: true });
+    const size = (await u.file.stat()).size;
+    if (size === 0) return;
+    const buf = new Uint8Array(4 * MiB);
+    await u.file.seek(0, Deno.SeekMode.Start);
+    for (;;) {
+      const k = await u.file.read(buf);
+      if (k === null) break;
+      this.#hashIn(u, buf.subarray(0, k));
+      u.written += k;
+    }
+    // Bytes past the last fsync may be lost by a power cut but not by a process crash; a gap
+    // or damage there is caught by the final hash check (CONFLICT, client restarts).
+    await u.file.sync();
+    this.#opts.log.info("upload resumed", { file: u.hex, offset: u.written });
+  }
+
+  #hashIn(u: Upload, data: Uint8Array): void {
+    u.hash.update(data);
+    const bb = this.#opts.blockBytes;
+    let p = 0;
+    while (p < data.length) {
+      const k = Math.min(bb - u.blockFill, data.length - p);
+      u.blockHash.update(data.subarray(p, p + k));
+      u.blockFill += k;
+      p += k;
+      if (u.blockFill === bb) {
+        u.blocks.push(new Uint8Array(u.blockHash.digest()));
+        u.blockHash = createHash("sha256");
+        u.blockFill = 0;
+      }
+    }
+  }
+
+  async #run(u: Upload): Promise<void> {
+    u.running = true;
+    try {
+      try {
+        await u.ready;
+      } catch (e) {
+        this.#failUpload(u, new RequestError(ErrorCode.Internal, `upload ${u.hex}: ${e}`));
+        return;
+      }
+      while (u.queue.length > 0 && !u.dead) {
+        const batch = u.queue.splice(0);
+        await this.#runBatch(u, batch);
+      }
+    } finally {
+      u.running = false;
+      // A chunk may have queued between the loop's last check and here.
+      if (u.queue.length > 0 && !u.dead) this.#run(u);
+    }
+  }
+
+  /** Writes a batch of chunks, fsyncs once, then acks (or commits on the last chunk). */
+  async #runBatch(u: Upload, batch: PendingChunk[]): Promise<void> {
+    const acked: PendingChunk[] = [];
+    let last: PendingChunk | null = null;
+    try {
+      for (let i = 0; i < batch.length; i++) {
+        const c = batch[i];
+        const m = c.msg;
+        if (m.totalLength !== u.total) {
+          c.reject(
+            new RequestError(
+              ErrorCode.BadRequest,
+              `file ${u.hex}: total length ${m.totalLength} != ${u.total} of the upload`,
+            ),
+          );
+          continue;
+        }
+        if (m.offset > u.written) {
+          c.reject(
+            new RequestError(
+              ErrorCode.BadRequest,
+              `file ${u.hex}: expected offset ${u.written}, got ${m.offset}`,
+            ),
+          );
+          continue;
+        }
+        const end = m.offset + m.data.length;
+        if (end > u.written) {
+          // Only the part not already stored is written (a retried chunk may overlap).
+          const fresh = m.data.subarray(u.written - m.offset);
+          this.#hashIn(u, fresh);
+          if (u.file) {
+            await u.file.seek(u.written, Deno.SeekMode.Start);
+            await writeFull(u.file, fresh);
+          }
+          u.written = end;
+        }
+        this.counters.puts++;
+        this.counters.putBytes += m.data.length;
+        if (m.flags & FilePutFlags.Last) {
+          last = c;
+          // Chunks after the last one of a batch are stale retries: answer them afterwards.
+          for (const rest of batch.slice(i + 1)) u.queue.push(rest);
+          break;
+        }
+        acked.push(c);
+      }
+      if (u.file && acked.length + (last ? 1 : 0) > 0) await u.file.sync();
+    } catch (e) {
+      // An I/O failure leaves the temp file in an unknown state: drop the upload entirely.
+      const err = new RequestError(ErrorCode.Internal, `upload of ${u.hex} failed: ${e}`);
+      for (const c of acked) c.reject(err);
+      if (last) last.reject(err);
+      this.#failUpload(u, err);
+      await this.#removeTmp(u);
+      return;
+    }
+    for (const c of acked) c.resolve(this.#ack(u.id, u.written, false));
+    if (last) await this.#commit(u, last);
+  }
+
+  async #commit(u: Upload, c: PendingChunk): Promise<void> {
+    const fail = async (err: RequestError) => {
+      c.reject(err);
+      this.#failUpload(u, err);
+      await this.#removeTmp(u);
+    };
+    if (u.written !== u.total || c.msg.offset + c.msg.data.length !== u.total) {
+      return await fail(
+        this.#conflict(u.hex, `length mismatch: last chunk ends at ${u.written}, total ${u.total}`),
+      );
+    }
+    const bb = this.#opts.blockBytes;
+    if (u.blockFill > 0 || u.total === 0) u.blocks.push(new Uint8Array(u.blockHash.digest()));
+    const digest = new Uint8Array(u.hash.digest());
+    if (!bytesEqual(digest.subarray(0, 16), u.id)) {
+      return await fail(
+        this.#conflict(u.hex, `content hashes to ${uuidToHex(digest.subarray(0, 16))}, not the id`),
+      );
+    }
+    try {
+      if (u.path) {
+        u.file?.close();
+        u.file = null;
+        const blocks = concat(u.blocks);
+        // Sidecar first: a data file in files/ always has its sidecar (or it gets rebuilt).
+        await writeSidecar(this.filesDir, u.hex, u.total, bb, blocks);
+        const dest = `${this.filesDir}/${u.hex}`;
+        await Deno.rename(u.path, dest);
+        await syncDir(this.filesDir);
+        await syncDir(this.tmpDir);
+        if (!this.#index.has(u.hex)) this.#storedBytes += u.total;
+        this.#index.set(u.hex, {
+          size: u.total,
+          blocks,
+          blockBytes: bb,
+          loading: null,
+          corrupt: null,
+        });
+        this.#opts.log.info("file committed", { file: u.hex, size: u.total });
+      }
+    } catch (e) {
+      return await fail(new RequestError(ErrorCode.Internal, `commit of ${u.hex} failed: ${e}`));
+    }
+    this.#dropUpload(u, true);
+    c.resolve(this.#ack(u.id, u.total, true));
+    // Stale retries queued behind the last chunk: the file is committed now.
+    for (const r of u.queue.splice(0)) r.resolve(this.#ack(u.id, u.total, true));
+  }
+
+  #failUpload(u: Upload, err: unknown): void {
+    for (const c of u.queue.splice(0)) c.reject(err);
+    this.#dropUpload(u, true);
+  }
+
+  #dropUpload(u: Upload, dead: boolean): void {
+    u.dead = u.dead || dead;
+    try {
+      u.file?.close();
+    } catch { /* already closed */ }
+    u.file = null;
+    if (this.#uploads.get(u.key) === u) this.#uploads.delete(u.key);
+  }
+
+  async #removeTmp(u: Upload): Promise<void> {
+    if (u.path) await Deno.remove(u.path).catch(() => {});
+  }
+
+  /** Stops accepting uploads, waits for running batches and closes all files. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#sweeper);
+    for (let i = 0; i < 200 && [...this.#uploads.values()].some((u) => u.running); i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    for (const u of [...this.#uploads.values()]) {
+      for (const c of u.queue.splice(0)) {
+        c.reject(new RequestError(ErrorCode.Unavailable, "storage node closing"));
+      }
+      this.#dropUpload(u, false);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/** Whole-file SHA-256 plus per-block SHA-256, fed incrementally. */
+class BlockHasher {
+  #all = createHash("sha256");
+  #block = createHash("sha256");
+  #fill = 0;
+  #blocks: Uint8Array[] = [];
+  constructor(readonly bb: number) {}
+  update(data: Uint8Array): void {
+    this.#all.update(data);
+    let p = 0;
+    while (p < data.length) {
+      const k = Math.min(this.bb - this.#fill, data.length - p);
+      this.#block.update(data.subarray(p, p + k));
+      this.#fill += k;
+      p += k;
+      if (this.#fill === this.bb) {
+        this.#blocks.push(new Uint8Array(this.#block.digest()));
+        this.#block = createHash("sha256");
+        this.#fill = 0;
+      }
+    }
+  }
+  finish(): { digest: Uint8Array; blocks: Uint8Array } {
+    if (this.#fill > 0 || this.#blocks.length === 0) {
+      this.#blocks.push(new Uint8Array(this.#block.digest()));
+    }
+    return { digest: new Uint8Array(this.#all.digest()), blocks: concat(this.#blocks) };
+  }
+}
+
+async function writeSidecar(
+  dir: string,
+  hex: string,
+  size: number,
+  bb: number,
+  blocks: Uint8Array,
+): Promise<void> {
+  const n = blocks.length / 32;
+  const out = new Uint8Array(SIDECAR_HEADER + blocks.length + 4);
+  const dv = new DataView(out.buffer);
+  out.set(SIDECAR_MAGIC, 0);
+  out.set(hexToId(hex), 8);
+  dv.setBigUint64(24, BigInt(size), true);
+  dv.setUint32(32, bb, true);
+  dv.setUint32(36, n, true);
+  out.set(blocks, SIDECAR_HEADER);
+  dv.setUint32(out.length - 4, crc32(out.subarray(0, out.length - 4)), true);
+  const tmp = `${dir}/${hex}.blocks.tmp`;
+  const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
+  try {
+    await writeFull(f, out);
+    await f.sync();
+  } finally {
+    f.close();
+  }
+  await Deno.rename(tmp, `${dir}/${hex}.blocks`);
+}
+
+async function readSidecar(
+  path: string,
+  hex: string,
+  size: number,
+): Promise<{ blocks: Uint8Array; blockBytes: number } | null> {
+  let b: Uint8Array;
+  try {
+    b = await Deno.readFile(path);
+  } catch {
+    return null;
+  }
+  if (b.length < SIDECAR_HEADER + 4 || !bytesEqual(b.subarray(0, 8), SIDECAR_MAGIC)) return null;
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  if (dv.getUint32(b.length - 4, true) !== crc32(b.subarray(0, b.length - 4))) return null;
+  if (!bytesEqual(b.subarray(8, 24), hexToId(hex))) return null;
+  if (Number(dv.getBigUint64(24, true)) !== size) return null;
+  const bb = dv.getUint32(32, true);
+  const n = dv.getUint32(36, true);
+  if (bb === 0 || n !== Math.max(1, Math.ceil(size / bb))) return null;
+  if (b.length !== SIDECAR_HEADER + 32 * n + 4) return null;
+  return { blocks: b.slice(SIDECAR_HEADER, SIDECAR_HEADER + 32 * n), blockBytes: bb };
+}
+
+async function readFull(f: Deno.FsFile, buf: Uint8Array): Promise<number> {
+  let n = 0;
+  while (n < buf.length) {
+    const k = await f.read(buf.subarray(n));
+    if (k === null) break;
+    n += k;
+  }
+  return n;
+}
+
+async function writeFull(f: Deno.FsFile, data: Uint8Array): Promise<void> {
+  let n = 0;
+  while (n < data.length) n += await f.write(data.subarray(n));
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function hexToId(hex: string): Uuid {
+  const out = new Uint8Array(16);
+  for (let i = 0; i < 16; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
