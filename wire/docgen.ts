@@ -144,7 +144,9 @@ export function annotatedHex(msg: Message): string {
 
 function recordDoc(r: RecordSpec): string[] {
   return [
-    `#### Record \`${r.wire}\` (${recordFixedSize(r)} bytes + variable part)`,
+    `#### Record \`${r.wire}\` (${recordFixedSize(r)} bytes${
+      r.sections.length ? " + variable part" : ""
+    })`,
     "",
     "| offset | size | field | type | meaning |",
     "|---:|---:|---|---|---|",
