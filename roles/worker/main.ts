@@ -1,0 +1,656 @@
+/**
+ * The worker role: registers with the balancer, runs the chunks it is pushed as child processes
+ * that read their inputs through the worker's FUSE mount (fetched lazily from storage into a local
+ * LRU cache), uploads their outputs to storage, reports the result to the master and frees the
+ * slot at the balancer. Conventions: docs/architecture.md ("Worker program interface").
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import {
+  type ChunkState,
+  ChunkState as CS,
+  ErrorCode,
+  type FailureCode,
+  FailureCode as FC,
+  type FileEntry,
+  type Message,
+  MessageType,
+  uuidToHex,
+  uuidToString,
+  type WorkerRequest,
+  type WorkerStatus,
+} from "../../wire/mod.ts";
+import { RequestError, RpcClient, RpcError } from "../../lib/rpc.ts";
+import { createLogger, type Logger } from "../../lib/log.ts";
+import { loadOrCreateNodeId } from "../../lib/node_id.ts";
+import { FuseMount, type FuseStats } from "../../fuse/mod.ts";
+import { LeaderClient } from "../../client/leader_client.ts";
+import { StorageClient } from "../../client/storage_client.ts";
+import { CacheIndex } from "./cache_index.ts";
+import { type RunningProgram, startProgram } from "./runner.ts";
+
+/** Options of a worker node (`dsys run --role worker …`). */
+export interface WorkerOptions {
+  /** Accepted for uniformity with the other roles; a worker serves no socket (DEALERs only). */
+  listen?: string;
+  /** Data directory: node id, file cache (`cache/`), per-chunk scratch dirs (`chunks/`). */
+  data: string;
+  /** Balancer ROUTER endpoint. */
+  balancer: string;
+  /** Storage ROUTER endpoint. */
+  storage: string;
+  /** Master endpoints (any order; NOT_LEADER redirects are followed). */
+  masters: string[];
+  /** Chunks run at the same time. */
+  slots: number;
+  /** Bound of the input cache, bytes (files in use by a running chunk may exceed it). */
+  cacheBytes: number;
+  /** Where the FUSE mount of job inputs lives. */
+  mount: string;
+  /** Heartbeat period, ms (default 500). */
+  heartbeatMs?: number;
+  /** Label shown in node lists (default hostname/short id). */
+  label?: string;
+  /** Logger (default: JSON lines on stderr). */
+  log?: Logger;
+}
+
+/** Counters of a worker, for tests and diagnostics. */
+export interface WorkerStats {
+  /** Chunks accepted since start. */
+  accepted: number;
+  /** worker_requests refused (no free slot / shutting down). */
+  refused: number;
+  /** Chunks whose status the master acknowledged. */
+  reported: number;
+  /** Chunks running now. */
+  running: number;
+  /** Registrations acknowledged by the balancer (> 1 after a balancer restart). */
+  registrations: number;
+  /** Counters of the FUSE mount. */
+  fuse: FuseStats;
+}
+
+/** A running worker node. */
+export interface WorkerNode {
+  /** Always "" unless `listen` was given: a worker binds no socket of its own. */
+  endpoint: string;
+  /** The worker's node id (kept in `<data>/node-id`). */
+  nodeId: Uint8Array;
+  /** Current counters. */
+  stats(): WorkerStats;
+  /** Stops accepting, kills running programs, unmounts, closes sockets. */
+  close(): Promise<void>;
+}
+
+/** A worker failure with the ids involved in its message. */
+export class WorkerError extends Error {
+  /** Creates an error; the message should name the job/chunk or file ids concerned. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "WorkerError";
+  }
+}
+
+/** Parses `--data --balancer --storage --masters --slots --cache-bytes --mount [--listen]`. */
+export function parseWorkerArgs(args: string[]): WorkerOptions {
+  const { values } = parseArgs({
+    args,
+    options: {
+      role: { type: "string" },
+      listen: { type: "string" },
+      data: { type: "string" },
+      balancer: { type: "string" },
+      storage: { type: "string" },
+      masters: { type: "string" },
+      slots: { type: "string", default: "2" },
+      "cache-bytes": { type: "string", default: String(1 << 30) },
+      mount: { type: "string" },
+      "heartbeat-ms": { type: "string", default: "500" },
+      label: { type: "string" },
+    },
+    strict: true,
+  });
+  const need = (k: "data" | "balancer" | "storage" | "masters"): string => {
+    const v = values[k];
+    if (!v) throw new WorkerError(`worker: --${k} is required`);
+    return v;
+  };
+  const int = (k: string, v: string, min: number): number => {
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n < min) {
+      throw new WorkerError(`worker: --${k} must be an integer >= ${min}, got ${v}`);
+    }
+    return n;
+  };
+  const data = need("data");
+  return {
+    listen: values.listen,
+    data,
+    balancer: need("balancer"),
+    storage: need("storage"),
+    masters: need("masters").split(",").map((s) => s.trim()).filter((s) => s),
+    slots: int("slots", values.slots!, 1),
+    cacheBytes: int("cache-bytes", values["cache-bytes"]!, 0),
+    mount: values.mount ?? `${data}/mnt`,
+    heartbeatMs: int("heartbeat-ms", values["heartbeat-ms"]!, 10),
+    label: values.label,
+  };
+}
+
+/** What a chunk holds in the mount and must give back when it ends. */
+interface Held {
+  pinned: Uint8Array[];
+  jobDir: string | null;
+}
+
+interface Chunk {
+  key: string;
+  req: WorkerRequest;
+  program: RunningProgram | null;
+  aborted: boolean;
+  done: Promise<void>;
+  /** Errors of fetches of this chunk's inputs, by id hex (set by the mount's error hook). */
+  fetchErrors: Map<string, string>;
+}
+
+const enc = new TextEncoder();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Starts a worker: mounts, registers with the balancer and serves worker_requests. */
+export async function runWorker(opts: WorkerOptions): Promise<WorkerNode> {
+  const w = new Worker(opts, await loadOrCreateNodeId(opts.data));
+  await w.start();
+  return w;
+}
+
+class Worker implements WorkerNode {
+  readonly endpoint: string;
+  readonly nodeId: Uint8Array;
+  #opts: WorkerOptions;
+  #log: Logger;
+  #cacheDir: string;
+  #chunksDir: string;
+  #index: CacheIndex;
+  #mount!: FuseMount;
+  #storage!: StorageClient;
+  #masters!: LeaderClient;
+  #balancer!: RpcClient;
+  #chunks = new Map<string, Chunk>();
+  /** Chunks per job directory in the mount, so a job's directory goes when its last chunk ends. */
+  #jobRefs = new Map<string, number>();
+  #closing = false;
+  #registered = false;
+  #loop: Promise<void> | null = null;
+  #wake: (() => void) | null = null;
+  #stats = { accepted: 0, refused: 0, reported: 0, registrations: 0 };
+
+  constructor(opts: WorkerOptions, nodeId: Uint8Array) {
+    this.#opts = opts;
+    this.nodeId = nodeId;
+    this.endpoint = opts.listen ?? "";
+    this.#log = opts.log ?? createLogger("worker", uuidToHex(nodeId));
+    this.#cacheDir = `${opts.data}/cache`;
+    this.#chunksDir = `${opts.data}/chunks`;
+    this.#index = new CacheIndex(this.#cacheDir);
+  }
+
+  async start(): Promise<void> {
+    await Deno.mkdir(this.#cacheDir, { recursive: true });
+    // Scratch dirs of chunks that were running when the previous process died: nobody owns them.
+    await Deno.remove(this.#chunksDir, { recursive: true }).catch(() => {});
+    await Deno.mkdir(this.#chunksDir, { recursive: true });
+    await this.#index.removeTemps();
+    this.#storage = new StorageClient(this.#opts.storage, this.nodeId);
+    this.#mount = await FuseMount.mount({
+      mountpoint: this.#opts.mount,
+      cacheDir: this.#cacheDir,
+      cacheMaxBytes: this.#opts.cacheBytes,
+      fetch: (id, path) => this.#fetch(id, path),
+      onFetchError: (id, e) => this.#onFetchError(id, e),
+    });
+    this.#masters = new LeaderClient(this.#opts.masters, { node: this.nodeId });
+    this.#balancer = new RpcClient(this.#opts.balancer, {
+      node: this.nodeId,
+      timeoutMs: 5000,
+      // A stable routing id lets the balancer address pushes by our node id, even across
+      // reconnects of this socket.
+      routingId: this.nodeId,
+      onRequest: (m) => this.#onRequest(m),
+      log: this.#log,
+    });
+    this.#loop = this.#balancerLoop();
+    this.#log.info("worker started", {
+      balancer: this.#opts.balancer,
+      storage: this.#opts.storage,
+      masters: this.#opts.masters.join(","),
+      slots: this.#opts.slots,
+      mount: this.#mount.mountpoint,
+    });
+  }
+
+  stats(): WorkerStats {
+    return { ...this.#stats, running: this.#chunks.size, fuse: this.#mount.stats() };
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Cache: fetch callback of the mount
+
+  async #fetch(id: Uint8Array, cachePath: string): Promise<void> {
+    // getToFile verifies the SHA-256 against the id and renames into place only then: the cache
+    // outlives this process and is addressed by content, so wrong bytes must never get in.
+    const n = await this.#storage.getToFile(id, cachePath);
+    this.#log.debug("fetched", { file: uuidToHex(id), bytes: n });
+  }
+
+  #onFetchError(id: Uint8Array, e: unknown): void {
+    const hex = uuidToHex(id);
+    const text = e instanceof Error ? e.message : String(e);
+    this.#log.warn("fetch failed", { file: hex, error: text });
+    for (const c of this.#chunks.values()) {
+      if (c.req.inputFiles.some((f) => uuidToHex(f.id) === hex)) c.fetchErrors.set(hex, text);
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Balancer: registration, heartbeats, worker_request
+
+  #freeSlots(): number {
+    return Math.max(0, this.#opts.slots - this.#chunks.size);
+  }
+
+  async #balancerLoop(): Promise<void> {
+    const period = this.#opts.heartbeatMs ?? 500;
+    while (!this.#closing) {
+      try {
+        if (!this.#registered) await this.#register();
+        else await this.#heartbeat();
+      } catch (e) {
+        if (this.#closing) break;
+        // Any error answer (NOT_FOUND after a balancer restart, …) means the balancer does not
+        // know us as we think: register again. A timeout may be a dead balancer: keep
+        // heartbeating, the restarted one will answer NOT_FOUND.
+        const timeout = e instanceof RpcError && e.code === ErrorCode.Unavailable;
+        if (!timeout && this.#registered) {
+          this.#log.info("balancer lost our registration; registering again", { error: e });
+          this.#registered = false;
+          continue;
+        }
+        this.#log.debug("balancer request failed", { error: e });
+      }
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, period);
+        this.#wake = () => {
+          clearTimeout(t);
+          r();
+        };
+      });
+      this.#wake = null;
+    }
+  }
+
+  async #register(): Promise<void> {
+    const { snapshot, files } = await this.#index.full();
+    await this.#balancer.request({
+      type: MessageType.WorkerRegister,
+      node: this.nodeId,
+      slots: this.#opts.slots,
+      freeSlots: this.#freeSlots(),
+      files,
+      label: this.#opts.label ?? `${Deno.hostname()}/${uuidToHex(this.nodeId).slice(0, 8)}`,
+    }, 2000);
+    this.#index.commit(snapshot);
+    this.#registered = true;
+    this.#stats.registrations++;
+    this.#log.info("registered with balancer", { files: files.length });
+  }
+
+  async #heartbeat(): Promise<void> {
+    const { snapshot, added, evicted } = await this.#index.delta();
+    await this.#balancer.request({
+      type: MessageType.WorkerHeartbeat,
+      node: this.nodeId,
+      slots: this.#opts.slots,
+      freeSlots: this.#freeSlots(),
+      added,
+      evicted,
+    }, 2000);
+    // Only an acknowledged heartbeat moves the baseline, so a lost one is repeated in the next.
+    this.#index.commit(snapshot);
+  }
+
+  #onRequest(m: Message): Message {
+    if (m.type !== MessageType.WorkerRequest) {
+      throw new RequestError(ErrorCode.WrongRole, `worker does not serve message type ${m.type}`);
+    }
+    const key = chunkKey(m);
+    const ack = (accepted: boolean, reason: string): Message => ({
+      type: MessageType.WorkerRequestAck,
+      node: this.nodeId,
+      job: m.job,
+      chunkIndex: m.chunkIndex,
+      attempt: m.attempt,
+      accepted,
+      reason,
+    });
+    // A retried push of a chunk we already run must not start it twice.
+    if (this.#chunks.has(key)) return ack(true, "");
+    if (this.#closing) {
+      this.#stats.refused++;
+      return ack(false, "worker shutting down");
+    }
+    if (this.#chunks.size >= this.#opts.slots) {
+      this.#stats.refused++;
+      return ack(false, `no free slot (${this.#opts.slots} of ${this.#opts.slots} busy)`);
+    }
+    const chunk: Chunk = {
+      key,
+      req: m,
+      program: null,
+      aborted: false,
+      done: Promise.resolve(),
+      fetchErrors: new Map(),
+    };
+    this.#chunks.set(key, chunk);
+    this.#stats.accepted++;
+    chunk.done = this.#runChunk(chunk).catch((e) => {
+      this.#log.error("chunk handling failed", { chunk: key, error: e });
+    }).finally(() => {
+      this.#freeSlot(chunk);
+      // Tell the balancer about the free slot now rather than at the next period.
+      this.#wake?.();
+    });
+    return ack(true, "");
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Running a chunk
+
+  async #runChunk(c: Chunk): Promise<void> {
+    const req = c.req;
+    const log = this.#log.child({ chunk: c.key });
+    const dir = `${this.#chunksDir}/${c.key.replaceAll("/", ".")}`;
+    const held: Held = { pinned: [], jobDir: null };
+    let status: WorkerStatus | null;
+    try {
+      status = await this.#execute(c, dir, held, log);
+    } catch (e) {
+      // Setup failed (bad input name, disk full, …): still a definite result for the master.
+      const text = e instanceof Error ? e.message : String(e);
+      log.warn("chunk setup failed", { error: text });
+      status = failedStatus(this.nodeId, req, FC.Internal, `worker could not run chunk: ${text}`);
+    } finally {
+      this.#release(held);
+    }
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    if (c.aborted) {
+      // Shutting down: say so at once (best effort) so the master re-dispatches the chunk
+      // without waiting for our heartbeats to time out.
+      const lost = failedStatus(this.nodeId, req, FC.WorkerLost, "worker shutting down");
+      lost.state = CS.Lost;
+      await this.#masters.request(lost, 1000).catch(() => {});
+    } else if (status) await this.#report(status, c, log);
+  }
+
+  /** Frees a chunk's slot (idempotent; a newer chunk under the same key is left alone). */
+  #freeSlot(c: Chunk): void {
+    if (this.#chunks.get(c.key) === c) this.#chunks.delete(c.key);
+  }
+
+  /** Unpins a chunk's inputs and drops its job's mount directory after the job's last chunk. */
+  #release(held: Held): void {
+    for (const id of held.pinned) {
+      try {
+        this.#mount.unpin(id);
+      } catch { /* unmounted during shutdown */ }
+    }
+    const jobDir = held.jobDir;
+    if (jobDir === null) return;
+    const n = (this.#jobRefs.get(jobDir) ?? 1) - 1;
+    if (n > 0) {
+      this.#jobRefs.set(jobDir, n);
+      return;
+    }
+    this.#jobRefs.delete(jobDir);
+    try {
+      this.#mount.removePath(jobDir);
+    } catch { /* unmounted during shutdown */ }
+  }
+
+  /** Sets up, runs and uploads one chunk; returns its final status, or null when aborted. */
+  async #execute(c: Chunk, dir: string, held: Held, log: Logger): Promise<WorkerStatus | null> {
+    const req = c.req;
+    const jobDir = uuidToString(req.job);
+    for (const d of ["scratch", "out", "empty-input"]) {
+      await Deno.mkdir(`${dir}/${d}`, { recursive: true });
+    }
+    const programPath = `${dir}/program`;
+    await Deno.writeFile(programPath, req.program, { mode: 0o755 });
+    await Deno.chmod(programPath, 0o755); // the umask may have dropped bits at create
+
+    // A job without inputs still gets an (empty, local) input dir, so the variable is usable.
+    let inputDir = `${dir}/empty-input`;
+    if (req.inputFiles.length > 0) {
+      this.#jobRefs.set(jobDir, (this.#jobRefs.get(jobDir) ?? 0) + 1);
+      held.jobDir = jobDir;
+      for (const f of req.inputFiles) {
+        this.#mount.addFile({ path: `${jobDir}/${f.name}`, id: f.id, size: f.size });
+        // Pinned while the chunk runs: its inputs must not be evicted between reads.
+        this.#mount.pin(f.id);
+        held.pinned.push(f.id);
+      }
+      inputDir = `${this.#mount.mountpoint}/${jobDir}`;
+    }
+    log.info("chunk started", { inputs: req.inputFiles.length, timeLimitMs: req.timeLimitMs });
+    const argument = new TextDecoder().decode(req.argument);
+    const env: Record<string, string> = {
+      PATH: Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin",
+      HOME: `${dir}/scratch`,
+      TMPDIR: `${dir}/scratch`,
+      DSYS_JOB_ID: jobDir,
+      DSYS_CHUNK_INDEX: String(req.chunkIndex),
+      DSYS_CHUNK_COUNT: String(req.numChunks),
+      DSYS_ATTEMPT: String(req.attempt),
+      DSYS_ARG: argument,
+      DSYS_INPUT_DIR: inputDir,
+      DSYS_OUTPUT_DIR: `${dir}/out`,
+    };
+    if (this.#closing) c.aborted = true;
+    if (c.aborted) return null;
+    const program = await startProgram({
+      programPath,
+      args: req.argument.length > 0 ? [argument] : [],
+      env,
+      cwd: `${dir}/scratch`,
+      timeLimitMs: req.timeLimitMs,
+      stdoutPath: `${dir}/stdout`,
+    });
+    c.program = program;
+    if (c.aborted) program.kill();
+    const r = await program.result;
+    if (r.aborted || c.aborted) {
+      c.aborted = true;
+      return null;
+    }
+    let state: ChunkState = CS.Succeeded;
+    let failure: FailureCode = FC.None;
+    let reason = "";
+    if (r.spawnError) {
+      [state, failure, reason] = [CS.Failed, FC.SpawnFailed, `spawn failed: ${r.spawnError}`];
+    } else if (r.timedOut) {
+      const why = `killed after ${req.timeLimitMs} ms time limit`;
+      [state, failure, reason] = [CS.Failed, FC.Timeout, why];
+    } else if (r.signal !== 0 || r.exitCode !== 0) {
+      state = CS.Failed;
+      [failure, reason] = r.signal !== 0
+        ? [FC.Signal, `killed by signal ${r.signal}`]
+        : [FC.ExitCode, `exit code ${r.exitCode}`];
+      if (c.fetchErrors.size > 0) {
+        // The program most likely failed because an input read gave EIO.
+        const [id, text] = c.fetchErrors.entries().next().value!;
+        failure = FC.InputUnavailable;
+        reason = `input file ${id} could not be fetched: ${text} (program: ${reason})`;
+      }
+    }
+    let outputs: FileEntry[] = [];
+    if (!r.spawnError) {
+      try {
+        outputs = await this.#uploadOutputs(dir, r.stdoutBytes > 0, log);
+      } catch (e) {
+        state = CS.Failed;
+        failure = FC.OutputFailed;
+        reason = `output upload failed: ${e instanceof Error ? e.message : e}` +
+          (reason ? ` (${reason})` : "");
+      }
+    }
+    log.info("chunk ended", {
+      state,
+      exitCode: r.exitCode,
+      signal: r.signal,
+      failure,
+      durationMs: r.durationMs,
+      outputs: outputs.length,
+    });
+    return {
+      type: MessageType.WorkerStatus,
+      node: this.nodeId,
+      job: req.job,
+      state,
+      chunkIndex: req.chunkIndex,
+      attempt: req.attempt,
+      exitCode: r.exitCode,
+      signal: r.signal,
+      failure,
+      durationMs: r.durationMs,
+      outputs,
+      stderrTail: r.stderrTail,
+      reason,
+    };
+  }
+
+  /** Uploads every regular file in the chunk's output dir (and stdout when non-empty). */
+  async #uploadOutputs(dir: string, haveStdout: boolean, log: Logger): Promise<FileEntry[]> {
+    const files: { name: string; path: string }[] = [];
+    const walk = async (rel: string) => {
+      const abs = rel ? `${dir}/out/${rel}` : `${dir}/out`;
+      const names: Deno.DirEntry[] = [];
+      for await (const e of Deno.readDir(abs)) names.push(e);
+      names.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      for (const e of names) {
+        const r = rel ? `${rel}/${e.name}` : e.name;
+        // Symlinks are skipped on purpose: they could point at any file of the worker.
+        if (e.isFile) files.push({ name: r, path: `${dir}/out/${r}` });
+        else if (e.isDirectory) await walk(r);
+      }
+    };
+    await walk("");
+    if (haveStdout) {
+      if (files.some((f) => f.name === "stdout")) {
+        log.warn("program left a file named stdout; captured stdout not uploaded");
+      } else files.unshift({ name: "stdout", path: `${dir}/stdout` });
+    }
+    const out: FileEntry[] = [];
+    for (const f of files) {
+      const r = await this.#storage.putFile(f.path);
+      out.push({ id: r.id, size: r.size, name: f.name });
+    }
+    return out;
+  }
+
+  /** Sends the final worker_status until a master acknowledges it, then frees the slot and
+   * sends chunk_finished to the balancer. */
+  async #report(status: WorkerStatus, c: Chunk, log: Logger): Promise<void> {
+    let backoff = 200;
+    for (;;) {
+      try {
+        await this.#masters.request(status, 30_000);
+        this.#stats.reported++;
+        break;
+      } catch (e) {
+        if (
+          e instanceof RpcError && e.code !== ErrorCode.Unavailable &&
+          e.code !== ErrorCode.NotLeader
+        ) {
+          // The master rejected it for good (e.g. stale attempt): retrying cannot help.
+          log.warn("master rejected worker_status", { error: e });
+          break;
+        }
+        if (this.#closing) {
+          log.warn("shutting down before a master acknowledged the status", { error: e });
+          return;
+        }
+        log.info("worker_status not acknowledged yet; retrying", { error: e });
+        await sleep(backoff);
+        backoff = Math.min(2000, backoff * 2);
+      }
+    }
+    // Free before telling the balancer: it may push the next chunk as soon as it reads this.
+    this.#freeSlot(c);
+    const fin: Message = {
+      type: MessageType.ChunkFinished,
+      node: this.nodeId,
+      job: status.job,
+      chunkIndex: status.chunkIndex,
+      attempt: status.attempt,
+      state: status.state,
+    };
+    // Best effort: if the balancer is away, the free slot shows in the next heartbeat or
+    // registration anyway.
+    for (let i = 0; i < 5 && !this.#closing; i++) {
+      try {
+        await this.#balancer.request(fin, 2000);
+        return;
+      } catch (e) {
+        if (e instanceof RpcError && e.code !== ErrorCode.Unavailable) return;
+        await sleep(200 * (i + 1));
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    for (const c of this.#chunks.values()) {
+      c.aborted = true;
+      c.program?.kill();
+    }
+    this.#wake?.();
+    await Promise.allSettled([...this.#chunks.values()].map((c) => c.done));
+    await this.#loop;
+    await this.#mount.unmount().catch((e) => this.#log.warn("unmount failed", { error: e }));
+    await Promise.allSettled([
+      this.#balancer.close(),
+      this.#masters.close(),
+      this.#storage.close(),
+    ]);
+    this.#log.info("worker stopped");
+  }
+}
+
+function chunkKey(m: { job: Uint8Array; chunkIndex: number; attempt: number }): string {
+  return `${uuidToString(m.job)}/${m.chunkIndex}/${m.attempt}`;
+}
+
+function failedStatus(
+  node: Uint8Array,
+  req: WorkerRequest,
+  failure: FailureCode,
+  reason: string,
+): WorkerStatus {
+  return {
+    type: MessageType.WorkerStatus,
+    node,
+    job: req.job,
+    state: CS.Failed,
+    chunkIndex: req.chunkIndex,
+    attempt: req.attempt,
+    exitCode: 0,
+    signal: 0,
+    failure,
+    durationMs: 0,
+    outputs: [],
+    stderrTail: enc.encode(""),
+    reason,
+  };
+}

@@ -1,0 +1,329 @@
+// Integration test of the worker role: a real storage process, a real worker process (with its
+// FUSE mount), and this test acting as balancer and master through RpcServers, so it sees exactly
+// what the worker sends.
+import assert from "node:assert/strict";
+import {
+  ChunkState,
+  ErrorCode,
+  FailureCode,
+  type Message,
+  MessageType,
+  randomUuid,
+  uuidToHex,
+  type WorkerHeartbeat,
+  type WorkerRegister,
+  type WorkerRequest,
+  type WorkerRequestAck,
+  type WorkerStatus,
+} from "../wire/mod.ts";
+import { RequestError, RpcServer } from "../lib/rpc.ts";
+import { createLogger } from "../lib/log.ts";
+import { StorageClient } from "../client/storage_client.ts";
+import { mountsAt } from "../fuse/mod.ts";
+
+const root = new URL("..", import.meta.url).pathname;
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+const log = createLogger("test", "worker-test", {}, () => {});
+
+interface Proc {
+  child: Deno.ChildProcess;
+  endpoint: string;
+  stderr: () => string;
+}
+
+/** Spawns `deno run -A <script> …args` and waits for its `listening` line. */
+async function spawn(script: string, args: string[]): Promise<Proc> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${root}${script}`, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { DSYS_LOG: "info" },
+  }).spawn();
+  let errText = "";
+  (async () => {
+    for await (const c of child.stderr.pipeThrough(new TextDecoderStream())) errText += c;
+  })().catch(() => {});
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`${script} exited before listening:\n${errText}`);
+    buf += value;
+    const m = buf.match(/^(\{.*"event":"listening".*\})$/m);
+    if (m) {
+      (async () => {
+        while (!(await reader.read()).done) { /* drain */ }
+      })().catch(() => {});
+      return { child, endpoint: JSON.parse(m[1]).endpoint, stderr: () => errText };
+    }
+  }
+}
+
+/** Collects every message a fake node receives; lets the test wait for one. */
+class Inbox {
+  msgs: { msg: Message; peer: Uint8Array }[] = [];
+  #waiters: (() => void)[] = [];
+  add(msg: Message, peer: Uint8Array) {
+    this.msgs.push({ msg, peer });
+    for (const w of this.#waiters.splice(0)) w();
+  }
+  async waitFor<T extends Message>(
+    pred: (m: Message) => m is T,
+    what: string,
+    timeoutMs = 20_000,
+  ): Promise<{ msg: T; peer: Uint8Array }> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const hit = this.msgs.find((x) => pred(x.msg));
+      if (hit) return hit as { msg: T; peer: Uint8Array };
+      const left = end - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting for ${what}`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, left);
+        this.#waiters.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+  }
+}
+
+const isStatus = (job: Uint8Array, chunk: number) => (m: Message): m is WorkerStatus =>
+  m.type === MessageType.WorkerStatus && uuidToHex(m.job) === uuidToHex(job) &&
+  m.chunkIndex === chunk && m.state !== ChunkState.Running;
+const isRegister = (m: Message): m is WorkerRegister => m.type === MessageType.WorkerRegister;
+
+Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, refuses", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "dsys-worker-" });
+  const node = randomUuid();
+  const balancerInbox = new Inbox();
+  const masterInbox = new Inbox();
+  let failNextHeartbeat = false;
+  const ok = (): Message => ({ type: MessageType.Ok, node, value: 0 });
+  const balancer = new RpcServer({
+    node,
+    log,
+    handler: (msg, peer) => {
+      balancerInbox.add(msg, peer);
+      if (msg.type === MessageType.WorkerHeartbeat && failNextHeartbeat) {
+        failNextHeartbeat = false;
+        // What a restarted balancer says: it does not know this worker.
+        throw new RequestError(ErrorCode.NotFound, "unknown worker");
+      }
+      return ok();
+    },
+  });
+  const master = new RpcServer({
+    node,
+    log,
+    handler: (msg, peer) => {
+      masterInbox.add(msg, peer);
+      return ok();
+    },
+  });
+  const balancerEp = balancer.bind("tcp://127.0.0.1:0");
+  const masterEp = master.bind("tcp://127.0.0.1:0");
+  // A follower that redirects: the worker must follow NOT_LEADER to the real master.
+  let redirects = 0;
+  const follower = new RpcServer({
+    node,
+    log,
+    handler: () => {
+      redirects++;
+      throw new RequestError(ErrorCode.NotLeader, masterEp);
+    },
+  });
+  const followerEp = follower.bind("tcp://127.0.0.1:0");
+
+  const storage = await spawn("roles/storage/cli.ts", [
+    "--listen",
+    "tcp://127.0.0.1:0",
+    "--data",
+    `${tmp}/storage`,
+    // Explicit: storage's default read size is lost when the option is absent (reported).
+    "--max-read-bytes",
+    String(4 << 20),
+  ]);
+  const sc = new StorageClient(storage.endpoint);
+  let worker: Proc | null = null;
+  try {
+    const data = enc.encode("hello dsys worker\n".repeat(1000)); // 18000 bytes
+    const dataFile = await sc.putBytes(data);
+    const unused = await sc.putBytes(enc.encode("nobody reads me"));
+    const mount = `${tmp}/mnt`;
+    worker = await spawn("roles/worker/cli.ts", [
+      "--listen",
+      "tcp://127.0.0.1:0",
+      "--data",
+      `${tmp}/worker`,
+      "--mount",
+      mount,
+      "--balancer",
+      balancerEp,
+      "--storage",
+      storage.endpoint,
+      "--masters",
+      `${followerEp},${masterEp}`,
+      "--slots",
+      "2",
+      "--cache-bytes",
+      String(1 << 20),
+      "--heartbeat-ms",
+      "200",
+    ]);
+    const reg = await balancerInbox.waitFor(isRegister, "worker_register");
+    assert.equal(reg.msg.slots, 2);
+    assert.equal(reg.msg.freeSlots, 2);
+    assert.deepEqual(reg.msg.files, []);
+    const peer = reg.peer;
+    // The routing id is the node id, so the balancer can address the worker by it.
+    assert.equal(uuidToHex(peer), uuidToHex(reg.msg.node));
+
+    const job = randomUuid();
+    const request = (chunkIndex: number, program: string, timeLimitMs = 20_000): WorkerRequest => ({
+      type: MessageType.WorkerRequest,
+      node,
+      job,
+      program: enc.encode(program),
+      inputFiles: [
+        { id: dataFile.id, size: dataFile.size, name: "data.txt" },
+        { id: unused.id, size: unused.size, name: "sub/unused.txt" },
+      ],
+      chunkIndex,
+      numChunks: 10,
+      argument: enc.encode("the arg"),
+      timeLimitMs,
+      attempt: 1,
+    });
+    const push = async (req: WorkerRequest) =>
+      (await balancer.push(peer, req, 10_000)) as WorkerRequestAck;
+
+    // 1. A chunk reads its input through the mount; its output file and stdout get stored.
+    // cat, not `wc -c < file`: wc would take the size from stat without reading any byte.
+    const readProg =
+      '#!/bin/sh\ncat "$DSYS_INPUT_DIR/data.txt" | wc -c > "$DSYS_OUTPUT_DIR/out"\n' +
+      'echo "chunk $DSYS_CHUNK_INDEX/$DSYS_CHUNK_COUNT attempt $DSYS_ATTEMPT arg=$1 env=$DSYS_ARG"\n';
+    const ack0 = await push(request(0, readProg));
+    assert.equal(ack0.type, MessageType.WorkerRequestAck);
+    assert.equal(ack0.accepted, true);
+    const st0 = (await masterInbox.waitFor(isStatus(job, 0), "status of chunk 0")).msg;
+    assert.equal(st0.state, ChunkState.Succeeded, `reason: ${st0.reason}`);
+    assert.equal(st0.exitCode, 0);
+    assert.equal(st0.failure, FailureCode.None);
+    assert.ok(redirects >= 1, "the follower should have redirected the first status");
+    const names = st0.outputs.map((o) => o.name).sort();
+    assert.deepEqual(names, ["out", "stdout"]);
+    const out = st0.outputs.find((o) => o.name === "out")!;
+    assert.equal(dec.decode(await sc.getBytes(out.id)).trim(), String(data.length));
+    const so = st0.outputs.find((o) => o.name === "stdout")!;
+    assert.equal(
+      dec.decode(await sc.getBytes(so.id)),
+      "chunk 0/10 attempt 1 arg=the arg env=the arg\n",
+    );
+    assert.equal(so.size, enc.encode("chunk 0/10 attempt 1 arg=the arg env=the arg\n").length);
+    // chunk_finished reaches the balancer after the master acknowledged the status.
+    await balancerInbox.waitFor(
+      (m): m is Message => m.type === MessageType.ChunkFinished && m.chunkIndex === 0,
+      "chunk_finished 0",
+    );
+
+    // 2. A second chunk on the same worker reads the cached copy: storage fetched it once.
+    const ack1 = await push(request(1, readProg));
+    assert.equal(ack1.accepted, true);
+    const st1 = (await masterInbox.waitFor(isStatus(job, 1), "status of chunk 1")).msg;
+    assert.equal(st1.state, ChunkState.Succeeded, `reason: ${st1.reason}`);
+    const stats = await sc.stats();
+    assert.equal(stats.fetchCounts.get(uuidToHex(dataFile.id)), 1);
+    // 3. The input no chunk reads was never fetched.
+    assert.equal(stats.fetchCounts.get(uuidToHex(unused.id)) ?? 0, 0);
+    // The heartbeats announce the newly cached file.
+    await balancerInbox.waitFor(
+      (m): m is WorkerHeartbeat =>
+        m.type === MessageType.WorkerHeartbeat &&
+        m.added.some((id) => uuidToHex(id) === uuidToHex(dataFile.id)),
+      "heartbeat announcing the cached input",
+    );
+
+    // 4. A non-zero exit: Failed with the exit code and the stderr tail.
+    await push(request(2, "#!/bin/sh\necho 'something broke' >&2\nexit 7\n"));
+    const st2 = (await masterInbox.waitFor(isStatus(job, 2), "status of chunk 2")).msg;
+    assert.equal(st2.state, ChunkState.Failed);
+    assert.equal(st2.failure, FailureCode.ExitCode);
+    assert.equal(st2.exitCode, 7);
+    assert.equal(dec.decode(st2.stderrTail), "something broke\n");
+    assert.deepEqual(st2.outputs, []);
+    // The worker frees the slot before it sends chunk_finished, so after it both slots are free.
+    await balancerInbox.waitFor(
+      (m): m is Message => m.type === MessageType.ChunkFinished && m.chunkIndex === 2,
+      "chunk_finished 2",
+    );
+
+    // 5+6. Two hanging chunks fill both slots: a third request is refused; both get killed at
+    // their time limit.
+    const hang = "#!/bin/sh\nsleep 60\n";
+    assert.equal((await push(request(3, hang, 1500))).accepted, true);
+    assert.equal((await push(request(4, hang, 1500))).accepted, true);
+    const refused = await push(request(5, readProg));
+    assert.equal(refused.accepted, false);
+    assert.match(refused.reason, /no free slot/);
+    // A repeated push of a running chunk is acknowledged without starting it twice.
+    assert.equal((await push(request(3, hang, 1500))).accepted, true);
+    for (const i of [3, 4]) {
+      const st = (await masterInbox.waitFor(isStatus(job, i), `status of chunk ${i}`)).msg;
+      assert.equal(st.state, ChunkState.Failed);
+      assert.equal(st.failure, FailureCode.Timeout);
+      assert.equal(st.signal, 9);
+      assert.equal(st.reason, "killed after 1500 ms time limit");
+      assert.ok(st.durationMs >= 1500);
+    }
+    assert.equal(
+      masterInbox.msgs.filter((x) => isStatus(job, 3)(x.msg)).length,
+      1,
+      "chunk 3 ran once",
+    );
+    // Slots are free again.
+    for (const i of [3, 4]) {
+      await balancerInbox.waitFor(
+        (m): m is Message => m.type === MessageType.ChunkFinished && m.chunkIndex === i,
+        `chunk_finished ${i}`,
+      );
+    }
+    assert.equal((await push(request(6, readProg))).accepted, true);
+    const st6 = (await masterInbox.waitFor(isStatus(job, 6), "status of chunk 6")).msg;
+    assert.equal(st6.state, ChunkState.Succeeded, st6.reason);
+
+    // 7. A balancer that forgot the worker (NOT_FOUND to a heartbeat) gets a new registration,
+    // with the cached file listed.
+    const before = balancerInbox.msgs.filter((x) => isRegister(x.msg)).length;
+    failNextHeartbeat = true;
+    const deadline = Date.now() + 10_000;
+    while (balancerInbox.msgs.filter((x) => isRegister(x.msg)).length === before) {
+      assert.ok(Date.now() < deadline, "no re-registration after NOT_FOUND");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const rereg = balancerInbox.msgs.filter((x) => isRegister(x.msg)).at(-1)!.msg as WorkerRegister;
+    assert.deepEqual(rereg.files.map(uuidToHex), [uuidToHex(dataFile.id)]);
+
+    // 8. SIGTERM: clean exit, mount gone.
+    assert.ok((await mountsAt(mount)).length > 0, "mount should be up while running");
+    worker.child.kill("SIGTERM");
+    const status = await worker.child.status;
+    assert.equal(status.code, 0, worker.stderr());
+    assert.deepEqual(await mountsAt(mount), []);
+    worker = null;
+  } finally {
+    if (worker) {
+      worker.child.kill("SIGKILL");
+      await worker.child.status;
+      await new Deno.Command("umount", { args: ["-l", `${tmp}/mnt`], stderr: "null" }).output();
+    }
+    await sc.close();
+    storage.child.kill("SIGTERM");
+    await storage.child.status;
+    await Promise.all([balancer.close(), master.close(), follower.close()]);
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  }
+});
