@@ -2,17 +2,25 @@
 # Builds the native (C) programs of dsys into build/. Idempotent and fast: a target is
 # rebuilt only when one of its sources (or this script) is newer than it.
 # Add a program with one `build <output> "<sources>" <gcc args...>` line below.
+# Usage: scripts/build-native.sh [name...]  (names given: build only outputs containing one,
+# so a test of one component does not depend on the others compiling).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 mkdir -p build
 CC="${CC:-gcc}"
 CFLAGS=(-std=c11 -O2 -Wall -Wextra -Werror)
+ONLY=("$@")
 
 # build <output> "<space-separated sources and headers>" <extra gcc args (first = main .c)...>
 build() {
   local out="$1" deps="$2"
   shift 2
+  if ((${#ONLY[@]})); then
+    local want=0 name
+    for name in "${ONLY[@]}"; do [[ "$out" == *"$name"* ]] && want=1; done
+    ((want)) || return 0
+  fi
   local stale=0 dep
   [[ -e "$out" ]] || stale=1
   for dep in $deps "${BASH_SOURCE[0]}"; do

@@ -34,7 +34,9 @@ async function run(args: string[], stdin?: string): Promise<string> {
 }
 
 async function build(): Promise<void> {
-  const out = await new Deno.Command("bash", { args: [`${root}scripts/build-native.sh`] }).output();
+  const out = await new Deno.Command("bash", {
+    args: [`${root}scripts/build-native.sh`, "wire_test_vectors"],
+  }).output();
   assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
 }
 
