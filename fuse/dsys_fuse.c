@@ -708,7 +708,7 @@ static void free_all(dsys_fuse *fs) {
 /** Mounts a new empty read-only filesystem at mountpoint and starts its loop thread.
  * Returns NULL and writes a message into err on failure. */
 dsys_fuse *dsys_fuse_create(const char *mountpoint, const char *cache_dir, int fetch_timeout_ms,
-                            int splice, char *err, int err_cap) {
+                            int splice, int readahead_kb, char *err, int err_cap) {
   dsys_fuse *fs = calloc(1, sizeof(*fs));
   pthread_mutex_init(&fs->mu, NULL);
   pthread_condattr_t ca;
@@ -753,6 +753,20 @@ dsys_fuse *dsys_fuse_create(const char *mountpoint, const char *cache_dir, int f
   /* Served by the loop thread just started; needed to find the connection for a forced abort. */
   struct stat st;
   if (stat(mountpoint, &st) == 0) fs->dev = st.st_dev;
+  /* The kernel caps FUSE readahead at the bdi default (128 KiB), so every sequential read costs a
+   * round trip per 128 KiB; a larger window means fewer, bigger READs. Best effort (needs root). */
+  if (fs->dev && readahead_kb > 0) {
+    char path[128], val[32];
+    snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", major(fs->dev),
+             minor(fs->dev));
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      int n = snprintf(val, sizeof(val), "%d", readahead_kb);
+      if (write(fd, val, (size_t)n) < 0) { /* keep the kernel default */
+      }
+      close(fd);
+    }
+  }
   return fs;
 }
 

@@ -45,6 +45,8 @@ export interface FuseMountOptions {
   cacheMaxBytes?: number;
   /** Serve reads by splicing from the cache file instead of pread+copy (benchmark knob). */
   splice?: boolean;
+  /** Kernel readahead window of the mount in KiB (default 4096; 0 keeps the kernel's 128). */
+  readaheadKb?: number;
   /** Called when a fetch fails (the reader gets EIO; the next read retries). */
   onFetchError?: (id: Uint8Array, error: unknown) => void;
 }
@@ -84,7 +86,7 @@ export class FuseError extends Error {
 
 const SYMBOLS = {
   dsys_fuse_create: {
-    parameters: ["buffer", "buffer", "i32", "i32", "buffer", "i32"],
+    parameters: ["buffer", "buffer", "i32", "i32", "i32", "buffer", "i32"],
     result: "pointer",
   },
   dsys_fuse_stop: { parameters: ["pointer"], result: "i32", nonblocking: true },
@@ -269,6 +271,7 @@ export class FuseMount {
       cstr(cd),
       timeout,
       opts.splice ? 1 : 0,
+      opts.readaheadKb ?? Number(Deno.env.get("DSYS_FUSE_RA_KB") ?? 4096),
       err,
       err.length,
     );
