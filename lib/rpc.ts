@@ -18,9 +18,11 @@ import {
   DEFAULT_LIMITS,
   encode,
   ErrorCode,
+  errorReply,
   type Message,
   MessageType,
   WireError,
+  wireErrorReply,
   type WireLimits,
 } from "../wire/mod.ts";
 import type { Logger } from "./log.ts";
@@ -78,15 +80,12 @@ interface Waiter {
   timer: ReturnType<typeof setTimeout>;
 }
 
-function errorReply(node: Uint8Array, code: number, text: string): Message {
-  return { type: MessageType.Error, node, code, text: text.slice(0, 4000) };
-}
-
+/** The `error` reply for whatever a handler threw (text capped: it is for people, not logs). */
 function toErrorReply(node: Uint8Array, e: unknown): Message {
-  if (e instanceof RequestError) return errorReply(node, e.code, e.message);
-  if (e instanceof WireError) return errorReply(node, ErrorCode.BadMessage, e.message);
-  if (e instanceof RpcError) return errorReply(node, e.code, e.message);
-  return errorReply(node, ErrorCode.Internal, e instanceof Error ? e.message : String(e));
+  if (e instanceof WireError) return wireErrorReply(node, e);
+  const code = e instanceof RequestError || e instanceof RpcError ? e.code : ErrorCode.Internal;
+  const text = e instanceof Error ? e.message : String(e);
+  return errorReply(node, code, text.slice(0, 4000));
 }
 
 /** Options of an RpcClient. */
