@@ -1,0 +1,430 @@
+/**
+ * wire/zmq: real libzmq sockets over loopback TCP, with peers in separate Deno processes
+ * (tests/zmq/peer.ts). Every test ends with terminate() so no poll op, socket or context
+ * outlives it (Deno's op/resource sanitizers stay on).
+ */
+
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import {
+  curveKeypair,
+  openSocketCount,
+  Socket,
+  terminate,
+  ZmqError,
+  zmqHas,
+  zmqVersion,
+} from "../wire/zmq/mod.ts";
+
+const PEER = new URL("./zmq/peer.ts", import.meta.url).pathname;
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+interface Peer {
+  endpoint: string;
+  pid: number;
+  child: Deno.ChildProcess;
+  /** SIGKILLs the peer (if still running) and releases its pipes. */
+  stop(): Promise<void>;
+}
+
+/** Starts tests/zmq/peer.ts and waits for its READY line. */
+async function startPeer(...args: string[]): Promise<Peer> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", PEER, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) {
+      await child.status;
+      throw new Error(`peer ${args.join(" ")} exited before READY; output: ${text}`);
+    }
+    text += value;
+  }
+  const [tag, endpoint, pid] = text.split("\n")[0].split(" ");
+  assert.equal(tag, "READY", `peer printed ${text}`);
+  let stopped = false;
+  return {
+    endpoint,
+    pid: Number(pid),
+    child,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // already exited
+      }
+      await child.status;
+      await reader.cancel();
+    },
+  };
+}
+
+function seqFrame(i: number): Uint8Array {
+  const f = new Uint8Array(16);
+  new DataView(f.buffer).setUint32(0, i, true);
+  f.fill(i & 0xff, 4);
+  return f;
+}
+
+function fdCount(): number {
+  let n = 0;
+  for (const _ of Deno.readDirSync("/proc/self/fd")) n++;
+  return n;
+}
+
+async function rejectsWith(p: Promise<unknown>, code: string): Promise<ZmqError> {
+  try {
+    await p;
+  } catch (e) {
+    assert.ok(e instanceof ZmqError, `expected ZmqError, got ${e}`);
+    assert.equal(e.code, code, e.message);
+    return e;
+  }
+  assert.fail(`expected a rejection with ${code}`);
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+Deno.test("zmq: version, capabilities, CURVE keypair", () => {
+  const [major, minor] = zmqVersion();
+  assert.ok(major === 4 && minor >= 3, `libzmq ${zmqVersion().join(".")}`);
+  assert.ok(zmqHas("curve"));
+  const { publicKey, secretKey } = curveKeypair();
+  assert.equal(publicKey.length, 40);
+  assert.equal(secretKey.length, 40);
+  assert.notEqual(publicKey, curveKeypair().publicKey);
+});
+
+Deno.test("zmq: 100,000 pipelined messages ROUTER<->DEALER across processes, in order", async () => {
+  const peer = await startPeer("echo", "tcp://127.0.0.1:*");
+  try {
+    assert.match(peer.endpoint, /^tcp:\/\/127\.0\.0\.1:\d+$/);
+    const dealer = new Socket("DEALER", { sndhwm: 10_000, rcvhwm: 10_000 });
+    dealer.connect(peer.endpoint);
+    const N = 100_000;
+    const started = performance.now();
+    const sender = (async () => {
+      for (let i = 0; i < N; i++) await dealer.send(seqFrame(i));
+    })();
+    for (let i = 0; i < N; i++) {
+      const msg = await dealer.receive();
+      assert.equal(msg.length, 1);
+      const seq = new DataView(msg[0].buffer, msg[0].byteOffset).getUint32(0, true);
+      if (seq !== i) assert.fail(`message ${i}: got sequence ${seq} (lost or reordered)`);
+      if (msg[0][15] !== (i & 0xff)) assert.fail(`message ${i}: corrupted payload`);
+    }
+    await sender;
+    const secs = (performance.now() - started) / 1000;
+    console.log(`  100k echoed round trips pipelined: ${(N / secs).toFixed(0)} msgs/s`);
+  } finally {
+    await terminate();
+    await peer.stop();
+  }
+});
+
+Deno.test("zmq: 64 MiB message round trip across processes, bytes intact", async () => {
+  const peer = await startPeer("echo", "tcp://127.0.0.1:*");
+  try {
+    const dealer = new Socket("DEALER");
+    dealer.connect(peer.endpoint);
+    const big = new Uint8Array(64 << 20);
+    // Position-dependent pattern: a shifted or truncated copy cannot compare equal.
+    const words = new Uint32Array(big.buffer);
+    for (let i = 0; i < words.length; i++) words[i] = Math.imul(i, 2654435761) ^ (i >>> 7);
+    const head = enc.encode("big");
+    await dealer.send([head, big]);
+    const reply = await dealer.receive();
+    assert.equal(reply.length, 2);
+    assert.equal(dec.decode(reply[0]), "big");
+    assert.equal(reply[1].byteLength, big.byteLength);
+    assert.ok(Buffer.from(reply[1].buffer).equals(Buffer.from(big.buffer)), "64 MiB differ");
+  } finally {
+    await terminate();
+    await peer.stop();
+  }
+});
+
+Deno.test("zmq: peer SIGKILLed and restarted on the same port is reached again", async () => {
+  let peer = await startPeer("echo", "tcp://127.0.0.1:*");
+  try {
+    const dealer = new Socket("DEALER", { reconnectIvl: 50, reconnectIvlMax: 200 });
+    dealer.connect(peer.endpoint);
+    const whoami = async () => {
+      await dealer.send(enc.encode("whoami"));
+      return dec.decode((await dealer.receive())[0]);
+    };
+    assert.equal(await whoami(), `pid:${peer.pid}`);
+    const endpoint = peer.endpoint;
+    await peer.stop();
+    // Queued while the peer is down; libzmq delivers it once the new peer accepts.
+    const pending = whoami();
+    peer = await startPeer("echo", endpoint);
+    assert.equal(await pending, `pid:${peer.pid}`);
+    assert.equal(await whoami(), `pid:${peer.pid}`);
+  } finally {
+    await terminate();
+    await peer.stop();
+  }
+});
+
+Deno.test("zmq: ROUTER reaches a DEALER peer that was SIGKILLed and restarted", async () => {
+  const router = new Socket("ROUTER", { routerHandover: true });
+  const endpoint = router.bind("tcp://127.0.0.1:*");
+  let peer = await startPeer("hello", endpoint, "worker-1");
+  try {
+    const id = enc.encode("worker-1");
+    const hello = await router.receive();
+    assert.equal(dec.decode(hello[0]), "worker-1");
+    await router.send([id, enc.encode("ping")]);
+    let reply = await router.receive();
+    assert.deepEqual(reply.slice(1).map((f) => dec.decode(f)), [`pid:${peer.pid}`, "ping"]);
+    await peer.stop();
+    // The dead peer's routing id disappears once libzmq notices the closed connection;
+    // ROUTER_MANDATORY turns sends to it into EHOSTUNREACH instead of silent drops.
+    for (let i = 0;; i++) {
+      try {
+        await router.send([id, enc.encode("lost?")]);
+      } catch (e) {
+        assert.ok(e instanceof ZmqError && e.code === "EHOSTUNREACH", String(e));
+        assert.match(e.message, /ROUTER socket #\d+ \(tcp:\/\/127\.0\.0\.1:\d+\)/);
+        break;
+      }
+      if (i > 200) assert.fail("send to a killed peer never failed");
+      await delay(10);
+    }
+    peer = await startPeer("hello", endpoint, "worker-1");
+    assert.equal(dec.decode((await router.receive())[0]), "worker-1");
+    await router.send([id, enc.encode("again")]);
+    reply = await router.receive();
+    assert.deepEqual(reply.slice(1).map((f) => dec.decode(f)), [`pid:${peer.pid}`, "again"]);
+  } finally {
+    await terminate();
+    await peer.stop();
+  }
+});
+
+Deno.test("zmq: close while a receive waits rejects it (code closed), iterator ends", async () => {
+  try {
+    const dealer = new Socket("DEALER");
+    dealer.connect("tcp://127.0.0.1:1"); // nothing listens: the receive can only wait
+    const pending = dealer.receive();
+    const second = dealer.receive();
+    const iterated = (async () => {
+      const pull = new Socket("PULL");
+      pull.bind("tcp://127.0.0.1:*");
+      setTimeout(() => pull.close(), 30);
+      let n = 0;
+      for await (const _ of pull) n++;
+      return n;
+    })();
+    await delay(30);
+    dealer.close();
+    dealer.close(); // idempotent
+    const e = await rejectsWith(pending, "closed");
+    assert.match(e.message, /receive failed on DEALER socket #\d+/);
+    await rejectsWith(second, "closed");
+    assert.equal(await iterated, 0);
+    await rejectsWith(dealer.receive(), "closed");
+    await rejectsWith(dealer.send(enc.encode("x")), "closed");
+    assert.throws(() => dealer.connect("tcp://127.0.0.1:2"), ZmqError);
+    assert.ok(dealer.closed);
+  } finally {
+    await terminate();
+  }
+});
+
+Deno.test("zmq: 1,000 sockets opened and closed leak no fds", async () => {
+  await terminate();
+  const before = fdCount();
+  const sockets: Socket[] = [];
+  const waits: Promise<unknown>[] = [];
+  for (let i = 0; i < 1000; i++) {
+    const s = new Socket(i % 2 ? "DEALER" : "ROUTER");
+    if (i % 4 === 0) s.bind("tcp://127.0.0.1:*");
+    else if (i % 4 === 1) s.connect(sockets[i - 1].endpoints[0]);
+    // Half of them wait in the reactor when closed.
+    if (i % 2 === 0) waits.push(s.receive().catch((e) => e));
+    sockets.push(s);
+  }
+  assert.equal(openSocketCount(), 1000);
+  assert.ok(fdCount() > before + 1000, "sockets should hold fds while open");
+  for (const s of sockets) s.close();
+  const errors = await Promise.all(waits);
+  assert.ok(errors.every((e) => e instanceof ZmqError && e.code === "closed"));
+  assert.equal(openSocketCount(), 0);
+  await terminate();
+  assert.equal(fdCount(), before, "fds left after closing 1,000 sockets and terminating");
+});
+
+Deno.test("zmq: HWM back-pressure with ROUTER_MANDATORY: sends wait, nothing dropped", async () => {
+  try {
+    // Small kernel buffers and HWMs so the queue fills after a few messages.
+    const router = new Socket("ROUTER", { sndhwm: 4, sndbuf: 4096 });
+    const endpoint = router.bind("tcp://127.0.0.1:*");
+    const dealer = new Socket("DEALER", { routingId: "slow", rcvhwm: 4, rcvbuf: 4096 });
+    dealer.connect(endpoint);
+    await dealer.send(enc.encode("hi")); // lets the ROUTER learn the routing id
+    await router.receive();
+    const id = enc.encode("slow");
+    const N = 2000;
+    const body = new Uint8Array(16 << 10);
+    let resolved = 0;
+    const sends: Promise<void>[] = [];
+    for (let i = 0; i < N; i++) {
+      const frame = body.slice();
+      new DataView(frame.buffer).setUint32(0, i, true);
+      sends.push(router.send([id, frame]).then(() => void resolved++));
+    }
+    await delay(300);
+    // 2,000 x 16 KiB = 32 MiB cannot all fit in HWMs plus small kernel buffers.
+    assert.ok(resolved < N, `all ${N} sends completed without a reader: nothing pushed back`);
+    assert.ok(resolved > 0, "no send completed at all");
+    for (let i = 0; i < N; i++) {
+      const [frame] = await dealer.receive();
+      assert.equal(frame.byteLength, body.byteLength);
+      const seq = new DataView(frame.buffer).getUint32(0, true);
+      if (seq !== i) assert.fail(`expected message ${i}, got ${seq}`);
+    }
+    await Promise.all(sends);
+    assert.equal(resolved, N);
+    // Unknown peer: an error with context instead of a silent drop.
+    const e = await rejectsWith(router.send([enc.encode("nobody"), body]), "EHOSTUNREACH");
+    assert.match(e.message, /send failed on ROUTER socket/);
+    assert.equal(e.errno, 113);
+  } finally {
+    await terminate();
+  }
+});
+
+Deno.test("zmq: PUB/SUB prefix filtering and PUSH/PULL, multipart and empty frames", async () => {
+  try {
+    const pub = new Socket("PUB");
+    const ep = pub.bind("tcp://127.0.0.1:*");
+    const sub = new Socket("SUB", { subscribe: "jobs." });
+    sub.connect(ep);
+    const sub2 = new Socket("SUB");
+    sub2.subscribe("");
+    sub2.connect(ep);
+    // Subscriptions travel asynchronously: publish until the first one gets through.
+    const first = sub.receive();
+    let got: Uint8Array[] | undefined;
+    first.then((m) => got = m);
+    while (!got) {
+      await pub.send([enc.encode("other"), enc.encode("x")]);
+      await pub.send([enc.encode("jobs.1"), new Uint8Array(0), enc.encode("payload")]);
+      await delay(10);
+    }
+    assert.deepEqual(got.map((f) => dec.decode(f)), ["jobs.1", "", "payload"]);
+    assert.notEqual(dec.decode((await sub2.receive())[0]), "");
+
+    const pull = new Socket("PULL");
+    const pep = pull.bind("tcp://127.0.0.1:*");
+    const push = new Socket("PUSH");
+    push.connect(pep);
+    await push.send([new Uint8Array([1]), new Uint8Array([2, 3])]);
+    assert.deepEqual((await pull.receive()).map((f) => [...f]), [[1], [2, 3]]);
+  } finally {
+    await terminate();
+  }
+});
+
+Deno.test("zmq: CURVE encryption between ROUTER server and DEALER client", async () => {
+  try {
+    const server = curveKeypair();
+    const client = curveKeypair();
+    const router = new Socket("ROUTER", {
+      curveServer: true,
+      curveSecretKey: server.secretKey,
+      curvePublicKey: server.publicKey,
+    });
+    const ep = router.bind("tcp://127.0.0.1:*");
+    const dealer = new Socket("DEALER", {
+      curveServerKey: server.publicKey,
+      curvePublicKey: client.publicKey,
+      curveSecretKey: client.secretKey,
+    });
+    dealer.connect(ep);
+    await dealer.send(enc.encode("secret"));
+    const [from, body] = await router.receive();
+    assert.equal(dec.decode(body), "secret");
+    await router.send([from, enc.encode("ok")]);
+    assert.equal(dec.decode((await dealer.receive())[0]), "ok");
+
+    // A client with the wrong server key never gets through.
+    const wrong = new Socket("DEALER", {
+      curveServerKey: curveKeypair().publicKey,
+      curvePublicKey: client.publicKey,
+      curveSecretKey: client.secretKey,
+    });
+    wrong.connect(ep);
+    await wrong.send(enc.encode("intruder"));
+    const probe = router.receive();
+    let leaked = false;
+    probe.then(() => leaked = true, () => {});
+    await delay(200);
+    assert.equal(leaked, false, "message from a client with a wrong server key arrived");
+  } finally {
+    await terminate();
+  }
+});
+
+Deno.test("zmq: options and errors carry context", async () => {
+  try {
+    const r = new Socket("ROUTER");
+    const ep = r.bind("tcp://127.0.0.1:*");
+    const port = Number(ep.split(":").at(-1));
+    assert.ok(port > 0);
+    const other = new Socket("ROUTER");
+    const e = (() => {
+      try {
+        other.bind(ep);
+      } catch (err) {
+        return err;
+      }
+    })();
+    assert.ok(e instanceof ZmqError && e.code === "EADDRINUSE", String(e));
+    assert.match(e.message, /bind failed on ROUTER socket #\d+ \(tcp:\/\/127\.0\.0\.1:\d+\)/);
+    assert.throws(() => other.connect("nonsense://x"), (err: unknown) => {
+      return err instanceof ZmqError && err.code === "EPROTONOSUPPORT";
+    });
+    assert.throws(() => new Socket("REQ" as "DEALER"), ZmqError);
+    r.unbind(ep);
+    // The listener closes on libzmq's I/O thread shortly after unbind returns.
+    for (let i = 0;; i++) {
+      try {
+        assert.equal(other.bind(ep), ep);
+        break;
+      } catch (err) {
+        if (i > 100 || !(err instanceof ZmqError) || err.code !== "EADDRINUSE") throw err;
+        await delay(10);
+      }
+    }
+    assert.throws(() => other.disconnect("tcp://127.0.0.1:9"), ZmqError);
+
+    // MAXMSGSIZE: an oversized message drops the connection instead of being delivered.
+    const pull = new Socket("PULL", { maxMsgSize: 100 });
+    const pep = pull.bind("tcp://127.0.0.1:*");
+    const push = new Socket("PUSH", { immediate: true, heartbeatIvl: 100, heartbeatTimeout: 300 });
+    push.connect(pep);
+    const got: number[] = [];
+    (async () => {
+      for await (const [f] of pull) got.push(f.byteLength);
+    })();
+    await push.send(new Uint8Array(50));
+    await push.send(new Uint8Array(500));
+    await delay(200);
+    assert.deepEqual(got, [50]);
+  } finally {
+    await terminate();
+  }
+});

@@ -1,0 +1,201 @@
+/**
+ * One reactor per process. It waits on the ZMQ_FD of every socket that has a pending
+ * operation, plus an eventfd used as a wake-up, with libc epoll_wait(2) called through a
+ * `nonblocking` FFI symbol, i.e. on Deno's blocking thread pool. That thread only waits on
+ * file descriptors; every zmq_* call stays on the JS thread (libzmq sockets are not
+ * thread-safe).
+ *
+ * epoll rather than poll(2): the JS thread can add a socket's fd with epoll_ctl while the
+ * wait is in flight, so a new waiter costs one syscall instead of waking the poll thread and
+ * rebuilding an fd array; and a socket's fd can be removed before zmq_close without racing
+ * the waiting thread.
+ *
+ * The wait is in flight only while some socket has a pending receive/send, so idle or closed
+ * sockets never keep the process alive.
+ *
+ * @module
+ */
+
+import { libc, libcErrno } from "./ffi.ts";
+
+/** What a pollable needs next, as returned by {@linkcode Pollable.service}. */
+export const Need = {
+  /** Nothing pending: stop watching. */
+  Idle: 0,
+  /** Pending work: wait until the fd signals. */
+  Wait: 1,
+  /**
+   * Pending work the fd may not signal (a ROUTER reports POLLOUT while the pipe of the wanted
+   * peer is full): wait for the fd but also retry after a short timeout.
+   */
+  Retry: 2,
+} as const;
+/** One of the {@linkcode Need} values. */
+export type Need = typeof Need[keyof typeof Need];
+
+/** Something the reactor can wait for: a socket with an edge-triggered notification fd. */
+export interface Pollable {
+  /** Process-unique positive number (epoll user data). */
+  readonly id: number;
+  /** The fd whose readability means "state may have changed" (ZMQ_FD). */
+  readonly fd: number;
+  /**
+   * Does all the work that can be done now without blocking and tells what is left.
+   * Must not throw (errors go to the pending operations).
+   */
+  service(): Need;
+}
+
+const EPOLLIN = 1;
+const EPOLL_CTL_ADD = 1;
+const EPOLL_CTL_DEL = 2;
+const EPOLL_CLOEXEC = 0o2000000;
+const EFD_NONBLOCK = 0o4000;
+const EFD_CLOEXEC = 0o2000000;
+const EINTR = 4;
+/** epoll user data of the wake-up eventfd (sockets use their id >= 1). */
+const WAKE_ID = 0;
+/** struct epoll_event is packed on x86-64: u32 events, u64 data. */
+const EVENT_SIZE = 12;
+const MAX_EVENTS = 256;
+/** ms between retries in the {@linkcode Need.Retry} case: rare (one slow ROUTER peer). */
+const RETRY_MS = 2;
+
+class Reactor {
+  /** Completed epoll_wait calls (a cheap counter for benchmarks and tests). */
+  waits = 0;
+  #watched = new Map<number, Pollable>();
+  #retry = new Set<Pollable>();
+  #running = false;
+  #waiting = false;
+  #waitTimeout = -1;
+  #epfd = -1;
+  #wakeFd = -1;
+  #wakePending = false;
+  #idleWaiters: (() => void)[] = [];
+  #events = new Uint8Array(MAX_EVENTS * EVENT_SIZE);
+  #eventsView = new DataView(this.#events.buffer);
+  #ctl = new Uint8Array(EVENT_SIZE);
+  #ctlView = new DataView(this.#ctl.buffer);
+  #one = new Uint8Array(new BigUint64Array([1n]).buffer);
+  #scratch = new Uint8Array(8);
+  #ready: Pollable[] = [];
+
+  /** Records what `p` needs after its latest service() and (un)watches it accordingly. */
+  update(p: Pollable, need: Need): void {
+    if (need === Need.Idle) {
+      this.#unwatch(p);
+      return;
+    }
+    if (need === Need.Retry) {
+      this.#retry.add(p);
+      // A wait without timeout is in flight: wake it so the next one uses RETRY_MS.
+      if (this.#waiting && this.#waitTimeout < 0) this.#wake();
+    } else {
+      this.#retry.delete(p);
+    }
+    if (!this.#watched.has(p.id)) {
+      this.#setup();
+      this.#ctlOp(EPOLL_CTL_ADD, p.fd, p.id);
+      this.#watched.set(p.id, p);
+    }
+    if (!this.#running) this.#run();
+  }
+
+  /** Resolves when no wait is in flight and nothing is watched (for tests and shutdown). */
+  idle(): Promise<void> {
+    if (!this.#running) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Closes the epoll and wake-up fds (only when idle; they are re-created on demand). */
+  closeFds(): void {
+    if (this.#running) return;
+    if (this.#epfd >= 0) libc().close(this.#epfd);
+    if (this.#wakeFd >= 0) libc().close(this.#wakeFd);
+    this.#epfd = this.#wakeFd = -1;
+  }
+
+  #unwatch(p: Pollable): void {
+    this.#retry.delete(p);
+    if (!this.#watched.delete(p.id)) return;
+    this.#ctlOp(EPOLL_CTL_DEL, p.fd, p.id);
+    // Nothing left to wait for: let the in-flight wait return so the process may exit.
+    if (this.#watched.size === 0 && this.#waiting) this.#wake();
+  }
+
+  #wake(): void {
+    if (this.#wakePending) return;
+    this.#wakePending = true;
+    libc().write(this.#wakeFd, this.#one, 8n);
+  }
+
+  async #run(): Promise<void> {
+    this.#running = true;
+    const lc = libc();
+    const ready = this.#ready;
+    try {
+      while (this.#watched.size > 0) {
+        this.#waitTimeout = this.#retry.size > 0 ? RETRY_MS : -1;
+        this.#waiting = true;
+        const n = await lc.epoll_wait(this.#epfd, this.#events, MAX_EVENTS, this.#waitTimeout);
+        this.#waiting = false;
+        this.waits++;
+        if (n < 0 && libcErrno() !== EINTR) {
+          // Not expected (the fds stay valid): back off instead of spinning.
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        ready.length = 0;
+        for (let i = 0; i < n; i++) {
+          const id = this.#eventsView.getUint32(i * EVENT_SIZE + 4, true);
+          if (id === WAKE_ID) continue;
+          const p = this.#watched.get(id);
+          if (p) ready.push(p);
+        }
+        for (const p of this.#retry) if (!ready.includes(p)) ready.push(p);
+        if (this.#wakePending) {
+          lc.read(this.#wakeFd, this.#scratch, 8n);
+          this.#wakePending = false;
+        }
+        for (const p of ready) {
+          // Skip sockets closed since epoll_wait collected their event.
+          if (this.#watched.get(p.id) === p) this.update(p, p.service());
+        }
+        ready.length = 0;
+      }
+    } finally {
+      this.#running = false;
+      const waiters = this.#idleWaiters;
+      this.#idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  #setup(): void {
+    if (this.#epfd >= 0) return;
+    const lc = libc();
+    const ep = lc.epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) throw new Error(`epoll_create1 failed for the zmq reactor: errno ${libcErrno()}`);
+    const wfd = lc.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wfd < 0) {
+      lc.close(ep);
+      throw new Error(`eventfd failed for the zmq reactor: errno ${libcErrno()}`);
+    }
+    this.#epfd = ep;
+    this.#wakeFd = wfd;
+    this.#ctlOp(EPOLL_CTL_ADD, wfd, WAKE_ID);
+  }
+
+  #ctlOp(op: number, fd: number, id: number): void {
+    const v = this.#ctlView;
+    v.setUint32(0, EPOLLIN, true);
+    v.setUint32(4, id, true);
+    v.setUint32(8, 0, true);
+    if (libc().epoll_ctl(this.#epfd, op, fd, this.#ctl) !== 0) {
+      throw new Error(`epoll_ctl(${op}) of fd ${fd} (socket #${id}) failed: errno ${libcErrno()}`);
+    }
+  }
+}
+
+/** The process-wide reactor shared by all sockets. */
+export const reactor: Reactor = new Reactor();
