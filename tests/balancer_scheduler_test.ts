@@ -257,3 +257,24 @@ Deno.test("scheduler: scales to 20k queued chunks quickly", () => {
   assert.equal(s.stats().jobs, 0);
   assert.ok(ms < 10_000, `took ${ms} ms`);
 });
+
+Deno.test("scheduler: busy slots a worker reports beyond ours are not overbooked", () => {
+  const s = new ChunkScheduler({ deadAfterMs: 10_000 });
+  const a = randomUuid();
+  // After a balancer restart: the worker runs 3 of 4 slots of work this balancer never placed.
+  s.register(a, 4, 1, [], "", 0);
+  s.dispatch(job(10), all(10), 0);
+  assert.equal(s.assign(1).length, 1);
+  assert.equal(s.stats().freeSlots, 0);
+  // One of the unknown chunks ends (its chunk_finished is stale here): a slot frees up.
+  assert.equal(s.finished(a, randomUuid(), 0, 1, ChunkState.Succeeded, 2), false);
+  assert.equal(s.assign(3).length, 1);
+  // A heartbeat saying everything but our two is free releases the rest.
+  s.heartbeat(a, 4, 2, [], [], 4);
+  assert.equal(s.assign(5).length, 2);
+  // Silent workers get nothing even before they are reaped.
+  s.dispatch(job(1), all(1), 6);
+  const b = randomUuid();
+  s.register(b, 1, 1, [], "", 0);
+  assert.equal(s.assign(20_000).length, 0);
+});

@@ -59,6 +59,11 @@ export interface WorkerInfo {
   files: Set<string>;
   lastSeenMs: number;
   label: string;
+  /**
+   * Busy slots the worker reported beyond the chunks we placed there (it runs work this
+   * balancer does not know: after a balancer restart or failover). They count as taken.
+   */
+  phantom: number;
   /** Chunks placed on it: chunk key -> task. */
   running: Map<string, ChunkTask>;
   /** Sequence number of its last assignment (round-robin tie break: oldest first). */
@@ -121,6 +126,11 @@ interface FinishedEntry {
   atMs: number;
 }
 
+/** Slots of a worker the scheduler may still fill. */
+export function freeOf(w: WorkerInfo): number {
+  return Math.max(0, w.slots - w.running.size - w.phantom);
+}
+
 /** Key of a chunk: job hex + index. */
 export function chunkKey(jobKey: string, chunkIndex: number): string {
   return `${jobKey}/${chunkIndex}`;
@@ -176,6 +186,7 @@ export class ChunkScheduler {
         lastSeenMs: nowMs,
         label,
         running: new Map(),
+        phantom: 0,
         lastAssignSeq: 0,
       };
       this.#workers.set(key, w);
@@ -186,6 +197,7 @@ export class ChunkScheduler {
     w.lastSeenMs = nowMs;
     // The register message lists the whole cache: replace, don't merge.
     w.files = new Set(files.map(uuidToHex));
+    w.phantom = Math.max(0, slots - freeSlots - w.running.size);
     return { requeued };
   }
 
@@ -207,6 +219,8 @@ export class ChunkScheduler {
     w.lastSeenMs = nowMs;
     for (const f of evicted) w.files.delete(uuidToHex(f));
     for (const f of added) w.files.add(uuidToHex(f));
+    // A report that lags our own bookkeeping can only undercount: never overbooks.
+    w.phantom = Math.max(0, slots - freeSlots - w.running.size);
     return w;
   }
 
@@ -388,7 +402,12 @@ export class ChunkScheduler {
     nowMs: number,
   ): boolean {
     const hit = this.#placedOn(workerId, job, chunkIndex, attempt);
-    if (!hit) return false;
+    if (!hit) {
+      // Work we did not place there ended: one phantom slot is free again.
+      const w = this.#workers.get(uuidToHex(workerId));
+      if (w && w.phantom > 0) w.phantom--;
+      return false;
+    }
     const { w, t, ck } = hit;
     w.running.delete(ck);
     this.#where.delete(ck);
@@ -421,7 +440,9 @@ export class ChunkScheduler {
 
   /**
    * Places as many queued chunks as free slots allow and returns the decisions (the chunks
-   * are marked running on their workers at once). Reaps dead workers first.
+   * are marked running on their workers at once). Workers silent for deadAfterMs get
+   * nothing; declaring them dead (and requeueing their chunks) is reapDead's job, so the
+   * caller sees every death.
    *
    * Fairness: one chunk per job per round, jobs in round-robin order, so a giant job cannot
    * starve a small one. Locality: a chunk goes to the worker holding the most bytes of its
@@ -429,10 +450,9 @@ export class ChunkScheduler {
    * given work least recently.
    */
   assign(nowMs: number): Assignment[] {
-    this.reapDead(nowMs);
     const out: Assignment[] = [];
     let free = 0;
-    for (const w of this.#workers.values()) free += Math.max(0, w.slots - w.running.size);
+    for (const w of this.#workers.values()) if (this.#alive(w, nowMs)) free += freeOf(w);
     while (free > 0) {
       this.#compactOrder();
       if (this.#jobOrder.length === 0) break;
@@ -474,6 +494,10 @@ export class ChunkScheduler {
     this.#jobCursor = next === undefined ? 0 : this.#jobOrder.indexOf(next);
   }
 
+  #alive(w: WorkerInfo, nowMs: number): boolean {
+    return nowMs - w.lastSeenMs < this.opts.deadAfterMs;
+  }
+
   #placeOne(je: JobEntry, nowMs: number): Assignment | null {
     // Only a refused chunk can be unplaceable while slots are free; look a little further.
     const scan = Math.min(je.queue.length, 64);
@@ -499,8 +523,8 @@ export class ChunkScheduler {
     let bestBytes = -1;
     let bestFree = -1;
     for (const w of this.#workers.values()) {
-      const free = w.slots - w.running.size;
-      if (free <= 0) continue;
+      const free = freeOf(w);
+      if (free <= 0 || !this.#alive(w, nowMs)) continue;
       const until = t.avoid.get(w.key);
       if (until !== undefined && until > nowMs) continue;
       let bytes = 0;
@@ -525,15 +549,17 @@ export class ChunkScheduler {
     let slots = 0;
     let running = 0;
     let queued = 0;
+    let free = 0;
     for (const w of this.#workers.values()) {
       slots += w.slots;
       running += w.running.size;
+      free += freeOf(w);
     }
     for (const j of this.#jobs.values()) queued += j.queue.length;
     return {
       workers: this.#workers.size,
       slots,
-      freeSlots: Math.max(0, slots - running),
+      freeSlots: free,
       queued,
       running,
       finished: this.#finished.size,

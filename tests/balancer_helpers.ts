@@ -1,0 +1,238 @@
+/**
+ * Test helpers for the balancer: spawn a real balancer process, and fake workers (DEALERs in
+ * the test process that ack worker_requests, heartbeat, and report chunk_finished).
+ * @module
+ */
+import { RpcClient } from "../lib/rpc.ts";
+import {
+  ChunkState,
+  type Message,
+  MessageType,
+  randomUuid,
+  type Uuid,
+  uuidToHex,
+  type WorkerRequest,
+} from "../wire/mod.ts";
+
+/** A balancer child process. */
+export interface BalancerProc {
+  endpoint: string;
+  child: Deno.ChildProcess;
+  /** Collected stderr (JSON log lines). */
+  logs: string[];
+  stop(): Promise<Deno.CommandStatus>;
+}
+
+/** Spawns `roles/balancer/cli.ts` with `args` and waits for its `listening` line. */
+export async function spawnBalancer(args: string[]): Promise<BalancerProc> {
+  const cli = new URL("../roles/balancer/cli.ts", import.meta.url).pathname;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", cli, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { DSYS_LOG: "info" },
+  }).spawn();
+  const logs: string[] = [];
+  const pumpErr = (async () => {
+    let buf = "";
+    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
+      buf += chunk;
+      let i;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        logs.push(buf.slice(0, i));
+        buf = buf.slice(i + 1);
+      }
+    }
+  })();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  let endpoint = "";
+  const deadline = Date.now() + 30_000;
+  while (!endpoint) {
+    if (Date.now() > deadline) throw new Error("balancer did not print its listening line");
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`balancer exited before listening; logs:\n${logs.join("\n")}`);
+    out += value;
+    for (const line of out.split("\n")) {
+      if (!line.startsWith("{")) continue;
+      try {
+        const j = JSON.parse(line);
+        if (j.event === "listening") endpoint = j.endpoint;
+      } catch { /* a partial line: read more */ }
+    }
+  }
+  // Keep draining stdout so the child never blocks on a full pipe.
+  const pumpOut = (async () => {
+    while (!(await reader.read()).done) { /* discard */ }
+  })();
+  return {
+    endpoint,
+    child,
+    logs,
+    async stop() {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* already gone */ }
+      const st = await child.status;
+      await Promise.all([pumpErr, pumpOut]);
+      return st;
+    },
+  };
+}
+
+/** One chunk run a fake worker accepted. */
+export interface Run {
+  worker: string;
+  job: string;
+  chunk: number;
+  attempt: number;
+}
+
+/** Options of a fake worker. */
+export interface FakeWorkerOptions {
+  endpoint: string;
+  slots: number;
+  files?: Uuid[];
+  label: string;
+  /** Shared log of accepted runs, in acceptance order. */
+  runs: Run[];
+  /** How long a chunk "runs", ms. */
+  runMs?: number;
+  heartbeatMs?: number;
+}
+
+/** A fake worker: a DEALER that registers, heartbeats, acks and finishes chunks. */
+export class FakeWorker {
+  readonly id: Uuid = randomUuid();
+  readonly key: string = uuidToHex(this.id);
+  readonly client: RpcClient;
+  /** When set, the worker is hung: no heartbeats, chunks never finish (but acks still go). */
+  hung = false;
+  /** When set, every worker_request is refused. */
+  refuseAll = false;
+  /** Attempts of chunks it holds and has not finished: key job/chunk -> attempt. */
+  readonly holding = new Map<string, { job: Uuid; chunk: number; attempt: number }>();
+  #o: FakeWorkerOptions;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #running = 0;
+  #finishing = new Set<Promise<unknown>>();
+
+  constructor(o: FakeWorkerOptions) {
+    this.#o = o;
+    this.client = new RpcClient(o.endpoint, {
+      node: this.id,
+      timeoutMs: 10_000,
+      routingId: this.id,
+      onRequest: (m) => this.#onRequest(m),
+    });
+  }
+
+  /** Registers, then heartbeats every heartbeatMs while not hung. */
+  async start(): Promise<void> {
+    await this.register();
+    this.#timer = setInterval(() => {
+      if (this.hung) return;
+      this.client.request({
+        type: MessageType.WorkerHeartbeat,
+        node: this.id,
+        slots: this.#o.slots,
+        freeSlots: this.#o.slots - this.#running,
+        added: [],
+        evicted: [],
+      }).catch(() => {/* a test may close the balancer first */});
+    }, this.#o.heartbeatMs ?? 100);
+  }
+
+  /** Sends worker_register with the current cache. */
+  async register(): Promise<void> {
+    await this.client.request({
+      type: MessageType.WorkerRegister,
+      node: this.id,
+      slots: this.#o.slots,
+      freeSlots: this.#o.slots - this.#running,
+      files: this.#o.files ?? [],
+      label: this.#o.label,
+    });
+  }
+
+  /** Sends a heartbeat announcing `added` files now. */
+  async addFiles(added: Uuid[]): Promise<Message> {
+    return await this.client.request({
+      type: MessageType.WorkerHeartbeat,
+      node: this.id,
+      slots: this.#o.slots,
+      freeSlots: this.#o.slots - this.#running,
+      added,
+      evicted: [],
+    });
+  }
+
+  #onRequest(m: Message): Message {
+    if (m.type !== MessageType.WorkerRequest) throw new Error(`unexpected ${m.type}`);
+    const ack = (accepted: boolean, reason = ""): Message => ({
+      type: MessageType.WorkerRequestAck,
+      node: this.id,
+      job: m.job,
+      chunkIndex: m.chunkIndex,
+      attempt: m.attempt,
+      accepted,
+      reason,
+    });
+    if (this.refuseAll) return ack(false, "refusing everything (test)");
+    if (this.#running >= this.#o.slots) return ack(false, "no free slot");
+    this.#running++;
+    this.#o.runs.push({
+      worker: this.key,
+      job: uuidToHex(m.job),
+      chunk: m.chunkIndex,
+      attempt: m.attempt,
+    });
+    this.holding.set(`${uuidToHex(m.job)}/${m.chunkIndex}`, {
+      job: m.job,
+      chunk: m.chunkIndex,
+      attempt: m.attempt,
+    });
+    const p = this.#finishLater(m);
+    this.#finishing.add(p);
+    p.finally(() => this.#finishing.delete(p));
+    return ack(true);
+  }
+
+  async #finishLater(m: WorkerRequest): Promise<void> {
+    await new Promise((r) => setTimeout(r, this.#o.runMs ?? 10));
+    if (this.hung) return; // a hung worker never finishes
+    this.holding.delete(`${uuidToHex(m.job)}/${m.chunkIndex}`);
+    this.#running--;
+    await this.sendFinished(m.job, m.chunkIndex, m.attempt).catch(() => {});
+  }
+
+  /** Sends chunk_finished(Succeeded); resolves with the balancer's ok value (1 = fresh). */
+  async sendFinished(job: Uuid, chunk: number, attempt: number): Promise<number> {
+    const r = await this.client.request({
+      type: MessageType.ChunkFinished,
+      node: this.id,
+      job,
+      chunkIndex: chunk,
+      attempt,
+      state: ChunkState.Succeeded,
+    });
+    return r.type === MessageType.Ok ? r.value : -1;
+  }
+
+  /** Stops heartbeating and closes the DEALER. */
+  async close(): Promise<void> {
+    clearInterval(this.#timer);
+    await Promise.allSettled([...this.#finishing]);
+    await this.client.close();
+  }
+}
+
+/** Polls `cond` every 20 ms until true or `ms` elapse (then throws with `what`). */
+export async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
