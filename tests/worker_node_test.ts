@@ -6,6 +6,7 @@ import {
   ChunkState,
   ErrorCode,
   FailureCode,
+  type FileEntry,
   type Message,
   MessageType,
   randomUuid,
@@ -183,18 +184,25 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
     assert.equal(uuidToHex(peer), uuidToHex(reg.msg.node));
 
     const job = randomUuid();
-    const request = (chunkIndex: number, program: string, timeLimitMs = 20_000): WorkerRequest => ({
+    const inputs = [
+      { id: dataFile.id, size: dataFile.size, name: "data.txt" },
+      { id: unused.id, size: unused.size, name: "sub/unused.txt" },
+    ];
+    const request = (
+      chunkIndex: number,
+      program: string,
+      timeLimitMs = 20_000,
+      inputFiles: FileEntry[] = inputs,
+      argument = "the arg",
+    ): WorkerRequest => ({
       type: MessageType.WorkerRequest,
       node,
       job,
       program: enc.encode(program),
-      inputFiles: [
-        { id: dataFile.id, size: dataFile.size, name: "data.txt" },
-        { id: unused.id, size: unused.size, name: "sub/unused.txt" },
-      ],
+      inputFiles,
       chunkIndex,
       numChunks: 10,
-      argument: enc.encode("the arg"),
+      argument: enc.encode(argument),
       timeLimitMs,
       attempt: 1,
     });
@@ -214,6 +222,13 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
     assert.equal(st0.exitCode, 0);
     assert.equal(st0.failure, FailureCode.None);
     assert.ok(redirects >= 1, "the follower should have redirected the first status");
+    assert.ok(
+      masterInbox.msgs.some((x) =>
+        x.msg.type === MessageType.WorkerStatus && x.msg.state === ChunkState.Running &&
+        x.msg.chunkIndex === 0
+      ),
+      "a Running status is sent when the chunk starts",
+    );
     const names = st0.outputs.map((o) => o.name).sort();
     assert.deepEqual(names, ["out", "stdout"]);
     const out = st0.outputs.find((o) => o.name === "out")!;
@@ -307,7 +322,45 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
     const rereg = balancerInbox.msgs.filter((x) => isRegister(x.msg)).at(-1)!.msg as WorkerRegister;
     assert.deepEqual(rereg.files.map(uuidToHex), [uuidToHex(dataFile.id)]);
 
-    // 8. SIGTERM: clean exit, mount gone.
+    // 8. The cache is bounded by --cache-bytes (1 MiB): of two 600 KB inputs read one after the
+    // other, the least recently used is evicted (and announced), and a later read fetches again.
+    const random = (n: number) => {
+      const b = new Uint8Array(n);
+      for (let i = 0; i < n; i += 65536) crypto.getRandomValues(b.subarray(i, i + 65536));
+      return b;
+    };
+    const big1 = await sc.putBytes(random(600_000));
+    const big2 = await sc.putBytes(random(600_000));
+    const bigInputs = [
+      { id: big1.id, size: big1.size, name: "a.bin" },
+      { id: big2.id, size: big2.size, name: "b.bin" },
+    ];
+    const catProg = '#!/bin/sh\ncat "$DSYS_INPUT_DIR/$1" | wc -c\n';
+    const runCat = async (i: number, name: string) => {
+      assert.equal((await push(request(i, catProg, 20_000, bigInputs, name))).accepted, true);
+      const st = (await masterInbox.waitFor(isStatus(job, i), `status of chunk ${i}`)).msg;
+      assert.equal(st.state, ChunkState.Succeeded, st.reason);
+      const so = st.outputs.find((o) => o.name === "stdout")!;
+      assert.equal(dec.decode(await sc.getBytes(so.id)).trim(), "600000");
+    };
+    await runCat(7, "a.bin");
+    await runCat(8, "b.bin");
+    const cached = (id: Uint8Array) =>
+      Deno.stat(`${tmp}/worker/cache/${uuidToHex(id)}`).then(() => true, () => false);
+    await balancerInbox.waitFor(
+      (m): m is WorkerHeartbeat =>
+        m.type === MessageType.WorkerHeartbeat &&
+        m.evicted.some((id) => uuidToHex(id) === uuidToHex(big1.id)),
+      "heartbeat announcing the eviction of a.bin",
+    );
+    assert.equal(await cached(big1.id), false);
+    assert.equal(await cached(big2.id), true);
+    await runCat(9, "a.bin");
+    const stats2 = await sc.stats();
+    assert.equal(stats2.fetchCounts.get(uuidToHex(big1.id)), 2);
+    assert.equal(stats2.fetchCounts.get(uuidToHex(big2.id)), 1);
+
+    // 9. SIGTERM: clean exit, mount gone.
     assert.ok((await mountsAt(mount)).length > 0, "mount should be up while running");
     worker.child.kill("SIGTERM");
     const status = await worker.child.status;

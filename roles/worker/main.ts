@@ -220,6 +220,8 @@ class Worker implements WorkerNode {
       onRequest: (m) => this.#onRequest(m),
       log: this.#log,
     });
+    // --cache-bytes may be smaller than what an earlier run left in the cache.
+    await this.#mount.enforceCacheLimit(this.#opts.cacheBytes);
     this.#loop = this.#balancerLoop();
     this.#log.info("worker started", {
       balancer: this.#opts.balancer,
@@ -379,18 +381,28 @@ class Worker implements WorkerNode {
       // Setup failed (bad input name, disk full, …): still a definite result for the master.
       const text = e instanceof Error ? e.message : String(e);
       log.warn("chunk setup failed", { error: text });
-      status = failedStatus(this.nodeId, req, FC.Internal, `worker could not run chunk: ${text}`);
+      const why = `worker could not run chunk: ${text}`;
+      status = bareStatus(this.nodeId, req, CS.Failed, FC.Internal, why);
     } finally {
       this.#release(held);
     }
     await Deno.remove(dir, { recursive: true }).catch(() => {});
+    if (held.pinned.length > 0) this.#enforceCache();
     if (c.aborted) {
       // Shutting down: say so at once (best effort) so the master re-dispatches the chunk
       // without waiting for our heartbeats to time out.
-      const lost = failedStatus(this.nodeId, req, FC.WorkerLost, "worker shutting down");
-      lost.state = CS.Lost;
+      const lost = bareStatus(this.nodeId, req, CS.Lost, FC.WorkerLost, "worker shutting down");
       await this.#masters.request(lost, 1000).catch(() => {});
     } else if (status) await this.#report(status, c, log);
+  }
+
+  /** Trims the cache to --cache-bytes. The mount does so after each fetch, but files pinned by a
+   * running chunk are skipped then, so the bound is restored here once the chunk let go. */
+  #enforceCache(): void {
+    if (this.#closing) return;
+    this.#mount.enforceCacheLimit(this.#opts.cacheBytes).catch((e) =>
+      this.#log.warn("cache eviction failed", { error: e })
+    );
   }
 
   /** Frees a chunk's slot (idempotent; a newer chunk under the same key is left alone). */
@@ -468,6 +480,12 @@ class Worker implements WorkerNode {
     });
     c.program = program;
     if (c.aborted) program.kill();
+    if (program.pid !== 0) {
+      // Lets `dsys status` show the chunk as running. One best-effort try, not awaited: the
+      // final status (retried until acknowledged) is what counts.
+      const running = bareStatus(this.nodeId, req, CS.Running, FC.None, "");
+      this.#masters.request(running, 2000).catch(() => {});
+    }
     const r = await program.result;
     if (r.aborted || c.aborted) {
       c.aborted = true;
@@ -632,9 +650,11 @@ function chunkKey(m: { job: Uint8Array; chunkIndex: number; attempt: number }): 
   return `${uuidToString(m.job)}/${m.chunkIndex}/${m.attempt}`;
 }
 
-function failedStatus(
+/** A worker_status without a program result (setup failure, running, lost). */
+function bareStatus(
   node: Uint8Array,
   req: WorkerRequest,
+  state: ChunkState,
   failure: FailureCode,
   reason: string,
 ): WorkerStatus {
@@ -642,7 +662,7 @@ function failedStatus(
     type: MessageType.WorkerStatus,
     node,
     job: req.job,
-    state: CS.Failed,
+    state,
     chunkIndex: req.chunkIndex,
     attempt: req.attempt,
     exitCode: 0,
