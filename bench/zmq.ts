@@ -1,0 +1,267 @@
+/**
+ * ZeroMQ benchmark: dsys's wire/zmq (Deno FFI) against Node.js + zeromq.js 6.8.0, same
+ * machine, same run, same protocol, every client and peer in its own process on loopback TCP.
+ *
+ * - round trips/s: a DEALER sends 64 B and waits for the ROUTER peer's echo, one at a time;
+ * - 64 B msgs/s: a DEALER pipelines 64-byte messages to a ROUTER sink (then one flush echo);
+ * - 1 MiB MB/s: the same with 1 MiB messages.
+ *
+ * `deno run -A bench/zmq.ts` prints a markdown table; bench/main.ts calls runZmqBench().
+ * The Node side (bench/node_zmq/) is npm-installed into bench/.node/ on first use.
+ *
+ * @module
+ */
+
+import { Socket } from "../wire/zmq/mod.ts";
+
+/** One benchmark result: dsys against a baseline measured in the same run. */
+export type BenchRow = {
+  name: string;
+  dsys: number;
+  baseline: number;
+  unit: string;
+  ratio: number;
+  goal: string;
+};
+
+const SELF = new URL(import.meta.url).pathname;
+const NODE_SRC = new URL("./node_zmq/", import.meta.url).pathname;
+const NODE_DIR = new URL("./.node/", import.meta.url).pathname;
+const NODE_SCRIPT = `${NODE_SRC}zmq_bench.cjs`;
+
+// Protocol shared with bench/node_zmq/zmq_bench.cjs (first byte of the only frame).
+const E = 0x45, S = 0x53, F = 0x46;
+
+interface Measurement {
+  ops: number;
+  seconds: number;
+}
+
+// ---- the dsys peer and client (run as subprocesses of the bench) ---------------------------
+
+async function peer(): Promise<void> {
+  const router = new Socket("ROUTER");
+  console.log(`READY ${router.bind("tcp://127.0.0.1:*")}`);
+  const done = new TextEncoder().encode("done");
+  for await (const [id, body] of router) {
+    const kind = body[0];
+    if (kind === E) await router.send([id, body]);
+    else if (kind === F) await router.send([id, done]);
+  }
+}
+
+async function client(endpoint: string, test: string, n: number, size: number): Promise<void> {
+  const dealer = new Socket("DEALER");
+  dealer.connect(endpoint);
+  const probe = new Uint8Array(64).fill(E);
+  for (let i = 0; i < 200; i++) {
+    await dealer.send(probe);
+    await dealer.receive();
+  }
+  let seconds: number;
+  if (test === "rt") {
+    const msg = new Uint8Array(size).fill(E);
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) {
+      await dealer.send(msg);
+      await dealer.receive();
+    }
+    seconds = (performance.now() - t0) / 1000;
+  } else {
+    const msg = new Uint8Array(size).fill(S);
+    const flush = new Uint8Array([F]);
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) await dealer.send(msg);
+    await dealer.send(flush);
+    await dealer.receive();
+    seconds = (performance.now() - t0) / 1000;
+  }
+  console.log(JSON.stringify({ ops: n, seconds }));
+  dealer.close();
+}
+
+// ---- orchestration --------------------------------------------------------------------------
+
+type Impl = "dsys" | "node";
+
+function command(impl: Impl, args: string[], stdout: "piped" | "null"): Deno.ChildProcess {
+  const [cmd, full] = impl === "dsys"
+    ? [Deno.execPath(), ["run", "-A", SELF, ...args]]
+    : ["node", [NODE_SCRIPT, ...args]];
+  return new Deno.Command(cmd, {
+    args: full,
+    stdin: "null",
+    stdout,
+    stderr: "inherit",
+    env: { NODE_PATH: `${NODE_DIR}node_modules` },
+  }).spawn();
+}
+
+interface RunningPeer {
+  endpoint: string;
+  stop(): Promise<void>;
+}
+
+async function startPeer(impl: Impl): Promise<RunningPeer> {
+  const child = command(impl, impl === "dsys" ? ["--peer"] : ["peer"], "piped");
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`${impl} zmq bench peer exited before READY: ${text}`);
+    text += value;
+  }
+  const [tag, endpoint] = text.split("\n")[0].split(" ");
+  if (tag !== "READY") throw new Error(`${impl} zmq bench peer printed ${text}`);
+  return {
+    endpoint,
+    async stop() {
+      child.kill("SIGKILL");
+      await child.status;
+      await reader.cancel();
+    },
+  };
+}
+
+async function runClient(
+  impl: Impl,
+  endpoint: string,
+  test: string,
+  n: number,
+  size: number,
+): Promise<Measurement> {
+  const args = [endpoint, test, String(n), String(size)];
+  const child = command(
+    impl,
+    impl === "dsys" ? ["--client", ...args] : ["client", ...args],
+    "piped",
+  );
+  const out = await child.output();
+  const text = new TextDecoder().decode(out.stdout).trim();
+  if (!out.success) throw new Error(`${impl} zmq bench client ${test} failed: ${text}`);
+  return JSON.parse(text.split("\n").at(-1)!) as Measurement;
+}
+
+/** Installs zeromq.js into bench/.node/ (gitignored) unless it is already there. */
+async function ensureNodeBaseline(): Promise<void> {
+  try {
+    await Deno.stat(`${NODE_DIR}node_modules/zeromq/package.json`);
+    return;
+  } catch {
+    // not installed yet
+  }
+  await Deno.mkdir(NODE_DIR, { recursive: true });
+  await Deno.copyFile(`${NODE_SRC}package.json`, `${NODE_DIR}package.json`);
+  const out = await new Deno.Command("npm", {
+    args: ["install", "--no-audit", "--no-fund", "--silent"],
+    cwd: NODE_DIR,
+    stdin: "null",
+  }).output();
+  if (!out.success) {
+    throw new Error(
+      `npm install of zeromq@6.8.0 into ${NODE_DIR} failed: ${
+        new TextDecoder().decode(out.stderr)
+      }`,
+    );
+  }
+}
+
+interface Case {
+  name: string;
+  test: "rt" | "stream";
+  n: number;
+  size: number;
+  unit: string;
+  /** Converts a measurement to the reported number (higher is better). */
+  value(m: Measurement, size: number): number;
+  goal: string;
+}
+
+const CASES: Case[] = [
+  {
+    name: "zmq round trips (64 B, DEALER->ROUTER echo)",
+    test: "rt",
+    n: 20_000,
+    size: 64,
+    unit: "rt/s",
+    value: (m) => m.ops / m.seconds,
+    goal: ">= 1.0x Node",
+  },
+  {
+    name: "zmq pipelined 64 B messages",
+    test: "stream",
+    n: 500_000,
+    size: 64,
+    unit: "msgs/s",
+    value: (m) => m.ops / m.seconds,
+    goal: ">= 2x Node",
+  },
+  {
+    name: "zmq pipelined 1 MiB messages",
+    test: "stream",
+    n: 1_000,
+    size: 1 << 20,
+    unit: "MB/s",
+    value: (m, size) => m.ops * size / 1e6 / m.seconds,
+    goal: ">= 1.0x Node",
+  },
+];
+
+/** Rounds per case; each implementation's best round counts (the machine is shared). */
+const ROUNDS = 2;
+
+/** Runs the ZeroMQ benchmark (dsys vs Node.js + zeromq.js) and returns one row per case. */
+export async function runZmqBench(): Promise<BenchRow[]> {
+  await ensureNodeBaseline();
+  const rows: BenchRow[] = [];
+  const peers = { dsys: await startPeer("dsys"), node: await startPeer("node") };
+  try {
+    for (const c of CASES) {
+      const best = { dsys: 0, node: 0 };
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const impl of ["dsys", "node"] as const) {
+          const m = await runClient(impl, peers[impl].endpoint, c.test, c.n, c.size);
+          best[impl] = Math.max(best[impl], c.value(m, c.size));
+        }
+      }
+      rows.push({
+        name: c.name,
+        dsys: best.dsys,
+        baseline: best.node,
+        unit: c.unit,
+        ratio: best.dsys / best.node,
+        goal: c.goal,
+      });
+    }
+  } finally {
+    await peers.dsys.stop();
+    await peers.node.stop();
+  }
+  return rows;
+}
+
+/** Renders rows as a markdown table (baseline = Node.js + zeromq.js). */
+export function zmqMarkdown(rows: BenchRow[]): string {
+  const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
+  return [
+    "| benchmark | dsys | Node.js + zeromq.js | unit | ratio | goal |",
+    "|---|---:|---:|---|---:|---|",
+    ...rows.map((r) =>
+      `| ${r.name} | ${fmt(r.dsys)} | ${fmt(r.baseline)} | ${r.unit} | ${
+        r.ratio.toFixed(2)
+      }x | ${r.goal} |`
+    ),
+  ].join("\n");
+}
+
+if (import.meta.main) {
+  const [mode, ...rest] = Deno.args;
+  if (mode === "--peer") {
+    await peer();
+  } else if (mode === "--client") {
+    const [endpoint, test, n, size] = rest;
+    await client(endpoint, test, Number(n), Number(size));
+  } else {
+    console.log(zmqMarkdown(await runZmqBench()));
+  }
+}
