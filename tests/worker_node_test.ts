@@ -155,7 +155,7 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
     const dataFile = await sc.putBytes(data);
     const unused = await sc.putBytes(enc.encode("nobody reads me"));
     const mount = `${tmp}/mnt`;
-    worker = await spawn("roles/worker/cli.ts", [
+    const workerArgs = [
       "--listen",
       "tcp://127.0.0.1:0",
       "--data",
@@ -174,7 +174,8 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
       String(1 << 20),
       "--heartbeat-ms",
       "200",
-    ]);
+    ];
+    worker = await spawn("roles/worker/cli.ts", workerArgs);
     const reg = await balancerInbox.waitFor(isRegister, "worker_register");
     assert.equal(reg.msg.slots, 2);
     assert.equal(reg.msg.freeSlots, 2);
@@ -201,7 +202,7 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
       program: enc.encode(program),
       inputFiles,
       chunkIndex,
-      numChunks: 10,
+      numChunks: 20,
       argument: enc.encode(argument),
       timeLimitMs,
       attempt: 1,
@@ -236,9 +237,9 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
     const so = st0.outputs.find((o) => o.name === "stdout")!;
     assert.equal(
       dec.decode(await sc.getBytes(so.id)),
-      "chunk 0/10 attempt 1 arg=the arg env=the arg\n",
+      "chunk 0/20 attempt 1 arg=the arg env=the arg\n",
     );
-    assert.equal(so.size, enc.encode("chunk 0/10 attempt 1 arg=the arg env=the arg\n").length);
+    assert.equal(so.size, enc.encode("chunk 0/20 attempt 1 arg=the arg env=the arg\n").length);
     // chunk_finished reaches the balancer after the master acknowledged the status.
     await balancerInbox.waitFor(
       (m): m is Message => m.type === MessageType.ChunkFinished && m.chunkIndex === 0,
@@ -360,12 +361,63 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
     assert.equal(stats2.fetchCounts.get(uuidToHex(big1.id)), 2);
     assert.equal(stats2.fetchCounts.get(uuidToHex(big2.id)), 1);
 
-    // 9. SIGTERM: clean exit, mount gone.
+    // 9. An input storage does not have: the read fails (EIO) and the chunk fails with
+    // InputUnavailable naming the file.
+    const missing = randomUuid();
+    const missingInputs = [{ id: missing, size: 10, name: "gone.txt" }];
+    const strictCat = '#!/bin/sh\ncat "$DSYS_INPUT_DIR/$1" > /dev/null\n';
+    await push(request(10, strictCat, 20_000, missingInputs, "gone.txt"));
+    const st10 = (await masterInbox.waitFor(isStatus(job, 10), "status of chunk 10")).msg;
+    assert.equal(st10.state, ChunkState.Failed);
+    assert.equal(st10.failure, FailureCode.InputUnavailable, st10.reason);
+    assert.match(st10.reason, new RegExp(uuidToHex(missing)));
+
+    // 10. SIGTERM while a chunk runs: the program is killed, the chunk reported Lost (so the
+    // master can re-dispatch at once), clean exit, mount gone.
+    const pidFile = `${tmp}/hang.pid`;
+    await push(request(11, '#!/bin/sh\necho $$ > "$1"\nexec sleep 60\n', 0, [], pidFile));
+    await masterInbox.waitFor(
+      (m): m is WorkerStatus =>
+        m.type === MessageType.WorkerStatus && m.chunkIndex === 11 &&
+        m.state === ChunkState.Running,
+      "Running status of chunk 11",
+    );
+    let pid = 0;
+    for (let i = 0; i < 100 && !pid; i++) {
+      pid = Number((await Deno.readTextFile(pidFile).catch(() => "")).trim());
+      if (!pid) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(pid > 0, "the program wrote its pid");
     assert.ok((await mountsAt(mount)).length > 0, "mount should be up while running");
     worker.child.kill("SIGTERM");
     const status = await worker.child.status;
     assert.equal(status.code, 0, worker.stderr());
     assert.deepEqual(await mountsAt(mount), []);
+    worker = null;
+    const lost = masterInbox.msgs.find((x) =>
+      x.msg.type === MessageType.WorkerStatus && x.msg.chunkIndex === 11 &&
+      x.msg.state === ChunkState.Lost
+    );
+    assert.ok(lost, "a Lost status for the killed chunk");
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`).catch(() => "");
+    assert.ok(stat === "" || /^\d+ \(.*\) Z/.test(stat), `program ${pid} survived shutdown`);
+
+    // 11. A restarted worker keeps its node id and cache: it registers with the cached files.
+    const cachedNow = [];
+    for await (const e of Deno.readDir(`${tmp}/worker/cache`)) cachedNow.push(e.name);
+    assert.ok(cachedNow.length > 0);
+    const regsBefore = balancerInbox.msgs.filter((x) => isRegister(x.msg)).length;
+    worker = await spawn("roles/worker/cli.ts", workerArgs);
+    const deadline2 = Date.now() + 20_000;
+    while (balancerInbox.msgs.filter((x) => isRegister(x.msg)).length === regsBefore) {
+      assert.ok(Date.now() < deadline2, "restarted worker did not register");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const reg2 = balancerInbox.msgs.filter((x) => isRegister(x.msg)).at(-1)!.msg as WorkerRegister;
+    assert.equal(uuidToHex(reg2.node), uuidToHex(reg.msg.node));
+    assert.deepEqual(reg2.files.map(uuidToHex).sort(), cachedNow.sort());
+    worker.child.kill("SIGTERM");
+    assert.equal((await worker.child.status).code, 0, worker.stderr());
     worker = null;
   } finally {
     if (worker) {
