@@ -23,7 +23,7 @@ import {
   uuidToHex,
 } from "../wire/mod.ts";
 import { codeName, RpcClient, RpcError } from "../lib/rpc.ts";
-import { syncDir } from "../lib/fsutil.ts";
+import { dirname, syncDir } from "../lib/fsutil.ts";
 
 const MiB = 1024 * 1024;
 
@@ -269,11 +269,13 @@ export class StorageClient {
   }
 
   /**
-   * Streams the file to `path`: written to a temp file next to it, SHA-256 verified, fsync'd,
+   * Streams the file to `path`: written to a temp file next to it, SHA-256 verified, fsync'd
+   * (unless `opts.fsync` is false: the node keeps the durable copy, a cache may skip it),
    * then renamed into place (so `path` never holds partial or unverified bytes). Returns the
    * length.
    */
-  async getToFile(id: Uuid, path: string): Promise<number> {
+  async getToFile(id: Uuid, path: string, opts: { fsync?: boolean } = {}): Promise<number> {
+    const fsync = opts.fsync ?? true;
     const tmp = `${path}.part-${crypto.randomUUID()}`;
     const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
     let len = 0;
@@ -282,7 +284,7 @@ export class StorageClient {
         let n = 0;
         while (n < data.length) n += await f.write(data.subarray(n));
       });
-      await f.sync();
+      if (fsync) await f.sync();
     } catch (e) {
       f.close();
       await Deno.remove(tmp).catch(() => {});
@@ -290,8 +292,7 @@ export class StorageClient {
     }
     f.close();
     await Deno.rename(tmp, path);
-    const slash = path.lastIndexOf("/");
-    await syncDir(slash < 0 ? "." : slash === 0 ? "/" : path.slice(0, slash));
+    if (fsync) await syncDir(dirname(path));
     return len;
   }
 

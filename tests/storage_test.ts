@@ -221,6 +221,28 @@ Deno.test("storage: small and empty round trips, stat, stats, fetch counts", asy
   });
 });
 
+Deno.test("storage: concurrent uploads of one file from several clients, concurrent reads", async () => {
+  await withNode(async (p, dir) => {
+    const data = randomBytes(9 * MiB + 3);
+    const clients = [1, 2, 3].map(() =>
+      new StorageClient(p.endpoint, randomUuid(), { chunkBytes: MiB, window: 4 })
+    );
+    try {
+      const ids = await Promise.all(clients.map((c) => c.putBytes(data)));
+      for (const r of ids) assert.deepEqual(r.id, idOf(data));
+      const got = await Promise.all(clients.map((c) => c.getBytes(ids[0].id)));
+      for (const g of got) assert.ok(idOf(g).every((b, i) => b === ids[0].id[i]));
+      const s = await clients[0].stats();
+      assert.equal(s.files, 1);
+      assert.equal(s.storedBytes, data.length);
+      assert.equal(s.fetchCounts.get(uuidToHex(ids[0].id)), 3);
+      assert.deepEqual([...Deno.readDirSync(`${dir}/tmp`)], []);
+    } finally {
+      await Promise.all(clients.map((c) => c.close()));
+    }
+  });
+});
+
 Deno.test("storage: 64 MiB file round trip through putFile/getToFile", async () => {
   await withNode(async (p, dir) => {
     const c = new StorageClient(p.endpoint, randomUuid());
@@ -370,11 +392,16 @@ Deno.test("storage: malformed frames get BAD_MESSAGE and the node stays up", asy
     };
     try {
       const good = encode({ type: MessageType.FileStat, node: me, file: randomUuid() });
-      // Garbage: unknown type byte.
+      // Garbage after a valid type byte (header_length is random): BAD_MESSAGE.
       const garbage = randomBytes(64);
-      garbage[0] = 0xff;
+      garbage[0] = MessageType.FilePut;
       const g = await ask(garbage);
       assert.ok(g.type === MessageType.Error && g.code === ErrorCode.BadMessage, JSON.stringify(g));
+      // Garbage with an unknown type byte: UNKNOWN_TYPE (docs/wire.md's mapping).
+      const unknownType = randomBytes(64);
+      unknownType[0] = 0xff;
+      const u = await ask(unknownType);
+      assert.ok(u.type === MessageType.Error && u.code === ErrorCode.UnknownType);
       // Truncated header: a file_stat cut in the middle of its file id.
       const t = await ask(good.subarray(0, 30));
       assert.ok(t.type === MessageType.Error && t.code === ErrorCode.BadMessage);
@@ -382,7 +409,7 @@ Deno.test("storage: malformed frames get BAD_MESSAGE and the node stays up", asy
       const big = good.slice();
       new DataView(big.buffer).setBigUint64(17, 1n << 40n, true);
       const o = await ask(big);
-      assert.ok(o.type === MessageType.Error && o.code === ErrorCode.BadMessage);
+      assert.ok(o.type === MessageType.Error && o.code === ErrorCode.BadMessage, JSON.stringify(o));
       // Oversized payload length in a job_submit (program_length 2^50).
       const js = encode({
         type: MessageType.JobSubmit,
@@ -398,7 +425,12 @@ Deno.test("storage: malformed frames get BAD_MESSAGE and the node stays up", asy
       });
       new DataView(js.buffer).setBigUint64(25 + 16 + 8 + 4 + 8, 1n << 50n, true);
       const ol = await ask(js);
-      assert.ok(ol.type === MessageType.Error && ol.code === ErrorCode.BadMessage);
+      // A length beyond the decoder's limits is TOO_LARGE (a BAD_MESSAGE variant in wire.md).
+      assert.ok(
+        ol.type === MessageType.Error &&
+          (ol.code === ErrorCode.TooLarge || ol.code === ErrorCode.BadMessage),
+        JSON.stringify(ol),
+      );
       // Envelopes the node cannot answer (no request id) are dropped, not fatal.
       await sock.send([garbage]);
       await sock.send([new Uint8Array(3), garbage]);
@@ -428,8 +460,14 @@ Deno.test("storage: acked files and partial uploads survive kill -9; corruption 
     await rpc.close();
     await c.close();
     await p.kill("SIGKILL");
+    // An abandoned upload older than the temp TTL (1 h) is cleaned up at start.
+    const stale = `${dir}/tmp/${uuidToHex(randomUuid())}.${uuidToHex(randomUuid())}`;
+    await Deno.writeFile(stale, new Uint8Array(10));
+    const old = new Date(Date.now() - 2 * 3600_000);
+    await Deno.utime(stale, old, old);
 
     p = await StorageProc.start(dir);
+    await assert.rejects(Deno.stat(stale), Deno.errors.NotFound);
     c = new StorageClient(p.endpoint, me);
     rpc = new RpcClient(p.endpoint, { node: me, timeoutMs: 20_000 });
     assert.deepEqual(await c.stat(id), { exists: true, length: a.length });

@@ -57,6 +57,12 @@ export interface FileStoreOptions {
   tmpTtlMs?: number;
   /** Open uploads idle for this long release their fd (they stay resumable; default 60 s). */
   idleUploadMs?: number;
+  /**
+   * Upload bytes queued (received, not yet written) across all uploads before new chunks are
+   * refused with UNAVAILABLE (default 256 MiB): bounds memory against a client that ignores
+   * its window.
+   */
+  maxQueuedBytes?: number;
 }
 
 interface Entry {
@@ -121,6 +127,7 @@ export class FileStore {
   #index = new Map<string, Entry>();
   #uploads = new Map<string, Upload>();
   #storedBytes = 0;
+  #queuedBytes = 0;
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #closed = false;
 
@@ -132,6 +139,7 @@ export class FileStore {
       blockBytes: opts.blockBytes ?? 1 * MiB,
       tmpTtlMs: opts.tmpTtlMs ?? 3600_000,
       idleUploadMs: opts.idleUploadMs ?? 60_000,
+      maxQueuedBytes: opts.maxQueuedBytes ?? 256 * MiB,
     };
     this.dir = opts.dir;
     this.filesDir = `${opts.dir}/files`;
@@ -398,6 +406,14 @@ export class FileStore {
         ),
       );
     }
+    if (this.#queuedBytes + msg.data.length > this.#opts.maxQueuedBytes) {
+      return Promise.reject(
+        new RequestError(
+          ErrorCode.Unavailable,
+          `storage node ${this.#opts.nodeName} busy: ${this.#queuedBytes} upload bytes queued`,
+        ),
+      );
+    }
     const key = `${hex}.${uuidToHex(msg.node)}`;
     let u = this.#uploads.get(key);
     if (!u) {
@@ -418,8 +434,26 @@ export class FileStore {
     }
     u.lastUsed = Date.now();
     const up = u;
+    // The chunk's bytes stay referenced until it is settled (acked after the fsync).
+    const size = msg.data.length;
+    this.#queuedBytes += size;
+    let settled = false;
+    const release = () => {
+      if (!settled) this.#queuedBytes -= size;
+      settled = true;
+    };
     return new Promise<FilePutAck>((resolve, reject) => {
-      up.queue.push({ msg, resolve, reject });
+      up.queue.push({
+        msg,
+        resolve: (a) => {
+          release();
+          resolve(a);
+        },
+        reject: (e) => {
+          release();
+          reject(e);
+        },
+      });
       if (!up.running) this.#run(up);
     });
   }
@@ -718,7 +752,8 @@ async function writeSidecar(
   dv.setUint32(36, n, true);
   out.set(blocks, SIDECAR_HEADER);
   dv.setUint32(out.length - 4, crc32(out.subarray(0, out.length - 4)), true);
-  const tmp = `${dir}/${hex}.blocks.tmp`;
+  // Unique temp name: two uploaders may commit the same id at the same time.
+  const tmp = `${dir}/${hex}.blocks.tmp-${crypto.randomUUID()}`;
   const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
   try {
     await writeFull(f, out);

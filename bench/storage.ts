@@ -1,0 +1,253 @@
+/**
+ * Storage benchmark: put and get of a 1 GiB file through a real storage node process, compared
+ * with raw loopback TCP throughput measured in the same run (iperf3; installed with apt-get
+ * when missing, else a Deno TCP socket pair as the fallback baseline).
+ *
+ * `deno run -A bench/storage.ts` prints the rows and rewrites the "## Storage" section of
+ * docs/benchmarks.md. `DSYS_BENCH_STORAGE_MIB` overrides the file size (default 1024).
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { StorageClient } from "../client/storage_client.ts";
+import { randomUuid } from "../wire/mod.ts";
+
+/** One benchmark result: dsys vs its baseline. */
+export type BenchRow = {
+  name: string;
+  dsys: number;
+  baseline: number;
+  unit: string;
+  ratio: number;
+  goal: string;
+};
+
+const MiB = 1024 * 1024;
+const ROOT = new URL("..", import.meta.url).pathname;
+
+async function sh(cmd: string, args: string[]): Promise<{ ok: boolean; out: string }> {
+  try {
+    const r = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+    return { ok: r.success, out: new TextDecoder().decode(r.stdout) };
+  } catch {
+    return { ok: false, out: "" };
+  }
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** Raw loopback TCP, MB/s, moving `bytes` with iperf3 (one stream). */
+async function iperf3(bytes: number): Promise<number | null> {
+  if (!(await sh("iperf3", ["--version"])).ok) {
+    // The bench may install its own tool; tests never need it.
+    await sh("apt-get", ["install", "-y", "-qq", "iperf3"]);
+    if (!(await sh("iperf3", ["--version"])).ok) return null;
+  }
+  const port = freePort();
+  const server = new Deno.Command("iperf3", {
+    args: ["-s", "-1", "-p", String(port), "-B", "127.0.0.1"],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    for (let i = 0; i < 50; i++) {
+      const r = await sh("iperf3", [
+        "-c",
+        "127.0.0.1",
+        "-p",
+        String(port),
+        "-n",
+        String(bytes),
+        "-J",
+      ]);
+      if (r.ok) {
+        const j = JSON.parse(r.out);
+        return j.end.sum_received.bits_per_second / 8 / 1e6;
+      }
+      await new Promise((res) => setTimeout(res, 100)); // server not listening yet
+    }
+    return null;
+  } finally {
+    try {
+      server.kill("SIGTERM");
+    } catch { /* exited after its one test */ }
+    await server.status;
+  }
+}
+
+/** Fallback baseline: a Deno TCP socket pair in this process, MB/s. */
+async function denoTcp(bytes: number): Promise<number> {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  const sink = (async () => {
+    const c = await l.accept();
+    const b = new Uint8Array(MiB);
+    while ((await c.read(b)) !== null) { /* discard */ }
+    c.close();
+  })();
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  const chunk = new Uint8Array(4 * MiB);
+  const t0 = performance.now();
+  for (let sent = 0; sent < bytes;) {
+    const n = await c.write(chunk.subarray(0, Math.min(chunk.length, bytes - sent)));
+    sent += n;
+  }
+  c.close();
+  await sink;
+  l.close();
+  return bytes / 1e6 / ((performance.now() - t0) / 1000);
+}
+
+async function writeRandomFile(path: string, n: number): Promise<void> {
+  const f = await Deno.open(path, { write: true, create: true, truncate: true });
+  const piece = new Uint8Array(4 * MiB);
+  for (let i = 0; i < piece.length; i += 65536) {
+    crypto.getRandomValues(piece.subarray(i, i + 65536));
+  }
+  try {
+    for (let off = 0; off < n; off += piece.length) {
+      // A different first word per piece keeps the content from being periodic.
+      new DataView(piece.buffer).setFloat64(0, off + Math.random(), true);
+      const part = piece.subarray(0, Math.min(piece.length, n - off));
+      let w = 0;
+      while (w < part.length) w += await f.write(part.subarray(w));
+    }
+  } finally {
+    f.close();
+  }
+}
+
+async function startStorage(dir: string): Promise<{ endpoint: string; child: Deno.ChildProcess }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      `${ROOT}roles/storage/cli.ts`,
+      "--listen",
+      "tcp://127.0.0.1:0",
+      "--data",
+      dir,
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  while (!buf.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("storage node exited before listening");
+    buf += value;
+  }
+  (async () => {
+    while (!(await reader.read()).done) { /* drain */ }
+  })().catch(() => {});
+  return { endpoint: JSON.parse(buf.slice(0, buf.indexOf("\n"))).endpoint, child };
+}
+
+async function fileSha(path: string): Promise<string> {
+  const h = createHash("sha256");
+  const f = await Deno.open(path);
+  const b = new Uint8Array(4 * MiB);
+  try {
+    for (;;) {
+      const k = await f.read(b);
+      if (k === null) break;
+      h.update(b.subarray(0, k));
+    }
+  } finally {
+    f.close();
+  }
+  return h.digest("hex");
+}
+
+/** Runs the storage benchmark: put and get of a 1 GiB file vs raw loopback TCP. */
+export async function runStorageBench(): Promise<BenchRow[]> {
+  const mib = Number(Deno.env.get("DSYS_BENCH_STORAGE_MIB") ?? "1024");
+  const size = mib * MiB;
+  const dir = await Deno.makeTempDir({ prefix: "dsys-bench-storage-" });
+  const node = await startStorage(`${dir}/node`);
+  const client = new StorageClient(node.endpoint, randomUuid());
+  try {
+    const src = `${dir}/src.bin`;
+    await writeRandomFile(src, size);
+    let t0 = performance.now();
+    const { id } = await client.putFile(src);
+    const putMBs = size / 1e6 / ((performance.now() - t0) / 1000);
+    t0 = performance.now();
+    await client.getToFile(id, `${dir}/dst.bin`);
+    const getMBs = size / 1e6 / ((performance.now() - t0) / 1000);
+    if ((await fileSha(src)) !== (await fileSha(`${dir}/dst.bin`))) {
+      throw new Error("storage bench: downloaded file differs from the uploaded one");
+    }
+    const ip = await iperf3(size);
+    const baseline = ip ?? await denoTcp(size);
+    const base = ip !== null ? "iperf3 loopback" : "Deno TCP loopback";
+    const label = mib === 1024 ? "1 GiB" : `${mib} MiB`;
+    const row = (name: string, v: number): BenchRow => ({
+      name,
+      dsys: round(v),
+      baseline: round(baseline),
+      unit: "MB/s",
+      ratio: Math.round((v / baseline) * 1000) / 1000,
+      goal: `>= 0.5x ${base}`,
+    });
+    return [
+      row(`storage put ${label} (client hash pass + fsync'd upload)`, putMBs),
+      row(`storage get ${label} (verified, to file, fsync)`, getMBs),
+    ];
+  } finally {
+    await client.close();
+    try {
+      node.child.kill("SIGTERM");
+    } catch { /* gone */ }
+    await node.child.status;
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+function round(v: number): number {
+  return Math.round(v * 10) / 10;
+}
+
+/** Replaces (or appends) the "## Storage" section of docs/benchmarks.md. */
+export async function writeStorageSection(rows: BenchRow[], notes: string[] = []): Promise<void> {
+  const path = `${ROOT}docs/benchmarks.md`;
+  let doc = "";
+  try {
+    doc = await Deno.readTextFile(path);
+  } catch {
+    doc = "# dsys benchmarks\n";
+  }
+  const lines = [
+    "## Storage",
+    "",
+    `Measured ${new Date().toISOString().slice(0, 16)}Z by \`deno run -A bench/storage.ts\` ` +
+    `(${Deno.build.os}, ${navigator.hardwareConcurrency} cores, shared machine).`,
+    "",
+    "| benchmark | dsys | baseline | unit | ratio | goal |",
+    "|---|---:|---:|---|---:|---|",
+    ...rows.map((r) =>
+      `| ${r.name} | ${r.dsys} | ${r.baseline} | ${r.unit} | ${r.ratio} | ${r.goal} |`
+    ),
+    ...(notes.length ? ["", ...notes] : []),
+    "",
+  ].join("\n");
+  const start = doc.indexOf("\n## Storage\n");
+  if (start < 0) {
+    doc = doc.replace(/\n*$/, "\n\n") + lines;
+  } else {
+    const rest = doc.indexOf("\n## ", start + 1);
+    doc = doc.slice(0, start + 1) + lines + (rest < 0 ? "" : doc.slice(rest));
+  }
+  await Deno.writeTextFile(path, doc);
+}
+
+if (import.meta.main) {
+  const rows = await runStorageBench();
+  console.table(rows);
+  await writeStorageSection(rows);
+}
