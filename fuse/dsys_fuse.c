@@ -27,11 +27,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
+
+/* FUSE passthrough (kernel >= 6.9, newer than libfuse 3.14's headers): an open file whose bytes are
+ * cached is handed to the kernel with the cache file as backing file, so reads never come to user
+ * space. libfuse 3.14 cannot negotiate it, so the INIT and OPEN replies are patched on their way
+ * out through a custom writev (fuse_session_custom_io). */
+#define DSYS_FUSE_INIT_EXT (1u << 30)
+#define DSYS_FUSE_PASSTHROUGH_FLAGS2 (1u << 5) /* FUSE_PASSTHROUGH = 1ULL << 37 */
+#define DSYS_FOPEN_KEEP_CACHE (1u << 1)
+#define DSYS_FOPEN_PASSTHROUGH (1u << 7)
+struct dsys_backing_map {
+  int32_t fd;
+  uint32_t flags;
+  uint64_t padding;
+};
+#define DSYS_DEV_IOC_BACKING_OPEN _IOW(229, 1, struct dsys_backing_map)
+#define DSYS_DEV_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
 
 #define ID_LEN 16
 #define TTL 86400.0 /* names and attributes never change while a node exists */
@@ -45,6 +62,8 @@ typedef struct centry {
   uint64_t gen;      /* bumped on every completed fetch attempt (wakes waiters) */
   int last_err;      /* errno of the last completed attempt, 0 = success */
   uint64_t last_use; /* value of the mount's use clock at the last open/read */
+  int backing_id;    /* kernel passthrough backing id while pt_opens > 0, else 0 */
+  uint32_t pt_opens; /* opens served by passthrough */
   struct centry *next;
 } centry;
 
@@ -58,6 +77,9 @@ typedef struct node {
   struct node *first_child, *next_sib, *prev_sib;
   uint32_t nchildren;
   uint64_t nlookup; /* kernel lookup count: a removed node is freed when it drops to 0 */
+  /* Opens using the FUSE page cache. The kernel refuses passthrough opens of an inode while
+   * such opens exist (ETXTBSY), so passthrough is only chosen when this is 0. */
+  uint32_t cached_opens;
   int removed;
   struct node *ino_next;  /* ino hash chain */
   struct node *name_next; /* (parent ino, name) hash chain */
@@ -79,7 +101,9 @@ typedef struct dir_snap {
 
 typedef struct open_file {
   centry *ce;
+  node *node; /* the kernel keeps the inode (so our node) alive while the file is open */
   uint64_t size;
+  int passthrough;
 } open_file;
 
 typedef struct dsys_fuse {
@@ -91,6 +115,8 @@ typedef struct dsys_fuse {
   int loop_started;
   int stopping;
   int splice;
+  int passthrough; /* wanted by the caller and not yet refused by the kernel */
+  int init_patched;
   char *mountpoint;
   char *cache_dir;
   int fetch_timeout_ms;
@@ -107,7 +133,7 @@ typedef struct dsys_fuse {
   req_item *q_head, *q_tail;
   /* counters, exported by dsys_fuse_stats */
   uint64_t st_fetch_requests, st_fetch_failures, st_reads, st_read_bytes, st_timeouts, st_opens,
-      st_lookups, st_files;
+      st_lookups, st_files, st_pt_opens;
 } dsys_fuse;
 
 /* ---------- hashing ---------- */
@@ -392,6 +418,58 @@ static int ensure_fd_locked(dsys_fuse *fs, centry *c, uint64_t size) {
 
 static dsys_fuse *FS(fuse_req_t req) { return (dsys_fuse *)fuse_req_userdata(req); }
 
+/* Set by op_init / op_open right before libfuse writes their reply from the same thread. */
+static __thread int tl_patch_init;
+static __thread int tl_open_backing;
+
+static ssize_t io_read(int fd, void *buf, size_t len, void *userdata) {
+  (void)userdata;
+  return read(fd, buf, len);
+}
+
+static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata) {
+  dsys_fuse *fs = userdata;
+  if (!tl_patch_init && !tl_open_backing) return writev(fd, iov, count);
+  char msg[512];
+  size_t len = 0;
+  for (int i = 0; i < count; i++) {
+    if (len + iov[i].iov_len > sizeof(msg)) return writev(fd, iov, count);
+    memcpy(msg + len, iov[i].iov_base, iov[i].iov_len);
+    len += iov[i].iov_len;
+  }
+  /* fuse_out_header: u32 len, i32 error, u64 unique */
+  if (len < 16) return write(fd, msg, len);
+  int32_t error;
+  memcpy(&error, msg + 4, 4);
+  size_t plen = len - 16;
+  char *p = msg + 16;
+  int init = tl_patch_init;
+  tl_patch_init = 0;
+  if (init && error == 0 && plen >= 40) {
+    /* fuse_init_out: flags at 12, flags2 at 32, max_stack_depth at 36 */
+    uint32_t flags, flags2, depth = 1;
+    memcpy(&flags, p + 12, 4);
+    memcpy(&flags2, p + 32, 4);
+    flags |= DSYS_FUSE_INIT_EXT;
+    flags2 |= DSYS_FUSE_PASSTHROUGH_FLAGS2;
+    memcpy(p + 12, &flags, 4);
+    memcpy(p + 32, &flags2, 4);
+    memcpy(p + 36, &depth, 4);
+    fs->init_patched = 1;
+  } else if (tl_open_backing && error == 0 && plen == 16) {
+    /* fuse_open_out: fh, open_flags at 8, backing_id at 12; keep_cache is not allowed here */
+    uint32_t oflags;
+    int32_t bid = tl_open_backing;
+    memcpy(&oflags, p + 8, 4);
+    oflags = (oflags & ~DSYS_FOPEN_KEEP_CACHE) | DSYS_FOPEN_PASSTHROUGH;
+    memcpy(p + 8, &oflags, 4);
+    memcpy(p + 12, &bid, 4);
+  }
+  return write(fd, msg, len);
+}
+
+static const struct fuse_custom_io IO = {.writev = io_writev, .read = io_read};
+
 static void op_init(void *userdata, struct fuse_conn_info *conn) {
   dsys_fuse *fs = userdata;
   /* Large reads amortise the per-request cost; the kernel caps these to what it supports. */
@@ -402,6 +480,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn) {
   } else {
     conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
   }
+  tl_patch_init = fs->passthrough;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
@@ -523,6 +602,42 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
   fuse_reply_err(req, 0);
 }
 
+/* Called with fs->mu held: a backing id for c's cache file when it is already cached (never
+ * fetches), or 0 to serve the open through the FUSE page cache. */
+static int passthrough_backing_locked(dsys_fuse *fs, node *n) {
+  centry *c = n->ce;
+  if (!fs->passthrough || !fs->init_patched || n->cached_opens > 0 || c->fetching) return 0;
+  if (c->backing_id > 0) return c->backing_id;
+  if (c->fd < 0 && open_cache_locked(fs, c, n->size) != 0) return 0;
+  struct dsys_backing_map map = {.fd = c->fd, .flags = 0, .padding = 0};
+  int id = ioctl(fuse_session_fd(fs->se), DSYS_DEV_IOC_BACKING_OPEN, &map);
+  if (id <= 0) {
+    /* EPERM: the kernel did not accept passthrough at INIT (or no CAP_SYS_ADMIN): stop trying. */
+    if (errno == EPERM || errno == ENOTTY || errno == EINVAL) fs->passthrough = 0;
+    return 0;
+  }
+  c->backing_id = id;
+  return id;
+}
+
+static void close_handle_locked(dsys_fuse *fs, open_file *h) {
+  centry *c = h->ce;
+  if (h->passthrough) {
+    if (--c->pt_opens == 0 && c->backing_id > 0) {
+      uint32_t id = (uint32_t)c->backing_id;
+      ioctl(fuse_session_fd(fs->se), DSYS_DEV_IOC_BACKING_CLOSE, &id);
+      c->backing_id = 0;
+    }
+  } else {
+    h->node->cached_opens--;
+  }
+  /* Closing at the last release bounds open fds and lets an evicted file's space be freed. */
+  if (--c->opens == 0 && c->fd >= 0) {
+    close(c->fd);
+    c->fd = -1;
+  }
+}
+
 /* open never fetches (only the first read does); it pins the id so eviction skips it. */
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   dsys_fuse *fs = FS(req);
@@ -539,20 +654,29 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   }
   open_file *h = malloc(sizeof(*h));
   h->ce = n->ce;
+  h->node = n;
   h->size = n->size;
   h->ce->opens++;
+  int backing = passthrough_backing_locked(fs, n);
+  h->passthrough = backing > 0;
+  if (h->passthrough) {
+    h->ce->pt_opens++;
+    fs->st_pt_opens++;
+  } else {
+    n->cached_opens++;
+  }
   h->ce->last_use = ++fs->use_clock;
   fs->st_opens++;
   pthread_mutex_unlock(&fs->mu);
   fi->fh = (uint64_t)(uintptr_t)h;
   fi->keep_cache = 1; /* contents are immutable: keep the page cache across opens */
   fi->noflush = 1;
-  if (fuse_reply_open(req, fi) != 0) {
+  tl_open_backing = backing;
+  int rc = fuse_reply_open(req, fi);
+  tl_open_backing = 0;
+  if (rc != 0) {
     pthread_mutex_lock(&fs->mu);
-    if (--h->ce->opens == 0 && h->ce->fd >= 0) {
-      close(h->ce->fd);
-      h->ce->fd = -1;
-    }
+    close_handle_locked(fs, h);
     pthread_mutex_unlock(&fs->mu);
     free(h);
   }
@@ -618,11 +742,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
   dsys_fuse *fs = FS(req);
   open_file *h = (open_file *)(uintptr_t)fi->fh;
   pthread_mutex_lock(&fs->mu);
-  /* Closing at the last release bounds open fds and lets an evicted file's space be freed. */
-  if (--h->ce->opens == 0 && h->ce->fd >= 0) {
-    close(h->ce->fd);
-    h->ce->fd = -1;
-  }
+  close_handle_locked(fs, h);
   pthread_mutex_unlock(&fs->mu);
   free(h);
   fuse_reply_err(req, 0);
@@ -708,7 +828,8 @@ static void free_all(dsys_fuse *fs) {
 /** Mounts a new empty read-only filesystem at mountpoint and starts its loop thread.
  * Returns NULL and writes a message into err on failure. */
 dsys_fuse *dsys_fuse_create(const char *mountpoint, const char *cache_dir, int fetch_timeout_ms,
-                            int splice, int readahead_kb, char *err, int err_cap) {
+                            int splice, int readahead_kb, int passthrough, char *err,
+                            int err_cap) {
   dsys_fuse *fs = calloc(1, sizeof(*fs));
   pthread_mutex_init(&fs->mu, NULL);
   pthread_condattr_t ca;
@@ -721,6 +842,7 @@ dsys_fuse *dsys_fuse_create(const char *mountpoint, const char *cache_dir, int f
   fs->cache_dir = strdup(cache_dir);
   fs->fetch_timeout_ms = fetch_timeout_ms > 0 ? fetch_timeout_ms : 30000;
   fs->splice = splice;
+  fs->passthrough = passthrough;
   fs->next_ino = FUSE_ROOT_ID;
   fs->root = node_new(fs, NULL, "", 1);
   fs->root->nlookup = 1;
@@ -742,6 +864,9 @@ dsys_fuse *dsys_fuse_create(const char *mountpoint, const char *cache_dir, int f
     free_all(fs);
     return NULL;
   }
+  /* Same fd, but our writev can now patch replies (see io_writev). */
+  if (passthrough && fuse_session_custom_io(fs->se, &IO, fuse_session_fd(fs->se)) != 0)
+    fs->passthrough = 0;
   if (pthread_create(&fs->loop_thread, NULL, loop_main, fs) != 0) {
     set_err(err, (size_t)err_cap, "pthread_create failed for %s", mountpoint);
     fuse_session_unmount(fs->se);
@@ -985,8 +1110,8 @@ uint64_t dsys_fuse_last_use(dsys_fuse *fs, const uint8_t *id) {
   return v;
 }
 
-/** Writes 8 counters: fetch_requests, fetch_failures, reads, read_bytes, timeouts, opens, lookups,
- * files. */
+/** Writes 9 counters: fetch_requests, fetch_failures, reads, read_bytes, timeouts, opens, lookups,
+ * files, passthrough_opens. */
 void dsys_fuse_stats(dsys_fuse *fs, uint64_t *out) {
   pthread_mutex_lock(&fs->mu);
   out[0] = fs->st_fetch_requests;
@@ -997,5 +1122,6 @@ void dsys_fuse_stats(dsys_fuse *fs, uint64_t *out) {
   out[5] = fs->st_opens;
   out[6] = fs->st_lookups;
   out[7] = fs->st_files;
+  out[8] = fs->st_pt_opens;
   pthread_mutex_unlock(&fs->mu);
 }

@@ -47,6 +47,9 @@ export interface FuseMountOptions {
   splice?: boolean;
   /** Kernel readahead window of the mount in KiB (default 4096; 0 keeps the kernel's 128). */
   readaheadKb?: number;
+  /** Hand opens of already-cached files to the kernel (FUSE passthrough, Linux >= 6.9, root), so
+   * their reads bypass user space entirely. Default true; falls back silently when refused. */
+  passthrough?: boolean;
   /** Called when a fetch fails (the reader gets EIO; the next read retries). */
   onFetchError?: (id: Uint8Array, error: unknown) => void;
 }
@@ -69,6 +72,8 @@ export interface FuseStats {
   lookups: number;
   /** Files currently registered. */
   files: number;
+  /** Opens served by kernel passthrough (their reads are not counted in `reads`). */
+  passthroughOpens: number;
   /** Calls made to the user's fetch function. */
   fetchCalls: number;
   /** Cache files deleted by eviction. */
@@ -86,7 +91,7 @@ export class FuseError extends Error {
 
 const SYMBOLS = {
   dsys_fuse_create: {
-    parameters: ["buffer", "buffer", "i32", "i32", "i32", "buffer", "i32"],
+    parameters: ["buffer", "buffer", "i32", "i32", "i32", "i32", "buffer", "i32"],
     result: "pointer",
   },
   dsys_fuse_stop: { parameters: ["pointer"], result: "i32", nonblocking: true },
@@ -272,6 +277,7 @@ export class FuseMount {
       timeout,
       opts.splice ? 1 : 0,
       opts.readaheadKb ?? Number(Deno.env.get("DSYS_FUSE_RA_KB") ?? 4096),
+      opts.passthrough === false ? 0 : 1,
       err,
       err.length,
     );
@@ -365,7 +371,7 @@ export class FuseMount {
 
   /** Current counters. */
   stats(): FuseStats {
-    const out = new BigUint64Array(8);
+    const out = new BigUint64Array(9);
     if (!this.#stopped) {
       this.#lib.symbols.dsys_fuse_stats(this.#h, new Uint8Array(out.buffer));
     }
@@ -379,6 +385,7 @@ export class FuseMount {
       opens: n[5],
       lookups: n[6],
       files: n[7],
+      passthroughOpens: n[8],
       fetchCalls: this.#fetchCalls,
       evictions: this.#evictions,
     };
