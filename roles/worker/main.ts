@@ -7,6 +7,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { resolve } from "node:path";
 import {
   type ChunkState,
   ChunkState as CS,
@@ -50,6 +51,8 @@ export interface WorkerOptions {
   mount: string;
   /** Heartbeat period, ms (default 500). */
   heartbeatMs?: number;
+  /** Longest download of one input before its readers get EIO, ms (default 300000). */
+  fetchTimeoutMs?: number;
   /** Label shown in node lists (default hostname/short id). */
   label?: string;
   /** Logger (default: JSON lines on stderr). */
@@ -74,7 +77,7 @@ export interface WorkerStats {
 
 /** A running worker node. */
 export interface WorkerNode {
-  /** Always "" unless `listen` was given: a worker binds no socket of its own. */
+  /** Always "": a worker binds no socket of its own (it only connects DEALERs). */
   endpoint: string;
   /** The worker's node id (kept in `<data>/node-id`). */
   nodeId: Uint8Array;
@@ -93,7 +96,8 @@ export class WorkerError extends Error {
   }
 }
 
-/** Parses `--data --balancer --storage --masters --slots --cache-bytes --mount [--listen]`. */
+/** Parses `--data --balancer --storage --masters --slots --cache-bytes --mount` and the optional
+ * `--listen` (ignored), `--heartbeat-ms`, `--fetch-timeout-ms`, `--label`. */
 export function parseWorkerArgs(args: string[]): WorkerOptions {
   const { values } = parseArgs({
     args,
@@ -108,6 +112,7 @@ export function parseWorkerArgs(args: string[]): WorkerOptions {
       "cache-bytes": { type: "string", default: String(1 << 30) },
       mount: { type: "string" },
       "heartbeat-ms": { type: "string", default: "500" },
+      "fetch-timeout-ms": { type: "string", default: "300000" },
       label: { type: "string" },
     },
     strict: true,
@@ -135,6 +140,7 @@ export function parseWorkerArgs(args: string[]): WorkerOptions {
     cacheBytes: int("cache-bytes", values["cache-bytes"]!, 0),
     mount: values.mount ?? `${data}/mnt`,
     heartbeatMs: int("heartbeat-ms", values["heartbeat-ms"]!, 10),
+    fetchTimeoutMs: int("fetch-timeout-ms", values["fetch-timeout-ms"]!, 100),
     label: values.label,
   };
 }
@@ -189,10 +195,12 @@ class Worker implements WorkerNode {
   constructor(opts: WorkerOptions, nodeId: Uint8Array) {
     this.#opts = opts;
     this.nodeId = nodeId;
-    this.endpoint = opts.listen ?? "";
+    this.endpoint = "";
     this.#log = opts.log ?? createLogger("worker", uuidToHex(nodeId));
-    this.#cacheDir = `${opts.data}/cache`;
-    this.#chunksDir = `${opts.data}/chunks`;
+    // Absolute: the paths handed to programs (DSYS_OUTPUT_DIR) must not depend on their cwd.
+    const data = resolve(opts.data);
+    this.#cacheDir = `${data}/cache`;
+    this.#chunksDir = `${data}/chunks`;
     this.#index = new CacheIndex(this.#cacheDir);
   }
 
@@ -203,10 +211,35 @@ class Worker implements WorkerNode {
     await Deno.mkdir(this.#chunksDir, { recursive: true });
     await this.#index.removeTemps();
     this.#storage = new StorageClient(this.#opts.storage, this.nodeId);
+    try {
+      await this.#connect();
+    } catch (e) {
+      // Leave nothing behind (a mount, sockets keeping the process alive) when start-up fails.
+      await this.#mount?.unmount().catch(() => {});
+      await Promise.allSettled([
+        this.#storage.close(),
+        this.#balancer?.close(),
+        this.#masters?.close(),
+      ]);
+      throw new WorkerError(`worker ${uuidToHex(this.nodeId)} failed to start: ${e}`, { cause: e });
+    }
+    this.#loop = this.#balancerLoop();
+    this.#log.info("worker started", {
+      balancer: this.#opts.balancer,
+      storage: this.#opts.storage,
+      masters: this.#opts.masters.join(","),
+      slots: this.#opts.slots,
+      mount: this.#mount.mountpoint,
+    });
+  }
+
+  async #connect(): Promise<void> {
     this.#mount = await FuseMount.mount({
       mountpoint: this.#opts.mount,
       cacheDir: this.#cacheDir,
       cacheMaxBytes: this.#opts.cacheBytes,
+      // Bounds one whole download (and a reader's wait for it): generous, inputs can be large.
+      fetchTimeoutMs: this.#opts.fetchTimeoutMs ?? 300_000,
       fetch: (id, path) => this.#fetch(id, path),
       onFetchError: (id, e) => this.#onFetchError(id, e),
     });
@@ -222,14 +255,6 @@ class Worker implements WorkerNode {
     });
     // --cache-bytes may be smaller than what an earlier run left in the cache.
     await this.#mount.enforceCacheLimit(this.#opts.cacheBytes);
-    this.#loop = this.#balancerLoop();
-    this.#log.info("worker started", {
-      balancer: this.#opts.balancer,
-      storage: this.#opts.storage,
-      masters: this.#opts.masters.join(","),
-      slots: this.#opts.slots,
-      mount: this.#mount.mountpoint,
-    });
   }
 
   stats(): WorkerStats {
@@ -300,7 +325,7 @@ class Worker implements WorkerNode {
       slots: this.#opts.slots,
       freeSlots: this.#freeSlots(),
       files,
-      label: this.#opts.label ?? `${Deno.hostname()}/${uuidToHex(this.nodeId).slice(0, 8)}`,
+      label: this.#opts.label ?? `${hostname()}/${uuidToHex(this.nodeId).slice(0, 8)}`,
     }, 2000);
     this.#index.commit(snapshot);
     this.#registered = true;
@@ -586,10 +611,11 @@ class Worker implements WorkerNode {
         this.#stats.reported++;
         break;
       } catch (e) {
-        if (
-          e instanceof RpcError && e.code !== ErrorCode.Unavailable &&
-          e.code !== ErrorCode.NotLeader
-        ) {
+        if (!(e instanceof RpcError)) {
+          log.error("worker_status could not be sent", { error: e });
+          break;
+        }
+        if (e.code !== ErrorCode.Unavailable && e.code !== ErrorCode.NotLeader) {
           // The master rejected it for good (e.g. stale attempt): retrying cannot help.
           log.warn("master rejected worker_status", { error: e });
           break;
@@ -673,4 +699,12 @@ function bareStatus(
     stderrTail: enc.encode(""),
     reason,
   };
+}
+
+function hostname(): string {
+  try {
+    return Deno.hostname();
+  } catch {
+    return "worker"; // no --allow-sys: the id part of the label still tells workers apart
+  }
 }
