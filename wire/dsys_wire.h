@@ -55,6 +55,7 @@ enum dsys_message_type {
   DSYS_MSG_JOB_DISPATCH = 36,
   DSYS_MSG_NODE_LIST_REQUEST = 40,
   DSYS_MSG_NODE_LIST_RESPONSE = 41,
+  DSYS_MSG_CLUSTER_CHANGE = 42,
   DSYS_MSG_RAFT_MESSAGE = 50,
 };
 
@@ -311,6 +312,11 @@ struct DSYS_PACKED dsys_node_list_response {
   struct dsys_generic_message header;
   uint32_t num_nodes;
 }; /* payload: node_entry* */
+struct DSYS_PACKED dsys_cluster_change {
+  struct dsys_generic_message header;
+  uint8_t op;
+  uint32_t member_length;
+}; /* payload: member (UTF-8) */
 struct DSYS_PACKED dsys_raft_message {
   struct dsys_generic_message header;
 }; /* payload: opaque raft bytes = rest of the frame */
@@ -392,6 +398,7 @@ _Static_assert(sizeof(struct dsys_job_list_response) == 29, "job_list_response")
 _Static_assert(sizeof(struct dsys_job_dispatch) == 77, "job_dispatch");
 _Static_assert(sizeof(struct dsys_node_list_request) == 25, "node_list_request");
 _Static_assert(sizeof(struct dsys_node_list_response) == 29, "node_list_response");
+_Static_assert(sizeof(struct dsys_cluster_change) == 30, "cluster_change");
 _Static_assert(sizeof(struct dsys_raft_message) == 25, "raft_message");
 _Static_assert(sizeof(struct dsys_file_entry) == 28, "file_entry");
 _Static_assert(sizeof(struct dsys_chunk_attempt) == 8, "chunk_attempt");

@@ -6,6 +6,7 @@
 
 import {
   ChunkState,
+  ClusterOp,
   FailureCode,
   type Message,
   MessageType,
@@ -188,6 +189,12 @@ export const EXAMPLES: readonly Message[] = [
       lastSeenMs: 1764150000000,
       endpoint: "tcp://127.0.0.1:7003",
     }],
+  },
+  {
+    type: MessageType.ClusterChange,
+    node: NODE,
+    op: ClusterOp.AddMaster,
+    member: "m4@tcp://127.0.0.1:7104",
   },
   { type: MessageType.RaftMessage, node: NODE, data: bytes("raft") },
 ];

@@ -34,6 +34,7 @@ export const MessageType = {
   JobDispatch: 36,
   NodeListRequest: 40,
   NodeListResponse: 41,
+  ClusterChange: 42,
   RaftMessage: 50,
 } as const;
 /** Any valid `message_type` code. */
@@ -116,6 +117,8 @@ export type NodeState = typeof NodeState[keyof typeof NodeState];
 
 /** Bit flags of a node entry. */
 export const NodeFlags = { Leader: 1 } as const;
+/** `op` of cluster_change. */
+export const ClusterOp = { AddMaster: 1, RemoveMaster: 2, TransferLeader: 3 } as const;
 /** Bit flags of file_put. */
 export const FilePutFlags = { Last: 1 } as const;
 
@@ -563,6 +566,15 @@ export interface NodeListResponse extends MessageBase {
   /** Nodes. */
   nodes: NodeEntry[];
 }
+/** operator -> master: change the master group's membership, or move its leadership. */
+export interface ClusterChange extends MessageBase {
+  /** Message type code (discriminant). */
+  type: typeof MessageType.ClusterChange;
+  /** ClusterOp: 1 add a master, 2 remove a master, 3 transfer leadership to a master. */
+  op: number;
+  /** The master's Raft member id, `NAME@tcp://HOST:PORT`. */
+  member: string;
+}
 /** master <-> master: opaque Raft payload; one-way, never answered. */
 export interface RaftMessage extends MessageBase {
   /** Message type code (discriminant). */
@@ -598,6 +610,7 @@ export type Message =
   | JobDispatch
   | NodeListRequest
   | NodeListResponse
+  | ClusterChange
   | RaftMessage;
 
 /** The message interface for a given type code, e.g. `MessageOf<typeof MessageType.Ok>`. */
@@ -1189,6 +1202,20 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     doc: "Known nodes.",
     flow: "master ROUTER -> client",
     reply: "none",
+  },
+  {
+    type: MessageType.ClusterChange,
+    name: "ClusterChange",
+    wire: "cluster_change",
+    base: 30,
+    fields: [
+      u8("op", "op", "ClusterOp: 1 add master, 2 remove master, 3 transfer leadership", { max: 3 }),
+      len("u32", "member_length", "member", "bytes of member"),
+    ],
+    sections: [text("member", "member", "maxText", "Raft member id NAME@tcp://HOST:PORT")],
+    doc: "Add or remove a master (one at a time, committed through Raft) or hand over leadership.",
+    flow: "client DEALER -> master ROUTER (the leader)",
+    reply: "ok (once the change is committed) / error",
   },
   {
     type: MessageType.RaftMessage,

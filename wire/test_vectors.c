@@ -141,6 +141,9 @@ static const struct msg MSGS[] = {
      {END}},
     {"node_list_response", DSYS_MSG_NODE_LIST_RESPONSE, sizeof(struct dsys_node_list_response),
      {F(struct dsys_node_list_response, num_nodes, K_U32), END}},
+    {"cluster_change", DSYS_MSG_CLUSTER_CHANGE, sizeof(struct dsys_cluster_change),
+     {F(struct dsys_cluster_change, op, K_U8),
+      F(struct dsys_cluster_change, member_length, K_U32), END}},
     {"raft_message", DSYS_MSG_RAFT_MESSAGE, sizeof(struct dsys_raft_message), {END}},
 };
 
