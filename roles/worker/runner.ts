@@ -131,11 +131,16 @@ export class RunningProgram {
   #exited = false;
   #aborted = false;
 
-  /** Wraps a spawned child (or a spawn failure); use `startProgram`. */
-  constructor(child: Deno.ChildProcess | null, spawnError: string | undefined, spec: RunSpec) {
+  /** Wraps a spawned child and its open stdout file (or a spawn failure); use `startProgram`. */
+  constructor(
+    child: Deno.ChildProcess | null,
+    stdoutFile: Deno.FsFile | null,
+    spawnError: string | undefined,
+    spec: RunSpec,
+  ) {
     const t0 = performance.now();
     this.pid = child?.pid ?? 0;
-    if (!child) {
+    if (!child || !stdoutFile) {
       this.result = Promise.resolve({
         exitCode: 0,
         signal: 0,
@@ -148,10 +153,15 @@ export class RunningProgram {
       });
       return;
     }
-    this.result = this.#supervise(child, spec, t0);
+    this.result = this.#supervise(child, stdoutFile, spec, t0);
   }
 
-  async #supervise(child: Deno.ChildProcess, spec: RunSpec, t0: number): Promise<RunResult> {
+  async #supervise(
+    child: Deno.ChildProcess,
+    stdoutFile: Deno.FsFile,
+    spec: RunSpec,
+    t0: number,
+  ): Promise<RunResult> {
     let timedOut = false;
     const timer = spec.timeLimitMs > 0
       ? setTimeout(() => {
@@ -160,11 +170,6 @@ export class RunningProgram {
       }, spec.timeLimitMs)
       : undefined;
     const tail = new TailBuffer(spec.stderrTailBytes ?? 4096);
-    const stdoutFile = await Deno.open(spec.stdoutPath, {
-      write: true,
-      create: true,
-      truncate: true,
-    });
     let stdoutBytes = 0;
     const drainOut = (async () => {
       try {
@@ -261,9 +266,13 @@ async function spawnRetrying(spec: RunSpec): Promise<Deno.ChildProcess> {
 
 /** Starts a program; a spawn failure yields a RunningProgram whose result has `spawnError`. */
 export async function startProgram(spec: RunSpec): Promise<RunningProgram> {
+  let out: Deno.FsFile | null = null;
   try {
-    return new RunningProgram(await spawnRetrying(spec), undefined, spec);
+    // Opened before the spawn, so a failure here cannot leave a child running unsupervised.
+    out = await Deno.open(spec.stdoutPath, { write: true, create: true, truncate: true });
+    return new RunningProgram(await spawnRetrying(spec), out, undefined, spec);
   } catch (e) {
-    return new RunningProgram(null, e instanceof Error ? e.message : String(e), spec);
+    out?.close();
+    return new RunningProgram(null, null, e instanceof Error ? e.message : String(e), spec);
   }
 }
