@@ -3,9 +3,11 @@
  * the test process that ack worker_requests, heartbeat, and report chunk_finished).
  * @module
  */
-import { RpcClient } from "../lib/rpc.ts";
+import { RpcError } from "../lib/rpc.ts";
+import { BalancerClient } from "../roles/balancer/client.ts";
 import {
   ChunkState,
+  ErrorCode,
   type Message,
   MessageType,
   randomUuid,
@@ -91,7 +93,8 @@ export interface Run {
 
 /** Options of a fake worker. */
 export interface FakeWorkerOptions {
-  endpoint: string;
+  /** Balancer endpoint, or primary and standby endpoints. */
+  endpoint: string | string[];
   slots: number;
   files?: Uuid[];
   label: string;
@@ -106,7 +109,7 @@ export interface FakeWorkerOptions {
 export class FakeWorker {
   readonly id: Uuid = randomUuid();
   readonly key: string = uuidToHex(this.id);
-  readonly client: RpcClient;
+  readonly client: BalancerClient;
   /** When set, the worker is hung: no heartbeats, chunks never finish (but acks still go). */
   hung = false;
   /** When set, every worker_request is refused. */
@@ -120,9 +123,11 @@ export class FakeWorker {
 
   constructor(o: FakeWorkerOptions) {
     this.#o = o;
-    this.client = new RpcClient(o.endpoint, {
+    const eps = typeof o.endpoint === "string" ? [o.endpoint] : o.endpoint;
+    this.client = new BalancerClient(eps, {
       node: this.id,
-      timeoutMs: 10_000,
+      // Short, so a dead primary is noticed quickly (standby tests).
+      timeoutMs: eps.length > 1 ? 500 : 10_000,
       routingId: this.id,
       onRequest: (m) => this.#onRequest(m),
     });
@@ -140,7 +145,10 @@ export class FakeWorker {
         freeSlots: this.#o.slots - this.#running,
         added: [],
         evicted: [],
-      }).catch(() => {/* a test may close the balancer first */});
+      }).catch((e) => {
+        // Like a real worker: an unknown worker registers again.
+        if (e instanceof RpcError && e.code === ErrorCode.NotFound) this.register().catch(() => {});
+      });
     }, this.#o.heartbeatMs ?? 100);
   }
 

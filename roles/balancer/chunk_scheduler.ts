@@ -102,6 +102,29 @@ export interface DispatchResult {
   ignored: number;
 }
 
+/** Plain-data form of a scheduler's whole state (see ChunkScheduler.exportState). */
+export interface SchedulerState {
+  opts: Required<SchedulerOptions>;
+  workers: {
+    id: Uuid;
+    slots: number;
+    reportedFree: number;
+    files: string[];
+    lastSeenMs: number;
+    label: string;
+    phantom: number;
+    lastAssignSeq: number;
+    running: string[];
+  }[];
+  jobs: { key: string; info: JobInfo; queue: string[]; runningCount: number }[];
+  tasks: { jobKey: string; chunkIndex: number; attempt: number; avoid: [string, number][] }[];
+  /** [chunk key, attempt, state, atMs]. */
+  finished: [string, number, number, number][];
+  jobOrder: string[];
+  jobCursor: number;
+  assignSeq: number;
+}
+
 /** A request the scheduler cannot act on (unknown worker, bad chunk index). */
 export class SchedulerError extends Error {
   /** "unknown_worker" | "bad_request". */
@@ -539,6 +562,100 @@ export class ChunkScheduler {
       }
     }
     return best;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Whole-state export/import (the standby's snapshot)
+
+  /**
+   * The complete internal state as plain data (Uint8Arrays for bytes). Importing it into a
+   * fresh scheduler gives one that answers every later call exactly like this one: orders of
+   * maps, queues and the round-robin cursors are kept, which the standby's replay relies on.
+   */
+  exportState(): SchedulerState {
+    return {
+      opts: { ...this.opts },
+      workers: [...this.#workers.values()].map((w) => ({
+        id: w.id,
+        slots: w.slots,
+        reportedFree: w.reportedFree,
+        files: [...w.files],
+        lastSeenMs: w.lastSeenMs,
+        label: w.label,
+        phantom: w.phantom,
+        lastAssignSeq: w.lastAssignSeq,
+        running: [...w.running.keys()],
+      })),
+      jobs: [...this.#jobs.entries()].map(([key, j]) => ({
+        key,
+        info: j.info,
+        queue: j.queue.map((t) => chunkKey(t.jobKey, t.chunkIndex)),
+        runningCount: j.runningCount,
+      })),
+      tasks: [...this.#tasks.values()].map((t) => ({
+        jobKey: t.jobKey,
+        chunkIndex: t.chunkIndex,
+        attempt: t.attempt,
+        avoid: [...t.avoid.entries()],
+      })),
+      finished: [...this.#finished.entries()].map(([k, f]) => [k, f.attempt, f.state, f.atMs]),
+      jobOrder: [...this.#jobOrder],
+      jobCursor: this.#jobCursor,
+      assignSeq: this.#assignSeq,
+    };
+  }
+
+  /** Replaces this scheduler's whole state (and options) with an exported one. */
+  importState(st: SchedulerState): void {
+    Object.assign(this.opts, st.opts);
+    this.#tasks = new Map();
+    this.#where = new Map();
+    for (const t of st.tasks) {
+      const ck = chunkKey(t.jobKey, t.chunkIndex);
+      this.#tasks.set(ck, { ...t, avoid: new Map(t.avoid) });
+      this.#where.set(ck, "");
+    }
+    const task = (ck: string) => {
+      const t = this.#tasks.get(ck);
+      if (!t) throw new SchedulerError("bad_request", `snapshot: chunk ${ck} has no task`);
+      return t;
+    };
+    this.#workers = new Map();
+    for (const w of st.workers) {
+      const key = uuidToHex(w.id);
+      const running = new Map<string, ChunkTask>();
+      for (const ck of w.running) {
+        running.set(ck, task(ck));
+        this.#where.set(ck, key);
+      }
+      this.#workers.set(key, {
+        id: w.id,
+        key,
+        slots: w.slots,
+        reportedFree: w.reportedFree,
+        files: new Set(w.files),
+        lastSeenMs: w.lastSeenMs,
+        label: w.label,
+        phantom: w.phantom,
+        lastAssignSeq: w.lastAssignSeq,
+        running,
+      });
+    }
+    this.#jobs = new Map();
+    for (const j of st.jobs) {
+      this.#jobs.set(j.key, {
+        info: j.info,
+        queue: j.queue.map(task),
+        runningCount: j.runningCount,
+      });
+    }
+    this.#finished = new Map(
+      st.finished.map(([k, attempt, state, atMs]) => [k, { attempt, state, atMs }]),
+    );
+    this.#jobOrder = [...st.jobOrder];
+    this.#inOrder = new Set(st.jobOrder);
+    this.#jobCursor = st.jobCursor;
+    this.#assignSeq = st.assignSeq;
   }
 
   // ------------------------------------------------------------------------------------------

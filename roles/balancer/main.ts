@@ -1,6 +1,6 @@
 /**
  * Start-up of a balancer: `dsys run --role balancer --listen EP --data DIR
- * [--dead-after-ms N] [--standby-of EP --takeover-after-ms N]`.
+ * [--dead-after-ms N] [--standby-of EP [--takeover-after-ms N] [--sync-ms N]]`.
  * @module
  */
 import { parseArgs } from "node:util";
@@ -9,6 +9,7 @@ import { createLogger } from "../../lib/log.ts";
 import { loadOrCreateNodeId } from "../../lib/node_id.ts";
 import { uuidToHex } from "../../wire/mod.ts";
 import { BalancerService } from "./service.ts";
+import { StandbyFollower } from "./standby.ts";
 
 /** Options of a balancer node. */
 export interface BalancerOptions {
@@ -22,6 +23,12 @@ export interface BalancerOptions {
   tickMs?: number;
   /** How long a worker has to ack a worker_request, ms. Default 5000. */
   pushTimeoutMs?: number;
+  /** Run as a hot standby of the primary at this endpoint. */
+  standbyOf?: string;
+  /** A standby takes over after the primary has not answered for this long, ms. Default 3000. */
+  takeoverAfterMs?: number;
+  /** How often a standby pulls the primary's events, ms. Default min(200, takeover/5). */
+  syncMs?: number;
 }
 
 /** A running balancer. */
@@ -29,6 +36,10 @@ export interface BalancerNode {
   endpoint: string;
   nodeId: Uint8Array;
   service: BalancerService;
+  /** The follower while this node is a standby (null for a primary). */
+  follower: StandbyFollower | null;
+  /** Resolves when a standby has taken over (never for a node started as primary). */
+  tookOver: Promise<void>;
   close(): Promise<void>;
 }
 
@@ -49,6 +60,9 @@ export function parseBalancerArgs(args: string[]): BalancerOptions {
       "dead-after-ms": { type: "string" },
       "tick-ms": { type: "string" },
       "push-timeout-ms": { type: "string" },
+      "standby-of": { type: "string" },
+      "takeover-after-ms": { type: "string" },
+      "sync-ms": { type: "string" },
     },
     strict: true,
   });
@@ -58,6 +72,9 @@ export function parseBalancerArgs(args: string[]): BalancerOptions {
     deadAfterMs: num(values["dead-after-ms"], "dead-after-ms"),
     tickMs: num(values["tick-ms"], "tick-ms"),
     pushTimeoutMs: num(values["push-timeout-ms"], "push-timeout-ms"),
+    standbyOf: values["standby-of"],
+    takeoverAfterMs: num(values["takeover-after-ms"], "takeover-after-ms"),
+    syncMs: num(values["sync-ms"], "sync-ms"),
   };
 }
 
@@ -78,15 +95,35 @@ export async function runBalancer(opts: BalancerOptions): Promise<BalancerNode> 
     deadAfterMs: opts.deadAfterMs ?? 5000,
     tickMs: opts.tickMs,
     pushTimeoutMs: opts.pushTimeoutMs,
+    standbyOf: opts.standbyOf,
   });
   server.setHandler(service.handle);
-  service.start(server);
-  log.info("balancer started", { endpoint });
+  const tookOver = Promise.withResolvers<void>();
+  let follower: StandbyFollower | null = null;
+  if (opts.standbyOf) {
+    follower = new StandbyFollower({
+      primary: opts.standbyOf,
+      node: nodeId,
+      log,
+      service,
+      takeoverAfterMs: opts.takeoverAfterMs ?? 3000,
+      syncMs: opts.syncMs,
+      onTakeover: () => {
+        service.promote(server);
+        tookOver.resolve();
+      },
+    });
+    follower.start();
+  } else service.start(server);
+  log.info("balancer started", { endpoint, standbyOf: opts.standbyOf ?? null });
   return {
     endpoint,
     nodeId,
     service,
+    follower,
+    tookOver: tookOver.promise,
     async close() {
+      await follower?.stop();
       service.stop();
       await server.close();
     },

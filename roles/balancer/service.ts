@@ -23,10 +23,21 @@ import {
 import {
   type Assignment,
   ChunkScheduler,
+  type DeadWorker,
+  type DispatchResult,
   freeOf,
   SchedulerError,
   type SchedulerOptions,
 } from "./chunk_scheduler.ts";
+import {
+  applyEvent,
+  decodeSync,
+  encodeSync,
+  EventLog,
+  type SchedulerEvent,
+  SyncError,
+  type SyncReply,
+} from "./replication.ts";
 
 /** Options of the balancer service. */
 export interface BalancerServiceOptions extends SchedulerOptions {
@@ -41,6 +52,8 @@ export interface BalancerServiceOptions extends SchedulerOptions {
   pushTimeoutMs?: number;
   /** Clock (epoch ms); tests may pass their own. */
   now?: () => number;
+  /** Start as a hot standby of this primary endpoint (see replication.ts, standby.ts). */
+  standbyOf?: string;
 }
 
 /** Counters of what the service did (for logs and tests). */
@@ -76,11 +89,118 @@ export class BalancerService {
   #pumpQueued = false;
   #now: () => number;
   #stopped = false;
+  /** Every state change, for standbys that follow this balancer. */
+  #events = new EventLog();
+  /** The primary this balancer follows; null once it is (or became) the primary. */
+  #standbyOf: string | null;
+  /** Replication position of a standby: the primary's epoch and last applied seq. */
+  #syncEpoch = "";
+  #syncSeq = 0;
 
   constructor(o: BalancerServiceOptions) {
     this.#o = o;
     this.#now = o.now ?? Date.now;
+    this.#standbyOf = o.standbyOf ?? null;
     this.scheduler = new ChunkScheduler(o);
+  }
+
+  /** True while this balancer follows a primary (serves nothing but node lists). */
+  get isStandby(): boolean {
+    return this.#standbyOf !== null;
+  }
+
+  /** Position of a standby in its primary's event stream (epoch "" = needs a snapshot). */
+  get syncPosition(): { epoch: string; after: number } {
+    return { epoch: this.#syncEpoch, after: this.#syncSeq };
+  }
+
+  /** Applies a state change and records it for followers. */
+  #do(ev: SchedulerEvent): unknown {
+    const r = applyEvent(this.scheduler, ev);
+    // A reap that found nobody changed nothing: not worth a log entry.
+    if (ev.t !== "reap" || (r as DeadWorker[]).length > 0) this.#events.append(ev, this.#now());
+    return r;
+  }
+
+  /**
+   * Standby: applies a sync reply from the primary (snapshot and/or events). Throws
+   * SyncError when the reply does not continue where this standby is (it then resnapshots).
+   */
+  applySync(reply: SyncReply): void {
+    try {
+      if (reply.snapshot) {
+        this.scheduler.importState(reply.snapshot.state);
+        this.#syncEpoch = reply.epoch;
+        this.#syncSeq = reply.snapshot.seq;
+      }
+      if (reply.epoch !== this.#syncEpoch) {
+        throw new SyncError(`events of epoch ${reply.epoch} but following ${this.#syncEpoch}`);
+      }
+      if (reply.events.length > 0 && reply.firstSeq !== this.#syncSeq + 1) {
+        throw new SyncError(`events start at ${reply.firstSeq}, expected ${this.#syncSeq + 1}`);
+      }
+      for (const ev of reply.events) {
+        applyEvent(this.scheduler, ev);
+        this.#syncSeq++;
+      }
+    } catch (e) {
+      // Whatever went wrong, the state may be partial: start over from a snapshot.
+      this.#syncEpoch = "";
+      throw e instanceof SyncError ? e : new SyncError(`replaying primary's events: ${e}`);
+    }
+  }
+
+  /**
+   * Standby -> primary: gives every replicated worker a fresh deadline (they are switching
+   * over now), then starts ticking and placing work through `server`.
+   */
+  promote(server: RpcServer): void {
+    const was = this.#standbyOf;
+    this.#standbyOf = null;
+    this.#do({ t: "touchAll", now: this.#now() });
+    const st = this.scheduler.stats();
+    this.#o.log.warn("standby took over as primary", { formerPrimary: was, ...st });
+    this.start(server);
+  }
+
+  #sync(data: Uint8Array): Message {
+    let req;
+    try {
+      req = decodeSync(data);
+    } catch (e) {
+      throw new RequestError(ErrorCode.BadRequest, e instanceof Error ? e.message : String(e));
+    }
+    if (!("after" in req) || typeof req.after !== "number") {
+      throw new RequestError(ErrorCode.BadRequest, "balancer sync: not a request");
+    }
+    const now = this.#now();
+    const events = req.epoch === this.#events.epoch
+      ? this.#events.since(req.after, 8 * 1024 * 1024, now)
+      : null;
+    let reply: SyncReply;
+    if (events) {
+      reply = {
+        op: "sync",
+        epoch: this.#events.epoch,
+        endpoint: this.#o.endpoint,
+        firstSeq: req.after + 1,
+        events,
+      };
+    } else {
+      // New or lagging follower: the whole state; from now on events are kept for it.
+      this.#events.since(this.#events.lastSeq, 0, now);
+      const seq = this.#events.lastSeq;
+      reply = {
+        op: "sync",
+        epoch: this.#events.epoch,
+        endpoint: this.#o.endpoint,
+        snapshot: { seq, state: this.scheduler.exportState() },
+        firstSeq: seq + 1,
+        events: [],
+      };
+      this.#o.log.info("standby sent a snapshot", { seq });
+    }
+    return { type: MessageType.RaftMessage, node: this.#o.node, data: encodeSync(reply) };
   }
 
   /** Starts ticking and pushing work through `server` (whose handler must be `handle`). */
@@ -102,12 +222,21 @@ export class BalancerService {
   handle = (msg: Message, peer: Uint8Array): Message | null => {
     const now = this.#now();
     const ok = (value = 0): Message => ({ type: MessageType.Ok, node: this.#o.node, value });
+    if (this.#standbyOf !== null && msg.type !== MessageType.NodeListRequest) {
+      // Retryable: clients given both endpoints move on to the other one.
+      throw new RequestError(
+        ErrorCode.Unavailable,
+        `standby balancer: the primary is ${this.#standbyOf}`,
+      );
+    }
     try {
       switch (msg.type) {
         case MessageType.JobDispatch: {
           this.counters.dispatches++;
-          const r = this.scheduler.dispatch(
-            {
+          const r = this.#do({
+            t: "dispatch",
+            now,
+            info: {
               job: msg.job,
               numChunks: msg.numChunks,
               timeLimitMs: msg.timeLimitMs,
@@ -115,9 +244,8 @@ export class BalancerService {
               argument: msg.argument,
               inputFiles: msg.inputFiles,
             },
-            msg.chunks,
-            now,
-          );
+            chunks: msg.chunks,
+          }) as DispatchResult;
           if (r.queued > 0) {
             this.#o.log.info("job dispatched", {
               job: uuidToHex(msg.job),
@@ -131,14 +259,15 @@ export class BalancerService {
         case MessageType.WorkerRegister: {
           const key = uuidToHex(msg.node);
           this.#peers.set(key, peer.slice());
-          const { requeued } = this.scheduler.register(
-            msg.node,
-            msg.slots,
-            msg.freeSlots,
-            msg.files,
-            msg.label,
+          const { requeued } = this.#do({
+            t: "register",
             now,
-          );
+            id: msg.node,
+            slots: msg.slots,
+            free: msg.freeSlots,
+            files: msg.files,
+            label: msg.label,
+          }) as { requeued: unknown[] };
           this.#o.log.info("worker registered", {
             worker: key,
             slots: msg.slots,
@@ -150,29 +279,31 @@ export class BalancerService {
           return ok();
         }
         case MessageType.WorkerHeartbeat: {
-          this.scheduler.heartbeat(
-            msg.node,
-            msg.slots,
-            msg.freeSlots,
-            msg.added,
-            msg.evicted,
+          this.#do({
+            t: "heartbeat",
             now,
-          );
+            id: msg.node,
+            slots: msg.slots,
+            free: msg.freeSlots,
+            added: msg.added,
+            evicted: msg.evicted,
+          });
           // A worker that reconnected has a new DEALER: push to the current one.
           this.#peers.set(uuidToHex(msg.node), peer.slice());
           this.#schedulePump();
           return ok();
         }
         case MessageType.ChunkFinished: {
-          this.scheduler.touch(msg.node, now);
-          const fresh = this.scheduler.finished(
-            msg.node,
-            msg.job,
-            msg.chunkIndex,
-            msg.attempt,
-            msg.state,
+          this.#do({ t: "touch", now, id: msg.node });
+          const fresh = this.#do({
+            t: "finished",
             now,
-          );
+            worker: msg.node,
+            job: msg.job,
+            chunk: msg.chunkIndex,
+            attempt: msg.attempt,
+            state: msg.state,
+          }) as boolean;
           if (fresh) this.counters.finished++;
           else {
             this.counters.staleFinished++;
@@ -186,6 +317,8 @@ export class BalancerService {
           this.#schedulePump();
           return ok(fresh ? 1 : 0);
         }
+        case MessageType.RaftMessage:
+          return this.#sync(msg.data);
         case MessageType.NodeListRequest:
           return { type: MessageType.NodeListResponse, node: this.#o.node, nodes: this.nodes() };
         default:
@@ -214,7 +347,7 @@ export class BalancerService {
       id: this.#o.node,
       role: NodeRole.Balancer,
       state: NodeState.Alive,
-      flags: NodeFlags.Leader,
+      flags: this.#standbyOf === null ? NodeFlags.Leader : 0,
       slots: st.slots,
       freeSlots: st.freeSlots,
       lastSeenMs: now,
@@ -238,7 +371,7 @@ export class BalancerService {
 
   #tick(): void {
     if (this.#stopped) return;
-    for (const d of this.scheduler.reapDead(this.#now())) {
+    for (const d of this.#do({ t: "reap", now: this.#now() }) as DeadWorker[]) {
       this.counters.deadWorkers++;
       this.#peers.delete(d.worker.key);
       this.#o.log.warn("worker dead: requeued its chunks", {
@@ -263,7 +396,7 @@ export class BalancerService {
   /** Places queued chunks now and pushes the requests. */
   pump(): void {
     if (this.#stopped || !this.#server) return;
-    for (const a of this.scheduler.assign(this.#now())) this.#push(a);
+    for (const a of this.#do({ t: "assign", now: this.#now() }) as Assignment[]) this.#push(a);
   }
 
   #push(a: Assignment): void {
@@ -272,9 +405,11 @@ export class BalancerService {
     const log = this.#o.log;
     const job = a.job.job;
     const ids = { worker: a.worker.key, job: uuidToHex(job), chunk: a.chunkIndex };
+    const ev = { worker: a.worker.id, job, chunk: a.chunkIndex, attempt: a.attempt };
     if (!peer) {
       // Registered workers always have a peer; be safe and hand the chunk back.
-      this.scheduler.refused(a.worker.id, job, a.chunkIndex, a.attempt, this.#now());
+      this.#do({ t: "refused", now: this.#now(), ...ev });
+      this.#schedulePump();
       return;
     }
     const req: WorkerRequest = {
@@ -294,8 +429,7 @@ export class BalancerService {
       const now = this.#now();
       if (reply.type === MessageType.WorkerRequestAck && reply.accepted) {
         this.counters.accepted++;
-        this.scheduler.touch(a.worker.id, now);
-        this.scheduler.accepted(a.worker.id, job, a.chunkIndex, a.attempt);
+        this.#do({ t: "touch", now, id: a.worker.id });
         return;
       }
       const reason = reply.type === MessageType.WorkerRequestAck
@@ -303,7 +437,7 @@ export class BalancerService {
         : `unexpected reply type ${reply.type}`;
       this.counters.refused++;
       log.info("worker refused chunk", { ...ids, attempt: a.attempt, reason });
-      this.scheduler.refused(a.worker.id, job, a.chunkIndex, a.attempt, now);
+      this.#do({ t: "refused", now, ...ev });
       this.#schedulePump();
     }, (e) => {
       if (this.#stopped) return;
@@ -314,17 +448,17 @@ export class BalancerService {
         // The worker answered with an error: it did not take the chunk.
         this.counters.refused++;
         log.warn("worker answered worker_request with an error", { ...ids, error: e });
-        this.scheduler.refused(a.worker.id, job, a.chunkIndex, a.attempt, now);
+        this.#do({ t: "refused", now, ...ev });
       } else if (!delivered) {
         // Never left this node (the worker's connection is gone): same attempt elsewhere.
         this.counters.refused++;
         log.warn("worker_request not delivered", { ...ids, peer: hexId(peer), error: e });
-        this.scheduler.refused(a.worker.id, job, a.chunkIndex, a.attempt, now);
+        this.#do({ t: "refused", now, ...ev });
       } else {
         // It may be running there; a new attempt elsewhere, the master keeps the first result.
         this.counters.unconfirmed++;
         log.warn("worker_request unconfirmed: new attempt elsewhere", { ...ids, error: e });
-        this.scheduler.unconfirmed(a.worker.id, job, a.chunkIndex, a.attempt, now);
+        this.#do({ t: "unconfirmed", now, ...ev });
       }
       this.#schedulePump();
     });

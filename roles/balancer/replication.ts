@@ -1,0 +1,234 @@
+/**
+ * Primary/standby replication of the balancer: state-machine replication of the pure
+ * ChunkScheduler.
+ *
+ * The scheduler has no clock and no randomness, so feeding two of them the same calls with the
+ * same `nowMs` values leaves them in the same state. The primary records every state-changing
+ * call as a SchedulerEvent in an EventLog; a standby pulls the log (or, when it is new or fell
+ * behind, a full snapshot) and replays it into its own scheduler. When the primary stops
+ * answering, the standby already holds the primary's queue, placements and finished chunks.
+ *
+ * Transport: the sync request and its reply travel as `raft_message` frames whose data starts
+ * with the magic "DSYSBAL1" (no wire change needed; the balancer serves no Raft otherwise).
+ * The JSON body carries bytes as {"$b": base64}.
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import type { ChunkAttempt, Uuid } from "../../wire/mod.ts";
+import type { ChunkScheduler, JobInfo, SchedulerState } from "./chunk_scheduler.ts";
+
+/** One state-changing scheduler call, with the time it was made at. */
+export type SchedulerEvent =
+  | { t: "dispatch"; now: number; info: JobInfo; chunks: ChunkAttempt[] }
+  | {
+    t: "register";
+    now: number;
+    id: Uuid;
+    slots: number;
+    free: number;
+    files: Uuid[];
+    label: string;
+  }
+  | {
+    t: "heartbeat";
+    now: number;
+    id: Uuid;
+    slots: number;
+    free: number;
+    added: Uuid[];
+    evicted: Uuid[];
+  }
+  | { t: "touch"; now: number; id: Uuid }
+  | { t: "touchAll"; now: number }
+  | {
+    t: "finished";
+    now: number;
+    worker: Uuid;
+    job: Uuid;
+    chunk: number;
+    attempt: number;
+    state: number;
+  }
+  | { t: "refused"; now: number; worker: Uuid; job: Uuid; chunk: number; attempt: number }
+  | { t: "unconfirmed"; now: number; worker: Uuid; job: Uuid; chunk: number; attempt: number }
+  | { t: "reap"; now: number }
+  | { t: "assign"; now: number };
+
+/** Applies one event to a scheduler and returns what the call returned. */
+export function applyEvent(s: ChunkScheduler, ev: SchedulerEvent): unknown {
+  switch (ev.t) {
+    case "dispatch":
+      return s.dispatch(ev.info, ev.chunks, ev.now);
+    case "register":
+      return s.register(ev.id, ev.slots, ev.free, ev.files, ev.label, ev.now);
+    case "heartbeat":
+      return s.heartbeat(ev.id, ev.slots, ev.free, ev.added, ev.evicted, ev.now);
+    case "touch":
+      return s.touch(ev.id, ev.now);
+    case "touchAll":
+      for (const w of s.workers()) s.touch(w.id, ev.now);
+      return undefined;
+    case "finished":
+      return s.finished(ev.worker, ev.job, ev.chunk, ev.attempt, ev.state, ev.now);
+    case "refused":
+      return s.refused(ev.worker, ev.job, ev.chunk, ev.attempt, ev.now);
+    case "unconfirmed":
+      return s.unconfirmed(ev.worker, ev.job, ev.chunk, ev.attempt, ev.now);
+    case "reap":
+      return s.reapDead(ev.now);
+    case "assign":
+      return s.assign(ev.now);
+  }
+}
+
+/** Rough byte size of an event in the log (the bytes it pins, mostly the program). */
+function eventBytes(ev: SchedulerEvent): number {
+  if (ev.t === "dispatch") return 256 + ev.info.program.length + ev.info.argument.length;
+  return 128;
+}
+
+/** Options of an EventLog. */
+export interface EventLogOptions {
+  /** Most events kept for followers. */
+  maxEvents?: number;
+  /** Most (approximate) bytes kept for followers. */
+  maxBytes?: number;
+  /** Events are kept only while a follower pulled within this long, ms. */
+  followerTtlMs?: number;
+}
+
+/** The primary's recent events, numbered; a follower asks for those after a sequence number. */
+export class EventLog {
+  /** Random per process start: a follower of an older primary instance must resnapshot. */
+  readonly epoch: string = crypto.randomUUID();
+  #entries: { seq: number; ev: SchedulerEvent; bytes: number }[] = [];
+  #head = 0;
+  #bytes = 0;
+  /** Sequence number of the last event appended (0 = none yet). */
+  lastSeq = 0;
+  #lastPullMs = -Infinity;
+  #o: Required<EventLogOptions>;
+
+  constructor(o: EventLogOptions = {}) {
+    this.#o = { maxEvents: 200_000, maxBytes: 256 * 1024 * 1024, followerTtlMs: 30_000, ...o };
+  }
+
+  /** Sequence number of the oldest event still held (lastSeq + 1 when empty). */
+  get firstSeq(): number {
+    return this.#head < this.#entries.length ? this.#entries[this.#head].seq : this.lastSeq + 1;
+  }
+
+  /** Appends an event (kept only while someone follows). */
+  append(ev: SchedulerEvent, nowMs: number): void {
+    this.lastSeq++;
+    if (nowMs - this.#lastPullMs > this.#o.followerTtlMs) {
+      // Nobody follows: drop everything; a new follower starts from a snapshot anyway.
+      this.#entries = [];
+      this.#head = 0;
+      this.#bytes = 0;
+      return;
+    }
+    const bytes = eventBytes(ev);
+    this.#entries.push({ seq: this.lastSeq, ev, bytes });
+    this.#bytes += bytes;
+    while (
+      this.#entries.length - this.#head > this.#o.maxEvents || this.#bytes > this.#o.maxBytes
+    ) {
+      this.#bytes -= this.#entries[this.#head].bytes;
+      this.#head++;
+    }
+    if (this.#head > 4096 && this.#head * 2 > this.#entries.length) {
+      this.#entries = this.#entries.slice(this.#head);
+      this.#head = 0;
+    }
+  }
+
+  /**
+   * Events with seq > `after`, up to about `maxBytes`; null when some of them were dropped
+   * (the follower needs a snapshot). Marks the follower as alive.
+   */
+  since(after: number, maxBytes: number, nowMs: number): SchedulerEvent[] | null {
+    this.#lastPullMs = nowMs;
+    if (after > this.lastSeq) return null;
+    if (after + 1 < this.firstSeq) return null;
+    const out: SchedulerEvent[] = [];
+    let bytes = 0;
+    for (let i = this.#head + (after + 1 - this.firstSeq); i < this.#entries.length; i++) {
+      const e = this.#entries[i];
+      if (out.length > 0 && bytes + e.bytes > maxBytes) break;
+      out.push(e.ev);
+      bytes += e.bytes;
+    }
+    return out;
+  }
+}
+
+/** Standby -> primary: events after `after` of `epoch` (or a snapshot). */
+export interface SyncRequest {
+  op: "sync";
+  epoch: string;
+  after: number;
+}
+
+/** Primary -> standby: either a snapshot at `seq` or the events `firstSeq..`. */
+export interface SyncReply {
+  op: "sync";
+  epoch: string;
+  /** The primary's endpoint (for logs). */
+  endpoint: string;
+  snapshot?: { seq: number; state: SchedulerState };
+  /** Sequence number of events[0]. */
+  firstSeq: number;
+  events: SchedulerEvent[];
+}
+
+const MAGIC = new TextEncoder().encode("DSYSBAL1");
+const utf8 = new TextEncoder();
+const fromUtf8 = new TextDecoder();
+
+/** True when `data` (a raft_message payload) is a balancer sync message. */
+export function isSyncPayload(data: Uint8Array): boolean {
+  return data.length >= MAGIC.length && MAGIC.every((b, i) => data[i] === b);
+}
+
+/** Encodes a sync request/reply into a raft_message payload. */
+export function encodeSync(m: SyncRequest | SyncReply): Uint8Array {
+  const json = JSON.stringify(m, (_k, v) => {
+    if (v instanceof Uint8Array) return { $b: Buffer.from(v).toString("base64") };
+    return v;
+  });
+  const body = utf8.encode(json);
+  const out = new Uint8Array(MAGIC.length + body.length);
+  out.set(MAGIC);
+  out.set(body, MAGIC.length);
+  return out;
+}
+
+/** A sync payload that does not parse. */
+export class SyncError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "SyncError";
+  }
+}
+
+/** Decodes a sync payload; throws SyncError when it is not one. */
+export function decodeSync(data: Uint8Array): SyncRequest | SyncReply {
+  if (!isSyncPayload(data)) throw new SyncError("not a balancer sync payload (bad magic)");
+  let v: unknown;
+  try {
+    v = JSON.parse(fromUtf8.decode(data.subarray(MAGIC.length)), (_k, x) => {
+      if (x && typeof x === "object" && typeof x.$b === "string" && Object.keys(x).length === 1) {
+        return new Uint8Array(Buffer.from(x.$b, "base64"));
+      }
+      return x;
+    });
+  } catch (e) {
+    throw new SyncError(`balancer sync payload is not valid JSON: ${e}`);
+  }
+  const m = v as Partial<SyncReply>;
+  if (!m || m.op !== "sync" || typeof m.epoch !== "string") {
+    throw new SyncError("balancer sync payload lacks op/epoch");
+  }
+  return v as SyncRequest | SyncReply;
+}

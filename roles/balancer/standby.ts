@@ -1,0 +1,122 @@
+/**
+ * The standby side of balancer replication: pulls the primary's event stream every `syncMs`
+ * and replays it (BalancerService.applySync); when the primary has not answered for
+ * `takeoverAfterMs`, promotes the local service to primary.
+ * @module
+ */
+import type { Logger } from "../../lib/log.ts";
+import { RpcClient } from "../../lib/rpc.ts";
+import { MessageType } from "../../wire/mod.ts";
+import { decodeSync, encodeSync, SyncError, type SyncReply } from "./replication.ts";
+import type { BalancerService } from "./service.ts";
+
+/** Options of a StandbyFollower. */
+export interface StandbyOptions {
+  /** The primary's endpoint. */
+  primary: string;
+  /** This node's uuid. */
+  node: Uint8Array;
+  log: Logger;
+  service: BalancerService;
+  /** Take over after this long without a successful pull, ms. */
+  takeoverAfterMs: number;
+  /** Pull period, ms. */
+  syncMs?: number;
+  /** Called once when this standby takes over. */
+  onTakeover: () => void;
+  now?: () => number;
+}
+
+/** Follows a primary balancer; see module doc. */
+export class StandbyFollower {
+  #o: StandbyOptions;
+  #client: RpcClient;
+  #stopped = false;
+  #loop: Promise<void> | null = null;
+  #wake: (() => void) | null = null;
+  /** Successful pulls so far (for tests and logs). */
+  pulls = 0;
+  /** When the primary last answered (epoch ms). */
+  lastOkMs = 0;
+
+  constructor(o: StandbyOptions) {
+    this.#o = o;
+    // A pull must finish well within the takeover window, or a slow reply looks like death.
+    const timeoutMs = Math.max(250, Math.floor(o.takeoverAfterMs / 2));
+    this.#client = new RpcClient(o.primary, { node: o.node, timeoutMs, log: o.log });
+  }
+
+  /** Starts pulling. */
+  start(): void {
+    this.#loop ??= this.#run();
+  }
+
+  /** Resolves once the first pull succeeded (or rejects after `ms`). */
+  async synced(ms: number): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (this.pulls === 0) {
+      if (Date.now() > deadline) throw new SyncError(`no sync from ${this.#o.primary} in ${ms} ms`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  async #run(): Promise<void> {
+    const now = this.#o.now ?? Date.now;
+    const { log, primary, service } = this.#o;
+    const syncMs = this.#o.syncMs ?? Math.max(20, Math.min(200, this.#o.takeoverAfterMs / 5));
+    this.lastOkMs = now();
+    let failing = false;
+    while (!this.#stopped) {
+      try {
+        const reply = await this.#client.request({
+          type: MessageType.RaftMessage,
+          node: this.#o.node,
+          data: encodeSync({ op: "sync", ...service.syncPosition }),
+        });
+        if (this.#stopped) break;
+        if (reply.type !== MessageType.RaftMessage) {
+          throw new SyncError(`primary answered sync with message type ${reply.type}`);
+        }
+        service.applySync(decodeSync(reply.data) as SyncReply);
+        this.lastOkMs = now();
+        this.pulls++;
+        if (failing) log.info("primary answers again", { primary });
+        failing = false;
+      } catch (e) {
+        if (this.#stopped) break;
+        if (!failing) log.warn("sync with primary failed", { primary, error: e });
+        failing = true;
+        if (e instanceof SyncError) {
+          // A replay problem, not a dead primary: the next pull fetches a snapshot.
+          this.lastOkMs = now();
+        }
+      }
+      if (now() - this.lastOkMs >= this.#o.takeoverAfterMs) {
+        log.warn("primary silent: taking over", {
+          primary,
+          silentMs: now() - this.lastOkMs,
+        });
+        this.#stopped = true;
+        await this.#client.close();
+        this.#o.onTakeover();
+        return;
+      }
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, syncMs);
+        this.#wake = () => {
+          clearTimeout(t);
+          r();
+        };
+      });
+      this.#wake = null;
+    }
+  }
+
+  /** Stops following (no takeover). */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#wake?.();
+    await this.#client.close();
+    await this.#loop;
+  }
+}
