@@ -144,9 +144,6 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
     "tcp://127.0.0.1:0",
     "--data",
     `${tmp}/storage`,
-    // Explicit: storage's default read size is lost when the option is absent (reported).
-    "--max-read-bytes",
-    String(4 << 20),
   ]);
   const sc = new StorageClient(storage.endpoint);
   let worker: Proc | null = null;
