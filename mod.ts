@@ -16,6 +16,7 @@ const USAGE = `usage: dsys <command> [flags]
   status JOB [--json]                         a job's state and chunk results
   get JOB --out DIR                           download a job's outputs
   nodes                                       list the cluster's nodes
+  cluster add-master|remove-master|transfer-leader NAME@tcp://HOST:PORT
   dev [--keep]                                run the sample job on a local cluster`;
 
 /** Runs the command line; returns the exit code. */
@@ -31,6 +32,7 @@ export async function main(args: string[]): Promise<number> {
     case "status":
     case "get":
     case "nodes":
+    case "cluster":
       return await runClient(command, rest);
     case undefined:
     case "help":

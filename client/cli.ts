@@ -2,8 +2,10 @@
 import { parseArgs } from "node:util";
 import {
   ChunkState,
+  ClusterOp,
   ErrorCode,
   type JobStatusResponse,
+  MessageType,
   uuidFromHex,
   uuidToHex,
 } from "../wire/mod.ts";
@@ -72,6 +74,8 @@ async function dispatch(command: string, args: string[]): Promise<number> {
       return await cmdGet(args);
     case "nodes":
       return await cmdNodes(args);
+    case "cluster":
+      return await cmdCluster(args);
     default:
       throw new ClientError(`unknown command ${command}`, EXIT.usage);
   }
@@ -273,5 +277,33 @@ async function cmdNodes(args: string[]): Promise<number> {
           (row.role === "worker" ? `  slots ${row.freeSlots}/${row.slots} free` : ""),
     );
   }
+  return EXIT.ok;
+}
+
+async function cmdCluster(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args, options: common, allowPositionals: true });
+  const ops: Record<string, number> = {
+    "add-master": ClusterOp.AddMaster,
+    "remove-master": ClusterOp.RemoveMaster,
+    "transfer-leader": ClusterOp.TransferLeader,
+  };
+  const op = ops[positionals[0] ?? ""];
+  if (values.help || !op || positionals.length !== 2) {
+    out(
+      "usage: dsys cluster add-master|remove-master|transfer-leader NAME@tcp://HOST:PORT\n" +
+        "  add-master: then start the new master with --id NAME --join --listen tcp://HOST:PORT",
+    );
+    return values.help ? EXIT.ok : EXIT.usage;
+  }
+  await withClient(values, async (c) => {
+    const r = await c.masters.request({
+      type: MessageType.ClusterChange,
+      node: c.node,
+      op,
+      member: positionals[1],
+    });
+    if (r.type !== MessageType.Ok) throw new ClientError(`unexpected reply type ${r.type}`);
+  });
+  out(`${positionals[0]} ${positionals[1]}: committed`);
   return EXIT.ok;
 }

@@ -32,6 +32,7 @@ export async function runDev(args: string[]): Promise<number> {
     args,
     options: {
       workers: { type: "string", default: "3" },
+      masters: { type: "string", default: "1" },
       slots: { type: "string", default: "2" },
       chunks: { type: "string", default: "8" },
       data: { type: "string" },
@@ -41,7 +42,7 @@ export async function runDev(args: string[]): Promise<number> {
   });
   if (values.help) {
     console.log(
-      "usage: dsys dev [--workers N] [--slots N] [--chunks N] [--data DIR] [--keep]\n" +
+      "usage: dsys dev [--masters 1|3|5] [--workers N] [--slots N] [--chunks N] [--data DIR] [--keep]\n" +
         "Starts a local cluster, runs the sample word-count job, prints the result.",
     );
     return 0;
@@ -51,6 +52,7 @@ export async function runDev(args: string[]): Promise<number> {
   const cluster = await LocalCluster.start({
     dataDir: values.data,
     workers: Number(values.workers),
+    masters: Number(values.masters),
     slotsPerWorker: Number(values.slots),
   });
   let stopping = false;
@@ -68,7 +70,7 @@ export async function runDev(args: string[]): Promise<number> {
   const client = new DsysClient(cluster.info);
   try {
     console.log(
-      `cluster up in ${Date.now() - t0} ms: master ${cluster.info.masters[0]}, balancer ` +
+      `cluster up in ${Date.now() - t0} ms: masters ${cluster.info.masters.join(" ")}, balancer ` +
         `${cluster.info.balancer}, storage ${cluster.info.storage}, ${values.workers} workers ` +
         `(data and logs in ${cluster.dataDir})`,
     );

@@ -9,6 +9,8 @@ export interface LocalClusterOptions {
   /** Root of all nodes' data; a temp dir when omitted. */
   dataDir?: string;
   workers?: number;
+  /** Number of masters: 1 runs a lone master; 3 or 5 a Raft group. */
+  masters?: number;
   slotsPerWorker?: number;
   /** Worker cache size, bytes. */
   cacheBytes?: number;
@@ -66,18 +68,39 @@ export class LocalCluster {
         "--data",
         `${dataDir}/balancer`,
       ]);
-      const master = await c.spawn("master", "master", [
-        "--listen",
-        "tcp://127.0.0.1:0",
-        "--data",
-        `${dataDir}/master`,
-        "--balancer",
-        balancer.endpoint,
-        "--storage",
-        storage.endpoint,
-      ]);
+      const n = opts.masters ?? 1;
+      const common = ["--balancer", balancer.endpoint, "--storage", storage.endpoint];
+      let masters: ClusterProcess[];
+      if (n === 1) {
+        masters = [
+          await c.spawn("master", "master", [
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--data",
+            `${dataDir}/master`,
+            ...common,
+          ]),
+        ];
+      } else {
+        // Raft members are named by their endpoints, so the ports are fixed up front.
+        const eps = freePorts(n).map((p) => `tcp://127.0.0.1:${p}`);
+        const peers = eps.map((ep, i) => `m${i + 1}@${ep}`).join(",");
+        masters = await Promise.all(eps.map((ep, i) =>
+          c.spawn(`m${i + 1}`, "master", [
+            "--listen",
+            ep,
+            "--data",
+            `${dataDir}/m${i + 1}`,
+            "--id",
+            `m${i + 1}`,
+            "--peers",
+            peers,
+            ...common,
+          ])
+        ));
+      }
       c.info = {
-        masters: [master.endpoint],
+        masters: masters.map((m) => m.endpoint),
         balancer: balancer.endpoint,
         storage: storage.endpoint,
       };
@@ -144,7 +167,17 @@ export class LocalCluster {
       }
       logFile.close();
     })();
-    const endpoint = await readListening(child.stdout, name);
+    let endpoint: string;
+    try {
+      endpoint = await readListening(child.stdout, name);
+    } catch (e) {
+      await child.status;
+      await pumpLogs.catch(() => {});
+      const logs = await Deno.readTextFile(`${this.dataDir}/logs/${name}.log`).catch(() => "");
+      throw new Error(
+        `${(e as Error).message}; last log lines:\n${logs.split("\n").slice(-10).join("\n")}`,
+      );
+    }
     const exited = child.status.then(async (s) => {
       await pumpLogs.catch(() => {});
       return s;
@@ -230,4 +263,12 @@ async function readListening(stdout: ReadableStream<Uint8Array>, name: string): 
   } finally {
     clearTimeout(timeout);
   }
+}
+
+/** Ports free on loopback right now (bound to port 0, then released). */
+export function freePorts(n: number): number[] {
+  const ls = Array.from({ length: n }, () => Deno.listen({ hostname: "127.0.0.1", port: 0 }));
+  const ports = ls.map((l) => (l.addr as Deno.NetAddr).port);
+  for (const l of ls) l.close();
+  return ports;
 }

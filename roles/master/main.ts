@@ -1,13 +1,24 @@
-/** Start-up of a master: `dsys run --role master --listen EP --data DIR --balancer EP --storage EP`. */
+/**
+ * Start-up of a master:
+ *
+ *   dsys run --role master --listen EP --data DIR --balancer EP --storage EP
+ *            [--id NAME --peers NAME@EP,NAME@EP,… | --join]
+ *
+ * Without `--peers`/`--join` the master runs alone with a local fsync'd log (development phase 1).
+ * With them it is a member of a Raft group; its member id is `NAME@<listen endpoint>`.
+ */
 import { parseArgs } from "node:util";
 import { RequestError, RpcClient, RpcServer } from "../../lib/rpc.ts";
 import { createLogger } from "../../lib/log.ts";
 import { loadOrCreateNodeId } from "../../lib/node_id.ts";
-import { ErrorCode, uuidToHex } from "../../wire/mod.ts";
+import { ErrorCode, MessageType, uuidToHex } from "../../wire/mod.ts";
 import { JobTable } from "./job_table.ts";
 import { decodeCommand } from "./commands.ts";
-import { SingleNodeLog } from "./replicated_log.ts";
+import { type ReplicatedLog, SingleNodeLog } from "./replicated_log.ts";
 import { MasterService } from "./service.ts";
+import type { RaftGroup } from "./raft_group.ts";
+import { MEMBER_ID_RE } from "./member_id.ts";
+import { decodeSnapshot, encodeSnapshot } from "./snapshot.ts";
 
 /** Options of a master node. */
 export interface MasterOptions {
@@ -15,8 +26,18 @@ export interface MasterOptions {
   data: string;
   balancer: string;
   storage: string;
+  /** Raft member name (default: "m"). */
+  id?: string;
+  /** Initial Raft members `NAME@ENDPOINT` (this master included) to bootstrap a group. */
+  peers?: string[];
+  /** Join an existing group (after `dsys cluster add-master`). */
+  join?: boolean;
   /** How often unfinished jobs are re-sent to the balancer, ms. */
   redispatchMs?: number;
+  /** Snapshot (and compact the Raft log) every this many entries. */
+  snapshotEvery?: number;
+  /** Raft tick, ms. */
+  tickMs?: number;
 }
 
 /** A running master. */
@@ -24,7 +45,17 @@ export interface MasterNode {
   endpoint: string;
   nodeId: Uint8Array;
   table: JobTable;
+  /** The Raft member (undefined for a lone master). */
+  raft?: RaftGroup;
   close(): Promise<void>;
+}
+
+/** Raised for bad master flags. */
+export class MasterArgsError extends Error {
+  constructor(message: string) {
+    super(`MasterArgsError: ${message}`);
+    this.name = "MasterArgsError";
+  }
 }
 
 /** Parses `dsys run --role master` flags. */
@@ -36,25 +67,52 @@ export function parseMasterArgs(args: string[]): MasterOptions {
       data: { type: "string", default: "./dsys-data/master" },
       balancer: { type: "string", default: "tcp://127.0.0.1:7200" },
       storage: { type: "string", default: "tcp://127.0.0.1:7300" },
+      id: { type: "string" },
+      peers: { type: "string" },
+      join: { type: "boolean", default: false },
       "redispatch-ms": { type: "string" },
+      "snapshot-every": { type: "string" },
+      "tick-ms": { type: "string" },
     },
     strict: true,
   });
+  const num = (name: string, v: string | undefined) => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n <= 0) {
+      throw new MasterArgsError(`--${name} ${v} is not a positive integer`);
+    }
+    return n;
+  };
+  const peers = values.peers?.split(",").map((s) => s.trim()).filter(Boolean);
+  for (const p of peers ?? []) {
+    if (!MEMBER_ID_RE.test(p)) {
+      throw new MasterArgsError(`peer ${p} is not NAME@tcp://HOST:PORT`);
+    }
+  }
+  if (peers && !values.id) {
+    throw new MasterArgsError("--peers needs --id NAME (this master's name)");
+  }
   return {
     listen: values.listen!,
     data: values.data!,
     balancer: values.balancer!,
     storage: values.storage!,
-    redispatchMs: values["redispatch-ms"] ? Number(values["redispatch-ms"]) : undefined,
+    id: values.id,
+    peers,
+    join: values.join,
+    redispatchMs: num("redispatch-ms", values["redispatch-ms"]),
+    snapshotEvery: num("snapshot-every", values["snapshot-every"]),
+    tickMs: num("tick-ms", values["tick-ms"]),
   };
 }
 
-/** Starts a master: replays its log, binds, and starts handing work to the balancer. */
+/** Starts a master: recovers its state, binds, and starts handing work to the balancer. */
 export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
   const nodeId = await loadOrCreateNodeId(opts.data);
   const log = createLogger("master", uuidToHex(nodeId));
-  const table = new JobTable();
-  // Requests that arrive while the log replays are refused with a retryable error.
+  let table = new JobTable();
+  // Requests that arrive while the state is recovered are refused with a retryable error.
   const server = new RpcServer({
     node: nodeId,
     log,
@@ -63,14 +121,50 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
     },
   });
   const endpoint = server.bind(opts.listen);
-  const consensus = await SingleNodeLog.open(
-    `${opts.data}/log`,
-    (data) => table.apply(decodeCommand(data)),
-    endpoint,
-  );
+  let raft: RaftGroup | undefined;
+  let consensus: ReplicatedLog;
+  // Declared before the Raft member starts: its snapshot-restore callback swaps the service's table.
+  // deno-lint-ignore prefer-const
+  let service: MasterService | undefined;
+  if (opts.peers || opts.join) {
+    const id = `${opts.id ?? "m"}@${endpoint}`;
+    if (opts.peers && !opts.peers.includes(id)) {
+      await server.close();
+      throw new MasterArgsError(`--peers must include this master as ${id}`);
+    }
+    // TEMPORARY until raft/storage.ts and raft/codec.ts land: keep them out of the static graph.
+    const groupMod = "./raft_group.ts", storageMod = "./raft/storage.ts";
+    const { RaftGroup } = await import(groupMod);
+    const { RaftStorage } = await import(storageMod);
+    raft = await RaftGroup.start({
+      id,
+      peers: opts.peers ?? [],
+      join: opts.join ?? false,
+      storage: await RaftStorage.open(`${opts.data}/raft`),
+      sm: {
+        apply: (data) => table.apply(decodeCommand(data)),
+        snapshot: () => encodeSnapshot(table),
+        restore: (data) => {
+          table = decodeSnapshot(data);
+          service?.setTable(table);
+        },
+      },
+      node: nodeId,
+      log,
+      tickMs: opts.tickMs,
+      snapshotEvery: opts.snapshotEvery,
+    });
+    consensus = raft;
+  } else {
+    consensus = await SingleNodeLog.open(
+      `${opts.data}/log`,
+      (data) => table.apply(decodeCommand(data)),
+      endpoint,
+    );
+  }
   const balancer = new RpcClient(opts.balancer, { node: nodeId, timeoutMs: 5000, log });
   const storage = new RpcClient(opts.storage, { node: nodeId, timeoutMs: 5000, log });
-  const service = new MasterService({
+  service = new MasterService({
     node: nodeId,
     endpoint,
     log,
@@ -79,16 +173,26 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
     balancer,
     storage,
     redispatchMs: opts.redispatchMs,
+    raft,
   });
-  server.setHandler(service.handle);
+  server.setHandler((msg, peer) => {
+    if (msg.type === MessageType.RaftMessage) {
+      raft?.receive(msg.data);
+      return null;
+    }
+    return service!.handle(msg, peer);
+  });
   service.start();
-  log.info("master started", { endpoint, jobs: table.jobs.size });
+  log.info("master started", { endpoint, jobs: table.jobs.size, raft: raft?.id ?? null });
   return {
     endpoint,
     nodeId,
-    table,
+    get table() {
+      return table;
+    },
+    raft,
     async close() {
-      service.stop();
+      service!.stop();
       await server.close();
       await balancer.close();
       await storage.close();

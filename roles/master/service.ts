@@ -10,6 +10,8 @@
 import {
   type ChunkRecord,
   ChunkState,
+  type ClusterChange,
+  ClusterOp,
   ErrorCode,
   type JobStatusResponse,
   type JobSubmit,
@@ -28,6 +30,8 @@ import type { Logger } from "../../lib/log.ts";
 import { type JobRecord, JobTable } from "./job_table.ts";
 import { encodeCommand, specFromSubmit } from "./commands.ts";
 import type { ReplicatedLog } from "./replicated_log.ts";
+import type { RaftGroup } from "./raft_group.ts";
+import { MEMBER_ID_RE, memberEndpoint, memberName } from "./member_id.ts";
 
 /** Limits a submission is validated against. */
 export interface SubmitLimits {
@@ -61,6 +65,8 @@ export interface MasterServiceDeps {
   limits?: Partial<SubmitLimits>;
   /** How often unfinished jobs are re-dispatched, ms. */
   redispatchMs?: number;
+  /** The Raft member, when the masters are a group. */
+  raft?: RaftGroup;
 }
 
 /** Serves the master's requests. */
@@ -85,6 +91,11 @@ export class MasterService {
     this.#redispatchAll(0);
   }
 
+  /** Swaps in a table restored from a snapshot. */
+  setTable(table: JobTable): void {
+    this.#d.table = table;
+  }
+
   /** Stops timers. */
   stop(): void {
     clearInterval(this.#timer);
@@ -103,6 +114,8 @@ export class MasterService {
         return await this.#list();
       case MessageType.NodeListRequest:
         return await this.#nodes();
+      case MessageType.ClusterChange:
+        return await this.#clusterChange(msg);
       default:
         throw new RequestError(
           ErrorCode.WrongRole,
@@ -265,18 +278,60 @@ export class MasterService {
     };
   }
 
+  async #clusterChange(m: ClusterChange): Promise<Message> {
+    const raft = this.#d.raft;
+    if (!raft) {
+      throw new RequestError(
+        ErrorCode.BadRequest,
+        "this master runs alone (no --peers): no group to change",
+      );
+    }
+    this.#requireLeader();
+    if (!MEMBER_ID_RE.test(m.member)) {
+      throw new RequestError(
+        ErrorCode.BadRequest,
+        `member ${m.member} is not NAME@tcp://HOST:PORT`,
+      );
+    }
+    const voters = raft.voters();
+    if (m.op === ClusterOp.AddMaster) {
+      if (voters.includes(m.member)) {
+        throw new RequestError(ErrorCode.Conflict, `${m.member} is already a member`);
+      }
+      await raft.changeMembership({ type: "add", node: m.member });
+    } else if (m.op === ClusterOp.RemoveMaster) {
+      if (!voters.includes(m.member)) {
+        throw new RequestError(ErrorCode.NotFound, `${m.member} is not a member`);
+      }
+      await raft.changeMembership({ type: "remove", node: m.member });
+    } else {
+      if (!voters.includes(m.member)) {
+        throw new RequestError(ErrorCode.NotFound, `${m.member} is not a member`);
+      }
+      raft.transferLeadership(m.member);
+    }
+    this.#d.log.info("cluster change", { op: m.op, member: m.member });
+    return { type: MessageType.Ok, node: this.#d.node, value: 0 };
+  }
+
   async #nodes(): Promise<Message> {
     const now = Date.now();
-    const nodes: NodeEntry[] = [{
-      id: this.#d.node,
-      role: NodeRole.Master,
-      state: NodeState.Alive,
-      flags: this.#d.consensus.isLeader() ? NodeFlags.Leader : 0,
-      slots: 0,
-      freeSlots: 0,
-      lastSeenMs: now,
-      endpoint: this.#d.endpoint,
-    }];
+    const raft = this.#d.raft;
+    const masters = raft ? raft.voters() : [this.#d.endpoint];
+    const nodes: NodeEntry[] = masters.map((id) => {
+      const self = raft ? id === raft.id : true;
+      const leader = raft ? id === raft.leaderId : this.#d.consensus.isLeader();
+      return {
+        id: self ? this.#d.node : new Uint8Array(16),
+        role: NodeRole.Master,
+        state: self || leader ? NodeState.Alive : NodeState.Suspect,
+        flags: leader ? NodeFlags.Leader : 0,
+        slots: 0,
+        freeSlots: 0,
+        lastSeenMs: self ? now : 0,
+        endpoint: raft ? `${memberEndpoint(id)} (${memberName(id)})` : id,
+      };
+    });
     const ask = async (c: RpcClient, role: number) => {
       try {
         const r = await c.request({ type: MessageType.NodeListRequest, node: this.#d.node }, 2000);
