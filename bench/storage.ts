@@ -64,10 +64,11 @@ async function iperf3(bytes: number): Promise<number | null> {
         String(bytes),
         "-J",
       ]);
-      if (r.ok) {
-        const j = JSON.parse(r.out);
-        return j.end.sum_received.bits_per_second / 8 / 1e6;
-      }
+      let bps: number | undefined;
+      try {
+        bps = JSON.parse(r.out)?.end?.sum_received?.bits_per_second;
+      } catch { /* not JSON: the client failed to start */ }
+      if (r.ok && typeof bps === "number") return bps / 8 / 1e6;
       await new Promise((res) => setTimeout(res, 100)); // server not listening yet
     }
     return null;
@@ -100,6 +101,26 @@ async function denoTcp(bytes: number): Promise<number> {
   await sink;
   l.close();
   return bytes / 1e6 / ((performance.now() - t0) / 1000);
+}
+
+/** Local disk: sequential 4 MiB writes of `bytes` then one fdatasync, MB/s (the put ceiling). */
+async function diskWrite(path: string, bytes: number): Promise<number> {
+  const chunk = new Uint8Array(4 * MiB).fill(0x5a);
+  const t0 = performance.now();
+  const f = await Deno.open(path, { write: true, create: true, truncate: true });
+  try {
+    for (let off = 0; off < bytes; off += chunk.length) {
+      const part = chunk.subarray(0, Math.min(chunk.length, bytes - off));
+      let w = 0;
+      while (w < part.length) w += await f.write(part.subarray(w));
+    }
+    await f.syncData();
+  } finally {
+    f.close();
+  }
+  const mbs = bytes / 1e6 / ((performance.now() - t0) / 1000);
+  await Deno.remove(path);
+  return mbs;
 }
 
 async function writeRandomFile(path: string, n: number): Promise<void> {
@@ -164,29 +185,65 @@ async function fileSha(path: string): Promise<string> {
   return h.digest("hex");
 }
 
-/** Runs the storage benchmark: put and get of a 1 GiB file vs raw loopback TCP. */
-export async function runStorageBench(): Promise<BenchRow[]> {
+/** CPU time (user + system) of a process so far, ms; Linux /proc. */
+async function cpuMs(pid: number | "self"): Promise<number> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) * 10; // utime, stime in 100 Hz ticks
+}
+
+/**
+ * Runs the storage benchmark: put and get of a 1 GiB file vs raw loopback TCP. Lines about
+ * CPU use and machine load are appended to `notes` when given (the ratios alone depend on
+ * what else the shared machine runs).
+ */
+export async function runStorageBench(notes: string[] = []): Promise<BenchRow[]> {
   const mib = Number(Deno.env.get("DSYS_BENCH_STORAGE_MIB") ?? "1024");
   const size = mib * MiB;
   const dir = await Deno.makeTempDir({ prefix: "dsys-bench-storage-" });
   const node = await startStorage(`${dir}/node`);
   const client = new StorageClient(node.endpoint, randomUuid());
+  const label = mib === 1024 ? "1 GiB" : `${mib} MiB`;
+  const timed = async (what: string, op: () => Promise<unknown>): Promise<number> => {
+    const [s0, c0, t0] = [await cpuMs(node.child.pid), await cpuMs("self"), performance.now()];
+    await op();
+    const wall = performance.now() - t0;
+    const [s1, c1] = [await cpuMs(node.child.pid), await cpuMs("self")];
+    const perGiB = (ms: number) => ((ms / 1000) * 1024 / mib).toFixed(2);
+    notes.push(
+      `- ${what}: ${(wall / 1000).toFixed(2)} s wall; CPU per GiB: storage node ` +
+        `${perGiB(s1 - s0)} s, client ${perGiB(c1 - c0)} s.`,
+    );
+    return size / 1e6 / (wall / 1000);
+  };
   try {
     const src = `${dir}/src.bin`;
     await writeRandomFile(src, size);
-    let t0 = performance.now();
-    const { id } = await client.putFile(src);
-    const putMBs = size / 1e6 / ((performance.now() - t0) / 1000);
-    t0 = performance.now();
-    await client.getToFile(id, `${dir}/dst.bin`);
-    const getMBs = size / 1e6 / ((performance.now() - t0) / 1000);
+    let id: Uint8Array = new Uint8Array(16);
+    const putMBs = await timed(`put ${label}`, async () => {
+      id = (await client.putFile(src)).id;
+    });
+    const getMBs = await timed(
+      `get ${label} to file, fsync`,
+      () => client.getToFile(id, `${dir}/dst.bin`),
+    );
     if ((await fileSha(src)) !== (await fileSha(`${dir}/dst.bin`))) {
       throw new Error("storage bench: downloaded file differs from the uploaded one");
     }
+    await Deno.remove(`${dir}/dst.bin`);
+    const cacheMBs = await timed(
+      `get ${label} to file, no fsync`,
+      () => client.getToFile(id, `${dir}/dst2.bin`, { fsync: false }),
+    );
     const ip = await iperf3(size);
     const baseline = ip ?? await denoTcp(size);
     const base = ip !== null ? "iperf3 loopback" : "Deno TCP loopback";
-    const label = mib === 1024 ? "1 GiB" : `${mib} MiB`;
+    const disk = await diskWrite(`${dir}/disk.bin`, size);
+    const load = (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ");
+    notes.push(
+      `- Load average during the run: ${load} (${navigator.hardwareConcurrency} cores). ` +
+        `Local disk write + fdatasync: ${round(disk)} MB/s.`,
+    );
     const row = (name: string, v: number): BenchRow => ({
       name,
       dsys: round(v),
@@ -197,7 +254,16 @@ export async function runStorageBench(): Promise<BenchRow[]> {
     });
     return [
       row(`storage put ${label} (client hash pass + fsync'd upload)`, putMBs),
-      row(`storage get ${label} (verified, to file, fsync)`, getMBs),
+      row(`storage get ${label} to file (verified, fsync)`, getMBs),
+      row(`storage get ${label} to file (verified, no fsync)`, cacheMBs),
+      {
+        name: `storage put ${label} vs local disk write + fdatasync (durability ceiling)`,
+        dsys: round(putMBs),
+        baseline: round(disk),
+        unit: "MB/s",
+        ratio: Math.round((putMBs / disk) * 1000) / 1000,
+        goal: "info",
+      },
     ];
   } finally {
     await client.close();
@@ -247,7 +313,9 @@ export async function writeStorageSection(rows: BenchRow[], notes: string[] = []
 }
 
 if (import.meta.main) {
-  const rows = await runStorageBench();
+  const notes: string[] = [];
+  const rows = await runStorageBench(notes);
   console.table(rows);
-  await writeStorageSection(rows);
+  console.log(notes.join("\n"));
+  await writeStorageSection(rows, notes);
 }
