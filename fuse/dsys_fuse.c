@@ -352,17 +352,24 @@ static void cache_path(dsys_fuse *fs, const uint8_t *id, char *out, size_t cap) 
   snprintf(out, cap, "%s/%s", fs->cache_dir, h);
 }
 
-/* Opens the cache file for c. Returns 0, ENOENT when absent, EIO when its size is wrong (a
- * truncated or foreign file must never be served as the input). Called with fs->mu held. */
+/* Opens the cache file for c. Returns 0, ENOENT when absent, EIO when unreadable. A file of the
+ * wrong size (foreign or damaged) must never be served as the input: it is deleted and reported
+ * as absent, so the caller fetches it again. Called with fs->mu held and c->fd < 0, so nothing of
+ * ours has the file open. */
 static int open_cache_locked(dsys_fuse *fs, centry *c, uint64_t size) {
   char path[PATH_MAX];
   cache_path(fs, c->id, path, sizeof(path));
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return errno == ENOENT ? ENOENT : EIO;
   struct stat st;
-  if (fstat(fd, &st) != 0 || (uint64_t)st.st_size != size) {
+  if (fstat(fd, &st) != 0) {
     close(fd);
     return EIO;
+  }
+  if ((uint64_t)st.st_size != size) {
+    close(fd);
+    unlink(path);
+    return ENOENT;
   }
   c->fd = fd;
   return 0;
