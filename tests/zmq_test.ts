@@ -15,6 +15,7 @@ import {
   zmqHas,
   zmqVersion,
 } from "../wire/zmq/mod.ts";
+import { sendReleases } from "../wire/zmq/zerocopy.ts";
 
 const PEER = new URL("./zmq/peer.ts", import.meta.url).pathname;
 const enc = new TextEncoder();
@@ -148,6 +149,40 @@ Deno.test("zmq: 64 MiB message round trip across processes, bytes intact", async
     assert.equal(dec.decode(reply[0]), "big");
     assert.equal(reply[1].byteLength, big.byteLength);
     assert.ok(Buffer.from(reply[1].buffer).equals(Buffer.from(big.buffer)), "64 MiB differ");
+  } finally {
+    await terminate();
+    await peer.stop();
+  }
+});
+
+Deno.test("zmq: zero-copy send and receive (opt-in) keep bytes intact and release frames", async () => {
+  const peer = await startPeer("echo", "tcp://127.0.0.1:*");
+  try {
+    const dealer = new Socket("DEALER", { zeroCopySendMin: 65536, zeroCopyRecvMin: 65536 });
+    dealer.connect(peer.endpoint);
+    const backing = new Uint8Array((8 << 20) + 24);
+    for (let i = 0; i < backing.length; i++) backing[i] = (i * 7 + (i >>> 11)) & 0xff;
+    // A view with a byte offset: the pointer handed to libzmq must start at the view.
+    const big = backing.subarray(24);
+    const small = enc.encode("small frames are still copied");
+    const rounds = 20;
+    for (let i = 0; i < rounds; i++) await dealer.send([small, big]);
+    for (let i = 0; i < rounds; i++) {
+      const [s, b] = await dealer.receive();
+      assert.equal(dec.decode(s), dec.decode(small));
+      assert.equal(b.byteLength, big.byteLength);
+      assert.ok(Buffer.from(b.buffer, b.byteOffset, b.byteLength).equals(Buffer.from(big)));
+    }
+    // Every frame went out and came back, so libzmq has released all the sent ones.
+    for (let i = 0; sendReleases.inFlight > 0; i++) {
+      if (i > 100) assert.fail(`${sendReleases.inFlight} zero-copy frames never released`);
+      sendReleases.sweep();
+      await delay(10);
+    }
+    // A failed zero-copy send (unknown ROUTER peer) gives its slot back at once.
+    const router = new Socket("ROUTER", { zeroCopySendMin: 65536 });
+    await rejectsWith(router.send([enc.encode("nobody"), big]), "EHOSTUNREACH");
+    assert.equal(sendReleases.inFlight, 0);
   } finally {
     await terminate();
     await peer.stop();

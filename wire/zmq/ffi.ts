@@ -108,8 +108,14 @@ const zmqSymbols = {
   zmq_setsockopt: { parameters: ["pointer", "i32", "buffer", "usize"], result: "i32" },
   zmq_getsockopt: { parameters: ["pointer", "i32", "buffer", "buffer"], result: "i32" },
   zmq_send: { parameters: ["pointer", "buffer", "usize", "i32"], result: "i32" },
+  zmq_msg_init_data: {
+    parameters: ["buffer", "pointer", "usize", "pointer", "pointer"],
+    result: "i32",
+  },
+  zmq_msg_send: { parameters: ["buffer", "pointer", "i32"], result: "i32" },
   zmq_msg_init: { parameters: ["buffer"], result: "i32" },
   zmq_msg_close: { parameters: ["buffer"], result: "i32" },
+  zmq_msg_move: { parameters: ["buffer", "buffer"], result: "i32" },
   zmq_msg_recv: { parameters: ["buffer", "pointer", "i32"], result: "i32" },
   zmq_msg_data: { parameters: ["buffer"], result: "pointer" },
   zmq_msg_size: { parameters: ["buffer"], result: "usize" },
@@ -136,6 +142,7 @@ const libcSymbols = {
   // Pins libzmq in memory (RTLD_NODELETE): Deno unloads FFI libraries at exit while libzmq's
   // I/O and reaper threads may still run, which crashed the process in our tests.
   dlopen: { parameters: ["buffer", "i32"], result: "pointer" },
+  dlsym: { parameters: ["pointer", "buffer"], result: "pointer" },
   // errno of the JS thread for the libc calls above (glibc: thread-local int).
   __errno_location: { parameters: [], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;

@@ -25,6 +25,7 @@ import {
   ZMQ_SNDMORE,
 } from "./ffi.ts";
 import { Need, type Pollable, reactor } from "./reactor.ts";
+import { adoptReceived, sendReleases, ZERO_COPY_FLOOR } from "./zerocopy.ts";
 
 /** The socket types dsys uses. */
 export type SocketType = "ROUTER" | "DEALER" | "PUB" | "SUB" | "PUSH" | "PULL";
@@ -75,6 +76,17 @@ export interface SocketOptions {
   rcvbuf?: number;
   /** ZMQ_TCP_KEEPALIVE: -1 system default, 0 off, 1 on. */
   tcpKeepalive?: number;
+  /**
+   * Received frames of at least this many bytes are views of libzmq's buffer instead of a
+   * copy, freed when garbage-collected. Never transfer/detach such a frame's ArrayBuffer
+   * (see wire/zmq/zerocopy.ts). Default: off (every frame is copied once).
+   */
+  zeroCopyRecvMin?: number;
+  /**
+   * Sent frames of at least this many bytes are handed to libzmq without a copy; the caller
+   * must not modify them after `send`. Default: off (libzmq copies every frame).
+   */
+  zeroCopySendMin?: number;
   /** ZMQ_CURVE_SERVER: this side is the CURVE server (needs curveSecretKey). */
   curveServer?: boolean;
   /** ZMQ_CURVE_PUBLICKEY (Z85 or 32 bytes). */
@@ -159,8 +171,10 @@ const sizeBytes = new Uint8Array(sizeBuf.buffer);
 const i64Buf = new BigInt64Array(1);
 const i64Bytes = new Uint8Array(i64Buf.buffer);
 const RESOLVED: Promise<void> = Promise.resolve();
-/** Frames above this size are released right after the copy instead of at the next receive. */
+/** Copied frames above this size are released at once instead of at the next receive. */
 const RELEASE_ABOVE = 1 << 20;
+/** zmq_msg_t for zero-copy sends (zmq_msg_send empties it on success). */
+let sendMsg: Uint8Array<ArrayBuffer> | null = null;
 
 function msgBuf(): Uint8Array<ArrayBuffer> {
   if (msg) return msg;
@@ -201,6 +215,8 @@ export class Socket implements Pollable {
   #endpoints: string[] = [];
   #recvWaiters: RecvWaiter[] = [];
   #sendJobs: SendJob[] = [];
+  #zcRecvMin = Infinity;
+  #zcSendMin = Infinity;
   /** Frames of a multipart message whose tail libzmq has not delivered yet (defensive). */
   #partial: Uint8Array[] | null = null;
 
@@ -455,14 +471,13 @@ export class Socket implements Pollable {
     const last = frames.length - 1;
     for (let i = start; i <= last; i++) {
       const f = frames[i];
-      const rc = z.zmq_send(
-        this.#h,
-        f,
-        BigInt(f.byteLength),
-        i < last ? ZMQ_DONTWAIT | ZMQ_SNDMORE : 1,
-      );
-      if (rc < 0) {
-        const e = z.zmq_errno();
+      const flags = i < last ? ZMQ_DONTWAIT | ZMQ_SNDMORE : ZMQ_DONTWAIT;
+      const e = f.byteLength >= this.#zcSendMin
+        ? this.#sendZeroCopy(f, flags)
+        : z.zmq_send(this.#h, f, BigInt(f.byteLength), flags) < 0
+        ? z.zmq_errno()
+        : 0;
+      if (e !== 0) {
         if (e === ERRNO.EAGAIN) return i;
         if (e === ERRNO.EINTR) {
           i--;
@@ -472,6 +487,33 @@ export class Socket implements Pollable {
       }
     }
     return -1;
+  }
+
+  /** Sends `f` without copying it (zmq_msg_init_data); returns 0 or the errno. */
+  #sendZeroCopy(f: Uint8Array, flags: number): number {
+    const z = zmq();
+    const slot = sendReleases.acquire();
+    if (slot < 0) {
+      // Every slot in flight: fall back to a copying send.
+      return z.zmq_send(this.#h, f, BigInt(f.byteLength), flags) < 0 ? z.zmq_errno() : 0;
+    }
+    if (!sendMsg) sendMsg = new Uint8Array(new BigUint64Array(8).buffer);
+    const m = sendMsg;
+    const data = Deno.UnsafePointer.of(f);
+    const size = BigInt(f.byteLength);
+    if (z.zmq_msg_init_data(m, data, size, sendReleases.ffn(), sendReleases.hint(slot)) !== 0) {
+      sendReleases.cancel(slot);
+      return z.zmq_errno();
+    }
+    if (z.zmq_msg_send(m, this.#h, flags) < 0) {
+      // Still ours: closing it runs the release function right here, synchronously.
+      const e = z.zmq_errno();
+      z.zmq_msg_close(m);
+      sendReleases.cancel(slot);
+      return e;
+    }
+    sendReleases.hold(slot, f);
+    return 0;
   }
 
   /** Receives one whole message with ZMQ_DONTWAIT, or null if none is ready. */
@@ -493,13 +535,18 @@ export class Socket implements Pollable {
         throw this.#error("receive", e);
       }
       // The only copy: out of libzmq's buffer into an exact-size JS buffer.
-      const out = new Uint8Array(n);
-      if (n > 0) Deno.UnsafePointerView.copyInto(z.zmq_msg_data(m)!, out);
-      frames.push(out);
       const more = z.zmq_msg_more(m);
-      if (n > RELEASE_ABOVE) {
-        z.zmq_msg_close(m);
-        z.zmq_msg_init(m);
+      if (n >= this.#zcRecvMin) {
+        frames.push(adoptReceived(m, n));
+      } else {
+        // The only copy: out of libzmq's buffer into an exact-size JS buffer.
+        const out = new Uint8Array(n);
+        if (n > 0) Deno.UnsafePointerView.copyInto(z.zmq_msg_data(m)!, out);
+        frames.push(out);
+        if (n > RELEASE_ABOVE) {
+          z.zmq_msg_close(m);
+          z.zmq_msg_init(m);
+        }
       }
       if (more === 0) break;
     }
@@ -517,6 +564,12 @@ export class Socket implements Pollable {
   }
 
   #applyOptions(o: SocketOptions): void {
+    if (o.zeroCopyRecvMin !== undefined) {
+      this.#zcRecvMin = Math.max(o.zeroCopyRecvMin, ZERO_COPY_FLOOR);
+    }
+    if (o.zeroCopySendMin !== undefined) {
+      this.#zcSendMin = Math.max(o.zeroCopySendMin, ZERO_COPY_FLOOR);
+    }
     this.#setInt(OPT.LINGER, o.linger ?? 0, "LINGER");
     if (this.type === "ROUTER" && o.routerMandatory !== false) {
       this.#setInt(OPT.ROUTER_MANDATORY, 1, "ROUTER_MANDATORY");
@@ -676,4 +729,6 @@ export async function terminate(): Promise<void> {
     ctx = null;
     zmq().zmq_ctx_term(c);
   }
+  // zmq_ctx_term returned: libzmq has released every zero-copy frame it held.
+  sendReleases.sweep();
 }
