@@ -10,6 +10,7 @@
 import { createHash } from "node:crypto";
 import { StorageClient } from "../client/storage_client.ts";
 import { randomUuid } from "../wire/mod.ts";
+import { Socket } from "../wire/zmq/mod.ts";
 
 /** One benchmark result: dsys vs its baseline. */
 export type BenchRow = {
@@ -101,6 +102,31 @@ async function denoTcp(bytes: number): Promise<number> {
   await sink;
   l.close();
   return bytes / 1e6 / ((performance.now() - t0) / 1000);
+}
+
+/**
+ * The transport alone: 4 MiB frames DEALER -> ROUTER through the ZeroMQ FFI binding, in this
+ * process, no hashing or disk, MB/s. The ceiling any storage transfer can reach.
+ */
+async function zmqRaw(bytes: number): Promise<number> {
+  const router = new Socket("ROUTER", { linger: 0 });
+  const dealer = new Socket("DEALER", { linger: 0 });
+  try {
+    const ep = router.bind("tcp://127.0.0.1:*");
+    dealer.connect(ep);
+    const frame = new Uint8Array(4 * MiB).fill(1);
+    const n = Math.max(1, Math.round(bytes / frame.length));
+    const t0 = performance.now();
+    const recv = (async () => {
+      for (let i = 0; i < n; i++) await router.receive();
+    })();
+    for (let i = 0; i < n; i++) await dealer.send([new Uint8Array(8), frame]);
+    await recv;
+    return (n * frame.length) / 1e6 / ((performance.now() - t0) / 1000);
+  } finally {
+    dealer.close();
+    router.close();
+  }
 }
 
 /** Local disk: sequential 4 MiB writes of `bytes` then one fdatasync, MB/s (the put ceiling). */
@@ -239,18 +265,19 @@ export async function runStorageBench(notes: string[] = []): Promise<BenchRow[]>
     const baseline = ip ?? await denoTcp(size);
     const base = ip !== null ? "iperf3 loopback" : "Deno TCP loopback";
     const disk = await diskWrite(`${dir}/disk.bin`, size);
+    const zmq = await zmqRaw(size);
     const load = (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ");
     notes.push(
       `- Load average during the run: ${load} (${navigator.hardwareConcurrency} cores). ` +
         `Local disk write + fdatasync: ${round(disk)} MB/s.`,
     );
-    const row = (name: string, v: number): BenchRow => ({
+    const row = (name: string, v: number, goal = `>= 0.5x ${base}`): BenchRow => ({
       name,
       dsys: round(v),
       baseline: round(baseline),
       unit: "MB/s",
       ratio: Math.round((v / baseline) * 1000) / 1000,
-      goal: `>= 0.5x ${base}`,
+      goal,
     });
     return [
       row(`storage put ${label} (client hash pass + fsync'd upload)`, putMBs),
@@ -264,6 +291,7 @@ export async function runStorageBench(notes: string[] = []): Promise<BenchRow[]>
         ratio: Math.round((putMBs / disk) * 1000) / 1000,
         goal: "info",
       },
+      row(`ZeroMQ binding alone, ${label} in 4 MiB frames (transport ceiling)`, zmq, "info"),
     ];
   } finally {
     await client.close();
@@ -278,6 +306,25 @@ export async function runStorageBench(notes: string[] = []): Promise<BenchRow[]>
 function round(v: number): number {
   return Math.round(v * 10) / 10;
 }
+
+/** Why the numbers are what they are; kept next to the table the bench rewrites. */
+const ANALYSIS = [
+  "Reading the numbers:",
+  "- put is durable: a chunk is acked only after fsync (group-committed per batch of chunks in",
+  "  flight), and the commit renames + fsyncs the directory. The local disk sustains the",
+  '  "write + fdatasync" figure above, far below loopback TCP, so put cannot reach 0.5x of',
+  '  iperf3 on this machine; the "vs local disk" row is the meaningful one for put.',
+  "- Every byte is SHA-256'd (~1.3 GB/s per core here) twice on each path: put = client id pass +",
+  "  node whole-file check (+ per-1 MiB-block sidecar hashes); get = node per-block verify on",
+  "  every read (a flipped byte is never served) + client whole-file verify before rename.",
+  "- The transport ceiling is the ZeroMQ FFI binding (frames copied JS <-> libzmq, plus one",
+  "  codec copy per message), shown in the last row; storage transfers cannot exceed it.",
+  "- The machine is shared with other engineers' test runs (see the load average): wall-clock",
+  "  ratios vary ~2x between runs; the CPU-per-GiB figures are the stable measure.",
+  "- Next steps if the goal matters: zero-copy frames in wire/zmq (zmq_msg_init_data, receive",
+  "  into a caller buffer), per-block hashing on a worker thread (crypto.subtle) so hashing",
+  "  overlaps I/O, and a faster disk or an fsync policy per batch of files for bulk uploads.",
+];
 
 /** Replaces (or appends) the "## Storage" section of docs/benchmarks.md. */
 export async function writeStorageSection(rows: BenchRow[], notes: string[] = []): Promise<void> {
@@ -300,6 +347,8 @@ export async function writeStorageSection(rows: BenchRow[], notes: string[] = []
       `| ${r.name} | ${r.dsys} | ${r.baseline} | ${r.unit} | ${r.ratio} | ${r.goal} |`
     ),
     ...(notes.length ? ["", ...notes] : []),
+    "",
+    ...ANALYSIS,
     "",
   ].join("\n");
   const start = doc.indexOf("\n## Storage\n");
