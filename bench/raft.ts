@@ -1,0 +1,551 @@
+/**
+ * Masters' consensus benchmark: committed job submissions to the dsys masters vs puts to a
+ * 3-member etcd 3.4 cluster, both on loopback in the same run, from the same Deno process with the
+ * same closed-loop load (N concurrent clients, each waiting for its acknowledgement before sending
+ * the next request). Both sides acknowledge only durable writes: etcd fsyncs its WAL on a quorum,
+ * the dsys master fdatasyncs its command log (group commit) or commits through its Raft group.
+ *
+ * Also, when the local cluster can start 3 masters: leader failover, kill -9 of the leader under a
+ * stream of writes, time until the first write commits under a new leader (etcd measured the same
+ * way as the baseline).
+ *
+ * `deno run -A bench/raft.ts [--clients 1,64,256] [--seconds 5] [--trials 20]` prints the table.
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { LocalCluster, type LocalClusterOptions } from "../client/local_cluster.ts";
+import type { ClusterInfo } from "../client/cluster.ts";
+import { DsysClient } from "../client/commands.ts";
+import { RpcClient, RpcError } from "../lib/rpc.ts";
+import {
+  ErrorCode,
+  type Message,
+  MessageType,
+  NodeFlags,
+  NodeRole,
+  randomUuid,
+} from "../wire/mod.ts";
+import { ensureEtcd, EtcdCluster, etcdPut } from "./etcd/cluster.ts";
+import { type BenchRow, markdownTable } from "./types.ts";
+
+/** Options of the consensus benchmark. */
+export interface RaftBenchOptions {
+  /** Concurrent client counts to measure (default [1, 64, 256]). */
+  clients?: number[];
+  /** Measured time per point, ms (default 5000). */
+  durationMs?: number;
+  /** Unmeasured time before each point, ms (default 1000): connections, JIT, caches. */
+  warmupMs?: number;
+  /** Failover trials per system (default 20; 0 skips; needs a 3-master cluster). */
+  failoverTrials?: number;
+  /** Masters to ask the local cluster for (default 3; falls back to what it starts). */
+  masters?: number;
+  /** Value / program size, bytes (default 256). */
+  valueBytes?: number;
+  /** Progress lines (default: to stderr). */
+  log?: (line: string) => void;
+}
+
+/** One measured point of a closed-loop load. */
+export interface LoadResult {
+  clients: number;
+  /** Operations acknowledged inside the measured window. */
+  ops: number;
+  seconds: number;
+  /** ops / seconds. */
+  throughput: number;
+  p50Ms: number;
+  p99Ms: number;
+  /** Failed operations (any error): must be 0 for a valid point. */
+  errors: number;
+}
+
+/** A benchmark failure naming the system and point. */
+export class RaftBenchError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "RaftBenchError";
+  }
+}
+
+/** The `q` quantile (0..1) of ascending `sorted`, nearest-rank; NaN when empty. */
+export function quantile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
+  return sorted[i];
+}
+
+/**
+ * Runs `clients` loops of `op` for `warmupMs + durationMs`. Only operations that start after the
+ * warm-up and finish inside the window count (throughput and latency), so connection set-up and
+ * the ramp-up are not measured. An operation error is counted and the loop goes on.
+ */
+export async function closedLoop(
+  clients: number,
+  durationMs: number,
+  warmupMs: number,
+  op: (client: number, seq: number) => Promise<void>,
+): Promise<LoadResult> {
+  const t0 = performance.now();
+  const from = t0 + warmupMs, to = from + durationMs;
+  const lat: number[] = [];
+  let errors = 0;
+  let firstError: unknown = null;
+  await Promise.all(Array.from({ length: clients }, async (_, c) => {
+    for (let seq = 1; performance.now() < to; seq++) {
+      const s = performance.now();
+      try {
+        await op(c, seq);
+      } catch (e) {
+        errors++;
+        firstError ??= e;
+        // Do not spin on a dead system.
+        await new Promise((r) => setTimeout(r, 10));
+        continue;
+      }
+      const e = performance.now();
+      if (s >= from && e <= to) lat.push(e - s);
+    }
+  }));
+  if (firstError) console.error(`closedLoop: ${errors} errors, first: ${firstError}`);
+  lat.sort((a, b) => a - b);
+  const seconds = durationMs / 1000;
+  return {
+    clients,
+    ops: lat.length,
+    seconds,
+    throughput: lat.length / seconds,
+    p50Ms: quantile(lat, 0.5),
+    p99Ms: quantile(lat, 0.99),
+    errors,
+  };
+}
+
+/** `n` bytes of a shell program that does nothing: the job payload of a submission. */
+export function paddedProgram(n: number): Uint8Array {
+  const head = "#!/bin/sh\n# dsys consensus benchmark payload\n";
+  const tail = "\nexit 0\n";
+  const pad = Math.max(0, n - head.length - tail.length - 2);
+  return new TextEncoder().encode(head + "#" + "x".repeat(pad) + "\n" + tail).slice(0, n);
+}
+
+/** A job_submit of a 1-chunk job without inputs, as DsysClient.submit builds it. */
+function submitMessage(client: Uint8Array, sequence: number, program: Uint8Array): Message {
+  return {
+    type: MessageType.JobSubmit,
+    node: client,
+    client,
+    sequence,
+    numChunks: 1,
+    timeLimitMs: 60_000,
+    program,
+    argument: new Uint8Array(0),
+    inputFiles: [],
+    programName: "bench.sh",
+  };
+}
+
+/** Closed-loop puts to etcd through `clientUrl`, one key space per client. */
+export function etcdLoad(
+  clientUrl: string,
+  clients: number,
+  durationMs: number,
+  warmupMs: number,
+  valueBytes = 256,
+): Promise<LoadResult> {
+  const value = crypto.getRandomValues(new Uint8Array(valueBytes));
+  const run = crypto.randomUUID().slice(0, 8);
+  return closedLoop(clients, durationMs, warmupMs, async (c, seq) => {
+    await etcdPut(clientUrl, `bench/${run}/${c}/${seq}`, value);
+  });
+}
+
+/** Closed-loop submissions to the dsys masters, each client its own DsysClient (client id). */
+export async function dsysLoad(
+  info: ClusterInfo,
+  clients: number,
+  durationMs: number,
+  warmupMs: number,
+  programBytes = 256,
+): Promise<LoadResult> {
+  const program = paddedProgram(programBytes);
+  const sessions = Array.from({ length: clients }, () => new DsysClient(info));
+  try {
+    return await closedLoop(clients, durationMs, warmupMs, async (c) => {
+      await sessions[c].submit({
+        program,
+        programName: "bench.sh",
+        argument: "",
+        chunks: 1,
+        inputs: [],
+        timeLimitMs: 60_000,
+      });
+    });
+  } finally {
+    await Promise.all(sessions.map((s) => s.close()));
+  }
+}
+
+/** A replicated system whose leader the failover trial kills. */
+export interface FailoverTarget {
+  /** Member names. */
+  members: string[];
+  /** The current leader's member name. */
+  leader(): Promise<string>;
+  kill(member: string): Promise<void>;
+  /** Restarts a killed member and resolves when it serves again. */
+  restart(member: string): Promise<void>;
+  /**
+   * One write through `member`, resolving when committed. Rejects on error or after `timeoutMs`;
+   * may resolve with a member name the write should be redirected to (a NOT_LEADER hint).
+   */
+  write(member: string, timeoutMs: number): Promise<string | void>;
+  /** Releases the target's client resources (not the system itself). */
+  close(): Promise<void>;
+}
+
+/** Failover times of the trials, ms, ascending. */
+export interface FailoverResult {
+  times: number[];
+  medianMs: number;
+  maxMs: number;
+}
+
+/**
+ * `trials` times: a stream of writes from `streams` clients runs against the leader; the leader is
+ * SIGKILLed; the time from the kill to the first write acknowledged by another member is recorded;
+ * the old leader is restarted before the next trial. Clients learn of the failure only by their
+ * own 300 ms attempt timeout or an error reply, as a real client would.
+ */
+export async function failover(
+  t: FailoverTarget,
+  trials: number,
+  log: (s: string) => void = () => {},
+  streams = 4,
+  attemptMs = 300,
+): Promise<FailoverResult> {
+  const times: number[] = [];
+  for (let trial = 1; trial <= trials; trial++) {
+    const old = await t.leader();
+    let killedAt = Infinity;
+    let firstNew = Infinity;
+    let stop = false;
+    let guess = old;
+    const loops = Array.from({ length: streams }, async (_, s) => {
+      let target = guess;
+      let rr = s;
+      while (!stop) {
+        try {
+          const hint = await t.write(target, attemptMs);
+          const now = performance.now();
+          if (hint && t.members.includes(hint)) {
+            target = hint;
+            continue;
+          }
+          if (target !== old && now > killedAt && now < firstNew) firstNew = now;
+          guess = target;
+        } catch {
+          // Unknown which member is alive: take the shared guess, else the next member in turn.
+          target = guess !== target ? guess : t.members[rr++ % t.members.length];
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      }
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    killedAt = performance.now();
+    await t.kill(old);
+    const limit = killedAt + 20_000;
+    while (firstNew === Infinity && performance.now() < limit) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    stop = true;
+    await Promise.all(loops);
+    if (firstNew === Infinity) {
+      throw new RaftBenchError(
+        `failover trial ${trial}: no commit within 20 s after killing ${old}`,
+      );
+    }
+    const ms = firstNew - killedAt;
+    times.push(ms);
+    log(`  trial ${trial}: killed ${old}, first commit after ${ms.toFixed(0)} ms`);
+    await t.restart(old);
+    // Let the restarted member catch up so it is an ordinary follower at the next kill.
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  times.sort((a, b) => a - b);
+  return { times, medianMs: quantile(times, 0.5), maxMs: times[times.length - 1] };
+}
+
+/** The etcd cluster as a failover target (writes are puts through the chosen member). */
+export function etcdTarget(c: EtcdCluster, valueBytes = 256): FailoverTarget {
+  const value = new Uint8Array(valueBytes);
+  let n = 0;
+  return {
+    members: c.members.map((m) => m.name),
+    leader: () => c.leader(),
+    kill: (m) => c.kill(m),
+    restart: (m) => c.restart(m),
+    write: async (m, timeoutMs) => {
+      await etcdPut(
+        c.member(m).clientUrl,
+        `failover/${n++}`,
+        value,
+        AbortSignal.timeout(timeoutMs),
+      );
+    },
+    close: () => Promise.resolve(),
+  };
+}
+
+/** The local cluster's masters as a failover target (writes are job submissions). */
+export function dsysTarget(c: LocalCluster, valueBytes = 256): FailoverTarget {
+  const program = paddedProgram(valueBytes);
+  const client = randomUuid();
+  let seq = 0;
+  const byEndpoint = () => {
+    const m = new Map<string, string>();
+    for (const p of c.procs.values()) if (p.role === "master") m.set(p.endpoint, p.name);
+    return m;
+  };
+  const members = [...byEndpoint().values()];
+  const saved = new Map<string, NonNullable<ReturnType<typeof c.procs.get>>>();
+  const rpcs = new Map<string, RpcClient>();
+  const rpc = (name: string) => {
+    const p = c.procs.get(name) ?? saved.get(name);
+    if (!p) throw new RaftBenchError(`no master ${name}`);
+    let r = rpcs.get(name);
+    if (!r) rpcs.set(name, r = new RpcClient(p.endpoint, { node: client }));
+    return r;
+  };
+  return {
+    members,
+    leader: async () => {
+      const end = Date.now() + 10_000;
+      while (Date.now() < end) {
+        for (const name of members) {
+          if (!c.procs.has(name)) continue;
+          try {
+            const r = await rpc(name).request(
+              { type: MessageType.NodeListRequest, node: client },
+              1000,
+            );
+            if (r.type !== MessageType.NodeListResponse) continue;
+            const self = r.nodes.find((n) =>
+              n.role === NodeRole.Master && (n.flags & NodeFlags.Leader) !== 0
+            );
+            const name2 = self && byEndpoint().get(self.endpoint);
+            if (name2) return name2;
+          } catch { /* try the next master */ }
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new RaftBenchError("no dsys master reports itself leader within 10 s");
+    },
+    kill: async (name) => {
+      const p = c.procs.get(name);
+      if (!p) throw new RaftBenchError(`no running master ${name}`);
+      saved.set(name, p);
+      await c.kill(name);
+      // A DEALER to a dead peer keeps queued requests forever: start afresh after the restart.
+      await rpcs.get(name)?.close();
+      rpcs.delete(name);
+    },
+    restart: async (name) => {
+      const p = saved.get(name);
+      if (!p) throw new RaftBenchError(`master ${name} was not killed by this benchmark`);
+      await c.restart(name, p, p.endpoint);
+      saved.delete(name);
+    },
+    write: async (name, timeoutMs) => {
+      try {
+        const r = await rpc(name).request(submitMessage(client, ++seq, program), timeoutMs);
+        if (r.type !== MessageType.JobSubmitAck) {
+          throw new RaftBenchError(`master ${name}: unexpected reply type ${r.type}`);
+        }
+      } catch (e) {
+        if (e instanceof RpcError && e.code === ErrorCode.NotLeader && e.text) {
+          const hint = byEndpoint().get(e.text);
+          if (hint && hint !== name) return hint;
+        }
+        throw e;
+      }
+    },
+    close: async () => {
+      await Promise.all([...rpcs.values()].map((r) => r.close()));
+      rpcs.clear();
+    },
+  };
+}
+
+function row(
+  name: string,
+  dsys: number,
+  etcd: number,
+  unit: string,
+  higherIsBetter: boolean,
+  goal: string,
+): BenchRow {
+  return {
+    name,
+    dsys,
+    baseline: etcd,
+    unit,
+    ratio: higherIsBetter ? dsys / etcd : etcd / dsys,
+    goal,
+  };
+}
+
+/**
+ * Runs the consensus benchmark: etcd (3 members) and dsys (3 masters when the local cluster
+ * supports it, else 1: said in the row names) at each client count, then failover with 3 masters.
+ * Rows: throughput (ratio dsys/etcd) and p50/p99 latency (ratio etcd/dsys, >1 is better for dsys).
+ */
+export async function runRaftBench(opts: RaftBenchOptions = {}): Promise<BenchRow[]> {
+  // Environment overrides let `deno task bench` (and its test) run a short version.
+  const env = (k: string) => Deno.env.get(`DSYS_BENCH_RAFT_${k}`);
+  const clients = opts.clients ?? env("CLIENTS")?.split(",").map(Number) ?? [1, 64, 256];
+  const durationMs = opts.durationMs ?? Number(env("SECONDS") ?? 5) * 1000;
+  const warmupMs = opts.warmupMs ?? Math.min(1000, durationMs / 2);
+  const trials = opts.failoverTrials ?? Number(env("TRIALS") ?? 20);
+  const valueBytes = opts.valueBytes ?? 256;
+  const log = opts.log ?? ((s: string) => console.error(s));
+  const version = await ensureEtcd();
+
+  const dir = await Deno.makeTempDir({ prefix: "dsys-bench-raft-" });
+  const etcdRes = new Map<number, LoadResult>();
+  const dsysRes = new Map<number, LoadResult>();
+  let etcdFail: FailoverResult | null = null;
+  let dsysFail: FailoverResult | null = null;
+  let masters = 0;
+  try {
+    const etcd = await EtcdCluster.start({ dir: `${dir}/etcd` });
+    try {
+      // Puts go to the leader directly: the fastest path etcd offers (no follower forwarding).
+      const url = etcd.member(await etcd.leader()).clientUrl;
+      for (const n of clients) {
+        const r = await etcdLoad(url, n, durationMs, warmupMs, valueBytes);
+        log(`etcd ${version}, ${n} clients: ${fmtLoad(r)}`);
+        etcdRes.set(n, r);
+      }
+    } finally {
+      await etcd.stop();
+    }
+
+    // The row names say how many masters actually ran (1 if a cluster cannot start 3).
+    const clusterOpts: LocalClusterOptions = {
+      dataDir: `${dir}/dsys`,
+      workers: 0,
+      masters: opts.masters ?? 3,
+      // Without workers every job stays queued: the periodic re-dispatch of all unfinished jobs
+      // would grow with the run and tax the master; each job is still dispatched once on commit.
+      extraArgs: { master: ["--redispatch-ms", "3600000"] },
+    };
+    let cluster: LocalCluster;
+    try {
+      cluster = await LocalCluster.start(clusterOpts);
+    } catch (e) {
+      if ((clusterOpts.masters ?? 1) === 1) throw e;
+      // A broken Raft group must not hide the single-master numbers; the rows say "1 master".
+      log(`dsys with ${clusterOpts.masters} masters did not start (${firstLine(e)}); using 1`);
+      cluster = await LocalCluster.start({ ...clusterOpts, masters: 1, dataDir: `${dir}/dsys1` });
+    }
+    try {
+      masters = cluster.info.masters.length;
+      for (const n of clients) {
+        const r = await dsysLoad(cluster.info, n, durationMs, warmupMs, valueBytes);
+        log(`dsys ${masters} master(s), ${n} clients: ${fmtLoad(r)}`);
+        dsysRes.set(n, r);
+      }
+      if (trials > 0 && masters >= 3) {
+        log(`dsys failover, ${trials} trials`);
+        const t = dsysTarget(cluster, valueBytes);
+        try {
+          dsysFail = await failover(t, trials, log);
+        } finally {
+          await t.close();
+        }
+      } else if (trials > 0) {
+        log(`failover skipped: the local cluster started ${masters} master(s), not 3`);
+      }
+    } finally {
+      await cluster.stop();
+    }
+
+    if (dsysFail) {
+      const etcd2 = await EtcdCluster.start({ dir: `${dir}/etcd-failover` });
+      try {
+        log(`etcd failover, ${trials} trials`);
+        etcdFail = await failover(etcdTarget(etcd2, valueBytes), trials, log);
+      } finally {
+        await etcd2.stop();
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+
+  const who = `${masters} master${masters === 1 ? "" : "s"}`;
+  const rows: BenchRow[] = [];
+  for (const n of clients) {
+    const d = dsysRes.get(n)!, e = etcdRes.get(n)!;
+    for (const [sys, r] of [["dsys", d], ["etcd", e]] as const) {
+      if (r.errors > 0) {
+        throw new RaftBenchError(`${sys} at ${n} clients: ${r.errors} failed writes`);
+      }
+    }
+    const cl = `${n} client${n === 1 ? "" : "s"}`;
+    const goal = n <= 64 ? ">= 1.0x etcd" : "info";
+    rows.push(row(`submit vs put, ${cl}, ${who}`, d.throughput, e.throughput, "ops/s", true, goal));
+    rows.push(row(`p50 latency, ${cl}, ${who}`, d.p50Ms, e.p50Ms, "ms", false, "info"));
+    rows.push(
+      row(`p99 latency, ${cl}, ${who}`, d.p99Ms, e.p99Ms, "ms", false, "p99 no worse than etcd"),
+    );
+  }
+  if (dsysFail && etcdFail) {
+    rows.push(
+      row(
+        `leader failover median, ${trials} kill -9`,
+        dsysFail.medianMs,
+        etcdFail.medianMs,
+        "ms",
+        false,
+        "<= 500 ms",
+      ),
+      row(
+        `leader failover max, ${trials} kill -9`,
+        dsysFail.maxMs,
+        etcdFail.maxMs,
+        "ms",
+        false,
+        "<= 1500 ms",
+      ),
+    );
+  }
+  return rows;
+}
+
+function firstLine(e: unknown): string {
+  return (e instanceof Error ? e.message : String(e)).split("\n")[0];
+}
+
+function fmtLoad(r: LoadResult): string {
+  return `${r.throughput.toFixed(0)} ops/s, p50 ${r.p50Ms.toFixed(2)} ms, ` +
+    `p99 ${r.p99Ms.toFixed(2)} ms (${r.ops} ops, ${r.errors} errors)`;
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      clients: { type: "string" },
+      seconds: { type: "string" },
+      trials: { type: "string" },
+    },
+  });
+  const rows = await runRaftBench({
+    clients: values.clients?.split(",").map(Number),
+    durationMs: values.seconds ? Number(values.seconds) * 1000 : undefined,
+    failoverTrials: values.trials ? Number(values.trials) : undefined,
+  });
+  console.log(markdownTable(rows, "etcd 3.4 (3 members)"));
+}
