@@ -212,7 +212,15 @@ export class FakeWorker {
     if (this.hung) return; // a hung worker never finishes
     this.holding.delete(`${uuidToHex(m.job)}/${m.chunkIndex}`);
     this.#running--;
-    await this.sendFinished(m.job, m.chunkIndex, m.attempt).catch(() => {});
+    // Like a real worker: retry until a balancer (primary or, after failover, standby) has it.
+    for (let i = 0; i < 50; i++) {
+      try {
+        await this.sendFinished(m.job, m.chunkIndex, m.attempt);
+        return;
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
   }
 
   /** Sends chunk_finished(Succeeded); resolves with the balancer's ok value (1 = fresh). */

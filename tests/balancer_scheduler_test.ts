@@ -278,3 +278,22 @@ Deno.test("scheduler: busy slots a worker reports beyond ours are not overbooked
   s.register(b, 1, 1, [], "", 0);
   assert.equal(s.assign(20_000).length, 0);
 });
+
+Deno.test("scheduler: an idle heartbeat gives up chunks placed long ago (lost reports)", () => {
+  const s = new ChunkScheduler({ deadAfterMs: 10_000, idleGraceMs: 1000 });
+  const a = randomUuid();
+  s.register(a, 2, 2, [], "", 0);
+  const j = job(2);
+  s.dispatch(j, all(2, 1), 0);
+  assert.equal(s.assign(100).length, 2);
+  // Idle report soon after placement: the requests may not have arrived yet. Keep them.
+  assert.equal(s.heartbeat(a, 2, 2, [], [], 500).requeued.length, 0);
+  // Still idle a grace period later: they are not running there. New attempts.
+  const { requeued } = s.heartbeat(a, 2, 2, [], [], 1100);
+  assert.deepEqual(requeued.map((r) => r.attempt), [2, 2]);
+  assert.equal(s.stats().queued, 2);
+  // A busy report never gives anything up.
+  const again = s.assign(1200);
+  assert.equal(again.length, 2);
+  assert.equal(s.heartbeat(a, 2, 0, [], [], 9000).requeued.length, 0);
+});

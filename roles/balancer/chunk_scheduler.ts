@@ -25,6 +25,12 @@ export interface SchedulerOptions {
    * 0 disables re-runs.
    */
   rerunFinishedAfterMs?: number;
+  /**
+   * A worker that heartbeats "all slots free" while chunks were placed on it at least this
+   * long ago does not run them (its chunk_finished was lost, or the request never arrived):
+   * they are requeued with attempt+1. Must exceed the worker_request ack timeout. 0 disables.
+   */
+  idleGraceMs?: number;
 }
 
 /** The job-wide part of a chunk (shared by all chunks of a job). */
@@ -44,6 +50,8 @@ export interface ChunkTask {
   attempt: number;
   /** Worker key -> time until which this chunk avoids that worker (it refused it). */
   avoid: Map<string, number>;
+  /** When it was last placed on a worker (0 while never placed). */
+  placedAtMs: number;
 }
 
 /** What the scheduler knows of one worker. */
@@ -117,7 +125,13 @@ export interface SchedulerState {
     running: string[];
   }[];
   jobs: { key: string; info: JobInfo; queue: string[]; runningCount: number }[];
-  tasks: { jobKey: string; chunkIndex: number; attempt: number; avoid: [string, number][] }[];
+  tasks: {
+    jobKey: string;
+    chunkIndex: number;
+    attempt: number;
+    avoid: [string, number][];
+    placedAtMs: number;
+  }[];
   /** [chunk key, attempt, state, atMs]. */
   finished: [string, number, number, number][];
   jobOrder: string[];
@@ -177,7 +191,12 @@ export class ChunkScheduler {
   #assignSeq = 0;
 
   constructor(opts: SchedulerOptions) {
-    this.opts = { refuseBackoffMs: 1000, rerunFinishedAfterMs: 30_000, ...opts };
+    this.opts = {
+      refuseBackoffMs: 1000,
+      rerunFinishedAfterMs: 30_000,
+      idleGraceMs: 10_000,
+      ...opts,
+    };
   }
 
   // ------------------------------------------------------------------------------------------
@@ -224,7 +243,10 @@ export class ChunkScheduler {
     return { requeued };
   }
 
-  /** A heartbeat: liveness, capacity and cache delta. Throws unknown_worker if not registered. */
+  /**
+   * A heartbeat: liveness, capacity and cache delta. Throws unknown_worker if not registered.
+   * Returns the chunks given up on because the worker reports itself idle (see idleGraceMs).
+   */
   heartbeat(
     id: Uuid,
     slots: number,
@@ -232,7 +254,7 @@ export class ChunkScheduler {
     added: Uuid[],
     evicted: Uuid[],
     nowMs: number,
-  ): WorkerInfo {
+  ): { requeued: DeadWorker["requeued"] } {
     const w = this.#workers.get(uuidToHex(id));
     if (!w) {
       throw new SchedulerError("unknown_worker", `worker ${uuidToHex(id)} is not registered`);
@@ -242,9 +264,16 @@ export class ChunkScheduler {
     w.lastSeenMs = nowMs;
     for (const f of evicted) w.files.delete(uuidToHex(f));
     for (const f of added) w.files.add(uuidToHex(f));
+    let requeued: DeadWorker["requeued"] = [];
+    if (freeSlots >= slots && w.running.size > 0 && this.opts.idleGraceMs > 0) {
+      const stale = [...w.running.values()].filter((t) =>
+        nowMs - t.placedAtMs >= this.opts.idleGraceMs
+      );
+      if (stale.length > 0) requeued = this.#requeue(w, stale);
+    }
     // A report that lags our own bookkeeping can only undercount: never overbooks.
     w.phantom = Math.max(0, slots - freeSlots - w.running.size);
-    return w;
+    return { requeued };
   }
 
   /** Marks a worker as seen now (any message from it proves it is alive). */
@@ -284,8 +313,14 @@ export class ChunkScheduler {
   }
 
   #requeueAll(w: WorkerInfo, _nowMs: number): DeadWorker["requeued"] {
+    return this.#requeue(w, [...w.running.values()]);
+  }
+
+  #requeue(w: WorkerInfo, tasks: ChunkTask[]): DeadWorker["requeued"] {
     const out: DeadWorker["requeued"] = [];
-    for (const [ck, t] of w.running) {
+    for (const t of tasks) {
+      const ck = chunkKey(t.jobKey, t.chunkIndex);
+      w.running.delete(ck);
       // A new attempt number, so a late chunk_finished of the lost attempt is recognised as stale.
       t.attempt++;
       this.#where.set(ck, "");
@@ -294,7 +329,6 @@ export class ChunkScheduler {
       this.#enqueue(job, t, true);
       out.push({ job: job.info.job, chunkIndex: t.chunkIndex, attempt: t.attempt });
     }
-    w.running.clear();
     return out;
   }
 
@@ -348,7 +382,13 @@ export class ChunkScheduler {
         job = { info: { ...info, job: info.job.slice() }, queue: [], runningCount: 0 };
         this.#jobs.set(jobKey, job);
       }
-      const t: ChunkTask = { jobKey, chunkIndex: c.chunkIndex, attempt, avoid: new Map() };
+      const t: ChunkTask = {
+        jobKey,
+        chunkIndex: c.chunkIndex,
+        attempt,
+        avoid: new Map(),
+        placedAtMs: 0,
+      };
       this.#tasks.set(ck, t);
       this.#where.set(ck, "");
       this.#enqueue(job, t, false);
@@ -531,6 +571,7 @@ export class ChunkScheduler {
       je.queue.splice(qi, 1);
       const ck = chunkKey(t.jobKey, t.chunkIndex);
       w.running.set(ck, t);
+      t.placedAtMs = nowMs;
       w.lastAssignSeq = ++this.#assignSeq;
       this.#where.set(ck, w.key);
       je.runningCount++;
@@ -597,6 +638,7 @@ export class ChunkScheduler {
         chunkIndex: t.chunkIndex,
         attempt: t.attempt,
         avoid: [...t.avoid.entries()],
+        placedAtMs: t.placedAtMs,
       })),
       finished: [...this.#finished.entries()].map(([k, f]) => [k, f.attempt, f.state, f.atMs]),
       jobOrder: [...this.#jobOrder],

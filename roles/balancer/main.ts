@@ -27,7 +27,7 @@ export interface BalancerOptions {
   standbyOf?: string;
   /** A standby takes over after the primary has not answered for this long, ms. Default 3000. */
   takeoverAfterMs?: number;
-  /** How often a standby pulls the primary's events, ms. Default min(200, takeover/5). */
+  /** Pause before a standby retries a failed pull, ms (good pulls long-poll back to back). */
   syncMs?: number;
 }
 

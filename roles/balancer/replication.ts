@@ -108,6 +108,7 @@ export class EventLog {
   lastSeq = 0;
   #lastPullMs = -Infinity;
   #o: Required<EventLogOptions>;
+  #waiters = new Set<() => void>();
 
   constructor(o: EventLogOptions = {}) {
     this.#o = { maxEvents: 200_000, maxBytes: 256 * 1024 * 1024, followerTtlMs: 30_000, ...o };
@@ -121,6 +122,8 @@ export class EventLog {
   /** Appends an event (kept only while someone follows). */
   append(ev: SchedulerEvent, nowMs: number): void {
     this.lastSeq++;
+    for (const w of this.#waiters) w();
+    this.#waiters.clear();
     if (nowMs - this.#lastPullMs > this.#o.followerTtlMs) {
       // Nobody follows: drop everything; a new follower starts from a snapshot anyway.
       this.#entries = [];
@@ -141,6 +144,28 @@ export class EventLog {
       this.#entries = this.#entries.slice(this.#head);
       this.#head = 0;
     }
+  }
+
+  /**
+   * Resolves when an event after `after` exists, or after `ms` (long poll: a follower's pull
+   * returns as soon as there is news, so it lags the primary by a round trip, not a period).
+   */
+  waitAfter(after: number, ms: number): Promise<void> {
+    if (this.lastSeq > after || ms <= 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#waiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.#waiters.add(done);
+    });
+  }
+
+  /** Wakes every waiting long poll (on shutdown). */
+  wakeAll(): void {
+    for (const w of [...this.#waiters]) w();
   }
 
   /**
@@ -168,6 +193,8 @@ export interface SyncRequest {
   op: "sync";
   epoch: string;
   after: number;
+  /** Long poll: the primary may hold the reply this long waiting for new events, ms. */
+  waitMs?: number;
 }
 
 /** Primary -> standby: either a snapshot at `seq` or the events `firstSeq..`. */

@@ -163,7 +163,7 @@ export class BalancerService {
     this.start(server);
   }
 
-  #sync(data: Uint8Array): Message {
+  async #sync(data: Uint8Array): Promise<Message> {
     let req;
     try {
       req = decodeSync(data);
@@ -172,6 +172,9 @@ export class BalancerService {
     }
     if (!("after" in req) || typeof req.after !== "number") {
       throw new RequestError(ErrorCode.BadRequest, "balancer sync: not a request");
+    }
+    if (req.epoch === this.#events.epoch && req.after === this.#events.lastSeq) {
+      await this.#events.waitAfter(req.after, Math.min(5000, Math.max(0, req.waitMs ?? 0)));
     }
     const now = this.#now();
     const events = req.epoch === this.#events.epoch
@@ -214,12 +217,13 @@ export class BalancerService {
   /** Stops ticking; pending pushes are left to the server's close. */
   stop(): void {
     this.#stopped = true;
+    this.#events.wakeAll();
     clearInterval(this.#timer);
     this.#timer = undefined;
   }
 
   /** The RpcServer handler. */
-  handle = (msg: Message, peer: Uint8Array): Message | null => {
+  handle = (msg: Message, peer: Uint8Array): Promise<Message> | Message | null => {
     const now = this.#now();
     const ok = (value = 0): Message => ({ type: MessageType.Ok, node: this.#o.node, value });
     if (this.#standbyOf !== null && msg.type !== MessageType.NodeListRequest) {
@@ -279,7 +283,7 @@ export class BalancerService {
           return ok();
         }
         case MessageType.WorkerHeartbeat: {
-          this.#do({
+          const hb = this.#do({
             t: "heartbeat",
             now,
             id: msg.node,
@@ -287,7 +291,13 @@ export class BalancerService {
             free: msg.freeSlots,
             added: msg.added,
             evicted: msg.evicted,
-          });
+          }) as { requeued: unknown[] };
+          if (hb.requeued.length > 0) {
+            this.#o.log.warn("idle worker had chunks placed long ago: requeued them", {
+              worker: uuidToHex(msg.node),
+              requeued: hb.requeued.length,
+            });
+          }
           // A worker that reconnected has a new DEALER: push to the current one.
           this.#peers.set(uuidToHex(msg.node), peer.slice());
           this.#schedulePump();

@@ -1,6 +1,6 @@
 /**
- * The standby side of balancer replication: pulls the primary's event stream every `syncMs`
- * and replays it (BalancerService.applySync); when the primary has not answered for
+ * The standby side of balancer replication: long-polls the primary's event stream and
+ * replays it (BalancerService.applySync); when the primary has not answered for
  * `takeoverAfterMs`, promotes the local service to primary.
  * @module
  */
@@ -20,7 +20,7 @@ export interface StandbyOptions {
   service: BalancerService;
   /** Take over after this long without a successful pull, ms. */
   takeoverAfterMs: number;
-  /** Pull period, ms. */
+  /** Pause before retrying a failed pull, ms. */
   syncMs?: number;
   /** Called once when this standby takes over. */
   onTakeover: () => void;
@@ -34,6 +34,7 @@ export class StandbyFollower {
   #stopped = false;
   #loop: Promise<void> | null = null;
   #wake: (() => void) | null = null;
+  #waitMs: number;
   /** Successful pulls so far (for tests and logs). */
   pulls = 0;
   /** When the primary last answered (epoch ms). */
@@ -43,6 +44,7 @@ export class StandbyFollower {
     this.#o = o;
     // A pull must finish well within the takeover window, or a slow reply looks like death.
     const timeoutMs = Math.max(250, Math.floor(o.takeoverAfterMs / 2));
+    this.#waitMs = Math.min(1000, Math.floor(timeoutMs / 3));
     this.#client = new RpcClient(o.primary, { node: o.node, timeoutMs, log: o.log });
   }
 
@@ -71,7 +73,7 @@ export class StandbyFollower {
         const reply = await this.#client.request({
           type: MessageType.RaftMessage,
           node: this.#o.node,
-          data: encodeSync({ op: "sync", ...service.syncPosition }),
+          data: encodeSync({ op: "sync", ...service.syncPosition, waitMs: this.#waitMs }),
         });
         if (this.#stopped) break;
         if (reply.type !== MessageType.RaftMessage) {
@@ -101,8 +103,9 @@ export class StandbyFollower {
         this.#o.onTakeover();
         return;
       }
+      // After a good pull, ask again at once (the primary holds it until there is news).
       await new Promise<void>((r) => {
-        const t = setTimeout(r, syncMs);
+        const t = setTimeout(r, failing ? syncMs : 0);
         this.#wake = () => {
           clearTimeout(t);
           r();
