@@ -526,6 +526,45 @@ Deno.test("storage: acked files and partial uploads survive kill -9; corruption 
   }
 });
 
+Deno.test("storage: a client upload survives a node kill -9 + restart and resumes", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dsys-storage-test-" });
+  let p = await StorageProc.start(dir);
+  const endpoint = p.endpoint;
+  // Small chunks, one in flight: hundreds of fsync'd round trips, so the upload is still
+  // running when the node is killed (we wait for the temp file to grow, not for a time).
+  const c = new StorageClient(endpoint, randomUuid(), {
+    chunkBytes: 256 * 1024,
+    window: 1,
+    timeoutMs: 3000,
+  });
+  try {
+    const data = randomBytes(32 * MiB);
+    const upload = c.putBytes(data);
+    upload.catch(() => {});
+    const tmpSize = () => {
+      let n = 0;
+      for (const e of Deno.readDirSync(`${dir}/tmp`)) {
+        n += Deno.statSync(`${dir}/tmp/${e.name}`).size;
+      }
+      return n;
+    };
+    while (tmpSize() < 2 * MiB) await new Promise((r) => setTimeout(r, 10));
+    await p.kill("SIGKILL");
+    const before = tmpSize();
+    p = await StorageProc.start(dir, endpoint); // same endpoint: the DEALER reconnects
+    const { id } = await upload;
+    assert.deepEqual(id, idOf(data));
+    const s = await c.stats();
+    // The new node received less than the whole file: the upload resumed, not restarted.
+    assert.ok(s.putBytes < data.length, `putBytes ${s.putBytes} (temp had ${before})`);
+    assert.ok(idOf(await c.getBytes(id)).every((b, i) => b === id[i]));
+  } finally {
+    await c.close();
+    await p.kill("SIGTERM");
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
 Deno.test("storage: 256 MiB put/get keeps the node's peak RSS bounded", async () => {
   await withNode(async (p, dir) => {
     const c = new StorageClient(p.endpoint, randomUuid());
