@@ -231,22 +231,37 @@ export async function failover(
     let firstNew = Infinity;
     let stop = false;
     let guess = old;
+    // Members that just timed out: a follower's stale NOT_LEADER hint must not send every stream
+    // back to the dead leader for another full attempt (a real client keeps the same memory).
+    const suspect = new Map<string, number>();
+    const ok = (m: string) => (suspect.get(m) ?? 0) < performance.now();
     const loops = Array.from({ length: streams }, async (_, s) => {
       let target = guess;
       let rr = s;
+      const next = () => {
+        for (let i = 0; i < t.members.length; i++) {
+          const m = t.members[rr++ % t.members.length];
+          if (m !== target && ok(m)) return m;
+        }
+        return t.members[rr++ % t.members.length];
+      };
       while (!stop) {
+        const started = performance.now();
         try {
           const hint = await t.write(target, attemptMs);
           const now = performance.now();
           if (hint && t.members.includes(hint)) {
-            target = hint;
+            target = ok(hint) ? hint : next();
             continue;
           }
           if (target !== old && now > killedAt && now < firstNew) firstNew = now;
           guess = target;
         } catch {
+          if (performance.now() - started >= attemptMs * 0.9) {
+            suspect.set(target, performance.now() + 1000);
+          }
           // Unknown which member is alive: take the shared guess, else the next member in turn.
-          target = guess !== target ? guess : t.members[rr++ % t.members.length];
+          target = guess !== target && ok(guess) ? guess : next();
           await new Promise((r) => setTimeout(r, 5));
         }
       }
