@@ -1080,6 +1080,26 @@ int dsys_fuse_complete(dsys_fuse *fs, const uint8_t *id, int err) {
   return rc;
 }
 
+/** Starts a fetch of id with no reader waiting (to warm the cache before a job opens its inputs,
+ * so those opens get passthrough). Returns 1 when the caller must now fetch and then call
+ * dsys_fuse_complete, 0 when the cache file already exists, 2 when a fetch is already in flight. */
+int dsys_fuse_begin_fetch(dsys_fuse *fs, const uint8_t *id) {
+  pthread_mutex_lock(&fs->mu);
+  centry *c = id_get(fs, id);
+  char path[PATH_MAX];
+  cache_path(fs, id, path, sizeof(path));
+  int rc;
+  if (c->fetching) rc = 2;
+  else if (c->fd >= 0 || access(path, F_OK) == 0) rc = 0;
+  else {
+    c->fetching = 1;
+    fs->st_fetch_requests++;
+    rc = 1;
+  }
+  pthread_mutex_unlock(&fs->mu);
+  return rc;
+}
+
 /** Adds delta to the explicit pin count of id (creating the entry). Returns the new count. */
 int dsys_fuse_pin(dsys_fuse *fs, const uint8_t *id, int delta) {
   pthread_mutex_lock(&fs->mu);

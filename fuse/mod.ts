@@ -104,6 +104,7 @@ const SYMBOLS = {
     nonblocking: true,
   },
   dsys_fuse_complete: { parameters: ["pointer", "buffer", "i32"], result: "i32" },
+  dsys_fuse_begin_fetch: { parameters: ["pointer", "buffer"], result: "i32" },
   dsys_fuse_pin: { parameters: ["pointer", "buffer", "i32"], result: "i32" },
   dsys_fuse_evict: { parameters: ["pointer", "buffer"], result: "i32" },
   dsys_fuse_last_use: { parameters: ["pointer", "buffer"], result: "u64" },
@@ -238,7 +239,7 @@ export class FuseMount {
   #opts: FuseMountOptions;
   #stopped = false;
   #loop: Promise<void>;
-  #inflight = new Set<Promise<void>>();
+  #inflight = new Set<Promise<number>>();
   #fetchCalls = 0;
   #evictions = 0;
   #gc: Promise<void> | undefined;
@@ -322,6 +323,28 @@ export class FuseMount {
     if (rc === 0) return true;
     if (rc === -ENOENT) return false;
     throw new FuseError(this.mountpoint, `removePath ${path}: invalid path`);
+  }
+
+  /** Fetches id into the cache now unless it is cached already (waits for a fetch in flight).
+   * Lets the worker warm the cache before a job starts, so the job's opens get passthrough.
+   * Throws FuseError when the fetch fails. */
+  async prefetch(id: Uint8Array): Promise<void> {
+    const bytes = checkId(this.mountpoint, id);
+    for (;;) {
+      this.#alive();
+      const rc = this.#lib.symbols.dsys_fuse_begin_fetch(this.#h, bytes);
+      if (rc === 0) return;
+      if (rc === 1) {
+        const p = this.#fetchOne(bytes);
+        this.#inflight.add(p);
+        p.finally(() => this.#inflight.delete(p));
+        const err = await p;
+        if (err) throw new FuseError(this.mountpoint, `prefetch of ${idHex(id)} failed`);
+        return;
+      }
+      // Someone else's fetch is in flight: poll until it settles (then cached, or ours to retry).
+      await new Promise((r) => setTimeout(r, 10));
+    }
   }
 
   /** Protects id's cache file from eviction until a matching {@link unpin}. Returns the count. */
@@ -419,7 +442,8 @@ export class FuseMount {
     }
   }
 
-  async #fetchOne(id: Uint8Array<ArrayBuffer>): Promise<void> {
+  /** Runs the user's fetch for id and reports it to C. Resolves to 0 or an errno. */
+  async #fetchOne(id: Uint8Array<ArrayBuffer>): Promise<number> {
     this.#fetchCalls++;
     let err = 0;
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -439,7 +463,7 @@ export class FuseMount {
     } finally {
       clearTimeout(timer);
     }
-    if (this.#stopped) return;
+    if (this.#stopped) return err || EIO;
     this.#lib.symbols.dsys_fuse_complete(this.#h, id, err);
     const max = this.#opts.cacheMaxBytes;
     if (err === 0 && max !== undefined && !this.#gc) {
@@ -448,5 +472,6 @@ export class FuseMount {
         this.#gc = undefined;
       });
     }
+    return err;
   }
 }

@@ -203,6 +203,26 @@ Deno.test("fuse: a 256 MiB file read through the mount matches the source", asyn
   });
 });
 
+Deno.test("fuse: prefetch warms the cache once, shared with concurrent readers", async () => {
+  await withMount(async ({ mnt, cache, store, m }) => {
+    const data = randomBytes(300_000, 21);
+    const id = await store.put(data);
+    m.addFile({ path: "j/p", id, size: data.length });
+    store.delayMs = 200;
+    const [, r] = await Promise.all([
+      m.prefetch(id),
+      sh("cmp", `${mnt}/j/p`, `${store.dir}/${hex(id)}`),
+    ]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    await m.prefetch(id); // already cached: no fetch
+    assert.equal(store.total(), 1);
+    assert.ok(await exists(`${cache}/${hex(id)}`));
+    const bad = await store.put(enc.encode("never stored"));
+    await Deno.remove(`${store.dir}/${hex(bad)}`);
+    await assert.rejects(m.prefetch(bad), FuseError);
+  });
+});
+
 Deno.test("fuse: a cache file of the wrong size is replaced by a fresh fetch", async () => {
   await withMount(async ({ mnt, cache, store, m }) => {
     const data = enc.encode("the real bytes\n");
