@@ -297,3 +297,20 @@ Deno.test("scheduler: an idle heartbeat gives up chunks placed long ago (lost re
   assert.equal(again.length, 2);
   assert.equal(s.heartbeat(a, 2, 0, [], [], 9000).requeued.length, 0);
 });
+
+Deno.test("scheduler: finished chunks are forgotten after 2 x rerunFinishedAfterMs", () => {
+  const s = new ChunkScheduler({ deadAfterMs: 1e9, rerunFinishedAfterMs: 1000 });
+  const w = randomUuid();
+  s.register(w, 4, 4, [], "", 0);
+  const j = job(4);
+  s.dispatch(j, all(4), 0);
+  for (const [i, a] of s.assign(1).entries()) {
+    s.finished(w, j.job, a.chunkIndex, a.attempt, ChunkState.Succeeded, 100 * i);
+  }
+  assert.equal(s.prunable(1999), false);
+  assert.equal(s.prunable(2000), true);
+  assert.equal(s.pruneFinished(2150), 2);
+  assert.equal(s.stats().finished, 2);
+  assert.equal(s.chunkState(j.job, 0).state, "unknown");
+  assert.equal(s.chunkState(j.job, 3).state, "finished");
+});

@@ -482,6 +482,28 @@ export class ChunkScheduler {
     return true;
   }
 
+  /**
+   * True when pruneFinished would forget something. Finished chunks are remembered only to
+   * ignore re-dispatches; after 2 × rerunFinishedAfterMs a re-dispatch re-runs them anyway,
+   * so keeping them longer would only grow memory. (Never with re-runs disabled.)
+   */
+  prunable(nowMs: number): boolean {
+    if (this.opts.rerunFinishedAfterMs <= 0) return false;
+    const first = this.#finished.values().next();
+    return !first.done && nowMs - first.value.atMs >= 2 * this.opts.rerunFinishedAfterMs;
+  }
+
+  /** Forgets finished chunks older than 2 × rerunFinishedAfterMs; returns how many. */
+  pruneFinished(nowMs: number): number {
+    let n = 0;
+    // Entries are in finishing order, so the old ones are at the front.
+    while (this.prunable(nowMs)) {
+      this.#finished.delete(this.#finished.keys().next().value!);
+      n++;
+    }
+    return n;
+  }
+
   #placedOn(workerId: Uuid, job: Uuid, chunkIndex: number, attempt: number) {
     const ck = chunkKey(uuidToHex(job), chunkIndex);
     const wk = uuidToHex(workerId);

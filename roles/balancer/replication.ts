@@ -52,6 +52,7 @@ export type SchedulerEvent =
   | { t: "refused"; now: number; worker: Uuid; job: Uuid; chunk: number; attempt: number }
   | { t: "unconfirmed"; now: number; worker: Uuid; job: Uuid; chunk: number; attempt: number }
   | { t: "reap"; now: number }
+  | { t: "prune"; now: number }
   | { t: "assign"; now: number };
 
 /** Applies one event to a scheduler and returns what the call returned. */
@@ -76,6 +77,8 @@ export function applyEvent(s: ChunkScheduler, ev: SchedulerEvent): unknown {
       return s.unconfirmed(ev.worker, ev.job, ev.chunk, ev.attempt, ev.now);
     case "reap":
       return s.reapDead(ev.now);
+    case "prune":
+      return s.pruneFinished(ev.now);
     case "assign":
       return s.assign(ev.now);
   }

@@ -390,6 +390,8 @@ export class BalancerService {
         requeued: d.requeued.length,
       });
     }
+    const now = this.#now();
+    if (this.scheduler.prunable(now)) this.#do({ t: "prune", now });
     this.pump();
   }
 
