@@ -488,11 +488,7 @@ Deno.test("storage: acked files and partial uploads survive kill -9; corruption 
     await f.seek(2 * MiB + 7, Deno.SeekMode.Start);
     await f.write(one);
     f.close();
-    await expectRpcError(
-      rpc.request({ type: MessageType.FileRequest, node: me, file: id, offset: 0, maxLength: 0 }),
-      ErrorCode.Internal,
-      new RegExp(`file ${uuidToHex(id)} corrupt on node [0-9a-f-]{36}`),
-    );
+    // Blocks are verified on every read: an intact block is still served...
     const ok = await rpc.request({
       type: MessageType.FileRequest,
       node: me,
@@ -502,7 +498,14 @@ Deno.test("storage: acked files and partial uploads survive kill -9; corruption 
     });
     assert.ok(ok.type === MessageType.FileResponse);
     assert.deepEqual(ok.data, a.subarray(0, MiB));
+    // ...the damaged one is refused, and from then on the whole file is (and counts as absent).
+    await expectRpcError(
+      rpc.request({ type: MessageType.FileRequest, node: me, file: id, offset: 0, maxLength: 0 }),
+      ErrorCode.Internal,
+      new RegExp(`file ${uuidToHex(id)} corrupt on node [0-9a-f-]{36}`),
+    );
     await assert.rejects(c.getBytes(id), /corrupt on node/);
+    assert.deepEqual(await c.stat(id), { exists: false, length: 0 });
 
     // Without the block sidecar the node rebuilds it after a restart and still refuses.
     await rpc.close();
@@ -512,6 +515,10 @@ Deno.test("storage: acked files and partial uploads survive kill -9; corruption 
     p = await StorageProc.start(dir);
     c = new StorageClient(p.endpoint, me);
     await assert.rejects(c.getBytes(id), /corrupt on node/);
+    // A re-upload of the right bytes repairs it.
+    await c.putBytes(a);
+    assert.deepEqual(await c.getBytes(id), a);
+    assert.equal((await c.stats()).storedBytes, a.length + b.length);
     // The intact file's sidecar is rebuilt too (delete it, restart, read).
     await c.close();
     await p.kill("SIGKILL");

@@ -71,7 +71,10 @@ interface Entry {
   blocks: Uint8Array | null;
   blockBytes: number;
   loading: Promise<void> | null;
-  /** Set when the bytes on disk do not hash to the id: never served. */
+  /**
+   * Set when the bytes on disk were found not to match (a block or the whole file): the file
+   * is never served again and counts as absent for stat and put, so a re-upload repairs it.
+   */
   corrupt: string | null;
 }
 
@@ -240,7 +243,8 @@ export class FileStore {
 
   /** Answers file_stat: a missing file is not an error. */
   stat(file: Uuid): FileStatResponse {
-    const e = this.#index.get(uuidToHex(file));
+    const found = this.#index.get(uuidToHex(file));
+    const e = found?.corrupt ? undefined : found; // corrupt = absent: invites a repairing put
     return {
       type: MessageType.FileStatResponse,
       node: this.#opts.node,
@@ -302,7 +306,11 @@ export class FileStore {
     };
   }
 
-  #corrupt(hex: string, why: string): RequestError {
+  #corrupt(hex: string, why: string, e?: Entry): RequestError {
+    if (e && !e.corrupt) {
+      e.corrupt = why;
+      this.#opts.log.error("corrupt file", { file: hex, why });
+    }
     return new RequestError(
       ErrorCode.Internal,
       `file ${hex} corrupt on node ${this.#opts.nodeName}: ${why}`,
@@ -321,13 +329,13 @@ export class FileStore {
     try {
       f = await Deno.open(`${this.filesDir}/${hex}`, { read: true });
     } catch (err) {
-      throw this.#corrupt(hex, `cannot open: ${(err as Error).message}`);
+      throw this.#corrupt(hex, `cannot open: ${(err as Error).message}`, e);
     }
     try {
       await f.seek(start, Deno.SeekMode.Start);
       const got = await readFull(f, buf);
       if (got !== buf.length) {
-        throw this.#corrupt(hex, `short read at ${start + got}: file truncated`);
+        throw this.#corrupt(hex, `short read at ${start + got}: file truncated`, e);
       }
     } finally {
       f.close();
@@ -338,7 +346,11 @@ export class FileStore {
         .digest();
       const want = blocks.subarray((first + b) * 32, (first + b + 1) * 32);
       if (!bytesEqual(d, want)) {
-        throw this.#corrupt(hex, `block ${first + b} (offset ${(first + b) * bb}) fails SHA-256`);
+        throw this.#corrupt(
+          hex,
+          `block ${first + b} (offset ${(first + b) * bb}) fails SHA-256`,
+          e,
+        );
       }
     }
     return buf.subarray(offset - start, offset - start + n);
@@ -417,7 +429,9 @@ export class FileStore {
     const key = `${hex}.${uuidToHex(msg.node)}`;
     let u = this.#uploads.get(key);
     if (!u) {
-      const existing = this.#index.get(hex);
+      const found = this.#index.get(hex);
+      // A corrupt copy is replaced by a full upload, not merely checked against.
+      const existing = found?.corrupt ? undefined : found;
       if (existing && msg.offset > 0) {
         // A retry after a lost committed ack (or a re-put of an existing file that skipped the
         // start): the verified bytes under this id are already here.
@@ -649,7 +663,8 @@ export class FileStore {
         await Deno.rename(u.path, dest);
         await syncDir(this.filesDir);
         await syncDir(this.tmpDir);
-        if (!this.#index.has(u.hex)) this.#storedBytes += u.total;
+        // Replacing a corrupt copy (possibly truncated on disk) or a concurrent commit.
+        this.#storedBytes += u.total - (this.#index.get(u.hex)?.size ?? 0);
         this.#index.set(u.hex, {
           size: u.total,
           blocks,
