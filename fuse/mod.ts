@@ -18,7 +18,7 @@
  * @module
  */
 
-import { resolve } from "node:path";
+import { basename, dirname, resolve } from "node:path";
 
 /** A file to expose through the mount. */
 export interface FuseFileEntry {
@@ -261,15 +261,19 @@ export class FuseMount {
 
   /** Mounts an empty filesystem at `opts.mountpoint` and starts serving fetch requests. */
   static async mount(opts: FuseMountOptions): Promise<FuseMount> {
-    const mp = resolve(opts.mountpoint);
-    const cd = resolve(opts.cacheDir);
+    // /proc/mounts lists canonical paths: resolve symlinks in the parent (the mountpoint itself
+    // may be a dead mount that cannot be stat'ed).
+    const abs = resolve(opts.mountpoint);
+    await Deno.mkdir(dirname(abs), { recursive: true });
+    const mp = resolve(await Deno.realPath(dirname(abs)), basename(abs));
+    await Deno.mkdir(opts.cacheDir, { recursive: true });
+    const cd = await Deno.realPath(opts.cacheDir);
     if (cd === mp || cd.startsWith(mp + "/")) {
       throw new FuseError(mp, `cache dir ${cd} must not be inside the mount`);
     }
     const lib = await loadLib();
     await clearStaleMount(mp);
     await Deno.mkdir(mp, { recursive: true });
-    await Deno.mkdir(cd, { recursive: true });
     const err = new Uint8Array(512);
     const timeout = opts.fetchTimeoutMs ?? 30_000;
     const h = lib.symbols.dsys_fuse_create(
