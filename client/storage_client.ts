@@ -72,6 +72,7 @@ export class StorageClient {
   #chunk: number;
   #window: number;
   #retries: number;
+  #closed = false;
 
   /** Connects (lazily, ZeroMQ) to the storage node at `endpoint`; `node` is our uuid. */
   constructor(endpoint: string, node: Uint8Array = randomUuid(), opts: StorageClientOptions = {}) {
@@ -91,12 +92,22 @@ export class StorageClient {
     return new StorageError(ErrorCode.Internal, `${what} (node ${this.endpoint}): ${e}`);
   }
 
+  /**
+   * One request/reply. All callers of this are idempotent reads (stat, stats, file_request), so
+   * a timeout or UNAVAILABLE (node restarting, busy) is retried a few times with backoff.
+   */
   async #request<T extends Message>(msg: Message, type: T["type"], what: string): Promise<T> {
     let r: Message;
-    try {
-      r = await this.#rpc.request(msg);
-    } catch (e) {
-      throw this.#fail(e, what);
+    for (let attempt = 0;; attempt++) {
+      try {
+        r = await this.#rpc.request(msg);
+        break;
+      } catch (e) {
+        const retry = e instanceof RpcError && e.code === ErrorCode.Unavailable &&
+          attempt < this.#retries && !this.#closed;
+        if (!retry) throw this.#fail(e, what);
+        await backoff(attempt);
+      }
     }
     if (r.type !== type) {
       throw new StorageError(ErrorCode.BadMessage, `${what}: unexpected reply type ${r.type}`);
@@ -237,13 +248,14 @@ export class StorageClient {
       if (failure === null) {
         throw new StorageError(ErrorCode.Internal, `${what}: last chunk acked but not committed`);
       }
-      if (attempt >= this.#retries) throw this.#fail(failure, what);
+      if (attempt >= this.#retries || this.#closed) throw this.#fail(failure, what);
       if (failure instanceof RpcError && failure.code === ErrorCode.BadRequest) {
         const m = /expected offset (\d+)/.exec(failure.text);
         if (!m) throw this.#fail(failure, what);
         start = Number(m[1]);
       } else if (failure instanceof RpcError && failure.code === ErrorCode.Unavailable) {
-        start = durable; // timeout: resume from what the node confirmed durable
+        start = durable; // timeout / busy: resume from what the node confirmed durable
+        await backoff(attempt);
       } else {
         throw this.#fail(failure, what);
       }
@@ -373,6 +385,12 @@ export class StorageClient {
 
   /** Closes the connection; pending requests fail. */
   async close(): Promise<void> {
+    this.#closed = true;
     await this.#rpc.close();
   }
+}
+
+/** Waits 100 ms, 200 ms, 400 ms, … (capped at 2 s) before retry number `attempt + 1`. */
+function backoff(attempt: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** attempt)));
 }
