@@ -9,7 +9,9 @@
  * stream of writes, time until the first write commits under a new leader (etcd measured the same
  * way as the baseline).
  *
- * `deno run -A bench/raft.ts [--clients 1,64,256] [--seconds 5] [--trials 20]` prints the table.
+ * `deno run -A bench/raft.ts [--clients 1,64,256] [--seconds 3] [--rounds 3] [--trials 20]` prints
+ * the table; under `deno task bench` the environment variables DSYS_BENCH_RAFT_CLIENTS, _SECONDS,
+ * _ROUNDS and _TRIALS set the same.
  * @module
  */
 import { parseArgs } from "node:util";
@@ -32,8 +34,10 @@ import { type BenchRow, markdownTable } from "./types.ts";
 export interface RaftBenchOptions {
   /** Concurrent client counts to measure (default [1, 64, 256]). */
   clients?: number[];
-  /** Measured time per point, ms (default 5000). */
+  /** Measured time per point and round, ms (default 3000). */
   durationMs?: number;
+  /** Rounds over all points, both systems alternating (default 3); rows give the medians. */
+  rounds?: number;
   /** Unmeasured time before each point, ms (default 1000): connections, JIT, caches. */
   warmupMs?: number;
   /** Failover trials per system (default 20; 0 skips; needs a 3-master cluster). */
@@ -419,32 +423,28 @@ export async function runRaftBench(opts: RaftBenchOptions = {}): Promise<BenchRo
   // Environment overrides let `deno task bench` (and its test) run a short version.
   const env = (k: string) => Deno.env.get(`DSYS_BENCH_RAFT_${k}`);
   const clients = opts.clients ?? env("CLIENTS")?.split(",").map(Number) ?? [1, 64, 256];
-  const durationMs = opts.durationMs ?? Number(env("SECONDS") ?? 5) * 1000;
+  const durationMs = opts.durationMs ?? Number(env("SECONDS") ?? 3) * 1000;
   const warmupMs = opts.warmupMs ?? Math.min(1000, durationMs / 2);
+  const rounds = opts.rounds ?? Number(env("ROUNDS") ?? 3);
   const trials = opts.failoverTrials ?? Number(env("TRIALS") ?? 20);
   const valueBytes = opts.valueBytes ?? 256;
   const log = opts.log ?? ((s: string) => console.error(s));
   const version = await ensureEtcd();
 
   const dir = await Deno.makeTempDir({ prefix: "dsys-bench-raft-" });
-  const etcdRes = new Map<number, LoadResult>();
-  const dsysRes = new Map<number, LoadResult>();
+  const etcdRes = new Map<number, LoadResult[]>();
+  const dsysRes = new Map<number, LoadResult[]>();
+  const add = (m: Map<number, LoadResult[]>, r: LoadResult) =>
+    m.set(r.clients, [...(m.get(r.clients) ?? []), r]);
   let etcdFail: FailoverResult | null = null;
   let dsysFail: FailoverResult | null = null;
   let masters = 0;
+  let etcd: EtcdCluster | null = null;
+  let cluster: LocalCluster | null = null;
   try {
-    const etcd = await EtcdCluster.start({ dir: `${dir}/etcd` });
-    try {
-      // Puts go to the leader directly: the fastest path etcd offers (no follower forwarding).
-      const url = etcd.member(await etcd.leader()).clientUrl;
-      for (const n of clients) {
-        const r = await etcdLoad(url, n, durationMs, warmupMs, valueBytes);
-        log(`etcd ${version}, ${n} clients: ${fmtLoad(r)}`);
-        etcdRes.set(n, r);
-      }
-    } finally {
-      await etcd.stop();
-    }
+    etcd = await EtcdCluster.start({ dir: `${dir}/etcd` });
+    // Puts go to the leader directly: the fastest path etcd offers (no follower forwarding).
+    const url = etcd.member(await etcd.leader()).clientUrl;
 
     // The row names say how many masters actually ran (1 if a cluster cannot start 3).
     const clusterOpts: LocalClusterOptions = {
@@ -455,7 +455,6 @@ export async function runRaftBench(opts: RaftBenchOptions = {}): Promise<BenchRo
       // would grow with the run and tax the master; each job is still dispatched once on commit.
       extraArgs: { master: ["--redispatch-ms", "3600000"] },
     };
-    let cluster: LocalCluster;
     try {
       cluster = await LocalCluster.start(clusterOpts);
     } catch (e) {
@@ -464,45 +463,52 @@ export async function runRaftBench(opts: RaftBenchOptions = {}): Promise<BenchRo
       log(`dsys with ${clusterOpts.masters} masters did not start (${firstLine(e)}); using 1`);
       cluster = await LocalCluster.start({ ...clusterOpts, masters: 1, dataDir: `${dir}/dsys1` });
     }
-    try {
-      masters = cluster.info.masters.length;
+    masters = cluster.info.masters.length;
+
+    // Both systems stay up and take turns, point by point and round by round, so a change in
+    // the machine's load (it is shared) hits both sides alike instead of one whole side.
+    for (let round = 1; round <= rounds; round++) {
       for (const n of clients) {
-        const r = await dsysLoad(cluster.info, n, durationMs, warmupMs, valueBytes);
-        log(`dsys ${masters} master(s), ${n} clients: ${fmtLoad(r)}`);
-        dsysRes.set(n, r);
+        const e = await etcdLoad(url, n, durationMs, warmupMs, valueBytes);
+        log(`round ${round}: etcd ${version}, ${n} clients: ${fmtLoad(e)}`);
+        add(etcdRes, e);
+        const d = await dsysLoad(cluster.info, n, durationMs, warmupMs, valueBytes);
+        log(`round ${round}: dsys ${masters} master(s), ${n} clients: ${fmtLoad(d)}`);
+        add(dsysRes, d);
       }
-      if (trials > 0 && masters >= 3) {
-        log(`dsys failover, ${trials} trials`);
-        const t = dsysTarget(cluster, valueBytes);
-        try {
-          dsysFail = await failover(t, trials, log);
-        } finally {
-          await t.close();
-        }
-      } else if (trials > 0) {
-        log(`failover skipped: the local cluster started ${masters} master(s), not 3`);
-      }
-    } finally {
-      await cluster.stop();
     }
+    await etcd.stop();
+    etcd = null;
+
+    if (trials > 0 && masters >= 3) {
+      log(`dsys failover, ${trials} trials`);
+      const t = dsysTarget(cluster, valueBytes);
+      try {
+        dsysFail = await failover(t, trials, log);
+      } finally {
+        await t.close();
+      }
+    } else if (trials > 0) {
+      log(`failover skipped: the local cluster started ${masters} master(s), not 3`);
+    }
+    await cluster.stop();
+    cluster = null;
 
     if (dsysFail) {
-      const etcd2 = await EtcdCluster.start({ dir: `${dir}/etcd-failover` });
-      try {
-        log(`etcd failover, ${trials} trials`);
-        etcdFail = await failover(etcdTarget(etcd2, valueBytes), trials, log);
-      } finally {
-        await etcd2.stop();
-      }
+      etcd = await EtcdCluster.start({ dir: `${dir}/etcd-failover` });
+      log(`etcd failover, ${trials} trials`);
+      etcdFail = await failover(etcdTarget(etcd, valueBytes), trials, log);
     }
   } finally {
+    await etcd?.stop();
+    await cluster?.stop();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 
   const who = `${masters} master${masters === 1 ? "" : "s"}`;
   const rows: BenchRow[] = [];
   for (const n of clients) {
-    const d = dsysRes.get(n)!, e = etcdRes.get(n)!;
+    const d = medianOf(dsysRes.get(n)!), e = medianOf(etcdRes.get(n)!);
     for (const [sys, r] of [["dsys", d], ["etcd", e]] as const) {
       if (r.errors > 0) {
         throw new RaftBenchError(`${sys} at ${n} clients: ${r.errors} failed writes`);
@@ -539,6 +545,20 @@ export async function runRaftBench(opts: RaftBenchOptions = {}): Promise<BenchRo
   return rows;
 }
 
+/** Per metric, the median over rounds (errors: the sum, since any error voids the point). */
+export function medianOf(rs: LoadResult[]): LoadResult {
+  const med = (f: (r: LoadResult) => number) => quantile(rs.map(f).sort((a, b) => a - b), 0.5);
+  return {
+    clients: rs[0].clients,
+    ops: rs.reduce((a, r) => a + r.ops, 0),
+    seconds: rs.reduce((a, r) => a + r.seconds, 0),
+    throughput: med((r) => r.throughput),
+    p50Ms: med((r) => r.p50Ms),
+    p99Ms: med((r) => r.p99Ms),
+    errors: rs.reduce((a, r) => a + r.errors, 0),
+  };
+}
+
 function firstLine(e: unknown): string {
   return (e instanceof Error ? e.message : String(e)).split("\n")[0];
 }
@@ -554,12 +574,14 @@ if (import.meta.main) {
     options: {
       clients: { type: "string" },
       seconds: { type: "string" },
+      rounds: { type: "string" },
       trials: { type: "string" },
     },
   });
   const rows = await runRaftBench({
     clients: values.clients?.split(",").map(Number),
     durationMs: values.seconds ? Number(values.seconds) * 1000 : undefined,
+    rounds: values.rounds ? Number(values.rounds) : undefined,
     failoverTrials: values.trials ? Number(values.trials) : undefined,
   });
   console.log(markdownTable(rows, "etcd 3.4 (3 members)"));

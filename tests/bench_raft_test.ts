@@ -9,6 +9,7 @@ import {
   dsysLoad,
   etcdTarget,
   failover,
+  medianOf,
   quantile,
   runRaftBench,
 } from "../bench/raft.ts";
@@ -137,6 +138,7 @@ Deno.test(
             clients: [2],
             durationMs: 800,
             warmupMs: 200,
+            rounds: 1,
             failoverTrials: 0,
             log: () => {},
           }),
@@ -154,3 +156,25 @@ Deno.test(
     assert.equal(lines.join("\n") + "\n", md);
   },
 );
+
+Deno.test("medianOf takes per-metric medians over rounds and sums errors", () => {
+  const r = (t: number, p50: number, p99: number, errors = 0) => ({
+    clients: 8,
+    ops: t,
+    seconds: 1,
+    throughput: t,
+    p50Ms: p50,
+    p99Ms: p99,
+    errors,
+  });
+  const m = medianOf([r(100, 5, 50), r(300, 1, 10, 1), r(200, 3, 90)]);
+  assert.deepEqual(m, {
+    clients: 8,
+    ops: 600,
+    seconds: 3,
+    throughput: 200,
+    p50Ms: 3,
+    p99Ms: 50,
+    errors: 1,
+  });
+});
