@@ -61,7 +61,7 @@ export class SimViolation extends Error {
 const STEPS_PER_TICK = 4;
 const ELECTION_TICK = 10;
 const HEARTBEAT_TICK = 2;
-const CLIENT_TIMEOUT_TICKS = 25;
+const CLIENT_TIMEOUT_TICKS = 12;
 const SNAPSHOT_EVERY = 12;
 const ALL_IDS = ["n1", "n2", "n3", "n4", "n5"];
 
@@ -183,6 +183,10 @@ class Sim {
   partitionP: number;
   transferP: number;
   confP: number;
+  preVote: boolean;
+  maxEntries: number;
+  maxInflight: number;
+  checkQuorum: boolean;
   // global checker state
   leaders = new Map<number, NodeId>();
   logIndex = new Map<string, string>();
@@ -213,7 +217,7 @@ class Sim {
     this.faultTicks = opts.faultTicks ?? 120;
     this.livenessTicks = opts.livenessTicks ?? 150;
     this.nClients = opts.clients ?? 3;
-    this.opsPerClient = opts.opsPerClient ?? 12;
+    this.opsPerClient = opts.opsPerClient ?? 30;
     this.codec = opts.codec;
     const r = this.rnd;
     // Each seed draws its own fault mix so the seed space covers calm and hostile runs.
@@ -225,6 +229,15 @@ class Sim {
     this.partitionP = r() < 0.3 ? 0 : r() * 0.03;
     this.transferP = r() < 0.5 ? 0 : r() * 0.03;
     this.confP = r() < 0.4 ? 0 : r() * 0.03;
+    // Without check-quorum a partitioned leader keeps believing it leads: reads must still
+    // be linearizable thanks to ReadIndex.
+    // (Both off is not simulated: then a removed server that never learnt of its removal
+    // can disrupt the cluster forever with higher-term votes — Raft thesis §4.2.3.)
+    const mode = r();
+    this.preVote = mode < 0.75;
+    this.checkQuorum = mode < 0.5 || mode >= 0.75;
+    this.maxEntries = 1 + Math.floor(r() * 6);
+    this.maxInflight = 1 + Math.floor(r() * 6);
     const nInitial = r() < 0.5 ? 3 : r() < 0.5 ? 5 : 1 + Math.floor(r() * 4);
     const initial = ALL_IDS.slice(0, nInitial);
     // Spare nodes run as empty joiners so membership changes can add them.
@@ -264,26 +277,22 @@ class Sim {
     n.incarnation++;
     const fresh = n.storage.hs.term === 0 && n.storage.entries.length === 0 && !n.storage.snapshot;
     const rand = mulberry32(this.seed * 7919 + ALL_IDS.indexOf(n.id) * 104729 + n.incarnation);
+    const base = {
+      id: n.id,
+      electionTick: ELECTION_TICK,
+      heartbeatTick: HEARTBEAT_TICK,
+      rand,
+      preVote: this.preVote,
+      checkQuorum: this.checkQuorum,
+      maxEntriesPerMsg: this.maxEntries,
+      maxInflight: this.maxInflight,
+    };
     if (fresh && n.initial) {
       const peers = initial.length ? initial : [...this.nodes.values()].filter((x) => x.initial)
         .map((x) => x.id);
-      n.raw = new RawNode({
-        id: n.id,
-        electionTick: ELECTION_TICK,
-        heartbeatTick: HEARTBEAT_TICK,
-        rand,
-        peers,
-      });
+      n.raw = new RawNode({ ...base, peers });
     } else {
-      n.raw = new RawNode({
-        id: n.id,
-        electionTick: ELECTION_TICK,
-        heartbeatTick: HEARTBEAT_TICK,
-        rand,
-        restore: n.storage.load(),
-        maxEntriesPerMsg: 4,
-        maxInflight: 4,
-      });
+      n.raw = new RawNode({ ...base, restore: n.storage.load() });
     }
     n.sm = KvStateMachine.restore(n.storage.snapshot?.data ?? new Uint8Array(0));
     n.applied = n.storage.snapshot?.index ?? 0;
@@ -532,7 +541,7 @@ class Sim {
     this.history.push(op);
     this.stats.ops++;
     c.cur = { op, req, deadline: 0, target: "" };
-    this.clientRetry(c, c.leaderGuess);
+    this.clientRetry(c, this.rnd() < 0.25 ? null : c.leaderGuess);
   }
 
   clientRetry(c: ClientState, target: NodeId | null): void {
@@ -559,7 +568,7 @@ class Sim {
     cur.op.ret = this.clock();
     c.leaderGuess = cur.target;
     c.cur = null;
-    c.nextAt = this.now + Math.floor(this.rnd() * 8);
+    c.nextAt = this.now + Math.floor(this.rnd() * 24);
     this.stats.okOps++;
   }
 
@@ -578,7 +587,17 @@ class Sim {
     if (this.blocked.size > 0 && this.now >= this.partitionEnd) this.blocked.clear();
     if (this.partitionP > 0 && this.blocked.size === 0 && r() < this.partitionP) {
       const ids = nodes.map((n) => n.id);
-      if (r() < 0.5) {
+      const leader = nodes.find((n) => n.raw && n.raw.status().role === "leader");
+      const kind = r();
+      if (kind < 0.35 && leader) {
+        // isolate the leader: the classic stale-leader setup (reads must not go stale)
+        for (const b of ids) {
+          if (b !== leader.id) {
+            this.blocked.add(`${leader.id}>${b}`);
+            this.blocked.add(`${b}>${leader.id}`);
+          }
+        }
+      } else if (kind < 0.7) {
         // symmetric split
         const side = new Set(ids.filter(() => r() < 0.5));
         for (const a of ids) {
@@ -590,7 +609,7 @@ class Sim {
           for (const b of ids) if (a !== b && r() < 0.3) this.blocked.add(`${a}>${b}`);
         }
       }
-      this.partitionEnd = this.now + (5 + Math.floor(r() * 60)) * STEPS_PER_TICK;
+      this.partitionEnd = this.now + (5 + Math.floor(r() * 80)) * STEPS_PER_TICK;
       this.stats.partitions++;
     }
     const leader = nodes.find((n) => n.raw && n.raw.status().role === "leader");

@@ -482,7 +482,12 @@ export class RawNode {
       } else if (m.type === "app" || m.type === "heartbeat" || m.type === "snap") {
         this.becomeFollower(m.term, m.from);
       } else {
+        // Figure 2: only granting a vote or hearing from a leader resets the election timer;
+        // a newer term learnt from someone else's vote request must not (else a node with a
+        // stale log can keep the up-to-date one from ever timing out).
+        const elapsed = this.electionElapsed;
         this.becomeFollower(m.term, null);
+        if (m.type === "vote") this.electionElapsed = elapsed;
       }
     } else if (m.term < this.term) {
       if (
@@ -491,10 +496,12 @@ export class RawNode {
         // Tell a stale leader about the newer term so it steps down (its followers may be
         // ignoring our votes thanks to pre-vote / lease).
         this.send(makeMessage({ type: "appResp", from: this.id, to: m.from, term: this.term }));
-      } else if (m.type === "preVote") {
+      } else if (m.type === "preVote" || m.type === "vote") {
+        // Tell the candidate our newer term (paper §5.1), else a candidate stuck below a
+        // looping peer's term can never catch up.
         this.send(
           makeMessage({
-            type: "preVoteResp",
+            type: m.type === "vote" ? "voteResp" : "preVoteResp",
             from: this.id,
             to: m.from,
             term: this.term,
