@@ -62,6 +62,10 @@ export interface LoadResult {
   p99Ms: number;
   /** Failed operations (any error): must be 0 for a valid point. */
   errors: number;
+  /** Successful operations in the whole run, warm-up included (what server CPU is divided by). */
+  total: number;
+  /** Server processes' CPU time per successful operation, ms; NaN when not measured. */
+  serverCpuMs: number;
 }
 
 /** A benchmark failure naming the system and point. */
@@ -93,7 +97,7 @@ export async function closedLoop(
   const t0 = performance.now();
   const from = t0 + warmupMs, to = from + durationMs;
   const lat: number[] = [];
-  let errors = 0;
+  let errors = 0, total = 0;
   let firstError: unknown = null;
   await Promise.all(Array.from({ length: clients }, async (_, c) => {
     for (let seq = 1; performance.now() < to; seq++) {
@@ -108,6 +112,7 @@ export async function closedLoop(
         continue;
       }
       const e = performance.now();
+      total++;
       if (s >= from && e <= to) lat.push(e - s);
     }
   }));
@@ -122,7 +127,32 @@ export async function closedLoop(
     p50Ms: quantile(lat, 0.5),
     p99Ms: quantile(lat, 0.99),
     errors,
+    total,
+    serverCpuMs: NaN,
   };
+}
+
+/** User + system CPU time of process `pid` so far, ms (Linux /proc; 0 once it is gone). */
+export function processCpuMs(pid: number): number {
+  try {
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    const f = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1].split(" ");
+    const ticksPerSec = 100; // USER_HZ, 100 on every Linux architecture Deno runs on
+    return (Number(f[11]) + Number(f[12])) * 1000 / ticksPerSec;
+  } catch {
+    return 0;
+  }
+}
+
+/** Runs `load` and sets its result's `serverCpuMs` from the CPU the `pids` used meanwhile. */
+export async function withServerCpu(
+  pids: number[],
+  load: () => Promise<LoadResult>,
+): Promise<LoadResult> {
+  const cpu = () => pids.reduce((a, p) => a + processCpuMs(p), 0);
+  const before = cpu();
+  const r = await load();
+  return { ...r, serverCpuMs: r.total > 0 ? (cpu() - before) / r.total : NaN };
 }
 
 /** `n` bytes of a shell program that does nothing: the job payload of a submission. */
@@ -464,15 +494,23 @@ export async function runRaftBench(opts: RaftBenchOptions = {}): Promise<BenchRo
       cluster = await LocalCluster.start({ ...clusterOpts, masters: 1, dataDir: `${dir}/dsys1` });
     }
     masters = cluster.info.masters.length;
+    const c = cluster;
 
     // Both systems stay up and take turns, point by point and round by round, so a change in
     // the machine's load (it is shared) hits both sides alike instead of one whole side.
     for (let round = 1; round <= rounds; round++) {
       for (const n of clients) {
-        const e = await etcdLoad(url, n, durationMs, warmupMs, valueBytes);
+        const e = await withServerCpu(
+          etcd.members.map((m) => m.child!.pid),
+          () => etcdLoad(url, n, durationMs, warmupMs, valueBytes),
+        );
         log(`round ${round}: etcd ${version}, ${n} clients: ${fmtLoad(e)}`);
         add(etcdRes, e);
-        const d = await dsysLoad(cluster.info, n, durationMs, warmupMs, valueBytes);
+        // Every dsys node counts: the balancer receives each committed job's dispatch.
+        const d = await withServerCpu(
+          [...cluster.procs.values()].map((p) => p.child.pid),
+          () => dsysLoad(c.info, n, durationMs, warmupMs, valueBytes),
+        );
         log(`round ${round}: dsys ${masters} master(s), ${n} clients: ${fmtLoad(d)}`);
         add(dsysRes, d);
       }
@@ -520,6 +558,7 @@ export async function runRaftBench(opts: RaftBenchOptions = {}): Promise<BenchRo
     rows.push(row(`p50 latency, ${cl}, ${who}`, d.p50Ms, e.p50Ms, "ms", false, "info"));
     rows.push(
       row(`p99 latency, ${cl}, ${who}`, d.p99Ms, e.p99Ms, "ms", false, "p99 no worse than etcd"),
+      row(`server CPU per write, ${cl}, ${who}`, d.serverCpuMs, e.serverCpuMs, "ms", false, "info"),
     );
   }
   if (dsysFail && etcdFail) {
@@ -556,6 +595,8 @@ export function medianOf(rs: LoadResult[]): LoadResult {
     p50Ms: med((r) => r.p50Ms),
     p99Ms: med((r) => r.p99Ms),
     errors: rs.reduce((a, r) => a + r.errors, 0),
+    total: rs.reduce((a, r) => a + r.total, 0),
+    serverCpuMs: med((r) => r.serverCpuMs),
   };
 }
 
@@ -565,7 +606,8 @@ function firstLine(e: unknown): string {
 
 function fmtLoad(r: LoadResult): string {
   return `${r.throughput.toFixed(0)} ops/s, p50 ${r.p50Ms.toFixed(2)} ms, ` +
-    `p99 ${r.p99Ms.toFixed(2)} ms (${r.ops} ops, ${r.errors} errors)`;
+    `p99 ${r.p99Ms.toFixed(2)} ms, server CPU ${r.serverCpuMs.toFixed(3)} ms/op ` +
+    `(${r.ops} ops, ${r.errors} errors)`;
 }
 
 if (import.meta.main) {

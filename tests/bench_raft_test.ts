@@ -10,8 +10,10 @@ import {
   etcdTarget,
   failover,
   medianOf,
+  processCpuMs,
   quantile,
   runRaftBench,
+  withServerCpu,
 } from "../bench/raft.ts";
 import { BENCHES, BenchUsageError, runBenches, selectBenches } from "../bench/main.ts";
 import { LocalCluster } from "../client/local_cluster.ts";
@@ -42,6 +44,27 @@ Deno.test("closedLoop counts only the measured window and keeps N requests in fl
   assert.ok(r.ops > 0 && r.ops <= 4 * 40 + 4, `ops ${r.ops}`);
   assert.ok(r.p50Ms >= 9 && r.p50Ms <= r.p99Ms, `p50 ${r.p50Ms} p99 ${r.p99Ms}`);
   assert.equal(r.throughput, r.ops / 0.4);
+  assert.ok(r.total >= r.ops);
+});
+
+Deno.test("withServerCpu charges a busy process's CPU time to each operation", async () => {
+  // A real child process that spins (killed once measured; 5 s is only a bound if that fails).
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["eval", "const e = Date.now() + 5000; while (Date.now() < e) {}"],
+  }).spawn();
+  // Wait until it is past start-up and spinning.
+  while (processCpuMs(child.pid) < 100) await new Promise((res) => setTimeout(res, 10));
+  const r = await withServerCpu([child.pid], () =>
+    closedLoop(1, 200, 0, async () => {
+      await new Promise((res) => setTimeout(res, 20));
+    }));
+  child.kill("SIGKILL");
+  await child.status;
+  assert.ok(r.total > 0);
+  // The spinner got some CPU during the 200 ms window (a loaded machine may give it little).
+  assert.ok(r.serverCpuMs * r.total >= 20, `cpu ${r.serverCpuMs} ms/op x ${r.total}`);
+  assert.ok(processCpuMs(Deno.pid) > 0);
+  assert.equal(processCpuMs(2 ** 30), 0);
 });
 
 Deno.test("etcd: 3 members, puts commit, the leader's kill -9 fails over", opts, async () => {
@@ -152,6 +175,7 @@ Deno.test(
     assert.match(md, /FAILED: NotFound/);
     assert.match(md, /\| submit vs put, 2 clients, \d masters? \| [\d,.]+ \| [\d,.]+ \| ops\/s \|/);
     assert.match(md, /\| p99 latency, 2 clients, .* \| ms \| .* \| p99 no worse than etcd \|/);
+    assert.match(md, /\| server CPU per write, 2 clients, .* \| ms \| .* \| info \|/);
     assert.match(md, /load average before [\d. ]+, after [\d. ]+\./);
     assert.equal(lines.join("\n") + "\n", md);
   },
@@ -166,6 +190,8 @@ Deno.test("medianOf takes per-metric medians over rounds and sums errors", () =>
     p50Ms: p50,
     p99Ms: p99,
     errors,
+    total: t + 10,
+    serverCpuMs: p50 / 10,
   });
   const m = medianOf([r(100, 5, 50), r(300, 1, 10, 1), r(200, 3, 90)]);
   assert.deepEqual(m, {
@@ -176,5 +202,7 @@ Deno.test("medianOf takes per-metric medians over rounds and sums errors", () =>
     p50Ms: 3,
     p99Ms: 50,
     errors: 1,
+    total: 630,
+    serverCpuMs: 0.3,
   });
 });
