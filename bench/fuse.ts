@@ -7,16 +7,10 @@
 
 import { createHash } from "node:crypto";
 import { FuseMount, idHex } from "../fuse/mod.ts";
+import type { BenchRow } from "./types.ts";
 
-/** One benchmark result: dsys vs baseline in `unit`; ratio = dsys / baseline. */
-export type BenchRow = {
-  name: string;
-  dsys: number;
-  baseline: number;
-  unit: string;
-  ratio: number;
-  goal: string;
-};
+/** One benchmark result (shared shape of every dsys benchmark). */
+export type { BenchRow };
 
 /** Deterministic pseudo-random chunk (xorshift32) so the input does not compress or dedupe. */
 function chunk(n: number, seed: number): Uint8Array {
