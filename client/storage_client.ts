@@ -296,7 +296,7 @@ export class StorageClient {
         let n = 0;
         while (n < data.length) n += await f.write(data.subarray(n));
       });
-      if (fsync) await f.sync();
+      if (fsync) await f.syncData();
     } catch (e) {
       f.close();
       await Deno.remove(tmp).catch(() => {});

@@ -8,7 +8,8 @@
  *                           served, even when it flips while the node runs);
  * - `tmp/<hex id>.<hex uploader node>` uploads in progress; resumable across restarts.
  *
- * Durability: a file_put chunk is acknowledged only after its bytes are fsync'd. Chunks that
+ * Durability: a file_put chunk is acknowledged only after its bytes are fdatasync'd (which
+ * also persists the grown file size; only timestamps are skipped). Chunks that
  * arrive while an fsync of the same upload is running are written and synced together by the
  * next one (group commit), so a pipelining client costs one fsync per batch, not per chunk.
  * The last chunk is verified (length, SHA-256 prefix == id), the sidecar and the file are
@@ -520,7 +521,11 @@ export class FileStore {
     }
     u.file = await Deno.open(u.path, { read: true, write: true, create: true });
     const size = (await u.file.stat()).size;
-    if (size === 0) return;
+    if (size === 0) {
+      // Acks report durable bytes of this temp file: its directory entry must be durable too.
+      await syncDir(this.tmpDir);
+      return;
+    }
     const buf = new Uint8Array(4 * MiB);
     await u.file.seek(0, Deno.SeekMode.Start);
     for (;;) {
@@ -531,7 +536,7 @@ export class FileStore {
     }
     // Bytes past the last fsync may be lost by a power cut but not by a process crash; a gap
     // or damage there is caught by the final hash check (CONFLICT, client restarts).
-    await u.file.sync();
+    await u.file.syncData();
     this.#opts.log.info("upload resumed", { file: u.hex, offset: u.written });
   }
 
@@ -619,7 +624,7 @@ export class FileStore {
         }
         acked.push(c);
       }
-      if (u.file && acked.length + (last ? 1 : 0) > 0) await u.file.sync();
+      if (u.file && acked.length + (last ? 1 : 0) > 0) await u.file.syncData();
     } catch (e) {
       // An I/O failure leaves the temp file in an unknown state: drop the upload entirely.
       const err = new RequestError(ErrorCode.Internal, `upload of ${u.hex} failed: ${e}`);
@@ -772,7 +777,7 @@ async function writeSidecar(
   const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
   try {
     await writeFull(f, out);
-    await f.sync();
+    await f.syncData();
   } finally {
     f.close();
   }
