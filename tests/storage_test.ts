@@ -152,23 +152,23 @@ async function writeRandomFile(path: string, n: number): Promise<Uint8Array> {
   return new Uint8Array(h.digest()).slice(0, 16);
 }
 
+/** Same length and same SHA-256 (a byte loop over hundreds of MiB is slow in JS). */
 async function sameFiles(a: string, b: string): Promise<boolean> {
-  const fa = await Deno.open(a);
-  const fb = await Deno.open(b);
-  try {
-    const ba = new Uint8Array(4 * MiB);
-    const bb = new Uint8Array(4 * MiB);
-    for (;;) {
-      const ka = await readFull(fa, ba);
-      const kb = await readFull(fb, bb);
-      if (ka !== kb) return false;
-      for (let i = 0; i < ka; i++) if (ba[i] !== bb[i]) return false;
-      if (ka < ba.length) return true;
+  const digest = async (path: string) => {
+    const h = createHash("sha256");
+    const f = await Deno.open(path);
+    const buf = new Uint8Array(4 * MiB);
+    try {
+      for (;;) {
+        const k = await readFull(f, buf);
+        h.update(buf.subarray(0, k));
+        if (k < buf.length) return h.digest("hex");
+      }
+    } finally {
+      f.close();
     }
-  } finally {
-    fa.close();
-    fb.close();
-  }
+  };
+  return (await digest(a)) === (await digest(b));
 }
 
 async function readFull(f: Deno.FsFile, buf: Uint8Array): Promise<number> {
@@ -255,8 +255,6 @@ Deno.test("storage: 64 MiB file round trip through putFile/getToFile", async () 
       const dst = `${dir}/dst.bin`;
       assert.equal(await c.getToFile(id, dst), 64 * MiB);
       assert.ok(await sameFiles(src, dst), "downloaded bytes differ");
-      const all = await c.getBytes(id);
-      assert.deepEqual(idOf(all), id);
     } finally {
       await c.close();
     }
@@ -542,7 +540,7 @@ Deno.test("storage: a client upload survives a node kill -9 + restart and resume
   const c = new StorageClient(endpoint, randomUuid(), {
     chunkBytes: 256 * 1024,
     window: 1,
-    timeoutMs: 3000,
+    timeoutMs: 2000,
   });
   try {
     const data = randomBytes(32 * MiB);
@@ -582,7 +580,8 @@ Deno.test("storage: 256 MiB put/get keeps the node's peak RSS bounded", async ()
       const { id } = await c.putFile(src);
       assert.deepEqual(id, want);
       const dst = `${dir}/big.out`;
-      assert.equal(await c.getToFile(id, dst), size);
+      // No fsync of the client's copy: the node's memory is under test, not the client's disk.
+      assert.equal(await c.getToFile(id, dst, { fsync: false }), size);
       assert.ok(await sameFiles(src, dst));
       const rss = await p.peakRss();
       // Deno itself is ~60-100 MB; the window (8 x 4 MiB) and ZeroMQ buffers add a few tens.
