@@ -1,7 +1,8 @@
-/** Sends a message through the binary codec and back (used by the sim's --codec mode). */
+/** Sends a message through the binary codec and back (used by the sim's codec mode). */
+import { decodeMessage, encodeMessage } from "../../roles/master/raft/codec.ts";
 import type { Message } from "../../roles/master/raft/types.ts";
 
-/** Identity until the codec exists. */
+/** Encodes then decodes `m`, so the receiver sees exactly what the wire would carry. */
 export function codecRoundTrip(m: Message): Message {
-  return m;
+  return decodeMessage(encodeMessage(m));
 }
