@@ -217,6 +217,8 @@ if (import.meta.main) {
   }
   const report = await runBenches(benches);
   await Deno.writeTextFile(values.out, report.markdown);
+  // The report lives in the repo, whose `deno fmt --check` also covers markdown.
+  await new Deno.Command(Deno.execPath(), { args: ["fmt", "-q", values.out] }).output();
   console.error(
     `bench: report written to ${values.out}` +
       (report.missing.length ? `; not present yet: ${report.missing.join(", ")}` : "") +
