@@ -266,6 +266,9 @@ export async function runStorageBench(notes: string[] = []): Promise<BenchRow[]>
     const base = ip !== null ? "iperf3 loopback" : "Deno TCP loopback";
     const disk = await diskWrite(`${dir}/disk.bin`, size);
     const zmq = await zmqRaw(size);
+    const status = await Deno.readTextFile(`/proc/${node.child.pid}/status`);
+    const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
+    notes.push(`- Storage node peak RSS (VmHWM) after all transfers: ${hwm.toFixed(0)} MiB.`);
     const load = (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ");
     notes.push(
       `- Load average during the run: ${load} (${navigator.hardwareConcurrency} cores). ` +
