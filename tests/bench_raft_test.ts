@@ -7,6 +7,7 @@ import { ensureEtcd, EtcdCluster, etcdPut } from "../bench/etcd/cluster.ts";
 import {
   closedLoop,
   dsysLoad,
+  dsysTarget,
   etcdTarget,
   failover,
   medianOf,
@@ -119,6 +120,20 @@ Deno.test("dsysLoad: every acknowledged submission is a committed job", opts, as
       assert.ok(s.state !== ChunkState.Succeeded && s.state !== ChunkState.Failed);
     } finally {
       await client.close();
+    }
+    // The failover target's plumbing on a lone master: leader lookup, kill -9, restart, writes.
+    const t = dsysTarget(cluster);
+    try {
+      const leader = await t.leader();
+      assert.deepEqual(t.members, [leader]);
+      assert.equal(await t.write(leader, 5000), undefined);
+      await t.kill(leader);
+      await assert.rejects(t.write(leader, 300));
+      await t.restart(leader);
+      assert.equal(await t.leader(), leader);
+      await t.write(leader, 5000);
+    } finally {
+      await t.close();
     }
   } finally {
     await cluster.stop();
