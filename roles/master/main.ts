@@ -16,7 +16,8 @@ import { JobTable } from "./job_table.ts";
 import { decodeCommand } from "./commands.ts";
 import { type ReplicatedLog, SingleNodeLog } from "./replicated_log.ts";
 import { MasterService } from "./service.ts";
-import type { RaftGroup } from "./raft_group.ts";
+import { RaftGroup } from "./raft_group.ts";
+import { FileStorage } from "./raft/storage.ts";
 import { MEMBER_ID_RE } from "./member_id.ts";
 import { decodeSnapshot, encodeSnapshot } from "./snapshot.ts";
 
@@ -132,15 +133,11 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
       await server.close();
       throw new MasterArgsError(`--peers must include this master as ${id}`);
     }
-    // TEMPORARY until raft/storage.ts and raft/codec.ts land: keep them out of the static graph.
-    const groupMod = "./raft_group.ts", storageMod = "./raft/storage.ts";
-    const { RaftGroup } = await import(groupMod);
-    const { RaftStorage } = await import(storageMod);
     raft = await RaftGroup.start({
       id,
       peers: opts.peers ?? [],
       join: opts.join ?? false,
-      storage: await RaftStorage.open(`${opts.data}/raft`),
+      storage: await FileStorage.open(`${opts.data}/raft`),
       sm: {
         apply: (data) => table.apply(decodeCommand(data)),
         snapshot: () => encodeSnapshot(table),
@@ -153,6 +150,8 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
       log,
       tickMs: opts.tickMs,
       snapshotEvery: opts.snapshotEvery,
+      // Nothing a master acknowledges may rest on a write that failed: exit, be restarted.
+      onFatal: () => Deno.exit(70),
     });
     consensus = raft;
   } else {
@@ -175,12 +174,12 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
     redispatchMs: opts.redispatchMs,
     raft,
   });
-  server.setHandler((msg, peer) => {
+  server.setHandler((msg) => {
     if (msg.type === MessageType.RaftMessage) {
       raft?.receive(msg.data);
       return null;
     }
-    return service!.handle(msg, peer);
+    return service!.handle(msg);
   });
   service.start();
   log.info("master started", { endpoint, jobs: table.jobs.size, raft: raft?.id ?? null });

@@ -21,8 +21,11 @@ import {
   type Ready,
   type Snapshot,
 } from "./raft/mod.ts";
-import { decodeRaftMessage, encodeRaftMessage } from "./raft/codec.ts";
-import type { RaftStorage } from "./raft/storage.ts";
+import {
+  decodeMessage as decodeRaftMessage,
+  encodeMessage as encodeRaftMessage,
+} from "./raft/codec.ts";
+import type { FileStorage } from "./raft/storage.ts";
 import { ErrorCode, MessageType } from "../../wire/mod.ts";
 import { RequestError, RpcClient } from "../../lib/rpc.ts";
 import type { Logger } from "../../lib/log.ts";
@@ -48,7 +51,7 @@ export interface RaftGroupOptions {
   peers: string[];
   /** Start as a joiner: no bootstrap, wait for the leader to add and contact this member. */
   join: boolean;
-  storage: RaftStorage;
+  storage: FileStorage;
   sm: StateMachine;
   /** This master's node uuid (for wire headers). */
   node: Uint8Array;
@@ -59,6 +62,8 @@ export interface RaftGroupOptions {
   heartbeatTicks?: number;
   /** Take a snapshot and compact after this many applied entries. */
   snapshotEvery?: number;
+  /** Called when the member had to stop (storage failed): the process should exit. */
+  onFatal?: (e: unknown) => void;
 }
 
 interface Pending {
@@ -107,7 +112,7 @@ export class RaftGroup implements ReplicatedLog {
 
   /** Loads durable state and starts the member. */
   static async start(o: RaftGroupOptions): Promise<RaftGroup> {
-    const restored = await o.storage.load();
+    const restored = o.storage.initialState();
     const hasState = restored.snapshot !== null || restored.entries.length > 0 ||
       restored.hardState.term > 0;
     let applied = 0;
@@ -277,12 +282,15 @@ export class RaftGroup implements ReplicatedLog {
         while (!this.#closed && this.node.hasReady()) {
           await this.#handleReady(this.node.ready());
           this.node.advance();
+          // After advance: the core only lets us compact what it has seen applied.
+          await this.#maybeSnapshot();
         }
       } while (this.#again && !this.#closed);
     } catch (e) {
       // A failed fsync leaves us unable to promise durability: stop rather than lie.
       this.#o.log.error("raft ready loop failed; stopping this member", { error: e });
       await this.close();
+      this.#o.onFatal?.(e);
     } finally {
       this.#busy = false;
     }
@@ -293,11 +301,7 @@ export class RaftGroup implements ReplicatedLog {
     if (rd.softState) this.#onSoftState(rd.softState.role, rd.softState.lead);
     if (rd.hardState) this.#term = rd.hardState.term;
     if (rd.snapshot || rd.entries.length || rd.hardState) {
-      await this.#o.storage.save({
-        hardState: rd.hardState,
-        entries: rd.entries,
-        snapshot: rd.snapshot,
-      });
+      await this.#o.storage.saveReady(rd);
       this.stats.persisted++;
     }
     for (const m of rd.messages) this.#send(m);
@@ -317,7 +321,6 @@ export class RaftGroup implements ReplicatedLog {
       this.#readWaiters.push(r);
     }
     this.#releaseReads();
-    await this.#maybeSnapshot();
   }
 
   #applyEntry(e: Entry): void {
@@ -364,7 +367,7 @@ export class RaftGroup implements ReplicatedLog {
     const every = this.#o.snapshotEvery ?? 10_000;
     if (this.#applied - this.#snapIndex < every) return;
     const snap: Snapshot = this.node.compact(this.#applied, this.#o.sm.snapshot());
-    await this.#o.storage.saveSnapshot(snap);
+    await this.#o.storage.compact(snap);
     this.#snapIndex = snap.index;
     this.stats.snapshots++;
     this.#o.log.info("snapshot taken; log compacted", { index: snap.index });
@@ -417,6 +420,6 @@ export class RaftGroup implements ReplicatedLog {
     this.#confWaiters.clear();
     this.#reads.clear();
     await Promise.all([...this.#peers.values()].map((c) => c.close()));
-    await this.#o.storage.close();
+    this.#o.storage.close();
   }
 }
