@@ -133,7 +133,7 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
       await server.close();
       throw new MasterArgsError(`--peers must include this master as ${id}`);
     }
-    raft = await RaftGroup.start({
+    raft = RaftGroup.start({
       id,
       peers: opts.peers ?? [],
       join: opts.join ?? false,

@@ -111,7 +111,7 @@ export class RaftGroup implements ReplicatedLog {
   }
 
   /** Loads durable state and starts the member. */
-  static async start(o: RaftGroupOptions): Promise<RaftGroup> {
+  static start(o: RaftGroupOptions): RaftGroup {
     const restored = o.storage.initialState();
     const hasState = restored.snapshot !== null || restored.entries.length > 0 ||
       restored.hardState.term > 0;
