@@ -49,7 +49,7 @@ export interface StorageClientOptions {
   window?: number;
   /** Timeout of one request, ms (default 30 s: an fsync under load can be slow). */
   timeoutMs?: number;
-  /** Whole-operation retries after a timeout / lost connection (default 3). */
+  /** Retries after a timeout, lost connection or busy node, with backoff (default 6, ~5 s). */
   retries?: number;
 }
 
@@ -80,7 +80,7 @@ export class StorageClient {
     this.node = node;
     this.#chunk = Math.max(1, Math.min(opts.chunkBytes ?? 4 * MiB, 16 * MiB));
     this.#window = Math.max(1, opts.window ?? 8);
-    this.#retries = opts.retries ?? 3;
+    this.#retries = opts.retries ?? 6;
     this.#rpc = new RpcClient(endpoint, { node, timeoutMs: opts.timeoutMs ?? 30_000 });
   }
 
@@ -202,6 +202,8 @@ export class StorageClient {
     const st = await this.stat(id);
     if (st.exists && st.length === size) return; // content addressed: same id = same bytes
     let start = 0;
+    // `attempt` counts failures in a row without progress: a busy node that keeps accepting
+    // some chunks never exhausts the retries.
     for (let attempt = 0;; attempt++) {
       const inflight: { end: number; p: Promise<FilePutAck> }[] = [];
       let next = start;
@@ -248,6 +250,7 @@ export class StorageClient {
       if (failure === null) {
         throw new StorageError(ErrorCode.Internal, `${what}: last chunk acked but not committed`);
       }
+      if (durable > start) attempt = 0;
       if (attempt >= this.#retries || this.#closed) throw this.#fail(failure, what);
       if (failure instanceof RpcError && failure.code === ErrorCode.BadRequest) {
         const m = /expected offset (\d+)/.exec(failure.text);

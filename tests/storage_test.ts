@@ -31,10 +31,14 @@ class StorageProc {
     readonly dir: string,
   ) {}
 
-  static async start(dir: string, listen = "tcp://127.0.0.1:0"): Promise<StorageProc> {
+  static async start(
+    dir: string,
+    listen = "tcp://127.0.0.1:0",
+    extra: string[] = [],
+  ): Promise<StorageProc> {
     const verbose = Deno.env.get("DSYS_TEST_VERBOSE") !== undefined;
     const child = new Deno.Command(DENO, {
-      args: ["run", "-A", CLI, "--listen", listen, "--data", dir],
+      args: ["run", "-A", CLI, "--listen", listen, "--data", dir, ...extra],
       stdout: "piped",
       stderr: verbose ? "inherit" : "null",
       stdin: "null",
@@ -253,6 +257,32 @@ Deno.test("storage: concurrent uploads of one file from several clients, concurr
       await Promise.all(clients.map((c) => c.close()));
     }
   });
+});
+
+Deno.test("storage: a node short of upload memory says busy; clients back off and finish", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dsys-storage-test-" });
+  // Room for two 512 KiB chunks; three clients with windows of 4 overflow it immediately.
+  const p = await StorageProc.start(dir, undefined, ["--max-queued-bytes", String(MiB)]);
+  const clients = [1, 2, 3].map(() =>
+    new StorageClient(p.endpoint, randomUuid(), { chunkBytes: 512 * 1024, window: 4 })
+  );
+  try {
+    const rpc = new RpcClient(p.endpoint, { node: randomUuid(), timeoutMs: 20_000 });
+    const big = randomBytes(2 * MiB);
+    await expectRpcError(
+      rpc.request(put(rpc.node, idOf(big), big.length, 0, big, true)),
+      ErrorCode.Unavailable,
+      /busy/,
+    );
+    await rpc.close();
+    const files = [1, 2, 3].map(() => randomBytes(3 * MiB));
+    const ids = await Promise.all(clients.map((c, i) => c.putBytes(files[i])));
+    for (let i = 0; i < 3; i++) assert.deepEqual(await clients[0].getBytes(ids[i].id), files[i]);
+  } finally {
+    await Promise.all(clients.map((c) => c.close()));
+    await p.kill("SIGTERM");
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
 });
 
 Deno.test("storage: 64 MiB file round trip through putFile/getToFile", async () => {

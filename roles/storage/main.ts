@@ -19,6 +19,8 @@ export interface StorageOptions {
   data: string;
   /** Largest file_response payload, bytes (default 4 MiB). */
   maxReadBytes?: number;
+  /** Upload bytes held in memory before chunks are refused UNAVAILABLE (default 256 MiB). */
+  maxQueuedBytes?: number;
   /** Logger; by default JSON lines on stderr. */
   log?: Logger;
 }
@@ -41,7 +43,7 @@ export class StorageArgsError extends Error {
   }
 }
 
-/** Parses `--listen EP --data DIR [--max-read-bytes N]`. */
+/** Parses `--listen EP --data DIR [--max-read-bytes N] [--max-queued-bytes N]`. */
 export function parseStorageArgs(args: string[]): StorageOptions {
   const { values } = parseArgs({
     args,
@@ -49,19 +51,24 @@ export function parseStorageArgs(args: string[]): StorageOptions {
       listen: { type: "string", default: "tcp://127.0.0.1:0" },
       data: { type: "string" },
       "max-read-bytes": { type: "string" },
+      "max-queued-bytes": { type: "string" },
       role: { type: "string" },
     },
     strict: true,
   });
   if (!values.data) throw new StorageArgsError("storage: --data DIR is required");
   const opts: StorageOptions = { listen: values.listen!, data: values.data };
-  if (values["max-read-bytes"] !== undefined) {
-    const n = Number(values["max-read-bytes"]);
+  const size = (flag: "max-read-bytes" | "max-queued-bytes"): number | undefined => {
+    const v = values[flag];
+    if (v === undefined) return undefined;
+    const n = Number(v);
     if (!Number.isSafeInteger(n) || n <= 0) {
-      throw new StorageArgsError(`storage: bad --max-read-bytes ${values["max-read-bytes"]}`);
+      throw new StorageArgsError(`storage: bad --${flag} ${v}: want a positive byte count`);
     }
-    opts.maxReadBytes = n;
-  }
+    return n;
+  };
+  opts.maxReadBytes = size("max-read-bytes");
+  opts.maxQueuedBytes = size("max-queued-bytes");
   return opts;
 }
 
@@ -77,6 +84,7 @@ export async function runStorage(opts: StorageOptions): Promise<StorageNode> {
     nodeName,
     log,
     maxReadBytes: opts.maxReadBytes,
+    maxQueuedBytes: opts.maxQueuedBytes,
   });
   const handler = (msg: Message): Promise<Message> | Message => {
     switch (msg.type) {
