@@ -217,3 +217,49 @@ Deno.test("e2e: master and storage restart between submit and completion; nothin
     await Deno.remove(dir, { recursive: true });
   });
 });
+
+/** Peak resident set of a process, MiB (VmHWM). */
+async function peakRssMiB(pid: number): Promise<number> {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  const m = /VmHWM:\s+(\d+) kB/.exec(status);
+  if (!m) throw new Error(`no VmHWM for pid ${pid}`);
+  return Number(m[1]) / 1024;
+}
+
+Deno.test("e2e: a 256 MiB input read through the mount keeps worker and storage RSS bounded", async () => {
+  await withCluster({ workers: 1, slotsPerWorker: 1 }, async (cluster, client) => {
+    const dir = await Deno.makeTempDir();
+    const path = `${dir}/big.bin`;
+    const hash = createHash("sha256");
+    const f = await Deno.open(path, { write: true, create: true });
+    const block = new Uint8Array(1 << 20);
+    for (let i = 0; i < 256; i++) {
+      block.fill(i);
+      new DataView(block.buffer).setUint32(0, i * 2654435761, true);
+      hash.update(block);
+      await f.write(block);
+    }
+    f.close();
+    const digest = hash.digest("hex");
+    const [put] = await client.put([path]);
+    await Deno.remove(dir, { recursive: true });
+    const job = await client.submit({
+      program: enc.encode('#!/bin/sh\nsha256sum < "$DSYS_INPUT_DIR/big.bin" | cut -d" " -f1\n'),
+      programName: "sum.sh",
+      argument: "",
+      chunks: 1,
+      inputs: [{ id: put.id, name: "big.bin" }],
+      timeLimitMs: 120_000,
+    });
+    const s = await client.waitForJob(job);
+    assert.equal(s.state, ChunkState.Succeeded, s.chunks[0].reason);
+    const out = s.chunks[0].outputs.find((o) => o.name === "stdout")!;
+    assert.equal(dec.decode(await client.storage.getBytes(out.id)), digest + "\n");
+    // Streaming in bounded chunks: neither process ever held the file in memory.
+    const worker = await peakRssMiB(cluster.procs.get("worker1")!.child.pid);
+    const storage = await peakRssMiB(cluster.procs.get("storage")!.child.pid);
+    console.log(`peak RSS: worker ${worker.toFixed(0)} MiB, storage ${storage.toFixed(0)} MiB`);
+    assert.ok(worker < 200, `worker peak RSS ${worker.toFixed(0)} MiB`);
+    assert.ok(storage < 200, `storage peak RSS ${storage.toFixed(0)} MiB`);
+  });
+});
