@@ -11,16 +11,10 @@ import { createHash } from "node:crypto";
 import { StorageClient } from "../client/storage_client.ts";
 import { randomUuid } from "../wire/mod.ts";
 import { Socket } from "../wire/zmq/mod.ts";
+import type { BenchRow } from "./types.ts";
 
-/** One benchmark result: dsys vs its baseline. */
-export type BenchRow = {
-  name: string;
-  dsys: number;
-  baseline: number;
-  unit: string;
-  ratio: number;
-  goal: string;
-};
+/** Re-exported so callers of runStorageBench get the row type from here too. */
+export type { BenchRow };
 
 const MiB = 1024 * 1024;
 const ROOT = new URL("..", import.meta.url).pathname;
