@@ -116,6 +116,38 @@ class SimStorage {
     }
   }
 
+  /** Writes issued but not yet fsync'd: a crash keeps only some prefix of them. */
+  unsynced: PersistOp[] = [];
+
+  /** Issues a write (not durable until sync()). */
+  write(op: PersistOp): void {
+    this.unsynced.push(op);
+  }
+
+  /** fsync: every issued write becomes durable. */
+  sync(): void {
+    for (const op of this.unsynced) this.apply(op);
+    this.unsynced = [];
+  }
+
+  /**
+   * Crash: an arbitrary prefix of the unsynced writes reached the disk, the last one possibly
+   * torn (only some of its entries made it); the rest is lost.
+   */
+  crash(rnd: () => number): void {
+    const keep = Math.floor(rnd() * (this.unsynced.length + 1));
+    for (let i = 0; i < keep; i++) {
+      const op = this.unsynced[i];
+      if (i === keep - 1 && op.kind === "ents" && op.ents.length > 1 && rnd() < 0.5) {
+        this.apply({
+          kind: "ents",
+          ents: op.ents.slice(0, 1 + Math.floor(rnd() * op.ents.length)),
+        });
+      } else this.apply(op);
+    }
+    this.unsynced = [];
+  }
+
   /** The state a restarting node loads. */
   load(): PersistedState {
     return { hardState: { ...this.hs }, snapshot: this.snapshot, entries: [...this.entries] };
@@ -331,16 +363,15 @@ class Sim {
       if (rd.snapshot) ops.push({ kind: "snap", snap: rd.snapshot });
       if (rd.entries.length) ops.push({ kind: "ents", ents: rd.entries });
       if (rd.hardState) ops.push({ kind: "hs", hs: rd.hardState });
+      for (const op of ops) n.storage.write(op);
       if (ops.length && this.persistCrashP > 0 && !this.healed && this.rnd() < this.persistCrashP) {
-        // Crash before fsync returns: an arbitrary prefix of the writes reached the disk,
-        // and none of this Ready's messages were sent.
-        const keep = Math.floor(this.rnd() * (ops.length + 1));
-        for (const op of ops.slice(0, keep)) n.storage.apply(op);
+        // Crash before fsync returns: none of this Ready's messages were sent.
+        n.storage.crash(this.rnd);
         this.stats.persistCrashes++;
         this.crash(n, 2 + Math.floor(this.rnd() * 30));
         return;
       }
-      for (const op of ops) n.storage.apply(op);
+      n.storage.sync();
       for (const m of rd.messages) this.sendRaft(m);
       if (rd.softState?.role === "leader") this.onLeader(n);
       if (rd.snapshot) {
@@ -407,7 +438,9 @@ class Sim {
     const raw = n.raw!;
     if (n.applied - raw.log.snapIndex < SNAPSHOT_EVERY) return;
     const s = raw.compact(n.applied, n.sm.snapshot());
-    n.storage.apply({ kind: "compact", snap: s });
+    // FileStorage.compact is itself synchronous-durable (temp + fsync + rename).
+    n.storage.write({ kind: "compact", snap: s });
+    n.storage.sync();
     this.stats.compactions++;
   }
 
