@@ -170,6 +170,7 @@ class SimNode {
   readyReads: { index: number; req: ClientReq }[] = [];
   restartAt = -1;
   incarnation = 0;
+  commitSeen = 0;
   constructor(readonly id: NodeId, readonly initial: boolean) {}
 }
 
@@ -223,6 +224,8 @@ class Sim {
   leaders = new Map<number, NodeId>();
   logIndex = new Map<string, string>();
   committed = new Map<number, { term: number; data: string }>();
+  /** index → term of the leader that first committed it. */
+  commitTerm = new Map<number, number>();
   stats: Record<string, number> = {
     elections: 0,
     crashes: 0,
@@ -372,6 +375,15 @@ class Sim {
         return;
       }
       n.storage.sync();
+      if (rd.hardState) {
+        const st = raw.status();
+        if (st.role === "leader") {
+          for (let i = n.commitSeen + 1; i <= rd.hardState.commit; i++) {
+            if (!this.commitTerm.has(i)) this.commitTerm.set(i, st.term);
+          }
+        }
+        n.commitSeen = Math.max(n.commitSeen, rd.hardState.commit);
+      }
       for (const m of rd.messages) this.sendRaft(m);
       if (rd.softState?.role === "leader") this.onLeader(n);
       if (rd.snapshot) {
@@ -447,10 +459,19 @@ class Sim {
   /** Leader completeness: a new leader holds every entry known committed. */
   onLeader(n: SimNode): void {
     this.stats.elections++;
+    this.checkCompleteness(n);
+  }
+
+  /** Leader completeness, checked at election and after every tick for current leaders. */
+  checkCompleteness(n: SimNode): void {
     const raw = n.raw!;
     const term = raw.status().term;
-    for (const [i, c] of this.committed) {
-      if (i <= raw.log.snapIndex) continue;
+    for (const [i, ct] of this.commitTerm) {
+      // Only entries committed in an earlier term must be there: a deposed leader that has
+      // not heard of its successor legitimately lacks what the successor committed.
+      if (ct >= term || i <= raw.log.snapIndex) continue;
+      const c = this.committed.get(i);
+      if (!c) continue;
       const t = raw.log.term(i);
       if (t !== c.term) {
         this.fail(
@@ -710,6 +731,9 @@ class Sim {
         this.process(n);
       }
       this.checkLeaders();
+      for (const n of this.nodes.values()) {
+        if (n.raw?.status().role === "leader") this.checkCompleteness(n);
+      }
     }
     for (const c of this.clients) this.clientStep(c);
     this.now++;
