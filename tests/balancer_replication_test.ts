@@ -49,7 +49,12 @@ Deno.test("replication: snapshot + replayed events reproduce the primary exactly
   for (const seed of [1, 2, 3, 4, 5]) {
     const r = rng(seed);
     const pick = <T>(xs: T[]) => xs[Math.floor(r() * xs.length)];
-    const primary = new ChunkScheduler({ deadAfterMs: 500, refuseBackoffMs: 50 });
+    const primary = new ChunkScheduler({
+      deadAfterMs: 500,
+      refuseBackoffMs: 50,
+      rerunFinishedAfterMs: 5000,
+      idleGraceMs: 300,
+    });
     const log = new EventLog({ maxEvents: 100_000 });
     const files: Uuid[] = Array.from({ length: 6 }, () => randomUuid());
     const workers: Uuid[] = [];
@@ -116,20 +121,23 @@ Deno.test("replication: snapshot + replayed events reproduce the primary exactly
         }
       } else if (x < 0.6) {
         run({ t: "assign", now });
-      } else if (x < 0.65) {
+      } else if (x < 0.64) {
         run({ t: "reap", now });
+      } else if (x < 0.65) {
+        run(r() < 0.5 ? { t: "prune", now } : { t: "touchAll", now });
       } else {
         // Some outcome for a running chunk.
         const busy = primary.workers().filter((w) => w.running.size > 0);
-        if (busy.length === 0) continue;
-        const w = pick(busy);
-        const t = pick([...w.running.values()]);
-        const job = jobIds.get(t.jobKey)!;
-        const base = { now, worker: w.id, job, chunk: t.chunkIndex, attempt: t.attempt };
-        const y = r();
-        if (y < 0.8) run({ t: "finished", ...base, state: ChunkState.Succeeded });
-        else if (y < 0.9) run({ t: "refused", ...base });
-        else run({ t: "unconfirmed", ...base });
+        const w = busy.length > 0 ? pick(busy) : null;
+        if (w) {
+          const t = pick([...w.running.values()]);
+          const job = jobIds.get(t.jobKey)!;
+          const base = { now, worker: w.id, job, chunk: t.chunkIndex, attempt: t.attempt };
+          const y = r();
+          if (y < 0.8) run({ t: "finished", ...base, state: ChunkState.Succeeded });
+          else if (y < 0.9) run({ t: "refused", ...base });
+          else run({ t: "unconfirmed", ...base });
+        }
       }
       if (step === 700) {
         // Snapshot: a fresh scheduler importing the exported state (through the codec).

@@ -48,8 +48,8 @@ export interface ChunkTask {
   jobKey: string;
   chunkIndex: number;
   attempt: number;
-  /** Worker key -> time until which this chunk avoids that worker (it refused it). */
-  avoid: Map<string, number>;
+  /** Worker key -> time until which this chunk avoids that worker (it refused it); lazily made. */
+  avoid: Map<string, number> | null;
   /** When it was last placed on a worker (0 while never placed). */
   placedAtMs: number;
 }
@@ -152,7 +152,7 @@ export class SchedulerError extends Error {
 
 interface JobEntry {
   info: JobInfo;
-  queue: ChunkTask[];
+  queue: Deque<ChunkTask>;
   /** Chunks of this job currently on some worker. */
   runningCount: number;
 }
@@ -161,6 +161,68 @@ interface FinishedEntry {
   attempt: number;
   state: number;
   atMs: number;
+}
+
+/**
+ * A queue with O(1) push at both ends and cheap removal near the front: job queues can hold a
+ * million chunks, so Array shift/unshift/splice at the front (O(n)) are not an option.
+ */
+export class Deque<T> {
+  /** Items pushed to the front, last = first in the queue. */
+  #front: T[] = [];
+  #back: (T | undefined)[] = [];
+  #head = 0;
+
+  /** Number of items. */
+  get length(): number {
+    return this.#front.length + this.#back.length - this.#head;
+  }
+
+  /** The i-th item from the front. */
+  at(i: number): T {
+    const f = this.#front.length;
+    return i < f ? this.#front[f - 1 - i] : this.#back[this.#head + i - f] as T;
+  }
+
+  /** Appends at the back. */
+  push(x: T): void {
+    this.#back.push(x);
+  }
+
+  /** Inserts at the front. */
+  unshift(x: T): void {
+    this.#front.push(x);
+  }
+
+  /** Removes and returns the i-th item; O(i) (callers only look near the front). */
+  removeAt(i: number): T {
+    const f = this.#front.length;
+    if (i < f) return this.#front.splice(f - 1 - i, 1)[0];
+    const idx = this.#head + i - f;
+    const x = this.#back[idx] as T;
+    for (let j = idx; j > this.#head; j--) this.#back[j] = this.#back[j - 1];
+    this.#back[this.#head] = undefined;
+    this.#head++;
+    if (this.#head > 1024 && this.#head * 2 > this.#back.length) {
+      this.#back = this.#back.slice(this.#head);
+      this.#head = 0;
+    }
+    return x;
+  }
+
+  /** All items, front to back. */
+  toArray(): T[] {
+    const out = this.#front.slice().reverse();
+    for (let i = this.#head; i < this.#back.length; i++) out.push(this.#back[i] as T);
+    return out;
+  }
+
+  /** A deque holding `items` in order. */
+  static from<T>(items: T[]): Deque<T> {
+    const d = new Deque<T>();
+    d.#back = items.slice();
+    return d;
+  }
 }
 
 /** Slots of a worker the scheduler may still fill. */
@@ -379,14 +441,14 @@ export class ChunkScheduler {
         this.#finished.delete(ck);
       }
       if (!job) {
-        job = { info: { ...info, job: info.job.slice() }, queue: [], runningCount: 0 };
+        job = { info: { ...info, job: info.job.slice() }, queue: new Deque(), runningCount: 0 };
         this.#jobs.set(jobKey, job);
       }
       const t: ChunkTask = {
         jobKey,
         chunkIndex: c.chunkIndex,
         attempt,
-        avoid: new Map(),
+        avoid: null,
         placedAtMs: 0,
       };
       this.#tasks.set(ck, t);
@@ -425,7 +487,7 @@ export class ChunkScheduler {
     if (!hit) return false;
     const { w, t, ck } = hit;
     w.running.delete(ck);
-    t.avoid.set(w.key, nowMs + this.opts.refuseBackoffMs);
+    (t.avoid ??= new Map()).set(w.key, nowMs + this.opts.refuseBackoffMs);
     this.#where.set(ck, "");
     const je = this.#jobs.get(t.jobKey)!;
     je.runningCount--;
@@ -444,7 +506,7 @@ export class ChunkScheduler {
     const { w, t, ck } = hit;
     w.running.delete(ck);
     t.attempt++;
-    t.avoid.set(w.key, nowMs + this.opts.refuseBackoffMs);
+    (t.avoid ??= new Map()).set(w.key, nowMs + this.opts.refuseBackoffMs);
     this.#where.set(ck, "");
     const je = this.#jobs.get(t.jobKey)!;
     je.runningCount--;
@@ -587,10 +649,10 @@ export class ChunkScheduler {
     // Only a refused chunk can be unplaceable while slots are free; look a little further.
     const scan = Math.min(je.queue.length, 64);
     for (let qi = 0; qi < scan; qi++) {
-      const t = je.queue[qi];
+      const t = je.queue.at(qi);
       const w = this.#bestWorker(je.info.inputFiles, t, nowMs);
       if (!w) continue;
-      je.queue.splice(qi, 1);
+      je.queue.removeAt(qi);
       const ck = chunkKey(t.jobKey, t.chunkIndex);
       w.running.set(ck, t);
       t.placedAtMs = nowMs;
@@ -611,7 +673,7 @@ export class ChunkScheduler {
     for (const w of this.#workers.values()) {
       const free = freeOf(w);
       if (free <= 0 || !this.#alive(w, nowMs)) continue;
-      const until = t.avoid.get(w.key);
+      const until = t.avoid?.get(w.key);
       if (until !== undefined && until > nowMs) continue;
       let bytes = 0;
       for (const f of inputs) if (w.files.has(uuidToHex(f.id))) bytes += f.size;
@@ -652,14 +714,14 @@ export class ChunkScheduler {
       jobs: [...this.#jobs.entries()].map(([key, j]) => ({
         key,
         info: j.info,
-        queue: j.queue.map((t) => chunkKey(t.jobKey, t.chunkIndex)),
+        queue: j.queue.toArray().map((t) => chunkKey(t.jobKey, t.chunkIndex)),
         runningCount: j.runningCount,
       })),
       tasks: [...this.#tasks.values()].map((t) => ({
         jobKey: t.jobKey,
         chunkIndex: t.chunkIndex,
         attempt: t.attempt,
-        avoid: [...t.avoid.entries()],
+        avoid: t.avoid ? [...t.avoid.entries()] : [],
         placedAtMs: t.placedAtMs,
       })),
       finished: [...this.#finished.entries()].map(([k, f]) => [k, f.attempt, f.state, f.atMs]),
@@ -676,7 +738,7 @@ export class ChunkScheduler {
     this.#where = new Map();
     for (const t of st.tasks) {
       const ck = chunkKey(t.jobKey, t.chunkIndex);
-      this.#tasks.set(ck, { ...t, avoid: new Map(t.avoid) });
+      this.#tasks.set(ck, { ...t, avoid: t.avoid.length > 0 ? new Map(t.avoid) : null });
       this.#where.set(ck, "");
     }
     const task = (ck: string) => {
@@ -709,7 +771,7 @@ export class ChunkScheduler {
     for (const j of st.jobs) {
       this.#jobs.set(j.key, {
         info: j.info,
-        queue: j.queue.map(task),
+        queue: Deque.from(j.queue.map(task)),
         runningCount: j.runningCount,
       });
     }

@@ -93,7 +93,9 @@ export class StandbyFollower {
           this.lastOkMs = now();
         }
       }
-      if (now() - this.lastOkMs >= this.#o.takeoverAfterMs) {
+      // Armed only once the primary has answered: a standby launched before its primary (or
+      // pointed at a wrong endpoint) must not become a second primary.
+      if (this.pulls > 0 && now() - this.lastOkMs >= this.#o.takeoverAfterMs) {
         log.warn("primary silent: taking over", {
           primary,
           silentMs: now() - this.lastOkMs,
