@@ -379,10 +379,11 @@ export function dsysTarget(c: LocalCluster, valueBytes = 256): FailoverTarget {
               1000,
             );
             if (r.type !== MessageType.NodeListResponse) continue;
-            const self = r.nodes.find((n) =>
+            const lead = r.nodes.find((n) =>
               n.role === NodeRole.Master && (n.flags & NodeFlags.Leader) !== 0
             );
-            const name2 = self && byEndpoint().get(self.endpoint);
+            // The endpoint may carry a label ("tcp://127.0.0.1:7101 (m1)"): match its address.
+            const name2 = lead && byEndpoint().get(lead.endpoint.split(" ")[0]);
             if (name2) return name2;
           } catch { /* try the next master */ }
         }
@@ -413,7 +414,7 @@ export function dsysTarget(c: LocalCluster, valueBytes = 256): FailoverTarget {
         }
       } catch (e) {
         if (e instanceof RpcError && e.code === ErrorCode.NotLeader && e.text) {
-          const hint = byEndpoint().get(e.text);
+          const hint = byEndpoint().get(e.text.split(" ")[0]);
           if (hint && hint !== name) return hint;
         }
         throw e;
