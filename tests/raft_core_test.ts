@@ -377,3 +377,69 @@ Deno.test("restart: a node keeps term and vote from its hard state and re-applie
   assert.equal(after.vote, before.vote);
   assert.deepEqual(c.appliedData(f), ["p0", "p1", "p2"]);
 });
+
+Deno.test("replication: maxBytesPerMsg caps an append's payload (at least one entry goes)", () => {
+  const c = new Cluster(["a", "b", "c"], { maxBytesPerMsg: 300, maxEntriesPerMsg: 1000 });
+  const l = c.elect();
+  c.tick(2);
+  c.sent = [];
+  for (let i = 0; i < 10; i++) c.nodes.get(l)!.propose(new Uint8Array(100));
+  c.nodes.get(l)!.propose(new Uint8Array(1000)); // bigger than the cap on its own
+  c.process(l);
+  c.flush();
+  c.tick(2);
+  const apps = c.sent.filter((m) => m.type === "app" && m.entries.length);
+  for (const m of apps) {
+    const bytes = m.entries.reduce((s, e) => s + e.data.length + 24, 0);
+    assert.ok(m.entries.length === 1 || bytes <= 300, `append of ${bytes} bytes`);
+  }
+  for (const id of c.nodes.keys()) assert.equal(c.nodes.get(id)!.status().commit, 13);
+});
+
+Deno.test("membership: a node added after compaction is brought up by a snapshot", () => {
+  const c = new Cluster(["a", "b", "c", "d"], {}, ["a", "b", "c"]);
+  const l = c.elect();
+  const ln = c.nodes.get(l)!;
+  for (let i = 0; i < 10; i++) ln.propose(te.encode(`v${i}`));
+  c.process(l);
+  c.flush();
+  c.tick(2);
+  ln.compact(ln.status().applied, te.encode("state"));
+  ln.proposeConfChange({ type: "add", node: "d" });
+  c.process(l);
+  c.flush();
+  c.tick(3);
+  assert.equal(c.installed.get("d")!.length, 1);
+  assert.deepEqual(c.installed.get("d")![0].conf.voters, ["a", "b", "c"]);
+  assert.deepEqual(c.nodes.get("d")!.status().voters, ["a", "b", "c", "d"]);
+  assert.equal(c.nodes.get("d")!.status().commit, ln.status().commit);
+});
+
+Deno.test("membership: a removed leader whose removal is uncommitted may still be elected", () => {
+  // Thesis §4.2.2: the leader appends "remove self" and then loses leadership before it
+  // commits. If it holds the only up-to-date log it must still be able to campaign.
+  const c = new Cluster(["a", "b", "c"]);
+  const l = c.elect();
+  c.tick(2);
+  const others = [...c.nodes.keys()].filter((id) => id !== l);
+  c.nodes.get(l)!.proposeConfChange({ type: "remove", node: l });
+  // Only the first follower gets the entry; nobody hears back; the leader steps down.
+  c.drop = (m) => m.from !== l || m.to !== others[0] || m.type !== "app";
+  c.process(l);
+  c.flush();
+  c.tick(25);
+  assert.notEqual(c.nodes.get(l)!.status().role, "leader");
+  heal(c);
+  // Whoever wins, the removal eventually commits and the cluster keeps working without l.
+  c.tick(60);
+  const w = c.elect();
+  assert.deepEqual(c.nodes.get(w)!.status().voters, others.sort());
+  c.stop(l);
+  c.tick(40);
+  const w2 = c.elect();
+  assert.ok(others.includes(w2));
+  c.nodes.get(w2)!.propose(te.encode("ok"));
+  c.process(w2);
+  c.tick(2);
+  for (const id of others) assert.ok(c.appliedData(id).includes("ok"), id);
+});
