@@ -140,6 +140,23 @@ Deno.test("dsysLoad: every acknowledged submission is a committed job", opts, as
   }
 });
 
+Deno.test("dsys: 3 masters, the leader's kill -9 fails over to a new leader", opts, async () => {
+  const cluster = await LocalCluster.start({ workers: 0, masters: 3 });
+  const t = dsysTarget(cluster);
+  try {
+    assert.equal(t.members.length, 3);
+    const f = await failover(t, 1);
+    assert.equal(f.times.length, 1);
+    assert.ok(f.medianMs > 0 && f.medianMs < 20_000, `failover ${f.medianMs} ms`);
+    // The group serves again with the old leader back as a member.
+    await t.write(await t.leader(), 5000);
+    assert.equal(cluster.info.masters.length, 3);
+  } finally {
+    await t.close();
+    await cluster.stop();
+  }
+});
+
 Deno.test(
   "bench driver: selection, skipped and failing modules, real raft rows",
   opts,
