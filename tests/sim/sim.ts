@@ -170,6 +170,8 @@ class SimNode {
   readyReads: { index: number; req: ClientReq }[] = [];
   restartAt = -1;
   incarnation = 0;
+  /** Probability of ticking at each tick slot: models slow or skewed clocks. */
+  tickRate = 1;
   commitSeen = 0;
   constructor(readonly id: NodeId, readonly initial: boolean) {}
 }
@@ -277,8 +279,10 @@ class Sim {
     const initial = ALL_IDS.slice(0, nInitial);
     // Spare nodes run as empty joiners so membership changes can add them.
     const nodeIds = this.confP > 0 ? ALL_IDS : initial;
+    const skew = r() < 0.5;
     for (const id of nodeIds) {
       const n = new SimNode(id, initial.includes(id));
+      if (skew) n.tickRate = 0.6 + 0.4 * r();
       this.nodes.set(id, n);
       this.startNode(n, initial);
     }
@@ -726,7 +730,7 @@ class Sim {
       }
       if (!this.healed) this.injectFaults();
       for (const n of this.nodes.values()) {
-        if (!n.raw) continue;
+        if (!n.raw || (n.tickRate < 1 && this.rnd() >= n.tickRate)) continue;
         n.raw.tick();
         this.process(n);
       }
