@@ -44,6 +44,8 @@ export interface Pollable {
    * Must not throw (errors go to the pending operations).
    */
   service(): Need;
+  /** Called when the fd fired while nothing was pending: re-arm it (ZMQ_EVENTS). */
+  reset(): void;
 }
 
 const EPOLLIN = 1;
@@ -64,7 +66,13 @@ const RETRY_MS = 2;
 class Reactor {
   /** Completed epoll_wait calls (a cheap counter for benchmarks and tests). */
   waits = 0;
+  /** Pollables with pending work: the wait is in flight while this is non-empty. */
   #watched = new Map<number, Pollable>();
+  /**
+   * Pollables whose fd is in the epoll set. A socket stays registered while idle (until
+   * closed) so that the next wait costs no epoll_ctl; if its fd fires meanwhile, reset().
+   */
+  #registered = new Map<number, Pollable>();
   #retry = new Set<Pollable>();
   #running = false;
   #waiting = false;
@@ -94,12 +102,19 @@ class Reactor {
     } else {
       this.#retry.delete(p);
     }
-    if (!this.#watched.has(p.id)) {
+    if (!this.#registered.has(p.id)) {
       this.#setup();
       this.#ctlOp(EPOLL_CTL_ADD, p.fd, p.id);
-      this.#watched.set(p.id, p);
+      this.#registered.set(p.id, p);
     }
+    this.#watched.set(p.id, p);
     if (!this.#running) this.#run();
+  }
+
+  /** Drops `p` for good (before its fd is closed): out of the epoll set, no more callbacks. */
+  forget(p: Pollable): void {
+    this.#unwatch(p);
+    if (this.#registered.delete(p.id)) this.#ctlOp(EPOLL_CTL_DEL, p.fd, p.id);
   }
 
   /** Resolves when no wait is in flight and nothing is watched (for tests and shutdown). */
@@ -110,7 +125,7 @@ class Reactor {
 
   /** Closes the epoll and wake-up fds (only when idle; they are re-created on demand). */
   closeFds(): void {
-    if (this.#running) return;
+    if (this.#running || this.#registered.size > 0) return;
     if (this.#epfd >= 0) libc().close(this.#epfd);
     if (this.#wakeFd >= 0) libc().close(this.#wakeFd);
     this.#epfd = this.#wakeFd = -1;
@@ -119,7 +134,6 @@ class Reactor {
   #unwatch(p: Pollable): void {
     this.#retry.delete(p);
     if (!this.#watched.delete(p.id)) return;
-    this.#ctlOp(EPOLL_CTL_DEL, p.fd, p.id);
     // Nothing left to wait for: let the in-flight wait return so the process may exit.
     if (this.#watched.size === 0 && this.#waiting) this.#wake();
   }
@@ -151,6 +165,7 @@ class Reactor {
           if (id === WAKE_ID) continue;
           const p = this.#watched.get(id);
           if (p) ready.push(p);
+          else this.#registered.get(id)?.reset();
         }
         for (const p of this.#retry) if (!ready.includes(p)) ready.push(p);
         if (this.#wakePending) {

@@ -330,9 +330,12 @@ export class Socket implements Pollable {
         return RESOLVED;
       }
     }
+    // Queued behind other sends, or the fast path just hit EAGAIN: either way nothing was
+    // tried since the last ZMQ_EVENTS, unless the queue was empty (then skip the retry).
+    const justFailed = this.#sendJobs.length === 0;
     return new Promise<void>((resolve, reject) => {
       this.#sendJobs.push({ frames: list, index, resolve, reject });
-      this.#kick();
+      this.#kick(justFailed && this.#recvWaiters.length === 0);
     });
   }
 
@@ -351,9 +354,10 @@ export class Socket implements Pollable {
         return Promise.resolve(frames);
       }
     }
+    const justFailed = this.#recvWaiters.length === 0 && this.#sendJobs.length === 0;
     return new Promise<Uint8Array[]>((resolve, reject) => {
       this.#recvWaiters.push({ resolve, reject });
-      this.#kick();
+      this.#kick(justFailed);
     });
   }
 
@@ -369,7 +373,7 @@ export class Socket implements Pollable {
     for (const w of recv) w.reject(this.#closedError("receive"));
     for (const j of jobs) j.reject(this.#closedError("send"));
     // Out of the epoll set first, so the waiting thread never sees the fd libzmq is closing.
-    reactor.update(this, Need.Idle);
+    reactor.forget(this);
     zmq().zmq_close(this.#h);
   }
 
@@ -394,12 +398,14 @@ export class Socket implements Pollable {
    * what is left. Ends with a ZMQ_EVENTS check because ZMQ_FD only signals changes that
    * happen after libzmq last processed its command queue.
    */
-  service(): Need {
+  service(justFailed = false): Need {
     if (this.#closed) return Need.Idle;
     let idleRounds = 0;
+    // After a fast-path attempt that just returned EAGAIN, go straight to ZMQ_EVENTS.
+    let skip = justFailed;
     for (;;) {
       let progressed = false;
-      while (this.#recvWaiters.length > 0) {
+      while (!skip && this.#recvWaiters.length > 0) {
         let frames: Uint8Array[] | null;
         try {
           frames = this.#recvOne();
@@ -412,7 +418,7 @@ export class Socket implements Pollable {
         this.#recvWaiters.shift()!.resolve(frames);
         progressed = true;
       }
-      while (this.#sendJobs.length > 0) {
+      while (!skip && this.#sendJobs.length > 0) {
         const job = this.#sendJobs[0];
         let index: number;
         try {
@@ -432,6 +438,7 @@ export class Socket implements Pollable {
         job.resolve();
         progressed = true;
       }
+      skip = false;
       const wantIn = this.#recvWaiters.length > 0;
       const wantOut = this.#sendJobs.length > 0;
       if (!wantIn && !wantOut) return Need.Idle;
@@ -457,9 +464,19 @@ export class Socket implements Pollable {
 
   // ---- internals ----------------------------------------------------------------------------
 
+  /** Reactor callback for a socket without pending work whose fd fired: re-arm the fd. */
+  reset(): void {
+    if (this.#closed) return;
+    try {
+      this.#getInt(OPT.EVENTS, "getsockopt EVENTS");
+    } catch {
+      // Only re-arms the notification; a broken socket reports on its next operation.
+    }
+  }
+
   /** Services now and hands the socket to the reactor if work is left. */
-  #kick(): void {
-    reactor.update(this, this.service());
+  #kick(justFailed = false): void {
+    reactor.update(this, this.service(justFailed));
   }
 
   /**
