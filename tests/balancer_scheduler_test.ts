@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   type Assignment,
   ChunkScheduler,
+  Deque,
   type JobInfo,
 } from "../roles/balancer/chunk_scheduler.ts";
 import { ChunkState, randomUuid, type Uuid, uuidToHex } from "../wire/mod.ts";
@@ -313,4 +314,28 @@ Deno.test("scheduler: finished chunks are forgotten after 2 x rerunFinishedAfter
   assert.equal(s.stats().finished, 2);
   assert.equal(s.chunkState(j.job, 0).state, "unknown");
   assert.equal(s.chunkState(j.job, 3).state, "finished");
+});
+
+Deno.test("deque: both ends, removal near the front, order kept against an array model", () => {
+  const d = new Deque<number>();
+  const model: number[] = [];
+  let seed = 7;
+  const r = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+  for (let i = 0; i < 20_000; i++) {
+    const x = r();
+    if (x < 0.45) {
+      d.push(i);
+      model.push(i);
+    } else if (x < 0.6) {
+      d.unshift(i);
+      model.unshift(i);
+    } else if (model.length > 0) {
+      const k = Math.floor(r() * Math.min(model.length, 5));
+      assert.equal(d.removeAt(k), model.splice(k, 1)[0]);
+    }
+    assert.equal(d.length, model.length);
+  }
+  assert.deepEqual(d.toArray(), model);
+  assert.deepEqual(Deque.from(model).toArray(), model);
+  for (let i = 0; i < model.length; i += 97) assert.equal(d.at(i), model[i]);
 });

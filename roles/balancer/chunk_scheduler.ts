@@ -52,6 +52,8 @@ export interface ChunkTask {
   avoid: Map<string, number> | null;
   /** When it was last placed on a worker (0 while never placed). */
   placedAtMs: number;
+  /** Key of the worker it is placed on; "" while queued. */
+  worker: string;
 }
 
 /** What the scheduler knows of one worker. */
@@ -124,16 +126,24 @@ export interface SchedulerState {
     lastAssignSeq: number;
     running: string[];
   }[];
-  jobs: { key: string; info: JobInfo; queue: string[]; runningCount: number }[];
-  tasks: {
-    jobKey: string;
-    chunkIndex: number;
-    attempt: number;
-    avoid: [string, number][];
-    placedAtMs: number;
+  jobs: {
+    key: string;
+    info: JobInfo;
+    /** Chunk indexes, front first. */
+    queue: number[];
+    runningCount: number;
+    tasks: {
+      chunkIndex: number;
+      attempt: number;
+      avoid: [string, number][];
+      placedAtMs: number;
+      worker: string;
+    }[];
   }[];
-  /** [chunk key, attempt, state, atMs]. */
-  finished: [string, number, number, number][];
+  /** Per job key: [chunk index, attempt, state, atMs]. */
+  finished: [string, [number, number, number, number][]][];
+  /** [job key, chunk index, atMs] in finishing order (for pruning). */
+  finishOrder: [string, number, number][];
   jobOrder: string[];
   jobCursor: number;
   assignSeq: number;
@@ -155,6 +165,8 @@ interface JobEntry {
   queue: Deque<ChunkTask>;
   /** Chunks of this job currently on some worker. */
   runningCount: number;
+  /** Every queued or running chunk of the job, by index (numbers: cheap for huge jobs). */
+  tasks: Map<number, ChunkTask>;
 }
 
 interface FinishedEntry {
@@ -245,11 +257,11 @@ export class ChunkScheduler {
   /** Members of #jobOrder, so a job is never listed twice. */
   #inOrder = new Set<string>();
   #jobCursor = 0;
-  /** Where each queued/running chunk is: chunk key -> worker key or "" when queued. */
-  #where = new Map<string, string>();
-  /** Current attempt of every queued/running chunk. */
-  #tasks = new Map<string, ChunkTask>();
-  #finished = new Map<string, FinishedEntry>();
+  /** Finished chunks: job key -> chunk index -> result. */
+  #finished = new Map<string, Map<number, FinishedEntry>>();
+  #finishedCount = 0;
+  /** Finishes in order, for pruning the oldest: [job key, chunk index, atMs]. */
+  #finishOrder = new Deque<[string, number, number]>();
   #assignSeq = 0;
 
   constructor(opts: SchedulerOptions) {
@@ -385,7 +397,7 @@ export class ChunkScheduler {
       w.running.delete(ck);
       // A new attempt number, so a late chunk_finished of the lost attempt is recognised as stale.
       t.attempt++;
-      this.#where.set(ck, "");
+      t.worker = "";
       const job = this.#jobs.get(t.jobKey)!;
       job.runningCount--;
       this.#enqueue(job, t, true);
@@ -420,15 +432,15 @@ export class ChunkScheduler {
     }
     const jobKey = uuidToHex(info.job);
     let job = this.#jobs.get(jobKey);
+    const fins = this.#finished.get(jobKey);
     let queued = 0;
     let ignored = 0;
     for (const c of chunks) {
-      const ck = chunkKey(jobKey, c.chunkIndex);
-      if (this.#where.has(ck)) {
+      if (job?.tasks.has(c.chunkIndex)) {
         ignored++;
         continue;
       }
-      const fin = this.#finished.get(ck);
+      const fin = fins?.get(c.chunkIndex);
       let attempt = c.attempt;
       if (fin) {
         const rerun = this.opts.rerunFinishedAfterMs > 0 &&
@@ -438,10 +450,17 @@ export class ChunkScheduler {
           continue;
         }
         attempt = Math.max(attempt, fin.attempt + 1);
-        this.#finished.delete(ck);
+        fins!.delete(c.chunkIndex);
+        this.#finishedCount--;
+        if (fins!.size === 0) this.#finished.delete(jobKey);
       }
       if (!job) {
-        job = { info: { ...info, job: info.job.slice() }, queue: new Deque(), runningCount: 0 };
+        job = {
+          info: { ...info, job: info.job.slice() },
+          queue: new Deque(),
+          runningCount: 0,
+          tasks: new Map(),
+        };
         this.#jobs.set(jobKey, job);
       }
       const t: ChunkTask = {
@@ -450,9 +469,9 @@ export class ChunkScheduler {
         attempt,
         avoid: null,
         placedAtMs: 0,
+        worker: "",
       };
-      this.#tasks.set(ck, t);
-      this.#where.set(ck, "");
+      job.tasks.set(c.chunkIndex, t);
       this.#enqueue(job, t, false);
       queued++;
     }
@@ -485,11 +504,10 @@ export class ChunkScheduler {
   refused(workerId: Uuid, job: Uuid, chunkIndex: number, attempt: number, nowMs: number): boolean {
     const hit = this.#placedOn(workerId, job, chunkIndex, attempt);
     if (!hit) return false;
-    const { w, t, ck } = hit;
+    const { w, t, ck, je } = hit;
     w.running.delete(ck);
     (t.avoid ??= new Map()).set(w.key, nowMs + this.opts.refuseBackoffMs);
-    this.#where.set(ck, "");
-    const je = this.#jobs.get(t.jobKey)!;
+    t.worker = "";
     je.runningCount--;
     // Same attempt: the worker never started it.
     this.#enqueue(je, t, true);
@@ -503,12 +521,11 @@ export class ChunkScheduler {
   unconfirmed(workerId: Uuid, job: Uuid, chunkIndex: number, attempt: number, nowMs: number) {
     const hit = this.#placedOn(workerId, job, chunkIndex, attempt);
     if (!hit) return false;
-    const { w, t, ck } = hit;
+    const { w, t, ck, je } = hit;
     w.running.delete(ck);
     t.attempt++;
     (t.avoid ??= new Map()).set(w.key, nowMs + this.opts.refuseBackoffMs);
-    this.#where.set(ck, "");
-    const je = this.#jobs.get(t.jobKey)!;
+    t.worker = "";
     je.runningCount--;
     this.#enqueue(je, t, true);
     return true;
@@ -533,12 +550,14 @@ export class ChunkScheduler {
       if (w && w.phantom > 0) w.phantom--;
       return false;
     }
-    const { w, t, ck } = hit;
+    const { w, t, ck, je } = hit;
     w.running.delete(ck);
-    this.#where.delete(ck);
-    this.#tasks.delete(ck);
-    this.#finished.set(ck, { attempt, state, atMs: nowMs });
-    const je = this.#jobs.get(t.jobKey)!;
+    je.tasks.delete(chunkIndex);
+    let fins = this.#finished.get(t.jobKey);
+    if (!fins) this.#finished.set(t.jobKey, fins = new Map());
+    fins.set(chunkIndex, { attempt, state, atMs: nowMs });
+    this.#finishedCount++;
+    this.#finishOrder.push([t.jobKey, chunkIndex, nowMs]);
     je.runningCount--;
     this.#maybeForgetJob(t.jobKey, je);
     return true;
@@ -550,36 +569,42 @@ export class ChunkScheduler {
    * so keeping them longer would only grow memory. (Never with re-runs disabled.)
    */
   prunable(nowMs: number): boolean {
-    if (this.opts.rerunFinishedAfterMs <= 0) return false;
-    const first = this.#finished.values().next();
-    return !first.done && nowMs - first.value.atMs >= 2 * this.opts.rerunFinishedAfterMs;
+    if (this.opts.rerunFinishedAfterMs <= 0 || this.#finishOrder.length === 0) return false;
+    return nowMs - this.#finishOrder.at(0)[2] >= 2 * this.opts.rerunFinishedAfterMs;
   }
 
   /** Forgets finished chunks older than 2 × rerunFinishedAfterMs; returns how many. */
   pruneFinished(nowMs: number): number {
     let n = 0;
-    // Entries are in finishing order, so the old ones are at the front.
+    // Finishes are in order, so the old ones are at the front. An entry whose chunk re-ran
+    // since has a newer finish (or none): skip it.
     while (this.prunable(nowMs)) {
-      this.#finished.delete(this.#finished.keys().next().value!);
+      const [jobKey, idx, at] = this.#finishOrder.removeAt(0);
+      const fins = this.#finished.get(jobKey);
+      if (fins?.get(idx)?.atMs !== at) continue;
+      fins.delete(idx);
+      if (fins.size === 0) this.#finished.delete(jobKey);
+      this.#finishedCount--;
       n++;
     }
     return n;
   }
 
   #placedOn(workerId: Uuid, job: Uuid, chunkIndex: number, attempt: number) {
-    const ck = chunkKey(uuidToHex(job), chunkIndex);
+    const jobKey = uuidToHex(job);
+    const je = this.#jobs.get(jobKey);
+    const t = je?.tasks.get(chunkIndex);
     const wk = uuidToHex(workerId);
-    if (this.#where.get(ck) !== wk) return null;
+    if (!je || !t || t.worker !== wk || t.attempt !== attempt) return null;
     const w = this.#workers.get(wk);
-    const t = w?.running.get(ck);
-    if (!w || !t || t.attempt !== attempt) return null;
-    return { w, t, ck };
+    if (!w) return null;
+    return { w, t, ck: chunkKey(jobKey, chunkIndex), je };
   }
 
   #maybeForgetJob(jobKey: string, je: JobEntry): void {
     // Drop the program bytes once nothing of the job is left to run; a later re-dispatch
     // carries them again.
-    if (je.queue.length === 0 && je.runningCount === 0) this.#jobs.delete(jobKey);
+    if (je.tasks.size === 0) this.#jobs.delete(jobKey);
   }
 
   // ------------------------------------------------------------------------------------------
@@ -656,8 +681,8 @@ export class ChunkScheduler {
       const ck = chunkKey(t.jobKey, t.chunkIndex);
       w.running.set(ck, t);
       t.placedAtMs = nowMs;
+      t.worker = w.key;
       w.lastAssignSeq = ++this.#assignSeq;
-      this.#where.set(ck, w.key);
       je.runningCount++;
       // The worker fetches the inputs to run it, so it will hold them from now on.
       for (const f of je.info.inputFiles) w.files.add(uuidToHex(f.id));
@@ -714,17 +739,20 @@ export class ChunkScheduler {
       jobs: [...this.#jobs.entries()].map(([key, j]) => ({
         key,
         info: j.info,
-        queue: j.queue.toArray().map((t) => chunkKey(t.jobKey, t.chunkIndex)),
+        queue: j.queue.toArray().map((t) => t.chunkIndex),
         runningCount: j.runningCount,
+        tasks: [...j.tasks.values()].map((t) => ({
+          chunkIndex: t.chunkIndex,
+          attempt: t.attempt,
+          avoid: t.avoid ? [...t.avoid.entries()] : [],
+          placedAtMs: t.placedAtMs,
+          worker: t.worker,
+        })),
       })),
-      tasks: [...this.#tasks.values()].map((t) => ({
-        jobKey: t.jobKey,
-        chunkIndex: t.chunkIndex,
-        attempt: t.attempt,
-        avoid: t.avoid ? [...t.avoid.entries()] : [],
-        placedAtMs: t.placedAtMs,
-      })),
-      finished: [...this.#finished.entries()].map(([k, f]) => [k, f.attempt, f.state, f.atMs]),
+      finished: [...this.#finished.entries()].map((
+        [k, m],
+      ) => [k, [...m.entries()].map(([i, f]) => [i, f.attempt, f.state, f.atMs])]),
+      finishOrder: this.#finishOrder.toArray().map((x) => [...x]),
       jobOrder: [...this.#jobOrder],
       jobCursor: this.#jobCursor,
       assignSeq: this.#assignSeq,
@@ -734,15 +762,31 @@ export class ChunkScheduler {
   /** Replaces this scheduler's whole state (and options) with an exported one. */
   importState(st: SchedulerState): void {
     Object.assign(this.opts, st.opts);
-    this.#tasks = new Map();
-    this.#where = new Map();
-    for (const t of st.tasks) {
-      const ck = chunkKey(t.jobKey, t.chunkIndex);
-      this.#tasks.set(ck, { ...t, avoid: t.avoid.length > 0 ? new Map(t.avoid) : null });
-      this.#where.set(ck, "");
+    this.#jobs = new Map();
+    for (const j of st.jobs) {
+      const tasks = new Map<number, ChunkTask>();
+      for (const t of j.tasks) {
+        tasks.set(t.chunkIndex, {
+          ...t,
+          jobKey: j.key,
+          avoid: t.avoid.length > 0 ? new Map(t.avoid) : null,
+        });
+      }
+      const task = (i: number) => {
+        const t = tasks.get(i);
+        if (!t) throw new SchedulerError("bad_request", `snapshot: chunk ${j.key}/${i} lost`);
+        return t;
+      };
+      this.#jobs.set(j.key, {
+        info: j.info,
+        queue: Deque.from(j.queue.map(task)),
+        runningCount: j.runningCount,
+        tasks,
+      });
     }
     const task = (ck: string) => {
-      const t = this.#tasks.get(ck);
+      const slash = ck.lastIndexOf("/");
+      const t = this.#jobs.get(ck.slice(0, slash))?.tasks.get(Number(ck.slice(slash + 1)));
       if (!t) throw new SchedulerError("bad_request", `snapshot: chunk ${ck} has no task`);
       return t;
     };
@@ -750,10 +794,7 @@ export class ChunkScheduler {
     for (const w of st.workers) {
       const key = uuidToHex(w.id);
       const running = new Map<string, ChunkTask>();
-      for (const ck of w.running) {
-        running.set(ck, task(ck));
-        this.#where.set(ck, key);
-      }
+      for (const ck of w.running) running.set(ck, task(ck));
       this.#workers.set(key, {
         id: w.id,
         key,
@@ -767,17 +808,15 @@ export class ChunkScheduler {
         running,
       });
     }
-    this.#jobs = new Map();
-    for (const j of st.jobs) {
-      this.#jobs.set(j.key, {
-        info: j.info,
-        queue: Deque.from(j.queue.map(task)),
-        runningCount: j.runningCount,
-      });
+    this.#finished = new Map();
+    this.#finishedCount = 0;
+    for (const [k, list] of st.finished) {
+      const m = new Map<number, FinishedEntry>();
+      for (const [i, attempt, state, atMs] of list) m.set(i, { attempt, state, atMs });
+      this.#finished.set(k, m);
+      this.#finishedCount += m.size;
     }
-    this.#finished = new Map(
-      st.finished.map(([k, attempt, state, atMs]) => [k, { attempt, state, atMs }]),
-    );
+    this.#finishOrder = Deque.from(st.finishOrder.map((x) => [...x] as [string, number, number]));
     this.#jobOrder = [...st.jobOrder];
     this.#inOrder = new Set(st.jobOrder);
     this.#jobCursor = st.jobCursor;
@@ -805,7 +844,7 @@ export class ChunkScheduler {
       freeSlots: free,
       queued,
       running,
-      finished: this.#finished.size,
+      finished: this.#finishedCount,
       jobs: this.#jobs.size,
     };
   }
@@ -815,13 +854,11 @@ export class ChunkScheduler {
     job: Uuid,
     chunkIndex: number,
   ): { state: "queued" | "running" | "finished" | "unknown"; worker?: string; attempt?: number } {
-    const ck = chunkKey(uuidToHex(job), chunkIndex);
-    const where = this.#where.get(ck);
-    if (where === "") return { state: "queued", attempt: this.#tasks.get(ck)!.attempt };
-    if (where !== undefined) {
-      return { state: "running", worker: where, attempt: this.#tasks.get(ck)!.attempt };
-    }
-    const fin = this.#finished.get(ck);
+    const jobKey = uuidToHex(job);
+    const t = this.#jobs.get(jobKey)?.tasks.get(chunkIndex);
+    if (t && t.worker === "") return { state: "queued", attempt: t.attempt };
+    if (t) return { state: "running", worker: t.worker, attempt: t.attempt };
+    const fin = this.#finished.get(jobKey)?.get(chunkIndex);
     if (fin) return { state: "finished", attempt: fin.attempt };
     return { state: "unknown" };
   }
