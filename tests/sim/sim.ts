@@ -22,6 +22,7 @@ import type {
   Message,
   NodeId,
   PersistedState,
+  Ready,
   Snapshot,
 } from "../../roles/master/raft/mod.ts";
 import { decodeCommand, encodeCommand, KvStateMachine } from "./kv.ts";
@@ -173,6 +174,8 @@ class SimNode {
   /** Probability of ticking at each tick slot: models slow or skewed clocks. */
   tickRate = 1;
   commitSeen = 0;
+  /** A Ready whose writes are issued but whose fsync completes at step `at`. */
+  inflight: { rd: Ready; at: number; leaderTerm: number } | null = null;
   constructor(readonly id: NodeId, readonly initial: boolean) {}
 }
 
@@ -219,6 +222,7 @@ class Sim {
   transferP: number;
   confP: number;
   preVote: boolean;
+  asyncPersist: boolean;
   maxEntries: number;
   maxInflight: number;
   checkQuorum: boolean;
@@ -280,6 +284,7 @@ class Sim {
     // Spare nodes run as empty joiners so membership changes can add them.
     const nodeIds = this.confP > 0 ? ALL_IDS : initial;
     const skew = r() < 0.5;
+    this.asyncPersist = r() < 0.5;
     for (const id of nodeIds) {
       const n = new SimNode(id, initial.includes(id));
       if (skew) n.tickRate = 0.6 + 0.4 * r();
@@ -342,6 +347,9 @@ class Sim {
   }
 
   crash(n: SimNode, ticks: number): void {
+    // Whatever was written but not fsync'd may be partly or wholly lost.
+    n.storage.crash(this.rnd);
+    n.inflight = null;
     n.raw = null;
     n.restartAt = this.now + ticks * STEPS_PER_TICK;
     n.pendingPuts.clear();
@@ -349,70 +357,95 @@ class Sim {
     n.readyReads = [];
   }
 
-  /** Handles every pending Ready of a node (persist → send → apply → advance). */
+  /**
+   * Handles pending Readies of a node. Synchronous mode: persist → send → apply → advance in
+   * one go. Async mode (the README's pump): the fsync completes some steps later, and the node
+   * keeps stepping messages and ticking in between; a crash meanwhile loses unsynced writes.
+   */
   process(n: SimNode): void {
+    if (this.asyncPersist) {
+      if (n.raw && !n.inflight && n.raw.hasReady()) this.beginReady(n);
+      return;
+    }
     while (n.raw && n.raw.hasReady()) {
-      const raw = n.raw;
-      const rd = raw.ready();
-      // Log matching: every (index, term) persisted anywhere must name one entry, with one
-      // predecessor term.
-      for (const e of rd.entries) {
-        const prev = raw.log.term(e.index - 1);
-        const k = `${e.index}:${e.term}`;
-        const v = `${prev}|${e.type}|${dataStr(e.data)}`;
-        const seen = this.logIndex.get(k);
-        if (seen === undefined) this.logIndex.set(k, v);
-        else if (seen !== v && prev !== undefined && !seen.startsWith("undefined")) {
-          this.fail(`log matching: ${n.id} entry ${k} is ${v}, elsewhere ${seen}`);
-        }
-      }
-      const ops: PersistOp[] = [];
-      if (rd.snapshot) ops.push({ kind: "snap", snap: rd.snapshot });
-      if (rd.entries.length) ops.push({ kind: "ents", ents: rd.entries });
-      if (rd.hardState) ops.push({ kind: "hs", hs: rd.hardState });
-      for (const op of ops) n.storage.write(op);
-      if (ops.length && this.persistCrashP > 0 && !this.healed && this.rnd() < this.persistCrashP) {
+      const rd = this.beginReady(n);
+      const durable = rd.snapshot || rd.entries.length || rd.hardState;
+      if (durable && this.persistCrashP > 0 && !this.healed && this.rnd() < this.persistCrashP) {
         // Crash before fsync returns: none of this Ready's messages were sent.
-        n.storage.crash(this.rnd);
         this.stats.persistCrashes++;
         this.crash(n, 2 + Math.floor(this.rnd() * 30));
         return;
       }
-      n.storage.sync();
-      if (rd.hardState) {
-        const st = raw.status();
-        if (st.role === "leader") {
-          for (let i = n.commitSeen + 1; i <= rd.hardState.commit; i++) {
-            if (!this.commitTerm.has(i)) this.commitTerm.set(i, st.term);
-          }
-        }
-        n.commitSeen = Math.max(n.commitSeen, rd.hardState.commit);
-      }
-      for (const m of rd.messages) this.sendRaft(m);
-      if (rd.softState?.role === "leader") this.onLeader(n);
-      if (rd.snapshot) {
-        const s = rd.snapshot;
-        const c = this.committed.get(s.index);
-        if (c && c.term !== s.term) {
-          this.fail(`${n.id} installed snapshot ${s.index}@${s.term}, committed term ${c.term}`);
-        }
-        n.sm = KvStateMachine.restore(s.data);
-        n.applied = s.index;
-        this.stats.snapshotsInstalled++;
-      }
-      for (const e of rd.committedEntries) this.applyEntry(n, e);
-      for (const rs of rd.readStates) {
-        const key = dataStr(rs.ctx);
-        const req = n.pendingReads.get(key);
-        if (req) {
-          n.pendingReads.delete(key);
-          n.readyReads.push({ index: rs.index, req });
-        }
-      }
-      raw.advance();
-      this.serveReads(n);
-      this.maybeCompact(n);
+      this.finishReady(n);
     }
+  }
+
+  /** Takes a Ready and issues its writes (not yet durable). */
+  beginReady(n: SimNode): Ready {
+    const raw = n.raw!;
+    const rd = raw.ready();
+    // Log matching: every (index, term) persisted anywhere must name one entry, with one
+    // predecessor term.
+    for (const e of rd.entries) {
+      const prev = raw.log.term(e.index - 1);
+      const k = `${e.index}:${e.term}`;
+      const v = `${prev}|${e.type}|${dataStr(e.data)}`;
+      const seen = this.logIndex.get(k);
+      if (seen === undefined) this.logIndex.set(k, v);
+      else if (seen !== v && prev !== undefined && !seen.startsWith("undefined")) {
+        this.fail(`log matching: ${n.id} entry ${k} is ${v}, elsewhere ${seen}`);
+      }
+    }
+    if (rd.snapshot) n.storage.write({ kind: "snap", snap: rd.snapshot });
+    if (rd.entries.length) n.storage.write({ kind: "ents", ents: rd.entries });
+    if (rd.hardState) n.storage.write({ kind: "hs", hs: rd.hardState });
+    const st = raw.status();
+    n.inflight = {
+      rd,
+      at: this.now + 1 + Math.floor(this.rnd() * 4),
+      leaderTerm: st.role === "leader" ? st.term : 0,
+    };
+    return rd;
+  }
+
+  /** fsync done: send, install, apply, serve reads, advance, maybe compact. */
+  finishReady(n: SimNode): void {
+    const { rd, leaderTerm } = n.inflight!;
+    n.inflight = null;
+    const raw = n.raw!;
+    n.storage.sync();
+    if (rd.hardState) {
+      if (leaderTerm > 0) {
+        for (let i = n.commitSeen + 1; i <= rd.hardState.commit; i++) {
+          if (!this.commitTerm.has(i)) this.commitTerm.set(i, leaderTerm);
+        }
+      }
+      n.commitSeen = Math.max(n.commitSeen, rd.hardState.commit);
+    }
+    for (const m of rd.messages) this.sendRaft(m);
+    if (rd.softState?.role === "leader") this.onLeader(n);
+    if (rd.snapshot) {
+      const s = rd.snapshot;
+      const c = this.committed.get(s.index);
+      if (c && c.term !== s.term) {
+        this.fail(`${n.id} installed snapshot ${s.index}@${s.term}, committed term ${c.term}`);
+      }
+      n.sm = KvStateMachine.restore(s.data);
+      n.applied = s.index;
+      this.stats.snapshotsInstalled++;
+    }
+    for (const e of rd.committedEntries) this.applyEntry(n, e);
+    for (const rs of rd.readStates) {
+      const key = dataStr(rs.ctx);
+      const req = n.pendingReads.get(key);
+      if (req) {
+        n.pendingReads.delete(key);
+        n.readyReads.push({ index: rs.index, req });
+      }
+    }
+    raw.advance();
+    this.serveReads(n);
+    this.maybeCompact(n);
   }
 
   applyEntry(n: SimNode, e: Entry): void {
@@ -717,6 +750,17 @@ class Sim {
     // the random tie-break).
     const due: InFlight[] = [];
     const rest: InFlight[] = [];
+    for (const n of this.nodes.values()) {
+      if (n.inflight && n.inflight.at <= this.now) {
+        if (!this.healed && this.persistCrashP > 0 && this.rnd() < this.persistCrashP) {
+          this.stats.persistCrashes++;
+          this.crash(n, 2 + Math.floor(this.rnd() * 30));
+          continue;
+        }
+        this.finishReady(n);
+        this.process(n);
+      }
+    }
     for (const f of this.net) (f.at <= this.now ? due : rest).push(f);
     this.net = rest;
     due.sort((a, b) => a.at - b.at || a.order - b.order);
