@@ -167,6 +167,12 @@ interface JobEntry {
   runningCount: number;
   /** Every queued or running chunk of the job, by index (numbers: cheap for huge jobs). */
   tasks: Map<number, ChunkTask>;
+  /** Hex ids of the input files with their sizes, computed once per job (locality checks). */
+  inputs: { key: string; size: number }[];
+}
+
+function inputKeys(info: JobInfo): { key: string; size: number }[] {
+  return info.inputFiles.map((f) => ({ key: uuidToHex(f.id), size: f.size }));
 }
 
 interface FinishedEntry {
@@ -457,6 +463,7 @@ export class ChunkScheduler {
       if (!job) {
         job = {
           info: { ...info, job: info.job.slice() },
+          inputs: inputKeys(info),
           queue: new Deque(),
           runningCount: 0,
           tasks: new Map(),
@@ -675,7 +682,7 @@ export class ChunkScheduler {
     const scan = Math.min(je.queue.length, 64);
     for (let qi = 0; qi < scan; qi++) {
       const t = je.queue.at(qi);
-      const w = this.#bestWorker(je.info.inputFiles, t, nowMs);
+      const w = this.#bestWorker(je.inputs, t, nowMs);
       if (!w) continue;
       je.queue.removeAt(qi);
       const ck = chunkKey(t.jobKey, t.chunkIndex);
@@ -685,13 +692,17 @@ export class ChunkScheduler {
       w.lastAssignSeq = ++this.#assignSeq;
       je.runningCount++;
       // The worker fetches the inputs to run it, so it will hold them from now on.
-      for (const f of je.info.inputFiles) w.files.add(uuidToHex(f.id));
+      for (const f of je.inputs) w.files.add(f.key);
       return { worker: w, job: je.info, chunkIndex: t.chunkIndex, attempt: t.attempt };
     }
     return null;
   }
 
-  #bestWorker(inputs: FileEntry[], t: ChunkTask, nowMs: number): WorkerInfo | null {
+  #bestWorker(
+    inputs: { key: string; size: number }[],
+    t: ChunkTask,
+    nowMs: number,
+  ): WorkerInfo | null {
     let best: WorkerInfo | null = null;
     let bestBytes = -1;
     let bestFree = -1;
@@ -701,7 +712,7 @@ export class ChunkScheduler {
       const until = t.avoid?.get(w.key);
       if (until !== undefined && until > nowMs) continue;
       let bytes = 0;
-      for (const f of inputs) if (w.files.has(uuidToHex(f.id))) bytes += f.size;
+      for (const f of inputs) if (w.files.has(f.key)) bytes += f.size;
       const better = bytes > bestBytes ||
         (bytes === bestBytes && free > bestFree) ||
         (bytes === bestBytes && free === bestFree && w.lastAssignSeq < best!.lastAssignSeq);
@@ -779,6 +790,7 @@ export class ChunkScheduler {
       };
       this.#jobs.set(j.key, {
         info: j.info,
+        inputs: inputKeys(j.info),
         queue: Deque.from(j.queue.map(task)),
         runningCount: j.runningCount,
         tasks,
