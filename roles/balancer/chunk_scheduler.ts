@@ -255,6 +255,7 @@ export function chunkKey(jobKey: string, chunkIndex: number): string {
 
 /** The balancer's scheduling state machine (see module doc). */
 export class ChunkScheduler {
+  /** Effective options (defaults filled in; a standby adopts its primary's on snapshot). */
   readonly opts: Required<SchedulerOptions>;
   #workers = new Map<string, WorkerInfo>();
   #jobs = new Map<string, JobEntry>();

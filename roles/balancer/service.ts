@@ -70,7 +70,9 @@ export interface BalancerCounters {
 
 /** Serves balancer requests and drives the scheduler; see module doc. */
 export class BalancerService {
+  /** The scheduling state machine this service drives. */
   readonly scheduler: ChunkScheduler;
+  /** What the service did so far. */
   readonly counters: BalancerCounters = {
     dispatches: 0,
     pushed: 0,
