@@ -186,6 +186,8 @@ interface ClientState {
   cur: { op: Operation; req: ClientReq; deadline: number; target: NodeId } | null;
   nextAt: number;
   leaderGuess: NodeId | null;
+  /** Round-robin cursor over nodes for retries without a leader hint. */
+  rr: number;
 }
 
 /** Runs one seed; never throws (violations are reported in the result). */
@@ -299,6 +301,7 @@ class Sim {
         cur: null,
         nextAt: Math.floor(r() * 20),
         leaderGuess: null,
+        rr: Math.floor(r() * 5),
       });
     }
   }
@@ -638,7 +641,9 @@ class Sim {
   clientRetry(c: ClientState, target: NodeId | null): void {
     const cur = c.cur!;
     const ids = [...this.nodes.keys()];
-    cur.target = target && this.nodes.has(target) ? target : this.pick(ids);
+    // Without a hint, cycle through the nodes (from a random start) so a client cannot miss
+    // the leader forever.
+    cur.target = target && this.nodes.has(target) ? target : ids[c.rr++ % ids.length];
     cur.req = { ...cur.req, attempt: cur.req.attempt + 1 };
     cur.deadline = this.now + CLIENT_TIMEOUT_TICKS * STEPS_PER_TICK;
     this.enqueue({ from: c.id, to: cur.target, req: cur.req });
@@ -791,14 +796,17 @@ class Sim {
     const faultSteps = this.faultTicks * STEPS_PER_TICK;
     while (this.now < faultSteps) this.stepOnce();
     this.heal();
-    const deadline = this.now + this.livenessTicks * STEPS_PER_TICK;
+    // Without pre-vote, a node with a stale log/config can keep winning the timer race and
+    // bumping terms (split votes are only made unlikely by randomization): allow more time.
+    const bound = this.preVote ? this.livenessTicks : this.livenessTicks * 3;
+    const deadline = this.now + bound * STEPS_PER_TICK;
     while (this.now < deadline) {
       this.stepOnce();
       if (this.clients.every((c) => c.cur === null) && this.hasVoterLeader()) break;
     }
     if (!this.hasVoterLeader()) {
       this.fail(
-        `liveness: no leader ${this.livenessTicks} ticks after healing\n${this.describe()}`,
+        `liveness: no leader ${bound} ticks after healing\n${this.describe()}`,
       );
     }
     const stuck = this.clients.filter((c) => c.cur !== null);
@@ -806,7 +814,7 @@ class Sim {
       this.fail(
         `liveness: ${
           stuck.map((c) => `${c.id} op ${c.cur!.req.kind} seq ${c.cur!.req.seq}`).join(", ")
-        } not done ${this.livenessTicks} ticks after healing\n${this.describe()}`,
+        } not done ${bound} ticks after healing\n${this.describe()}`,
       );
     }
     // Reads that never answered have no effect: drop them; puts may or may not have happened.
