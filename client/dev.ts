@@ -54,6 +54,7 @@ export async function runDev(args: string[]): Promise<number> {
     workers: Number(values.workers),
     masters: Number(values.masters),
     slotsPerWorker: Number(values.slots),
+    standbyBalancer: true,
   });
   let stopping = false;
   const shutdown = async () => {

@@ -12,6 +12,8 @@ export interface LocalClusterOptions {
   /** Number of masters: 1 runs a lone master; 3 or 5 a Raft group. */
   masters?: number;
   slotsPerWorker?: number;
+  /** Also start a hot-standby balancer (`balancer2`) that takes over when the primary dies. */
+  standbyBalancer?: boolean;
   /** Worker cache size, bytes. */
   cacheBytes?: number;
   /** Extra flags per role, e.g. { master: ["--redispatch-ms", "500"] }. */
@@ -68,8 +70,20 @@ export class LocalCluster {
         "--data",
         `${dataDir}/balancer`,
       ]);
+      let balancers = balancer.endpoint;
+      if (opts.standbyBalancer) {
+        const standby = await c.spawn("balancer2", "balancer", [
+          "--listen",
+          "tcp://127.0.0.1:0",
+          "--data",
+          `${dataDir}/balancer2`,
+          "--standby-of",
+          balancer.endpoint,
+        ]);
+        balancers += `,${standby.endpoint}`;
+      }
       const n = opts.masters ?? 1;
-      const common = ["--balancer", balancer.endpoint, "--storage", storage.endpoint];
+      const common = ["--balancer", balancers, "--storage", storage.endpoint];
       let masters: ClusterProcess[];
       if (n === 1) {
         masters = [
@@ -101,7 +115,7 @@ export class LocalCluster {
       }
       c.info = {
         masters: masters.map((m) => m.endpoint),
-        balancer: balancer.endpoint,
+        balancer: balancers,
         storage: storage.endpoint,
       };
       await Promise.all(

@@ -263,3 +263,33 @@ Deno.test("e2e: a 256 MiB input read through the mount keeps worker and storage 
     assert.ok(storage < 200, `storage peak RSS ${storage.toFixed(0)} MiB`);
   });
 });
+
+Deno.test("e2e: the standby balancer takes over when the primary is killed mid-job", async () => {
+  await withCluster(
+    { workers: 2, slotsPerWorker: 2, standbyBalancer: true },
+    async (cluster, client) => {
+      const job = await client.submit({
+        program: enc.encode('#!/bin/sh\nsleep 0.2\necho "$DSYS_CHUNK_INDEX"\n'),
+        programName: "slow.sh",
+        argument: "",
+        chunks: 24,
+        inputs: [],
+        timeLimitMs: 30_000,
+      });
+      for (;;) {
+        const s = await client.status(job);
+        if (s.done >= 4) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await cluster.kill("balancer");
+      const s = await client.waitForJob(job);
+      assert.equal(s.state, ChunkState.Succeeded);
+      for (const c of s.chunks) {
+        const out = c.outputs.find((o) => o.name === "stdout")!;
+        assert.equal(dec.decode(await client.storage.getBytes(out.id)), `${c.chunkIndex}\n`);
+      }
+      const log = await Deno.readTextFile(`${cluster.dataDir}/logs/balancer2.log`);
+      assert.match(log, /standby took over as primary/);
+    },
+  );
+});

@@ -17,6 +17,7 @@ import { decodeCommand } from "./commands.ts";
 import { type ReplicatedLog, SingleNodeLog } from "./replicated_log.ts";
 import { MasterService } from "./service.ts";
 import { RaftGroup } from "./raft_group.ts";
+import { BalancerClient } from "../balancer/client.ts";
 import { FileStorage } from "./raft/storage.ts";
 import { MEMBER_ID_RE } from "./member_id.ts";
 import { decodeSnapshot, encodeSnapshot } from "./snapshot.ts";
@@ -161,7 +162,12 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
       endpoint,
     );
   }
-  const balancer = new RpcClient(opts.balancer, { node: nodeId, timeoutMs: 5000, log });
+  // Primary first, then the standby (`--balancer P,S`): dispatches move on when one dies.
+  const balancer = new BalancerClient(opts.balancer.split(",").map((s) => s.trim()), {
+    node: nodeId,
+    timeoutMs: 5000,
+    log,
+  });
   const storage = new RpcClient(opts.storage, { node: nodeId, timeoutMs: 5000, log });
   service = new MasterService({
     node: nodeId,

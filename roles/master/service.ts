@@ -31,6 +31,7 @@ import { type JobRecord, JobTable } from "./job_table.ts";
 import { encodeCommand, specFromSubmit } from "./commands.ts";
 import type { ReplicatedLog } from "./replicated_log.ts";
 import type { RaftGroup } from "./raft_group.ts";
+import type { BalancerClient } from "../balancer/client.ts";
 import { MEMBER_ID_RE, memberEndpoint, memberName } from "./member_id.ts";
 
 /** Limits a submission is validated against. */
@@ -60,7 +61,7 @@ export interface MasterServiceDeps {
   log: Logger;
   table: JobTable;
   consensus: ReplicatedLog;
-  balancer: RpcClient;
+  balancer: BalancerClient;
   storage: RpcClient;
   limits?: Partial<SubmitLimits>;
   /** How often unfinished jobs are re-dispatched, ms. */
@@ -332,7 +333,7 @@ export class MasterService {
         endpoint: raft ? `${memberEndpoint(id)} (${memberName(id)})` : id,
       };
     });
-    const ask = async (c: RpcClient, role: number) => {
+    const ask = async (c: BalancerClient, role: number) => {
       try {
         const r = await c.request({ type: MessageType.NodeListRequest, node: this.#d.node }, 2000);
         if (r.type === MessageType.NodeListResponse) nodes.push(...r.nodes);

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { BalancerClient } from "../balancer/client.ts";
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import {
@@ -22,7 +23,7 @@ import {
   type WorkerRequest,
   type WorkerStatus,
 } from "../../wire/mod.ts";
-import { RequestError, RpcClient, RpcError } from "../../lib/rpc.ts";
+import { RequestError, RpcError } from "../../lib/rpc.ts";
 import { createLogger, type Logger } from "../../lib/log.ts";
 import { loadOrCreateNodeId } from "../../lib/node_id.ts";
 import { FuseMount, type FuseStats } from "../../fuse/mod.ts";
@@ -182,7 +183,7 @@ class Worker implements WorkerNode {
   #mount!: FuseMount;
   #storage!: StorageClient;
   #masters!: LeaderClient;
-  #balancer!: RpcClient;
+  #balancer!: BalancerClient;
   #chunks = new Map<string, Chunk>();
   /** Chunks per job directory in the mount, so a job's directory goes when its last chunk ends. */
   #jobRefs = new Map<string, number>();
@@ -244,7 +245,10 @@ class Worker implements WorkerNode {
       onFetchError: (id, e) => this.#onFetchError(id, e),
     });
     this.#masters = new LeaderClient(this.#opts.masters, { node: this.nodeId });
-    this.#balancer = new RpcClient(this.#opts.balancer, {
+    // Primary first, then the standby: requests move on when one stops answering.
+    this.#balancer = new BalancerClient(this.#opts.balancer.split(",").map((s) => s.trim()), {
+      // Registered state lives in the balancer we talked to: tell the new one who we are.
+      onSwitch: () => (this.#registered = false),
       node: this.nodeId,
       timeoutMs: 5000,
       // A stable routing id lets the balancer address pushes by our node id, even across
