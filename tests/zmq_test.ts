@@ -96,6 +96,19 @@ function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/** Fails instead of hanging when `p` does not settle in time (a regression would hang). */
+async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 Deno.test("zmq: version, capabilities, CURVE keypair", () => {
   const [major, minor] = zmqVersion();
   assert.ok(major === 4 && minor >= 3, `libzmq ${zmqVersion().join(".")}`);
@@ -336,6 +349,50 @@ Deno.test("zmq: HWM back-pressure with ROUTER_MANDATORY: sends wait, nothing dro
     const e = await rejectsWith(router.send([enc.encode("nobody"), body]), "EHOSTUNREACH");
     assert.match(e.message, /send failed on ROUTER socket/);
     assert.equal(e.errno, 113);
+  } finally {
+    await terminate();
+  }
+});
+
+Deno.test("zmq: a ROUTER peer at its HWM holds back only its own messages", async () => {
+  try {
+    const router = new Socket("ROUTER", { sndhwm: 2, sndbuf: 4096 });
+    const endpoint = router.bind("tcp://127.0.0.1:*");
+    const slow = new Socket("DEALER", { routingId: "slow", rcvhwm: 2, rcvbuf: 4096 });
+    const fast = new Socket("DEALER", { routingId: "fast" });
+    slow.connect(endpoint);
+    fast.connect(endpoint);
+    await slow.send(enc.encode("hi"));
+    await fast.send(enc.encode("hi"));
+    await router.receive();
+    await router.receive();
+    const body = new Uint8Array(16 << 10);
+    const N = 1000;
+    let slowDone = 0;
+    const slowSends: Promise<void>[] = [];
+    for (let i = 0; i < N; i++) {
+      const frame = body.slice();
+      new DataView(frame.buffer).setUint32(0, i, true);
+      slowSends.push(router.send([enc.encode("slow"), frame]).then(() => void slowDone++));
+    }
+    // 16 MiB for a peer that does not read: most of it has to wait...
+    await delay(100);
+    assert.ok(slowDone < N, "the slow peer absorbed everything");
+    // ...while messages to another peer, queued after them, still go through.
+    const fastSends: Promise<void>[] = [];
+    for (let i = 0; i < 100; i++) fastSends.push(router.send([enc.encode("fast"), seqFrame(i)]));
+    for (let i = 0; i < 100; i++) {
+      const [f] = await within(10_000, "message to the fast peer", fast.receive());
+      assert.equal(new DataView(f.buffer).getUint32(0, true), i);
+    }
+    await within(10_000, "sends to the fast peer", Promise.all(fastSends));
+    assert.ok(slowDone < N, "the slow peer's queue drained without a reader");
+    for (let i = 0; i < N; i++) {
+      const [f] = await slow.receive();
+      const seq = new DataView(f.buffer).getUint32(0, true);
+      if (seq !== i) assert.fail(`slow peer: expected ${i}, got ${seq}`);
+    }
+    await Promise.all(slowSends);
   } finally {
     await terminate();
   }

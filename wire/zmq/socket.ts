@@ -189,6 +189,11 @@ function toBytes(v: Bytes): Uint8Array {
   return typeof v === "string" ? encoder.encode(v) : v;
 }
 
+/** Map key for a ROUTER routing id (at most 255 bytes). */
+function peerKey(id: Uint8Array): string {
+  return String.fromCharCode.apply(null, id as unknown as number[]);
+}
+
 interface RecvWaiter {
   resolve(frames: Uint8Array[]): void;
   reject(e: unknown): void;
@@ -318,23 +323,31 @@ export class Socket implements Pollable {
       );
     }
     let index = 0;
-    if (this.#sendJobs.length === 0) {
+    const jobs = this.#sendJobs;
+    // Fast path when nothing queued could be overtaken: an empty queue or, on a ROUTER, no
+    // queued message for this peer and no multipart message half sent.
+    const canTry = jobs.length === 0 ||
+      (this.type === "ROUTER" && jobs[0].index === 0 && !this.#queuedFor(list[0]));
+    if (canTry) {
       try {
         index = this.#sendFrom(list, 0);
       } catch (e) {
         return Promise.reject(e);
       }
       if (index < 0) {
-        // The send may have consumed the fd's edge that a pending receive waits for.
-        if (this.#recvWaiters.length > 0) this.#kick();
+        // The send may have consumed the fd's edge that other pending work waits for.
+        if (this.#recvWaiters.length > 0 || jobs.length > 0) this.#kick();
         return RESOLVED;
       }
     }
     // Queued behind other sends, or the fast path just hit EAGAIN: either way nothing was
     // tried since the last ZMQ_EVENTS, unless the queue was empty (then skip the retry).
-    const justFailed = this.#sendJobs.length === 0;
+    const justFailed = jobs.length === 0;
     return new Promise<void>((resolve, reject) => {
-      this.#sendJobs.push({ frames: list, index, resolve, reject });
+      const job = { frames: list, index, resolve, reject };
+      // A half-sent multipart message must finish before anything else: keep it in front.
+      if (index > 0) jobs.unshift(job);
+      else jobs.push(job);
       this.#kick(justFailed && this.#recvWaiters.length === 0);
     });
   }
@@ -418,26 +431,7 @@ export class Socket implements Pollable {
         this.#recvWaiters.shift()!.resolve(frames);
         progressed = true;
       }
-      while (!skip && this.#sendJobs.length > 0) {
-        const job = this.#sendJobs[0];
-        let index: number;
-        try {
-          index = this.#sendFrom(job.frames, job.index);
-        } catch (e) {
-          this.#sendJobs.shift();
-          job.reject(e);
-          progressed = true;
-          continue;
-        }
-        if (index >= 0) {
-          if (index !== job.index) progressed = true;
-          job.index = index;
-          break;
-        }
-        this.#sendJobs.shift();
-        job.resolve();
-        progressed = true;
-      }
+      if (!skip && this.#sendJobs.length > 0 && this.#drainSends()) progressed = true;
       skip = false;
       const wantIn = this.#recvWaiters.length > 0;
       const wantOut = this.#sendJobs.length > 0;
@@ -463,6 +457,58 @@ export class Socket implements Pollable {
   }
 
   // ---- internals ----------------------------------------------------------------------------
+
+  /**
+   * Sends queued messages in order until one would block; returns whether anything moved.
+   * On a ROUTER a message to a peer whose queue is full only holds back later messages to
+   * the same peer, so one slow peer does not stall the others (order per peer is kept).
+   */
+  #drainSends(): boolean {
+    const jobs = this.#sendJobs;
+    const router = this.type === "ROUTER";
+    let progressed = false;
+    let blocked: Set<string> | null = null;
+    for (let i = 0; i < jobs.length;) {
+      const job = jobs[i];
+      if (blocked && blocked.has(peerKey(job.frames[0]))) {
+        i++;
+        continue;
+      }
+      let index: number;
+      try {
+        index = this.#sendFrom(job.frames, job.index);
+      } catch (e) {
+        jobs.splice(i, 1);
+        job.reject(e);
+        progressed = true;
+        continue;
+      }
+      if (index < 0) {
+        jobs.splice(i, 1);
+        job.resolve();
+        progressed = true;
+        continue;
+      }
+      if (index !== job.index) progressed = true;
+      job.index = index;
+      if (index > 0) {
+        // Mid-message: libzmq accepts nothing else on this socket until it is complete.
+        if (i > 0) jobs.unshift(jobs.splice(i, 1)[0]);
+        break;
+      }
+      if (!router) break;
+      (blocked ??= new Set()).add(peerKey(job.frames[0]));
+      i++;
+    }
+    return progressed;
+  }
+
+  /** True if a queued message goes to the ROUTER peer `id`. */
+  #queuedFor(id: Uint8Array): boolean {
+    const key = peerKey(id);
+    for (const job of this.#sendJobs) if (peerKey(job.frames[0]) === key) return true;
+    return false;
+  }
 
   /** Reactor callback for a socket without pending work whose fd fired: re-arm the fd. */
   reset(): void {
