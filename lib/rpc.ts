@@ -268,6 +268,9 @@ export class RpcServer {
     this.#limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.#sock = new Socket("ROUTER", {
       linger: 0,
+      // A restarted peer that reuses its routing id (workers use their node id) takes over the
+      // old connection instead of being shut out until that one times out.
+      routerHandover: true,
       sndhwm: 100_000,
       rcvhwm: 100_000,
       maxMsgSize: this.#limits.maxFrame + 64,
