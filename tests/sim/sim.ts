@@ -218,8 +218,10 @@ class Sim {
   dropP: number;
   dupP: number;
   maxDelay: number;
+  tailP: number;
   crashP: number;
   persistCrashP: number;
+  postSendCrashP: number;
   partitionP: number;
   transferP: number;
   confP: number;
@@ -267,8 +269,10 @@ class Sim {
     this.dropP = r() < 0.3 ? 0 : r() * 0.12;
     this.dupP = r() < 0.5 ? 0 : r() * 0.06;
     this.maxDelay = 1 + Math.floor(r() * 10);
+    this.tailP = r() < 0.5 ? 0 : r() * 0.05;
     this.crashP = r() < 0.3 ? 0 : r() * 0.02;
     this.persistCrashP = r() < 0.5 ? 0 : r() * 0.01;
+    this.postSendCrashP = r() < 0.5 ? 0 : r() * 0.03;
     this.partitionP = r() < 0.3 ? 0 : r() * 0.03;
     this.transferP = r() < 0.5 ? 0 : r() * 0.03;
     this.confP = r() < 0.4 ? 0 : r() * 0.03;
@@ -426,6 +430,13 @@ class Sim {
       n.commitSeen = Math.max(n.commitSeen, rd.hardState.commit);
     }
     for (const m of rd.messages) this.sendRaft(m);
+    if (rd.hardState && !this.healed && this.rnd() < this.postSendCrashP) {
+      // Crash right after a vote/term/commit became durable and its messages left: the
+      // restarted node must act on exactly what it persisted (e.g. never vote twice).
+      this.stats.postSendCrashes = (this.stats.postSendCrashes ?? 0) + 1;
+      this.crash(n, Math.floor(this.rnd() * 4));
+      return;
+    }
     if (rd.softState?.role === "leader") this.onLeader(n);
     if (rd.snapshot) {
       const s = rd.snapshot;
@@ -542,7 +553,9 @@ class Sim {
   }
 
   enqueue(f: Omit<InFlight, "at" | "order">, extraDelay = 0): void {
-    const at = this.now + 1 + Math.floor(this.rnd() * this.maxDelay) + extraDelay;
+    let at = this.now + 1 + Math.floor(this.rnd() * this.maxDelay) + extraDelay;
+    // Long-tail latency: a few messages arrive much later (after elections, restarts...).
+    if (this.tailP > 0 && this.rnd() < this.tailP) at += Math.floor(this.rnd() * 60);
     this.net.push({ ...f, at, order: this.rnd() });
   }
 
@@ -745,6 +758,7 @@ class Sim {
     this.blocked.clear();
     this.dropP = 0;
     this.dupP = 0;
+    this.tailP = 0;
     for (const n of this.nodes.values()) if (!n.raw) this.startNode(n);
   }
 
