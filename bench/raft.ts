@@ -243,6 +243,8 @@ export interface FailoverResult {
   times: number[];
   medianMs: number;
   maxMs: number;
+  /** Trials redone because leadership moved before the kill. */
+  redone: number;
 }
 
 /**
@@ -259,6 +261,7 @@ export async function failover(
   attemptMs = 300,
 ): Promise<FailoverResult> {
   const times: number[] = [];
+  let redo = 0;
   for (let trial = 1; trial <= trials; trial++) {
     const old = await t.leader();
     let killedAt = Infinity;
@@ -301,7 +304,21 @@ export async function failover(
       }
     });
     await new Promise((r) => setTimeout(r, 300));
+    // Leadership may have moved on its own meanwhile (an election under load): then killing `old`
+    // would time nothing. Such a trial is redone, and counted, so a flapping leader shows.
+    const current = await t.leader().catch(() => "");
+    if (current !== old) {
+      stop = true;
+      await Promise.all(loops);
+      if (++redo > 2 * trials) {
+        throw new RaftBenchError(`failover: leadership moved by itself ${redo} times`);
+      }
+      log(`  trial ${trial}: leader moved from ${old} to ${current || "?"} before the kill; redo`);
+      trial--;
+      continue;
+    }
     killedAt = performance.now();
+    const killedWall = new Date().toISOString();
     await t.kill(old);
     const limit = killedAt + 20_000;
     while (firstNew === Infinity && performance.now() < limit) {
@@ -316,13 +333,13 @@ export async function failover(
     }
     const ms = firstNew - killedAt;
     times.push(ms);
-    log(`  trial ${trial}: killed ${old}, first commit after ${ms.toFixed(0)} ms`);
+    log(`  trial ${trial}: killed ${old} at ${killedWall}, first commit after ${ms.toFixed(0)} ms`);
     await t.restart(old);
     // Let the restarted member catch up so it is an ordinary follower at the next kill.
     await new Promise((r) => setTimeout(r, 500));
   }
   times.sort((a, b) => a - b);
-  return { times, medianMs: quantile(times, 0.5), maxMs: times[times.length - 1] };
+  return { times, medianMs: quantile(times, 0.5), maxMs: times[times.length - 1], redone: redo };
 }
 
 /** The etcd cluster as a failover target (writes are puts through the chosen member). */
@@ -379,12 +396,12 @@ export function dsysTarget(c: LocalCluster, valueBytes = 256): FailoverTarget {
               1000,
             );
             if (r.type !== MessageType.NodeListResponse) continue;
-            const lead = r.nodes.find((n) =>
-              n.role === NodeRole.Master && (n.flags & NodeFlags.Leader) !== 0
+            // Only a master's claim about itself counts: a follower's view may be stale. The
+            // endpoint may carry a label ("tcp://127.0.0.1:7101 (m1)"): match its address.
+            const self = r.nodes.find((n) =>
+              n.role === NodeRole.Master && byEndpoint().get(n.endpoint.split(" ")[0]) === name
             );
-            // The endpoint may carry a label ("tcp://127.0.0.1:7101 (m1)"): match its address.
-            const name2 = lead && byEndpoint().get(lead.endpoint.split(" ")[0]);
-            if (name2) return name2;
+            if (self && (self.flags & NodeFlags.Leader) !== 0) return name;
           } catch { /* try the next master */ }
         }
         await new Promise((r) => setTimeout(r, 50));
