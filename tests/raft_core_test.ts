@@ -443,3 +443,42 @@ Deno.test("membership: a removed leader whose removal is uncommitted may still b
   c.tick(2);
   for (const id of others) assert.ok(c.appliedData(id).includes("ok"), id);
 });
+
+Deno.test("snapshot: a stale snapshot is answered with commit, never an unverified tail", () => {
+  const conf = init(["L", "f", "g"]);
+  const f = new RawNode({
+    id: "f",
+    electionTick: 10,
+    heartbeatTick: 1,
+    rand: mulberry32(5),
+    restore: {
+      hardState: { term: 3, vote: null, commit: 2 },
+      snapshot: null,
+      // 3@2 is an uncommitted entry from an old leader that the current one may not have.
+      entries: logFromTerms([1, 1, 2], conf),
+    },
+  });
+  while (f.hasReady()) {
+    f.ready();
+    f.advance();
+  }
+  f.step({
+    type: "snap",
+    from: "L",
+    to: "f",
+    term: 3,
+    logTerm: 0,
+    index: 0,
+    entries: [],
+    commit: 0,
+    reject: false,
+    rejectHint: 0,
+    seq: 0,
+    ctx: new Uint8Array(0),
+    snapshot: { index: 2, term: 1, conf: { voters: ["L", "f", "g"] }, data: new Uint8Array(0) },
+  });
+  const rd = f.ready();
+  const resp = rd.messages.find((m) => m.type === "appResp")!;
+  assert.equal(resp.index, 2, "must not claim index 3 matches the leader");
+  assert.equal(rd.snapshot, null, "nothing to install");
+});
