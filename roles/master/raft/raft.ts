@@ -314,7 +314,10 @@ export class RawNode {
       this.log.committed = Math.max(this.log.committed, st.hardState.commit);
       this.term = st.hardState.term;
       this.vote = st.hardState.vote;
-      this.log.applied = Math.max(config.applied ?? 0, this.log.snapIndex);
+      this.log.applied = Math.min(
+        Math.max(config.applied ?? 0, this.log.snapIndex),
+        this.log.committed,
+      );
     } else if (config.peers && config.peers.length > 0) {
       // Bootstrap: every initial member writes the identical entry 1 (sorted voters), so the
       // logs agree without an election; it is committed by construction.
@@ -455,7 +458,10 @@ export class RawNode {
     if (this.role === "leader" && pr && pr.state === "replicate") pr.becomeProbe();
   }
 
-  /** Feeds a message received from another member. Stale or irrelevant messages are ignored. */
+  /**
+   * Feeds a message received from another member. Stale or irrelevant messages are ignored;
+   * a malformed one (wrong recipient, non-contiguous entries) throws RaftUsageError: drop it.
+   */
   step(m: Message): void {
     if (!MSG_TYPES.has(m.type)) {
       throw new RaftUsageError(`raft ${this.id}: unknown message type ${m.type}`);
@@ -466,6 +472,21 @@ export class RawNode {
       );
     }
     if (m.from === this.id) return;
+    if (m.type === "app") {
+      // Entries must directly follow (index, logTerm) and be contiguous: a malformed append
+      // would otherwise corrupt the log. The driver should drop the message and log this.
+      for (let i = 0; i < m.entries.length; i++) {
+        const e = m.entries[i];
+        if (
+          e.index !== m.index + 1 + i || e.term > m.term ||
+          (i > 0 && e.term < m.entries[i - 1].term)
+        ) {
+          throw new RaftUsageError(
+            `raft ${this.id}: malformed append from ${m.from}: entry ${i} is ${e.index}@${e.term} after ${m.index}@${m.logTerm}`,
+          );
+        }
+      }
+    }
     if (m.term > this.term) {
       if (m.type === "vote" || m.type === "preVote") {
         const force = m.seq === 1;
