@@ -12,6 +12,7 @@
  * @module
  */
 
+import process from "node:process";
 import { Socket } from "../wire/zmq/mod.ts";
 
 /** One benchmark result: dsys against a baseline measured in the same run. */
@@ -35,6 +36,8 @@ const E = 0x45, S = 0x53, F = 0x46;
 interface Measurement {
   ops: number;
   seconds: number;
+  /** CPU seconds (user + system, all threads) the client process spent in the timed part. */
+  cpu: number;
 }
 
 // ---- the dsys peer and client (run as subprocesses of the bench) ---------------------------
@@ -68,6 +71,7 @@ async function client(
     await dealer.receive();
   }
   let seconds: number;
+  const cpu0 = process.cpuUsage();
   if (test === "rt") {
     const msg = new Uint8Array(size).fill(E);
     const t0 = performance.now();
@@ -85,7 +89,8 @@ async function client(
     await dealer.receive();
     seconds = (performance.now() - t0) / 1000;
   }
-  console.log(JSON.stringify({ ops: n, seconds }));
+  const cpu = process.cpuUsage(cpu0);
+  console.log(JSON.stringify({ ops: n, seconds, cpu: (cpu.user + cpu.system) / 1e6 }));
   dealer.close();
 }
 
@@ -246,14 +251,22 @@ export async function runZmqBench(): Promise<BenchRow[]> {
   try {
     for (const c of CASES) {
       let dsys = 0, node = 0;
+      let dsysCpu = Infinity, nodeCpu = Infinity;
       for (let round = 0; round < ROUNDS; round++) {
         // Alternate who goes first so drifting load on the shared machine hits both alike.
         const order = round % 2 ? [c.impl, "node"] as const : ["node", c.impl] as const;
         for (const impl of order) {
-          const v = value(c, await runClient(impl, peers[impl].endpoint, c.test, c.n, c.size));
+          const m = await runClient(impl, peers[impl].endpoint, c.test, c.n, c.size);
+          const v = value(c, m);
           console.error(`  zmq bench: ${c.name} [${impl}] ${Math.round(v)} ${c.unit}`);
-          if (impl === "node") node = Math.max(node, v);
-          else dsys = Math.max(dsys, v);
+          const cpuPerOp = m.cpu / m.ops * 1e6;
+          if (impl === "node") {
+            node = Math.max(node, v);
+            nodeCpu = Math.min(nodeCpu, cpuPerOp);
+          } else {
+            dsys = Math.max(dsys, v);
+            dsysCpu = Math.min(dsysCpu, cpuPerOp);
+          }
         }
       }
       rows.push({
@@ -264,6 +277,18 @@ export async function runZmqBench(): Promise<BenchRow[]> {
         ratio: dsys / node,
         goal: c.goal,
       });
+      if (c.test === "rt") {
+        // Wall-clock round trips swing with the load of the shared machine; CPU per round
+        // trip is the steadier cost measure. Lower is better, so ratio = Node / dsys.
+        rows.push({
+          name: "zmq round trip: client CPU per round trip (lower is better)",
+          dsys: dsysCpu,
+          baseline: nodeCpu,
+          unit: "us CPU",
+          ratio: nodeCpu / dsysCpu,
+          goal: "(information)",
+        });
+      }
     }
   } finally {
     for (const p of Object.values(peers)) await p.stop();
@@ -273,7 +298,7 @@ export async function runZmqBench(): Promise<BenchRow[]> {
 
 /** Renders rows as a markdown table (baseline = Node.js + zeromq.js). */
 export function zmqMarkdown(rows: BenchRow[]): string {
-  const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
+  const fmt = (n: number) => n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toFixed(1);
   return [
     "| benchmark | dsys | Node.js + zeromq.js | unit | ratio | goal |",
     "|---|---:|---:|---|---:|---|",

@@ -1,7 +1,7 @@
 // Node.js + zeromq.js side of bench/zmq.ts. Mirrors bench/zmq.ts's --peer/--client modes
 // message for message so both implementations do exactly the same work.
 //   node zmq_bench.cjs peer                  -> prints "READY <endpoint>", serves until killed
-//   node zmq_bench.cjs client <ep> <test> <n> <size> -> prints one JSON line {ops, seconds}
+//   node zmq_bench.cjs client <ep> <test> <n> <size> -> prints one JSON line {ops, seconds, cpu}
 // Protocol (one frame per message, first byte says what to do):
 //   'E' echo back, 'S' sink (count only), 'F' reply "done" (all earlier 'S' were received).
 // zeromq is resolved through NODE_PATH (bench/.node/node_modules), installed by the bench.
@@ -32,6 +32,7 @@ async function client(endpoint, test, n, size) {
     await dealer.receive();
   }
   let seconds;
+  const cpu0 = process.cpuUsage();
   if (test === "rt") {
     const msg = Buffer.alloc(size, E);
     const t0 = performance.now();
@@ -49,7 +50,8 @@ async function client(endpoint, test, n, size) {
     await dealer.receive();
     seconds = (performance.now() - t0) / 1000;
   }
-  console.log(JSON.stringify({ ops: n, seconds }));
+  const cpu = process.cpuUsage(cpu0);
+  console.log(JSON.stringify({ ops: n, seconds, cpu: (cpu.user + cpu.system) / 1e6 }));
   dealer.close();
 }
 
