@@ -5,7 +5,13 @@
 import assert from "node:assert/strict";
 import { FileStorage, StorageError } from "../roles/master/raft/storage.ts";
 import { crc32 } from "../roles/master/raft/crc32.ts";
-import { type Entry, mulberry32, RawNode, type Snapshot } from "../roles/master/raft/mod.ts";
+import {
+  type Entry,
+  type HardState,
+  mulberry32,
+  RawNode,
+  type Snapshot,
+} from "../roles/master/raft/mod.ts";
 
 const te = new TextEncoder();
 const ent = (index: number, term: number, s = `e${index}`): Entry => ({
@@ -284,4 +290,98 @@ Deno.test("storage: cutting the file at any byte recovers exactly a prefix of th
       assert.equal(r.recovery.truncatedBytes, cut - (k ? recEnds[k - 1] : 0));
       r.close();
     }
+  }));
+
+Deno.test("storage: random saves, overwrites, compactions, torn writes and reopens match a model", () =>
+  withDir(async (dir) => {
+    const r = mulberry32(77);
+    type Model = { hs: HardState; snap: number; ents: string[] }; // ents as "index@term"
+    const model: Model = { hs: { term: 0, vote: null, commit: 0 }, snap: 0, ents: [] };
+    const view = (s: FileStorage): Model => {
+      const st = s.initialState();
+      return {
+        hs: st.hardState,
+        snap: st.snapshot?.index ?? 0,
+        ents: st.entries.map((e) => `${e.index}@${e.term}`),
+      };
+    };
+    let s = await FileStorage.open(dir, { segmentBytes: 300 });
+    let term = 1;
+    const seen = { torn: 0, overwrite: 0, compact: 0, reopen: 0 };
+    for (let step = 0; step < 300; step++) {
+      const last = model.snap + model.ents.length;
+      const x = r();
+      if (x < 0.6) {
+        // append, sometimes overwriting an uncommitted suffix with a newer term
+        const from = r() < 0.25 && last > model.hs.commit
+          ? model.hs.commit + 1 + Math.floor(r() * (last - model.hs.commit))
+          : last + 1;
+        if (from < last + 1) {
+          term++;
+          seen.overwrite++;
+        }
+        const n = 1 + Math.floor(r() * 4);
+        const ents = range(from, from + n - 1, term);
+        const commit = Math.max(
+          model.hs.commit,
+          Math.min(from + n - 1, model.hs.commit + Math.floor(r() * 3)),
+        );
+        const hs: HardState = { term, vote: r() < 0.5 ? "n2" : null, commit };
+        // Torn write: cut the segment somewhere inside the bytes this save appends.
+        const torn = r() < 0.15;
+        const segs0 = await segFiles(dir);
+        const size0 = segs0.length ? (await Deno.stat(`${dir}/${segs0.at(-1)}`)).size : 0;
+        await s.save(hs, ents);
+        if (torn) {
+          seen.torn++;
+          s.close();
+          const segs = await segFiles(dir);
+          const path = `${dir}/${segs.at(-1)}`;
+          const size = (await Deno.stat(path)).size;
+          const base = segs.at(-1) === segs0.at(-1) ? size0 : 0;
+          await Deno.truncate(path, base + Math.floor(r() * (size - base)));
+          s = await FileStorage.open(dir, { segmentBytes: 300 });
+          const got = view(s);
+          // Either nothing of the save survived, or its entries without the hard state.
+          const keep = model.ents.slice(0, from - model.snap - 1);
+          const withEnts = [...keep, ...ents.map((e) => `${e.index}@${e.term}`)];
+          const pre = JSON.stringify({ ...model });
+          const mid = JSON.stringify({ ...model, ents: withEnts });
+          assert.ok(
+            [pre, mid].includes(JSON.stringify(got)),
+            `step ${step}: ${JSON.stringify(got)} not in\n${pre}\n${mid}`,
+          );
+          model.ents = got.ents;
+          term = Math.max(term, got.hs.term);
+          continue;
+        }
+        model.ents = [
+          ...model.ents.slice(0, from - model.snap - 1),
+          ...ents.map((e) => `${e.index}@${e.term}`),
+        ];
+        model.hs = hs;
+      } else if (x < 0.75 && model.hs.commit > model.snap) {
+        const idx = model.snap + 1 + Math.floor(r() * (model.hs.commit - model.snap));
+        const t = Number(model.ents[idx - model.snap - 1].split("@")[1]);
+        await s.compact({
+          index: idx,
+          term: t,
+          conf: { voters: ["n1"] },
+          data: te.encode(`s${idx}`),
+        });
+        model.ents = model.ents.slice(idx - model.snap);
+        model.snap = idx;
+        seen.compact++;
+      } else {
+        s.close();
+        s = await FileStorage.open(dir, { segmentBytes: 300 });
+        seen.reopen++;
+      }
+      assert.deepEqual(view(s), model, `step ${step}`);
+    }
+    s.close();
+    for (const [k, v] of Object.entries(seen)) assert.ok(v >= 10, `only ${v} ${k}`);
+    const fin = await FileStorage.open(dir, { segmentBytes: 300 });
+    assert.deepEqual(view(fin), model);
+    fin.close();
   }));
