@@ -385,3 +385,27 @@ Deno.test("storage: random saves, overwrites, compactions, torn writes and reope
     assert.deepEqual(view(fin), model);
     fin.close();
   }));
+
+Deno.test("storage: a crash before old segments are deleted (all or some) replays cleanly", () =>
+  withDir(async (dir) => {
+    const s = await FileStorage.open(dir, { segmentBytes: 200 });
+    for (let i = 1; i <= 20; i++) await s.save({ term: 1, vote: null, commit: i }, [ent(i, 1)]);
+    const olds = await segFiles(dir);
+    assert.ok(olds.length >= 3);
+    const saved = await Promise.all(olds.map((f) => Deno.readFile(`${dir}/${f}`)));
+    await s.compact({ index: 15, term: 1, conf: { voters: ["n1"] }, data: te.encode("S") });
+    s.close();
+    const want = [16, 17, 18, 19, 20];
+    // All old segments still there (crash right after the rewrite was renamed in) ...
+    for (let i = 0; i < olds.length; i++) await Deno.writeFile(`${dir}/${olds[i]}`, saved[i]);
+    let r = await FileStorage.open(dir);
+    assert.deepEqual(r.initialState().entries.map((e) => e.index), want);
+    r.close();
+    // ... or only the oldest ones (deletion goes newest first).
+    for (const f of olds.slice(1)) await Deno.remove(`${dir}/${f}`).catch(() => {});
+    await Deno.writeFile(`${dir}/${olds[0]}`, saved[0]);
+    r = await FileStorage.open(dir);
+    assert.deepEqual(r.initialState().entries.map((e) => e.index), want);
+    assert.equal(r.snapshot()?.index, 15);
+    r.close();
+  }));
