@@ -473,6 +473,11 @@ export class FileStorage {
       this.entries = tail;
     }
     if (this.snap && this.hs.commit < this.snap.index) this.hs.commit = this.snap.index;
+    if (this.snap && this.hs.term < this.snap.term) {
+      // Crash after a first-ever snapshot install but before the log rewrite: no hard state
+      // was ever durable, so nothing was voted; the snapshot's term is a safe floor.
+      this.hs = { term: this.snap.term, vote: null, commit: this.hs.commit };
+    }
     this.segments = names;
     this.seq = names.length ? names[names.length - 1] : 0;
     if (names.length) {
