@@ -11,6 +11,18 @@
  * const [peer, body] = await router.receive();
  * ```
  *
+ * Semantics worth knowing:
+ * - `send` resolves once libzmq accepted every frame (it waits only at the high-water mark);
+ *   frames must not be modified until then. Messages leave in call order; on a ROUTER, order
+ *   is kept per peer and a peer at its HWM does not hold back messages to other peers.
+ * - ROUTER sockets set ROUTER_MANDATORY by default: an unknown routing id rejects the send with
+ *   code EHOSTUNREACH instead of dropping the message silently.
+ * - LINGER defaults to 0 (libzmq: infinite), so closing never waits for an absent peer.
+ * - Large frames can skip copies with the opt-in `zeroCopySendMin` / `zeroCopyRecvMin` options
+ *   (see ./zerocopy.ts for the contract).
+ * - Tests should end with `await terminate()`: it closes every socket, waits for the reactor to
+ *   go idle and terminates the libzmq context, so no op, fd or thread outlives the test.
+ *
  * @module
  */
 

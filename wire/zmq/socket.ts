@@ -344,7 +344,8 @@ export class Socket implements Pollable {
     // tried since the last ZMQ_EVENTS, unless the queue was empty (then skip the retry).
     const justFailed = jobs.length === 0;
     return new Promise<void>((resolve, reject) => {
-      const job = { frames: list, index, resolve, reject };
+      // Own copy of the frame list: the caller may reuse its array once send() returns.
+      const job = { frames: list.slice(), index, resolve, reject };
       // A half-sent multipart message must finish before anything else: keep it in front.
       if (index > 0) jobs.unshift(job);
       else jobs.push(job);
