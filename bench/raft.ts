@@ -190,7 +190,8 @@ export function etcdLoad(
   const value = crypto.getRandomValues(new Uint8Array(valueBytes));
   const run = crypto.randomUUID().slice(0, 8);
   return closedLoop(clients, durationMs, warmupMs, async (c, seq) => {
-    await etcdPut(clientUrl, `bench/${run}/${c}/${seq}`, value);
+    // Same bound as a DsysClient's request deadline, so a wedged cluster fails the point.
+    await etcdPut(clientUrl, `bench/${run}/${c}/${seq}`, value, AbortSignal.timeout(30_000));
   });
 }
 

@@ -3,6 +3,9 @@
  * processes (Debian package `etcd-server`), distinct client/peer ports, data dirs under one temp
  * dir, default durability (fsync of the WAL before a put is acknowledged). Load goes through the
  * HTTP/JSON gateway (`POST /v3/kv/put`, base64 keys and values).
+ *
+ * `deno run -A bench/etcd/cluster.ts` starts such a cluster by hand, prints its client URLs and
+ * leader, and stops it (removing its data) on Ctrl-C.
  * @module
  */
 
@@ -275,4 +278,16 @@ export async function etcdPut(
   const rev = Number(JSON.parse(text)?.header?.revision);
   if (!(rev > 0)) throw new EtcdError(`put ${key} via ${clientUrl}: no revision in ${text}`);
   return rev;
+}
+
+if (import.meta.main) {
+  await ensureEtcd();
+  const c = await EtcdCluster.start();
+  console.log(JSON.stringify({
+    dir: c.dir,
+    clientUrls: c.members.map((m) => m.clientUrl),
+    leader: await c.leader(),
+  }));
+  await new Promise<void>((resolve) => Deno.addSignalListener("SIGINT", () => resolve()));
+  await c.stop();
 }
