@@ -482,3 +482,19 @@ Deno.test("snapshot: a stale snapshot is answered with commit, never an unverifi
   assert.equal(resp.index, 2, "must not claim index 3 matches the leader");
   assert.equal(rd.snapshot, null, "nothing to install");
 });
+
+Deno.test("ReadIndex: reads arriving together share one heartbeat round", () => {
+  const c = new Cluster(["a", "b", "c"]);
+  const l = c.elect();
+  c.tick(2);
+  c.sent = [];
+  const ln = c.nodes.get(l)!;
+  for (let i = 0; i < 10; i++) ln.readIndex(te.encode(`r${i}`));
+  c.process(l);
+  assert.equal(c.sent.filter((m) => m.type === "heartbeat").length, 2, "one round to 2 peers");
+  c.flush();
+  assert.deepEqual(
+    c.reads.get(l)!.map((r) => td.decode(r.ctx)),
+    Array.from({ length: 10 }, (_, i) => `r${i}`),
+  );
+});

@@ -270,6 +270,8 @@ export class RawNode {
   private pendingReads: PendingRead[] = [];
   private readsBeforeCommit: { from: NodeId; ctx: Uint8Array }[] = [];
   private readSeq = 0;
+  /** A ReadIndex round (readSeq) was opened but its heartbeats are not sent yet. */
+  private readRoundPending = false;
   private pendingInstall: Snapshot | null = null;
   private prevHs: HardState;
   private prevSs: SoftState;
@@ -564,6 +566,7 @@ export class RawNode {
   hasReady(): boolean {
     if (this.readyMark) return false;
     return this.msgs.length > 0 || this.readStates.length > 0 || this.pendingInstall !== null ||
+      this.readRoundPending ||
       this.log.unstableFrom <= this.log.lastIndex() || this.log.committed > this.log.applied ||
       this.hsChanged() !== null || this.ssChanged() !== null;
   }
@@ -572,6 +575,10 @@ export class RawNode {
   ready(): Ready {
     if (this.readyMark) {
       throw new RaftUsageError(`raft ${this.id}: ready() called twice without advance()`);
+    }
+    if (this.readRoundPending) {
+      this.readRoundPending = false;
+      this.bcastHeartbeat(this.readSeq);
     }
     const hs = this.hsChanged();
     const ss = this.ssChanged();
@@ -755,6 +762,7 @@ export class RawNode {
     }
     this.pendingReads = [];
     this.readsBeforeCommit = [];
+    this.readRoundPending = false;
   }
 
   private becomeFollower(term: number, lead: NodeId | null): void {
@@ -995,9 +1003,12 @@ export class RawNode {
       this.respondRead(from, this.log.committed, ctx);
       return;
     }
-    this.readSeq++;
+    // Reads arriving before the next ready() share one heartbeat round (sent by ready()).
+    if (!this.readRoundPending) {
+      this.readSeq++;
+      this.readRoundPending = true;
+    }
     this.pendingReads.push({ seq: this.readSeq, index: this.log.committed, from, ctx });
-    this.bcastHeartbeat(this.readSeq);
   }
 
   private respondRead(from: NodeId, index: number, ctx: Uint8Array): void {
