@@ -498,3 +498,19 @@ Deno.test("ReadIndex: reads arriving together share one heartbeat round", () => 
     Array.from({ length: 10 }, (_, i) => `r${i}`),
   );
 });
+
+Deno.test("ReadIndex: a new leader answers only once an entry of its term committed", () => {
+  const c = new Cluster(["a", "b", "c"]);
+  c.drop = (m) => m.type === "app"; // the leader's empty entry cannot commit
+  const l = c.elect();
+  const ln = c.nodes.get(l)!;
+  ln.readIndex(te.encode("early"));
+  c.process(l);
+  c.tick(3);
+  assert.equal(c.reads.get(l)!.length, 0, "commit index of an old term is not safe to serve");
+  heal(c);
+  c.tick(3);
+  const rs = c.reads.get(l)!;
+  assert.equal(rs.length, 1);
+  assert.ok(rs[0].index >= 2, `read index ${rs[0].index} covers the leader's entry`);
+});
