@@ -3,11 +3,21 @@
  * seeded virtual network and clock. One seed ⇒ one exact run: every random choice (faults,
  * delays, election timeouts, client behaviour) comes from PRNGs derived from the seed.
  *
- * Faults: message drop, duplication, reordering and delay; symmetric and one-way partitions;
- * crashes (optionally in the middle of persisting a Ready, losing the unsynced part) and
- * restarts from the simulated durable storage; leader transfers; membership changes; log
- * compaction with InstallSnapshot. After every event the safety properties of the Raft paper
- * are checked; at the end all faults heal and liveness plus linearizability are checked.
+ * Faults (each seed draws its own mix): message drop, duplication, reordering, delay with a
+ * long tail; symmetric, one-way and leader-isolating partitions; crashes at any time, in the
+ * middle of persisting a Ready (an arbitrary, possibly torn prefix of the unsynced writes
+ * survives) or right after a hard state became durable; restarts from the simulated disk;
+ * skewed node clocks; leader transfers; membership changes (add/remove/replace with spare
+ * nodes); log compaction with InstallSnapshot. Persistence runs synchronously or, as in the
+ * README's driver loop, asynchronously (the node keeps stepping while its fsync is pending).
+ * Pre-vote and check-quorum are each switched off in some seeds.
+ *
+ * Checked after every event: election safety (one leader per term), log matching (one entry
+ * and one predecessor term per persisted (index, term)), leader completeness (leaders hold
+ * every entry committed in an earlier term), state-machine safety (one entry applied per
+ * index). At the end all faults heal; then a leader must exist and every client operation
+ * must finish within a bound of ticks (liveness), and the client history (KV with per-client
+ * dedup, reads via ReadIndex) must be linearizable.
  */
 import {
   type ConfChangeRequest,
