@@ -163,6 +163,11 @@ interface Chunk {
 }
 
 const enc = new TextEncoder();
+/** Outputs up to this size are read into memory and uploaded in one piece: cheaper per file
+ * than streaming (no chunk-sized read buffer, one read). */
+const SMALL_OUTPUT_BYTES = 1 << 20;
+/** Program files kept for jobs that may send more chunks (written once per job, not per chunk). */
+const PROGRAM_CACHE_JOBS = 16;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Starts a worker: mounts, registers with the balancer and serves worker_requests. */
@@ -179,6 +184,12 @@ class Worker implements WorkerNode {
   #log: Logger;
   #cacheDir: string;
   #chunksDir: string;
+  /** Program files by job id and content, written on the first chunk that runs them. */
+  #programsDir: string;
+  #programs = new Map<string, { path: string; bytes: Uint8Array; users: number }>();
+  #programSeq = 0;
+  /** Input dir of chunks of jobs without inputs (empty, read-only, shared). */
+  #emptyInputDir: string;
   #index: CacheIndex;
   #mount!: FuseMount;
   #storage!: StorageClient;
@@ -202,6 +213,8 @@ class Worker implements WorkerNode {
     const data = resolve(opts.data);
     this.#cacheDir = `${data}/cache`;
     this.#chunksDir = `${data}/chunks`;
+    this.#programsDir = `${this.#chunksDir}/.programs`;
+    this.#emptyInputDir = `${this.#chunksDir}/.empty-input`;
     this.#index = new CacheIndex(this.#cacheDir);
   }
 
@@ -210,6 +223,9 @@ class Worker implements WorkerNode {
     // Scratch dirs of chunks that were running when the previous process died: nobody owns them.
     await Deno.remove(this.#chunksDir, { recursive: true }).catch(() => {});
     await Deno.mkdir(this.#chunksDir, { recursive: true });
+    await Deno.mkdir(this.#programsDir);
+    await Deno.mkdir(this.#emptyInputDir);
+    await Deno.chmod(this.#emptyInputDir, 0o555);
     await this.#index.removeTemps();
     this.#storage = new StorageClient(this.#opts.storage, this.nodeId);
     try {
@@ -387,10 +403,13 @@ class Worker implements WorkerNode {
     this.#stats.accepted++;
     chunk.done = this.#runChunk(chunk).catch((e) => {
       this.#log.error("chunk handling failed", { chunk: key, error: e });
-    }).finally(() => {
+      return false;
+    }).then((told) => {
       this.#freeSlot(chunk);
-      // Tell the balancer about the free slot now rather than at the next period.
-      this.#wake?.();
+      // The balancer did not hear chunk_finished: tell it about the free slot with a heartbeat
+      // now rather than at the next period. (When it did, an extra heartbeat per chunk would
+      // only cost a round trip and a cache scan.)
+      if (!told) this.#wake?.();
     });
     return ack(true, "");
   }
@@ -398,7 +417,8 @@ class Worker implements WorkerNode {
   // ------------------------------------------------------------------------------------------
   // Running a chunk
 
-  async #runChunk(c: Chunk): Promise<void> {
+  /** Runs a chunk to its reported end; true when the balancer acknowledged chunk_finished. */
+  async #runChunk(c: Chunk): Promise<boolean> {
     const req = c.req;
     const log = this.#log.child({ chunk: c.key });
     const dir = `${this.#chunksDir}/${c.key.replaceAll("/", ".")}`;
@@ -414,15 +434,62 @@ class Worker implements WorkerNode {
       status = bareStatus(this.nodeId, req, CS.Failed, FC.Internal, why);
     } finally {
       this.#release(held);
+      this.#releaseProgram(req);
     }
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    // Synchronous: a few unlinks of a fresh directory are cheaper done here than as async ops.
+    try {
+      Deno.removeSync(dir, { recursive: true });
+    } catch { /* never created, or already gone */ }
     if (held.pinned.length > 0) this.#enforceCache();
     if (c.aborted) {
       // Shutting down: say so at once (best effort) so the master re-dispatches the chunk
       // without waiting for our heartbeats to time out.
       const lost = bareStatus(this.nodeId, req, CS.Lost, FC.WorkerLost, "worker shutting down");
       await this.#masters.request(lost, 1000).catch(() => {});
-    } else if (status) await this.#report(status, c, log);
+      return false;
+    }
+    return status ? await this.#report(status, c, log) : false;
+  }
+
+  /** The job's program file, written (mode 0755) by the first chunk of the job on this worker
+   * and shared by its later chunks; each call must be paired with `#releaseProgram`. */
+  #acquireProgram(req: WorkerRequest): string {
+    const job = programKey(req);
+    let p = this.#programs.get(job);
+    if (p && !bytesEqual(p.bytes, req.program)) {
+      // A hash collision (the key's hash is not cryptographic): run this one from its own file.
+      p = undefined;
+      this.#programs.delete(job);
+    }
+    if (!p) {
+      const path = `${this.#programsDir}/${this.#programSeq++}`;
+      // Written synchronously and closed before any spawn can happen (spawns run on this
+      // thread too), so no spawn can ever see it open for writing (ETXTBSY).
+      Deno.writeFileSync(path, req.program, { mode: 0o755 });
+      Deno.chmodSync(path, 0o755); // the umask may have dropped bits at create
+      p = { path, bytes: req.program.slice(), users: 0 };
+      this.#programs.set(job, p);
+    } else {
+      // Most recently used last: eviction below takes the oldest first.
+      this.#programs.delete(job);
+      this.#programs.set(job, p);
+    }
+    p.users++;
+    return p.path;
+  }
+
+  #releaseProgram(req: WorkerRequest): void {
+    const p = this.#programs.get(programKey(req));
+    if (p && p.users > 0 && bytesEqual(p.bytes, req.program)) p.users--;
+    if (this.#programs.size <= PROGRAM_CACHE_JOBS) return;
+    for (const [job, q] of this.#programs) {
+      if (this.#programs.size <= PROGRAM_CACHE_JOBS) break;
+      if (q.users > 0) continue;
+      this.#programs.delete(job);
+      try {
+        Deno.removeSync(q.path);
+      } catch { /* already gone */ }
+    }
   }
 
   /** Trims the cache to --cache-bytes. The mount does so after each fetch, but files pinned by a
@@ -463,15 +530,21 @@ class Worker implements WorkerNode {
   async #execute(c: Chunk, dir: string, held: Held, log: Logger): Promise<WorkerStatus | null> {
     const req = c.req;
     const jobDir = uuidToString(req.job);
-    for (const d of ["scratch", "out", "empty-input"]) {
-      await Deno.mkdir(`${dir}/${d}`, { recursive: true });
+    // Synchronous mkdirs: three syscalls, far cheaper than three async ops on the thread pool.
+    try {
+      Deno.mkdirSync(dir);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+      Deno.removeSync(dir, { recursive: true }); // leftover of an earlier run of this key
+      Deno.mkdirSync(dir);
     }
-    const programPath = `${dir}/program`;
-    await Deno.writeFile(programPath, req.program, { mode: 0o755 });
-    await Deno.chmod(programPath, 0o755); // the umask may have dropped bits at create
+    Deno.mkdirSync(`${dir}/scratch`);
+    Deno.mkdirSync(`${dir}/out`);
+    const programPath = this.#acquireProgram(req);
 
-    // A job without inputs still gets an (empty, local) input dir, so the variable is usable.
-    let inputDir = `${dir}/empty-input`;
+    // A job without inputs still gets an (empty, local, read-only) input dir, so the variable
+    // is usable.
+    let inputDir = this.#emptyInputDir;
     if (req.inputFiles.length > 0) {
       this.#jobRefs.set(jobDir, (this.#jobRefs.get(jobDir) ?? 0) + 1);
       held.jobDir = jobDir;
@@ -483,7 +556,7 @@ class Worker implements WorkerNode {
       }
       inputDir = `${this.#mount.mountpoint}/${jobDir}`;
     }
-    log.info("chunk started", { inputs: req.inputFiles.length, timeLimitMs: req.timeLimitMs });
+    log.debug("chunk started", { inputs: req.inputFiles.length, timeLimitMs: req.timeLimitMs });
     const argument = new TextDecoder().decode(req.argument);
     const env: Record<string, string> = {
       PATH: Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin",
@@ -506,6 +579,7 @@ class Worker implements WorkerNode {
       cwd: `${dir}/scratch`,
       timeLimitMs: req.timeLimitMs,
       stdoutPath: `${dir}/stdout`,
+      stderrPath: `${dir}/stderr`,
     });
     c.program = program;
     if (c.aborted) program.kill();
@@ -543,7 +617,7 @@ class Worker implements WorkerNode {
     let outputs: FileEntry[] = [];
     if (!r.spawnError) {
       try {
-        outputs = await this.#uploadOutputs(dir, r.stdoutBytes > 0, log);
+        outputs = await this.#uploadOutputs(dir, r.stdoutBytes, log);
       } catch (e) {
         state = CS.Failed;
         failure = FC.OutputFailed;
@@ -577,37 +651,41 @@ class Worker implements WorkerNode {
   }
 
   /** Uploads every regular file in the chunk's output dir (and stdout when non-empty). */
-  async #uploadOutputs(dir: string, haveStdout: boolean, log: Logger): Promise<FileEntry[]> {
+  async #uploadOutputs(dir: string, stdoutBytes: number, log: Logger): Promise<FileEntry[]> {
     const files: { name: string; path: string }[] = [];
-    const walk = async (rel: string) => {
+    // Synchronous listing: usually an empty directory, one getdents instead of async ops.
+    const walk = (rel: string) => {
       const abs = rel ? `${dir}/out/${rel}` : `${dir}/out`;
-      const names: Deno.DirEntry[] = [];
-      for await (const e of Deno.readDir(abs)) names.push(e);
+      const names = [...Deno.readDirSync(abs)];
       names.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
       for (const e of names) {
         const r = rel ? `${rel}/${e.name}` : e.name;
         // Symlinks are skipped on purpose: they could point at any file of the worker.
         if (e.isFile) files.push({ name: r, path: `${dir}/out/${r}` });
-        else if (e.isDirectory) await walk(r);
+        else if (e.isDirectory) walk(r);
       }
     };
-    await walk("");
-    if (haveStdout) {
+    walk("");
+    if (stdoutBytes > 0) {
       if (files.some((f) => f.name === "stdout")) {
         log.warn("program left a file named stdout; captured stdout not uploaded");
       } else files.unshift({ name: "stdout", path: `${dir}/stdout` });
     }
     const out: FileEntry[] = [];
     for (const f of files) {
-      const r = await this.#storage.putFile(f.path);
+      // Either way the call resolves only once storage has the file durably.
+      const small = Deno.statSync(f.path).size <= SMALL_OUTPUT_BYTES;
+      const r = small
+        ? await this.#storage.putBytes(Deno.readFileSync(f.path))
+        : await this.#storage.putFile(f.path);
       out.push({ id: r.id, size: r.size, name: f.name });
     }
     return out;
   }
 
   /** Sends the final worker_status until a master acknowledges it, then frees the slot and
-   * sends chunk_finished to the balancer. */
-  async #report(status: WorkerStatus, c: Chunk, log: Logger): Promise<void> {
+   * sends chunk_finished to the balancer; true when the balancer acknowledged that. */
+  async #report(status: WorkerStatus, c: Chunk, log: Logger): Promise<boolean> {
     let backoff = 200;
     for (;;) {
       try {
@@ -626,7 +704,7 @@ class Worker implements WorkerNode {
         }
         if (this.#closing) {
           log.warn("shutting down before a master acknowledged the status", { error: e });
-          return;
+          return false;
         }
         log.info("worker_status not acknowledged yet; retrying", { error: e });
         await sleep(backoff);
@@ -648,12 +726,13 @@ class Worker implements WorkerNode {
     for (let i = 0; i < 5 && !this.#closing; i++) {
       try {
         await this.#balancer.request(fin, 2000);
-        return;
+        return true;
       } catch (e) {
-        if (e instanceof RpcError && e.code !== ErrorCode.Unavailable) return;
+        if (e instanceof RpcError && e.code !== ErrorCode.Unavailable) return false;
         await sleep(200 * (i + 1));
       }
     }
+    return false;
   }
 
   async close(): Promise<void> {
@@ -674,6 +753,20 @@ class Worker implements WorkerNode {
     ]);
     this.#log.info("worker stopped");
   }
+}
+
+/** Cache key of a chunk's program: its job and a (fast, non-cryptographic) hash of its bytes,
+ * since a job's chunks normally share one program but nothing forces them to. */
+function programKey(req: WorkerRequest): string {
+  let h = 0x811c9dc5; // FNV-1a, 32 bits
+  for (let i = 0; i < req.program.length; i++) h = Math.imul(h ^ req.program[i], 0x01000193);
+  return `${uuidToString(req.job)}/${req.program.length}/${(h >>> 0).toString(16)}`;
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function chunkKey(m: { job: Uint8Array; chunkIndex: number; attempt: number }): string {
