@@ -80,6 +80,59 @@ interface Waiter {
   timer: ReturnType<typeof setTimeout>;
 }
 
+/** Requests in flight on one socket, by id: each ends with its reply, a timeout or a failure. */
+class PendingRequests {
+  #waiters = new Map<bigint, Waiter>();
+
+  /** Registers request `id` to `peer`; the promise settles on reply, timeout or failure. */
+  add(id: bigint, peer: string, timeoutMs: number, what: string): Promise<Message> {
+    return new Promise<Message>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiters.delete(id);
+        reject(
+          new RpcError(ErrorCode.Unavailable, `no reply within ${timeoutMs} ms (${what})`, peer),
+        );
+      }, timeoutMs);
+      this.#waiters.set(id, { resolve, reject, timer });
+    });
+  }
+
+  /** Settles request `id` with a reply frame (an `error` reply rejects); unknown ids are late. */
+  settle(id: bigint, body: Uint8Array, limits: WireLimits, peer: string): void {
+    const w = this.#take(id);
+    if (!w) return; // a reply after its timeout
+    try {
+      const m = decode(body, limits);
+      if (m.type === MessageType.Error) w.reject(new RpcError(m.code, m.text, peer));
+      else w.resolve(m);
+    } catch (e) {
+      w.reject(new RpcError(ErrorCode.BadMessage, `bad reply: ${e}`, peer));
+    }
+  }
+
+  /** Fails request `id` (its send failed). */
+  fail(id: bigint, e: unknown): void {
+    this.#take(id)?.reject(e);
+  }
+
+  /** Fails every request (the socket is closing). */
+  failAll(e: unknown): void {
+    for (const id of [...this.#waiters.keys()]) this.fail(id, e);
+  }
+
+  get size(): number {
+    return this.#waiters.size;
+  }
+
+  #take(id: bigint): Waiter | undefined {
+    const w = this.#waiters.get(id);
+    if (!w) return undefined;
+    this.#waiters.delete(id);
+    clearTimeout(w.timer);
+    return w;
+  }
+}
+
 /** The `error` reply for whatever a handler threw (text capped: it is for people, not logs). */
 function toErrorReply(node: Uint8Array, e: unknown): Message {
   if (e instanceof WireError) return wireErrorReply(node, e);
@@ -110,7 +163,7 @@ export class RpcClient {
   readonly node: Uint8Array;
   #sock: Socket;
   #nextId = 1n;
-  #waiters = new Map<bigint, Waiter>();
+  #pending = new PendingRequests();
   #timeoutMs: number;
   #opts: RpcClientOptions;
   #limits: WireLimits;
@@ -140,26 +193,14 @@ export class RpcClient {
     }
     const id = this.#nextId++;
     const frame = encode(msg);
-    return new Promise<Message>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#waiters.delete(id);
-        reject(
-          new RpcError(
-            ErrorCode.Unavailable,
-            `no reply within ${timeoutMs} ms (type ${msg.type})`,
-            this.endpoint,
-          ),
-        );
-      }, timeoutMs);
-      this.#waiters.set(id, { resolve, reject, timer });
-      this.#sock.send([idFrame(id), frame]).catch((e) => {
-        const w = this.#waiters.get(id);
-        if (!w) return;
-        clearTimeout(w.timer);
-        this.#waiters.delete(id);
-        reject(new RpcError(ErrorCode.Unavailable, `send failed: ${e}`, this.endpoint));
-      });
-    });
+    const reply = this.#pending.add(id, this.endpoint, timeoutMs, `type ${msg.type}`);
+    this.#sock.send([idFrame(id), frame]).catch((e) =>
+      this.#pending.fail(
+        id,
+        new RpcError(ErrorCode.Unavailable, `send failed: ${e}`, this.endpoint),
+      )
+    );
+    return reply;
   }
 
   /** Sends a one-way message (no reply expected). */
@@ -186,18 +227,7 @@ export class RpcClient {
         this.#serveReverse(id, frames[1]);
         continue;
       }
-      const w = this.#waiters.get(id);
-      if (!w) continue; // a reply after its timeout
-      this.#waiters.delete(id);
-      clearTimeout(w.timer);
-      try {
-        const m = decode(frames[1], this.#limits);
-        if (m.type === MessageType.Error) {
-          w.reject(new RpcError(m.code, m.text, this.endpoint));
-        } else w.resolve(m);
-      } catch (e) {
-        w.reject(new RpcError(ErrorCode.BadMessage, `bad reply: ${e}`, this.endpoint));
-      }
+      this.#pending.settle(id, frames[1], this.#limits, this.endpoint);
     }
   }
 
@@ -218,18 +248,14 @@ export class RpcClient {
 
   /** Number of requests waiting for a reply. */
   get inFlight(): number {
-    return this.#waiters.size;
+    return this.#pending.size;
   }
 
   /** Closes the socket; pending requests reject with UNAVAILABLE. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    for (const [, w] of this.#waiters) {
-      clearTimeout(w.timer);
-      w.reject(new RpcError(ErrorCode.Unavailable, "client closed", this.endpoint));
-    }
-    this.#waiters.clear();
+    this.#pending.failAll(new RpcError(ErrorCode.Unavailable, "client closed", this.endpoint));
     this.#sock.close();
     await this.#loop;
   }
@@ -258,7 +284,7 @@ export class RpcServer {
   #closed = false;
   #loop: Promise<void> | null = null;
   #nextId = REVERSE | 1n;
-  #waiters = new Map<bigint, Waiter>();
+  #pending = new PendingRequests();
   /** Malformed frames seen (for tests and stats). */
   badFrames = 0;
 
@@ -293,18 +319,11 @@ export class RpcServer {
   push(peer: Uint8Array, msg: Message, timeoutMs = 10_000): Promise<Message> {
     const id = this.#nextId++;
     const peerName = hexId(peer);
-    return new Promise<Message>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#waiters.delete(id);
-        reject(new RpcError(ErrorCode.Unavailable, `no reply within ${timeoutMs} ms`, peerName));
-      }, timeoutMs);
-      this.#waiters.set(id, { resolve, reject, timer });
-      this.#sock.send([peer, idFrame(id), encode(msg)]).catch((e) => {
-        clearTimeout(timer);
-        this.#waiters.delete(id);
-        reject(new RpcError(ErrorCode.Unavailable, `send failed: ${e}`, peerName));
-      });
-    });
+    const reply = this.#pending.add(id, peerName, timeoutMs, `push of type ${msg.type}`);
+    this.#sock.send([peer, idFrame(id), encode(msg)]).catch((e) =>
+      this.#pending.fail(id, new RpcError(ErrorCode.Unavailable, `send failed: ${e}`, peerName))
+    );
+    return reply;
   }
 
   async #receiveLoop(): Promise<void> {
@@ -329,17 +348,7 @@ export class RpcServer {
         continue;
       }
       if (id & REVERSE) {
-        const w = this.#waiters.get(id);
-        if (!w) continue;
-        this.#waiters.delete(id);
-        clearTimeout(w.timer);
-        try {
-          const m = decode(body, this.#limits);
-          if (m.type === MessageType.Error) w.reject(new RpcError(m.code, m.text, hexId(peer)));
-          else w.resolve(m);
-        } catch (e) {
-          w.reject(new RpcError(ErrorCode.BadMessage, `bad reply: ${e}`, hexId(peer)));
-        }
+        this.#pending.settle(id, body, this.#limits, hexId(peer));
         continue;
       }
       this.#serve(peer, idf, body);
@@ -373,11 +382,7 @@ export class RpcServer {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    for (const [, w] of this.#waiters) {
-      clearTimeout(w.timer);
-      w.reject(new RpcError(ErrorCode.Unavailable, "server closed", "-"));
-    }
-    this.#waiters.clear();
+    this.#pending.failAll(new RpcError(ErrorCode.Unavailable, "server closed", "-"));
     this.#sock.close();
     await this.#loop;
   }
