@@ -7,25 +7,13 @@ import { decodeMessage, encodeMessage, RaftCodecError } from "../roles/master/ra
 import {
   makeMessage,
   type Message,
+  MESSAGE_TYPES,
   type MessageType,
   mulberry32,
 } from "../roles/master/raft/mod.ts";
 
 const te = new TextEncoder();
-const TYPES: MessageType[] = [
-  "app",
-  "appResp",
-  "vote",
-  "voteResp",
-  "preVote",
-  "preVoteResp",
-  "heartbeat",
-  "heartbeatResp",
-  "snap",
-  "timeoutNow",
-  "readIndex",
-  "readIndexResp",
-];
+const TYPES: readonly MessageType[] = MESSAGE_TYPES;
 
 function sample(type: MessageType, r: () => number): Message {
   const big = Number.MAX_SAFE_INTEGER - Math.floor(r() * 1000);

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { FileStorage, StorageError } from "../roles/master/raft/storage.ts";
-import { crc32 } from "../roles/master/raft/crc32.ts";
+import { crc32 } from "../lib/crc32.ts";
 import {
   type Entry,
   type HardState,

@@ -9,7 +9,14 @@
  * str = u16 length + UTF-8; bytes = u32 length + raw. Decoding validates every field and
  * rejects trailing bytes, throwing {@link RaftCodecError} with the offending offset.
  */
-import { type Entry, type Message, type MessageType, RaftError, type Snapshot } from "./types.ts";
+import {
+  type Entry,
+  type Message,
+  MESSAGE_TYPES,
+  type MessageType,
+  RaftError,
+  type Snapshot,
+} from "./types.ts";
 
 /** Malformed encoded message (truncated, bad tag, out-of-range number, trailing bytes...). */
 export class RaftCodecError extends RaftError {
@@ -20,20 +27,7 @@ export class RaftCodecError extends RaftError {
 }
 
 const VERSION = 1;
-const TYPES: MessageType[] = [
-  "app",
-  "appResp",
-  "vote",
-  "voteResp",
-  "preVote",
-  "preVoteResp",
-  "heartbeat",
-  "heartbeatResp",
-  "snap",
-  "timeoutNow",
-  "readIndex",
-  "readIndexResp",
-];
+const TYPES: readonly MessageType[] = MESSAGE_TYPES;
 const TYPE_CODE = new Map(TYPES.map((t, i) => [t, i + 1]));
 /** Upper bound on a single message (guards allocation on hostile input). */
 export const MAX_MESSAGE_BYTES = 256 * 1024 * 1024;

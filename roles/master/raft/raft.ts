@@ -13,6 +13,7 @@ import {
   type HardState,
   makeMessage,
   type Message,
+  MESSAGE_TYPES,
   type NodeId,
   NotLeaderError,
   type PersistedState,
@@ -226,20 +227,7 @@ interface ReadyMark {
   snapshot: Snapshot | null;
 }
 
-const MSG_TYPES = new Set([
-  "app",
-  "appResp",
-  "vote",
-  "voteResp",
-  "preVote",
-  "preVoteResp",
-  "heartbeat",
-  "heartbeatResp",
-  "snap",
-  "timeoutNow",
-  "readIndex",
-  "readIndexResp",
-]);
+const MSG_TYPES: ReadonlySet<string> = new Set(MESSAGE_TYPES);
 
 /**
  * One Raft member. Single-threaded: call its methods from one loop. Between ready() and

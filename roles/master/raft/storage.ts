@@ -16,7 +16,7 @@
  * a fresh segment (written under a temp name, fsync'd, renamed) that starts with a base marker
  * and holds only the entries after the snapshot, then delete the older segments.
  */
-import { crc32 } from "./crc32.ts";
+import { crc32 } from "../../../lib/crc32.ts";
 import {
   type Entry,
   type HardState,

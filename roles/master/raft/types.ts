@@ -64,20 +64,24 @@ export interface ReadState {
   ctx: Uint8Array;
 }
 
-/** All message types exchanged between Raft members. */
-export type MessageType =
-  | "app"
-  | "appResp"
-  | "vote"
-  | "voteResp"
-  | "preVote"
-  | "preVoteResp"
-  | "heartbeat"
-  | "heartbeatResp"
-  | "snap"
-  | "timeoutNow"
-  | "readIndex"
-  | "readIndexResp";
+/** All message types exchanged between Raft members, in wire-code order (code = index + 1). */
+export const MESSAGE_TYPES = [
+  "app",
+  "appResp",
+  "vote",
+  "voteResp",
+  "preVote",
+  "preVoteResp",
+  "heartbeat",
+  "heartbeatResp",
+  "snap",
+  "timeoutNow",
+  "readIndex",
+  "readIndexResp",
+] as const;
+
+/** A message type exchanged between Raft members. */
+export type MessageType = typeof MESSAGE_TYPES[number];
 
 /**
  * A message between members. Unused fields are 0 / false / empty; which fields matter per type:
