@@ -319,13 +319,16 @@ export class MasterService {
     const now = Date.now();
     const raft = this.#d.raft;
     const masters = raft ? raft.voters() : [this.#d.endpoint];
+    // The leader knows how each follower keeps up: one in "replicate" state acknowledges appends.
+    const progress = raft?.isLeader() ? raft.node.status().progress : undefined;
     const nodes: NodeEntry[] = masters.map((id) => {
       const self = raft ? id === raft.id : true;
       const leader = raft ? id === raft.leaderId : this.#d.consensus.isLeader();
+      const replicating = progress?.get(id)?.state === "replicate";
       return {
         id: self ? this.#d.node : new Uint8Array(16),
         role: NodeRole.Master,
-        state: self || leader ? NodeState.Alive : NodeState.Suspect,
+        state: self || leader || replicating ? NodeState.Alive : NodeState.Suspect,
         flags: leader ? NodeFlags.Leader : 0,
         slots: 0,
         freeSlots: 0,
