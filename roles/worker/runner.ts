@@ -336,6 +336,11 @@ export class RunningProgram {
       }, spec.timeLimitMs)
       : undefined;
     const raw = await waitForExit(this.pid);
+    // The chunk is over: whatever it left running in its process group (background jobs) goes
+    // too, so it cannot write into the chunk's directories once they are reused or uploaded.
+    try {
+      Deno.kill(-this.pid, "SIGKILL");
+    } catch { /* usually none left (ESRCH) */ }
     this.#exited = true;
     clearTimeout(timer);
     const durationMs = Math.round(performance.now() - t0);
