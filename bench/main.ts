@@ -11,6 +11,7 @@ import { parseArgs } from "node:util";
 import { runZmqBench } from "./zmq.ts";
 import { runStorageBench } from "./storage.ts";
 import { runFuseBench } from "./fuse.ts";
+import { runFuseColdBench } from "./fuse_cold.ts";
 import { runE2eBench } from "./e2e.ts";
 import { runRaftBench } from "./raft.ts";
 import { type BenchRow, markdownTable } from "./types.ts";
@@ -60,6 +61,14 @@ export const BENCHES: BenchSpec[] = [
     run: () => runFuseBench(),
     title: "FUSE inputs",
     baseline: "direct read",
+  },
+  {
+    name: "fuse-cold",
+    file: "fuse_cold.ts",
+    fn: "runFuseColdBench",
+    run: () => runFuseColdBench(),
+    title: "FUSE inputs, cold (fetched on first read)",
+    baseline: "storage get",
   },
   {
     name: "e2e",
