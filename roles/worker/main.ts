@@ -502,8 +502,8 @@ class Worker implements WorkerNode {
     }
     if (!p) {
       const path = `${this.#programsDir}/${this.#programSeq++}`;
-      // Written synchronously and closed before any spawn can happen (spawns run on this
-      // thread too), so no spawn can ever see it open for writing (ETXTBSY).
+      // Written synchronously, so it is open for writing only for a moment (a spawn running
+      // meanwhile can still see it so: startProgram retries ETXTBSY).
       Deno.writeFileSync(path, req.program, { mode: 0o755 });
       Deno.chmodSync(path, 0o755); // the umask may have dropped bits at create
       p = { path, bytes: req.program.slice(), users: 0 };

@@ -128,9 +128,12 @@ export class TailBuffer {
 
 /** libc entry points used to spawn and reap programs (glibc >= 2.29 for addchdir_np). */
 const LIBC_SYMBOLS = {
+  // Nonblocking: with vfork semantics the calling thread waits until the child has exec'd
+  // (a few ms under load), which must not stall the event loop and the other slots' chunks.
   posix_spawn: {
     parameters: ["buffer", "buffer", "buffer", "buffer", "buffer", "buffer"],
     result: "i32",
+    nonblocking: true,
   },
   posix_spawn_file_actions_init: { parameters: ["buffer"], result: "i32" },
   posix_spawn_file_actions_destroy: { parameters: ["buffer"], result: "i32" },
@@ -201,7 +204,7 @@ function pointerArray(strs: Uint8Array[]): Uint8Array {
 
 /** posix_spawn with stdin from /dev/null, stdout/stderr on files, cwd, clean env and signal
  * dispositions, in a new session. Returns the pid; throws SpawnError. */
-function spawnDirect(spec: RunSpec, stderrPath: string): number {
+async function spawnDirect(spec: RunSpec, stderrPath: string): Promise<number> {
   const c = libc();
   // Opaque glibc structs (80 and 336 bytes; sigset_t 128): generously sized buffers.
   const actions = new Uint8Array(256);
@@ -235,7 +238,7 @@ function spawnDirect(spec: RunSpec, stderrPath: string): number {
       attr,
       POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF,
     );
-    const rc = c.posix_spawn(
+    const rc = await c.posix_spawn(
       new Uint8Array(pid.buffer),
       path,
       actions,
@@ -248,8 +251,9 @@ function spawnDirect(spec: RunSpec, stderrPath: string): number {
   } finally {
     c.posix_spawn_file_actions_destroy(actions);
     c.posix_spawnattr_destroy(attr);
-    // Keeps the strings the pointer arrays refer to reachable until after the call.
-    void argv, envp;
+    // Keeps every buffer the call reads reachable until it has returned (it runs on another
+    // thread; the pointer arrays alone would not keep the strings alive).
+    void [argv, envp, path, devNull, out, err, cwd, mask, defaults, argvPtrs, envpPtrs];
   }
 }
 
@@ -395,11 +399,13 @@ function stderrPathOf(spec: RunSpec): string {
 /** Starts a program; a spawn failure yields a RunningProgram whose result has `spawnError`. */
 export async function startProgram(spec: RunSpec): Promise<RunningProgram> {
   const t0 = performance.now();
-  // ETXTBSY: a program file still open for writing somewhere (e.g. another process that forked
-  // while it was being written) cannot be executed; the window is tiny, so retry briefly.
+  // ETXTBSY: a program file still open for writing somewhere cannot be executed. A spawn of
+  // another chunk (on a pool thread) copies this process's fd table, so while a new program file
+  // is being written its write fd lives on in that child until it execs: a tiny window, retry.
   for (let i = 0;; i++) {
     try {
-      return new RunningProgram(spawnDirect(spec, stderrPathOf(spec)), undefined, spec, t0);
+      const pid = await spawnDirect(spec, stderrPathOf(spec));
+      return new RunningProgram(pid, undefined, spec, t0);
     } catch (e) {
       if (e instanceof SpawnError && e.errno === ETXTBSY && i < 20) {
         await new Promise((r) => setTimeout(r, 5 * (i + 1)));
