@@ -445,7 +445,7 @@ class Worker implements WorkerNode {
       this.#release(held);
       this.#releaseProgram(req);
     }
-    if (dir !== null) this.#returnDir(dir, log);
+    if (dir !== null) await this.#returnDir(dir, log);
     if (held.pinned.length > 0) this.#enforceCache();
     if (c.aborted) {
       // Shutting down: say so at once (best effort) so the master re-dispatches the chunk
@@ -471,22 +471,24 @@ class Worker implements WorkerNode {
 
   /** Empties a chunk's `scratch/` and `out/` (the program's process group is gone by now) and
    * keeps the directory for the next chunk; a directory that cannot be emptied is dropped. */
-  #returnDir(dir: string, log: Logger): void {
+  async #returnDir(dir: string, log: Logger): Promise<void> {
     try {
       for (const sub of ["scratch", "out"]) {
-        // Synchronous: usually one getdents of an empty directory.
+        // Synchronous listing: usually one getdents of an empty directory. Whatever is there is
+        // removed asynchronously: a chunk may leave many or large files, and deleting those must
+        // not stall the event loop (heartbeats, the other slots).
         for (const e of Deno.readDirSync(`${dir}/${sub}`)) {
-          Deno.removeSync(`${dir}/${sub}/${e.name}`, { recursive: true });
+          await Deno.remove(`${dir}/${sub}/${e.name}`, { recursive: true });
         }
       }
       // stdout and stderr stay: the next spawn truncates them.
       if (!this.#closing && this.#freeDirs.length < this.#opts.slots) this.#freeDirs.push(dir);
-      else Deno.removeSync(dir, { recursive: true });
+      else await Deno.remove(dir, { recursive: true });
     } catch (e) {
       log.warn("could not empty chunk directory; dropping it", { dir, error: e });
-      try {
-        Deno.removeSync(dir, { recursive: true });
-      } catch { /* gone, or the next start wipes it */ }
+      await Deno.remove(dir, { recursive: true }).catch(() => {
+        /* gone, or the next start wipes it */
+      });
     }
   }
 
