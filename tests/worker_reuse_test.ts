@@ -1,7 +1,9 @@
 // Tests of what the worker's cheap per-chunk path must still guarantee: programs start with
 // default signal dispositions in their own session, whatever a chunk leaves running in its
-// process group dies with it, reused stdout/stderr files are truncated, and a reused slot
-// directory shows a chunk nothing of the previous chunk (real processes, a real local cluster).
+// process group dies with it, reused stdout/stderr files are truncated, a reused slot directory
+// shows a chunk nothing of the previous chunk, and a program that swaps parts of its slot for
+// symlinks cannot make the worker empty or truncate anything outside it (real processes, a real
+// local cluster).
 import assert from "node:assert/strict";
 import { startProgram } from "../roles/worker/runner.ts";
 import { LocalCluster } from "../client/local_cluster.ts";
@@ -98,7 +100,27 @@ Deno.test("worker: a reused slot directory shows a chunk nothing of the previous
   );
   const cluster = await LocalCluster.start({ workers: 1, slotsPerWorker: 1 });
   const client = new DsysClient(cluster.info);
+  const sentinel = await Deno.makeTempDir({ prefix: "dsys-sentinel-" });
   try {
+    // First a job whose chunks replace their output dir and stdout file by symlinks to a
+    // directory outside the slot: they fail, and nothing there is emptied or truncated.
+    await Deno.writeTextFile(`${sentinel}/keep`, "precious\n");
+    const tamper = await client.submit({
+      program: new TextEncoder().encode(
+        '#!/bin/sh\nrm -rf "$DSYS_OUTPUT_DIR" && ln -s "$1" "$DSYS_OUTPUT_DIR"\n' +
+          'rm -f ../stdout && ln -s "$1/keep" ../stdout\n',
+      ),
+      programName: "tamper.sh",
+      argument: sentinel,
+      chunks: 2,
+      inputs: [],
+      timeLimitMs: 30_000,
+    });
+    const ts = await client.waitForJob(tamper, () => {}, 50);
+    assert.equal(ts.state, ChunkState.Failed);
+    for (const c of ts.chunks) assert.match(c.reason, /no longer a directory/, c.reason);
+    assert.equal(await Deno.readTextFile(`${sentinel}/keep`), "precious\n");
+
     const job = await client.submit({
       program,
       programName: "leaky.sh",
@@ -133,6 +155,7 @@ Deno.test("worker: a reused slot directory shows a chunk nothing of the previous
     }
     throw e;
   } finally {
+    await Deno.remove(sentinel, { recursive: true });
     await client.close();
     await cluster.stop();
     await Deno.remove(cluster.dataDir, { recursive: true }).catch(() => {});

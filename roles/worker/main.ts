@@ -473,6 +473,15 @@ class Worker implements WorkerNode {
    * keeps the directory for the next chunk; a directory that cannot be emptied is dropped. */
   async #returnDir(dir: string, log: Logger): Promise<void> {
     try {
+      // The program could have replaced any of these (e.g. `out` by a symlink to `/`): emptying
+      // through a symlink, or a spawn truncating `stdout` through one, would hit files outside
+      // the slot. Such a directory is dropped instead (removal does not follow symlinks).
+      if (
+        !isRealDir(dir) || !isRealDir(`${dir}/scratch`) || !isRealDir(`${dir}/out`) ||
+        !isFileOrAbsent(`${dir}/stdout`) || !isFileOrAbsent(`${dir}/stderr`)
+      ) {
+        throw new WorkerError(`chunk directory ${dir} was altered by its program`);
+      }
       for (const sub of ["scratch", "out"]) {
         // Synchronous listing: usually one getdents of an empty directory. Whatever is there is
         // removed asynchronously: a chunk may leave many or large files, and deleting those must
@@ -686,6 +695,10 @@ class Worker implements WorkerNode {
   /** Uploads every regular file in the chunk's output dir (and stdout when non-empty). */
   async #uploadOutputs(dir: string, stdoutBytes: number, log: Logger): Promise<FileEntry[]> {
     const files: { name: string; path: string }[] = [];
+    if (!isRealDir(`${dir}/out`)) {
+      // Replaced by a symlink (or a file): never upload what it points at.
+      throw new WorkerError(`output directory ${dir}/out is no longer a directory`);
+    }
     // Synchronous listing: usually an empty directory, one getdents instead of async ops.
     const walk = (rel: string) => {
       const abs = rel ? `${dir}/out/${rel}` : `${dir}/out`;
@@ -794,6 +807,24 @@ function programKey(req: WorkerRequest): string {
   let h = 0x811c9dc5; // FNV-1a, 32 bits
   for (let i = 0; i < req.program.length; i++) h = Math.imul(h ^ req.program[i], 0x01000193);
   return `${uuidToString(req.job)}/${req.program.length}/${(h >>> 0).toString(16)}`;
+}
+
+/** True when `path` is a directory itself, not a symlink to one. */
+function isRealDir(path: string): boolean {
+  try {
+    return Deno.lstatSync(path).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
+/** True when `path` is a regular file (not a symlink) or does not exist. */
+function isFileOrAbsent(path: string): boolean {
+  try {
+    return Deno.lstatSync(path).isFile;
+  } catch (e) {
+    return e instanceof Deno.errors.NotFound;
+  }
 }
 
 function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
