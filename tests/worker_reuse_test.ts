@@ -121,6 +121,24 @@ Deno.test("worker: a reused slot directory shows a chunk nothing of the previous
     for (const c of ts.chunks) assert.match(c.reason, /no longer a directory/, c.reason);
     assert.equal(await Deno.readTextFile(`${sentinel}/keep`), "precious\n");
 
+    // A program that rewrites its own file: later chunks of the job still run the original.
+    const selfish = await client.submit({
+      program: new TextEncoder().encode(
+        '#!/bin/sh\necho "run $DSYS_CHUNK_INDEX"\nprintf \'#!/bin/sh\\necho tampered\\n\' > "$0"\n',
+      ),
+      programName: "selfish.sh",
+      argument: "",
+      chunks: 3,
+      inputs: [],
+      timeLimitMs: 30_000,
+    });
+    const ss = await client.waitForJob(selfish, () => {}, 50);
+    assert.equal(ss.state, ChunkState.Succeeded);
+    for (const c of ss.chunks) {
+      const out = c.outputs.find((o) => o.name === "stdout")!;
+      assert.equal(dec.decode(await client.storage.getBytes(out.id)), `run ${c.chunkIndex}\n`);
+    }
+
     const job = await client.submit({
       program,
       programName: "leaky.sh",

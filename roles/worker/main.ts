@@ -160,6 +160,8 @@ interface Chunk {
   done: Promise<void>;
   /** Errors of fetches of this chunk's inputs, by id hex (set by the mount's error hook). */
   fetchErrors: Map<string, string>;
+  /** The program file this chunk holds (released when it ends). */
+  programFile: ProgramFile | null;
 }
 
 const enc = new TextEncoder();
@@ -186,7 +188,7 @@ class Worker implements WorkerNode {
   #chunksDir: string;
   /** Program files by job id and content, written on the first chunk that runs them. */
   #programsDir: string;
-  #programs = new Map<string, { path: string; bytes: Uint8Array; users: number }>();
+  #programs = new Map<string, ProgramFile>();
   #programSeq = 0;
   /** Slot directories (`<chunks>/slot-N` with `scratch/`, `out/`, `stdout`, `stderr`) not in
    * use. Reused, emptied, rather than created and deleted per chunk: on ext4 a create after many
@@ -404,6 +406,7 @@ class Worker implements WorkerNode {
       aborted: false,
       done: Promise.resolve(),
       fetchErrors: new Map(),
+      programFile: null,
     };
     this.#chunks.set(key, chunk);
     this.#stats.accepted++;
@@ -443,7 +446,7 @@ class Worker implements WorkerNode {
       status = bareStatus(this.nodeId, req, CS.Failed, FC.Internal, why);
     } finally {
       this.#release(held);
-      this.#releaseProgram(req);
+      if (c.programFile) this.#releaseProgram(c.programFile);
     }
     if (dir !== null) await this.#returnDir(dir, log);
     if (held.pinned.length > 0) this.#enforceCache();
@@ -503,11 +506,12 @@ class Worker implements WorkerNode {
 
   /** The job's program file, written (mode 0755) by the first chunk of the job on this worker
    * and shared by its later chunks; each call must be paired with `#releaseProgram`. */
-  #acquireProgram(req: WorkerRequest): string {
+  #acquireProgram(req: WorkerRequest): ProgramFile {
     const job = programKey(req);
     let p = this.#programs.get(job);
-    if (p && !bytesEqual(p.bytes, req.program)) {
-      // A hash collision (the key's hash is not cryptographic): run this one from its own file.
+    if (p && (!bytesEqual(p.bytes, req.program) || !unchanged(p))) {
+      // A hash collision (the key's hash is not cryptographic), or a program that rewrote its
+      // own file (chunks used to get a fresh copy each): run this one from a new file.
       p = undefined;
       this.#programs.delete(job);
     }
@@ -517,7 +521,8 @@ class Worker implements WorkerNode {
       // meanwhile can still see it so: startProgram retries ETXTBSY).
       Deno.writeFileSync(path, req.program, { mode: 0o755 });
       Deno.chmodSync(path, 0o755); // the umask may have dropped bits at create
-      p = { path, bytes: req.program.slice(), users: 0 };
+      const st = Deno.lstatSync(path);
+      p = { path, bytes: req.program.slice(), users: 0, ino: st.ino, mtimeMs: mtimeOf(st) };
       this.#programs.set(job, p);
     } else {
       // Most recently used last: eviction below takes the oldest first.
@@ -525,12 +530,11 @@ class Worker implements WorkerNode {
       this.#programs.set(job, p);
     }
     p.users++;
-    return p.path;
+    return p;
   }
 
-  #releaseProgram(req: WorkerRequest): void {
-    const p = this.#programs.get(programKey(req));
-    if (p && p.users > 0 && bytesEqual(p.bytes, req.program)) p.users--;
+  #releaseProgram(p: ProgramFile): void {
+    if (p.users > 0) p.users--;
     if (this.#programs.size <= PROGRAM_CACHE_JOBS) return;
     for (const [job, q] of this.#programs) {
       if (this.#programs.size <= PROGRAM_CACHE_JOBS) break;
@@ -580,7 +584,8 @@ class Worker implements WorkerNode {
   async #execute(c: Chunk, dir: string, held: Held, log: Logger): Promise<WorkerStatus | null> {
     const req = c.req;
     const jobDir = uuidToString(req.job);
-    const programPath = this.#acquireProgram(req);
+    c.programFile = this.#acquireProgram(req);
+    const programPath = c.programFile.path;
 
     // A job without inputs still gets an (empty, local, read-only) input dir, so the variable
     // is usable.
@@ -807,6 +812,32 @@ function programKey(req: WorkerRequest): string {
   let h = 0x811c9dc5; // FNV-1a, 32 bits
   for (let i = 0; i < req.program.length; i++) h = Math.imul(h ^ req.program[i], 0x01000193);
   return `${uuidToString(req.job)}/${req.program.length}/${(h >>> 0).toString(16)}`;
+}
+
+/** A job's program file, shared by the job's chunks on this worker. */
+interface ProgramFile {
+  path: string;
+  bytes: Uint8Array;
+  /** Chunks running it now. */
+  users: number;
+  /** Inode and mtime when written: a changed file is not reused. */
+  ino: number | null;
+  mtimeMs: number;
+}
+
+function mtimeOf(st: Deno.FileInfo): number {
+  return st.mtime?.getTime() ?? -1;
+}
+
+/** True while the program file is still the one written (same inode, size, mtime). */
+function unchanged(p: ProgramFile): boolean {
+  try {
+    const st = Deno.lstatSync(p.path);
+    return st.isFile && st.ino === p.ino && st.size === p.bytes.length &&
+      mtimeOf(st) === p.mtimeMs;
+  } catch {
+    return false;
+  }
 }
 
 /** True when `path` is a directory itself, not a symlink to one. */
