@@ -29,7 +29,8 @@ interface Pending {
 export class RecordFile {
   #file: Deno.FsFile;
   #queue: Pending[] = [];
-  #flushing = false;
+  /** The running flush, if any (it drains the queue, including what is appended meanwhile). */
+  #flushing: Promise<void> | null = null;
   #size: number;
   /** Bytes cut off the tail at open (a torn or corrupt write). */
   readonly truncatedBytes: number;
@@ -89,12 +90,11 @@ export class RecordFile {
     frame.set(payload, 8);
     return new Promise((resolve, reject) => {
       this.#queue.push({ frame, resolve, reject });
-      if (!this.#flushing) this.#flush();
+      this.#flushing ??= this.#flush();
     });
   }
 
   async #flush(): Promise<void> {
-    this.#flushing = true;
     try {
       while (this.#queue.length > 0) {
         const batch = this.#queue;
@@ -112,13 +112,13 @@ export class RecordFile {
         }
       }
     } finally {
-      this.#flushing = false;
+      this.#flushing = null;
     }
   }
 
   /** Closes the file (pending appends finish first). */
   async close(): Promise<void> {
-    while (this.#flushing || this.#queue.length) await new Promise((r) => setTimeout(r, 1));
+    await this.#flushing;
     this.#file.close();
   }
 }
