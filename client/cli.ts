@@ -20,6 +20,8 @@ const common = {
   master: { type: "string" as const },
   storage: { type: "string" as const },
   json: { type: "boolean" as const, default: false },
+  /** How long to keep trying to reach the masters (seconds). */
+  timeout: { type: "string" as const, default: "10" },
   help: { type: "boolean" as const, short: "h", default: false },
 };
 
@@ -82,10 +84,12 @@ async function dispatch(command: string, args: string[]): Promise<number> {
 }
 
 async function withClient<T>(
-  flags: { master?: string; storage?: string },
+  flags: { master?: string; storage?: string; timeout?: string },
   f: (c: DsysClient) => Promise<T>,
 ): Promise<T> {
-  const c = new DsysClient(resolveCluster(flags));
+  const secs = Number(flags.timeout ?? "10");
+  if (!(secs > 0)) throw new ClientError(`--timeout ${flags.timeout} is not a positive number`);
+  const c = new DsysClient(resolveCluster(flags), { deadlineMs: secs * 1000 });
   try {
     return await f(c);
   } finally {

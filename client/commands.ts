@@ -56,7 +56,7 @@ export class DsysClient {
       try {
         await Deno.stat(path);
       } catch {
-        throw new ClientError(`put: ${path}: no such file`);
+        throw new ClientError(`${path}: no such file`);
       }
       const r = await this.storage.putFile(path);
       out.push({ path, ...r });
