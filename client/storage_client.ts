@@ -199,8 +199,10 @@ export class StorageClient {
   ): Promise<void> {
     const hex = uuidToHex(id);
     const what = `put of file ${hex}`;
-    const st = await this.stat(id);
-    if (st.exists && st.length === size) return; // content addressed: same id = same bytes
+    if (size > this.#chunk) {
+      const st = await this.stat(id);
+      if (st.exists && st.length === size) return; // content addressed: same id = same bytes
+    }
     let start = 0;
     // `attempt` counts failures in a row without progress: a busy node that keeps accepting
     // some chunks never exhausts the retries.

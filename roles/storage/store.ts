@@ -371,9 +371,11 @@ export class FileStore {
       return;
     }
     // Missing or damaged sidecar: rebuild it from the data, but only if the data still hashes
-    // to the id (otherwise the file is corrupt and must never be served).
-    this.#opts.log.warn("rebuilding block sidecar", { file: hex });
+    // to the id (otherwise the file is corrupt and must never be served). A file of one block
+    // has no sidecar by design (its block hash is the whole-file hash, checked against the id).
     const bb = this.#opts.blockBytes;
+    const single = e.size <= bb;
+    if (!single) this.#opts.log.warn("rebuilding block sidecar", { file: hex });
     const acc = new BlockHasher(bb);
     const f = await Deno.open(`${this.filesDir}/${hex}`, { read: true });
     const buf = new Uint8Array(4 * MiB);
@@ -392,7 +394,7 @@ export class FileStore {
       this.#opts.log.error("corrupt file", { file: hex });
       return;
     }
-    await writeSidecar(this.filesDir, hex, e.size, bb, blocks);
+    if (!single) await writeSidecar(this.filesDir, hex, e.size, bb, blocks);
     e.blocks = blocks;
     e.blockBytes = bb;
   }
@@ -429,6 +431,12 @@ export class FileStore {
     }
     const key = `${hex}.${uuidToHex(msg.node)}`;
     let u = this.#uploads.get(key);
+    const whole = msg.offset === 0 && (msg.flags & FilePutFlags.Last) !== 0 &&
+      msg.data.length === msg.totalLength && msg.totalLength <= this.#opts.blockBytes;
+    if (!u && whole) {
+      const found = this.#index.get(hex);
+      if (!found || found.corrupt) return this.#putWhole(msg, hex, key);
+    }
     if (!u) {
       const found = this.#index.get(hex);
       // A corrupt copy is replaced by a full upload, not merely checked against.
@@ -471,6 +479,44 @@ export class FileStore {
       });
       if (!up.running) this.#run(up);
     });
+  }
+
+  /**
+   * A whole file in one chunk of at most one block (most program outputs): hash, write a temp,
+   * fdatasync, rename into place, fsync the directory. No upload state, no sidecar (the single
+   * block's hash is the file's own, re-derived and checked against the id when first read after
+   * a restart), no temp-directory fsync: the temp is never acknowledged before the rename.
+   */
+  async #putWhole(msg: FilePut, hex: string, key: string): Promise<FilePutAck> {
+    const digest = new Uint8Array(createHash("sha256").update(msg.data).digest());
+    if (!bytesEqual(digest.subarray(0, 16), msg.file)) {
+      throw this.#conflict(
+        hex,
+        `content hashes to ${uuidToHex(digest.subarray(0, 16))}, not the id`,
+      );
+    }
+    const tmp = `${this.tmpDir}/${key}.${crypto.randomUUID()}`;
+    const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
+    try {
+      await writeFull(f, msg.data);
+      await f.syncData();
+    } finally {
+      f.close();
+    }
+    await Deno.rename(tmp, `${this.filesDir}/${hex}`);
+    await syncDir(this.filesDir);
+    this.#storedBytes += msg.totalLength - (this.#index.get(hex)?.size ?? 0);
+    this.#index.set(hex, {
+      size: msg.totalLength,
+      blocks: digest,
+      blockBytes: this.#opts.blockBytes,
+      loading: null,
+      corrupt: null,
+    });
+    this.counters.puts++;
+    this.counters.putBytes += msg.data.length;
+    this.#opts.log.debug("file committed", { file: hex, size: msg.totalLength });
+    return this.#ack(msg.file, msg.totalLength, true);
   }
 
   #conflict(hex: string, why: string): RequestError {
