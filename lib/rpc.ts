@@ -74,6 +74,24 @@ function readId(frame: Uint8Array): bigint | null {
   return new DataView(frame.buffer, frame.byteOffset, 8).getBigUint64(0, true);
 }
 
+/** Receives until the socket closes; a failed receive on a socket still open is retried. */
+async function receiveEach(
+  sock: Socket,
+  closed: () => boolean,
+  each: (frames: Uint8Array[]) => void,
+): Promise<void> {
+  while (!closed()) {
+    let frames: Uint8Array[];
+    try {
+      frames = await sock.receive();
+    } catch {
+      if (closed()) return;
+      continue;
+    }
+    each(frames);
+  }
+}
+
 interface Waiter {
   resolve: (m: Message) => void;
   reject: (e: unknown) => void;
@@ -208,27 +226,17 @@ export class RpcClient {
     await this.#sock.send([idFrame(0n), encode(msg)]);
   }
 
-  async #receiveLoop(): Promise<void> {
-    while (!this.#closed) {
-      let frames: Uint8Array[];
-      try {
-        frames = await this.#sock.receive();
-      } catch {
-        if (this.#closed) return;
-        continue;
-      }
+  #receiveLoop(): Promise<void> {
+    return receiveEach(this.#sock, () => this.#closed, (frames) => {
       if (frames.length !== 2) {
         this.#opts.log?.warn("dropped frame with bad envelope", { frames: frames.length });
-        continue;
+        return;
       }
       const id = readId(frames[0]);
-      if (id === null) continue;
-      if (id & REVERSE) {
-        this.#serveReverse(id, frames[1]);
-        continue;
-      }
-      this.#pending.settle(id, frames[1], this.#limits, this.endpoint);
-    }
+      if (id === null) return;
+      if (id & REVERSE) this.#serveReverse(id, frames[1]);
+      else this.#pending.settle(id, frames[1], this.#limits, this.endpoint);
+    });
   }
 
   async #serveReverse(id: bigint, frame: Uint8Array): Promise<void> {
@@ -326,33 +334,23 @@ export class RpcServer {
     return reply;
   }
 
-  async #receiveLoop(): Promise<void> {
-    while (!this.#closed) {
-      let frames: Uint8Array[];
-      try {
-        frames = await this.#sock.receive();
-      } catch {
-        if (this.#closed) return;
-        continue;
-      }
+  #receiveLoop(): Promise<void> {
+    return receiveEach(this.#sock, () => this.#closed, (frames) => {
       if (frames.length !== 3) {
         this.badFrames++;
         this.#opts.log.warn("dropped frame with bad envelope", { frames: frames.length });
-        continue;
+        return;
       }
       const [peer, idf, body] = frames;
       const id = readId(idf);
       if (id === null) {
         this.badFrames++;
         this.#opts.log.warn("dropped frame with bad request id", { idLength: idf.length });
-        continue;
+        return;
       }
-      if (id & REVERSE) {
-        this.#pending.settle(id, body, this.#limits, hexId(peer));
-        continue;
-      }
-      this.#serve(peer, idf, body);
-    }
+      if (id & REVERSE) this.#pending.settle(id, body, this.#limits, hexId(peer));
+      else this.#serve(peer, idf, body);
+    });
   }
 
   async #serve(peer: Uint8Array, idf: Uint8Array, body: Uint8Array): Promise<void> {
