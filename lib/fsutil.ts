@@ -5,8 +5,7 @@ export async function writeFileDurable(path: string, data: Uint8Array): Promise<
   const tmp = `${path}.tmp-${crypto.randomUUID()}`;
   const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
   try {
-    let off = 0;
-    while (off < data.length) off += await f.write(data.subarray(off));
+    await writeFull(f, data);
     await f.sync();
   } finally {
     f.close();
@@ -42,4 +41,21 @@ export async function exists(path: string): Promise<boolean> {
     if (e instanceof Deno.errors.NotFound) return false;
     throw e;
   }
+}
+
+/** Writes all of `data` (a single write may be short). */
+export async function writeFull(f: Deno.FsFile, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += await f.write(data.subarray(off));
+}
+
+/** Reads until `buf` is full or the file ends; returns the bytes read. */
+export async function readFull(f: Deno.FsFile, buf: Uint8Array): Promise<number> {
+  let n = 0;
+  while (n < buf.length) {
+    const k = await f.read(buf.subarray(n));
+    if (k === null) break;
+    n += k;
+  }
+  return n;
 }

@@ -7,6 +7,7 @@
  * is detected by length/CRC and truncated, so the file always ends at a whole record.
  */
 import { crc32 } from "./crc32.ts";
+import { writeFull } from "./fsutil.ts";
 
 /** Raised when a record file cannot be read or written. */
 export class RecordFileError extends Error {
@@ -101,8 +102,7 @@ export class RecordFile {
         this.#queue = [];
         try {
           for (const p of batch) {
-            let off = 0;
-            while (off < p.frame.length) off += await this.#file.write(p.frame.subarray(off));
+            await writeFull(this.#file, p.frame);
             this.#size += p.frame.length;
           }
           await this.#file.syncData();

@@ -2,6 +2,7 @@
  * Storage node + storage client, end to end: real `roles/storage/cli.ts` processes, real
  * sockets, real files on disk (kill -9, restarts, a byte flipped on disk).
  */
+import { readFull } from "../lib/fsutil.ts";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import {
@@ -185,16 +186,6 @@ async function sameFiles(a: string, b: string): Promise<boolean> {
     }
   };
   return (await digest(a)) === (await digest(b));
-}
-
-async function readFull(f: Deno.FsFile, buf: Uint8Array): Promise<number> {
-  let n = 0;
-  while (n < buf.length) {
-    const k = await f.read(buf.subarray(n));
-    if (k === null) break;
-    n += k;
-  }
-  return n;
 }
 
 Deno.test("storage: small and empty round trips, stat, stats, fetch counts", async () => {

@@ -31,7 +31,7 @@ import {
   uuidToHex,
 } from "../../wire/mod.ts";
 import { RequestError } from "../../lib/rpc.ts";
-import { syncDir } from "../../lib/fsutil.ts";
+import { readFull, syncDir, writeFull } from "../../lib/fsutil.ts";
 import { crc32 } from "../../lib/crc32.ts";
 import type { Logger } from "../../lib/log.ts";
 
@@ -851,21 +851,6 @@ async function readSidecar(
   if (bb === 0 || n !== Math.max(1, Math.ceil(size / bb))) return null;
   if (b.length !== SIDECAR_HEADER + 32 * n + 4) return null;
   return { blocks: b.slice(SIDECAR_HEADER, SIDECAR_HEADER + 32 * n), blockBytes: bb };
-}
-
-async function readFull(f: Deno.FsFile, buf: Uint8Array): Promise<number> {
-  let n = 0;
-  while (n < buf.length) {
-    const k = await f.read(buf.subarray(n));
-    if (k === null) break;
-    n += k;
-  }
-  return n;
-}
-
-async function writeFull(f: Deno.FsFile, data: Uint8Array): Promise<void> {
-  let n = 0;
-  while (n < data.length) n += await f.write(data.subarray(n));
 }
 
 function concat(parts: Uint8Array[]): Uint8Array {

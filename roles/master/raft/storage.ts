@@ -17,6 +17,7 @@
  * and holds only the entries after the snapshot, then delete the older segments.
  */
 import { crc32 } from "../../../lib/crc32.ts";
+import { syncDir, writeFull } from "../../../lib/fsutil.ts";
 import {
   type Entry,
   type HardState,
@@ -207,21 +208,6 @@ function scanFrames(buf: Uint8Array): { payloads: [number, Uint8Array][]; validE
   return { payloads, validEnd: pos };
 }
 
-async function writeAll(f: Deno.FsFile, b: Uint8Array): Promise<void> {
-  let o = 0;
-  while (o < b.length) o += await f.write(b.subarray(o));
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  // Makes creations/renames/removals of directory entries durable.
-  const d = await Deno.open(dir, { read: true });
-  try {
-    await d.sync();
-  } finally {
-    d.close();
-  }
-}
-
 const segName = (seq: number) => `wal-${seq.toString(16).padStart(16, "0")}.log`;
 const SEG_RE = /^wal-([0-9a-f]{16})\.log$/;
 
@@ -340,7 +326,7 @@ export class FileStorage {
       buf.set(r, o);
       o += r.length;
     }
-    await writeAll(this.file!, buf);
+    await writeFull(this.file!, buf);
     this.fileSize += buf.length;
     await this.file!.syncData();
   }
@@ -353,7 +339,7 @@ export class FileStorage {
     this.file = await Deno.open(path, { create: true, write: true, append: true });
     this.fileSize = 0;
     this.segments.push(this.seq);
-    await fsyncDir(this.dir);
+    await syncDir(this.dir);
   }
 
   private async installSnapshot(s: Snapshot, keepTail: boolean): Promise<void> {
@@ -361,13 +347,13 @@ export class FileStorage {
     const tmp = `${this.dir}/snapshot.bin.tmp`;
     const f = await Deno.open(tmp, { create: true, write: true, truncate: true });
     try {
-      await writeAll(f, frame(encSnapshot(s)));
+      await writeFull(f, frame(encSnapshot(s)));
       await f.syncData();
     } finally {
       f.close();
     }
     await Deno.rename(tmp, `${this.dir}/snapshot.bin`);
-    await fsyncDir(this.dir);
+    await syncDir(this.dir);
     this.snap = s;
     // 2. the log rewritten as base marker + hard state + entries after the snapshot
     const tail = keepTail && this.matches(s.index, s.term)
@@ -390,7 +376,7 @@ export class FileStorage {
     let size = 0;
     try {
       for (const r of recs) {
-        await writeAll(t, r);
+        await writeFull(t, r);
         size += r.length;
       }
       await t.syncData();
@@ -398,11 +384,11 @@ export class FileStorage {
       t.close();
     }
     await Deno.rename(`${this.dir}/${name}.tmp`, `${this.dir}/${name}`);
-    await fsyncDir(this.dir);
+    await syncDir(this.dir);
     // 3. older segments are now redundant. Remove newest first so a crash midway leaves a
     // contiguous prefix of the old log, which replays cleanly before the base marker.
     for (const q of old.reverse()) await Deno.remove(`${this.dir}/${segName(q)}`).catch(() => {});
-    await fsyncDir(this.dir);
+    await syncDir(this.dir);
     this.segments = [this.seq];
     this.file = await Deno.open(`${this.dir}/${name}`, { write: true, append: true });
     this.fileSize = size;
