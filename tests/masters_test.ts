@@ -10,6 +10,18 @@ import { ClusterOp, MessageType, NodeFlags, uuidToHex } from "../wire/mod.ts";
 
 const PROGRAM = new TextEncoder().encode("#!/bin/sh\necho hi\n");
 
+/** Submits a 1-chunk job; resolves with its id once the masters acknowledge it. */
+function submitOne(c: DsysClient): Promise<Uint8Array> {
+  return c.submit({
+    program: PROGRAM,
+    programName: "hi.sh",
+    argument: "",
+    chunks: 1,
+    inputs: [],
+    timeLimitMs: 10_000,
+  });
+}
+
 async function leaderName(c: LocalCluster, client: DsysClient): Promise<string> {
   for (let i = 0; i < 100; i++) {
     try {
@@ -37,14 +49,7 @@ function submitStream(clients: DsysClient[]) {
   const acked: string[] = [];
   const running = Promise.all(clients.map(async (c) => {
     while (!done) {
-      const job = await c.submit({
-        program: PROGRAM,
-        programName: "hi.sh",
-        argument: "",
-        chunks: 1,
-        inputs: [],
-        timeLimitMs: 10_000,
-      });
+      const job = await submitOne(c);
       acked.push(uuidToHex(job));
     }
   }));
@@ -138,14 +143,7 @@ Deno.test("masters: kill -9 of the leader under load loses and duplicates nothin
 Deno.test("masters: a master wiped clean rejoins under a new name by snapshot", async () => {
   await withMasters(3, ["--snapshot-every", "20"], async (cluster, client) => {
     for (let i = 0; i < 60; i++) {
-      await client.submit({
-        program: PROGRAM,
-        programName: "hi.sh",
-        argument: "",
-        chunks: 1,
-        inputs: [],
-        timeLimitMs: 10_000,
-      });
+      await submitOne(client);
     }
     const before = await jobIds(client);
     const leader = await leaderName(cluster, client);
@@ -180,26 +178,12 @@ Deno.test("masters: a master wiped clean rejoins under a new name by snapshot", 
 
 Deno.test("masters: 5 masters keep committing with two killed", async () => {
   await withMasters(5, [], async (cluster, client) => {
-    const first = await client.submit({
-      program: PROGRAM,
-      programName: "hi.sh",
-      argument: "",
-      chunks: 1,
-      inputs: [],
-      timeLimitMs: 10_000,
-    });
+    const first = await submitOne(client);
     const leader = await leaderName(cluster, client);
     const others = ["m1", "m2", "m3", "m4", "m5"].filter((m) => m !== leader);
     await cluster.kill(leader);
     await cluster.kill(others[0]);
-    const second = await client.submit({
-      program: PROGRAM,
-      programName: "hi.sh",
-      argument: "",
-      chunks: 1,
-      inputs: [],
-      timeLimitMs: 10_000,
-    });
+    const second = await submitOne(client);
     const jobs = await jobIds(client);
     assert.ok(jobs.includes(uuidToHex(first)) && jobs.includes(uuidToHex(second)));
   });
