@@ -281,6 +281,10 @@ Deno.test("e2e: the standby balancer takes over when the primary is killed mid-j
         if (s.done >= 4) break;
         await new Promise((r) => setTimeout(r, 50));
       }
+      // `dsys nodes` lists both balancers (the primary flagged) and each worker once.
+      const before = await client.nodes();
+      assert.deepEqual(before.filter((n) => n.role === 2).map((n) => n.flags & 1).sort(), [0, 1]);
+      assert.equal(before.filter((n) => n.role === 4).length, 2);
       await cluster.kill("balancer");
       const s = await client.waitForJob(job);
       assert.equal(s.state, ChunkState.Succeeded);
@@ -288,6 +292,8 @@ Deno.test("e2e: the standby balancer takes over when the primary is killed mid-j
         const out = c.outputs.find((o) => o.name === "stdout")!;
         assert.equal(dec.decode(await client.storage.getBytes(out.id)), `${c.chunkIndex}\n`);
       }
+      const after = (await client.nodes()).filter((n) => n.role === 2);
+      assert.deepEqual(after.map((n) => n.state).sort(), [0, 2], "one alive, one dead");
       const log = await Deno.readTextFile(`${cluster.dataDir}/logs/balancer2.log`);
       assert.match(log, /standby took over as primary/);
     },

@@ -59,6 +59,11 @@ export class BalancerClient {
     throw last;
   }
 
+  /** Sends `msg` to every balancer at once (primary and standby); one result per endpoint. */
+  requestEach(msg: Message, timeoutMs?: number): Promise<PromiseSettledResult<Message>[]> {
+    return Promise.allSettled(this.#clients.map((c) => c.request(msg, timeoutMs)));
+  }
+
   /** Closes every DEALER. */
   async close(): Promise<void> {
     this.#closed = true;

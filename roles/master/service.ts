@@ -336,25 +336,41 @@ export class MasterService {
         endpoint: raft ? `${memberEndpoint(id)} (${memberName(id)})` : id,
       };
     });
-    const ask = async (c: BalancerClient, role: number) => {
-      try {
-        const r = await c.request({ type: MessageType.NodeListRequest, node: this.#d.node }, 2000);
-        if (r.type === MessageType.NodeListResponse) nodes.push(...r.nodes);
-      } catch (e) {
-        nodes.push({
-          id: new Uint8Array(16),
-          role: role as NodeEntry["role"],
-          state: NodeState.Dead,
-          flags: 0,
-          slots: 0,
-          freeSlots: 0,
-          lastSeenMs: 0,
-          endpoint: `${c.endpoint} (${e instanceof RpcError ? e.text : e})`,
-        });
-      }
-    };
-    await Promise.all([ask(this.#d.balancer, NodeRole.Balancer), this.#storageNode(nodes)]);
+    await Promise.all([this.#balancerNodes(nodes), this.#storageNode(nodes)]);
     return { type: MessageType.NodeListResponse, node: this.#d.node, nodes };
+  }
+
+  /** Every balancer (primary and standby) with the workers they know, each node listed once. */
+  async #balancerNodes(nodes: NodeEntry[]): Promise<void> {
+    const b = this.#d.balancer;
+    const replies = await b.requestEach(
+      { type: MessageType.NodeListRequest, node: this.#d.node },
+      2000,
+    );
+    const seen = new Set<string>();
+    replies.forEach((r, i) => {
+      if (r.status === "fulfilled" && r.value.type === MessageType.NodeListResponse) {
+        for (const n of r.value.nodes) {
+          const key = uuidToHex(n.id);
+          if (!seen.has(key)) nodes.push(n);
+          seen.add(key);
+        }
+        return;
+      }
+      const why = r.status === "rejected"
+        ? (r.reason instanceof RpcError ? r.reason.text : String(r.reason))
+        : `unexpected reply type ${r.value.type}`;
+      nodes.push({
+        id: new Uint8Array(16),
+        role: NodeRole.Balancer,
+        state: NodeState.Dead,
+        flags: 0,
+        slots: 0,
+        freeSlots: 0,
+        lastSeenMs: 0,
+        endpoint: `${b.endpoints[i]} (${why})`,
+      });
+    });
   }
 
   async #storageNode(nodes: NodeEntry[]): Promise<void> {
