@@ -8,25 +8,11 @@
 import { createHash } from "node:crypto";
 import { FuseMount, idHex } from "../fuse/mod.ts";
 import type { BenchRow } from "./types.ts";
+// The same generator the FUSE tests use, so the input does not compress or dedupe.
+import { randomBytes } from "../tests/fuse_helpers.ts";
 
 /** One benchmark result (shared shape of every dsys benchmark). */
 export type { BenchRow };
-
-/** Deterministic pseudo-random chunk (xorshift32) so the input does not compress or dedupe. */
-function chunk(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  const w = new Uint32Array(out.buffer);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < w.length; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    w[i] = x;
-  }
-  return out;
-}
 
 async function run(cmd: string, args: string[]): Promise<{ ok: boolean; err: string }> {
   const r = await new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).output();
@@ -70,7 +56,7 @@ export async function runFuseBench(sizeMiB = 1024, runs = 5): Promise<BenchRow[]
   const f = await Deno.open(tmp, { write: true, create: true });
   const CH = 64 * 1024 * 1024;
   for (let off = 0, i = 1; off < bytes; off += CH, i++) {
-    const c = chunk(Math.min(CH, bytes - off), i);
+    const c = randomBytes(Math.min(CH, bytes - off), i);
     hash.update(c);
     for (let w = 0; w < c.length;) w += await f.write(c.subarray(w));
   }

@@ -14,16 +14,10 @@
 
 import process from "node:process";
 import { Socket } from "../wire/zmq/mod.ts";
+import type { BenchRow } from "./types.ts";
 
-/** One benchmark result: dsys against a baseline measured in the same run. */
-export type BenchRow = {
-  name: string;
-  dsys: number;
-  baseline: number;
-  unit: string;
-  ratio: number;
-  goal: string;
-};
+/** One benchmark result (shared shape of every dsys benchmark). */
+export type { BenchRow };
 
 const SELF = new URL(import.meta.url).pathname;
 const NODE_SRC = new URL("./node_zmq/", import.meta.url).pathname;

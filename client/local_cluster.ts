@@ -187,9 +187,9 @@ export class LocalCluster {
     } catch (e) {
       await child.status;
       await pumpLogs.catch(() => {});
-      const logs = await Deno.readTextFile(`${this.dataDir}/logs/${name}.log`).catch(() => "");
+      const logs = await this.logTail(name, 10);
       throw new Error(
-        `${(e as Error).message}; last log lines:\n${logs.split("\n").slice(-10).join("\n")}`,
+        `${(e as Error).message}; last log lines:\n${logs}`,
       );
     }
     const exited = child.status.then(async (s) => {
@@ -199,6 +199,19 @@ export class LocalCluster {
     const p: ClusterProcess = { name, role, args, endpoint, child, exited };
     this.procs.set(name, p);
     return p;
+  }
+
+  /** The last `lines` lines of a node's log ("" when it has none). */
+  async logTail(name: string, lines = 15): Promise<string> {
+    const logs = await Deno.readTextFile(`${this.dataDir}/logs/${name}.log`).catch(() => "");
+    return logs.split("\n").slice(-lines).join("\n");
+  }
+
+  /** Prints the tail of every running node's log to stderr (for a failing test). */
+  async printLogs(lines = 15): Promise<void> {
+    for (const name of this.procs.keys()) {
+      console.error(`--- ${name} (last lines)\n${await this.logTail(name, lines)}`);
+    }
   }
 
   /** Kills one node (SIGKILL by default) and waits for it to exit. */

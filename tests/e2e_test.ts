@@ -34,10 +34,7 @@ async function withCluster(
   try {
     await f(cluster, client);
   } catch (e) {
-    for (const name of cluster.procs.keys()) {
-      const logs = await Deno.readTextFile(`${cluster.dataDir}/logs/${name}.log`).catch(() => "");
-      console.error(`--- ${name} (last lines)\n${logs.split("\n").slice(-15).join("\n")}`);
-    }
+    await cluster.printLogs(15);
     throw e;
   } finally {
     await client.close();

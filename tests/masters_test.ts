@@ -84,10 +84,7 @@ async function withMasters(
   try {
     await f(cluster, client);
   } catch (e) {
-    for (const name of cluster.procs.keys()) {
-      const logs = await Deno.readTextFile(`${cluster.dataDir}/logs/${name}.log`).catch(() => "");
-      console.error(`--- ${name}\n${logs.split("\n").slice(-12).join("\n")}`);
-    }
+    await cluster.printLogs(12);
     throw e;
   } finally {
     await client.close();

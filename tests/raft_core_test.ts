@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import {
   encodeConfChange,
   type Entry,
+  makeMessage,
   type Message,
   mulberry32,
   NotLeaderError,
@@ -462,21 +463,13 @@ Deno.test("snapshot: a stale snapshot is answered with commit, never an unverifi
     f.ready();
     f.advance();
   }
-  f.step({
+  f.step(makeMessage({
     type: "snap",
     from: "L",
     to: "f",
     term: 3,
-    logTerm: 0,
-    index: 0,
-    entries: [],
-    commit: 0,
-    reject: false,
-    rejectHint: 0,
-    seq: 0,
-    ctx: new Uint8Array(0),
     snapshot: { index: 2, term: 1, conf: { voters: ["L", "f", "g"] }, data: new Uint8Array(0) },
-  });
+  }));
   const rd = f.ready();
   const resp = rd.messages.find((m) => m.type === "appResp")!;
   assert.equal(resp.index, 2, "must not claim index 3 matches the leader");

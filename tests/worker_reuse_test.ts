@@ -167,10 +167,7 @@ Deno.test("worker: a reused slot directory shows a chunk nothing of the previous
     const out = [...Deno.readDirSync(`${cluster.dataDir}/worker1/chunks/${slots[0].name}/out`)];
     assert.deepEqual(out.map((e) => e.name), []);
   } catch (e) {
-    for (const name of cluster.procs.keys()) {
-      const logs = await Deno.readTextFile(`${cluster.dataDir}/logs/${name}.log`).catch(() => "");
-      console.error(`--- ${name} (last lines)\n${logs.split("\n").slice(-15).join("\n")}`);
-    }
+    await cluster.printLogs(15);
     throw e;
   } finally {
     await Deno.remove(sentinel, { recursive: true });
