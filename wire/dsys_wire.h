@@ -71,6 +71,8 @@ enum dsys_error_code {
   DSYS_ERR_UNAVAILABLE = 8,
   DSYS_ERR_INTERNAL = 9,
   DSYS_ERR_WRONG_ROLE = 10,
+  DSYS_ERR_FORBIDDEN = 11,
+  DSYS_ERR_NO_SPACE = 12,
 };
 
 /* ---- chunk / job state (u8) ---- */

@@ -62,6 +62,10 @@ export const ErrorCode = {
   Internal: 9,
   /** The message type is valid but not served by this role (e.g. job_submit to storage). */
   WrongRole: 10,
+  /** The authenticated sender may not send this message, or may not touch this job or file. */
+  Forbidden: 11,
+  /** The receiver's disk is full; nothing of the request was kept. Retry elsewhere or later. */
+  NoSpace: 12,
 } as const;
 /** Any known error code. */
 export type ErrorCode = typeof ErrorCode[keyof typeof ErrorCode];
