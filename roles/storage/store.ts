@@ -14,6 +14,11 @@
  * next one (group commit), so a pipelining client costs one fsync per batch, not per chunk.
  * The last chunk is verified (length, SHA-256 prefix == id), the sidecar and the file are
  * renamed into `files/` and the directory is fsync'd before the committed ack.
+ *
+ * Failures: every file_put is answered. A full disk (ENOSPC, EDQUOT) is NO_SPACE, any other I/O
+ * error INTERNAL with the system's text; either way nothing of the upload is kept (its temp file
+ * is removed and its state dropped, so a retry starts over at offset 0) and its memory budget is
+ * given back. Committed files and the other requests are not affected.
  * @module
  */
 import { createHash, type Hash } from "node:crypto";
@@ -81,6 +86,7 @@ interface Entry {
 
 interface PendingChunk {
   msg: FilePut;
+  /** Settling is idempotent: the first of resolve/reject wins. */
   resolve: (ack: FilePutAck) => void;
   reject: (e: unknown) => void;
 }
@@ -103,7 +109,10 @@ interface Upload {
   running: boolean;
   ready: Promise<void>;
   lastUsed: number;
+  /** Failed (or committed): takes no more chunks; stays in the index only while its temp goes. */
   dead: boolean;
+  /** Why it failed: the answer to chunks that arrive while it is being cleaned up. */
+  failure: RequestError | null;
 }
 
 /** Counters of storage_stats, plus per-file fetch counts (file_request at offset 0). */
@@ -394,7 +403,14 @@ export class FileStore {
       this.#opts.log.error("corrupt file", { file: hex });
       return;
     }
-    if (!single) await writeSidecar(this.filesDir, hex, e.size, bb, blocks);
+    if (!single) {
+      try {
+        await writeSidecar(this.filesDir, hex, e.size, bb, blocks);
+      } catch (err) {
+        // E.g. a full disk: the verified hashes serve from memory; the next start rebuilds.
+        this.#opts.log.warn("cannot write rebuilt sidecar", { file: hex, error: err });
+      }
+    }
     e.blocks = blocks;
     e.blockBytes = bb;
   }
@@ -407,30 +423,41 @@ export class FileStore {
    * last chunk, the file is verified and committed). Chunks of one upload (same file id and
    * sending node) are processed strictly in arrival order.
    */
-  put(msg: FilePut): Promise<FilePutAck> {
-    if (this.#closed) {
-      return Promise.reject(new RequestError(ErrorCode.Unavailable, "storage node closing"));
-    }
+  async put(msg: FilePut): Promise<FilePutAck> {
+    // Everything up to the queueing below runs synchronously (no await before it), so chunks
+    // keep their arrival order.
+    if (this.#closed) throw new RequestError(ErrorCode.Unavailable, "storage node closing");
     const hex = uuidToHex(msg.file);
     if (msg.offset + msg.data.length > msg.totalLength) {
-      return Promise.reject(
-        new RequestError(
-          ErrorCode.BadRequest,
-          `file ${hex}: chunk [${msg.offset}, ${msg.offset + msg.data.length}) beyond ` +
-            `total length ${msg.totalLength}`,
-        ),
+      throw new RequestError(
+        ErrorCode.BadRequest,
+        `file ${hex}: chunk [${msg.offset}, ${msg.offset + msg.data.length}) beyond ` +
+          `total length ${msg.totalLength}`,
       );
     }
     if (this.#queuedBytes + msg.data.length > this.#opts.maxQueuedBytes) {
-      return Promise.reject(
-        new RequestError(
-          ErrorCode.Unavailable,
-          `storage node ${this.#opts.nodeName} busy: ${this.#queuedBytes} upload bytes queued`,
-        ),
+      throw new RequestError(
+        ErrorCode.Unavailable,
+        `storage node ${this.#opts.nodeName} busy: ${this.#queuedBytes} upload bytes queued`,
       );
     }
+    // The chunk's bytes stay referenced (budgeted) until it is answered, whichever way.
+    const size = msg.data.length;
+    this.#queuedBytes += size;
+    try {
+      return await this.#putChunk(msg, hex);
+    } finally {
+      this.#queuedBytes -= size;
+    }
+  }
+
+  #putChunk(msg: FilePut, hex: string): Promise<FilePutAck> {
     const key = `${hex}.${uuidToHex(msg.node)}`;
     let u = this.#uploads.get(key);
+    if (u?.dead) {
+      // A failed upload whose temp file is being removed: this chunk belongs to it.
+      return Promise.reject(u.failure ?? new RequestError(ErrorCode.Unavailable, "upload closing"));
+    }
     const whole = msg.offset === 0 && (msg.flags & FilePutFlags.Last) !== 0 &&
       msg.data.length === msg.totalLength && msg.totalLength <= this.#opts.blockBytes;
     if (!u && whole) {
@@ -457,26 +484,8 @@ export class FileStore {
     }
     u.lastUsed = Date.now();
     const up = u;
-    // The chunk's bytes stay referenced until it is settled (acked after the fsync).
-    const size = msg.data.length;
-    this.#queuedBytes += size;
-    let settled = false;
-    const release = () => {
-      if (!settled) this.#queuedBytes -= size;
-      settled = true;
-    };
     return new Promise<FilePutAck>((resolve, reject) => {
-      up.queue.push({
-        msg,
-        resolve: (a) => {
-          release();
-          resolve(a);
-        },
-        reject: (e) => {
-          release();
-          reject(e);
-        },
-      });
+      up.queue.push({ msg, resolve, reject });
       if (!up.running) this.#run(up);
     });
   }
@@ -496,15 +505,25 @@ export class FileStore {
       );
     }
     const tmp = `${this.tmpDir}/${key}.${crypto.randomUUID()}`;
-    const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
     try {
-      await writeFull(f, msg.data);
-      await f.syncData();
-    } finally {
-      f.close();
+      const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
+      try {
+        await writeFull(f, msg.data);
+        await f.syncData();
+      } finally {
+        f.close();
+      }
+      await Deno.rename(tmp, `${this.filesDir}/${hex}`);
+    } catch (e) {
+      await this.#removeQuietly(tmp);
+      throw this.#logged(hex, this.#ioError(`put of file ${hex}`, e));
     }
-    await Deno.rename(tmp, `${this.filesDir}/${hex}`);
-    await syncDir(this.filesDir);
+    try {
+      await syncDir(this.filesDir);
+    } catch (e) {
+      // In place but not known durable: not indexed (not acknowledged); a retry replaces it.
+      throw this.#logged(hex, this.#ioError(`put of file ${hex}`, e));
+    }
     this.#storedBytes += msg.totalLength - (this.#index.get(hex)?.size ?? 0);
     this.#index.set(hex, {
       size: msg.totalLength,
@@ -517,6 +536,44 @@ export class FileStore {
     this.counters.putBytes += msg.data.length;
     this.#opts.log.debug("file committed", { file: hex, size: msg.totalLength });
     return this.#ack(msg.file, msg.totalLength, true);
+  }
+
+  /**
+   * The answer to a failed file operation: NO_SPACE for a full disk or quota, INTERNAL with the
+   * system's error text otherwise; a RequestError (a verdict, not an I/O error) passes as is.
+   */
+  #ioError(what: string, e: unknown): RequestError {
+    if (e instanceof RequestError) return e;
+    const text = e instanceof Error ? e.message : String(e);
+    if (isNoSpace(e)) {
+      return new RequestError(
+        ErrorCode.NoSpace,
+        `${what}: no space left on storage node ${this.#opts.nodeName}: ${text}`,
+      );
+    }
+    return new RequestError(ErrorCode.Internal, `${what} failed: ${text}`);
+  }
+
+  /** Logs a failed put (a full disk or an I/O error at warn level, a refusal at debug). */
+  #logged(hex: string, err: RequestError): RequestError {
+    const io = err.code === ErrorCode.NoSpace || err.code === ErrorCode.Internal;
+    this.#opts.log[io ? "warn" : "debug"]("upload failed", {
+      file: hex,
+      code: err.code,
+      error: err.message,
+    });
+    return err;
+  }
+
+  /** Removes a file that may not exist; any other failure is logged (the tmp sweep retries). */
+  async #removeQuietly(path: string): Promise<void> {
+    try {
+      await Deno.remove(path);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) {
+        this.#opts.log.warn("cannot remove temp file", { path, error: e });
+      }
+    }
   }
 
   #conflict(hex: string, why: string): RequestError {
@@ -551,6 +608,7 @@ export class FileStore {
       ready: Promise.resolve(),
       lastUsed: Date.now(),
       dead: false,
+      failure: null,
     };
     this.#uploads.set(key, u);
     u.ready = this.#openUpload(u, msg.offset);
@@ -564,8 +622,20 @@ export class FileStore {
       // The uploader starts over: an earlier attempt's leftovers are discarded so a fresh
       // attempt never inherits bytes damaged by a crash. Resuming means sending offset > 0.
       await Deno.remove(u.path).catch(() => {});
+      u.file = await Deno.open(u.path, { read: true, write: true, create: true });
+    } else {
+      try {
+        u.file = await Deno.open(u.path, { read: true, write: true });
+      } catch (e) {
+        // Nothing to resume (never started here, or dropped after a failure): the uploader
+        // starts over, and no empty temp file is left behind for it.
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+        throw new RequestError(
+          ErrorCode.BadRequest,
+          `file ${u.hex}: expected offset 0, got ${firstOffset}`,
+        );
+      }
     }
-    u.file = await Deno.open(u.path, { read: true, write: true, create: true });
     const size = (await u.file.stat()).size;
     if (size === 0) {
       // Acks report durable bytes of this temp file: its directory entry must be durable too.
@@ -603,19 +673,30 @@ export class FileStore {
     }
   }
 
+  /** Works through the upload's queue; never rejects (it is not awaited). */
   async #run(u: Upload): Promise<void> {
     u.running = true;
     try {
       try {
         await u.ready;
       } catch (e) {
-        this.#failUpload(u, new RequestError(ErrorCode.Internal, `upload ${u.hex}: ${e}`));
+        await this.#failUpload(u, this.#ioError(`upload of ${u.hex}`, e));
         return;
       }
       while (u.queue.length > 0 && !u.dead) {
         const batch = u.queue.splice(0);
-        await this.#runBatch(u, batch);
+        try {
+          await this.#runBatch(u, batch);
+        } catch (e) {
+          // The temp file is in an unknown state: answer every chunk of the batch not answered
+          // yet (settling is idempotent: acked ones stay acked), then drop the upload entirely.
+          const err = this.#ioError(`upload of ${u.hex}`, e);
+          for (const c of batch) c.reject(err);
+          await this.#failUpload(u, err);
+        }
       }
+    } catch (e) {
+      this.#opts.log.error("upload loop failed", { file: u.hex, error: e });
     } finally {
       u.running = false;
       // A chunk may have queued between the loop's last check and here.
@@ -623,110 +704,104 @@ export class FileStore {
     }
   }
 
-  /** Writes a batch of chunks, fsyncs once, then acks (or commits on the last chunk). */
+  /**
+   * Writes a batch of chunks, fsyncs once, then acks (or commits on the last chunk). Throws on
+   * a failure of the upload (I/O error, failed verification); `#run` answers and cleans up.
+   */
   async #runBatch(u: Upload, batch: PendingChunk[]): Promise<void> {
     const acked: PendingChunk[] = [];
     let last: PendingChunk | null = null;
-    try {
-      for (let i = 0; i < batch.length; i++) {
-        const c = batch[i];
-        const m = c.msg;
-        if (m.totalLength !== u.total) {
-          c.reject(
-            new RequestError(
-              ErrorCode.BadRequest,
-              `file ${u.hex}: total length ${m.totalLength} != ${u.total} of the upload`,
-            ),
-          );
-          continue;
-        }
-        if (m.offset > u.written) {
-          c.reject(
-            new RequestError(
-              ErrorCode.BadRequest,
-              `file ${u.hex}: expected offset ${u.written}, got ${m.offset}`,
-            ),
-          );
-          continue;
-        }
-        const end = m.offset + m.data.length;
-        if (end > u.written) {
-          // Only the part not already stored is written (a retried chunk may overlap).
-          const fresh = m.data.subarray(u.written - m.offset);
-          this.#hashIn(u, fresh);
-          if (u.file) {
-            await u.file.seek(u.written, Deno.SeekMode.Start);
-            await writeFull(u.file, fresh);
-          }
-          u.written = end;
-        }
-        this.counters.puts++;
-        this.counters.putBytes += m.data.length;
-        if (m.flags & FilePutFlags.Last) {
-          last = c;
-          // Chunks after the last one of a batch are stale retries: answer them afterwards.
-          for (const rest of batch.slice(i + 1)) u.queue.push(rest);
-          break;
-        }
-        acked.push(c);
+    for (let i = 0; i < batch.length; i++) {
+      const c = batch[i];
+      const m = c.msg;
+      if (m.totalLength !== u.total) {
+        c.reject(
+          new RequestError(
+            ErrorCode.BadRequest,
+            `file ${u.hex}: total length ${m.totalLength} != ${u.total} of the upload`,
+          ),
+        );
+        continue;
       }
-      if (u.file && acked.length + (last ? 1 : 0) > 0) await u.file.syncData();
-    } catch (e) {
-      // An I/O failure leaves the temp file in an unknown state: drop the upload entirely.
-      const err = new RequestError(ErrorCode.Internal, `upload of ${u.hex} failed: ${e}`);
-      for (const c of acked) c.reject(err);
-      if (last) last.reject(err);
-      this.#failUpload(u, err);
-      await this.#removeTmp(u);
-      return;
+      if (m.offset > u.written) {
+        c.reject(
+          new RequestError(
+            ErrorCode.BadRequest,
+            `file ${u.hex}: expected offset ${u.written}, got ${m.offset}`,
+          ),
+        );
+        continue;
+      }
+      const end = m.offset + m.data.length;
+      if (end > u.written) {
+        // Only the part not already stored is written (a retried chunk may overlap).
+        const fresh = m.data.subarray(u.written - m.offset);
+        this.#hashIn(u, fresh);
+        if (u.file) {
+          await u.file.seek(u.written, Deno.SeekMode.Start);
+          await writeFull(u.file, fresh);
+        }
+        u.written = end;
+      }
+      this.counters.puts++;
+      this.counters.putBytes += m.data.length;
+      if (m.flags & FilePutFlags.Last) {
+        last = c;
+        // Chunks after the last one of a batch are stale retries: answer them afterwards.
+        for (const rest of batch.slice(i + 1)) u.queue.push(rest);
+        break;
+      }
+      acked.push(c);
     }
+    if (u.file && acked.length + (last ? 1 : 0) > 0) await u.file.syncData();
     for (const c of acked) c.resolve(this.#ack(u.id, u.written, false));
     if (last) await this.#commit(u, last);
   }
 
+  /** Verifies and commits the upload; throws (to `#run`) when it cannot. */
   async #commit(u: Upload, c: PendingChunk): Promise<void> {
-    const fail = async (err: RequestError) => {
-      c.reject(err);
-      this.#failUpload(u, err);
-      await this.#removeTmp(u);
-    };
     if (u.written !== u.total || c.msg.offset + c.msg.data.length !== u.total) {
-      return await fail(
-        this.#conflict(u.hex, `length mismatch: last chunk ends at ${u.written}, total ${u.total}`),
+      throw this.#conflict(
+        u.hex,
+        `length mismatch: last chunk ends at ${u.written}, total ${u.total}`,
       );
     }
     const bb = this.#opts.blockBytes;
     if (u.blockFill > 0 || u.total === 0) u.blocks.push(new Uint8Array(u.blockHash.digest()));
     const digest = new Uint8Array(u.hash.digest());
     if (!bytesEqual(digest.subarray(0, 16), u.id)) {
-      return await fail(
-        this.#conflict(u.hex, `content hashes to ${uuidToHex(digest.subarray(0, 16))}, not the id`),
+      throw this.#conflict(
+        u.hex,
+        `content hashes to ${uuidToHex(digest.subarray(0, 16))}, not the id`,
       );
     }
-    try {
-      if (u.path) {
-        u.file?.close();
-        u.file = null;
-        const blocks = concat(u.blocks);
-        // Sidecar first: a data file in files/ always has its sidecar (or it gets rebuilt).
-        await writeSidecar(this.filesDir, u.hex, u.total, bb, blocks);
-        const dest = `${this.filesDir}/${u.hex}`;
+    if (u.path) {
+      u.file?.close();
+      u.file = null;
+      const blocks = concat(u.blocks);
+      // Sidecar first: a data file in files/ always has its sidecar (or it gets rebuilt).
+      await writeSidecar(this.filesDir, u.hex, u.total, bb, blocks);
+      const dest = `${this.filesDir}/${u.hex}`;
+      try {
         await Deno.rename(u.path, dest);
-        await syncDir(this.filesDir);
-        await syncDir(this.tmpDir);
-        // Replacing a corrupt copy (possibly truncated on disk) or a concurrent commit.
-        this.#storedBytes += u.total - (this.#index.get(u.hex)?.size ?? 0);
-        this.#index.set(u.hex, {
-          size: u.total,
-          blocks,
-          blockBytes: bb,
-          loading: null,
-          corrupt: null,
-        });
-        this.#opts.log.info("file committed", { file: u.hex, size: u.total });
+      } catch (e) {
+        // The new sidecar would be an orphan (unless it now describes a file already here).
+        if (!this.#index.has(u.hex)) await this.#removeQuietly(`${dest}.blocks`);
+        throw e;
       }
-    } catch (e) {
-      return await fail(new RequestError(ErrorCode.Internal, `commit of ${u.hex} failed: ${e}`));
+      // In place but, should these fail, not known durable: not indexed (not acknowledged).
+      await syncDir(this.filesDir);
+      await syncDir(this.tmpDir);
+      // Replacing a corrupt copy (possibly truncated on disk) or a concurrent commit.
+      this.#storedBytes += u.total - (this.#index.get(u.hex)?.size ?? 0);
+      this.#index.set(u.hex, {
+        size: u.total,
+        blocks,
+        blockBytes: bb,
+        loading: null,
+        corrupt: null,
+      });
+      this.#opts.log.info("file committed", { file: u.hex, size: u.total });
     }
     this.#dropUpload(u, true);
     c.resolve(this.#ack(u.id, u.total, true));
@@ -734,9 +809,25 @@ export class FileStore {
     for (const r of u.queue.splice(0)) r.resolve(this.#ack(u.id, u.total, true));
   }
 
-  #failUpload(u: Upload, err: unknown): void {
+  /**
+   * Drops a failed upload: answers its queued chunks, closes and removes its temp file. Until
+   * the temp is gone the upload stays indexed (dead), so that chunks still arriving for it get
+   * the same answer instead of starting a new upload on the same temp path.
+   */
+  async #failUpload(u: Upload, err: RequestError): Promise<void> {
+    u.dead = true;
+    u.failure = err;
     for (const c of u.queue.splice(0)) c.reject(err);
-    this.#dropUpload(u, true);
+    try {
+      u.file?.close();
+    } catch { /* already closed */ }
+    u.file = null;
+    try {
+      if (u.path) await this.#removeQuietly(u.path);
+    } finally {
+      if (this.#uploads.get(u.key) === u) this.#uploads.delete(u.key);
+    }
+    this.#logged(u.hex, err);
   }
 
   #dropUpload(u: Upload, dead: boolean): void {
@@ -746,10 +837,6 @@ export class FileStore {
     } catch { /* already closed */ }
     u.file = null;
     if (this.#uploads.get(u.key) === u) this.#uploads.delete(u.key);
-  }
-
-  async #removeTmp(u: Upload): Promise<void> {
-    if (u.path) await Deno.remove(u.path).catch(() => {});
   }
 
   /** Stops accepting uploads, waits for running batches and closes all files. */
@@ -820,14 +907,25 @@ async function writeSidecar(
   dv.setUint32(out.length - 4, crc32(out.subarray(0, out.length - 4)), true);
   // Unique temp name: two uploaders may commit the same id at the same time.
   const tmp = `${dir}/${hex}.blocks.tmp-${crypto.randomUUID()}`;
-  const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
   try {
-    await writeFull(f, out);
-    await f.syncData();
-  } finally {
-    f.close();
+    const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
+    try {
+      await writeFull(f, out);
+      await f.syncData();
+    } finally {
+      f.close();
+    }
+    await Deno.rename(tmp, `${dir}/${hex}.blocks`);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {}); // never a leftover (e.g. a full disk)
+    throw e;
   }
-  await Deno.rename(tmp, `${dir}/${hex}.blocks`);
+}
+
+/** A full disk or an exhausted quota (errors are values: their errno code, not their text). */
+function isNoSpace(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return code === "ENOSPC" || code === "EDQUOT";
 }
 
 async function readSidecar(
