@@ -27,12 +27,42 @@ import {
   type Snapshot,
 } from "./types.ts";
 
-/** Storage failure with the file and offset involved. */
-export class StorageError extends RaftError {
+/**
+ * Any failure of durable storage: an I/O error (the original is the `cause`), corruption found
+ * on start-up, or saves that break the log's shape. Every public method of {@link FileStorage}
+ * throws only this (or nothing), so a driver can tell "the disk failed, durability is gone:
+ * stop" from every other error by type alone.
+ */
+export class RaftStorageError extends RaftError {
   /** @param path file concerned @param offset byte offset (-1 if not applicable) */
-  constructor(readonly path: string, readonly offset: number, reason: string) {
-    super(`raft storage ${path}${offset >= 0 ? `@${offset}` : ""}: ${reason}`);
+  constructor(
+    readonly path: string,
+    readonly offset: number,
+    reason: string,
+    options?: ErrorOptions,
+  ) {
+    super(`raft storage ${path}${offset >= 0 ? `@${offset}` : ""}: ${reason}`, options);
   }
+}
+
+/** The former name of {@link RaftStorageError}. */
+export const StorageError = RaftStorageError;
+/** The former name of {@link RaftStorageError}. */
+export type StorageError = RaftStorageError;
+
+/** Runs storage work; any error that is not already a RaftStorageError is wrapped in one. */
+async function io<T>(dir: string, what: string, f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    throw asStorageError(dir, what, e);
+  }
+}
+
+function asStorageError(dir: string, what: string, e: unknown): RaftStorageError {
+  if (e instanceof RaftStorageError) return e;
+  const why = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+  return new RaftStorageError(dir, -1, `${what} failed: ${why}`, { cause: e });
 }
 
 /** Tuning for {@link FileStorage}. */
@@ -231,11 +261,13 @@ export class FileStorage {
   }
 
   /** Opens (creating if needed) a storage directory and recovers its state. */
-  static async open(dir: string, opts: StorageOptions = {}): Promise<FileStorage> {
-    await Deno.mkdir(dir, { recursive: true });
-    const s = new FileStorage(dir, opts);
-    await s.recover();
-    return s;
+  static open(dir: string, opts: StorageOptions = {}): Promise<FileStorage> {
+    return io(dir, "open", async () => {
+      await Deno.mkdir(dir, { recursive: true });
+      const s = new FileStorage(dir, opts);
+      await s.recover();
+      return s;
+    });
   }
 
   /** The recovered state, to pass as `restore` to a RawNode. */
@@ -267,7 +299,15 @@ export class FileStorage {
   }
 
   /** Persists an installed snapshot (replacing the whole log), entries and hard state. */
-  async save(hs: HardState | null, ents: Entry[], snapshot: Snapshot | null = null): Promise<void> {
+  save(hs: HardState | null, ents: Entry[], snapshot: Snapshot | null = null): Promise<void> {
+    return io(this.dir, "save", () => this.saveUnwrapped(hs, ents, snapshot));
+  }
+
+  private async saveUnwrapped(
+    hs: HardState | null,
+    ents: Entry[],
+    snapshot: Snapshot | null,
+  ): Promise<void> {
     if (snapshot) {
       if (hs) this.hs = { ...hs };
       await this.installSnapshot(snapshot, false);
@@ -289,15 +329,22 @@ export class FileStorage {
    * Records a snapshot the application took (RawNode.compact) and drops the log prefix it
    * covers, keeping later entries.
    */
-  async compact(s: Snapshot): Promise<void> {
-    if (this.snap && s.index <= this.snap.index) return;
-    await this.installSnapshot(s, true);
+  compact(s: Snapshot): Promise<void> {
+    return io(this.dir, "compact", async () => {
+      if (this.snap && s.index <= this.snap.index) return;
+      await this.installSnapshot(s, true);
+    });
   }
 
   /** Closes the current segment. */
   close(): void {
-    this.file?.close();
+    const f = this.file;
     this.file = null;
+    try {
+      f?.close();
+    } catch (e) {
+      throw asStorageError(this.dir, "close", e);
+    }
   }
 
   // ---------------------------------------------------------------- internals
