@@ -3,7 +3,13 @@
  * The core holds every entry after the last snapshot in memory (masters compact regularly), and
  * tracks which suffix is not yet persisted so Ready can hand exactly that to storage.
  */
-import { type ConfState, type Entry, RaftInvariantError, type Snapshot } from "./types.ts";
+import {
+  type ConfState,
+  type Entry,
+  invariant,
+  RaftInvariantError,
+  type Snapshot,
+} from "./types.ts";
 
 /** In-memory Raft log with persistence and apply cursors. */
 export class RaftLog {
@@ -105,6 +111,17 @@ export class RaftLog {
       throw new RaftInvariantError(
         `raft ${this.id}: gap: append ${first} after ${this.lastIndex()}`,
       );
+    }
+    // Log Matching rests on these: indexes contiguous, terms never decreasing along the log.
+    let prevTerm = this.term(first - 1) ?? 0;
+    for (let i = 0; i < ents.length; i++) {
+      const e = ents[i];
+      invariant(
+        e.index === first + i && e.term >= prevTerm,
+        () =>
+          `raft ${this.id}: append of ${e.index}@${e.term} at ${first + i} after term ${prevTerm}`,
+      );
+      prevTerm = e.term;
     }
     let truncated = 0;
     if (first <= this.lastIndex()) {

@@ -11,7 +11,10 @@ import {
   EMPTY,
   type Entry,
   type HardState,
+  invariant,
   makeMessage,
+  MAX_INDEX,
+  MAX_TERM,
   type Message,
   MESSAGE_TYPES,
   type NodeId,
@@ -19,6 +22,7 @@ import {
   type PersistedState,
   ProposalDroppedError,
   RaftInvariantError,
+  RaftMessageError,
   RaftUsageError,
   type ReadState,
   type Ready,
@@ -450,33 +454,20 @@ export class RawNode {
 
   /**
    * Feeds a message received from another member. Stale or irrelevant messages are ignored;
-   * a malformed one (wrong recipient, non-contiguous entries) throws RaftUsageError: drop it.
+   * a malformed or impossible one (wrong recipient, numbers out of range, entries that do not
+   * follow, a commit beyond our log...) throws RaftMessageError (a RaftUsageError) BEFORE it
+   * changed any state: drop it. The core does not know which ids are members the driver may
+   * talk to: filtering senders is the driver's job (see roles/master/raft_group.ts).
    */
   step(m: Message): void {
     if (!MSG_TYPES.has(m.type)) {
-      throw new RaftUsageError(`raft ${this.id}: unknown message type ${m.type}`);
+      throw new RaftMessageError(this.id, String(m.from), `unknown message type ${m.type}`);
     }
     if (m.to !== this.id) {
-      throw new RaftUsageError(
-        `raft ${this.id}: message for ${m.to} from ${m.from} delivered here`,
-      );
+      throw new RaftMessageError(this.id, String(m.from), `message for ${m.to} delivered here`);
     }
     if (m.from === this.id) return;
-    if (m.type === "app") {
-      // Entries must directly follow (index, logTerm) and be contiguous: a malformed append
-      // would otherwise corrupt the log. The driver should drop the message and log this.
-      for (let i = 0; i < m.entries.length; i++) {
-        const e = m.entries[i];
-        if (
-          e.index !== m.index + 1 + i || e.term > m.term ||
-          (i > 0 && e.term < m.entries[i - 1].term)
-        ) {
-          throw new RaftUsageError(
-            `raft ${this.id}: malformed append from ${m.from}: entry ${i} is ${e.index}@${e.term} after ${m.index}@${m.logTerm}`,
-          );
-        }
-      }
-    }
+    this.checkMessage(m);
     if (m.term > this.term) {
       if (m.type === "vote" || m.type === "preVote") {
         const force = m.seq === 1;
@@ -550,6 +541,18 @@ export class RawNode {
     else this.stepCandidate(m);
   }
 
+  /**
+   * Every member id of any configuration this node still knows: the snapshot's, and each conf
+   * entry's in the log (committed or not, so a member being added or removed is included).
+   * Empty for a joiner that has not heard from a leader yet.
+   */
+  members(): Set<NodeId> {
+    const out = new Set<NodeId>(this.log.snapConf.voters);
+    for (const c of this.confHistory) for (const v of c.voters) out.add(v);
+    for (const v of this.voters) out.add(v);
+    return out;
+  }
+
   /** Whether ready() has anything to hand out. */
   hasReady(): boolean {
     if (this.readyMark) return false;
@@ -571,6 +574,15 @@ export class RawNode {
     const hs = this.hsChanged();
     const ss = this.ssChanged();
     const last = this.log.lastIndex();
+    invariant(
+      hs === null || (hs.term >= this.prevHs.term && hs.commit >= this.prevHs.commit),
+      () => `raft ${this.id}: hard state went back from ${JSON.stringify(this.prevHs)}`,
+    );
+    invariant(
+      this.log.applied <= this.log.committed && this.log.committed <= last,
+      () =>
+        `raft ${this.id}: applied ${this.log.applied} <= commit ${this.log.committed} <= last ${last} broken`,
+    );
     const entries = this.log.unstableFrom <= last
       ? this.log.slice(this.log.unstableFrom, last + 1)
       : [];
@@ -579,6 +591,10 @@ export class RawNode {
     const committedEntries = this.log.committed >= from
       ? this.log.slice(from, this.log.committed + 1)
       : [];
+    invariant(
+      committedEntries.length === 0 || committedEntries[0].index === from,
+      () => `raft ${this.id}: committed entries start at ${committedEntries[0].index}, not ${from}`,
+    );
     const rd: Ready = {
       softState: ss,
       hardState: hs,
@@ -649,6 +665,88 @@ export class RawNode {
   }
 
   // ---------------------------------------------------------------- internals
+
+  /**
+   * Refuses (RaftMessageError) a message that no correct peer can send, before step() changes
+   * anything: all numbers within [0, MAX_*] (so arithmetic on them stays exact and nothing is
+   * sized by them), entries contiguous right after (index, logTerm) with non-decreasing terms
+   * no newer than the message, conf entries that decode, a snapshot with sane metadata, and —
+   * against our own state — nothing a correct peer cannot know (a commit beyond our log, an
+   * acknowledgement of entries or read rounds we never sent, a second leader in our term).
+   */
+  private checkMessage(m: Message): void {
+    const bad = (reason: string) => new RaftMessageError(this.id, String(m.from), reason);
+    if (typeof m.from !== "string" || m.from.length === 0) throw bad("no sender id");
+    const num = (v: number, max: number, what: string) => {
+      if (!Number.isSafeInteger(v) || v < 0 || v > max) throw bad(`${what} ${v} out of range`);
+    };
+    num(m.term, MAX_TERM, "term");
+    num(m.logTerm, MAX_TERM, "logTerm");
+    num(m.index, MAX_INDEX, "index");
+    num(m.commit, MAX_INDEX, "commit");
+    num(m.rejectHint, MAX_INDEX, "rejectHint");
+    num(m.seq, MAX_INDEX, "seq");
+    if (m.logTerm > m.term) throw bad(`logTerm ${m.logTerm} newer than term ${m.term}`);
+    if (!(m.ctx instanceof Uint8Array) || !Array.isArray(m.entries)) throw bad("bad field types");
+    if (m.entries.length > 0 && m.type !== "app") throw bad(`${m.type} carries entries`);
+    if ((m.snapshot !== null) !== (m.type === "snap")) {
+      throw bad(`${m.type} ${m.snapshot ? "with" : "without"} a snapshot`);
+    }
+    if (m.type === "app") {
+      // Entries must directly follow (index, logTerm) and be contiguous: a malformed append
+      // would otherwise corrupt the log.
+      let prevTerm = m.logTerm;
+      for (let i = 0; i < m.entries.length; i++) {
+        const e = m.entries[i];
+        if (
+          !Number.isSafeInteger(e.term) || !Number.isSafeInteger(e.index) ||
+          e.index !== m.index + 1 + i || e.index > MAX_INDEX || e.term > m.term ||
+          e.term < prevTerm || !(e.data instanceof Uint8Array) ||
+          (e.type !== "normal" && e.type !== "conf")
+        ) {
+          throw bad(
+            `malformed append: entry ${i} is ${e.index}@${e.term} after ${m.index}@${m.logTerm}`,
+          );
+        }
+        if (e.type === "conf") {
+          try {
+            decodeConfChange(e.data);
+          } catch (err) {
+            throw bad(`conf entry ${e.index}: ${(err as Error).message}`);
+          }
+        }
+        prevTerm = e.term;
+      }
+    }
+    if (m.snapshot) {
+      const s = m.snapshot;
+      num(s.index, MAX_INDEX, "snapshot.index");
+      num(s.term, MAX_TERM, "snapshot.term");
+      const vs = s.conf?.voters;
+      if (
+        s.index === 0 || s.term === 0 || s.term > m.term || !(s.data instanceof Uint8Array) ||
+        !Array.isArray(vs) || vs.length === 0 || new Set(vs).size !== vs.length ||
+        !vs.every((v) => typeof v === "string" && v.length > 0)
+      ) {
+        throw bad(`bad snapshot metadata ${s.index}@${s.term} voters ${String(vs)}`);
+      }
+    }
+    if (m.term < this.term) return; // stale: step() ignores it (or answers with our term)
+    const leaderMsg = m.type === "app" || m.type === "heartbeat" || m.type === "snap";
+    if (this.role === "leader" && m.term === this.term) {
+      if (leaderMsg) throw bad(`${m.type} from a second leader of term ${m.term}`);
+      if (m.type === "appResp" && !m.reject && m.index > this.log.lastIndex()) {
+        throw bad(`acknowledges index ${m.index} beyond our last ${this.log.lastIndex()}`);
+      }
+      if (m.type === "heartbeatResp" && m.seq > this.readSeq) {
+        throw bad(`acknowledges read round ${m.seq}, latest is ${this.readSeq}`);
+      }
+    }
+    if (m.type === "heartbeat" && m.commit > this.log.lastIndex()) {
+      // A leader sends min(match, commit): never beyond what we hold.
+      throw bad(`heartbeat commit ${m.commit} beyond our last index ${this.log.lastIndex()}`);
+    }
+  }
 
   private hsChanged(): HardState | null {
     const p = this.prevHs;

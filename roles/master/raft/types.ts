@@ -159,8 +159,8 @@ export interface PersistedState {
 /** Base class of all Raft errors (errors are values carrying context). */
 export class RaftError extends Error {
   /** Creates an error with a message that names the ids involved. */
-  constructor(message: string) {
-    super(message);
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = new.target.name;
   }
 }
@@ -186,3 +186,30 @@ export class RaftUsageError extends RaftError {}
 
 /** An invariant of the Raft algorithm was violated — a bug or corrupted storage. */
 export class RaftInvariantError extends RaftError {}
+
+/**
+ * A message handed to {@link RawNode.step} is impossible (out-of-range numbers, entries that do
+ * not follow, a commit index beyond what the sender can know...). It was refused before it
+ * changed any state: drop it (and count it). A RaftUsageError, since feeding it is misuse.
+ */
+export class RaftMessageError extends RaftUsageError {
+  /** @param node this node @param from the claimed sender @param reason what is wrong */
+  constructor(readonly node: NodeId, readonly from: NodeId, readonly reason: string) {
+    super(`raft ${node}: refused message from ${from}: ${reason}`);
+  }
+}
+
+/**
+ * Largest term a message may carry. Terms grow by one per election, so 2^40 is out of reach
+ * of a real cluster; the bound keeps `term + 1` far from 2^53 (where numbers stop being exact)
+ * whatever a peer sends.
+ */
+export const MAX_TERM = 2 ** 40;
+
+/** Largest log index a message may carry (2^48: far beyond any real log, exact arithmetic). */
+export const MAX_INDEX = 2 ** 48;
+
+/** Cheap production assertion (TigerBeetle style): a false `cond` is a bug, never input. */
+export function invariant(cond: boolean, message: () => string): asserts cond {
+  if (!cond) throw new RaftInvariantError(message());
+}
