@@ -9,11 +9,23 @@
  *
  * The Ready loop follows the etcd contract: persist (fsync) entries, hard state and snapshot; then
  * send messages; then apply committed entries and resolve the proposals waiting on them.
+ *
+ * Trust boundary: nothing that arrives from the network can stop a member. {@link RaftGroup.receive}
+ * validates every `raft_message` (codec, recipient, sender id and membership, the optional
+ * authenticated sender name, read contexts, member ids inside payloads, then the core's own
+ * checks in `RawNode.step`) and drops a bad one with a count and a throttled warning; an error
+ * while stepping one message is contained there too. The only endpoints this member ever
+ * connects to are member ids that passed the strict grammar of member_id.ts, and only members
+ * of a configuration it knows. The Ready loop then only ever sees the core's output: a
+ * {@link RaftStorageError} there means durability is gone (fatal, as before); anything else is
+ * a bug that may have left a Ready half done (fatal as well, reported as a bug; see #fail).
  */
 import {
   type ConfChangeRequest,
+  decodeConfChange,
   type Entry,
   type HardState,
+  invariant,
   type Message as RaftMsg,
   mulberry32,
   NotLeaderError,
@@ -26,13 +38,28 @@ import {
   decodeMessage as decodeRaftMessage,
   encodeMessage as encodeRaftMessage,
 } from "./raft/codec.ts";
-import type { FileStorage } from "./raft/storage.ts";
+import { type FileStorage, RaftStorageError } from "./raft/storage.ts";
 import { ErrorCode, MessageType } from "../../wire/mod.ts";
 import { RequestError, RpcClient } from "../../lib/rpc.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { ApplyResult } from "./job_table.ts";
 import type { ReplicatedLog } from "./replicated_log.ts";
-import { memberEndpoint } from "./member_id.ts";
+import { memberEndpoint, parseMemberId } from "./member_id.ts";
+
+/** Bytes of a ReadIndex context (the read's sequence number as a float64). */
+export const READ_CTX_BYTES = 8;
+
+/**
+ * Message types an unconfigured member (a joiner that has not heard from the leader yet, so it
+ * knows no member at all) accepts from a well-formed member id it does not know: the leader's.
+ */
+const JOINER_ACCEPTS: ReadonlySet<string> = new Set(["app", "heartbeat", "snap"]);
+
+/** Most peer connections an unconfigured joiner opens to senders it cannot check. */
+const MAX_UNKNOWN_PEERS = 8;
+
+/** Minimum interval between two warnings of the same drop reason, ms. */
+const WARN_EVERY_MS = 1000;
 
 /** The state machine the group replicates. */
 export interface StateMachine {
@@ -42,6 +69,12 @@ export interface StateMachine {
   snapshot(): Uint8Array;
   /** Replaces the state with a snapshot's. */
   restore(data: Uint8Array): void;
+  /**
+   * Optional: throws if `data` is not a snapshot {@link restore} would accept. Checked before a
+   * peer's `snap` message reaches the core, so a snapshot that cannot be installed is dropped
+   * (and counted) instead of failing the Ready loop after it was persisted.
+   */
+  checkSnapshot?(data: Uint8Array): void;
 }
 
 /** Options of a RaftGroup. */
@@ -63,8 +96,13 @@ export interface RaftGroupOptions {
   heartbeatTicks?: number;
   /** Take a snapshot and compact after this many applied entries. */
   snapshotEvery?: number;
-  /** Called when the member had to stop (storage failed): the process should exit. */
-  onFatal?: (e: unknown) => void;
+  /**
+   * Called when the member had to stop: the process should exit (and be restarted). `kind`
+   * "storage": a {@link RaftStorageError} (durability is gone); "internal": a bug in the Ready
+   * loop that may have left this member's state half updated. Never called because of a
+   * message from the network.
+   */
+  onFatal?: (e: unknown, kind: "storage" | "internal") => void;
 }
 
 interface Pending {
@@ -102,8 +140,25 @@ export class RaftGroup implements ReplicatedLog {
   #readSeq = 0;
   /** Term and vote as last written to storage. */
   #storedHs: HardState = { term: 0, vote: null, commit: 0 };
+  /** Initial voters given in the options (trusted configuration). */
+  #configured: ReadonlySet<string>;
+  #dropped = 0;
+  #dropReasons = new Map<string, number>();
+  #lastWarn = new Map<string, { at: number; suppressed: number }>();
+  /** Applied index at which the next snapshot may be attempted. */
+  #nextSnapshotAt = 0;
   /** Counters for tests and status. */
-  readonly stats = { readies: 0, persisted: 0, sent: 0, applied: 0, snapshots: 0 };
+  readonly stats = {
+    readies: 0,
+    persisted: 0,
+    sent: 0,
+    applied: 0,
+    snapshots: 0,
+    /** Outbound messages not sent: bad destination, connect or encode failure. */
+    sendFailures: 0,
+    /** Snapshots (compactions) that failed without a storage error and were skipped. */
+    snapshotFailures: 0,
+  };
 
   private constructor(o: RaftGroupOptions, node: RawNode, applied: number) {
     this.#o = o;
@@ -111,6 +166,7 @@ export class RaftGroup implements ReplicatedLog {
     this.node = node;
     this.#applied = applied;
     this.#snapIndex = applied;
+    this.#configured = new Set(o.peers);
   }
 
   /** Loads durable state and starts the member. */
@@ -137,7 +193,13 @@ export class RaftGroup implements ReplicatedLog {
     const g = new RaftGroup(o, node, applied);
     g.#storedHs = restored.hardState;
     g.#ticker = setInterval(() => {
-      g.node.tick();
+      try {
+        g.node.tick();
+      } catch (e) {
+        // tick() takes no input: an error is a bug in the core, whose state is now unknown.
+        void g.#fail(e);
+        return;
+      }
       g.#kick();
     }, o.tickMs ?? 15);
     g.#kick();
@@ -151,23 +213,112 @@ export class RaftGroup implements ReplicatedLog {
     return g;
   }
 
-  /** Feeds a raft_message payload from a peer. Malformed input is logged and dropped. */
-  receive(data: Uint8Array): void {
+  /**
+   * Feeds the payload of a `raft_message` from a peer. Never throws: a message that does not
+   * decode, is not for this member, comes from an id that is not a well-formed member id or
+   * not a member of a configuration this member knows, or carries anything impossible (see
+   * {@link RawNode.step}) is dropped, counted in {@link droppedMessages} and logged (warn,
+   * throttled per reason).
+   *
+   * @param data the `raft_message` payload (the encoded Raft message)
+   * @param senderName the authenticated name of the peer that sent the frame (its CURVE key's
+   *   name), if the transport knows it: the message's `from` member id must then be
+   *   `senderName@…`, else it is dropped. Omit it when the transport does not authenticate.
+   */
+  receive(data: Uint8Array, senderName?: string): void {
+    if (this.#closed) return;
     let m: RaftMsg;
     try {
       m = decodeRaftMessage(data);
     } catch (e) {
-      this.#o.log.warn("malformed raft message", { error: e });
+      this.#drop("malformed", { error: e, bytes: data.length });
       return;
     }
-    if (m.to !== this.id) return; // meant for a previous incarnation or another member
+    const reason = this.#checkInbound(m, senderName);
+    if (reason !== null) {
+      this.#drop(reason, { type: m.type, from: m.from.slice(0, 100), to: m.to.slice(0, 100) });
+      return;
+    }
     try {
       this.node.step(m);
     } catch (e) {
-      this.#o.log.warn("raft step refused a message", { error: e, type: m.type, from: m.from });
+      // The step boundary: whatever one message causes stays with that message. The core
+      // refuses impossible messages (RaftMessageError) before changing any state.
+      const bug = !(e instanceof RaftError);
+      this.#drop(bug ? "step failed" : "refused by raft", { type: m.type, from: m.from, error: e });
+      if (bug) this.#o.log.error("raft step threw an unexpected error", { error: e });
       return;
     }
     this.#kick();
+  }
+
+  /** Inbound messages dropped so far (every reason). */
+  get droppedMessages(): number {
+    return this.#dropped;
+  }
+
+  /** Dropped inbound messages by reason (e.g. "unknown member", "malformed"). */
+  get dropReasons(): ReadonlyMap<string, number> {
+    return this.#dropReasons;
+  }
+
+  /** Why a decoded message must be dropped, or null if it may be stepped. */
+  #checkInbound(m: RaftMsg, senderName: string | undefined): string | null {
+    if (m.to !== this.id) return "wrong recipient"; // e.g. for a previous incarnation
+    const from = parseMemberId(m.from);
+    if (!from) return "bad sender id";
+    if (m.from === this.id) return "from self";
+    if (senderName !== undefined && from.name !== senderName) return "sender name mismatch";
+    const members = this.node.members();
+    if (!members.has(m.from) && !this.#configured.has(m.from)) {
+      // A joiner knows no configuration until the leader reaches it: it has to take the
+      // leader's messages on trust of the id's shape (and of senderName, when given).
+      if (members.size > 0 || !JOINER_ACCEPTS.has(m.type)) return "unknown member";
+    }
+    const isRead = m.type === "readIndex" || m.type === "readIndexResp";
+    if (m.ctx.length !== (isRead ? READ_CTX_BYTES : 0)) return "bad read context";
+    for (const e of m.entries) {
+      if (e.type !== "conf") continue;
+      let ids: string[];
+      try {
+        const cc = decodeConfChange(e.data);
+        ids = cc.type === "init" ? cc.voters : [cc.node];
+      } catch {
+        return "bad conf entry";
+      }
+      if (!ids.every((id) => parseMemberId(id) !== null)) return "bad member id in conf entry";
+    }
+    if (m.snapshot) {
+      if (!m.snapshot.conf.voters.every((id) => parseMemberId(id) !== null)) {
+        return "bad member id in snapshot";
+      }
+      if (this.#o.sm.checkSnapshot) {
+        try {
+          this.#o.sm.checkSnapshot(m.snapshot.data);
+        } catch {
+          return "bad snapshot data";
+        }
+      }
+    }
+    return null;
+  }
+
+  /** Counts a dropped inbound message and warns (at most once a second per reason). */
+  #drop(reason: string, fields: Record<string, unknown>): void {
+    this.#dropped++;
+    this.#dropReasons.set(reason, (this.#dropReasons.get(reason) ?? 0) + 1);
+    this.#warnThrottled(`dropped raft message: ${reason}`, fields);
+  }
+
+  #warnThrottled(msg: string, fields: Record<string, unknown>): void {
+    const now = Date.now();
+    const w = this.#lastWarn.get(msg);
+    if (w && now - w.at < WARN_EVERY_MS) {
+      w.suppressed++;
+      return;
+    }
+    this.#lastWarn.set(msg, { at: now, suppressed: 0 });
+    this.#o.log.warn(msg, { ...fields, suppressedSinceLast: w?.suppressed ?? 0 });
   }
 
   isLeader(): boolean {
@@ -235,7 +386,7 @@ export class RaftGroup implements ReplicatedLog {
 
   readBarrier(): Promise<void> {
     if (this.#role !== "leader") return Promise.reject(this.#notLeader());
-    const ctx = new Uint8Array(8);
+    const ctx = new Uint8Array(READ_CTX_BYTES);
     const key = String(++this.#readSeq);
     new DataView(ctx.buffer).setFloat64(0, this.#readSeq);
     const { promise, resolve, reject } = Promise.withResolvers<void>();
@@ -291,13 +442,40 @@ export class RaftGroup implements ReplicatedLog {
         }
       } while (this.#again && !this.#closed);
     } catch (e) {
-      // A failed fsync leaves us unable to promise durability: stop rather than lie.
-      this.#o.log.error("raft ready loop failed; stopping this member", { error: e });
-      await this.close();
-      this.#o.onFatal?.(e);
+      await this.#fail(e);
     } finally {
       this.#busy = false;
     }
+  }
+
+  /**
+   * Stops this member after an error in the Ready loop (or in tick()).
+   *
+   * A RaftStorageError: a write or fsync failed, so we can no longer promise durability: stop
+   * rather than lie. Anything else cannot come from a peer (receive() contains those at the
+   * step boundary, #send never throws, a failing snapshot is skipped in #maybeSnapshot): it is
+   * a bug in the core, this shell or the state machine, thrown between ready() and advance().
+   * Part of that Ready may be persisted, sent or applied and the rest not, so the core, the
+   * state machine and the disk may disagree; logging and carrying on could acknowledge or
+   * serve from that state, and the core would refuse the next ready() anyway. Raft is safe
+   * under fail-stop and a restart rebuilds everything from the fsync'd log, so this is fatal
+   * too, but reported as a bug, not as a disk failure.
+   */
+  async #fail(e: unknown): Promise<void> {
+    if (this.#closed) return;
+    const kind = e instanceof RaftStorageError ? "storage" : "internal";
+    this.#o.log.error(
+      kind === "storage"
+        ? "raft storage failed; stopping this member"
+        : "raft ready loop failed with an internal error (a bug); stopping this member",
+      { error: e },
+    );
+    try {
+      await this.close();
+    } catch (err) {
+      this.#o.log.error("closing the raft member failed", { error: err });
+    }
+    this.#o.onFatal?.(e, kind);
   }
 
   async #handleReady(rd: Ready): Promise<void> {
@@ -309,6 +487,10 @@ export class RaftGroup implements ReplicatedLog {
     // written along with the next entries. This keeps a submission at two fsyncs (leader entry,
     // follower entry) instead of three.
     const hs = rd.hardState;
+    invariant(
+      hs === null || hs.term >= this.#storedHs.term,
+      () => `raft ${this.id}: term went back from ${this.#storedHs.term} to ${hs!.term}`,
+    );
     const mustSyncHs = hs !== null &&
       (hs.term !== this.#storedHs.term || hs.vote !== this.#storedHs.vote);
     if (rd.snapshot || rd.entries.length || mustSyncHs) {
@@ -321,11 +503,15 @@ export class RaftGroup implements ReplicatedLog {
       this.#o.sm.restore(rd.snapshot.data);
       this.#applied = rd.snapshot.index;
       this.#snapIndex = rd.snapshot.index;
+      this.#prunePeers();
       this.#o.log.info("installed snapshot", { index: rd.snapshot.index });
     }
     for (const e of rd.committedEntries) this.#applyEntry(e);
     for (const rs of rd.readStates) {
-      const key = String(new DataView(rs.ctx.buffer, rs.ctx.byteOffset, 8).getFloat64(0));
+      // Contexts are ours (receive() checks those of readIndexResp): skip any other shape.
+      if (rs.ctx.length !== READ_CTX_BYTES) continue;
+      const view = new DataView(rs.ctx.buffer, rs.ctx.byteOffset, READ_CTX_BYTES);
+      const key = String(view.getFloat64(0));
       const r = this.#reads.get(key);
       if (!r) continue;
       this.#reads.delete(key);
@@ -337,9 +523,14 @@ export class RaftGroup implements ReplicatedLog {
 
   #applyEntry(e: Entry): void {
     if (e.index <= this.#applied) return;
+    invariant(
+      e.index === this.#applied + 1,
+      () => `raft ${this.id}: applying ${e.index} after ${this.#applied} skips entries`,
+    );
     this.#applied = e.index;
     this.stats.applied++;
     if (e.type === "conf") {
+      this.#prunePeers();
       const w = this.#confWaiters.get(e.index);
       if (w) {
         this.#confWaiters.delete(e.index);
@@ -377,8 +568,18 @@ export class RaftGroup implements ReplicatedLog {
 
   async #maybeSnapshot(): Promise<void> {
     const every = this.#o.snapshotEvery ?? 10_000;
-    if (this.#applied - this.#snapIndex < every) return;
-    const snap: Snapshot = this.node.compact(this.#applied, this.#o.sm.snapshot());
+    if (this.#applied - this.#snapIndex < every || this.#applied < this.#nextSnapshotAt) return;
+    let snap: Snapshot;
+    try {
+      snap = this.node.compact(this.#applied, this.#o.sm.snapshot());
+    } catch (e) {
+      // Nothing changed yet (compact() checks before it cuts the log) and the Ready was fully
+      // handled: the member stays consistent without this snapshot. Log, retry later.
+      this.stats.snapshotFailures++;
+      this.#nextSnapshotAt = this.#applied + every;
+      this.#o.log.error("taking a snapshot failed; will retry later", { error: e });
+      return;
+    }
     await this.#o.storage.compact(snap);
     this.#snapIndex = snap.index;
     this.stats.snapshots++;
@@ -405,16 +606,60 @@ export class RaftGroup implements ReplicatedLog {
     this.#o.log.info("raft role", { role, leader: lead, term: this.#currentTerm() });
   }
 
+  /**
+   * Sends one message; never throws. Connects only to a member id that passes the strict
+   * grammar (so libzmq is never handed an endpoint it cannot parse), and while this member
+   * knows a configuration, only to its members (messages from others were dropped on receipt,
+   * so the core only answers members).
+   */
   #send(m: RaftMsg): void {
     let c = this.#peers.get(m.to);
     if (!c) {
-      c = new RpcClient(memberEndpoint(m.to), { node: this.#o.node, log: this.#o.log });
+      const to = parseMemberId(m.to);
+      if (!to) return this.#sendFailed(m, "destination is not a member id");
+      const members = this.node.members();
+      const known = members.has(m.to) || this.#configured.has(m.to);
+      if (!known && (members.size > 0 || this.#peers.size >= MAX_UNKNOWN_PEERS)) {
+        return this.#sendFailed(m, "destination is not a member");
+      }
+      try {
+        c = new RpcClient(to.endpoint, { node: this.#o.node, log: this.#o.log });
+      } catch (e) {
+        return this.#sendFailed(m, "connect failed", e);
+      }
       this.#peers.set(m.to, c);
     }
+    let data: Uint8Array;
+    try {
+      data = encodeRaftMessage(m);
+    } catch (e) {
+      return this.#sendFailed(m, "encode failed", e); // a bug: the core made an unencodable message
+    }
     this.stats.sent++;
-    c.send({ type: MessageType.RaftMessage, node: this.#o.node, data: encodeRaftMessage(m) })
+    c.send({ type: MessageType.RaftMessage, node: this.#o.node, data })
       .catch(() => this.node.reportUnreachable(m.to));
     if (m.type === "snap") this.node.reportSnapshot(m.to, true);
+  }
+
+  #sendFailed(m: RaftMsg, reason: string, error?: unknown): void {
+    this.stats.sendFailures++;
+    this.#warnThrottled(`raft message not sent: ${reason}`, {
+      type: m.type,
+      to: m.to.slice(0, 100),
+      error,
+    });
+    this.node.reportUnreachable(m.to);
+    if (m.type === "snap") this.node.reportSnapshot(m.to, false);
+  }
+
+  /** Closes connections to ids that are no longer members of any configuration we know. */
+  #prunePeers(): void {
+    const members = this.node.members();
+    for (const [id, c] of this.#peers) {
+      if (members.has(id) || this.#configured.has(id)) continue;
+      this.#peers.delete(id);
+      c.close().catch(() => {});
+    }
   }
 
   async close(): Promise<void> {
@@ -431,7 +676,7 @@ export class RaftGroup implements ReplicatedLog {
     this.#pending.clear();
     this.#confWaiters.clear();
     this.#reads.clear();
-    await Promise.all([...this.#peers.values()].map((c) => c.close()));
+    await Promise.all([...this.#peers.values()].map((c) => c.close().catch(() => {})));
     this.#o.storage.close();
   }
 }
