@@ -8,6 +8,7 @@
 import { runClient } from "./client/cli.ts";
 import { runDev } from "./client/dev.ts";
 import { runRole } from "./roles/run.ts";
+import { runInit, runKeys } from "./client/keys.ts";
 
 const USAGE = `usage: dsys <command> [flags]
   run --role master|balancer|storage|worker   start a node (see --help of each role)
@@ -17,7 +18,9 @@ const USAGE = `usage: dsys <command> [flags]
   get JOB --out DIR                           download a job's outputs
   nodes                                       list the cluster's nodes
   cluster add-master|remove-master|transfer-leader NAME@tcp://HOST:PORT
-  dev [--keep]                                run the sample job on a local cluster`;
+  dev [--keep]                                run the sample job on a local cluster
+  init DIR [--masters N …]                    create a cluster's keys and keyring
+  keys add|revoke|list --keyring FILE …       add or revoke a node's or a user's key`;
 
 /** Runs the command line; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
@@ -27,6 +30,10 @@ export async function main(args: string[]): Promise<number> {
       return await runRole(rest);
     case "dev":
       return await runDev(rest);
+    case "init":
+      return await runInit(rest);
+    case "keys":
+      return await runKeys(rest);
     case "put":
     case "submit":
     case "status":

@@ -19,6 +19,9 @@ export const EXIT = { ok: 0, usage: 1, unavailable: 2, jobFailed: 3 } as const;
 const common = {
   master: { type: "string" as const },
   storage: { type: "string" as const },
+  /** This client's key file and the cluster's keyring (else $DSYS_KEY/$DSYS_KEYRING, cluster file). */
+  key: { type: "string" as const },
+  keyring: { type: "string" as const },
   json: { type: "boolean" as const, default: false },
   /** How long to keep trying to reach the masters (seconds). */
   timeout: { type: "string" as const, default: "10" },
@@ -84,7 +87,7 @@ async function dispatch(command: string, args: string[]): Promise<number> {
 }
 
 async function withClient<T>(
-  flags: { master?: string; storage?: string; timeout?: string },
+  flags: { master?: string; storage?: string; key?: string; keyring?: string; timeout?: string },
   f: (c: DsysClient) => Promise<T>,
 ): Promise<T> {
   const secs = Number(flags.timeout ?? "10");

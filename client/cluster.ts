@@ -3,11 +3,18 @@
  * `dsys dev --keep`), then the defaults of a local cluster.
  */
 
-/** Endpoints a client needs. */
+/** Endpoints a client needs, and the key it connects with. */
 export interface ClusterInfo {
+  /** Master endpoints (`NAME@tcp://HOST:PORT` when the cluster has several masters' keys). */
   masters: string[];
+  /** Storage endpoint. */
   storage: string;
+  /** Balancer endpoints, comma-separated. */
   balancer: string;
+  /** This client's key file (absent: an insecure cluster). */
+  key?: string;
+  /** The cluster's keyring file. */
+  keyring?: string;
 }
 
 /** Default endpoints of `dsys run` on one machine. */
@@ -23,7 +30,9 @@ export function clusterFilePath(): string {
 }
 
 /** Resolves the cluster's endpoints from flags, the cluster file, or the defaults. */
-export function resolveCluster(flags: { master?: string; storage?: string }): ClusterInfo {
+export function resolveCluster(
+  flags: { master?: string; storage?: string; key?: string; keyring?: string },
+): ClusterInfo {
   let file: Partial<ClusterInfo> = {};
   try {
     file = JSON.parse(Deno.readTextFileSync(clusterFilePath()));
@@ -38,5 +47,7 @@ export function resolveCluster(flags: { master?: string; storage?: string }): Cl
       : file.masters ?? DEFAULT_CLUSTER.masters,
     storage: flags.storage ?? file.storage ?? DEFAULT_CLUSTER.storage,
     balancer: file.balancer ?? DEFAULT_CLUSTER.balancer,
+    key: flags.key ?? Deno.env.get("DSYS_KEY") ?? file.key,
+    keyring: flags.keyring ?? Deno.env.get("DSYS_KEYRING") ?? file.keyring,
   };
 }

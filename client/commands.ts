@@ -14,6 +14,7 @@ import {
   uuidToHex,
 } from "../wire/mod.ts";
 import { StorageClient } from "./storage_client.ts";
+import { Credentials } from "../lib/security.ts";
 import { LeaderClient } from "./leader_client.ts";
 import type { ClusterInfo } from "./cluster.ts";
 
@@ -35,17 +36,27 @@ export class DsysClient {
   #storage: StorageClient | null = null;
   #seq = 0;
 
+  /** The key this session uses (from the cluster info), null for an insecure cluster. */
+  readonly credentials: Credentials | null;
+
+  /** A session with the cluster; its key and keyring come from `cluster.key`/`keyring`. */
   constructor(cluster: ClusterInfo, opts: { deadlineMs?: number } = {}) {
     this.cluster = cluster;
+    this.credentials = cluster.key && cluster.keyring
+      ? Credentials.loadSync(cluster.key, cluster.keyring)
+      : null;
     this.masters = new LeaderClient(cluster.masters, {
       node: this.node,
       deadlineMs: opts.deadlineMs ?? 30_000,
+      auth: this.credentials,
     });
   }
 
   /** The storage client (one per session). */
   get storage(): StorageClient {
-    this.#storage ??= new StorageClient(this.cluster.storage, this.node);
+    this.#storage ??= new StorageClient(this.cluster.storage, this.node, {
+      auth: this.credentials,
+    });
     return this.#storage;
   }
 

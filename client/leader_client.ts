@@ -2,6 +2,8 @@
  * Talks to the master group: sends each request to the leader, following NOT_LEADER redirects
  * and moving to the next master when one does not answer, until the request's deadline.
  */
+import { splitNamedEndpoint } from "../lib/named_endpoint.ts";
+import { type Credentials, processCredentials } from "../lib/security.ts";
 import { ErrorCode, type Message } from "../wire/mod.ts";
 import { RpcClient, RpcError } from "../lib/rpc.ts";
 
@@ -12,6 +14,8 @@ export interface LeaderClientOptions {
   attemptTimeoutMs?: number;
   /** Total time a request may take across retries, ms. */
   deadlineMs?: number;
+  /** Keys (default: the process's; null: no CURVE). */
+  auth?: Credentials | null;
 }
 
 /** A client of the master group. */
@@ -24,13 +28,23 @@ export class LeaderClient {
   constructor(endpoints: string[], opts: LeaderClientOptions) {
     if (endpoints.length === 0) throw new Error("LeaderClient: no master endpoints given");
     this.#endpoints = [...endpoints];
-    this.#opts = { attemptTimeoutMs: 5000, deadlineMs: 30_000, ...opts };
+    this.#opts = {
+      attemptTimeoutMs: 5000,
+      deadlineMs: 30_000,
+      auth: processCredentials(),
+      ...opts,
+    };
   }
 
   #client(ep: string): RpcClient {
     let c = this.#clients.get(ep);
     if (!c) {
-      c = new RpcClient(ep, { node: this.#opts.node, timeoutMs: this.#opts.attemptTimeoutMs });
+      c = new RpcClient(ep, {
+        node: this.#opts.node,
+        timeoutMs: this.#opts.attemptTimeoutMs,
+        serverRole: "master",
+        auth: this.#opts.auth,
+      });
       this.#clients.set(ep, c);
     }
     return c;
@@ -58,7 +72,9 @@ export class LeaderClient {
         if (!(e instanceof RpcError)) throw e;
         lastError = e;
         if (e.code === ErrorCode.NotLeader && e.text) {
-          let i = this.#endpoints.indexOf(e.text);
+          // The hint is the leader's member id NAME@ENDPOINT (older masters: ENDPOINT alone).
+          const hint = splitNamedEndpoint(e.text).endpoint;
+          let i = this.#endpoints.findIndex((ep) => splitNamedEndpoint(ep).endpoint === hint);
           if (i < 0) i = this.#endpoints.push(e.text) - 1;
           if (i !== this.#current) {
             this.#current = i;

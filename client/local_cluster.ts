@@ -3,6 +3,9 @@
  * loopback, under one data directory. Used by `dsys dev` and by the end-to-end tests.
  */
 import type { ClusterInfo } from "./cluster.ts";
+import { addKey, initCluster } from "./keys.ts";
+import { Keyring } from "../lib/security.ts";
+import { joinNamedEndpoint } from "../lib/named_endpoint.ts";
 
 /** Options of a local cluster. */
 export interface LocalClusterOptions {
@@ -20,6 +23,11 @@ export interface LocalClusterOptions {
   extraArgs?: Partial<Record<"master" | "balancer" | "storage" | "worker", string[]>>;
   /** Called with each child's stderr line (logs); default: appended to <data>/logs/<name>.log. */
   onLog?: (node: string, line: string) => void;
+  /**
+   * Run without keys (every node `--insecure`), for benchmarks that compare. Default: every
+   * node and the client get keys made by `dsys init` in `<data>/keys`.
+   */
+  insecure?: boolean;
 }
 
 /** One child process of the cluster. */
@@ -46,10 +54,31 @@ export class LocalCluster {
   readonly procs = new Map<string, ClusterProcess>();
   #opts: LocalClusterOptions;
   info!: ClusterInfo;
+  /** Where the keys are (`<data>/keys`), null for an insecure cluster. */
+  readonly keysDir: string | null;
 
   private constructor(dataDir: string, opts: LocalClusterOptions) {
     this.dataDir = dataDir;
     this.#opts = opts;
+    this.keysDir = opts.insecure ? null : `${dataDir}/keys`;
+  }
+
+  /** The keyring file (null when insecure). */
+  get keyringPath(): string | null {
+    return this.keysDir && `${this.keysDir}/keyring`;
+  }
+
+  /** A node's key file, made (and put on the keyring) if the node has none yet. */
+  async keyFor(name: string, role: string): Promise<string> {
+    const path = `${this.keysDir}/${name}.key`;
+    const ring = Keyring.parse(await Deno.readTextFile(this.keyringPath!));
+    if (!ring.byName(name)) await addKey(this.keyringPath!, role as "worker", name);
+    return path;
+  }
+
+  /** `name@endpoint` when keys are in use (clients find the server's key by name). */
+  #ref(p: ClusterProcess): string {
+    return this.keysDir ? joinNamedEndpoint(p.name, p.endpoint) : p.endpoint;
   }
 
   /** Starts storage, balancer, master and the workers; resolves when all listen. */
@@ -57,6 +86,18 @@ export class LocalCluster {
     const dataDir = opts.dataDir ?? await Deno.makeTempDir({ prefix: "dsys-dev-" });
     await Deno.mkdir(`${dataDir}/logs`, { recursive: true });
     const c = new LocalCluster(dataDir, opts);
+    const n = opts.masters ?? 1;
+    const workers = opts.workers ?? 2;
+    if (c.keysDir) {
+      await initCluster(c.keysDir, {
+        names: {
+          master: n === 1 ? ["master"] : Array.from({ length: n }, (_, i) => `m${i + 1}`),
+          balancer: opts.standbyBalancer ? ["balancer", "balancer2"] : ["balancer"],
+          storage: ["storage"],
+          worker: Array.from({ length: workers }, (_, i) => `worker${i + 1}`),
+        },
+      });
+    }
     try {
       const storage = await c.spawn("storage", "storage", [
         "--listen",
@@ -78,12 +119,11 @@ export class LocalCluster {
           "--data",
           `${dataDir}/balancer2`,
           "--standby-of",
-          balancer.endpoint,
+          c.#ref(balancer),
         ]);
-        balancers += `,${standby.endpoint}`;
-      }
-      const n = opts.masters ?? 1;
-      const common = ["--balancer", balancers, "--storage", storage.endpoint];
+        balancers = `${c.#ref(balancer)},${c.#ref(standby)}`;
+      } else balancers = c.#ref(balancer);
+      const common = ["--balancer", balancers, "--storage", c.#ref(storage)];
       let masters: ClusterProcess[];
       if (n === 1) {
         masters = [
@@ -114,12 +154,13 @@ export class LocalCluster {
         ));
       }
       c.info = {
-        masters: masters.map((m) => m.endpoint),
+        masters: masters.map((m) => c.#ref(m)),
         balancer: balancers,
-        storage: storage.endpoint,
+        storage: c.#ref(storage),
+        ...(c.keysDir ? { key: `${c.keysDir}/admin.key`, keyring: c.keyringPath! } : {}),
       };
       await Promise.all(
-        Array.from({ length: opts.workers ?? 2 }, (_, i) => c.startWorker(`worker${i + 1}`)),
+        Array.from({ length: workers }, (_, i) => c.startWorker(`worker${i + 1}`)),
       );
     } catch (e) {
       await c.stop();
@@ -153,7 +194,16 @@ export class LocalCluster {
   /** Spawns one node and waits for its `listening` line. */
   async spawn(name: string, role: string, args: string[]): Promise<ClusterProcess> {
     const extra = this.#opts.extraArgs?.[role as "master"] ?? [];
-    const fullArgs = [...entryArgs(), "run", "--role", role, ...args, ...extra];
+    // Each node runs with its own key, whatever key flags `args` (copied from another) had.
+    const own = [...args];
+    for (const flag of ["--key", "--keyring", "--insecure"]) {
+      const i = own.indexOf(flag);
+      if (i >= 0) own.splice(i, flag === "--insecure" ? 1 : 2);
+    }
+    const keyArgs = this.keysDir
+      ? ["--key", await this.keyFor(name, role), "--keyring", this.keyringPath!]
+      : ["--insecure"];
+    const fullArgs = [...entryArgs(), "run", "--role", role, ...own, ...keyArgs, ...extra];
     const child = new Deno.Command(Deno.execPath(), {
       args: fullArgs,
       stdin: "null",
@@ -196,7 +246,7 @@ export class LocalCluster {
       await pumpLogs.catch(() => {});
       return s;
     });
-    const p: ClusterProcess = { name, role, args, endpoint, child, exited };
+    const p: ClusterProcess = { name, role, args: own, endpoint, child, exited };
     this.procs.set(name, p);
     return p;
   }

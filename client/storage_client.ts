@@ -7,6 +7,7 @@
  * anything is returned or renamed into place.
  * @module
  */
+import type { Credentials } from "../lib/security.ts";
 import { createHash } from "node:crypto";
 import {
   ErrorCode,
@@ -51,6 +52,8 @@ export interface StorageClientOptions {
   timeoutMs?: number;
   /** Retries after a timeout, lost connection or busy node, with backoff (default 6, ~5 s). */
   retries?: number;
+  /** Keys (default: the process's; null: no CURVE). */
+  auth?: Credentials | null;
 }
 
 /** A storage operation failed; names the file and the node/endpoint. */
@@ -81,7 +84,12 @@ export class StorageClient {
     this.#chunk = Math.max(1, Math.min(opts.chunkBytes ?? 4 * MiB, 16 * MiB));
     this.#window = Math.max(1, opts.window ?? 8);
     this.#retries = opts.retries ?? 6;
-    this.#rpc = new RpcClient(endpoint, { node, timeoutMs: opts.timeoutMs ?? 30_000 });
+    this.#rpc = new RpcClient(endpoint, {
+      node,
+      timeoutMs: opts.timeoutMs ?? 30_000,
+      serverRole: "storage",
+      auth: opts.auth,
+    });
   }
 
   #fail(e: unknown, what: string): StorageError {

@@ -12,7 +12,7 @@
  * (BAD_MESSAGE) when it carries a usable id, and dropped otherwise; a handler that throws is
  * answered with an `error` carrying the thrown error's code and text.
  */
-import { Socket } from "../wire/zmq/mod.ts";
+import { type Received, Socket, type SocketOptions } from "../wire/zmq/mod.ts";
 import {
   decode,
   DEFAULT_LIMITS,
@@ -21,11 +21,21 @@ import {
   errorReply,
   type Message,
   MessageType,
+  SPEC_BY_TYPE,
   WireError,
   wireErrorReply,
   type WireLimits,
 } from "../wire/mod.ts";
 import type { Logger } from "./log.ts";
+import {
+  type Credentials,
+  type Identity,
+  maySend,
+  processCredentials,
+  type Role,
+  startZap,
+  ZAP_DOMAIN,
+} from "./security.ts";
 
 /** A failed request: an `error` reply from the peer, a timeout, or a closed client. */
 export class RpcError extends Error {
@@ -78,10 +88,10 @@ function readId(frame: Uint8Array): bigint | null {
 async function receiveEach(
   sock: Socket,
   closed: () => boolean,
-  each: (frames: Uint8Array[]) => void,
+  each: (frames: Received) => void,
 ): Promise<void> {
   while (!closed()) {
-    let frames: Uint8Array[];
+    let frames: Received;
     try {
       frames = await sock.receive();
     } catch {
@@ -173,6 +183,36 @@ export interface RpcClientOptions {
   log?: Logger;
   /** Routing id of this DEALER (lets the ROUTER side address it by a stable name). */
   routingId?: Uint8Array;
+  /**
+   * Keys to connect with (default: the process's, see lib/security.ts `useCredentials`);
+   * null = no CURVE (insecure mode).
+   */
+  auth?: Credentials | null;
+  /** The server's role, to find its key when `endpoint` carries no `NAME@`. */
+  serverRole?: Role;
+}
+
+/** CURVE client options for connecting to `ref` with `creds`, and the server's identity. */
+function curveClient(
+  creds: Credentials,
+  ref: string,
+  role: Role | undefined,
+): { endpoint: string; options: SocketOptions; server: Identity | undefined } {
+  const { endpoint, serverKey } = creds.resolve(ref, role);
+  return {
+    endpoint,
+    options: {
+      curveServerKey: serverKey,
+      curvePublicKey: creds.self.publicKey,
+      curveSecretKey: creds.self.secretKey,
+    },
+    server: creds.keyring.byKey(serverKey),
+  };
+}
+
+/** A FORBIDDEN error reply. */
+function forbidden(node: Uint8Array, text: string): Message {
+  return errorReply(node, ErrorCode.Forbidden, text);
 }
 
 /** A DEALER connected to one node's ROUTER; many requests in flight, matched by id. */
@@ -187,20 +227,38 @@ export class RpcClient {
   #limits: WireLimits;
   #closed = false;
   #loop: Promise<void>;
+  /** The server's keyring identity; null in insecure mode (then it may push anything). */
+  #server: Identity | null = null;
 
+  /**
+   * Connects to `endpoint`, `tcp://HOST:PORT` or `NAME@tcp://HOST:PORT` (NAME: the server's
+   * key on the keyring). Throws KeyringError when credentials are in use and the server's key
+   * cannot be found.
+   */
   constructor(endpoint: string, opts: RpcClientOptions) {
     this.endpoint = endpoint;
     this.node = opts.node;
     this.#opts = opts;
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
     this.#limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    const creds = opts.auth === undefined ? processCredentials() : opts.auth;
+    let connectTo = endpoint;
+    let curve: SocketOptions = {};
+    if (creds) {
+      const c = curveClient(creds, endpoint, opts.serverRole);
+      connectTo = c.endpoint;
+      curve = c.options;
+      this.#server = c.server ?? null;
+      if (!this.#server) throw new RpcError(ErrorCode.Forbidden, "server key unknown", endpoint);
+    }
     this.#sock = new Socket("DEALER", {
       linger: 0,
       routingId: opts.routingId,
       sndhwm: 100_000,
       rcvhwm: 100_000,
+      ...curve,
     });
-    this.#sock.connect(endpoint);
+    this.#sock.connect(connectTo);
     this.#loop = this.#receiveLoop();
   }
 
@@ -245,7 +303,14 @@ export class RpcClient {
       if (!this.#opts.onRequest) {
         throw new RequestError(ErrorCode.WrongRole, "this client serves no requests");
       }
-      reply = await this.#opts.onRequest(decode(frame, this.#limits));
+      const msg = decode(frame, this.#limits);
+      if (this.#server && !maySend(this.#server, SPEC_BY_TYPE[msg.type]!.senders)) {
+        throw new RequestError(
+          ErrorCode.Forbidden,
+          `a ${this.#server.role} key may not send message type ${msg.type}`,
+        );
+      }
+      reply = await this.#opts.onRequest(msg);
     } catch (e) {
       reply = toErrorReply(this.node, e);
     }
@@ -269,18 +334,28 @@ export class RpcClient {
   }
 }
 
-/** A request handler: returns the reply, or null for one-way messages. */
+/**
+ * A request handler: returns the reply, or null for one-way messages. `from` is the sender's
+ * keyring identity, already allowed to send `msg.type`; null only in insecure mode.
+ */
 export type Handler = (
   msg: Message,
   peer: Uint8Array,
+  from: Identity | null,
 ) => Promise<Message | null> | Message | null;
 
 /** Options of an RpcServer. */
 export interface RpcServerOptions {
+  /** This node's uuid. */
   node: Uint8Array;
+  /** Where dropped and refused frames are logged. */
   log: Logger;
+  /** Serves each request. */
   handler: Handler;
+  /** Decoder limits. */
   limits?: Partial<WireLimits>;
+  /** Keys (default: the process's); null = no CURVE, every peer trusted (insecure mode). */
+  auth?: Credentials | null;
 }
 
 /** A ROUTER that serves requests and can push requests to connected DEALERs. */
@@ -293,14 +368,33 @@ export class RpcServer {
   #loop: Promise<void> | null = null;
   #nextId = REVERSE | 1n;
   #pending = new PendingRequests();
+  #creds: Credentials | null;
   /** Malformed frames seen (for tests and stats). */
   badFrames = 0;
+  /** Requests answered FORBIDDEN (unknown key or a type the sender's role may not send). */
+  forbidden = 0;
 
   constructor(opts: RpcServerOptions) {
     this.node = opts.node;
     this.#opts = opts;
     this.#limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.#creds = opts.auth === undefined ? processCredentials() : opts.auth;
+    let curve: SocketOptions = {};
+    if (this.#creds) {
+      // The handler must be up before the first handshake: without one libzmq lets every
+      // CURVE key in (unless ZAP_ENFORCE_DOMAIN is set, which we also ask for).
+      startZap();
+      curve = {
+        curveServer: true,
+        curvePublicKey: this.#creds.self.publicKey,
+        curveSecretKey: this.#creds.self.secretKey,
+        zapDomain: ZAP_DOMAIN,
+        zapEnforceDomain: true,
+        peerUserId: true,
+      };
+    }
     this.#sock = new Socket("ROUTER", {
+      ...curve,
       linger: 0,
       // A restarted peer that reuses its routing id (workers use their node id) takes over the
       // old connection instead of being shut out until that one times out.
@@ -349,15 +443,40 @@ export class RpcServer {
         return;
       }
       if (id & REVERSE) this.#pending.settle(id, body, this.#limits, hexId(peer));
-      else this.#serve(peer, idf, body);
+      else this.#serve(peer, idf, body, frames.userId);
     });
   }
 
-  async #serve(peer: Uint8Array, idf: Uint8Array, body: Uint8Array): Promise<void> {
+  /** The sender's identity, or a FORBIDDEN reply when its key or role may not send `msg`. */
+  #authorize(msg: Message, userId: string | undefined): Identity | null | Message {
+    if (!this.#creds) return null;
+    const from = this.#creds.identify(userId);
+    const refuse = (text: string) => {
+      this.forbidden++;
+      this.#opts.log.warn("forbidden request", { type: msg.type, peerKey: userId, text });
+      return forbidden(this.node, text);
+    };
+    if (!from) return refuse("key not on the keyring (revoked?)");
+    if (!maySend(from, SPEC_BY_TYPE[msg.type]!.senders)) {
+      return refuse(
+        `a ${from.admin ? "admin " : ""}${from.role} key (${from.name}) may not send ` +
+          `message type ${msg.type}`,
+      );
+    }
+    return from;
+  }
+
+  async #serve(
+    peer: Uint8Array,
+    idf: Uint8Array,
+    body: Uint8Array,
+    userId: string | undefined,
+  ): Promise<void> {
     let reply: Message | null;
     try {
       const msg = decode(body, this.#limits);
-      reply = await this.#opts.handler(msg, peer);
+      const from = this.#authorize(msg, userId);
+      reply = from !== null && "type" in from ? from : await this.#opts.handler(msg, peer, from);
     } catch (e) {
       if (e instanceof WireError) {
         this.badFrames++;

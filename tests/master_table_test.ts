@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type JobSpec, JobTable } from "../roles/master/job_table.ts";
+import { type JobSpec, JobTable, sessionKey } from "../roles/master/job_table.ts";
 import { decodeCommand, encodeCommand } from "../roles/master/commands.ts";
 import { decodeSnapshot, encodeSnapshot } from "../roles/master/snapshot.ts";
 import {
@@ -13,8 +13,9 @@ import {
 
 const enc = new TextEncoder();
 
-function spec(client: Uint8Array, seq: number, chunks = 3): JobSpec {
+function spec(client: Uint8Array, seq: number, chunks = 3, owner = "alice"): JobSpec {
   return {
+    owner,
     jobId: randomUuid(),
     clientId: client,
     seq,
@@ -112,10 +113,27 @@ Deno.test("commands and snapshots round-trip; a restored table equals the origin
     assert.deepEqual(r.spec, j.spec);
   }
   assert.deepEqual([...restored.sessions.keys()], [...t.sessions.keys()]);
-  assert.equal(restored.sessions.get(uuidToHex(c1))!.seq, 2);
+  assert.equal(restored.sessions.get(sessionKey("alice", c1))!.seq, 2);
+  assert.ok(uuidToHex(c1).length === 32);
   // Sessions survive the snapshot: a retry of (c1, 2) is still a duplicate.
   const dup = restored.apply({ kind: "submit", spec: spec(c1, 2) });
   assert.equal(dup.kind === "submitted" && dup.duplicate, true);
   assert.throws(() => decodeSnapshot(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])));
   assert.throws(() => decodeCommand(new Uint8Array([9, 9, 9])));
+});
+
+Deno.test("job table: sessions are per owner; a replayed client id of another user makes a new job", () => {
+  const t = new JobTable();
+  const client = randomUuid();
+  const a = t.apply({ kind: "submit", spec: spec(client, 1, 1, "alice") });
+  const b = t.apply({ kind: "submit", spec: spec(client, 1, 1, "mallory") });
+  assert.equal(a.kind === "submitted" && a.duplicate, false);
+  assert.equal(b.kind === "submitted" && b.duplicate, false, "not alice's job handed to mallory");
+  assert.notDeepEqual(a.kind === "submitted" && a.jobId, b.kind === "submitted" && b.jobId);
+  const again = t.apply({ kind: "submit", spec: spec(client, 1, 1, "alice") });
+  assert.equal(again.kind === "submitted" && again.duplicate, true);
+  // The owner survives the log encoding.
+  const job = [...t.jobs.values()][1];
+  const cmd = decodeCommand(encodeCommand({ kind: "submit", spec: job.spec }));
+  assert.equal(cmd.kind === "submit" && cmd.spec.owner, "mallory");
 });

@@ -19,6 +19,7 @@ import {
   MessageType,
   recordFixedSize,
   type RecordSpec,
+  type SectionKind,
   type SectionSpec,
   SPEC_BY_TYPE,
   type WireLimits,
@@ -36,7 +37,7 @@ const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 /** Encodes `msg` into exactly one frame. Throws WireError("bad_field") on invalid fields. */
 export function encode(msg: Message): Uint8Array {
   const spec = specOf(msg);
-  const m = msg as unknown as Obj;
+  const m = withExtensionDefaults(msg as unknown as Obj, spec);
   checkUuid(m.node, spec.wire, "node");
   const hl = headerSize(spec);
   let size = hl;
@@ -59,7 +60,7 @@ export function encode(msg: Message): Uint8Array {
  */
 export function fixedFieldValues(msg: Message): { wire: string; kind: string; value: string }[] {
   const spec = specOf(msg);
-  const m = msg as unknown as Obj;
+  const m = withExtensionDefaults(msg as unknown as Obj, spec);
   return spec.fields.map((f) => {
     const v = fieldValue(m, f, spec.sections, spec.wire);
     const value = f.kind === "uuid"
@@ -67,6 +68,32 @@ export function fixedFieldValues(msg: Message): { wire: string; kind: string; va
       : String(typeof v === "boolean" ? (v ? 1 : 0) : v);
     return { wire: f.wire, kind: f.kind, value };
   });
+}
+
+const EMPTY: Record<SectionKind, () => unknown> = {
+  bytes: () => new Uint8Array(0),
+  rest: () => new Uint8Array(0),
+  text: () => "",
+  ids: () => [],
+  list: () => [],
+};
+
+/**
+ * `o` with every absent extension field as 0 and every absent extension section as empty, so
+ * senders that predate an extension (and optional TS properties) encode what decode of an
+ * older frame gives: the same message.
+ */
+function withExtensionDefaults(o: Obj, spec: MessageSpec): Obj {
+  let out: Obj | null = null;
+  for (const f of spec.fields) {
+    if (!f.ext) continue;
+    const key = f.lengthOf ?? f.key;
+    if (o[key] !== undefined) continue;
+    out ??= { ...o };
+    if (f.lengthOf === undefined) out[key] = f.kind === "bool" ? false : 0;
+    else out[key] = EMPTY[spec.sections.find((s) => s.key === f.lengthOf)!.kind]();
+  }
+  return out ?? o;
 }
 
 function specOf(msg: Message): MessageSpec {

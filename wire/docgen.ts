@@ -169,7 +169,9 @@ function messageDoc(spec: MessageSpec, example: Message): string[] {
   return [
     `### ${spec.type} \`${spec.wire}\``,
     "",
-    `${spec.doc} Flow: ${spec.flow}. Reply: ${spec.reply}. ${baseNote}`,
+    `${spec.doc} Flow: ${spec.flow}. Sent by: ${
+      spec.senders.join(", ")
+    } keys. Reply: ${spec.reply}. ${baseNote}`,
     "",
     "| offset | size | field | type | meaning |",
     "|---:|---:|---|---|---|",

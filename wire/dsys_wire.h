@@ -149,7 +149,11 @@ struct DSYS_PACKED dsys_worker_request_ext {
   uint64_t argument_length;
   uint64_t time_limit_ms;
   uint32_t attempt;
-}; /* payload: program, input_files (file_entry*), argument */
+  uint64_t cap_expiry_ms;
+  uint32_t caps_length;
+  uint32_t ticket_length;
+  uint32_t owner_length;
+}; /* payload: program, input_files (file_entry*), argument, caps, ticket, owner */
 struct DSYS_PACKED dsys_worker_status_ext {
   struct dsys_worker_status base;
   uint32_t chunk_index;
@@ -161,12 +165,15 @@ struct DSYS_PACKED dsys_worker_status_ext {
   uint32_t num_outputs;
   uint32_t stderr_length;
   uint32_t reason_length;
-}; /* payload: outputs (file_entry*), stderr_tail, reason */
+  uint32_t ticket_length;
+}; /* payload: outputs (file_entry*), stderr_tail, reason, ticket */
 struct DSYS_PACKED dsys_file_request_ext {
   struct dsys_file_request base;
   uint64_t offset;
   uint64_t max_length;
-};
+  uint64_t cap_expiry_ms;
+  uint32_t cap_length;
+}; /* payload: cap */
 struct DSYS_PACKED dsys_file_response_ext {
   struct dsys_file_response base;
   uint64_t offset;
@@ -220,7 +227,8 @@ struct DSYS_PACKED dsys_file_put {
   uint64_t total_length;
   uint64_t offset;
   uint32_t flags;
-}; /* payload: file bytes = rest of the frame */
+  uint32_t owner_length; /* extension: may be absent (base 61 bytes) */
+}; /* payload: owner, then file bytes = rest of the frame */
 struct DSYS_PACKED dsys_file_put_ack {
   struct dsys_generic_message header;
   uint64_t file_uuid_upper;
@@ -232,7 +240,8 @@ struct DSYS_PACKED dsys_file_stat {
   struct dsys_generic_message header;
   uint64_t file_uuid_upper;
   uint64_t file_uuid_lower;
-};
+  uint32_t user_length; /* extension: may be absent (base 41 bytes) */
+}; /* payload: user */
 struct DSYS_PACKED dsys_file_stat_response {
   struct dsys_generic_message header;
   uint64_t file_uuid_upper;
@@ -306,7 +315,8 @@ struct DSYS_PACKED dsys_job_dispatch {
   uint64_t argument_length;
   uint32_t num_input_files;
   uint32_t num_dispatch;
-}; /* payload: program, argument, input_files (file_entry*), chunks (chunk_attempt*) */
+  uint32_t owner_length; /* extension: may be absent (base 77 bytes) */
+}; /* payload: program, argument, input_files (file_entry*), chunks (chunk_attempt*), owner */
 struct DSYS_PACKED dsys_node_list_request {
   struct dsys_generic_message header;
 };
@@ -375,9 +385,9 @@ _Static_assert(sizeof(struct dsys_worker_request) == 57, "worker_request base");
 _Static_assert(sizeof(struct dsys_worker_status) == 42, "worker_status base");
 _Static_assert(sizeof(struct dsys_file_request) == 41, "file_request base");
 _Static_assert(sizeof(struct dsys_file_response) == 49, "file_response base");
-_Static_assert(sizeof(struct dsys_worker_request_ext) == 85, "worker_request");
-_Static_assert(sizeof(struct dsys_worker_status_ext) == 82, "worker_status");
-_Static_assert(sizeof(struct dsys_file_request_ext) == 57, "file_request");
+_Static_assert(sizeof(struct dsys_worker_request_ext) == 105, "worker_request");
+_Static_assert(sizeof(struct dsys_worker_status_ext) == 86, "worker_status");
+_Static_assert(sizeof(struct dsys_file_request_ext) == 69, "file_request");
 _Static_assert(sizeof(struct dsys_file_response_ext) == 57, "file_response");
 _Static_assert(sizeof(struct dsys_error) == 33, "error");
 _Static_assert(sizeof(struct dsys_ok) == 33, "ok");
@@ -385,9 +395,9 @@ _Static_assert(sizeof(struct dsys_worker_request_ack) == 54, "worker_request_ack
 _Static_assert(sizeof(struct dsys_worker_register) == 41, "worker_register");
 _Static_assert(sizeof(struct dsys_worker_heartbeat) == 41, "worker_heartbeat");
 _Static_assert(sizeof(struct dsys_chunk_finished) == 50, "chunk_finished");
-_Static_assert(sizeof(struct dsys_file_put) == 61, "file_put");
+_Static_assert(sizeof(struct dsys_file_put) == 65, "file_put");
 _Static_assert(sizeof(struct dsys_file_put_ack) == 50, "file_put_ack");
-_Static_assert(sizeof(struct dsys_file_stat) == 41, "file_stat");
+_Static_assert(sizeof(struct dsys_file_stat) == 45, "file_stat");
 _Static_assert(sizeof(struct dsys_file_stat_response) == 50, "file_stat_response");
 _Static_assert(sizeof(struct dsys_storage_stats_request) == 25, "storage_stats_request");
 _Static_assert(sizeof(struct dsys_storage_stats) == 77, "storage_stats");
@@ -397,7 +407,7 @@ _Static_assert(sizeof(struct dsys_job_status_request) == 41, "job_status_request
 _Static_assert(sizeof(struct dsys_job_status_response) == 66, "job_status_response");
 _Static_assert(sizeof(struct dsys_job_list_request) == 25, "job_list_request");
 _Static_assert(sizeof(struct dsys_job_list_response) == 29, "job_list_response");
-_Static_assert(sizeof(struct dsys_job_dispatch) == 77, "job_dispatch");
+_Static_assert(sizeof(struct dsys_job_dispatch) == 81, "job_dispatch");
 _Static_assert(sizeof(struct dsys_node_list_request) == 25, "node_list_request");
 _Static_assert(sizeof(struct dsys_node_list_response) == 29, "node_list_response");
 _Static_assert(sizeof(struct dsys_cluster_change) == 30, "cluster_change");

@@ -37,6 +37,10 @@ export const EXAMPLES: readonly Message[] = [
     argument: bytes("x"),
     timeLimitMs: 60000,
     attempt: 1,
+    capExpiryMs: 1767225600000,
+    caps: new Uint8Array(32).fill(0xca),
+    ticket: new Uint8Array(32).fill(0x71),
+    owner: "alice",
   },
   {
     type: MessageType.WorkerRequestAck,
@@ -61,6 +65,7 @@ export const EXAMPLES: readonly Message[] = [
     outputs: [{ id: FILE_B, size: 2, name: "out" }],
     stderrTail: bytes("err"),
     reason: "exit 1",
+    ticket: new Uint8Array(32).fill(0x71),
   },
   {
     type: MessageType.WorkerRegister,
@@ -86,7 +91,15 @@ export const EXAMPLES: readonly Message[] = [
     attempt: 1,
     state: ChunkState.Succeeded,
   },
-  { type: MessageType.FileRequest, node: NODE, file: FILE_A, offset: 1, maxLength: 3 },
+  {
+    type: MessageType.FileRequest,
+    node: NODE,
+    file: FILE_A,
+    offset: 1,
+    maxLength: 3,
+    capExpiryMs: 1767225600000,
+    cap: new Uint8Array(32).fill(0xca),
+  },
   {
     type: MessageType.FileResponse,
     node: NODE,
@@ -102,10 +115,11 @@ export const EXAMPLES: readonly Message[] = [
     totalLength: 5,
     offset: 0,
     flags: 1,
+    owner: "alice",
     data: bytes("hello"),
   },
   { type: MessageType.FilePutAck, node: NODE, file: FILE_A, durableLength: 5, committed: true },
-  { type: MessageType.FileStat, node: NODE, file: FILE_B },
+  { type: MessageType.FileStat, node: NODE, file: FILE_B, user: "alice" },
   { type: MessageType.FileStatResponse, node: NODE, file: FILE_B, exists: true, length: 2 },
   { type: MessageType.StorageStatsRequest, node: NODE },
   {
@@ -174,6 +188,7 @@ export const EXAMPLES: readonly Message[] = [
     argument: bytes("x"),
     inputFiles: [{ id: FILE_A, size: 5, name: "in" }],
     chunks: [{ chunkIndex: 2, attempt: 1 }, { chunkIndex: 3, attempt: 2 }],
+    owner: "alice",
   },
   { type: MessageType.NodeListRequest, node: NODE },
   {

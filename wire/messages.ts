@@ -7,6 +7,9 @@
 
 import type { Uuid } from "./uuid.ts";
 
+/** A role that may send a message type: a node role, `client`, or `admin` (an admin client). */
+export type SenderRole = "master" | "balancer" | "storage" | "worker" | "client" | "admin";
+
 /** Numeric `message_type` codes (u8), grouped by subsystem in blocks of ten. */
 export const MessageType = {
   Error: 1,
@@ -153,6 +156,8 @@ export interface WireLimits {
   maxStderr: number;
   /** Largest raft_message payload, bytes. */
   maxRaft: number;
+  /** Largest capability or ticket section (32 bytes per file of a job), bytes. */
+  maxAuth: number;
 }
 
 const MiB = 1024 * 1024;
@@ -169,6 +174,7 @@ export const DEFAULT_LIMITS: Readonly<WireLimits> = Object.freeze({
   maxText: 64 * 1024,
   maxStderr: 64 * 1024,
   maxRaft: 64 * MiB,
+  maxAuth: 32 * 65536,
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -293,6 +299,14 @@ export interface WorkerRequest extends MessageBase {
   timeLimitMs: number;
   /** Attempt number assigned by the master. */
   attempt: number;
+  /** Unix ms until which `caps` are good. */
+  capExpiryMs?: number;
+  /** One 32-byte read capability per input file, in input order (docs/architecture.md). */
+  caps?: Uint8Array;
+  /** Placement ticket: proves to the masters that this worker was given this attempt. */
+  ticket?: Uint8Array;
+  /** Keyring name of the job's owner (outputs are stored as theirs). */
+  owner?: string;
 }
 /** worker -> balancer: accepted (slot taken) or refused with a reason. */
 export interface WorkerRequestAck extends MessageBase {
@@ -335,6 +349,8 @@ export interface WorkerStatus extends MessageBase {
   stderrTail: Uint8Array;
   /** UTF-8 failure explanation. */
   reason: string;
+  /** The placement ticket of worker_request (results are accepted only with it). */
+  ticket?: Uint8Array;
 }
 /** worker -> balancer: join with capacity and the file ids in the worker's cache. */
 export interface WorkerRegister extends MessageBase {
@@ -385,6 +401,10 @@ export interface FileRequest extends MessageBase {
   offset: number;
   /** Most bytes wanted, 0 = server default chunk. */
   maxLength: number;
+  /** Unix ms until which `cap` is good (workers). */
+  capExpiryMs?: number;
+  /** Read capability from worker_request (workers; clients read their own files without). */
+  cap?: Uint8Array;
 }
 /** storage -> requester: bytes of a file at offset; fileLength is the total size. */
 export interface FileResponse extends MessageBase {
@@ -411,6 +431,8 @@ export interface FilePut extends MessageBase {
   offset: number;
   /** FilePutFlags bits (1 = last chunk). */
   flags: number;
+  /** Keyring user the file is stored for (workers storing outputs; ignored from clients). */
+  owner?: string;
   /** File bytes at offset: the rest of the frame. */
   data: Uint8Array;
 }
@@ -431,6 +453,8 @@ export interface FileStat extends MessageBase {
   type: typeof MessageType.FileStat;
   /** File id. */
   file: Uuid;
+  /** Masters: answer for this user (exists only if the file is theirs); "" = any. */
+  user?: string;
 }
 /** storage -> requester: answer to file_stat (a missing file is not an error). */
 export interface FileStatResponse extends MessageBase {
@@ -557,6 +581,8 @@ export interface JobDispatch extends MessageBase {
   inputFiles: FileEntry[];
   /** Chunks to run with attempts. */
   chunks: ChunkAttempt[];
+  /** Keyring name of the job's owner. */
+  owner?: string;
 }
 /** client -> master: list nodes. */
 export interface NodeListRequest extends MessageBase {
@@ -691,6 +717,11 @@ export interface MessageSpec {
   doc: string;
   /** Which socket sends it to which, and what the reply is. */
   flow: string;
+  /**
+   * Roles whose keys may send it (docs/wire.md, "Who may send what"); anything else is
+   * answered FORBIDDEN. `admin` = a client key flagged admin on the keyring.
+   */
+  senders: readonly SenderRole[];
   /** Expected reply message(s). */
   reply: string;
 }
@@ -815,6 +846,7 @@ const FETCH_COUNT: RecordSpec = {
 export const MESSAGE_SPECS: readonly MessageSpec[] = [
   {
     type: MessageType.Error,
+    senders: ["master", "balancer", "storage", "worker"],
     name: "ErrorMessage",
     wire: "error",
     base: 33,
@@ -826,6 +858,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.Ok,
+    senders: ["master", "balancer", "storage", "worker"],
     name: "OkMessage",
     wire: "ok",
     base: 33,
@@ -837,6 +870,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.WorkerRequest,
+    senders: ["balancer"],
     name: "WorkerRequest",
     wire: "worker_request",
     base: 57,
@@ -851,11 +885,18 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
         ext: true,
       }),
       u32("attempt", "attempt", "attempt number assigned by the master", { ext: true }),
+      u64("capExpiryMs", "cap_expiry_ms", "Unix ms until which caps are good", { ext: true }),
+      len("u32", "caps_length", "caps", "bytes of caps", true),
+      len("u32", "ticket_length", "ticket", "bytes of ticket", true),
+      len("u32", "owner_length", "owner", "bytes of owner", true),
     ],
     sections: [
       bytes("program", "program", "maxProgram", "the executable's bytes"),
       list("inputFiles", "input_files", "maxFiles", "files to fetch from storage", FILE_ENTRY),
       bytes("argument", "argument", "maxArgument", "opaque argument passed to the program"),
+      bytes("caps", "caps", "maxAuth", "32-byte read capability per input file, in order"),
+      bytes("ticket", "ticket", "maxAuth", "placement ticket, echoed in worker_status"),
+      text("owner", "owner", "maxText", "keyring name of the job's owner"),
     ],
     doc: "Run one chunk of a job on a worker.",
     flow: "balancer ROUTER -> worker DEALER",
@@ -863,6 +904,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.WorkerRequestAck,
+    senders: ["worker"],
     name: "WorkerRequestAck",
     wire: "worker_request_ack",
     base: 54,
@@ -880,6 +922,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.WorkerStatus,
+    senders: ["worker"],
     name: "WorkerStatus",
     wire: "worker_status",
     base: 42,
@@ -887,14 +930,19 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
       uuid("job", "job_uuid", "job id"),
       u8("state", "state", "ChunkState", { max: STATE_MAX }),
       ...resultFields(true),
+      len("u32", "ticket_length", "ticket", "bytes of ticket", true),
     ],
-    sections: resultSections(),
+    sections: [
+      ...resultSections(),
+      bytes("ticket", "ticket", "maxAuth", "the placement ticket of the worker_request"),
+    ],
     doc: "Progress or result of one chunk attempt.",
     flow: "worker DEALER -> master ROUTER (leader)",
     reply: "ok, or error NOT_LEADER",
   },
   {
     type: MessageType.WorkerRegister,
+    senders: ["worker"],
     name: "WorkerRegister",
     wire: "worker_register",
     base: 41,
@@ -914,6 +962,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.WorkerHeartbeat,
+    senders: ["worker"],
     name: "WorkerHeartbeat",
     wire: "worker_heartbeat",
     base: 41,
@@ -933,6 +982,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.ChunkFinished,
+    senders: ["worker"],
     name: "ChunkFinished",
     wire: "chunk_finished",
     base: 50,
@@ -949,6 +999,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.FileRequest,
+    senders: ["client", "worker", "storage"],
     name: "FileRequest",
     wire: "file_request",
     base: 41,
@@ -958,14 +1009,17 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
       u64("maxLength", "max_length", "most bytes wanted, 0 = server default chunk", {
         ext: true,
       }),
+      u64("capExpiryMs", "cap_expiry_ms", "Unix ms until which cap is good", { ext: true }),
+      len("u32", "cap_length", "cap", "bytes of cap", true),
     ],
-    sections: [],
+    sections: [bytes("cap", "cap", "maxAuth", "read capability (workers), else empty")],
     doc: "Read (part of) a stored file.",
     flow: "any DEALER -> storage ROUTER",
     reply: "file_response, or error NOT_FOUND / BAD_REQUEST (offset > length)",
   },
   {
     type: MessageType.FileResponse,
+    senders: ["storage"],
     name: "FileResponse",
     wire: "file_response",
     base: 49,
@@ -981,6 +1035,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.FilePut,
+    senders: ["client", "worker", "storage"],
     name: "FilePut",
     wire: "file_put",
     base: 61,
@@ -989,14 +1044,19 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
       u64("totalLength", "total_length", "size of the whole file"),
       u64("offset", "offset", "offset of the first payload byte"),
       u32("flags", "flags", "FilePutFlags bits (1 = last chunk)"),
+      len("u32", "owner_length", "owner", "bytes of owner", true),
     ],
-    sections: [rest("data", "data", "maxData", "file bytes at offset: the rest of the frame")],
+    sections: [
+      text("owner", "owner", "maxText", "user the file is stored for (workers), else empty"),
+      rest("data", "data", "maxData", "file bytes at offset: the rest of the frame"),
+    ],
     doc: "Upload one chunk of a file; chunks are sent in order.",
     flow: "client/worker DEALER -> storage ROUTER",
     reply: "file_put_ack, or error CONFLICT / BAD_REQUEST",
   },
   {
     type: MessageType.FilePutAck,
+    senders: ["storage"],
     name: "FilePutAck",
     wire: "file_put_ack",
     base: 50,
@@ -1012,17 +1072,22 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.FileStat,
+    senders: ["client", "worker", "master", "storage"],
     name: "FileStat",
     wire: "file_stat",
     base: 41,
-    fields: [uuid("file", "file_uuid", "file id")],
-    sections: [],
+    fields: [
+      uuid("file", "file_uuid", "file id"),
+      len("u32", "user_length", "user", "bytes of user", true),
+    ],
+    sections: [text("user", "user", "maxText", "masters: answer for this user; else empty")],
     doc: "Does a file exist?",
     flow: "any DEALER -> storage ROUTER",
     reply: "file_stat_response",
   },
   {
     type: MessageType.FileStatResponse,
+    senders: ["storage"],
     name: "FileStatResponse",
     wire: "file_stat_response",
     base: 50,
@@ -1038,6 +1103,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.StorageStatsRequest,
+    senders: ["admin", "master"],
     name: "StorageStatsRequest",
     wire: "storage_stats_request",
     base: 25,
@@ -1049,6 +1115,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.StorageStats,
+    senders: ["storage"],
     name: "StorageStats",
     wire: "storage_stats",
     base: 77,
@@ -1070,6 +1137,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.JobSubmit,
+    senders: ["client"],
     name: "JobSubmit",
     wire: "job_submit",
     base: 85,
@@ -1095,6 +1163,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.JobSubmitAck,
+    senders: ["master"],
     name: "JobSubmitAck",
     wire: "job_submit_ack",
     base: 50,
@@ -1110,6 +1179,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.JobStatusRequest,
+    senders: ["client"],
     name: "JobStatusRequest",
     wire: "job_status_request",
     base: 41,
@@ -1121,6 +1191,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.JobStatusResponse,
+    senders: ["master"],
     name: "JobStatusResponse",
     wire: "job_status_response",
     base: 66,
@@ -1141,6 +1212,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.JobListRequest,
+    senders: ["client"],
     name: "JobListRequest",
     wire: "job_list_request",
     base: 25,
@@ -1152,6 +1224,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.JobListResponse,
+    senders: ["master"],
     name: "JobListResponse",
     wire: "job_list_response",
     base: 29,
@@ -1163,6 +1236,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.JobDispatch,
+    senders: ["master"],
     name: "JobDispatch",
     wire: "job_dispatch",
     base: 77,
@@ -1174,12 +1248,14 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
       len("u64", "argument_length", "argument", "bytes of argument"),
       len("u32", "num_input_files", "inputFiles", "entries in input_files"),
       len("u32", "num_dispatch", "chunks", "entries in chunks"),
+      len("u32", "owner_length", "owner", "bytes of owner", true),
     ],
     sections: [
       bytes("program", "program", "maxProgram", "the executable's bytes"),
       bytes("argument", "argument", "maxArgument", "opaque argument"),
       list("inputFiles", "input_files", "maxFiles", "input files", FILE_ENTRY),
       list("chunks", "chunks", "maxChunks", "chunks to run with attempts", CHUNK_ATTEMPT),
+      text("owner", "owner", "maxText", "keyring name of the job's owner"),
     ],
     doc: "Hand chunks of a job to the balancer for placement.",
     flow: "master DEALER -> balancer ROUTER",
@@ -1187,6 +1263,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.NodeListRequest,
+    senders: ["client"],
     name: "NodeListRequest",
     wire: "node_list_request",
     base: 25,
@@ -1198,6 +1275,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.NodeListResponse,
+    senders: ["master"],
     name: "NodeListResponse",
     wire: "node_list_response",
     base: 29,
@@ -1209,6 +1287,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.ClusterChange,
+    senders: ["admin"],
     name: "ClusterChange",
     wire: "cluster_change",
     base: 30,
@@ -1223,6 +1302,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.RaftMessage,
+    senders: ["master", "balancer"],
     name: "RaftMessage",
     wire: "raft_message",
     base: 25,

@@ -28,7 +28,7 @@ export class BalancerClient {
     if (endpoints.length === 0) throw new Error("BalancerClient: no balancer endpoint given");
     this.endpoints = [...endpoints];
     this.#o = opts;
-    this.#clients = endpoints.map((ep) => new RpcClient(ep, opts));
+    this.#clients = endpoints.map((ep) => new RpcClient(ep, { serverRole: "balancer", ...opts }));
   }
 
   /** The endpoint requests currently go to. */

@@ -4,6 +4,12 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import {
+  SECURITY_FLAGS,
+  type SecurityOptions,
+  securityOptions,
+  setUpNodeSecurity,
+} from "../../lib/node_security.ts";
 import { RpcServer } from "../../lib/rpc.ts";
 import { createLogger } from "../../lib/log.ts";
 import { loadOrCreateNodeId } from "../../lib/node_id.ts";
@@ -29,6 +35,8 @@ export interface BalancerOptions {
   takeoverAfterMs?: number;
   /** Pause before a standby retries a failed pull, ms (good pulls long-poll back to back). */
   syncMs?: number;
+  /** Keys (`--key`, `--keyring`) or `--insecure`. */
+  security?: SecurityOptions;
 }
 
 /** A running balancer. */
@@ -63,6 +71,7 @@ export function parseBalancerArgs(args: string[]): BalancerOptions {
       "standby-of": { type: "string" },
       "takeover-after-ms": { type: "string" },
       "sync-ms": { type: "string" },
+      ...SECURITY_FLAGS,
     },
     strict: true,
   });
@@ -75,6 +84,7 @@ export function parseBalancerArgs(args: string[]): BalancerOptions {
     standbyOf: values["standby-of"],
     takeoverAfterMs: num(values["takeover-after-ms"], "takeover-after-ms"),
     syncMs: num(values["sync-ms"], "sync-ms"),
+    security: securityOptions(values),
   };
 }
 
@@ -82,6 +92,7 @@ export function parseBalancerArgs(args: string[]): BalancerOptions {
 export async function runBalancer(opts: BalancerOptions): Promise<BalancerNode> {
   const nodeId = await loadOrCreateNodeId(opts.data);
   const log = createLogger("balancer", uuidToHex(nodeId));
+  await setUpNodeSecurity("balancer", opts.security ?? {}, opts.listen, log);
   const server = new RpcServer({
     node: nodeId,
     log,

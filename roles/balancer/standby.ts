@@ -45,7 +45,12 @@ export class StandbyFollower {
     // A pull must finish well within the takeover window, or a slow reply looks like death.
     const timeoutMs = Math.max(250, Math.floor(o.takeoverAfterMs / 2));
     this.#waitMs = Math.min(1000, Math.floor(timeoutMs / 3));
-    this.#client = new RpcClient(o.primary, { node: o.node, timeoutMs, log: o.log });
+    this.#client = new RpcClient(o.primary, {
+      node: o.node,
+      timeoutMs,
+      log: o.log,
+      serverRole: "balancer",
+    });
   }
 
   /** Starts pulling. */

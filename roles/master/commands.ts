@@ -5,14 +5,21 @@
  * bytes the protocol already specifies and validates (docs/wire.md), prefixed by what the
  * proposing leader decided:
  *
- *   submit: u8 1 | job uuid (16) | u64 submitted_at_ms | job_submit frame
+ *   submit: u8 3 | job uuid (16) | u64 submitted_at_ms | u8 n | owner (n bytes UTF-8)
+ *           | job_submit frame
  *   report: u8 2 | u64 at_ms | worker_status frame
+ *
+ * Kind 1 (submit without an owner, written before jobs had owners) is still read: its jobs
+ * belong to no user, so only admins see them.
  */
 import { decode, encode, type JobSubmit, MessageType, type WorkerStatus } from "../../wire/mod.ts";
 import type { Command, JobSpec } from "./job_table.ts";
 
-const SUBMIT = 1;
+const SUBMIT_UNOWNED = 1;
 const REPORT = 2;
+const SUBMIT = 3;
+/** Longest owner name (keyring names are at most 64 bytes). */
+const MAX_OWNER = 255;
 
 /** Raised for a log entry that is not a valid command (corruption or a bug, never user input). */
 export class CommandError extends Error {
@@ -23,8 +30,14 @@ export class CommandError extends Error {
 }
 
 /** The job spec a submission creates, with the leader's job id and time. */
-export function specFromSubmit(m: JobSubmit, jobId: Uint8Array, atMs: number): JobSpec {
+export function specFromSubmit(
+  m: JobSubmit,
+  jobId: Uint8Array,
+  atMs: number,
+  owner: string,
+): JobSpec {
   return {
+    owner,
     jobId,
     clientId: m.client,
     seq: m.sequence,
@@ -54,11 +67,15 @@ export function encodeCommand(cmd: Command): Uint8Array {
       inputFiles: s.inputs,
       programName: s.programName,
     });
-    const out = new Uint8Array(25 + frame.length);
+    const owner = new TextEncoder().encode(s.owner);
+    if (owner.length > MAX_OWNER) throw new CommandError(`owner of ${owner.length} bytes`);
+    const out = new Uint8Array(26 + owner.length + frame.length);
     out[0] = SUBMIT;
     out.set(s.jobId, 1);
     new DataView(out.buffer).setBigUint64(17, BigInt(s.submittedAtMs), true);
-    out.set(frame, 25);
+    out[25] = owner.length;
+    out.set(owner, 26);
+    out.set(frame, 26 + owner.length);
     return out;
   }
   const frame = encode(cmd.status);
@@ -73,11 +90,15 @@ export function encodeCommand(cmd: Command): Uint8Array {
 export function decodeCommand(data: Uint8Array): Command {
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   try {
-    if (data[0] === SUBMIT && data.length > 25) {
-      const m = decode(data.subarray(25));
+    if ((data[0] === SUBMIT || data[0] === SUBMIT_UNOWNED) && data.length > 26) {
+      const ownerLen = data[0] === SUBMIT ? data[25] : 0;
+      const start = data[0] === SUBMIT ? 26 + ownerLen : 25;
+      if (start >= data.length) throw new CommandError("submit truncated in its owner");
+      const owner = new TextDecoder("utf-8", { fatal: true }).decode(data.subarray(26, start));
+      const m = decode(data.subarray(start));
       if (m.type !== MessageType.JobSubmit) throw new CommandError(`submit holds type ${m.type}`);
       const at = Number(view.getBigUint64(17, true));
-      return { kind: "submit", spec: specFromSubmit(m, data.slice(1, 17), at) };
+      return { kind: "submit", spec: specFromSubmit(m, data.slice(1, 17), at, owner) };
     }
     if (data[0] === REPORT && data.length > 9) {
       const m = decode(data.subarray(9));

@@ -26,6 +26,11 @@ export interface JobSpec {
   timeLimitMs: number;
   inputs: FileEntry[];
   submittedAtMs: number;
+  /**
+   * The keyring name of the user whose key submitted it ("" in an insecure cluster): only that
+   * user, or an admin, may see the job and its outputs.
+   */
+  owner: string;
 }
 
 /** A command of the replicated log. */
@@ -66,11 +71,20 @@ function isFinal(state: number): boolean {
   return state === ChunkState.Succeeded || state === ChunkState.Failed;
 }
 
+/** The session-table key of a client id of an owner. */
+export function sessionKey(owner: string, clientId: Uint8Array): string {
+  return `${owner}/${hex(clientId)}`;
+}
+
 /** The job table: jobs by id and the exactly-once session of each client. */
 export class JobTable {
   /** Jobs by hex id, in submission order. */
   readonly jobs = new Map<string, JobRecord>();
-  /** Per client (hex id): the highest sequence number applied and the job it created. */
+  /**
+   * Per session (owner + client id, see {@linkcode sessionKey}): the highest sequence number
+   * applied and the job it created. Keyed by owner too, so a client id seen in another user's
+   * status can never be replayed to learn or shadow that user's jobs.
+   */
   readonly sessions = new Map<string, { seq: number; jobId: Uint8Array }>();
 
   /** Applies one committed command; deterministic. */
@@ -84,7 +98,7 @@ export class JobTable {
   }
 
   #submit(spec: JobSpec): ApplyResult {
-    const client = hex(spec.clientId);
+    const client = sessionKey(spec.owner, spec.clientId);
     const session = this.sessions.get(client);
     // A retried submission (same client, same or older seq) returns the job it already made.
     if (session && spec.seq <= session.seq) {

@@ -8,6 +8,12 @@
  * With them it is a member of a Raft group; its member id is `NAME@<listen endpoint>`.
  */
 import { parseArgs } from "node:util";
+import {
+  SECURITY_FLAGS,
+  type SecurityOptions,
+  securityOptions,
+  setUpNodeSecurity,
+} from "../../lib/node_security.ts";
 import { RequestError, RpcClient, RpcServer } from "../../lib/rpc.ts";
 import { createLogger } from "../../lib/log.ts";
 import { loadOrCreateNodeId } from "../../lib/node_id.ts";
@@ -40,6 +46,8 @@ export interface MasterOptions {
   snapshotEvery?: number;
   /** Raft tick, ms. */
   tickMs?: number;
+  /** Keys (`--key`, `--keyring`) or `--insecure`. */
+  security?: SecurityOptions;
 }
 
 /** A running master. */
@@ -75,6 +83,7 @@ export function parseMasterArgs(args: string[]): MasterOptions {
       "redispatch-ms": { type: "string" },
       "snapshot-every": { type: "string" },
       "tick-ms": { type: "string" },
+      ...SECURITY_FLAGS,
     },
     strict: true,
   });
@@ -106,6 +115,7 @@ export function parseMasterArgs(args: string[]): MasterOptions {
     redispatchMs: num("redispatch-ms", values["redispatch-ms"]),
     snapshotEvery: num("snapshot-every", values["snapshot-every"]),
     tickMs: num("tick-ms", values["tick-ms"]),
+    security: securityOptions(values),
   };
 }
 
@@ -113,6 +123,10 @@ export function parseMasterArgs(args: string[]): MasterOptions {
 export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
   const nodeId = await loadOrCreateNodeId(opts.data);
   const log = createLogger("master", uuidToHex(nodeId));
+  const creds = await setUpNodeSecurity("master", opts.security ?? {}, opts.listen, log);
+  if (creds && opts.id !== undefined && opts.id !== creds.self.name) {
+    throw new MasterArgsError(`--id ${opts.id} must be this master's key name ${creds.self.name}`);
+  }
   let table = new JobTable();
   // Requests that arrive while the state is recovered are refused with a retryable error.
   const server = new RpcServer({
@@ -168,7 +182,12 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
     timeoutMs: 5000,
     log,
   });
-  const storage = new RpcClient(opts.storage, { node: nodeId, timeoutMs: 5000, log });
+  const storage = new RpcClient(opts.storage, {
+    node: nodeId,
+    timeoutMs: 5000,
+    log,
+    serverRole: "storage",
+  });
   service = new MasterService({
     node: nodeId,
     endpoint,
@@ -180,12 +199,19 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
     redispatchMs: opts.redispatchMs,
     raft,
   });
-  server.setHandler((msg) => {
+  server.setHandler((msg, _peer, from) => {
     if (msg.type === MessageType.RaftMessage) {
+      // Balancer keys may send raft_message too (their sync tunnel), but never to a master.
+      if (from && from.role !== "master") {
+        throw new RequestError(
+          ErrorCode.Forbidden,
+          `a ${from.role} key may not send raft_message to a master`,
+        );
+      }
       raft?.receive(msg.data);
       return null;
     }
-    return service!.handle(msg);
+    return service!.handle(msg, from);
   });
   service.start();
   log.info("master started", { endpoint, jobs: table.jobs.size, raft: raft?.id ?? null });

@@ -33,6 +33,8 @@ import type { ReplicatedLog } from "./replicated_log.ts";
 import type { RaftGroup } from "./raft_group.ts";
 import type { BalancerClient } from "../balancer/client.ts";
 import { MEMBER_ID_RE, memberEndpoint, memberName } from "./member_id.ts";
+import { type Credentials, type Identity, processCredentials } from "../../lib/security.ts";
+import { checkPlacementTicket } from "../../lib/capability.ts";
 
 /** Limits a submission is validated against. */
 export interface SubmitLimits {
@@ -68,6 +70,13 @@ export interface MasterServiceDeps {
   redispatchMs?: number;
   /** The Raft member, when the masters are a group. */
   raft?: RaftGroup;
+  /** Keys and cluster secret (default: the process's; null: insecure, every peer trusted). */
+  auth?: Credentials | null;
+}
+
+/** May `from` see and act on a job of `owner`? (null = insecure mode: everyone may.) */
+function mayActOn(from: Identity | null, owner: string): boolean {
+  return from === null || from.admin || from.name === owner;
 }
 
 /** Serves the master's requests. */
@@ -79,9 +88,14 @@ export class MasterService {
   /** Soft state: chunks reported running (not logged: a running report is not a result). */
   #running = new Map<string, Set<number>>();
 
+  #secret: Uint8Array | null;
+
   constructor(deps: MasterServiceDeps) {
     this.#d = deps;
     this.#limits = { ...DEFAULT_SUBMIT_LIMITS, ...deps.limits };
+    const auth = deps.auth === undefined ? processCredentials() : deps.auth;
+    this.#secret = auth?.clusterSecret ?? null;
+    if (auth && !this.#secret) throw new Error("a secure master needs the cluster secret");
   }
 
   /** Starts the periodic re-dispatch of unfinished jobs. */
@@ -103,16 +117,16 @@ export class MasterService {
   }
 
   /** The RpcServer handler. */
-  handle = async (msg: Message): Promise<Message | null> => {
+  handle = async (msg: Message, from: Identity | null = null): Promise<Message | null> => {
     switch (msg.type) {
       case MessageType.JobSubmit:
-        return await this.#submit(msg);
+        return await this.#submit(msg, from);
       case MessageType.WorkerStatus:
-        return await this.#workerStatus(msg);
+        return await this.#workerStatus(msg, from);
       case MessageType.JobStatusRequest:
-        return await this.#status(msg.job);
+        return await this.#status(msg.job, from);
       case MessageType.JobListRequest:
-        return await this.#list();
+        return await this.#list(from);
       case MessageType.NodeListRequest:
         return await this.#nodes();
       case MessageType.ClusterChange:
@@ -131,7 +145,7 @@ export class MasterService {
     }
   }
 
-  async #submit(m: JobSubmit): Promise<Message> {
+  async #submit(m: JobSubmit, from: Identity | null): Promise<Message> {
     this.#requireLeader();
     const l = this.#limits;
     const bad = (text: string) => new RequestError(ErrorCode.BadRequest, text);
@@ -161,19 +175,22 @@ export class MasterService {
       if (names.has(f.name)) throw bad(`input name ${f.name} appears twice`);
       names.add(f.name);
     }
-    // Input files must exist on storage; their sizes come from storage, not from the client.
+    // Input files must exist on storage and be the submitter's own (an admin may use any);
+    // their sizes come from storage, not from the client.
+    const owner = from?.name ?? "";
     const inputs = await Promise.all(m.inputFiles.map(async (f) => {
       const st = await this.#d.storage.request({
         type: MessageType.FileStat,
         node: this.#d.node,
         file: f.id,
+        user: from === null || from.admin ? "" : owner,
       }).catch((e) => {
         throw new RequestError(ErrorCode.Unavailable, `storage unavailable: ${e.message}`);
       });
       if (st.type !== MessageType.FileStatResponse || !st.exists) {
         throw new RequestError(
           ErrorCode.NotFound,
-          `input file ${uuidToHex(f.id)} not found on storage`,
+          `input file ${uuidToHex(f.id)} not found on storage${owner ? ` for ${owner}` : ""}`,
         );
       }
       return { id: f.id, name: f.name, size: st.length };
@@ -182,6 +199,7 @@ export class MasterService {
       { ...m, inputFiles: inputs, timeLimitMs: m.timeLimitMs || l.defaultTimeLimitMs },
       randomUuid(),
       Date.now(),
+      owner,
     );
     const res = await this.#d.consensus.propose(encodeCommand({ kind: "submit", spec }));
     if (res.kind !== "submitted") {
@@ -202,12 +220,29 @@ export class MasterService {
     };
   }
 
-  async #workerStatus(m: WorkerStatus): Promise<Message> {
+  async #workerStatus(m: WorkerStatus, from: Identity | null): Promise<Message> {
     this.#requireLeader();
     const job = this.#d.table.get(m.job);
     if (!job) throw new RequestError(ErrorCode.NotFound, `job ${uuidToHex(m.job)} not found`);
     if (m.chunkIndex >= job.chunks.length) {
       throw new RequestError(ErrorCode.BadRequest, `chunk ${m.chunkIndex} out of range`);
+    }
+    // Only the worker the balancer placed this attempt on holds its ticket: another worker's
+    // key (or a replayed ticket from another attempt) cannot report for it.
+    if (
+      from && this.#secret &&
+      !checkPlacementTicket(this.#secret, from.publicKey, m.job, m.chunkIndex, m.attempt, m.ticket)
+    ) {
+      this.#d.log.warn("worker_status without a valid ticket", {
+        worker: from.name,
+        job: uuidToHex(m.job),
+        chunk: m.chunkIndex,
+        attempt: m.attempt,
+      });
+      throw new RequestError(
+        ErrorCode.Forbidden,
+        `chunk ${m.chunkIndex} attempt ${m.attempt} was not placed on ${from.name}`,
+      );
     }
     const key = uuidToHex(m.job);
     if (m.state === ChunkState.Running) {
@@ -236,10 +271,13 @@ export class MasterService {
     };
   }
 
-  async #status(jobId: Uint8Array): Promise<JobStatusResponse> {
+  async #status(jobId: Uint8Array, from: Identity | null): Promise<JobStatusResponse> {
     await this.#readBarrier();
     const job = this.#d.table.get(jobId);
     if (!job) throw new RequestError(ErrorCode.NotFound, `job ${uuidToHex(jobId)} not found`);
+    if (!mayActOn(from, job.spec.owner)) {
+      throw new RequestError(ErrorCode.Forbidden, `job ${uuidToHex(jobId)} is not yours`);
+    }
     const running = this.#running.get(uuidToHex(jobId));
     const chunks: ChunkRecord[] = job.chunks.map((c) =>
       c.state === ChunkState.Queued && running?.has(c.chunkIndex)
@@ -266,12 +304,14 @@ export class MasterService {
     await this.#d.consensus.readBarrier();
   }
 
-  async #list(): Promise<Message> {
+  async #list(from: Identity | null): Promise<Message> {
     await this.#readBarrier();
     return {
       type: MessageType.JobListResponse,
       node: this.#d.node,
-      jobs: [...this.#d.table.jobs.values()].map((j) => ({
+      jobs: [...this.#d.table.jobs.values()].filter((j) => mayActOn(from, j.spec.owner)).map((
+        j,
+      ) => ({
         job: j.spec.jobId,
         state: JobTable.jobState(j) as JobStatusResponse["state"],
         numChunks: j.chunks.length,
@@ -437,6 +477,7 @@ export class MasterService {
       argument: s.argument,
       inputFiles: s.inputs,
       chunks: chunks.map((i) => ({ chunkIndex: i, attempt: Math.max(1, job.chunks[i].attempt) })),
+      owner: s.owner,
     }).catch((e) => {
       // The periodic re-dispatch retries; the balancer ignores chunks it already has.
       this.#d.log.warn("dispatch failed", { job: key, error: e });

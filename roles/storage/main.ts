@@ -5,6 +5,12 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import {
+  SECURITY_FLAGS,
+  type SecurityOptions,
+  securityOptions,
+  setUpNodeSecurity,
+} from "../../lib/node_security.ts";
 import { ErrorCode, type Message, MessageType, uuidToString } from "../../wire/mod.ts";
 import { RequestError, RpcServer } from "../../lib/rpc.ts";
 import { createLogger, type Logger } from "../../lib/log.ts";
@@ -23,6 +29,8 @@ export interface StorageOptions {
   maxQueuedBytes?: number;
   /** Logger; by default JSON lines on stderr. */
   log?: Logger;
+  /** Keys (`--key`, `--keyring`) or `--insecure`. */
+  security?: SecurityOptions;
 }
 
 /** A running storage node. */
@@ -53,11 +61,16 @@ export function parseStorageArgs(args: string[]): StorageOptions {
       "max-read-bytes": { type: "string" },
       "max-queued-bytes": { type: "string" },
       role: { type: "string" },
+      ...SECURITY_FLAGS,
     },
     strict: true,
   });
   if (!values.data) throw new StorageArgsError("storage: --data DIR is required");
-  const opts: StorageOptions = { listen: values.listen!, data: values.data };
+  const opts: StorageOptions = {
+    listen: values.listen!,
+    data: values.data,
+    security: securityOptions(values),
+  };
   const size = (flag: "max-read-bytes" | "max-queued-bytes"): number | undefined => {
     const v = values[flag];
     if (v === undefined) return undefined;
@@ -78,6 +91,7 @@ export async function runStorage(opts: StorageOptions): Promise<StorageNode> {
   const nodeId = await loadOrCreateNodeId(opts.data);
   const nodeName = uuidToString(nodeId);
   const log = opts.log ?? createLogger("storage", nodeName);
+  await setUpNodeSecurity("storage", opts.security ?? {}, opts.listen, log);
   const store = await FileStore.open({
     dir: opts.data,
     node: nodeId,

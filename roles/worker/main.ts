@@ -8,6 +8,12 @@
 
 import { BalancerClient } from "../balancer/client.ts";
 import { parseArgs } from "node:util";
+import {
+  SECURITY_FLAGS,
+  type SecurityOptions,
+  securityOptions,
+  setUpNodeSecurity,
+} from "../../lib/node_security.ts";
 import { resolve } from "node:path";
 import {
   type ChunkState,
@@ -58,6 +64,8 @@ export interface WorkerOptions {
   label?: string;
   /** Logger (default: JSON lines on stderr). */
   log?: Logger;
+  /** Keys (`--key`, `--keyring`) or `--insecure`. */
+  security?: SecurityOptions;
 }
 
 /** Counters of a worker, for tests and diagnostics. */
@@ -115,6 +123,7 @@ export function parseWorkerArgs(args: string[]): WorkerOptions {
       "heartbeat-ms": { type: "string", default: "500" },
       "fetch-timeout-ms": { type: "string", default: "300000" },
       label: { type: "string" },
+      ...SECURITY_FLAGS,
     },
     strict: true,
   });
@@ -143,6 +152,7 @@ export function parseWorkerArgs(args: string[]): WorkerOptions {
     heartbeatMs: int("heartbeat-ms", values["heartbeat-ms"]!, 10),
     fetchTimeoutMs: int("fetch-timeout-ms", values["fetch-timeout-ms"]!, 100),
     label: values.label,
+    security: securityOptions(values),
   };
 }
 
@@ -227,6 +237,8 @@ class Worker implements WorkerNode {
   }
 
   async start(): Promise<void> {
+    // A worker listens on nothing: the loopback rule does not apply, only whether it has keys.
+    await setUpNodeSecurity("worker", this.#opts.security ?? {}, undefined, this.#log);
     await Deno.mkdir(this.#cacheDir, { recursive: true });
     // Scratch dirs of chunks that were running when the previous process died: nobody owns them.
     await Deno.remove(this.#chunksDir, { recursive: true }).catch(() => {});

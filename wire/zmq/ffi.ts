@@ -40,12 +40,15 @@ export const OPT = {
   CURVE_PUBLICKEY: 48,
   CURVE_SECRETKEY: 49,
   CURVE_SERVERKEY: 50,
+  ZAP_DOMAIN: 55,
   ROUTER_HANDOVER: 56,
   HANDSHAKE_IVL: 66,
   HEARTBEAT_IVL: 75,
   HEARTBEAT_TTL: 76,
   HEARTBEAT_TIMEOUT: 77,
   CONNECT_TIMEOUT: 79,
+  /** Draft API (libzmq >= 4.3): refuse CURVE peers when no ZAP handler answers. */
+  ZAP_ENFORCE_DOMAIN: 93,
 } as const;
 
 /** Context option numbers (zmq_ctx_set). */
@@ -120,11 +123,14 @@ const zmqSymbols = {
   zmq_msg_data: { parameters: ["buffer"], result: "pointer" },
   zmq_msg_size: { parameters: ["buffer"], result: "usize" },
   zmq_msg_more: { parameters: ["buffer"], result: "i32" },
+  zmq_msg_gets: { parameters: ["buffer", "buffer"], result: "pointer" },
   zmq_errno: { parameters: [], result: "i32" },
   zmq_strerror: { parameters: ["i32"], result: "pointer" },
   zmq_version: { parameters: ["buffer", "buffer", "buffer"], result: "void" },
   zmq_curve_keypair: { parameters: ["buffer", "buffer"], result: "i32" },
   zmq_has: { parameters: ["buffer"], result: "i32" },
+  zmq_z85_encode: { parameters: ["buffer", "buffer", "usize"], result: "pointer" },
+  zmq_z85_decode: { parameters: ["buffer", "buffer"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 const libcSymbols = {

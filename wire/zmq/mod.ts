@@ -30,12 +30,17 @@ export {
   type Bytes,
   curveKeypair,
   openSocketCount,
+  type Received,
   Socket,
   type SocketOptions,
   type SocketType,
   terminate,
+  z85Decode,
+  z85Encode,
   ZmqError,
   type ZmqErrorContext,
   zmqHas,
   zmqVersion,
 } from "./socket.ts";
+
+export { ZAP_ENDPOINT, ZapHandler, type ZapRequest, type ZapVerdict } from "./zap.ts";

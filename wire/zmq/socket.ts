@@ -95,7 +95,23 @@ export interface SocketOptions {
   curveSecretKey?: Bytes;
   /** ZMQ_CURVE_SERVERKEY: the server's public key, on a CURVE client (Z85 or 32 bytes). */
   curveServerKey?: Bytes;
+  /** ZMQ_ZAP_DOMAIN: the domain this (server) socket's peers are authenticated in (RFC 27). */
+  zapDomain?: string;
+  /**
+   * ZMQ_ZAP_ENFORCE_DOMAIN (draft API): a CURVE handshake fails when no ZAP handler answers.
+   * Best effort: where libzmq lacks it, {@linkcode Socket.zapEnforced} is false and the caller
+   * must make sure a handler is bound before the socket accepts peers.
+   */
+  zapEnforceDomain?: boolean;
+  /** Attach each received message's ZAP `User-Id` (see {@linkcode Received}). */
+  peerUserId?: boolean;
 }
+
+/**
+ * A received multipart message. With the `peerUserId` option, `userId` is the User-Id the ZAP
+ * handler gave the connection it arrived on (undefined for unauthenticated connections).
+ */
+export type Received = Uint8Array[] & { userId?: string };
 
 /** Context for a {@linkcode ZmqError}. */
 export interface ZmqErrorContext {
@@ -176,6 +192,15 @@ const RELEASE_ABOVE = 1 << 20;
 /** zmq_msg_t for zero-copy sends (zmq_msg_send empties it on success). */
 let sendMsg: Uint8Array<ArrayBuffer> | null = null;
 
+const USER_ID = cstr("User-Id");
+/** The ZAP User-Id of the connection message `m` came on, if it has one. */
+function userIdOf(m: Uint8Array<ArrayBuffer>): string | undefined {
+  const p = zmq().zmq_msg_gets(m, USER_ID);
+  if (!p) return undefined;
+  const id = Deno.UnsafePointerView.getCString(p);
+  return id === "" ? undefined : id;
+}
+
 function msgBuf(): Uint8Array<ArrayBuffer> {
   if (msg) return msg;
   const m = new Uint8Array(new BigUint64Array(8).buffer);
@@ -195,7 +220,7 @@ function peerKey(id: Uint8Array): string {
 }
 
 interface RecvWaiter {
-  resolve(frames: Uint8Array[]): void;
+  resolve(frames: Received): void;
   reject(e: unknown): void;
 }
 
@@ -222,6 +247,8 @@ export class Socket implements Pollable {
   #sendJobs: SendJob[] = [];
   #zcRecvMin = Infinity;
   #zcSendMin = Infinity;
+  #peerUserId = false;
+  #zapEnforced = false;
   /** Frames of a multipart message whose tail libzmq has not delivered yet (defensive). */
   #partial: Uint8Array[] | null = null;
 
@@ -250,6 +277,11 @@ export class Socket implements Pollable {
       this.#closed = true;
       throw e;
     }
+  }
+
+  /** True when ZMQ_ZAP_ENFORCE_DOMAIN was requested and libzmq accepted it. */
+  get zapEnforced(): boolean {
+    return this.#zapEnforced;
   }
 
   /** True once {@linkcode close} was called. */
@@ -354,10 +386,10 @@ export class Socket implements Pollable {
   }
 
   /** Receives one whole multipart message; rejects with code "closed" if the socket closes. */
-  receive(): Promise<Uint8Array[]> {
+  receive(): Promise<Received> {
     if (this.#closed) return Promise.reject(this.#closedError("receive"));
     if (this.#recvWaiters.length === 0) {
-      let frames: Uint8Array[] | null;
+      let frames: Received | null;
       try {
         frames = this.#recvOne();
       } catch (e) {
@@ -369,7 +401,7 @@ export class Socket implements Pollable {
       }
     }
     const justFailed = this.#recvWaiters.length === 0 && this.#sendJobs.length === 0;
-    return new Promise<Uint8Array[]>((resolve, reject) => {
+    return new Promise<Received>((resolve, reject) => {
       this.#recvWaiters.push({ resolve, reject });
       this.#kick(justFailed);
     });
@@ -581,10 +613,10 @@ export class Socket implements Pollable {
   }
 
   /** Receives one whole message with ZMQ_DONTWAIT, or null if none is ready. */
-  #recvOne(): Uint8Array[] | null {
+  #recvOne(): Received | null {
     const z = zmq();
     const m = msgBuf();
-    const frames = this.#partial ?? [];
+    const frames: Received = this.#partial ?? [];
     for (;;) {
       const n = z.zmq_msg_recv(m, this.#h, ZMQ_DONTWAIT);
       if (n < 0) {
@@ -598,8 +630,9 @@ export class Socket implements Pollable {
         if (e === ERRNO.EINTR) continue;
         throw this.#error("receive", e);
       }
-      // The only copy: out of libzmq's buffer into an exact-size JS buffer.
       const more = z.zmq_msg_more(m);
+      // Every frame of a message comes over one connection: its first frame says whose.
+      if (this.#peerUserId && frames.length === 0) frames.userId = userIdOf(m);
       if (n >= this.#zcRecvMin) {
         frames.push(adoptReceived(m, n));
       } else {
@@ -679,6 +712,14 @@ export class Socket implements Pollable {
       const v = o[key];
       if (v !== undefined) this.#setBytes(opt, toBytes(v as Bytes), `setsockopt ${name}`);
     }
+    if (o.zapDomain !== undefined) {
+      this.#setBytes(OPT.ZAP_DOMAIN, toBytes(o.zapDomain), "setsockopt ZAP_DOMAIN");
+    }
+    if (o.zapEnforceDomain) {
+      intBuf[0] = 1;
+      this.#zapEnforced = zmq().zmq_setsockopt(this.#h, OPT.ZAP_ENFORCE_DOMAIN, intBytes, 4n) === 0;
+    }
+    this.#peerUserId = o.peerUserId === true;
     if (o.subscribe !== undefined) {
       const subs = Array.isArray(o.subscribe) ? o.subscribe : [o.subscribe];
       for (const s of subs) this.#setBytes(OPT.SUBSCRIBE, toBytes(s), "setsockopt SUBSCRIBE");
@@ -768,6 +809,25 @@ export function curveKeypair(): { publicKey: string; secretKey: string } {
   }
   const dec = new TextDecoder();
   return { publicKey: dec.decode(pub.subarray(0, 40)), secretKey: dec.decode(sec.subarray(0, 40)) };
+}
+
+/** Z85 text (RFC 32) of `data`, whose length must be a multiple of 4 (CURVE keys: 32 bytes). */
+export function z85Encode(data: Uint8Array): string {
+  if (data.length % 4 !== 0) {
+    throw new RangeError(`z85: ${data.length} bytes is not a multiple of 4`);
+  }
+  const out = new Uint8Array((data.length / 4) * 5 + 1);
+  if (!zmq().zmq_z85_encode(out, data as Uint8Array<ArrayBuffer>, BigInt(data.length))) {
+    throw new RangeError("z85: encode failed");
+  }
+  return new TextDecoder().decode(out.subarray(0, out.length - 1));
+}
+
+/** Bytes of Z85 text; null when `text` is not valid Z85 of a multiple of 5 characters. */
+export function z85Decode(text: string): Uint8Array | null {
+  if (text.length % 5 !== 0 || !/^[\x21-\x7e]*$/.test(text)) return null;
+  const out = new Uint8Array((text.length / 5) * 4);
+  return zmq().zmq_z85_decode(out, cstr(text)) ? out : null;
 }
 
 /** Number of sockets currently open in this process. */
