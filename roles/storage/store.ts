@@ -6,7 +6,12 @@
  * - `files/<hex id>.blocks` sidecar: SHA-256 of every `blockBytes` block, so every read can be
  *                           verified without hashing the whole file (a flipped byte is never
  *                           served, even when it flips while the node runs);
- * - `tmp/<hex id>.<hex uploader node>` uploads in progress; resumable across restarts.
+ * - `files/<hex id>.owners` the users the file belongs to (owners.ts), one name per line;
+ * - `tmp/<hex id>.<hex uploader>` uploads in progress; resumable across restarts. The uploader
+ *                           is the sending node's uuid, or, when the put names an owner or a
+ *                           sender key, a hash of (key, node, owner): an upload is continued
+ *                           only by who started it, so nobody becomes an owner by finishing
+ *                           another's upload.
  *
  * Durability: a file_put chunk is acknowledged only after its bytes are fdatasync'd (which
  * also persists the grown file size; only timestamps are skipped). Chunks that
@@ -14,6 +19,11 @@
  * next one (group commit), so a pipelining client costs one fsync per batch, not per chunk.
  * The last chunk is verified (length, SHA-256 prefix == id), the sidecar and the file are
  * renamed into `files/` and the directory is fsync'd before the committed ack.
+ *
+ * Owners: a put that names an owner makes it one only when this put's own bytes were verified
+ * (a full upload, or a complete re-upload of a file already here), durably before the
+ * committed ack. The shortcut that acks a retried chunk of a file already here (offset > 0)
+ * is taken only for an owner; anyone else is told "expected offset 0" and sends it all.
  *
  * Failures: every file_put is answered. A full disk (ENOSPC, EDQUOT) is NO_SPACE, any other I/O
  * error INTERNAL with the system's text; either way nothing of the upload is kept (its temp file
@@ -39,6 +49,7 @@ import { RequestError } from "../../lib/rpc.ts";
 import { readFull, syncDir, writeFull } from "../../lib/fsutil.ts";
 import { crc32 } from "../../lib/crc32.ts";
 import type { Logger } from "../../lib/log.ts";
+import { isOwnersName, Owners, OWNERS_SUFFIX } from "./owners.ts";
 
 const MiB = 1024 * 1024;
 const SIDECAR_MAGIC = new TextEncoder().encode("DSYSBLK1");
@@ -69,6 +80,16 @@ export interface FileStoreOptions {
    * its window.
    */
   maxQueuedBytes?: number;
+  /** Most owners per file (default owners.ts MAX_OWNERS). */
+  maxOwners?: number;
+}
+
+/** Who a file_put is from, for ownership (main.ts derives it from the sender's key). */
+export interface PutFrom {
+  /** User the file is stored for once this put's bytes are verified; null = nobody. */
+  owner: string | null;
+  /** Stable id of the sender (its public key); undefined in insecure mode. */
+  uploader?: string;
 }
 
 interface Entry {
@@ -113,6 +134,8 @@ interface Upload {
   dead: boolean;
   /** Why it failed: the answer to chunks that arrive while it is being cleaned up. */
   failure: RequestError | null;
+  /** User made an owner when the upload commits (null = nobody). */
+  owner: string | null;
 }
 
 /** Counters of storage_stats, plus per-file fetch counts (file_request at offset 0). */
@@ -136,7 +159,8 @@ export class FileStore {
     putBytes: 0,
     fetchCounts: new Map(),
   };
-  #opts: Required<Omit<FileStoreOptions, "log">> & { log: Logger };
+  #opts: Required<Omit<FileStoreOptions, "log" | "maxOwners">> & { log: Logger };
+  #owners: Owners;
   #index = new Map<string, Entry>();
   #uploads = new Map<string, Upload>();
   #storedBytes = 0;
@@ -157,6 +181,7 @@ export class FileStore {
     this.dir = opts.dir;
     this.filesDir = `${opts.dir}/files`;
     this.tmpDir = `${opts.dir}/tmp`;
+    this.#owners = new Owners(this.filesDir, opts.maxOwners);
   }
 
   /** Opens (creating) the store: indexes committed files, drops orphans and stale uploads. */
@@ -176,9 +201,13 @@ export class FileStore {
 
   async #scan(): Promise<void> {
     const sidecars = new Set<string>();
+    const ownerLists = new Set<string>();
     for await (const e of Deno.readDir(this.filesDir)) {
       if (!e.isFile) continue;
-      if (HEX_ID.test(e.name)) {
+      const owners = isOwnersName(e.name);
+      if (owners === "list") {
+        ownerLists.add(e.name.slice(0, -OWNERS_SUFFIX.length));
+      } else if (HEX_ID.test(e.name)) {
         const st = await Deno.stat(`${this.filesDir}/${e.name}`);
         this.#index.set(e.name, {
           size: st.size,
@@ -190,7 +219,7 @@ export class FileStore {
         this.#storedBytes += st.size;
       } else if (e.name.endsWith(".blocks")) sidecars.add(e.name.slice(0, -7));
       else {
-        // A sidecar temp left by a crash between its write and rename: never referenced.
+        // A sidecar or owners temp left by a crash between its write and rename: never used.
         await Deno.remove(`${this.filesDir}/${e.name}`).catch(() => {});
       }
     }
@@ -198,6 +227,12 @@ export class FileStore {
       if (!this.#index.has(hex)) {
         // The sidecar is renamed before its data file; a crash in between leaves it orphaned.
         await Deno.remove(`${this.filesDir}/${hex}.blocks`).catch(() => {});
+      }
+    }
+    for (const hex of ownerLists) {
+      // Owners are recorded after their file is committed: without the file they mean nothing.
+      if (!this.#index.has(hex)) {
+        await Deno.remove(`${this.filesDir}/${hex}${OWNERS_SUFFIX}`).catch(() => {});
       }
     }
     this.#opts.log.info("store opened", { files: this.#index.size, bytes: this.#storedBytes });
@@ -262,6 +297,28 @@ export class FileStore {
       exists: !!e,
       length: e?.size ?? 0,
     };
+  }
+
+  /**
+   * Answers file_stat for `user`: a file that is not theirs counts as absent (so they upload it
+   * in full, which makes it theirs). `user` null: unrestricted.
+   */
+  async statFor(file: Uuid, user: string | null): Promise<FileStatResponse> {
+    const r = this.stat(file);
+    if (user === null || !r.exists || await this.isOwner(file, user)) return r;
+    return { ...r, exists: false, length: 0 };
+  }
+
+  /** True when the committed file `file` has `user` among its owners. */
+  async isOwner(file: Uuid, user: string): Promise<boolean> {
+    const hex = uuidToHex(file);
+    return this.#index.has(hex) && await this.#owners.has(hex, user);
+  }
+
+  /** The owners of `file` (none for a file not stored here). */
+  async ownersOf(file: Uuid): Promise<string[]> {
+    const hex = uuidToHex(file);
+    return this.#index.has(hex) ? await this.#owners.of(hex) : [];
   }
 
   /** Answers storage_stats_request. */
@@ -420,10 +477,11 @@ export class FileStore {
 
   /**
    * Accepts one file_put chunk; resolves with the ack once its bytes are durable (and, for the
-   * last chunk, the file is verified and committed). Chunks of one upload (same file id and
-   * sending node) are processed strictly in arrival order.
+   * last chunk, the file is verified and committed, and `from.owner` is one of its owners).
+   * Chunks of one upload (same file id and uploader, see the module doc) are processed
+   * strictly in arrival order.
    */
-  async put(msg: FilePut): Promise<FilePutAck> {
+  async put(msg: FilePut, from: PutFrom = { owner: null }): Promise<FilePutAck> {
     // Everything up to the queueing below runs synchronously (no await before it), so chunks
     // keep their arrival order.
     if (this.#closed) throw new RequestError(ErrorCode.Unavailable, "storage node closing");
@@ -445,14 +503,15 @@ export class FileStore {
     const size = msg.data.length;
     this.#queuedBytes += size;
     try {
-      return await this.#putChunk(msg, hex);
+      return await this.#putChunk(msg, hex, from);
     } finally {
       this.#queuedBytes -= size;
     }
   }
 
-  #putChunk(msg: FilePut, hex: string): Promise<FilePutAck> {
-    const key = `${hex}.${uuidToHex(msg.node)}`;
+  #putChunk(msg: FilePut, hex: string, from: PutFrom): Promise<FilePutAck> {
+    const key = `${hex}.${uploaderTag(msg.node, from)}`;
+    const owner = from.owner;
     let u = this.#uploads.get(key);
     if (u?.dead) {
       // A failed upload whose temp file is being removed: this chunk belongs to it.
@@ -462,7 +521,7 @@ export class FileStore {
       msg.data.length === msg.totalLength && msg.totalLength <= this.#opts.blockBytes;
     if (!u && whole) {
       const found = this.#index.get(hex);
-      if (!found || found.corrupt) return this.#putWhole(msg, hex, key);
+      if (!found || found.corrupt) return this.#putWhole(msg, hex, key, owner);
     }
     if (!u) {
       const found = this.#index.get(hex);
@@ -476,11 +535,9 @@ export class FileStore {
             this.#conflict(hex, `length ${msg.totalLength} != ${existing.size}`),
           );
         }
-        this.counters.puts++;
-        this.counters.putBytes += msg.data.length;
-        return Promise.resolve(this.#ack(msg.file, existing.size, true));
+        return this.#alreadyHere(msg, hex, existing.size, owner);
       }
-      u = this.#newUpload(key, msg, hex, !!existing);
+      u = this.#newUpload(key, msg, hex, !!existing, owner);
     }
     u.lastUsed = Date.now();
     const up = u;
@@ -491,12 +548,40 @@ export class FileStore {
   }
 
   /**
+   * A chunk past offset 0 of a file already here, with no upload of it open: acked committed
+   * for an uploader that owns it (or names no owner); anyone else has not shown the bytes and
+   * is told to send them all (BAD_REQUEST "expected offset 0", which clients resume from).
+   */
+  async #alreadyHere(
+    msg: FilePut,
+    hex: string,
+    size: number,
+    owner: string | null,
+  ): Promise<FilePutAck> {
+    if (owner !== null && !await this.#owners.has(hex, owner)) {
+      throw new RequestError(
+        ErrorCode.BadRequest,
+        `file ${hex}: expected offset 0, got ${msg.offset} (the file is here, but ${owner} ` +
+          `becomes an owner only by sending all of it)`,
+      );
+    }
+    this.counters.puts++;
+    this.counters.putBytes += msg.data.length;
+    return this.#ack(msg.file, size, true);
+  }
+
+  /**
    * A whole file in one chunk of at most one block (most program outputs): hash, write a temp,
    * fdatasync, rename into place, fsync the directory. No upload state, no sidecar (the single
    * block's hash is the file's own, re-derived and checked against the id when first read after
    * a restart), no temp-directory fsync: the temp is never acknowledged before the rename.
    */
-  async #putWhole(msg: FilePut, hex: string, key: string): Promise<FilePutAck> {
+  async #putWhole(
+    msg: FilePut,
+    hex: string,
+    key: string,
+    owner: string | null,
+  ): Promise<FilePutAck> {
     const digest = new Uint8Array(createHash("sha256").update(msg.data).digest());
     if (!bytesEqual(digest.subarray(0, 16), msg.file)) {
       throw this.#conflict(
@@ -535,6 +620,15 @@ export class FileStore {
     this.counters.puts++;
     this.counters.putBytes += msg.data.length;
     this.#opts.log.debug("file committed", { file: hex, size: msg.totalLength });
+    if (owner !== null) {
+      try {
+        await this.#owners.add(hex, owner);
+      } catch (e) {
+        // The file stays (verified, durable); the put is not acked, and its retry (a verified
+        // re-upload of a file already here) records the owner.
+        throw this.#logged(hex, this.#ioError(`owner ${owner} of file ${hex}`, e));
+      }
+    }
     return this.#ack(msg.file, msg.totalLength, true);
   }
 
@@ -590,7 +684,13 @@ export class FileStore {
     };
   }
 
-  #newUpload(key: string, msg: FilePut, hex: string, verifyOnly: boolean): Upload {
+  #newUpload(
+    key: string,
+    msg: FilePut,
+    hex: string,
+    verifyOnly: boolean,
+    owner: string | null,
+  ): Upload {
     const u: Upload = {
       key,
       id: msg.file.slice(),
@@ -609,6 +709,7 @@ export class FileStore {
       lastUsed: Date.now(),
       dead: false,
       failure: null,
+      owner,
     };
     this.#uploads.set(key, u);
     u.ready = this.#openUpload(u, msg.offset);
@@ -803,6 +904,9 @@ export class FileStore {
       });
       this.#opts.log.info("file committed", { file: u.hex, size: u.total });
     }
+    // The bytes were verified (stored now, or found equal to the stored ones): u.owner has
+    // shown possession. Recorded before the ack; a failure fails the put (its retry re-adds).
+    if (u.owner !== null) await this.#owners.add(u.hex, u.owner);
     this.#dropUpload(u, true);
     c.resolve(this.#ack(u.id, u.total, true));
     // Stale retries queued behind the last chunk: the file is committed now.
@@ -857,6 +961,19 @@ export class FileStore {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
+
+/**
+ * The uploader part of an upload's key and temp name: the node's uuid in insecure mode without
+ * an owner (as always), else 16 bytes of SHA-256 of (sender key, node, owner), so that only the
+ * sender that started an upload for an owner continues it.
+ */
+function uploaderTag(node: Uuid, from: PutFrom): string {
+  if (from.uploader === undefined && from.owner === null) return uuidToHex(node);
+  const h = createHash("sha256").update(
+    `dsys upload\0${from.uploader ?? ""}\0${uuidToHex(node)}\0${from.owner ?? ""}`,
+  );
+  return uuidToHex(new Uint8Array(h.digest()).subarray(0, 16));
+}
 
 /** Whole-file SHA-256 plus per-block SHA-256, fed incrementally. */
 class BlockHasher {
