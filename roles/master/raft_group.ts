@@ -140,8 +140,6 @@ export class RaftGroup implements ReplicatedLog {
   #readSeq = 0;
   /** Term and vote as last written to storage. */
   #storedHs: HardState = { term: 0, vote: null, commit: 0 };
-  /** Initial voters given in the options (trusted configuration). */
-  #configured: ReadonlySet<string>;
   #dropped = 0;
   #dropReasons = new Map<string, number>();
   #lastWarn = new Map<string, { at: number; suppressed: number }>();
@@ -166,7 +164,6 @@ export class RaftGroup implements ReplicatedLog {
     this.node = node;
     this.#applied = applied;
     this.#snapIndex = applied;
-    this.#configured = new Set(o.peers);
   }
 
   /** Loads durable state and starts the member. */
@@ -269,8 +266,10 @@ export class RaftGroup implements ReplicatedLog {
     if (!from) return "bad sender id";
     if (m.from === this.id) return "from self";
     if (senderName !== undefined && from.name !== senderName) return "sender name mismatch";
+    // Members of the configurations the log holds (the bootstrap list is entry 1 of a fresh
+    // group): a removed member stays known until its removal is compacted away.
     const members = this.node.members();
-    if (!members.has(m.from) && !this.#configured.has(m.from)) {
+    if (!members.has(m.from)) {
       // A joiner knows no configuration until the leader reaches it: it has to take the
       // leader's messages on trust of the id's shape (and of senderName, when given).
       if (members.size > 0 || !JOINER_ACCEPTS.has(m.type)) return "unknown member";
@@ -618,8 +617,7 @@ export class RaftGroup implements ReplicatedLog {
       const to = parseMemberId(m.to);
       if (!to) return this.#sendFailed(m, "destination is not a member id");
       const members = this.node.members();
-      const known = members.has(m.to) || this.#configured.has(m.to);
-      if (!known && (members.size > 0 || this.#peers.size >= MAX_UNKNOWN_PEERS)) {
+      if (!members.has(m.to) && (members.size > 0 || this.#peers.size >= MAX_UNKNOWN_PEERS)) {
         return this.#sendFailed(m, "destination is not a member");
       }
       try {
@@ -656,7 +654,7 @@ export class RaftGroup implements ReplicatedLog {
   #prunePeers(): void {
     const members = this.node.members();
     for (const [id, c] of this.#peers) {
-      if (members.has(id) || this.#configured.has(id)) continue;
+      if (members.has(id)) continue;
       this.#peers.delete(id);
       c.close().catch(() => {});
     }
