@@ -2,6 +2,18 @@
  * Storage role: serves the content-addressed file store (store.ts) on one ROUTER.
  * Requests: file_put, file_request, file_stat, storage_stats_request; anything else is
  * answered WRONG_ROLE.
+ *
+ * Who may read what (docs/architecture.md, "Trust boundaries"), by the sender's key:
+ * - a client reads a file only if it is an admin or one of the file's owners (owners.ts): the
+ *   users who uploaded it and those whose jobs output it; file_stat shows it only files it may
+ *   read (anything else looks absent, so it uploads it in full and thereby becomes an owner);
+ * - a worker reads a file only with a read capability (lib/capability.ts) for its own key and
+ *   that file, before its expiry: it got one with each chunk that uses the file;
+ * - a master's file_stat with a user answers for that user; storage nodes read anything;
+ * - FORBIDDEN does not say whether the file exists.
+ * A file_put, once its bytes are verified, makes an owner of the client that sent it, or of the
+ * job owner a worker names (`owner`); storage nodes' puts make none. Without keys (insecure
+ * mode) everything is allowed and the `owner` field is still recorded.
  * @module
  */
 import { parseArgs } from "node:util";
@@ -11,11 +23,23 @@ import {
   securityOptions,
   setUpNodeSecurity,
 } from "../../lib/node_security.ts";
-import { ErrorCode, type Message, MessageType, uuidToString } from "../../wire/mod.ts";
+import {
+  ErrorCode,
+  type FilePut,
+  type FileRequest,
+  type FileStat,
+  type Message,
+  MessageType,
+  uuidToHex,
+  uuidToString,
+} from "../../wire/mod.ts";
 import { RequestError, RpcServer } from "../../lib/rpc.ts";
+import type { Credentials, Identity } from "../../lib/security.ts";
+import { checkReadCapability } from "../../lib/capability.ts";
 import { createLogger, type Logger } from "../../lib/log.ts";
 import { loadOrCreateNodeId } from "../../lib/node_id.ts";
-import { FileStore } from "./store.ts";
+import { FileStore, type PutFrom } from "./store.ts";
+import { OWNER_NAME } from "./owners.ts";
 
 /** Options of a storage node. */
 export interface StorageOptions {
@@ -91,7 +115,7 @@ export async function runStorage(opts: StorageOptions): Promise<StorageNode> {
   const nodeId = await loadOrCreateNodeId(opts.data);
   const nodeName = uuidToString(nodeId);
   const log = opts.log ?? createLogger("storage", nodeName);
-  await setUpNodeSecurity("storage", opts.security ?? {}, opts.listen, log);
+  const creds = await setUpNodeSecurity("storage", opts.security ?? {}, opts.listen, log);
   const store = await FileStore.open({
     dir: opts.data,
     node: nodeId,
@@ -100,15 +124,21 @@ export async function runStorage(opts: StorageOptions): Promise<StorageNode> {
     maxReadBytes: opts.maxReadBytes,
     maxQueuedBytes: opts.maxQueuedBytes,
   });
-  const handler = (msg: Message): Promise<Message> | Message => {
+  const access = new Access(store, creds);
+  const handler = (
+    msg: Message,
+    _peer: Uint8Array,
+    from: Identity | null,
+  ): Promise<Message> | Message => {
     switch (msg.type) {
       case MessageType.FilePut:
-        return store.put(msg);
+        return store.put(msg, access.putFrom(msg, from));
       case MessageType.FileRequest:
-        return store.get(msg);
+        return access.get(msg, from);
       case MessageType.FileStat:
-        return store.stat(msg.file);
+        return access.stat(msg, from);
       case MessageType.StorageStatsRequest:
+        // Admin clients and masters only (rpc.ts refuses other senders, wire `senders`).
         return store.stats();
       default:
         throw new RequestError(
@@ -117,7 +147,7 @@ export async function runStorage(opts: StorageOptions): Promise<StorageNode> {
         );
     }
   };
-  const server = new RpcServer({ node: nodeId, log, handler });
+  const server = new RpcServer({ node: nodeId, log, handler, auth: creds });
   let endpoint: string;
   try {
     endpoint = server.bind(opts.listen);
@@ -138,4 +168,79 @@ export async function runStorage(opts: StorageOptions): Promise<StorageNode> {
         await store.close();
       })(),
   };
+}
+
+/** The storage node's access rules (module doc); `from` null = insecure mode, all allowed. */
+class Access {
+  readonly #store: FileStore;
+  readonly #secret: Uint8Array | null;
+
+  constructor(store: FileStore, creds: Credentials | null) {
+    this.#store = store;
+    // setUpNodeSecurity refuses a storage key without the cluster secret.
+    this.#secret = creds?.clusterSecret ?? null;
+  }
+
+  /** Whom a verified put makes an owner, and who the uploader is. */
+  putFrom(m: FilePut, from: Identity | null): PutFrom {
+    let owner: string | null;
+    if (from === null || from.role === "worker") owner = m.owner ? m.owner : null;
+    else if (from.role === "client") owner = from.name;
+    else owner = null; // storage nodes copying files add no owner
+    if (owner !== null && !OWNER_NAME.test(owner)) {
+      // Checked before any byte is taken: a bad name would only fail the put at its end.
+      throw new RequestError(
+        ErrorCode.BadRequest,
+        `file ${uuidToHex(m.file)}: owner "${owner.slice(0, 80)}" is not a keyring name`,
+      );
+    }
+    return { owner, uploader: from?.publicKey };
+  }
+
+  /** file_request: served if `from` may read the file, else FORBIDDEN. */
+  async get(m: FileRequest, from: Identity | null): Promise<Message> {
+    if (!await this.#mayRead(m, from)) {
+      throw new RequestError(
+        ErrorCode.Forbidden,
+        `${from!.role} ${from!.name} may not read file ${uuidToHex(m.file)}` +
+          (from!.role === "worker" ? " (no valid read capability)" : ""),
+      );
+    }
+    return await this.#store.get(m);
+  }
+
+  async #mayRead(m: FileRequest, from: Identity | null): Promise<boolean> {
+    if (from === null) return true;
+    switch (from.role) {
+      case "client":
+        return from.admin || await this.#store.isOwner(m.file, from.name);
+      case "worker":
+        return this.#secret !== null &&
+          checkReadCapability(
+            this.#secret,
+            from.publicKey,
+            m.file,
+            m.capExpiryMs ?? 0,
+            m.cap,
+            Date.now(),
+          );
+      case "storage":
+        return true;
+      default:
+        return false; // masters and balancers do not read files (rpc.ts refuses them anyway)
+    }
+  }
+
+  /** file_stat: what `from` may know of the file. */
+  stat(m: FileStat, from: Identity | null): Promise<Message> | Message {
+    if (from === null) return this.#store.stat(m.file);
+    switch (from.role) {
+      case "client":
+        return this.#store.statFor(m.file, from.admin ? null : from.name);
+      case "master":
+        return this.#store.statFor(m.file, m.user ? m.user : null);
+      default:
+        return this.#store.stat(m.file);
+    }
+  }
 }
