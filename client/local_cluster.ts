@@ -28,6 +28,8 @@ export interface LocalClusterOptions {
    * node and the client get keys made by `dsys init` in `<data>/keys`.
    */
   insecure?: boolean;
+  /** Ordinary (non-admin) client keys to make beside `admin` (`<data>/keys/NAME.key`). */
+  users?: string[];
 }
 
 /** One child process of the cluster. */
@@ -96,6 +98,7 @@ export class LocalCluster {
           storage: ["storage"],
           worker: Array.from({ length: workers }, (_, i) => `worker${i + 1}`),
         },
+        users: opts.users,
       });
     }
     try {

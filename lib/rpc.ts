@@ -27,6 +27,7 @@ import {
   type WireLimits,
 } from "../wire/mod.ts";
 import type { Logger } from "./log.ts";
+import { splitNamedEndpoint } from "./named_endpoint.ts";
 import {
   type Credentials,
   type Identity,
@@ -242,7 +243,7 @@ export class RpcClient {
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
     this.#limits = { ...DEFAULT_LIMITS, ...opts.limits };
     const creds = opts.auth === undefined ? processCredentials() : opts.auth;
-    let connectTo = endpoint;
+    let connectTo = splitNamedEndpoint(endpoint).endpoint;
     let curve: SocketOptions = {};
     if (creds) {
       const c = curveClient(creds, endpoint, opts.serverRole);
@@ -383,7 +384,7 @@ export class RpcServer {
     if (this.#creds) {
       // The handler must be up before the first handshake: without one libzmq lets every
       // CURVE key in (unless ZAP_ENFORCE_DOMAIN is set, which we also ask for).
-      startZap();
+      startZap(opts.log, this.#creds);
       curve = {
         curveServer: true,
         curvePublicKey: this.#creds.self.publicKey,

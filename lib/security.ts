@@ -23,6 +23,7 @@ import { curveKeypair, z85Decode, z85Encode, ZapHandler } from "../wire/zmq/mod.
 import type { SenderRole } from "../wire/mod.ts";
 import { Buffer } from "node:buffer";
 import { splitNamedEndpoint } from "./named_endpoint.ts";
+import type { Logger } from "./log.ts";
 
 /** Roles a key can have. */
 export type Role = "master" | "balancer" | "storage" | "worker" | "client";
@@ -91,8 +92,9 @@ export class Keyring {
     const ids: Identity[] = [];
     const lines = text.split("\n");
     for (let i = 0; i < lines.length; i++) {
-      const t = lines[i].replace(/#.*/, "").trim();
-      if (!t) continue;
+      // Comments are whole lines: Z85 keys may contain '#'.
+      const t = lines[i].trim();
+      if (!t || t.startsWith("#")) continue;
       const [role, name, publicKey, ...flags] = t.split(/\s+/);
       if (!publicKey) throw new KeyringError(i + 1, "expected: ROLE NAME PUBLIC_KEY [admin]");
       for (const f of flags) {
@@ -335,6 +337,7 @@ export const KEYRING_RELOAD_MS = 1000;
 
 let processCreds: Credentials | null = null;
 let zap: ZapHandler | null = null;
+let zapCreds: Credentials | null = null;
 
 /**
  * Sets the credentials every RpcClient and RpcServer of this process uses unless given its
@@ -349,21 +352,48 @@ export function processCredentials(): Credentials | null {
   return processCreds;
 }
 
-/** Starts the ZAP handler once per process; it asks the process's credentials' keyring. */
-export function startZap(): ZapHandler {
+/** Refused handshakes logged per second at most (a scan must not flood the log). */
+const REFUSALS_LOGGED_PER_S = 10;
+let refusalWindow = { second: 0, logged: 0 };
+
+/**
+ * Starts the ZAP handler once per process; it asks the process's credentials' keyring and
+ * logs refused handshakes (rate-limited) to `log`.
+ */
+export function startZap(log?: Logger, creds?: Credentials): ZapHandler {
+  // A process serves one cluster: the first server's credentials answer for all of them.
+  zapCreds ??= creds ?? null;
   zap ??= new ZapHandler((req) => {
-    if (req.domain !== ZAP_DOMAIN) return { ok: false, reason: "unknown ZAP domain" };
-    if (req.mechanism !== "CURVE" || !req.publicKey) {
-      return { ok: false, reason: "CURVE required" };
+    const verdict = decideHandshake(req.domain, req.mechanism, req.publicKey);
+    if (!verdict.ok && log) {
+      const second = Math.floor(Date.now() / 1000);
+      if (second !== refusalWindow.second) refusalWindow = { second, logged: 0 };
+      if (refusalWindow.logged++ < REFUSALS_LOGGED_PER_S) {
+        log.warn("handshake refused", {
+          address: req.address,
+          peerKey: req.publicKey && z85Encode(req.publicKey),
+          reason: verdict.reason,
+        });
+      }
     }
-    const key = z85Encode(req.publicKey);
-    // An unknown key is refused at the handshake; what a known key may send is decided per
-    // message (the keyring may change while the connection lives).
-    return processCreds?.keyring.byKey(key)
-      ? { ok: true, userId: key }
-      : { ok: false, reason: "key not on the keyring" };
+    return verdict;
   });
   return zap;
+}
+
+function decideHandshake(
+  domain: string,
+  mechanism: string,
+  publicKey: Uint8Array | undefined,
+): { ok: true; userId: string } | { ok: false; reason: string } {
+  if (domain !== ZAP_DOMAIN) return { ok: false, reason: "unknown ZAP domain" };
+  if (mechanism !== "CURVE" || !publicKey) return { ok: false, reason: "CURVE required" };
+  const key = z85Encode(publicKey);
+  // An unknown key is refused at the handshake; what a known key may send is decided per
+  // message (the keyring may change while the connection lives).
+  return (processCreds ?? zapCreds)?.keyring.byKey(key)
+    ? { ok: true, userId: key }
+    : { ok: false, reason: "key not on the keyring" };
 }
 
 /** Handshakes the process's ZAP handler refused so far (0 without one). */
@@ -375,6 +405,7 @@ export function zapRefusals(): number {
 export async function resetSecurity(): Promise<void> {
   processCreds?.close();
   processCreds = null;
+  zapCreds = null;
   const z = zap;
   zap = null;
   await z?.close();

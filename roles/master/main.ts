@@ -208,7 +208,8 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
           `a ${from.role} key may not send raft_message to a master`,
         );
       }
-      raft?.receive(msg.data);
+      // The authenticated key's name must be the member the message says it is from.
+      raft?.receive(msg.data, from?.name);
       return null;
     }
     return service!.handle(msg, from);

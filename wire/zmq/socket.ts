@@ -631,8 +631,9 @@ export class Socket implements Pollable {
         throw this.#error("receive", e);
       }
       const more = z.zmq_msg_more(m);
-      // Every frame of a message comes over one connection: its first frame says whose.
-      if (this.#peerUserId && frames.length === 0) frames.userId = userIdOf(m);
+      // Every frame of a message comes over one connection, but a ROUTER's routing-id frame
+      // prefetched by a ZMQ_EVENTS check carries no metadata: ask the next frame then.
+      if (this.#peerUserId && frames.userId === undefined) frames.userId = userIdOf(m);
       if (n >= this.#zcRecvMin) {
         frames.push(adoptReceived(m, n));
       } else {
