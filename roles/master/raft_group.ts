@@ -44,7 +44,7 @@ import { RequestError, RpcClient } from "../../lib/rpc.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { ApplyResult } from "./job_table.ts";
 import type { ReplicatedLog } from "./replicated_log.ts";
-import { memberEndpoint, parseMemberId } from "./member_id.ts";
+import { parseMemberId } from "./member_id.ts";
 
 /** Bytes of a ReadIndex context (the read's sequence number as a float64). */
 export const READ_CTX_BYTES = 8;
@@ -324,8 +324,9 @@ export class RaftGroup implements ReplicatedLog {
     return this.#role === "leader";
   }
 
+  /** The leader's member id `NAME@ENDPOINT` (the NOT_LEADER hint; names its key), or "". */
   leaderEndpoint(): string {
-    return this.#leader ? memberEndpoint(this.#leader) : "";
+    return this.#leader ?? "";
   }
 
   /** The current leader's id, if known. */
@@ -621,7 +622,8 @@ export class RaftGroup implements ReplicatedLog {
         return this.#sendFailed(m, "destination is not a member");
       }
       try {
-        c = new RpcClient(to.endpoint, { node: this.#o.node, log: this.#o.log });
+        // The member id names the peer's key on the keyring (NAME@ENDPOINT).
+        c = new RpcClient(m.to, { node: this.#o.node, log: this.#o.log, serverRole: "master" });
       } catch (e) {
         return this.#sendFailed(m, "connect failed", e);
       }
