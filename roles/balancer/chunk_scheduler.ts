@@ -41,6 +41,20 @@ export interface JobInfo {
   program: Uint8Array;
   argument: Uint8Array;
   inputFiles: FileEntry[];
+  /** Keyring name of the job's owner (job_dispatch `owner`; "" or absent in insecure mode). */
+  owner?: string;
+}
+
+/**
+ * The key a worker registered with (security on): the balancer answers FORBIDDEN to every
+ * message about this worker's node id from another key, mints its tickets and read capabilities
+ * for this key, and the standby gets it with the rest of the worker's state.
+ */
+export interface WorkerKey {
+  /** Z85 CURVE public key. */
+  publicKey: string;
+  /** Its name on the keyring (for logs). */
+  name: string;
 }
 
 /** One chunk waiting or running. */
@@ -78,6 +92,8 @@ export interface WorkerInfo {
   running: Map<string, ChunkTask>;
   /** Sequence number of its last assignment (round-robin tie break: oldest first). */
   lastAssignSeq: number;
+  /** The key it registered with; null without security (insecure mode: no binding). */
+  auth: WorkerKey | null;
 }
 
 /** One placement decision: send `chunk` of `job` to `worker`. */
@@ -125,6 +141,8 @@ export interface SchedulerState {
     phantom: number;
     lastAssignSeq: number;
     running: string[];
+    /** The registering key (absent: unbound, insecure mode). */
+    auth?: WorkerKey | null;
   }[];
   jobs: {
     key: string;
@@ -286,6 +304,8 @@ export class ChunkScheduler {
   /**
    * A worker joins (or re-joins). A re-joining worker that reports all slots free has lost
    * whatever we thought it ran (it restarted), so those chunks are requeued with attempt+1.
+   * `auth` is the key it registered with (the caller has checked it may take this node id);
+   * it replaces any earlier one.
    */
   register(
     id: Uuid,
@@ -294,6 +314,7 @@ export class ChunkScheduler {
     files: Uuid[],
     label: string,
     nowMs: number,
+    auth: WorkerKey | null = null,
   ): { requeued: DeadWorker["requeued"] } {
     const key = uuidToHex(id);
     let w = this.#workers.get(key);
@@ -311,9 +332,11 @@ export class ChunkScheduler {
         running: new Map(),
         phantom: 0,
         lastAssignSeq: 0,
+        auth: null,
       };
       this.#workers.set(key, w);
     }
+    w.auth = auth ? { publicKey: auth.publicKey, name: auth.name } : null;
     w.slots = slots;
     w.reportedFree = freeSlots;
     w.label = label;
@@ -747,6 +770,7 @@ export class ChunkScheduler {
         phantom: w.phantom,
         lastAssignSeq: w.lastAssignSeq,
         running: [...w.running.keys()],
+        auth: w.auth,
       })),
       jobs: [...this.#jobs.entries()].map(([key, j]) => ({
         key,
@@ -819,6 +843,7 @@ export class ChunkScheduler {
         phantom: w.phantom,
         lastAssignSeq: w.lastAssignSeq,
         running,
+        auth: w.auth ? { publicKey: w.auth.publicKey, name: w.auth.name } : null,
       });
     }
     this.#finished = new Map();

@@ -92,7 +92,7 @@ export function parseBalancerArgs(args: string[]): BalancerOptions {
 export async function runBalancer(opts: BalancerOptions): Promise<BalancerNode> {
   const nodeId = await loadOrCreateNodeId(opts.data);
   const log = createLogger("balancer", uuidToHex(nodeId));
-  await setUpNodeSecurity("balancer", opts.security ?? {}, opts.listen, log);
+  const creds = await setUpNodeSecurity("balancer", opts.security ?? {}, opts.listen, log);
   const server = new RpcServer({
     node: nodeId,
     log,
@@ -107,6 +107,7 @@ export async function runBalancer(opts: BalancerOptions): Promise<BalancerNode> 
     tickMs: opts.tickMs,
     pushTimeoutMs: opts.pushTimeoutMs,
     standbyOf: opts.standbyOf,
+    auth: creds,
   });
   server.setHandler(service.handle);
   const tookOver = Promise.withResolvers<void>();

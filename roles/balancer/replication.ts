@@ -11,11 +11,21 @@
  * Transport: the sync request and its reply travel as `raft_message` frames whose data starts
  * with the magic "DSYSBAL1" (no wire change needed; the balancer serves no Raft otherwise).
  * The JSON body carries bytes as {"$b": base64}.
+ *
+ * Security: only balancer keys may pull (BalancerService answers a master's raft_message, which
+ * rpc lets through because masters send raft_message to each other, with FORBIDDEN), and the
+ * standby's RpcClient checks that the primary's key is a balancer key. What is replicated is
+ * what a new primary needs to keep the trust rules from its first message on: each worker's
+ * registering key (in `register` events and snapshots, WorkerInfo.auth), so a heartbeat or
+ * chunk_finished for a worker's node id from another key is refused by the new primary too,
+ * rather than re-bound to whichever key speaks first after the takeover; and each job's owner
+ * (JobInfo.owner, for the worker_requests it pushes). Tickets and read capabilities are not
+ * replicated: they are derived from the cluster secret, which every balancer holds.
  * @module
  */
 import { Buffer } from "node:buffer";
 import type { ChunkAttempt, Uuid } from "../../wire/mod.ts";
-import type { ChunkScheduler, JobInfo, SchedulerState } from "./chunk_scheduler.ts";
+import type { ChunkScheduler, JobInfo, SchedulerState, WorkerKey } from "./chunk_scheduler.ts";
 
 /** One state-changing scheduler call, with the time it was made at. */
 export type SchedulerEvent =
@@ -28,6 +38,8 @@ export type SchedulerEvent =
     free: number;
     files: Uuid[];
     label: string;
+    /** The key it registered with (security on): replicated, see the module doc. */
+    auth?: WorkerKey | null;
   }
   | {
     t: "heartbeat";
@@ -61,7 +73,7 @@ export function applyEvent(s: ChunkScheduler, ev: SchedulerEvent): unknown {
     case "dispatch":
       return s.dispatch(ev.info, ev.chunks, ev.now);
     case "register":
-      return s.register(ev.id, ev.slots, ev.free, ev.files, ev.label, ev.now);
+      return s.register(ev.id, ev.slots, ev.free, ev.files, ev.label, ev.now, ev.auth ?? null);
     case "heartbeat":
       return s.heartbeat(ev.id, ev.slots, ev.free, ev.added, ev.evicted, ev.now);
     case "touch":

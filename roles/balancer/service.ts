@@ -5,10 +5,20 @@
  * Balancer state is soft: the master re-dispatches every unfinished job periodically and
  * workers re-register when a heartbeat is answered NOT_FOUND, so a restarted balancer
  * rebuilds what it needs within one re-dispatch period. Nothing here needs to be durable.
+ *
+ * Trust (security on, i.e. the RpcServer passes a keyring identity as `from`): the identity
+ * that sent a message decides, never a field inside it. A worker's node id is bound to the key
+ * it registered with; any message about that node id from another key is answered FORBIDDEN,
+ * as is a chunk_finished for a chunk attempt placed on a worker of another key. Every
+ * worker_request carries a placement ticket and one read capability per input file, minted
+ * under the cluster secret for the key of the worker it is placed on (see `#authFor` for why
+ * that makes a stolen routing id worthless).
  * @module
  */
+import { CAP_BYTES, placementTicket, readCapability } from "../../lib/capability.ts";
 import type { Logger } from "../../lib/log.ts";
 import { hexId, RequestError, RpcError, type RpcServer } from "../../lib/rpc.ts";
+import { type Credentials, type Identity, processCredentials } from "../../lib/security.ts";
 import {
   ErrorCode,
   type Message,
@@ -17,6 +27,7 @@ import {
   NodeFlags,
   NodeRole,
   NodeState,
+  type Uuid,
   uuidToHex,
   type WorkerRequest,
 } from "../../wire/mod.ts";
@@ -54,7 +65,19 @@ export interface BalancerServiceOptions extends SchedulerOptions {
   now?: () => number;
   /** Start as a hot standby of this primary endpoint (see replication.ts, standby.ts). */
   standbyOf?: string;
+  /**
+   * Keys (default: the process's): the cluster secret mints tickets and read capabilities,
+   * the keyring tells whether a worker's bound key was revoked. null = insecure mode.
+   */
+  auth?: Credentials | null;
+  /** Read capabilities stay good this long past now + the job's time limit, ms (10 min). */
+  capMarginMs?: number;
 }
+
+/** Time limit assumed for the capabilities of a job without one (the masters' maximum). */
+const NO_LIMIT_CAP_MS = 24 * 3600_000;
+/** Default of BalancerServiceOptions.capMarginMs. */
+const CAP_MARGIN_MS = 10 * 60_000;
 
 /** Counters of what the service did (for logs and tests). */
 export interface BalancerCounters {
@@ -66,6 +89,8 @@ export interface BalancerCounters {
   finished: number;
   staleFinished: number;
   deadWorkers: number;
+  /** Messages answered FORBIDDEN by the balancer's own rules (key binding, placement, sync). */
+  forbidden: number;
 }
 
 /** Serves balancer requests and drives the scheduler; see module doc. */
@@ -82,6 +107,7 @@ export class BalancerService {
     finished: 0,
     staleFinished: 0,
     deadWorkers: 0,
+    forbidden: 0,
   };
   #o: BalancerServiceOptions;
   #server: RpcServer | null = null;
@@ -98,9 +124,11 @@ export class BalancerService {
   /** Replication position of a standby: the primary's epoch and last applied seq. */
   #syncEpoch = "";
   #syncSeq = 0;
+  #creds: Credentials | null;
 
   constructor(o: BalancerServiceOptions) {
     this.#o = o;
+    this.#creds = o.auth === undefined ? processCredentials() : o.auth;
     this.#now = o.now ?? Date.now;
     this.#standbyOf = o.standbyOf ?? null;
     this.scheduler = new ChunkScheduler(o);
@@ -224,10 +252,22 @@ export class BalancerService {
     this.#timer = undefined;
   }
 
-  /** The RpcServer handler. */
-  handle = (msg: Message, peer: Uint8Array): Promise<Message> | Message | null => {
+  /** The RpcServer handler; `from` is the sender's keyring identity (null: insecure mode). */
+  handle = (
+    msg: Message,
+    peer: Uint8Array,
+    from: Identity | null = null,
+  ): Promise<Message> | Message | null => {
     const now = this.#now();
     const ok = (value = 0): Message => ({ type: MessageType.Ok, node: this.#o.node, value });
+    if (msg.type === MessageType.RaftMessage && from !== null && from.role !== "balancer") {
+      // rpc lets masters send raft_message (they talk Raft among themselves); here it carries
+      // the balancers' state sync, which only another balancer may pull.
+      throw this.#forbid(`a ${from.role} key (${from.name}) may not sync balancer state`, {
+        type: msg.type,
+        from: from.name,
+      });
+    }
     if (this.#standbyOf !== null && msg.type !== MessageType.NodeListRequest) {
       // Retryable: clients given both endpoints move on to the other one.
       throw new RequestError(
@@ -249,6 +289,7 @@ export class BalancerService {
               program: msg.program,
               argument: msg.argument,
               inputFiles: msg.inputFiles,
+              ...(msg.owner ? { owner: msg.owner } : {}),
             },
             chunks: msg.chunks,
           }) as DispatchResult;
@@ -263,6 +304,7 @@ export class BalancerService {
           return ok(r.queued);
         }
         case MessageType.WorkerRegister: {
+          this.#checkWorkerKey(msg.node, peer, from, msg.type);
           const key = uuidToHex(msg.node);
           this.#peers.set(key, peer.slice());
           const { requeued } = this.#do({
@@ -273,6 +315,7 @@ export class BalancerService {
             free: msg.freeSlots,
             files: msg.files,
             label: msg.label,
+            ...(from ? { auth: { publicKey: from.publicKey, name: from.name } } : {}),
           }) as { requeued: unknown[] };
           this.#o.log.info("worker registered", {
             worker: key,
@@ -280,11 +323,13 @@ export class BalancerService {
             files: msg.files.length,
             label: msg.label,
             requeued: requeued.length,
+            ...(from ? { key: from.name } : {}),
           });
           this.#schedulePump();
           return ok();
         }
         case MessageType.WorkerHeartbeat: {
+          this.#checkWorkerKey(msg.node, peer, from, msg.type);
           const hb = this.#do({
             t: "heartbeat",
             now,
@@ -306,6 +351,8 @@ export class BalancerService {
           return ok();
         }
         case MessageType.ChunkFinished: {
+          this.#checkWorkerKey(msg.node, peer, from, msg.type);
+          if (from !== null) this.#checkPlacedOnSender(msg, from);
           this.#do({ t: "touch", now, id: msg.node });
           const fresh = this.#do({
             t: "finished",
@@ -329,6 +376,14 @@ export class BalancerService {
           this.#schedulePump();
           return ok(fresh ? 1 : 0);
         }
+        case MessageType.WorkerRequestAck:
+          // Acks come as replies to our pushes; one sent as a request is refused, and one
+          // about a worker bound to another key is refused as such.
+          this.#checkWorkerKey(msg.node, peer, from, msg.type);
+          throw new RequestError(
+            ErrorCode.WrongRole,
+            "worker_request_ack is the reply to a worker_request, not a request",
+          );
         case MessageType.RaftMessage:
           return this.#sync(msg.data);
         case MessageType.NodeListRequest:
@@ -349,6 +404,81 @@ export class BalancerService {
       throw e;
     }
   };
+
+  /** Counts, logs (warn) and returns a FORBIDDEN error. */
+  #forbid(text: string, fields: Record<string, unknown>): RequestError {
+    this.counters.forbidden++;
+    this.#o.log.warn("forbidden", { ...fields, text });
+    return new RequestError(ErrorCode.Forbidden, text);
+  }
+
+  /**
+   * Throws FORBIDDEN unless `from` may speak for the worker with node id `node` (security on;
+   * rpc has already checked that `from` is a worker key):
+   * - the DEALER's routing id must be the node id (workers use it, see roles/worker/main.ts), so
+   *   a key cannot register its own node id while routing through another worker's id;
+   * - the node id must be bound to `from`'s key (the one it registered with), or, for a
+   *   registration, be unbound: new, declared dead since, or bound to a key no longer on the
+   *   keyring (revoked; a worker given a new key must not wait for the old one to be reaped).
+   */
+  #checkWorkerKey(node: Uuid, peer: Uint8Array, from: Identity | null, type: number): void {
+    if (from === null) return;
+    const hex = uuidToHex(node);
+    if (hexId(peer) !== hex) {
+      throw this.#forbid(`routing id ${hexId(peer)} is not the node id ${hex}`, {
+        type,
+        worker: hex,
+        from: from.name,
+      });
+    }
+    const w = this.scheduler.worker(hex);
+    if (!w) return; // register binds it; anything else gets NOT_FOUND from the scheduler
+    const bound = w.auth;
+    if (bound?.publicKey === from.publicKey) return;
+    if (type === MessageType.WorkerRegister) {
+      if (!bound) return;
+      if (this.#creds && !this.#creds.keyring.byKey(bound.publicKey)) {
+        this.#o.log.warn("worker re-keyed: its node id was bound to a revoked key", {
+          worker: hex,
+          revoked: bound.name,
+          key: from.name,
+        });
+        return;
+      }
+    }
+    throw this.#forbid(
+      `worker ${hex} is registered with the key of ${bound?.name ?? "nobody (register first)"}` +
+        `, not ${from.name}`,
+      { type, worker: hex, boundTo: bound?.name ?? null, from: from.name },
+    );
+  }
+
+  /**
+   * Throws FORBIDDEN when this attempt of the chunk is placed on a worker of another key (a
+   * worker reporting another's chunk would free its slot and mark it finished here). A report
+   * for an attempt placed nowhere, or an older attempt, is merely stale (ok, value 0).
+   */
+  #checkPlacedOnSender(
+    m: { node: Uuid; job: Uuid; chunkIndex: number; attempt: number },
+    from: Identity,
+  ): void {
+    const cs = this.scheduler.chunkState(m.job, m.chunkIndex);
+    if (cs.state !== "running" || cs.attempt !== m.attempt) return;
+    const placed = this.scheduler.worker(cs.worker!);
+    if (!placed || placed.auth?.publicKey === from.publicKey) return;
+    throw this.#forbid(
+      `chunk ${m.chunkIndex} attempt ${m.attempt} of job ${uuidToHex(m.job)} is placed on ` +
+        `${placed.auth?.name ?? placed.key}, not ${from.name}`,
+      {
+        type: MessageType.ChunkFinished,
+        job: uuidToHex(m.job),
+        chunk: m.chunkIndex,
+        attempt: m.attempt,
+        placedOn: placed.auth?.name ?? placed.key,
+        from: from.name,
+      },
+    );
+  }
 
   /** This balancer and its workers as node-list entries. */
   nodes(): NodeEntry[] {
@@ -413,6 +543,45 @@ export class BalancerService {
     for (const a of this.#do({ t: "assign", now: this.#now() }) as Assignment[]) this.#push(a);
   }
 
+  /**
+   * The ticket, read capabilities and owner of a worker_request (nothing but the owner in
+   * insecure mode).
+   *
+   * Routing-id hijack. Pushes are addressed by routing id, and the ROUTER lets a new connection
+   * take over a routing id (ROUTER_HANDOVER, so a restarted worker gets its pushes at once).
+   * Any process with a valid worker key can therefore connect with another worker's routing id
+   * and receive that worker's worker_requests for as long as it holds the id. What it gets is
+   * worth nothing to it: the ticket and capabilities are minted for the key the node id is
+   * bound to (the victim's, WorkerInfo.auth), never for the key of whoever holds the
+   * connection, and masters and storage check them against the key of the sender, which
+   * CURVE authenticates: the hijacker can neither fetch the inputs (storage: capability for
+   * another key) nor report a result (masters: ticket for another key). It cannot take the
+   * binding either: a registration, heartbeat or chunk_finished for the victim's node id from
+   * its key, or one for its own node id sent through the victim's routing id, is FORBIDDEN
+   * (#checkWorkerKey). What is left is denial of service while it holds the id: it may ack and
+   * drop the requests (rpc does not tell which key a push reply came from), and the chunks come
+   * back once the victim reports all slots free (idleGraceMs) or stops heartbeating (dead),
+   * and with another attempt number, whose ticket the hijacker never saw. Whichever of the
+   * two connected last holds the id; revoking the hijacker's key ends it for good.
+   */
+  #authFor(a: Assignment): Partial<WorkerRequest> {
+    const out: Partial<WorkerRequest> = a.job.owner ? { owner: a.job.owner } : {};
+    const secret = this.#creds?.clusterSecret;
+    const key = a.worker.auth?.publicKey;
+    if (!secret || !key) return out;
+    const capExpiryMs = this.#now() + (a.job.timeLimitMs || NO_LIMIT_CAP_MS) +
+      (this.#o.capMarginMs ?? CAP_MARGIN_MS);
+    const files = a.job.inputFiles;
+    const caps = new Uint8Array(CAP_BYTES * files.length);
+    for (let i = 0; i < files.length; i++) {
+      caps.set(readCapability(secret, key, files[i].id, capExpiryMs), CAP_BYTES * i);
+    }
+    out.ticket = placementTicket(secret, key, a.job.job, a.chunkIndex, a.attempt);
+    out.capExpiryMs = capExpiryMs;
+    out.caps = caps;
+    return out;
+  }
+
   #push(a: Assignment): void {
     const server = this.#server!;
     const peer = this.#peers.get(a.worker.key);
@@ -437,6 +606,7 @@ export class BalancerService {
       argument: a.job.argument,
       timeLimitMs: a.job.timeLimitMs,
       attempt: a.attempt,
+      ...this.#authFor(a),
     };
     this.counters.pushed++;
     server.push(peer, req, this.#o.pushTimeoutMs ?? 5000).then((reply) => {
