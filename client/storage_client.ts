@@ -56,6 +56,19 @@ export interface StorageClientOptions {
   auth?: Credentials | null;
 }
 
+/** A worker's read capability for one file (worker_request `caps`, `capExpiryMs`). */
+export interface ReadCap {
+  /** The 32-byte capability. */
+  cap?: Uint8Array;
+  /** Unix ms until which it is good. */
+  capExpiryMs?: number;
+}
+
+/** Upload options: the keyring user the file is stored for (workers storing outputs). */
+export interface PutOptions {
+  owner?: string;
+}
+
 /** A storage operation failed; names the file and the node/endpoint. */
 export class StorageError extends Error {
   /** Wire error code (ErrorCode) when the node answered an error, else Internal/Conflict. */
@@ -155,14 +168,22 @@ export class StorageClient {
   // Upload
 
   /** Uploads bytes held in memory; resolves once the node has committed them. */
-  async putBytes(data: Uint8Array): Promise<{ id: Uint8Array; size: number }> {
+  async putBytes(
+    data: Uint8Array,
+    opts: PutOptions = {},
+  ): Promise<{ id: Uint8Array; size: number }> {
     const id = new Uint8Array(createHash("sha256").update(data).digest()).slice(0, 16);
-    await this.#upload(id, data.length, (off, n) => Promise.resolve(data.subarray(off, off + n)));
+    await this.#upload(
+      id,
+      data.length,
+      (off, n) => Promise.resolve(data.subarray(off, off + n)),
+      opts.owner,
+    );
     return { id, size: data.length };
   }
 
   /** Uploads a file: one pass to hash it (the id), a second streaming pass to send it. */
-  async putFile(path: string): Promise<{ id: Uint8Array; size: number }> {
+  async putFile(path: string, opts: PutOptions = {}): Promise<{ id: Uint8Array; size: number }> {
     const f = await Deno.open(path, { read: true });
     try {
       const h = createHash("sha256");
@@ -188,7 +209,7 @@ export class StorageClient {
           got += k;
         }
         return b;
-      });
+      }, opts.owner);
       return { id, size };
     } finally {
       f.close();
@@ -204,6 +225,7 @@ export class StorageClient {
     id: Uuid,
     size: number,
     read: (offset: number, n: number) => Promise<Uint8Array>,
+    owner?: string,
   ): Promise<void> {
     const hex = uuidToHex(id);
     const what = `put of file ${hex}`;
@@ -232,6 +254,7 @@ export class StorageClient {
           totalLength: size,
           offset: next,
           flags: last ? FilePutFlags.Last : 0,
+          ...(owner ? { owner } : {}),
           data,
         };
         const p = this.#rpc.request(msg) as Promise<FilePutAck>;
@@ -299,7 +322,11 @@ export class StorageClient {
    * then renamed into place (so `path` never holds partial or unverified bytes). Returns the
    * length.
    */
-  async getToFile(id: Uuid, path: string, opts: { fsync?: boolean } = {}): Promise<number> {
+  async getToFile(
+    id: Uuid,
+    path: string,
+    opts: { fsync?: boolean } & ReadCap = {},
+  ): Promise<number> {
     const fsync = opts.fsync ?? true;
     const tmp = `${path}.part-${crypto.randomUUID()}`;
     const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
@@ -308,7 +335,7 @@ export class StorageClient {
       len = await this.#download(id, Number.MAX_SAFE_INTEGER, () => {}, async (_off, data) => {
         let n = 0;
         while (n < data.length) n += await f.write(data.subarray(n));
-      });
+      }, opts);
       if (fsync) await f.syncData();
     } catch (e) {
       f.close();
@@ -327,12 +354,14 @@ export class StorageClient {
     maxBytes: number,
     begin: (length: number) => void,
     sink: (offset: number, data: Uint8Array) => Promise<void>,
+    rc: ReadCap = {},
   ): Promise<number> {
     const hex = uuidToHex(id);
     const what = `get of file ${hex}`;
+    const auth = rc.cap ? { cap: rc.cap, capExpiryMs: rc.capExpiryMs ?? 0 } : {};
     const req = (offset: number, maxLength: number) =>
       this.#request<FileResponse>(
-        { type: MessageType.FileRequest, node: this.node, file: id, offset, maxLength },
+        { type: MessageType.FileRequest, node: this.node, file: id, offset, maxLength, ...auth },
         MessageType.FileResponse,
         what,
       );

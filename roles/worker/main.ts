@@ -34,7 +34,8 @@ import { createLogger, type Logger } from "../../lib/log.ts";
 import { loadOrCreateNodeId } from "../../lib/node_id.ts";
 import { FuseMount, type FuseStats } from "../../fuse/mod.ts";
 import { LeaderClient } from "../../client/leader_client.ts";
-import { StorageClient } from "../../client/storage_client.ts";
+import { type ReadCap, StorageClient } from "../../client/storage_client.ts";
+import { CAP_BYTES } from "../../lib/capability.ts";
 import { CacheIndex } from "./cache_index.ts";
 import { type RunningProgram, startProgram } from "./runner.ts";
 
@@ -307,8 +308,26 @@ class Worker implements WorkerNode {
   async #fetch(id: Uint8Array, cachePath: string): Promise<void> {
     // getToFile verifies the SHA-256 against the id and renames into place only then: the cache
     // outlives this process and is addressed by content, so wrong bytes must never get in.
-    const n = await this.#storage.getToFile(id, cachePath);
+    const n = await this.#storage.getToFile(id, cachePath, this.#readCap(id));
     this.#log.debug("fetched", { file: uuidToHex(id), bytes: n });
+  }
+
+  /**
+   * A read capability for file `id` from a chunk running here that has it as an input (storage
+   * serves a worker key only with one; any chunk's will do, the one good longest is taken).
+   * None without security, or when no running chunk reads the file.
+   */
+  #readCap(id: Uint8Array): ReadCap {
+    const hex = uuidToHex(id);
+    let best: ReadCap = {};
+    for (const c of this.#chunks.values()) {
+      const { caps, capExpiryMs = 0 } = c.req;
+      if (!caps || (best.capExpiryMs ?? -1) >= capExpiryMs) continue;
+      const i = c.req.inputFiles.findIndex((f) => uuidToHex(f.id) === hex);
+      if (i < 0 || caps.length < CAP_BYTES * (i + 1)) continue;
+      best = { cap: caps.slice(CAP_BYTES * i, CAP_BYTES * (i + 1)), capExpiryMs };
+    }
+    return best;
   }
 
   #onFetchError(id: Uint8Array, e: unknown): void {
@@ -674,7 +693,7 @@ class Worker implements WorkerNode {
     let outputs: FileEntry[] = [];
     if (!r.spawnError) {
       try {
-        outputs = await this.#uploadOutputs(dir, r.stdoutBytes, log);
+        outputs = await this.#uploadOutputs(dir, r.stdoutBytes, log, req.owner);
       } catch (e) {
         state = CS.Failed;
         failure = FC.OutputFailed;
@@ -706,11 +725,18 @@ class Worker implements WorkerNode {
       outputs,
       stderrTail: r.stderrTail,
       reason,
+      ...ticketOf(req),
     };
   }
 
-  /** Uploads every regular file in the chunk's output dir (and stdout when non-empty). */
-  async #uploadOutputs(dir: string, stdoutBytes: number, log: Logger): Promise<FileEntry[]> {
+  /** Uploads every regular file in the chunk's output dir (and stdout when non-empty), stored
+   * as the job owner's files (`owner` of the worker_request; none without security). */
+  async #uploadOutputs(
+    dir: string,
+    stdoutBytes: number,
+    log: Logger,
+    owner: string | undefined,
+  ): Promise<FileEntry[]> {
     const files: { name: string; path: string }[] = [];
     if (!isRealDir(`${dir}/out`)) {
       // Replaced by a symlink (or a file): never upload what it points at.
@@ -738,9 +764,10 @@ class Worker implements WorkerNode {
     for (const f of files) {
       // Either way the call resolves only once storage has the file durably.
       const small = Deno.statSync(f.path).size <= SMALL_OUTPUT_BYTES;
+      const put = owner ? { owner } : {};
       const r = small
-        ? await this.#storage.putBytes(Deno.readFileSync(f.path))
-        : await this.#storage.putFile(f.path);
+        ? await this.#storage.putBytes(Deno.readFileSync(f.path), put)
+        : await this.#storage.putFile(f.path, put);
       out.push({ id: r.id, size: r.size, name: f.name });
     }
     return out;
@@ -902,7 +929,14 @@ function bareStatus(
     outputs: [],
     stderrTail: enc.encode(""),
     reason,
+    ...ticketOf(req),
   };
+}
+
+/** The placement ticket of a chunk's worker_request, for every worker_status about it (the
+ * masters accept a status only with the ticket minted for this worker's key). */
+function ticketOf(req: WorkerRequest): Pick<WorkerStatus, "ticket"> {
+  return req.ticket && req.ticket.length > 0 ? { ticket: req.ticket } : {};
 }
 
 function hostname(): string {
