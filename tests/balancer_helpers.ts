@@ -244,11 +244,21 @@ export class FakeWorker {
   }
 }
 
-/** Polls `cond` every 20 ms until true or `ms` elapse (then throws with `what`). */
-export async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
+/**
+ * Resolves once every worker_request the balancer pushed before this call has been handled by
+ * its (fake) worker, without waiting for a time: per peer, the balancer's pushes and replies
+ * leave its ROUTER in order and the worker's DEALER hands them over in order, so the reply to a
+ * worker's heartbeat comes after every push sent to that worker before the heartbeat was
+ * handled. Two rounds over all workers: the second also covers placements made while handling
+ * the first (or a chunk_finished still on its way when this was called). A worker the balancer
+ * declared dead answers NOT_FOUND, which is a reply all the same.
+ */
+export async function pushesDelivered(workers: FakeWorker[]): Promise<void> {
+  for (let round = 0; round < 2; round++) {
+    await Promise.all(workers.map((w) =>
+      w.addFiles([]).catch((e) => {
+        if (!(e instanceof RpcError) || e.code !== ErrorCode.NotFound) throw e;
+      })
+    ));
   }
 }

@@ -13,7 +13,8 @@ import {
   uuidToHex,
 } from "../wire/mod.ts";
 import { Socket } from "../wire/zmq/mod.ts";
-import { FakeWorker, type Run, spawnBalancer, waitFor } from "./balancer_helpers.ts";
+import { FakeWorker, pushesDelivered, type Run, spawnBalancer } from "./balancer_helpers.ts";
+import { waitFor } from "./wait.ts";
 
 const master = randomUuid();
 const PROGRAM = new TextEncoder().encode("#!/bin/sh\necho hi\n");
@@ -91,7 +92,7 @@ Deno.test("balancer process: exactly-once placement, locality, dead worker, bad 
     const jb = randomUuid();
     await m.request(dispatch(jc, 3, [{ id: fileC, size: 1 << 20, name: "c" }]));
     await m.request(dispatch(jb, 3, [{ id: fileB, size: 1 << 20, name: "b" }]));
-    await waitFor(() => runs.length === 6, 15_000, "6 locality runs");
+    await waitFor("6 locality runs", () => runs.length === 6);
     for (const r of runs) {
       const want = r.job === uuidToHex(jc) ? c.key : b.key;
       assert.equal(r.worker, want, `chunk ${r.job}/${r.chunk} ran on the wrong worker`);
@@ -110,16 +111,16 @@ Deno.test("balancer process: exactly-once placement, locality, dead worker, bad 
     // The master re-sends dispatches until it has results: the balancer must ignore them.
     const dup = await m.request(dispatch(jobs[0], 60, inputs[0]));
     assert.equal(dup.type, MessageType.Ok);
-    await waitFor(() => runs.length >= 100, 30_000, "100 runs");
+    await waitFor("100 runs", () => runs.length >= 100);
     await waitFor(
-      () => a.holding.size + b.holding.size + c.holding.size === 0,
-      10_000,
       "all chunks finished",
+      () => a.holding.size + b.holding.size + c.holding.size === 0,
     );
     // One more duplicate dispatch after everything finished: nothing new runs.
     const dup2 = await m.request(dispatch(jobs[2], 10, inputs[2]));
     assert.equal(dup2.type === MessageType.Ok && dup2.value, 0);
-    await new Promise((r) => setTimeout(r, 300));
+    // Any placement the duplicate caused has reached its worker by now.
+    await pushesDelivered([a, b, c]);
     assert.equal(runs.length, 100);
     const perChunk = countBy(runs, (r) => `${r.job}/${r.chunk}`);
     assert.equal(perChunk.size, 100);
@@ -136,18 +137,18 @@ Deno.test("balancer process: exactly-once placement, locality, dead worker, bad 
     c.hung = true;
     const jd = randomUuid();
     await m.request(dispatch(jd, 30, []));
-    await waitFor(() => runs.length >= 30, 20_000, "first attempts of 30 chunks");
+    await waitFor("first attempts of 30 chunks", () => runs.length >= 30);
     const onC = runs.filter((r) => r.worker === c.key);
     assert.ok(onC.length > 0, "the hung worker got some chunks before it was declared dead");
     // After 3 s of silence those chunks are re-run on A or B.
-    await waitFor(() => runs.length >= 30 + onC.length, 20_000, "re-runs of the hung chunks");
+    await waitFor("re-runs of the hung chunks", () => runs.length >= 30 + onC.length);
     const reruns = runs.slice(30);
     for (const r of reruns) {
       assert.notEqual(r.worker, c.key);
       assert.equal(r.attempt, 2);
       assert.ok(onC.some((x) => x.chunk === r.chunk), `chunk ${r.chunk} re-ran but was not lost`);
     }
-    await waitFor(() => bal.logs.some((l) => l.includes("worker dead")), 5000, "dead log line");
+    await waitFor("dead log line", () => bal.logs.some((l) => l.includes("worker dead")));
     const perChunkD = countBy(runs.filter((r) => r.worker !== c.key), (r) => String(r.chunk));
     assert.equal(perChunkD.size, 30, "every chunk ran on a live worker");
     // A late chunk_finished of the lost attempt is acknowledged but ignored (value 0)...
@@ -160,12 +161,12 @@ Deno.test("balancer process: exactly-once placement, locality, dead worker, bad 
     );
 
     // ---- a refused request goes to another worker.
-    await waitFor(() => a.holding.size + b.holding.size === 0, 10_000, "re-runs finished");
+    await waitFor("re-runs finished", () => a.holding.size + b.holding.size === 0);
     runs.length = 0;
     a.refuseAll = true;
     const je = randomUuid();
     await m.request(dispatch(je, 2, [{ id: fileA, size: 1 << 20, name: "a" }]));
-    await waitFor(() => runs.length === 2, 10_000, "refused chunks placed elsewhere");
+    await waitFor("refused chunks placed elsewhere", () => runs.length === 2);
     for (const r of runs) assert.equal(r.worker, b.key);
 
     // ---- malformed input: error replies, and the node keeps serving.

@@ -20,7 +20,8 @@ import {
   type Uuid,
   uuidToHex,
 } from "../wire/mod.ts";
-import { FakeWorker, type Run, spawnBalancer, waitFor } from "./balancer_helpers.ts";
+import { FakeWorker, type Run, spawnBalancer } from "./balancer_helpers.ts";
+import { waitFor } from "./wait.ts";
 
 /** Small deterministic PRNG (mulberry32), so a failure reproduces. */
 function rng(seed: number): () => number {
@@ -263,7 +264,7 @@ Deno.test("replication: standby follows, takes over when the primary dies, work 
     );
     const job = randomUuid();
     await mp.request(dispatch(job, 40));
-    await waitFor(() => runs.length >= 12, 10_000, "some chunks ran on the primary");
+    await waitFor("some chunks ran on the primary", () => runs.length >= 12);
     // The standby has the primary's workers (replicated), and is not the leader.
     const nl = await m.request({ type: MessageType.NodeListRequest, node: master });
     assert.ok(nl.type === MessageType.NodeListResponse);
@@ -279,26 +280,14 @@ Deno.test("replication: standby follows, takes over when the primary dies, work 
     const killedAt = Date.now();
     const doneBefore = new Set(runs.map((r) => `${r.chunk}`));
     // The standby takes over and the workers switch to it; the job completes there.
-    await waitFor(
-      () => new Set(runs.map((r) => r.chunk)).size === 40,
-      20_000,
-      "all 40 chunks ran",
-    );
+    await waitFor("all 40 chunks ran", () => new Set(runs.map((r) => r.chunk)).size === 40);
     const tookOverMs = Date.now() - killedAt;
-    await waitFor(
-      () => standby.logs.some((l) => l.includes("standby took over")),
-      5000,
-      "takeover log",
-    );
+    await waitFor("takeover log", () => standby.logs.some((l) => l.includes("standby took over")));
     // The new primary serves the master: a re-dispatch of the same job adds nothing new
     // except chunks it never heard of.
     const again = await m.request(dispatch(job, 40));
     assert.equal(again.type, MessageType.Ok);
-    await waitFor(
-      () => ws.every((w) => w.holding.size === 0),
-      10_000,
-      "all chunks finished",
-    );
+    await waitFor("all chunks finished", () => ws.every((w) => w.holding.size === 0));
     // At-least-once across failover: the standby long-polls the primary's events, so only
     // placements in flight at the kill (at most one per slot) may run twice.
     const perChunk = new Map<number, number>();
