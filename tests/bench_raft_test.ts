@@ -20,6 +20,7 @@ import { BENCHES, BenchUsageError, runBenches, selectBenches } from "../bench/ma
 import { LocalCluster } from "../client/local_cluster.ts";
 import { DsysClient } from "../client/commands.ts";
 import { ChunkState, MessageType } from "../wire/mod.ts";
+import { waitFor } from "./wait.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -49,21 +50,34 @@ Deno.test("closedLoop counts only the measured window and keeps N requests in fl
 });
 
 Deno.test("withServerCpu charges a busy process's CPU time to each operation", async () => {
-  // A real child process that spins (killed once measured; 5 s is only a bound if that fails).
+  // A real child process that spins (killed once measured; 120 s is only a bound if that fails).
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["eval", "const e = Date.now() + 5000; while (Date.now() < e) {}"],
+    args: ["eval", "const e = Date.now() + 120_000; while (Date.now() < e) {}"],
   }).spawn();
-  // Wait until it is past start-up and spinning.
-  while (processCpuMs(child.pid) < 100) await new Promise((res) => setTimeout(res, 10));
-  const r = await withServerCpu([child.pid], () =>
-    closedLoop(1, 200, 0, async () => {
-      await new Promise((res) => setTimeout(res, 20));
-    }));
-  child.kill("SIGKILL");
-  await child.status;
-  assert.ok(r.total > 0);
-  // The spinner got some CPU during the 200 ms window (a loaded machine may give it little).
-  assert.ok(r.serverCpuMs * r.total >= 20, `cpu ${r.serverCpuMs} ms/op x ${r.total}`);
+  try {
+    await waitFor("the spinner to be past start-up", () => processCpuMs(child.pid) >= 100, {
+      timeoutMs: 60_000,
+    });
+    // Each operation lasts until the spinner has used 30 ms more CPU, so however loaded the
+    // machine is, at least that much is charged to each operation.
+    const r = await withServerCpu([child.pid], () =>
+      closedLoop(1, 200, 0, async () => {
+        const from = processCpuMs(child.pid);
+        await waitFor("30 ms of the spinner's CPU", () => processCpuMs(child.pid) >= from + 30, {
+          timeoutMs: 60_000,
+          intervalMs: 5,
+        });
+      }));
+    const spent = processCpuMs(child.pid);
+    assert.equal(r.errors, 0);
+    assert.ok(r.total > 0);
+    assert.ok(r.serverCpuMs >= 30, `cpu ${r.serverCpuMs} ms/op x ${r.total}`);
+    // Only CPU the spinner really used, all of it since it started at most.
+    assert.ok(r.serverCpuMs * r.total <= spent, `${r.serverCpuMs} x ${r.total} > ${spent} ms`);
+  } finally {
+    child.kill("SIGKILL");
+    await child.status;
+  }
   assert.ok(processCpuMs(Deno.pid) > 0);
   assert.equal(processCpuMs(2 ** 30), 0);
 });
