@@ -21,6 +21,7 @@ import { RequestError, RpcServer } from "../lib/rpc.ts";
 import { createLogger } from "../lib/log.ts";
 import { StorageClient } from "../client/storage_client.ts";
 import { mountsAt } from "../fuse/mod.ts";
+import { waitFor, within } from "./wait.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const enc = new TextEncoder();
@@ -49,7 +50,7 @@ async function spawn(script: string, args: string[]): Promise<Proc> {
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let buf = "";
   for (;;) {
-    const { value, done } = await reader.read();
+    const { value, done } = await within(60_000, `${script} listening`, reader.read());
     if (done) throw new Error(`${script} exited before listening:\n${errText}`);
     buf += value;
     const m = buf.match(/^(\{.*"event":"listening".*\})$/m);
@@ -312,11 +313,11 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
     // with the cached file listed.
     const before = balancerInbox.msgs.filter((x) => isRegister(x.msg)).length;
     failNextHeartbeat = true;
-    const deadline = Date.now() + 10_000;
-    while (balancerInbox.msgs.filter((x) => isRegister(x.msg)).length === before) {
-      assert.ok(Date.now() < deadline, "no re-registration after NOT_FOUND");
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitFor(
+      "a re-registration after NOT_FOUND",
+      () => balancerInbox.msgs.filter((x) => isRegister(x.msg)).length > before,
+      { intervalMs: 50 },
+    );
     const rereg = balancerInbox.msgs.filter((x) => isRegister(x.msg)).at(-1)!.msg as WorkerRegister;
     assert.deepEqual(rereg.files.map(uuidToHex), [uuidToHex(dataFile.id)]);
 
@@ -379,12 +380,11 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
         m.state === ChunkState.Running,
       "Running status of chunk 11",
     );
-    let pid = 0;
-    for (let i = 0; i < 100 && !pid; i++) {
-      pid = Number((await Deno.readTextFile(pidFile).catch(() => "")).trim());
-      if (!pid) await new Promise((r) => setTimeout(r, 50));
-    }
-    assert.ok(pid > 0, "the program wrote its pid");
+    const pid = await waitFor(
+      "the program to write its pid",
+      async () => Number((await Deno.readTextFile(pidFile).catch(() => "")).trim()),
+      { intervalMs: 50 },
+    );
     assert.ok((await mountsAt(mount)).length > 0, "mount should be up while running");
     worker.child.kill("SIGTERM");
     const status = await worker.child.status;
@@ -405,11 +405,11 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
     assert.ok(cachedNow.length > 0);
     const regsBefore = balancerInbox.msgs.filter((x) => isRegister(x.msg)).length;
     worker = await spawn("roles/worker/cli.ts", workerArgs);
-    const deadline2 = Date.now() + 20_000;
-    while (balancerInbox.msgs.filter((x) => isRegister(x.msg)).length === regsBefore) {
-      assert.ok(Date.now() < deadline2, "restarted worker did not register");
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitFor(
+      "the restarted worker to register",
+      () => balancerInbox.msgs.filter((x) => isRegister(x.msg)).length > regsBefore,
+      { intervalMs: 50 },
+    );
     const reg2 = balancerInbox.msgs.filter((x) => isRegister(x.msg)).at(-1)!.msg as WorkerRegister;
     assert.equal(uuidToHex(reg2.node), uuidToHex(reg.msg.node));
     assert.deepEqual(reg2.files.map(uuidToHex).sort(), cachedNow.sort());

@@ -9,6 +9,7 @@ import { startProgram } from "../roles/worker/runner.ts";
 import { LocalCluster } from "../client/local_cluster.ts";
 import { DsysClient } from "../client/commands.ts";
 import { ChunkState } from "../wire/mod.ts";
+import { waitFor, waitForJob } from "./wait.ts";
 
 const env = { PATH: "/usr/local/bin:/usr/bin:/bin" };
 const dec = new TextDecoder();
@@ -22,14 +23,10 @@ async function withDir(f: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-/** True while /proc shows `pid` as a live (non-zombie) process. */
-async function aliveAfterPolling(pid: number): Promise<boolean> {
-  for (let i = 0; i < 50; i++) {
-    const stat = await Deno.readTextFile(`/proc/${pid}/stat`).catch(() => "");
-    if (stat === "" || /^\d+ \(.*\) Z/.test(stat)) return false;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return true;
+/** True once /proc shows `pid` gone or a zombie (it can no longer do anything). */
+async function gone(pid: number): Promise<boolean> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`).catch(() => "");
+  return stat === "" || /^\d+ \(.*\) Z/.test(stat);
 }
 
 Deno.test("runner: new session, default SIGPIPE, background jobs killed at exit", async () => {
@@ -61,7 +58,10 @@ Deno.test("runner: new session, default SIGPIPE, background jobs killed at exit"
     const mask = BigInt("0x" + sigIgn.split(/\s+/)[1]);
     assert.equal(mask & (1n << 12n), 0n, `SIGPIPE ignored in the program: ${sigIgn}`);
     const bg = Number((await Deno.readTextFile(`${dir}/bgpid`)).trim());
-    assert.equal(await aliveAfterPolling(bg), false, `background job ${bg} outlived its chunk`);
+    // Left alone it would live for 60 s: dying well before proves it was killed with the chunk.
+    await waitFor(`background job ${bg} to die with its chunk`, () => gone(bg), {
+      timeoutMs: 20_000,
+    });
   });
 });
 
@@ -96,11 +96,13 @@ Deno.test("worker: a reused slot directory shows a chunk nothing of the previous
       'echo "out:$(ls -A "$DSYS_OUTPUT_DIR" | tr "\\n" " ") scratch:$(ls -A | tr "\\n" " ")"\n' +
       'echo "$DSYS_CHUNK_INDEX" > "$DSYS_OUTPUT_DIR/mine-$DSYS_CHUNK_INDEX"\n' +
       "echo left > leftover\n" +
-      '(sleep 0.5; echo late > "$DSYS_OUTPUT_DIR/late") &\n',
+      '(sleep 0.5; echo late > "$DSYS_OUTPUT_DIR/late") &\n' +
+      'echo $! > "$1/bg-$DSYS_CHUNK_INDEX"\n',
   );
   const cluster = await LocalCluster.start({ workers: 1, slotsPerWorker: 1 });
   const client = new DsysClient(cluster.info);
   const sentinel = await Deno.makeTempDir({ prefix: "dsys-sentinel-" });
+  const bgPids = await Deno.makeTempDir({ prefix: "dsys-bgpids-" });
   try {
     // First a job whose chunks replace their output dir and stdout file by symlinks to a
     // directory outside the slot: they fail, and nothing there is emptied or truncated.
@@ -116,7 +118,7 @@ Deno.test("worker: a reused slot directory shows a chunk nothing of the previous
       inputs: [],
       timeLimitMs: 30_000,
     });
-    const ts = await client.waitForJob(tamper, () => {}, 50);
+    const ts = await waitForJob(client, tamper, { intervalMs: 50 });
     assert.equal(ts.state, ChunkState.Failed);
     for (const c of ts.chunks) assert.match(c.reason, /no longer a directory/, c.reason);
     assert.equal(await Deno.readTextFile(`${sentinel}/keep`), "precious\n");
@@ -132,7 +134,7 @@ Deno.test("worker: a reused slot directory shows a chunk nothing of the previous
       inputs: [],
       timeLimitMs: 30_000,
     });
-    const ss = await client.waitForJob(selfish, () => {}, 50);
+    const ss = await waitForJob(client, selfish, { intervalMs: 50 });
     assert.equal(ss.state, ChunkState.Succeeded);
     for (const c of ss.chunks) {
       const out = c.outputs.find((o) => o.name === "stdout")!;
@@ -142,12 +144,12 @@ Deno.test("worker: a reused slot directory shows a chunk nothing of the previous
     const job = await client.submit({
       program,
       programName: "leaky.sh",
-      argument: "",
+      argument: bgPids,
       chunks: 4,
       inputs: [],
       timeLimitMs: 30_000,
     });
-    const s = await client.waitForJob(job, () => {}, 50);
+    const s = await waitForJob(client, job, { intervalMs: 50 });
     assert.equal(s.state, ChunkState.Succeeded);
     for (const c of s.chunks) {
       const names = c.outputs.map((o) => o.name).sort();
@@ -160,7 +162,30 @@ Deno.test("worker: a reused slot directory shows a chunk nothing of the previous
       );
     }
     // The last chunk's background job was killed too: nothing is written after the job ends.
-    await new Promise((r) => setTimeout(r, 800));
+    // Each one is gone (killed, or it wrote `late` and exited after 0.5 s)...
+    for (let i = 0; i < 4; i++) {
+      const pid = Number((await Deno.readTextFile(`${bgPids}/bg-${i}`)).trim());
+      await waitFor(`background job ${pid} of chunk ${i} to be gone`, () => gone(pid), {
+        timeoutMs: 20_000,
+      });
+    }
+    // ...and one more chunk, in the same (only) slot directory once the last one has been
+    // emptied and handed back, finds nothing there.
+    const check = await client.submit({
+      program: new TextEncoder().encode(
+        '#!/bin/sh\necho "out:$(ls -A "$DSYS_OUTPUT_DIR" | tr "\\n" " ")"\n',
+      ),
+      programName: "check.sh",
+      argument: "",
+      chunks: 1,
+      inputs: [],
+      timeLimitMs: 30_000,
+    });
+    const cs = await waitForJob(client, check, { intervalMs: 50 });
+    assert.equal(cs.state, ChunkState.Succeeded);
+    assert.deepEqual(cs.chunks[0].outputs.map((o) => o.name), ["stdout"]);
+    const listed = cs.chunks[0].outputs[0];
+    assert.equal(dec.decode(await client.storage.getBytes(listed.id)), "out:\n", "leftovers");
     const slots = [...Deno.readDirSync(`${cluster.dataDir}/worker1/chunks`)]
       .filter((e) => e.name.startsWith("slot-"));
     assert.equal(slots.length, 1, "one slot, one reused directory");
@@ -171,6 +196,7 @@ Deno.test("worker: a reused slot directory shows a chunk nothing of the previous
     throw e;
   } finally {
     await Deno.remove(sentinel, { recursive: true });
+    await Deno.remove(bgPids, { recursive: true });
     await client.close();
     await cluster.stop();
     await Deno.remove(cluster.dataDir, { recursive: true }).catch(() => {});
