@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { FuseError, FuseMount, mountsAt } from "../fuse/mod.ts";
 import { FakeStorage, hex, randomBytes, sh } from "./fuse_helpers.ts";
+import { waitFor } from "./wait.ts";
 
 const enc = new TextEncoder();
 
@@ -47,15 +48,6 @@ async function exists(p: string): Promise<boolean> {
     return true;
   } catch {
     return false;
-  }
-}
-
-/** Polls `cond` (kernel RELEASE and our eviction pass are asynchronous) for up to 10 s. */
-async function eventually(what: string, cond: () => boolean | Promise<boolean>): Promise<void> {
-  const end = Date.now() + 10_000;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
   }
 }
 
@@ -294,7 +286,7 @@ Deno.test("fuse: eviction skips open and pinned files; LRU keeps the cache bound
     assert.equal(m.pin(ids[0]), 1);
     assert.equal(m.evict(ids[0]), false, "pinned file must not be evicted");
     assert.equal(m.unpin(ids[0]), 0);
-    await eventually("file 0 evictable", () => m.evict(ids[0]));
+    await waitFor("file 0 evictable", () => m.evict(ids[0]));
     assert.equal(await exists(`${cache}/${hex(ids[0])}`), false);
     // Next read fetches again.
     assert.equal((await sh("cmp", `${mnt}/j/0`, `${store.dir}/${hex(ids[0])}`)).code, 0);
@@ -304,7 +296,7 @@ Deno.test("fuse: eviction skips open and pinned files; LRU keeps the cache bound
       const r = await sh("cmp", `${mnt}/j/${i}`, `${store.dir}/${hex(ids[i])}`);
       assert.equal(r.code, 0, r.stdout + r.stderr);
     }
-    await eventually("LRU evicted file 0", async () => !(await exists(`${cache}/${hex(ids[0])}`)));
+    await waitFor("LRU evicted file 0", async () => !(await exists(`${cache}/${hex(ids[0])}`)));
     assert.ok(await exists(`${cache}/${hex(ids[1])}`));
     assert.ok(await exists(`${cache}/${hex(ids[2])}`));
     assert.ok(m.stats().evictions >= 2);

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { LocalCluster } from "../client/local_cluster.ts";
 import { DsysClient } from "../client/commands.ts";
 import { ClusterOp, MessageType, NodeFlags, uuidToHex } from "../wire/mod.ts";
+import { waitFor } from "./wait.ts";
 
 const PROGRAM = new TextEncoder().encode("#!/bin/sh\necho hi\n");
 
@@ -23,7 +24,7 @@ function submitOne(c: DsysClient): Promise<Uint8Array> {
 }
 
 async function leaderName(c: LocalCluster, client: DsysClient): Promise<string> {
-  for (let i = 0; i < 100; i++) {
+  return await waitFor("a leader", async () => {
     try {
       const nodes = await client.nodes();
       const l = nodes.find((n) => n.role === 1 && (n.flags & NodeFlags.Leader));
@@ -32,9 +33,8 @@ async function leaderName(c: LocalCluster, client: DsysClient): Promise<string> 
         if (m && c.procs.has(m[1])) return m[1];
       }
     } catch { /* election in progress */ }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error("no leader found");
+    return "";
+  }, { timeoutMs: 60_000, intervalMs: 100 });
 }
 
 async function jobIds(client: DsysClient): Promise<string[]> {
@@ -60,14 +60,6 @@ function submitStream(clients: DsysClient[]) {
       await running;
     },
   };
-}
-
-async function until(cond: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 async function withMasters(
@@ -100,13 +92,17 @@ Deno.test("masters: kill -9 of the leader under load loses and duplicates nothin
       () => new DsysClient(cluster.info, { deadlineMs: 20_000 }),
     );
     const stream = submitStream(clients);
-    await until(() => stream.acked.length >= 10, "10 acknowledged submissions");
+    await waitFor("10 acknowledged submissions", () => stream.acked.length >= 10, {
+      timeoutMs: 60_000,
+    });
     const victim = await leaderName(cluster, client);
     const proc = cluster.procs.get(victim)!;
     await cluster.kill(victim);
     const atKill = stream.acked.length;
     // Progress under the new leader: 10 more acknowledged after the kill.
-    await until(() => stream.acked.length >= atKill + 10, "submissions after the kill");
+    await waitFor("submissions after the kill", () => stream.acked.length >= atKill + 10, {
+      timeoutMs: 60_000,
+    });
     await stream.stop();
     const acked = stream.acked;
     await Promise.all(clients.map((c) => c.close()));
@@ -119,7 +115,7 @@ Deno.test("masters: kill -9 of the leader under load loses and duplicates nothin
     // The killed master restarts, catches up and can lead with the full table.
     await cluster.restart(victim, proc);
     const member = `${victim}@${proc.endpoint}`;
-    for (let i = 0;; i++) {
+    await waitFor(`leadership to move to ${victim}`, async () => {
       try {
         await client.masters.request({
           type: MessageType.ClusterChange,
@@ -127,11 +123,13 @@ Deno.test("masters: kill -9 of the leader under load loses and duplicates nothin
           op: ClusterOp.TransferLeader,
           member,
         });
+        // Give the transfer a moment before looking (a retry cadence, not a proof).
         await new Promise((r) => setTimeout(r, 300));
-        if ((await leaderName(cluster, client)) === victim) break;
-      } catch { /* retry */ }
-      if (i > 30) throw new Error(`leadership never moved to ${victim}`);
-    }
+        return (await leaderName(cluster, client)) === victim;
+      } catch {
+        return false; // retry
+      }
+    }, { timeoutMs: 90_000, intervalMs: 100 });
     const after = await jobIds(client);
     assert.deepEqual(after.sort(), jobs.sort());
   });
@@ -159,14 +157,16 @@ Deno.test("masters: a master wiped clean rejoins under a new name by snapshot", 
     const p = args.indexOf("--peers");
     args.splice(p, 2, "--join");
     await cluster.spawn(fresh, "master", args);
-    for (let i = 0;; i++) {
+    await waitFor(`leadership to move to ${fresh}`, async () => {
       try {
         await change(ClusterOp.TransferLeader, `${fresh}@${proc.endpoint}`);
+        // Give the transfer a moment before looking (a retry cadence, not a proof).
         await new Promise((r) => setTimeout(r, 300));
-        if ((await leaderName(cluster, client)) === fresh) break;
-      } catch { /* retry */ }
-      if (i > 40) throw new Error(`leadership never moved to ${fresh}`);
-    }
+        return (await leaderName(cluster, client)) === fresh;
+      } catch {
+        return false; // retry
+      }
+    }, { timeoutMs: 90_000, intervalMs: 100 });
     assert.deepEqual((await jobIds(client)).sort(), before.sort());
     const log = await Deno.readTextFile(`${cluster.dataDir}/logs/${fresh}.log`);
     assert.match(log, /installed snapshot/);
