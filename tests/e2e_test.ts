@@ -8,6 +8,7 @@ import { DsysClient } from "../client/commands.ts";
 import { RpcError } from "../lib/rpc.ts";
 import { ChunkState, ErrorCode, FailureCode, uuidToHex } from "../wire/mod.ts";
 import { Socket } from "../wire/zmq/mod.ts";
+import { waitFor, waitForJob } from "./wait.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -60,7 +61,7 @@ Deno.test("e2e: a 16-chunk job over 4 workers; outputs checked byte for byte", a
       inputs: [{ id: put.id, name: "data.txt" }],
       timeLimitMs: 30_000,
     });
-    const s = await client.waitForJob(job);
+    const s = await waitForJob(client, job);
     assert.equal(s.state, ChunkState.Succeeded, JSON.stringify(s.chunks.map((c) => c.reason)));
     assert.equal(s.done, 16);
     const digest = sha256Hex(data);
@@ -106,7 +107,7 @@ Deno.test("e2e: lazy fetch — unread inputs are never fetched, a second chunk r
       inputs: [{ id: read.id, name: "read.txt" }, { id: unread.id, name: "unread.txt" }],
       timeLimitMs: 30_000,
     });
-    const s = await client.waitForJob(job);
+    const s = await waitForJob(client, job);
     assert.equal(s.state, ChunkState.Succeeded);
     for (const c of s.chunks) {
       assert.match(dec.decode(c.stderrTail), /unread\.txt/);
@@ -164,18 +165,18 @@ Deno.test("e2e: bad input gets clear errors or failed chunks, and every node sta
       program: enc.encode("#!/bin/sh\nsleep 600\n"),
       timeLimitMs: 1000,
     });
-    const f = await client.waitForJob(failing);
+    const f = await waitForJob(client, failing);
     assert.equal(f.state, ChunkState.Failed);
     assert.equal(f.chunks[0].exitCode, 3);
     assert.equal(f.chunks[0].failure, FailureCode.ExitCode);
     assert.match(dec.decode(f.chunks[0].stderrTail), /something broke/);
-    const h = await client.waitForJob(hanging);
+    const h = await waitForJob(client, hanging);
     assert.equal(h.state, ChunkState.Failed);
     assert.equal(h.chunks[0].failure, FailureCode.Timeout);
     assert.match(h.chunks[0].reason, /time limit/);
     // Still serving.
     const ok = await client.submit(base);
-    assert.equal((await client.waitForJob(ok)).state, ChunkState.Succeeded);
+    assert.equal((await waitForJob(client, ok)).state, ChunkState.Succeeded);
     assert.equal((await client.nodes()).filter((n) => n.role === 4).length, 1);
   });
 });
@@ -204,7 +205,7 @@ Deno.test("e2e: master and storage restart between submit and completion; nothin
     await cluster.kill("storage");
     await cluster.restart("storage", storage);
     await cluster.restart("master", master);
-    const s = await client.waitForJob(job);
+    const s = await waitForJob(client, job);
     assert.equal(s.state, ChunkState.Succeeded);
     for (const c of s.chunks) {
       const out = c.outputs.find((o) => o.name === "stdout")!;
@@ -215,7 +216,7 @@ Deno.test("e2e: master and storage restart between submit and completion; nothin
   });
 });
 
-/** Peak resident set of a process, MiB (VmHWM). */
+/** Peak resident set of a process so far, MiB (VmHWM). */
 async function peakRssMiB(pid: number): Promise<number> {
   const status = await Deno.readTextFile(`/proc/${pid}/status`);
   const m = /VmHWM:\s+(\d+) kB/.exec(status);
@@ -226,38 +227,71 @@ async function peakRssMiB(pid: number): Promise<number> {
 Deno.test("e2e: a 256 MiB input read through the mount keeps worker and storage RSS bounded", async () => {
   await withCluster({ workers: 1, slotsPerWorker: 1 }, async (cluster, client) => {
     const dir = await Deno.makeTempDir();
-    const path = `${dir}/big.bin`;
-    const hash = createHash("sha256");
-    const f = await Deno.open(path, { write: true, create: true });
-    const block = new Uint8Array(1 << 20);
-    for (let i = 0; i < 256; i++) {
-      block.fill(i);
-      new DataView(block.buffer).setUint32(0, i * 2654435761, true);
-      hash.update(block);
-      await f.write(block);
-    }
-    f.close();
-    const digest = hash.digest("hex");
-    const [put] = await client.put([path]);
+    /** Stores a file of `mib` distinct 1 MiB blocks, runs sha256sum over it in one chunk. */
+    const sumThroughMount = async (mib: number) => {
+      const path = `${dir}/big.bin`;
+      const hash = createHash("sha256");
+      const f = await Deno.open(path, { write: true, create: true, truncate: true });
+      const block = new Uint8Array(1 << 20);
+      for (let i = 0; i < mib; i++) {
+        block.fill(i);
+        new DataView(block.buffer).setUint32(0, i * 2654435761 + mib, true);
+        hash.update(block);
+        await f.write(block);
+      }
+      f.close();
+      const digest = hash.digest("hex");
+      const [put] = await client.put([path]);
+      await Deno.remove(path);
+      const job = await client.submit({
+        program: enc.encode('#!/bin/sh\nsha256sum < "$DSYS_INPUT_DIR/big.bin" | cut -d" " -f1\n'),
+        programName: "sum.sh",
+        argument: "",
+        chunks: 1,
+        inputs: [{ id: put.id, name: "big.bin" }],
+        timeLimitMs: 120_000,
+      });
+      const s = await waitForJob(client, job, { timeoutMs: 180_000 });
+      assert.equal(s.state, ChunkState.Succeeded, s.chunks[0].reason);
+      const out = s.chunks[0].outputs.find((o) => o.name === "stdout")!;
+      assert.equal(dec.decode(await client.storage.getBytes(out.id)), digest + "\n");
+    };
+    const pids = {
+      worker: cluster.procs.get("worker1")!.child.pid,
+      storage: cluster.procs.get("storage")!.child.pid,
+    };
+    // Baseline: the same put, job and read over 64 MiB. Every code path has run by then, and
+    // each process has reached its plateau: transfer window, ZeroMQ buffers, and the garbage
+    // its GC lets pile up. Streaming, the 4x bigger file adds little to that peak; held whole,
+    // it would add at least the 192 MiB the files differ by.
+    await sumThroughMount(64);
+    const before = {
+      worker: await peakRssMiB(pids.worker),
+      storage: await peakRssMiB(pids.storage),
+    };
+    await sumThroughMount(256);
+    const after = {
+      worker: await peakRssMiB(pids.worker),
+      storage: await peakRssMiB(pids.storage),
+    };
     await Deno.remove(dir, { recursive: true });
-    const job = await client.submit({
-      program: enc.encode('#!/bin/sh\nsha256sum < "$DSYS_INPUT_DIR/big.bin" | cut -d" " -f1\n'),
-      programName: "sum.sh",
-      argument: "",
-      chunks: 1,
-      inputs: [{ id: put.id, name: "big.bin" }],
-      timeLimitMs: 120_000,
-    });
-    const s = await client.waitForJob(job);
-    assert.equal(s.state, ChunkState.Succeeded, s.chunks[0].reason);
-    const out = s.chunks[0].outputs.find((o) => o.name === "stdout")!;
-    assert.equal(dec.decode(await client.storage.getBytes(out.id)), digest + "\n");
-    // Streaming in bounded chunks: neither process ever held the file in memory.
-    const worker = await peakRssMiB(cluster.procs.get("worker1")!.child.pid);
-    const storage = await peakRssMiB(cluster.procs.get("storage")!.child.pid);
-    console.log(`peak RSS: worker ${worker.toFixed(0)} MiB, storage ${storage.toFixed(0)} MiB`);
-    assert.ok(worker < 200, `worker peak RSS ${worker.toFixed(0)} MiB`);
-    assert.ok(storage < 200, `storage peak RSS ${storage.toFixed(0)} MiB`);
+    // Measured over 24 runs (12 of them with two CPU hogs on the 2 cores): peak RSS 137-166
+    // MiB after 64 MiB and 147-230 MiB after 256 MiB; what the 256 MiB file added to the peak
+    // was 2-31 MiB for the worker and 0-69 MiB for the storage node. (The absolute bound this
+    // replaces, 200 MiB, failed often: after 256 MiB alone the worker's peak spread 145-192 MiB
+    // and the storage node's 150-230 MiB over ~55 runs.)
+    for (const role of ["worker", "storage"] as const) {
+      const added = after[role] - before[role];
+      console.log(
+        `${role} peak RSS: ${before[role].toFixed(0)} MiB after 64 MiB, ` +
+          `${after[role].toFixed(0)} MiB after 256 MiB (+${added.toFixed(0)})`,
+      );
+      assert.ok(
+        added < 128,
+        `${role} peak RSS grew ${added.toFixed(0)} MiB over its 64 MiB baseline ` +
+          `(${before[role].toFixed(0)} -> ${after[role].toFixed(0)} MiB) reading 256 MiB`,
+      );
+    }
   });
 });
 
@@ -273,17 +307,19 @@ Deno.test("e2e: the standby balancer takes over when the primary is killed mid-j
         inputs: [],
         timeLimitMs: 30_000,
       });
-      for (;;) {
-        const s = await client.status(job);
-        if (s.done >= 4) break;
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await waitFor(
+        "4 chunks done before the kill",
+        async () => (await client.status(job)).done >= 4,
+        {
+          timeoutMs: 60_000,
+        },
+      );
       // `dsys nodes` lists both balancers (the primary flagged) and each worker once.
       const before = await client.nodes();
       assert.deepEqual(before.filter((n) => n.role === 2).map((n) => n.flags & 1).sort(), [0, 1]);
       assert.equal(before.filter((n) => n.role === 4).length, 2);
       await cluster.kill("balancer");
-      const s = await client.waitForJob(job);
+      const s = await waitForJob(client, job);
       assert.equal(s.state, ChunkState.Succeeded);
       for (const c of s.chunks) {
         const out = c.outputs.find((o) => o.name === "stdout")!;
