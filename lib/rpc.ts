@@ -269,7 +269,12 @@ export class RpcClient {
       return Promise.reject(new RpcError(ErrorCode.Unavailable, "client closed", this.endpoint));
     }
     const id = this.#nextId++;
-    const frame = encode(msg);
+    let frame: Uint8Array;
+    try {
+      frame = encode(msg);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const reply = this.#pending.add(id, this.endpoint, timeoutMs, `type ${msg.type}`);
     this.#sock.send([idFrame(id), frame]).catch((e) =>
       this.#pending.fail(
@@ -422,8 +427,14 @@ export class RpcServer {
   push(peer: Uint8Array, msg: Message, timeoutMs = 10_000): Promise<Message> {
     const id = this.#nextId++;
     const peerName = hexId(peer);
+    let frame: Uint8Array;
+    try {
+      frame = encode(msg);
+    } catch (e) {
+      return Promise.reject(e); // a bad field is the caller's error, never an uncaught one
+    }
     const reply = this.#pending.add(id, peerName, timeoutMs, `push of type ${msg.type}`);
-    this.#sock.send([peer, idFrame(id), encode(msg)]).catch((e) =>
+    this.#sock.send([peer, idFrame(id), frame]).catch((e) =>
       this.#pending.fail(id, new RpcError(ErrorCode.Unavailable, `send failed: ${e}`, peerName))
     );
     return reply;

@@ -1263,7 +1263,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.NodeListRequest,
-    senders: ["client"],
+    senders: ["client", "master"],
     name: "NodeListRequest",
     wire: "node_list_request",
     base: 25,

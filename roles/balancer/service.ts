@@ -76,6 +76,8 @@ export interface BalancerServiceOptions extends SchedulerOptions {
 
 /** Time limit assumed for the capabilities of a job without one (the masters' maximum). */
 const NO_LIMIT_CAP_MS = 24 * 3600_000;
+/** Longest per-chunk time limit a dispatch may carry (the masters' maximum, 24 h). */
+const MAX_DISPATCH_TIME_LIMIT_MS = 24 * 3600_000;
 /** Default of BalancerServiceOptions.capMarginMs. */
 const CAP_MARGIN_MS = 10 * 60_000;
 
@@ -278,6 +280,14 @@ export class BalancerService {
     try {
       switch (msg.type) {
         case MessageType.JobDispatch: {
+          // Masters validate submissions, but nothing from the network is taken on trust:
+          // a time limit past the masters' own maximum would overflow capability expiries.
+          if (msg.timeLimitMs > MAX_DISPATCH_TIME_LIMIT_MS || msg.numChunks < 1) {
+            throw new RequestError(
+              ErrorCode.BadRequest,
+              `job_dispatch: time limit ${msg.timeLimitMs} ms or ${msg.numChunks} chunks out of range`,
+            );
+          }
           this.counters.dispatches++;
           const r = this.#do({
             t: "dispatch",

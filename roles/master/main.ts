@@ -156,6 +156,8 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
       sm: {
         apply: (data) => table.apply(decodeCommand(data)),
         snapshot: () => encodeSnapshot(table),
+        // A snapshot from a peer is decoded before it is stored: one that cannot be is dropped.
+        checkSnapshot: (data) => void decodeSnapshot(data),
         restore: (data) => {
           table = decodeSnapshot(data);
           service?.setTable(table);
