@@ -14,6 +14,7 @@
  * _ROUNDS and _TRIALS set the same.
  * @module
  */
+import { Credentials } from "../lib/security.ts";
 import { parseArgs } from "node:util";
 import { LocalCluster, type LocalClusterOptions } from "../client/local_cluster.ts";
 import type { ClusterInfo } from "../client/cluster.ts";
@@ -381,7 +382,13 @@ export function dsysTarget(c: LocalCluster, valueBytes = 256): FailoverTarget {
     const p = c.procs.get(name) ?? saved.get(name);
     if (!p) throw new RaftBenchError(`no master ${name}`);
     let r = rpcs.get(name);
-    if (!r) rpcs.set(name, r = new RpcClient(p.endpoint, { node: client }));
+    if (!r) {
+      // The admin's key when the cluster has keys; the name finds the master's own key.
+      const auth = c.info.key && c.info.keyring
+        ? Credentials.loadSync(c.info.key, c.info.keyring)
+        : null;
+      rpcs.set(name, r = new RpcClient(`${name}@${p.endpoint}`, { node: client, auth }));
+    }
     return r;
   };
   return {

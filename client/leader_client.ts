@@ -72,10 +72,7 @@ export class LeaderClient {
         if (!(e instanceof RpcError)) throw e;
         lastError = e;
         if (e.code === ErrorCode.NotLeader && e.text) {
-          // The hint is the leader's member id NAME@ENDPOINT (older masters: ENDPOINT alone).
-          const hint = splitNamedEndpoint(e.text).endpoint;
-          let i = this.#endpoints.findIndex((ep) => splitNamedEndpoint(ep).endpoint === hint);
-          if (i < 0) i = this.#endpoints.push(e.text) - 1;
+          const i = this.#indexOfHint(e.text);
           if (i !== this.#current) {
             this.#current = i;
             continue;
@@ -94,6 +91,25 @@ export class LeaderClient {
       }
     }
     throw lastError ?? new RpcError(ErrorCode.Unavailable, "no master answered", this.leader);
+  }
+
+  /**
+   * Where the NOT_LEADER hint (the leader's member id NAME@ENDPOINT; older masters: ENDPOINT)
+   * is in the endpoint list, added or updated if need be. A hint naming another key than the
+   * entry with its endpoint replaces that entry: a master re-added under a new name on the same
+   * address has a new key, and the old name's key would fail the CURVE handshake.
+   */
+  #indexOfHint(hint: string): number {
+    const h = splitNamedEndpoint(hint);
+    const i = this.#endpoints.findIndex((ep) => splitNamedEndpoint(ep).endpoint === h.endpoint);
+    if (i < 0) return this.#endpoints.push(hint) - 1;
+    const old = this.#endpoints[i];
+    if (h.name !== undefined && splitNamedEndpoint(old).name !== h.name) {
+      this.#endpoints[i] = hint;
+      this.#clients.get(old)?.close();
+      this.#clients.delete(old);
+    }
+    return i;
   }
 
   /** Closes all sockets. */

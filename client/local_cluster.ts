@@ -4,7 +4,9 @@
  */
 import type { ClusterInfo } from "./cluster.ts";
 import { addKey, initCluster } from "./keys.ts";
-import { Keyring } from "../lib/security.ts";
+import { Credentials, Keyring, type Role } from "../lib/security.ts";
+import { RpcClient, RpcError } from "../lib/rpc.ts";
+import { ErrorCode, MessageType, randomUuid } from "../wire/mod.ts";
 import { joinNamedEndpoint } from "../lib/named_endpoint.ts";
 
 /** Options of a local cluster. */
@@ -75,6 +77,34 @@ export class LocalCluster {
     const path = `${this.keysDir}/${name}.key`;
     const ring = Keyring.parse(await Deno.readTextFile(this.keyringPath!));
     if (!ring.byName(name)) await addKey(this.keyringPath!, role as "worker", name);
+    return path;
+  }
+
+  /**
+   * Puts a new key on the keyring and waits until every running master, balancer and storage
+   * node lets it in (they re-read the keyring about once a second). Returns its key file.
+   * Needed before a node with that key starts: libzmq does not retry a refused handshake.
+   */
+  async admitKey(name: string, role: Role, timeoutMs = 20_000): Promise<string> {
+    const path = await this.keyFor(name, role);
+    const creds = Credentials.loadSync(path, this.keyringPath!);
+    const end = Date.now() + timeoutMs;
+    try {
+      for (const p of this.procs.values()) {
+        if (p.role !== "master" && p.role !== "balancer" && p.role !== "storage") continue;
+        for (;;) {
+          // A fresh socket per try: one that saw its handshake refused stays refused.
+          const c = new RpcClient(`${p.name}@${p.endpoint}`, { node: randomUuid(), auth: creds });
+          const answered = await c.request({ type: MessageType.NodeListRequest, node: c.node }, 500)
+            .then(() => true, (e) => e instanceof RpcError && e.code !== ErrorCode.Unavailable);
+          await c.close();
+          if (answered) break;
+          if (Date.now() > end) throw new Error(`${p.name} did not admit key ${name} in time`);
+        }
+      }
+    } finally {
+      creds.close();
+    }
     return path;
   }
 

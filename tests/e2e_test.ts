@@ -147,8 +147,16 @@ Deno.test("e2e: bad input gets clear errors or failed chunks, and every node sta
     await rejects({ program: new Uint8Array(17 * 1024 * 1024) }, ErrorCode.TooLarge, /program/);
 
     // A malformed frame to each role's socket is answered with an error; the node stays up.
-    for (const ep of [cluster.info.masters[0], cluster.info.balancer, cluster.info.storage]) {
-      const raw = new Socket("DEALER", { linger: 0 });
+    // (The sender is an authenticated admin: a frame from a stranger never gets this far.)
+    for (const ref of [cluster.info.masters[0], cluster.info.balancer, cluster.info.storage]) {
+      const creds = client.credentials!;
+      const { endpoint: ep, serverKey } = creds.resolve(ref.split(",")[0]);
+      const raw = new Socket("DEALER", {
+        linger: 0,
+        curveServerKey: serverKey,
+        curvePublicKey: creds.self.publicKey,
+        curveSecretKey: creds.self.secretKey,
+      });
       raw.connect(ep);
       await raw.send([new Uint8Array(8), new Uint8Array([30, 1, 2, 3, 4, 5])]);
       const [, body] = await raw.receive();

@@ -151,6 +151,7 @@ Deno.test("masters: a master wiped clean rejoins under a new name by snapshot", 
       client.masters.request({ type: MessageType.ClusterChange, node: client.node, op, member });
     await change(ClusterOp.RemoveMaster, `${victim}@${proc.endpoint}`);
     const fresh = `${victim}b`;
+    await cluster.admitKey(fresh, "master");
     await change(ClusterOp.AddMaster, `${fresh}@${proc.endpoint}`);
     const args = [...proc.args];
     args[args.indexOf("--id") + 1] = fresh;
