@@ -57,7 +57,7 @@ export const ErrorCode = {
   Conflict: 5,
   /** Well-formed but semantically invalid request (e.g. 0 chunks, offset past end). */
   BadRequest: 6,
-  /** This master is not the Raft leader; text = leader endpoint ("" when unknown). */
+  /** This master is not the Raft leader; text = the leader's member id NAME@ENDPOINT ("" if unknown). */
   NotLeader: 7,
   /** Temporarily unable to serve (no quorum, no workers, shutting down): retry later. */
   Unavailable: 8,
