@@ -6,6 +6,11 @@
  * - 64 B msgs/s: a DEALER pipelines 64-byte messages to a ROUTER sink (then one flush echo);
  * - 1 MiB MB/s: the same with 1 MiB messages.
  *
+ * The CURVE rows measure what encryption costs dsys: the same dsys sockets with CURVE on (a
+ * server and a client keypair, a ZAP handler in the peer process that accepts the client's key;
+ * the options a dsys node's RpcServer uses: ZAP domain "dsys", ZAP_ENFORCE_DOMAIN, User-Id on
+ * every received message) against the same sockets without CURVE.
+ *
  * `deno run -A bench/zmq.ts` prints a markdown table; bench/main.ts calls runZmqBench().
  * The Node side (bench/node_zmq/) is npm-installed into bench/.node/ on first use.
  *
@@ -13,7 +18,16 @@
  */
 
 import process from "node:process";
-import { Socket } from "../wire/zmq/mod.ts";
+import { parseArgs } from "node:util";
+import {
+  curveKeypair,
+  type Received,
+  Socket,
+  type SocketOptions,
+  z85Encode,
+  ZapHandler,
+} from "../wire/zmq/mod.ts";
+import { ZAP_DOMAIN } from "../lib/security.ts";
 import type { BenchRow } from "./types.ts";
 
 /** One benchmark result (shared shape of every dsys benchmark). */
@@ -39,11 +53,78 @@ interface Measurement {
 /** Socket options of the zero-copy variant (opt-in in dsys; zeromq.js does it by default). */
 const ZERO_COPY = { zeroCopyRecvMin: 65536, zeroCopySendMin: 65536 };
 
-async function peer(zeroCopy: boolean): Promise<void> {
-  const router = new Socket("ROUTER", zeroCopy ? ZERO_COPY : {});
+/** Socket variant of a dsys peer or client process. */
+type Variant = "plain" | "zc" | "curve";
+
+/**
+ * CURVE keys of the "curve" variant, Z85, in the environment of the bench's children (each
+ * gets the secret key of its own side only). Made fresh by every bench run.
+ */
+const CURVE_ENV = "DSYS_ZMQ_BENCH_CURVE";
+interface CurveKeys {
+  serverPublic: string;
+  serverSecret?: string;
+  clientPublic: string;
+  clientSecret?: string;
+}
+
+function curveKeys(): CurveKeys {
+  const text = Deno.env.get(CURVE_ENV);
+  if (!text) throw new Error(`bench/zmq.ts: curve variant without ${CURVE_ENV}`);
+  return JSON.parse(text) as CurveKeys;
+}
+
+/** The peer's (server's) socket options: what lib/rpc.ts's RpcServer sets for CURVE. */
+function peerOptions(variant: Variant): SocketOptions {
+  if (variant === "zc") return ZERO_COPY;
+  if (variant === "plain") return {};
+  const k = curveKeys();
+  return {
+    curveServer: true,
+    curvePublicKey: k.serverPublic,
+    curveSecretKey: k.serverSecret,
+    zapDomain: ZAP_DOMAIN,
+    zapEnforceDomain: true,
+    peerUserId: true,
+  };
+}
+
+/** The client's socket options: what lib/rpc.ts's RpcClient sets for CURVE. */
+function clientOptions(variant: Variant): SocketOptions {
+  if (variant === "zc") return ZERO_COPY;
+  if (variant === "plain") return {};
+  const k = curveKeys();
+  return {
+    curveServerKey: k.serverPublic,
+    curvePublicKey: k.clientPublic,
+    curveSecretKey: k.clientSecret,
+  };
+}
+
+async function peer(variant: Variant): Promise<void> {
+  let zap: ZapHandler | undefined;
+  let userId: string | undefined;
+  if (variant === "curve") {
+    // Like a dsys node: the process's ZAP handler is up before the socket accepts a handshake
+    // and lets in exactly the keys it knows (here: the client's).
+    userId = curveKeys().clientPublic;
+    zap = new ZapHandler((req) =>
+      req.domain === ZAP_DOMAIN && req.mechanism === "CURVE" && req.publicKey &&
+        z85Encode(req.publicKey) === userId
+        ? { ok: true, userId: userId! }
+        : { ok: false, reason: "key not accepted" }
+    );
+  }
+  const router = new Socket("ROUTER", peerOptions(variant));
   console.log(`READY ${router.bind("tcp://127.0.0.1:*")}`);
   const done = new TextEncoder().encode("done");
-  for await (const [id, body] of router) {
+  for await (const msg of router) {
+    const frames: Received = msg; // the iterator yields receive()'s arrays
+    const [id, body] = frames;
+    // The User-Id is read on every message, as RpcServer does; a wrong one is a broken bench.
+    if (zap && frames.userId !== userId) {
+      throw new Error(`CURVE peer: message with User-Id ${frames.userId}`);
+    }
     const kind = body[0];
     if (kind === E) await router.send([id, body]);
     else if (kind === F) await router.send([id, done]);
@@ -55,9 +136,9 @@ async function client(
   test: string,
   n: number,
   size: number,
-  zeroCopy: boolean,
+  variant: Variant,
 ): Promise<void> {
-  const dealer = new Socket("DEALER", zeroCopy ? ZERO_COPY : {});
+  const dealer = new Socket("DEALER", clientOptions(variant));
   dealer.connect(endpoint);
   const probe = new Uint8Array(64).fill(E);
   for (let i = 0; i < 200; i++) {
@@ -90,20 +171,43 @@ async function client(
 
 // ---- orchestration --------------------------------------------------------------------------
 
-/** "dsys-zc" is dsys with the zero-copy socket options. */
-type Impl = "dsys" | "dsys-zc" | "node";
+/** "dsys-zc" is dsys with the zero-copy socket options, "dsys-curve" dsys with CURVE. */
+type Impl = "dsys" | "dsys-zc" | "dsys-curve" | "node";
 
-function command(impl: Impl, args: string[], stdout: "piped" | "null"): Deno.ChildProcess {
+const VARIANT: Record<Exclude<Impl, "node">, Variant> = {
+  "dsys": "plain",
+  "dsys-zc": "zc",
+  "dsys-curve": "curve",
+};
+
+/** Keypairs of this run's CURVE peer and client (made once, on first use). */
+let runKeys: { server: CurveKeys; client: CurveKeys } | undefined;
+
+function childKeys(side: "server" | "client"): string {
+  if (!runKeys) {
+    const s = curveKeypair(), c = curveKeypair();
+    const pub = { serverPublic: s.publicKey, clientPublic: c.publicKey };
+    runKeys = {
+      server: { ...pub, serverSecret: s.secretKey },
+      client: { ...pub, clientSecret: c.secretKey },
+    };
+  }
+  return JSON.stringify(runKeys[side]);
+}
+
+function command(
+  impl: Impl,
+  args: string[],
+  stdout: "piped" | "null",
+  side: "server" | "client",
+): Deno.ChildProcess {
   const [cmd, full] = impl === "node"
     ? ["node", [NODE_SCRIPT, ...args]]
-    : [Deno.execPath(), ["run", "-A", SELF, ...args, ...(impl === "dsys-zc" ? ["zc"] : [])]];
-  return new Deno.Command(cmd, {
-    args: full,
-    stdin: "null",
-    stdout,
-    stderr: "inherit",
-    env: { NODE_PATH: `${NODE_DIR}node_modules` },
-  }).spawn();
+    : [Deno.execPath(), ["run", "-A", SELF, ...args, VARIANT[impl]]];
+  const env: Record<string, string> = { NODE_PATH: `${NODE_DIR}node_modules` };
+  if (impl === "dsys-curve") env[CURVE_ENV] = childKeys(side);
+  return new Deno.Command(cmd, { args: full, stdin: "null", stdout, stderr: "inherit", env })
+    .spawn();
 }
 
 interface RunningPeer {
@@ -112,7 +216,7 @@ interface RunningPeer {
 }
 
 async function startPeer(impl: Impl): Promise<RunningPeer> {
-  const child = command(impl, impl === "node" ? ["peer"] : ["--peer"], "piped");
+  const child = command(impl, impl === "node" ? ["peer"] : ["--peer"], "piped", "server");
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
   while (!text.includes("\n")) {
@@ -144,6 +248,7 @@ async function runClient(
     impl,
     impl === "node" ? ["client", ...args] : ["--client", ...args],
     "piped",
+    "client",
   );
   const out = await child.output();
   const text = new TextDecoder().decode(out.stdout).trim();
@@ -181,9 +286,13 @@ interface Case {
   n: number;
   size: number;
   unit: string;
-  /** The dsys variant measured (Node.js + zeromq.js always runs its defaults). */
-  impl: "dsys" | "dsys-zc";
+  /** The dsys variant measured. */
+  impl: "dsys" | "dsys-zc" | "dsys-curve";
+  /** What it is measured against (Node.js + zeromq.js runs its defaults). Default: "node". */
+  base?: Impl;
   goal: string;
+  /** Also a row of client CPU per message (lower is better), named so. */
+  cpuRow?: string;
 }
 
 const CASES: Case[] = [
@@ -195,6 +304,7 @@ const CASES: Case[] = [
     unit: "rt/s",
     impl: "dsys",
     goal: ">= 1.0x Node",
+    cpuRow: "zmq round trip: client CPU per round trip (lower is better)",
   },
   {
     name: "zmq pipelined 64 B messages",
@@ -223,6 +333,29 @@ const CASES: Case[] = [
     impl: "dsys",
     goal: "(information)",
   },
+  // What CURVE costs: dsys with CURVE against the same dsys sockets without it.
+  {
+    name: "zmq CURVE round trips (64 B) vs dsys without CURVE",
+    test: "rt",
+    n: 20_000,
+    size: 64,
+    unit: "rt/s",
+    impl: "dsys-curve",
+    base: "dsys",
+    goal: "(information)",
+    cpuRow: "zmq CURVE round trip: client CPU per round trip vs without (lower is better)",
+  },
+  {
+    name: "zmq CURVE pipelined 1 MiB messages vs dsys without CURVE (one copy each way)",
+    test: "stream",
+    n: 1_000,
+    size: 1 << 20,
+    unit: "MB/s",
+    impl: "dsys-curve",
+    base: "dsys",
+    goal: "(information)",
+    cpuRow: "zmq CURVE 1 MiB: client CPU per MiB vs without (lower is better)",
+  },
 ];
 
 /** Reported number (higher is better): per second, or MB (10^6 bytes) per second. */
@@ -233,30 +366,38 @@ function value(c: Case, m: Measurement): number {
 /** Rounds per case; each implementation's best round counts (the machine is shared). */
 const ROUNDS = 3;
 
-/** Runs the ZeroMQ benchmark (dsys vs Node.js + zeromq.js) and returns one row per case. */
-export async function runZmqBench(): Promise<BenchRow[]> {
-  await ensureNodeBaseline();
+/**
+ * Runs the ZeroMQ benchmark and returns its rows: dsys vs Node.js + zeromq.js, then dsys with
+ * CURVE vs dsys without. `cases` selects cases by name prefix (all by default); `rounds` and
+ * `scale` (a factor on each case's message count) shorten a run while developing.
+ */
+export async function runZmqBench(
+  opts: { cases?: string[]; rounds?: number; scale?: number } = {},
+): Promise<BenchRow[]> {
+  const cases = CASES.filter((c) => !opts.cases || opts.cases.some((p) => c.name.startsWith(p)));
+  const rounds = opts.rounds ?? ROUNDS;
+  const used = new Set(cases.flatMap((c) => [c.impl, c.base ?? "node"]));
+  if (used.has("node")) await ensureNodeBaseline();
   const rows: BenchRow[] = [];
-  const peers = {
-    "dsys": await startPeer("dsys"),
-    "dsys-zc": await startPeer("dsys-zc"),
-    "node": await startPeer("node"),
-  };
+  const peers: Partial<Record<Impl, RunningPeer>> = {};
   try {
-    for (const c of CASES) {
-      let dsys = 0, node = 0;
-      let dsysCpu = Infinity, nodeCpu = Infinity;
-      for (let round = 0; round < ROUNDS; round++) {
+    for (const impl of used) peers[impl] = await startPeer(impl);
+    for (const c of cases) {
+      const base = c.base ?? "node";
+      const n = Math.max(1, Math.round(c.n * (opts.scale ?? 1)));
+      let dsys = 0, baseline = 0;
+      let dsysCpu = Infinity, baseCpu = Infinity;
+      for (let round = 0; round < rounds; round++) {
         // Alternate who goes first so drifting load on the shared machine hits both alike.
-        const order = round % 2 ? [c.impl, "node"] as const : ["node", c.impl] as const;
+        const order = round % 2 ? [c.impl, base] : [base, c.impl];
         for (const impl of order) {
-          const m = await runClient(impl, peers[impl].endpoint, c.test, c.n, c.size);
+          const m = await runClient(impl, peers[impl]!.endpoint, c.test, n, c.size);
           const v = value(c, m);
           console.error(`  zmq bench: ${c.name} [${impl}] ${Math.round(v)} ${c.unit}`);
           const cpuPerOp = m.cpu / m.ops * 1e6;
-          if (impl === "node") {
-            node = Math.max(node, v);
-            nodeCpu = Math.min(nodeCpu, cpuPerOp);
+          if (impl === base) {
+            baseline = Math.max(baseline, v);
+            baseCpu = Math.min(baseCpu, cpuPerOp);
           } else {
             dsys = Math.max(dsys, v);
             dsysCpu = Math.min(dsysCpu, cpuPerOp);
@@ -266,20 +407,20 @@ export async function runZmqBench(): Promise<BenchRow[]> {
       rows.push({
         name: c.name,
         dsys,
-        baseline: node,
+        baseline,
         unit: c.unit,
-        ratio: dsys / node,
+        ratio: dsys / baseline,
         goal: c.goal,
       });
-      if (c.test === "rt") {
-        // Wall-clock round trips swing with the load of the shared machine; CPU per round
-        // trip is the steadier cost measure. Lower is better, so ratio = Node / dsys.
+      if (c.cpuRow) {
+        // Wall-clock rates swing with the load of the shared machine; CPU per message is the
+        // steadier cost measure. Lower is better, so ratio = baseline / dsys.
         rows.push({
-          name: "zmq round trip: client CPU per round trip (lower is better)",
+          name: c.cpuRow,
           dsys: dsysCpu,
-          baseline: nodeCpu,
-          unit: "us CPU",
-          ratio: nodeCpu / dsysCpu,
+          baseline: baseCpu,
+          unit: c.size >= 1 << 20 ? "us CPU/MiB" : "us CPU",
+          ratio: baseCpu / dsysCpu,
           goal: "(information)",
         });
       }
@@ -307,12 +448,27 @@ export function zmqMarkdown(rows: BenchRow[]): string {
 if (import.meta.main) {
   const [mode, ...rest] = Deno.args;
   if (mode === "--peer") {
-    await peer(rest[0] === "zc");
+    await peer(rest[0] as Variant);
   } else if (mode === "--client") {
-    const [endpoint, test, n, size, zc] = rest;
-    await client(endpoint, test, Number(n), Number(size), zc === "zc");
-  } else if (mode === undefined) {
-    console.log(zmqMarkdown(await runZmqBench()));
+    const [endpoint, test, n, size, variant] = rest;
+    await client(endpoint, test, Number(n), Number(size), variant as Variant);
+  } else if (mode === undefined || mode.startsWith("--")) {
+    // `deno run -A bench/zmq.ts [--cases "zmq CURVE"] [--rounds 1] [--scale 0.1]`
+    const { values } = parseArgs({
+      args: Deno.args,
+      options: {
+        cases: { type: "string", multiple: true },
+        rounds: { type: "string" },
+        scale: { type: "string" },
+      },
+    });
+    console.log(zmqMarkdown(
+      await runZmqBench({
+        cases: values.cases,
+        rounds: values.rounds ? Number(values.rounds) : undefined,
+        scale: values.scale ? Number(values.scale) : undefined,
+      }),
+    ));
   } else {
     console.error(`bench/zmq.ts: unknown arguments ${Deno.args.join(" ")}`);
     Deno.exit(2);
