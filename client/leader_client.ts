@@ -80,7 +80,7 @@ export class LeaderClient {
         } else if (e.code !== ErrorCode.NotLeader && e.code !== ErrorCode.Unavailable) {
           throw e;
         }
-        if (e.code === ErrorCode.Unavailable && e.text.startsWith("no reply")) {
+        if (e.kind === "timeout") {
           // The master may be dead: drop the socket (its queue holds stale requests), try the next.
           await this.#clients.get(ep)?.close();
           this.#clients.delete(ep);

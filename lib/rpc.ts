@@ -38,20 +38,29 @@ import {
   ZAP_DOMAIN,
 } from "./security.ts";
 
+/**
+ * How a request failed: the peer answered `error` (remote), no reply came in time (timeout),
+ * the request never left (not_sent: it may be retried anywhere), or the client closed (closed).
+ */
+export type RpcErrorKind = "remote" | "timeout" | "not_sent" | "closed";
+
 /** A failed request: an `error` reply from the peer, a timeout, or a closed client. */
 export class RpcError extends Error {
   /** Wire error code (ErrorCode); timeouts and closed sockets use UNAVAILABLE. */
   readonly code: number;
   /** The peer endpoint or id the request went to. */
   readonly peer: string;
-  /** The error text as the peer sent it (for NOT_LEADER: the leader's endpoint). */
+  /** The error text as the peer sent it (for NOT_LEADER: the leader's member id). */
   readonly text: string;
-  constructor(code: number, text: string, peer: string) {
+  /** How it failed; decide on this, never on `text`. */
+  readonly kind: RpcErrorKind;
+  constructor(code: number, text: string, peer: string, kind: RpcErrorKind = "remote") {
     super(`RpcError: ${codeName(code)} from ${peer}: ${text}`);
     this.name = "RpcError";
     this.code = code;
     this.text = text;
     this.peer = peer;
+    this.kind = kind;
   }
 }
 
@@ -119,7 +128,12 @@ class PendingRequests {
       const timer = setTimeout(() => {
         this.#waiters.delete(id);
         reject(
-          new RpcError(ErrorCode.Unavailable, `no reply within ${timeoutMs} ms (${what})`, peer),
+          new RpcError(
+            ErrorCode.Unavailable,
+            `no reply within ${timeoutMs} ms (${what})`,
+            peer,
+            "timeout",
+          ),
         );
       }, timeoutMs);
       this.#waiters.set(id, { resolve, reject, timer });
@@ -169,6 +183,9 @@ function toErrorReply(node: Uint8Array, e: unknown): Message {
   const text = e instanceof Error ? e.message : String(e);
   return errorReply(node, code, text.slice(0, 4000));
 }
+
+/** Youngest socket an RpcClient replaces after a silent timeout, ms (no rebuild storms). */
+const REBUILD_MIN_MS = 1000;
 
 /** Options of an RpcClient. */
 export interface RpcClientOptions {
@@ -230,6 +247,13 @@ export class RpcClient {
   #loop: Promise<void>;
   /** The server's keyring identity; null in insecure mode (then it may push anything). */
   #server: Identity | null = null;
+  #connectTo: string;
+  #curve: SocketOptions;
+  /** When the current socket was made, and whether anything came over it since. */
+  #builtAt = 0;
+  #heard = false;
+  /** Sockets replaced after a timeout with no word from the server (see #maybeRebuild). */
+  rebuilds = 0;
 
   /**
    * Connects to `endpoint`, `tcp://HOST:PORT` or `NAME@tcp://HOST:PORT` (NAME: the server's
@@ -252,21 +276,18 @@ export class RpcClient {
       this.#server = c.server ?? null;
       if (!this.#server) throw new RpcError(ErrorCode.Forbidden, "server key unknown", endpoint);
     }
-    this.#sock = new Socket("DEALER", {
-      linger: 0,
-      routingId: opts.routingId,
-      sndhwm: 100_000,
-      rcvhwm: 100_000,
-      ...curve,
-    });
-    this.#sock.connect(connectTo);
-    this.#loop = this.#receiveLoop();
+    this.#connectTo = connectTo;
+    this.#curve = curve;
+    this.#sock = this.#newSocket();
+    this.#loop = this.#receiveLoop(this.#sock);
   }
 
   /** Sends a request and resolves with the reply; an `error` reply rejects with RpcError. */
   request(msg: Message, timeoutMs = this.#timeoutMs): Promise<Message> {
     if (this.#closed) {
-      return Promise.reject(new RpcError(ErrorCode.Unavailable, "client closed", this.endpoint));
+      return Promise.reject(
+        new RpcError(ErrorCode.Unavailable, "client closed", this.endpoint, "closed"),
+      );
     }
     const id = this.#nextId++;
     let frame: Uint8Array;
@@ -279,10 +300,42 @@ export class RpcClient {
     this.#sock.send([idFrame(id), frame]).catch((e) =>
       this.#pending.fail(
         id,
-        new RpcError(ErrorCode.Unavailable, `send failed: ${e}`, this.endpoint),
+        new RpcError(ErrorCode.Unavailable, `send failed: ${e}`, this.endpoint, "not_sent"),
       )
     );
+    reply.catch((e) => {
+      if (e instanceof RpcError && e.kind === "timeout") this.#maybeRebuild();
+    });
     return reply;
+  }
+
+  /**
+   * After a timeout on a socket that has never heard from the server, starts over with a new
+   * socket: libzmq gives up on a connection whose CURVE handshake was refused (a key not yet on
+   * the server's keyring, or a server that came back with another key) and never retries it.
+   * Requests still waiting on the old socket end with their own timeouts.
+   */
+  #maybeRebuild(): void {
+    if (this.#closed || this.#heard || Date.now() - this.#builtAt < REBUILD_MIN_MS) return;
+    const old = this.#sock;
+    this.#sock = this.#newSocket();
+    this.#loop = this.#receiveLoop(this.#sock);
+    old.close();
+    this.rebuilds++;
+  }
+
+  #newSocket(): Socket {
+    const sock = new Socket("DEALER", {
+      linger: 0,
+      routingId: this.#opts.routingId,
+      sndhwm: 100_000,
+      rcvhwm: 100_000,
+      ...this.#curve,
+    });
+    sock.connect(this.#connectTo);
+    this.#builtAt = Date.now();
+    this.#heard = false;
+    return sock;
   }
 
   /** Sends a one-way message (no reply expected). */
@@ -290,8 +343,9 @@ export class RpcClient {
     await this.#sock.send([idFrame(0n), encode(msg)]);
   }
 
-  #receiveLoop(): Promise<void> {
-    return receiveEach(this.#sock, () => this.#closed, (frames) => {
+  #receiveLoop(sock: Socket): Promise<void> {
+    return receiveEach(sock, () => this.#closed || sock.closed, (frames) => {
+      this.#heard = true;
       if (frames.length !== 2) {
         this.#opts.log?.warn("dropped frame with bad envelope", { frames: frames.length });
         return;
@@ -334,7 +388,9 @@ export class RpcClient {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#pending.failAll(new RpcError(ErrorCode.Unavailable, "client closed", this.endpoint));
+    this.#pending.failAll(
+      new RpcError(ErrorCode.Unavailable, "client closed", this.endpoint, "closed"),
+    );
     this.#sock.close();
     await this.#loop;
   }
@@ -435,7 +491,10 @@ export class RpcServer {
     }
     const reply = this.#pending.add(id, peerName, timeoutMs, `push of type ${msg.type}`);
     this.#sock.send([peer, idFrame(id), frame]).catch((e) =>
-      this.#pending.fail(id, new RpcError(ErrorCode.Unavailable, `send failed: ${e}`, peerName))
+      this.#pending.fail(
+        id,
+        new RpcError(ErrorCode.Unavailable, `send failed: ${e}`, peerName, "not_sent"),
+      )
     );
     return reply;
   }
@@ -511,7 +570,7 @@ export class RpcServer {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#pending.failAll(new RpcError(ErrorCode.Unavailable, "server closed", "-"));
+    this.#pending.failAll(new RpcError(ErrorCode.Unavailable, "server closed", "-", "closed"));
     this.#sock.close();
     await this.#loop;
   }

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { LocalCluster } from "../client/local_cluster.ts";
 import { DsysClient } from "../client/commands.ts";
-import { addKey, initCluster, revokeKey } from "../client/keys.ts";
+import { addKey, initCluster, revokeKey, writeKeyring } from "../client/keys.ts";
 import { RpcClient, RpcError } from "../lib/rpc.ts";
 import { Credentials, type KeyFile, Keyring, newKeyFile } from "../lib/security.ts";
 import { ChunkState, ClusterOp, ErrorCode, MessageType, randomUuid } from "../wire/mod.ts";
@@ -326,4 +326,32 @@ Deno.test("security: a node refuses to listen off loopback without keys unless -
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("security: a client refused at the handshake gets in once its key is added (socket rebuilt)", async () => {
+  await withCluster({ workers: 0 }, async (cluster) => {
+    const ring = cluster.keyringPath!;
+    const late = newKeyFile("late", "client");
+    const me = { role: "client" as const, name: "late", publicKey: late.publicKey, admin: false };
+    const mine = new Credentials(late, Keyring.parse(await Deno.readTextFile(ring)).with(me));
+    const c = new RpcClient(cluster.info.masters[0], { node: randomUuid(), auth: mine });
+    try {
+      const list = () => c.request({ type: MessageType.JobListRequest, node: c.node }, 1000);
+      assert.equal(
+        await codeOf(list()),
+        ErrorCode.Unavailable,
+        "refused before it is on the keyring",
+      );
+      await writeKeyring(ring, Keyring.parse(await Deno.readTextFile(ring)).with(me));
+      await waitFor("the same client to be answered", async () => {
+        return (await codeOf(list())) === null ? true : undefined;
+      });
+      assert.ok(
+        c.rebuilds >= 1,
+        "libzmq does not retry a refused handshake: the socket was rebuilt",
+      );
+    } finally {
+      await c.close();
+    }
+  });
 });

@@ -636,8 +636,7 @@ export class BalancerService {
     }, (e) => {
       if (this.#stopped) return;
       const now = this.#now();
-      const delivered = !(e instanceof RpcError) || e.code !== ErrorCode.Unavailable ||
-        !/send failed/.test(e.text);
+      const delivered = !(e instanceof RpcError) || e.kind !== "not_sent";
       if (e instanceof RpcError && e.code !== ErrorCode.Unavailable) {
         // The worker answered with an error: it did not take the chunk.
         this.counters.refused++;
