@@ -1,6 +1,9 @@
 /**
  * Storage node + storage client, end to end: real `roles/storage/cli.ts` processes, real
- * sockets, real files on disk (kill -9, restarts, a byte flipped on disk).
+ * sockets, real files on disk (kill -9, restarts, a byte flipped on disk). Secure like every
+ * real cluster: the node runs with its key (`--key/--keyring`) and the test speaks CURVE as
+ * the admin client (which may read every file and ask for stats) or as ordinary users; only
+ * the raw-frame test also has an explicitly insecure variant.
  */
 import { readFull } from "../lib/fsutil.ts";
 import assert from "node:assert/strict";
@@ -18,12 +21,25 @@ import {
 } from "../wire/mod.ts";
 import { Socket } from "../wire/zmq/mod.ts";
 import { RpcClient, RpcError } from "../lib/rpc.ts";
-import { StorageClient, StorageError } from "../client/storage_client.ts";
+import {
+  StorageClient,
+  type StorageClientOptions,
+  StorageError,
+} from "../client/storage_client.ts";
 import { waitFor, within } from "./wait.ts";
+import { TestKeys } from "./keys_helper.ts";
 
 const MiB = 1024 * 1024;
 const CLI = new URL("../roles/storage/cli.ts", import.meta.url).pathname;
 const DENO = Deno.execPath();
+
+/** The storage node's key name. */
+const NODE = "s1";
+
+/** The keys of one test: the node's, the admin client's and a few users'. */
+function makeKeys(): Promise<TestKeys> {
+  return TestKeys.make({ names: { storage: [NODE] }, users: ["alice", "bob"] });
+}
 
 /** A storage node running as its own OS process. */
 class StorageProc {
@@ -31,16 +47,20 @@ class StorageProc {
     readonly child: Deno.ChildProcess,
     readonly endpoint: string,
     readonly dir: string,
+    readonly keys: TestKeys | null,
   ) {}
 
+  /** Starts a node with `keys` (its key: NODE), or insecure when `keys` is null. */
   static async start(
+    keys: TestKeys | null,
     dir: string,
     listen = "tcp://127.0.0.1:0",
     extra: string[] = [],
   ): Promise<StorageProc> {
     const verbose = Deno.env.get("DSYS_TEST_VERBOSE") !== undefined;
+    const security = keys ? keys.nodeArgs(NODE) : [];
     const child = new Deno.Command(DENO, {
-      args: ["run", "-A", CLI, "--listen", listen, "--data", dir, ...extra],
+      args: ["run", "-A", CLI, "--listen", listen, "--data", dir, ...security, ...extra],
       stdout: "piped",
       stderr: verbose ? "inherit" : "null",
       stdin: "null",
@@ -59,9 +79,28 @@ class StorageProc {
         (async () => {
           while (!(await reader.read()).done) { /* drain */ }
         })().catch(() => {});
-        return new StorageProc(child, ev.endpoint, dir);
+        return new StorageProc(child, ev.endpoint, dir, keys);
       }
     }
+  }
+
+  /** How clients name the node: `s1@tcp://…` (the plain endpoint when insecure). */
+  get ref(): string {
+    return this.keys ? this.keys.ref(NODE, this.endpoint) : this.endpoint;
+  }
+
+  /** A StorageClient as `user` (default: the admin client). */
+  client(node: Uint8Array = randomUuid(), opts: StorageClientOptions = {}, user = "admin") {
+    return new StorageClient(this.ref, node, { ...opts, auth: this.#auth(user) });
+  }
+
+  /** A raw RpcClient as `user` (default: the admin client). */
+  rpc(node: Uint8Array, timeoutMs: number, user = "admin"): RpcClient {
+    return new RpcClient(this.ref, { node, timeoutMs, auth: this.#auth(user) });
+  }
+
+  #auth(user: string) {
+    return this.keys ? this.keys.creds(user) : null;
   }
 
   get pid(): number {
@@ -96,15 +135,19 @@ async function clientScratch(): Promise<string> {
   }
 }
 
+/** Runs `fn` against a fresh node: secure (its own keys) unless `secure` is false. */
 async function withNode(
   fn: (p: StorageProc, dir: string) => Promise<void>,
+  secure = true,
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "dsys-storage-test-" });
-  const p = await StorageProc.start(dir);
+  const keys = secure ? await makeKeys() : null;
+  const p = await StorageProc.start(keys, dir);
   try {
     await fn(p, dir);
   } finally {
     await p.kill("SIGTERM");
+    await keys?.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 }
@@ -191,7 +234,7 @@ async function sameFiles(a: string, b: string): Promise<boolean> {
 
 Deno.test("storage: small and empty round trips, stat, stats, fetch counts", async () => {
   await withNode(async (p, dir) => {
-    const c = new StorageClient(p.endpoint, randomUuid());
+    const c = p.client(randomUuid());
     try {
       const small = new TextEncoder().encode("hello dsys storage\n");
       const { id, size } = await c.putBytes(small);
@@ -206,7 +249,7 @@ Deno.test("storage: small and empty round trips, stat, stats, fetch counts", asy
       assert.deepEqual(await c.getBytes(empty.id), new Uint8Array(0));
 
       // Several chunks with a small chunk size exercise the pipelined window on both sides.
-      const c2 = new StorageClient(p.endpoint, randomUuid(), { chunkBytes: 64 * 1024, window: 4 });
+      const c2 = p.client(randomUuid(), { chunkBytes: 64 * 1024, window: 4 });
       const mid = randomBytes(1 * MiB + 12345);
       const r = await c2.putBytes(mid);
       const out = `${dir}/out.bin`;
@@ -232,8 +275,9 @@ Deno.test("storage: small and empty round trips, stat, stats, fetch counts", asy
 Deno.test("storage: concurrent uploads of one file from several clients, concurrent reads", async () => {
   await withNode(async (p, dir) => {
     const data = randomBytes(9 * MiB + 3);
-    const clients = [1, 2, 3].map(() =>
-      new StorageClient(p.endpoint, randomUuid(), { chunkBytes: MiB, window: 4 })
+    // Three keys (the admin, who may ask for stats, and two users): each one an owner.
+    const clients = ["admin", "alice", "bob"].map((user) =>
+      p.client(randomUuid(), { chunkBytes: MiB, window: 4 }, user)
     );
     try {
       const ids = await Promise.all(clients.map((c) => c.putBytes(data)));
@@ -253,13 +297,14 @@ Deno.test("storage: concurrent uploads of one file from several clients, concurr
 
 Deno.test("storage: a node short of upload memory says busy; clients back off and finish", async () => {
   const dir = await Deno.makeTempDir({ prefix: "dsys-storage-test-" });
+  const keys = await makeKeys();
   // Room for two 512 KiB chunks; three clients with windows of 4 overflow it immediately.
-  const p = await StorageProc.start(dir, undefined, ["--max-queued-bytes", String(MiB)]);
+  const p = await StorageProc.start(keys, dir, undefined, ["--max-queued-bytes", String(MiB)]);
   const clients = [1, 2, 3].map(() =>
-    new StorageClient(p.endpoint, randomUuid(), { chunkBytes: 512 * 1024, window: 4 })
+    p.client(randomUuid(), { chunkBytes: 512 * 1024, window: 4 })
   );
   try {
-    const rpc = new RpcClient(p.endpoint, { node: randomUuid(), timeoutMs: 20_000 });
+    const rpc = p.rpc(randomUuid(), 20_000);
     const big = randomBytes(2 * MiB);
     await expectRpcError(
       rpc.request(put(rpc.node, idOf(big), big.length, 0, big, true)),
@@ -273,13 +318,14 @@ Deno.test("storage: a node short of upload memory says busy; clients back off an
   } finally {
     await Promise.all(clients.map((c) => c.close()));
     await p.kill("SIGTERM");
+    await keys.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
 
 Deno.test("storage: 64 MiB file round trip through putFile/getToFile", async () => {
   await withNode(async (p, dir) => {
-    const c = new StorageClient(p.endpoint, randomUuid());
+    const c = p.client(randomUuid());
     const scratch = await clientScratch();
     try {
       const src = `${scratch}/src.bin`;
@@ -302,8 +348,8 @@ Deno.test("storage: 64 MiB file round trip through putFile/getToFile", async () 
 Deno.test("storage: idempotent re-put, CONFLICT on other bytes, NOT_FOUND, BAD_REQUEST", async () => {
   await withNode(async (p, dir) => {
     const me = randomUuid();
-    const rpc = new RpcClient(p.endpoint, { node: me, timeoutMs: 20_000 });
-    const c = new StorageClient(p.endpoint, me);
+    const rpc = p.rpc(me, 20_000);
+    const c = p.client(me);
     try {
       const a = randomBytes(300_000);
       const b = randomBytes(300_000);
@@ -413,84 +459,96 @@ Deno.test("storage: idempotent re-put, CONFLICT on other bytes, NOT_FOUND, BAD_R
   });
 });
 
-Deno.test("storage: malformed frames get BAD_MESSAGE and the node stays up", async () => {
-  await withNode(async (p) => {
-    const sock = new Socket("DEALER", { linger: 0 });
-    sock.connect(p.endpoint);
-    const me = randomUuid();
-    const ask = async (body: Uint8Array): Promise<Message> => {
-      const idf = new Uint8Array(8);
-      crypto.getRandomValues(idf.subarray(0, 4));
-      await sock.send([idf, body]);
-      const [rid, reply] = await within(30_000, "a reply", sock.receive());
-      assert.deepEqual(rid, idf);
-      return decode(reply);
-    };
-    try {
-      const good = encode({ type: MessageType.FileStat, node: me, file: randomUuid() });
-      // Garbage after a valid type byte (header_length is random): BAD_MESSAGE.
-      const garbage = randomBytes(64);
-      garbage[0] = MessageType.FilePut;
-      const g = await ask(garbage);
-      assert.ok(g.type === MessageType.Error && g.code === ErrorCode.BadMessage, JSON.stringify(g));
-      // Garbage with an unknown type byte: UNKNOWN_TYPE (docs/wire.md's mapping).
-      const unknownType = randomBytes(64);
-      unknownType[0] = 0xff;
-      const u = await ask(unknownType);
-      assert.ok(u.type === MessageType.Error && u.code === ErrorCode.UnknownType);
-      // Truncated header: a file_stat cut in the middle of its file id.
-      const t = await ask(good.subarray(0, 30));
-      assert.ok(t.type === MessageType.Error && t.code === ErrorCode.BadMessage);
-      // Oversized header_length.
-      const big = good.slice();
-      new DataView(big.buffer).setBigUint64(17, 1n << 40n, true);
-      const o = await ask(big);
-      assert.ok(o.type === MessageType.Error && o.code === ErrorCode.BadMessage, JSON.stringify(o));
-      // Oversized payload length in a job_submit (program_length 2^50).
-      const js = encode({
-        type: MessageType.JobSubmit,
-        node: me,
-        client: me,
-        sequence: 1,
-        numChunks: 1,
-        timeLimitMs: 0,
-        program: new Uint8Array(4),
-        argument: new Uint8Array(0),
-        inputFiles: [],
-        programName: "x",
-      });
-      new DataView(js.buffer).setBigUint64(25 + 16 + 8 + 4 + 8, 1n << 50n, true);
-      const ol = await ask(js);
-      // A length beyond the decoder's limits is TOO_LARGE (a BAD_MESSAGE variant in wire.md).
-      assert.ok(
-        ol.type === MessageType.Error &&
-          (ol.code === ErrorCode.TooLarge || ol.code === ErrorCode.BadMessage),
-        JSON.stringify(ol),
-      );
-      // Envelopes the node cannot answer (no request id) are dropped, not fatal.
-      await sock.send([garbage]);
-      await sock.send([new Uint8Array(3), garbage]);
-      // Still serving.
-      const s = await ask(good);
-      assert.ok(s.type === MessageType.FileStatResponse && !s.exists);
-    } finally {
-      sock.close();
-    }
+// Raw frames from an authenticated admin (CURVE), and the same without keys on either side.
+for (const secure of [true, false]) {
+  const name = secure ? "storage" : "storage (insecure: no keys)";
+  Deno.test(`${name}: malformed frames get BAD_MESSAGE and the node stays up`, async () => {
+    await withNode(async (p) => {
+      const curve = p.keys ? p.keys.rawCurve("admin", NODE) : {};
+      const sock = new Socket("DEALER", { linger: 0, ...curve });
+      sock.connect(p.endpoint);
+      const me = randomUuid();
+      const ask = async (body: Uint8Array): Promise<Message> => {
+        const idf = new Uint8Array(8);
+        crypto.getRandomValues(idf.subarray(0, 4));
+        await sock.send([idf, body]);
+        const [rid, reply] = await within(30_000, "a reply", sock.receive());
+        assert.deepEqual(rid, idf);
+        return decode(reply);
+      };
+      try {
+        const good = encode({ type: MessageType.FileStat, node: me, file: randomUuid() });
+        // Garbage after a valid type byte (header_length is random): BAD_MESSAGE.
+        const garbage = randomBytes(64);
+        garbage[0] = MessageType.FilePut;
+        const g = await ask(garbage);
+        assert.ok(
+          g.type === MessageType.Error && g.code === ErrorCode.BadMessage,
+          JSON.stringify(g),
+        );
+        // Garbage with an unknown type byte: UNKNOWN_TYPE (docs/wire.md's mapping).
+        const unknownType = randomBytes(64);
+        unknownType[0] = 0xff;
+        const u = await ask(unknownType);
+        assert.ok(u.type === MessageType.Error && u.code === ErrorCode.UnknownType);
+        // Truncated header: a file_stat cut in the middle of its file id.
+        const t = await ask(good.subarray(0, 30));
+        assert.ok(t.type === MessageType.Error && t.code === ErrorCode.BadMessage);
+        // Oversized header_length.
+        const big = good.slice();
+        new DataView(big.buffer).setBigUint64(17, 1n << 40n, true);
+        const o = await ask(big);
+        assert.ok(
+          o.type === MessageType.Error && o.code === ErrorCode.BadMessage,
+          JSON.stringify(o),
+        );
+        // Oversized payload length in a job_submit (program_length 2^50).
+        const js = encode({
+          type: MessageType.JobSubmit,
+          node: me,
+          client: me,
+          sequence: 1,
+          numChunks: 1,
+          timeLimitMs: 0,
+          program: new Uint8Array(4),
+          argument: new Uint8Array(0),
+          inputFiles: [],
+          programName: "x",
+        });
+        new DataView(js.buffer).setBigUint64(25 + 16 + 8 + 4 + 8, 1n << 50n, true);
+        const ol = await ask(js);
+        // A length beyond the decoder's limits is TOO_LARGE (a BAD_MESSAGE variant in wire.md).
+        assert.ok(
+          ol.type === MessageType.Error &&
+            (ol.code === ErrorCode.TooLarge || ol.code === ErrorCode.BadMessage),
+          JSON.stringify(ol),
+        );
+        // Envelopes the node cannot answer (no request id) are dropped, not fatal.
+        await sock.send([garbage]);
+        await sock.send([new Uint8Array(3), garbage]);
+        // Still serving.
+        const s = await ask(good);
+        assert.ok(s.type === MessageType.FileStatResponse && !s.exists);
+      } finally {
+        sock.close();
+      }
+    }, secure);
   });
-});
+}
 
 Deno.test("storage: acked files and partial uploads survive kill -9; corruption is detected", async () => {
   const dir = await Deno.makeTempDir({ prefix: "dsys-storage-test-" });
-  let p = await StorageProc.start(dir);
+  const keys = await makeKeys();
+  let p = await StorageProc.start(keys, dir);
   const me = randomUuid();
   try {
-    let c = new StorageClient(p.endpoint, me);
+    let c = p.client(me);
     const a = randomBytes(3 * MiB + 5);
     const { id } = await c.putBytes(a);
     // Half an upload, acked chunk by chunk (durable), then the node dies.
     const b = randomBytes(2 * MiB);
     const idB = idOf(b);
-    let rpc = new RpcClient(p.endpoint, { node: me, timeoutMs: 20_000 });
+    let rpc = p.rpc(me, 20_000);
     const half = await rpc.request(put(me, idB, b.length, 0, b.subarray(0, MiB), false));
     assert.ok(half.type === MessageType.FilePutAck && half.durableLength === MiB);
     await rpc.close();
@@ -502,10 +560,10 @@ Deno.test("storage: acked files and partial uploads survive kill -9; corruption 
     const old = new Date(Date.now() - 2 * 3600_000);
     await Deno.utime(stale, old, old);
 
-    p = await StorageProc.start(dir);
+    p = await StorageProc.start(keys, dir);
     await assert.rejects(Deno.stat(stale), Deno.errors.NotFound);
-    c = new StorageClient(p.endpoint, me);
-    rpc = new RpcClient(p.endpoint, { node: me, timeoutMs: 20_000 });
+    c = p.client(me);
+    rpc = p.rpc(me, 20_000);
     assert.deepEqual(await c.stat(id), { exists: true, length: a.length });
     assert.deepEqual(await c.getBytes(id), a);
     // The upload resumes where the acked bytes end.
@@ -548,8 +606,8 @@ Deno.test("storage: acked files and partial uploads survive kill -9; corruption 
     await c.close();
     await p.kill("SIGKILL");
     await Deno.remove(`${path}.blocks`);
-    p = await StorageProc.start(dir);
-    c = new StorageClient(p.endpoint, me);
+    p = await StorageProc.start(keys, dir);
+    c = p.client(me);
     await assert.rejects(c.getBytes(id), /corrupt on node/);
     // A re-upload of the right bytes repairs it.
     await c.putBytes(a);
@@ -559,23 +617,25 @@ Deno.test("storage: acked files and partial uploads survive kill -9; corruption 
     await c.close();
     await p.kill("SIGKILL");
     await Deno.remove(`${dir}/files/${uuidToHex(idB)}.blocks`);
-    p = await StorageProc.start(dir);
-    c = new StorageClient(p.endpoint, me);
+    p = await StorageProc.start(keys, dir);
+    c = p.client(me);
     assert.deepEqual(await c.getBytes(idB), b);
     await c.close();
   } finally {
     await p.kill("SIGTERM");
+    await keys.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
 
 Deno.test("storage: a client upload survives a node kill -9 + restart and resumes", async () => {
   const dir = await Deno.makeTempDir({ prefix: "dsys-storage-test-" });
-  let p = await StorageProc.start(dir);
+  const keys = await makeKeys();
+  let p = await StorageProc.start(keys, dir);
   const endpoint = p.endpoint;
   // Small chunks, one in flight: hundreds of fsync'd round trips, so the upload is still
   // running when the node is killed (we wait for the temp file to grow, not for a time).
-  const c = new StorageClient(endpoint, randomUuid(), {
+  const c = p.client(randomUuid(), {
     chunkBytes: 256 * 1024,
     window: 1,
     timeoutMs: 2000,
@@ -597,7 +657,7 @@ Deno.test("storage: a client upload survives a node kill -9 + restart and resume
     });
     await p.kill("SIGKILL");
     const before = tmpSize();
-    p = await StorageProc.start(dir, endpoint); // same endpoint: the DEALER reconnects
+    p = await StorageProc.start(keys, dir, endpoint); // same endpoint: the DEALER reconnects
     const { id } = await upload;
     assert.deepEqual(id, idOf(data));
     const s = await c.stats();
@@ -607,13 +667,14 @@ Deno.test("storage: a client upload survives a node kill -9 + restart and resume
   } finally {
     await c.close();
     await p.kill("SIGTERM");
+    await keys.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
 
 Deno.test("storage: 256 MiB put/get keeps the node's peak RSS bounded", async () => {
   await withNode(async (p) => {
-    const c = new StorageClient(p.endpoint, randomUuid());
+    const c = p.client(randomUuid());
     const scratch = await clientScratch();
     try {
       const roundTrip = async (size: number) => {
@@ -656,10 +717,11 @@ Deno.test("storage: 256 MiB put/get keeps the node's peak RSS bounded", async ()
 
 Deno.test("storage: a one-block file (fast path, no sidecar) survives kill -9 and is verified", async () => {
   const dir = await Deno.makeTempDir({ prefix: "dsys-storage-test-" });
-  let p = await StorageProc.start(dir);
+  const keys = await makeKeys();
+  let p = await StorageProc.start(keys, dir);
   const me = randomUuid();
   try {
-    let c = new StorageClient(p.endpoint, me);
+    let c = p.client(me);
     const small = randomBytes(1000);
     const { id } = await c.putBytes(small);
     const path = `${dir}/files/${uuidToHex(id)}`;
@@ -667,8 +729,8 @@ Deno.test("storage: a one-block file (fast path, no sidecar) survives kill -9 an
     assert.deepEqual(await c.getBytes(id), small);
     await c.close();
     await p.kill("SIGKILL");
-    p = await StorageProc.start(dir);
-    c = new StorageClient(p.endpoint, me);
+    p = await StorageProc.start(keys, dir);
+    c = p.client(me);
     assert.deepEqual(await c.getBytes(id), small, "acknowledged one-block file lost");
     // A flipped byte is caught after a restart too (the hash is re-derived and checked).
     await c.close();
@@ -676,12 +738,12 @@ Deno.test("storage: a one-block file (fast path, no sidecar) survives kill -9 an
     const bytes = await Deno.readFile(path);
     bytes[500] ^= 1;
     await Deno.writeFile(path, bytes);
-    p = await StorageProc.start(dir);
-    c = new StorageClient(p.endpoint, me);
+    p = await StorageProc.start(keys, dir);
+    c = p.client(me);
     await assert.rejects(c.getBytes(id), /corrupt on node/);
     // Other bytes under the id: CONFLICT, as on the chunked path.
     const other = randomBytes(1000);
-    const rpc = new RpcClient(p.endpoint, { node: me, timeoutMs: 20_000 });
+    const rpc = p.rpc(me, 20_000);
     await expectRpcError(
       rpc.request(put(me, idOf(small), other.length, 0, other, true)),
       ErrorCode.Conflict,
@@ -691,6 +753,7 @@ Deno.test("storage: a one-block file (fast path, no sidecar) survives kill -9 an
     await c.close();
   } finally {
     await p.kill("SIGKILL");
+    await keys.close();
     await Deno.remove(dir, { recursive: true });
   }
 });
