@@ -1,10 +1,15 @@
 /**
  * Test helpers for the balancer: spawn a real balancer process, and fake workers (DEALERs in
- * the test process that ack worker_requests, heartbeat, and report chunk_finished).
+ * the test process that ack worker_requests, heartbeat, and report chunk_finished). Secure
+ * like a real cluster when given keys (tests/keys_helper.ts): the balancer runs with its key,
+ * each fake worker speaks CURVE with its own worker key.
  * @module
  */
 import { RpcError } from "../lib/rpc.ts";
+import type { Credentials } from "../lib/security.ts";
 import { BalancerClient } from "../roles/balancer/client.ts";
+import type { TestKeys } from "./keys_helper.ts";
+import { waitFor } from "./wait.ts";
 import {
   ChunkState,
   ErrorCode,
@@ -19,17 +24,26 @@ import {
 /** A balancer child process. */
 export interface BalancerProc {
   endpoint: string;
+  /** How clients name it: `NAME@endpoint` when it runs with a key, else the endpoint. */
+  ref: string;
   child: Deno.ChildProcess;
   /** Collected stderr (JSON log lines). */
   logs: string[];
   stop(): Promise<Deno.CommandStatus>;
 }
 
-/** Spawns `roles/balancer/cli.ts` with `args` and waits for its `listening` line. */
-export async function spawnBalancer(args: string[]): Promise<BalancerProc> {
+/**
+ * Spawns `roles/balancer/cli.ts` with `args` and waits for its `listening` line; with `key`, the
+ * balancer runs with the key `key.name` of `key.keys` (`--key/--keyring`), else insecure.
+ */
+export async function spawnBalancer(
+  args: string[],
+  key?: { keys: TestKeys; name: string },
+): Promise<BalancerProc> {
   const cli = new URL("../roles/balancer/cli.ts", import.meta.url).pathname;
+  const security = key ? key.keys.nodeArgs(key.name) : [];
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", cli, ...args],
+    args: ["run", "-A", cli, ...args, ...security],
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -68,8 +82,17 @@ export async function spawnBalancer(args: string[]): Promise<BalancerProc> {
   const pumpOut = (async () => {
     while (!(await reader.read()).done) { /* discard */ }
   })();
+  if (key) {
+    // Logged before `listening`: a balancer given a key must say it runs secure.
+    await waitFor(
+      `balancer ${key.name} to log "security on"`,
+      () => logs.some((l) => l.includes("security on")),
+      { timeoutMs: 10_000, detail: () => logs.join("\n") },
+    );
+  }
   return {
     endpoint,
+    ref: key ? key.keys.ref(key.name, endpoint) : endpoint,
     child,
     logs,
     async stop() {
@@ -93,8 +116,10 @@ export interface Run {
 
 /** Options of a fake worker. */
 export interface FakeWorkerOptions {
-  /** Balancer endpoint, or primary and standby endpoints. */
+  /** Balancer endpoint, or primary and standby endpoints (`NAME@tcp://…` when secure). */
   endpoint: string | string[];
+  /** The worker's own key (a worker key; the balancer binds the node id to it). */
+  auth: Credentials | null;
   slots: number;
   files?: Uuid[];
   label: string;
@@ -130,6 +155,7 @@ export class FakeWorker {
       timeoutMs: eps.length > 1 ? 500 : 10_000,
       routingId: this.id,
       onRequest: (m) => this.#onRequest(m),
+      auth: o.auth,
     });
   }
 

@@ -1,3 +1,8 @@
+/**
+ * A real balancer process with fake workers and this test as the master, secure like every
+ * real cluster: the balancer runs with its key, each fake worker with its own worker key, the
+ * master with a master key (tests/keys_helper.ts), all over CURVE.
+ */
 import assert from "node:assert/strict";
 import { RpcClient, RpcError } from "../lib/rpc.ts";
 import {
@@ -15,6 +20,7 @@ import {
 import { Socket } from "../wire/zmq/mod.ts";
 import { FakeWorker, pushesDelivered, type Run, spawnBalancer } from "./balancer_helpers.ts";
 import { waitFor } from "./wait.ts";
+import { TestKeys } from "./keys_helper.ts";
 
 const master = randomUuid();
 const PROGRAM = new TextEncoder().encode("#!/bin/sh\necho hi\n");
@@ -42,6 +48,10 @@ function countBy<T>(xs: T[], key: (x: T) => string): Map<string, number> {
 
 Deno.test("balancer process: exactly-once placement, locality, dead worker, bad frames", async () => {
   const dir = await Deno.makeTempDir({ prefix: "dsys-balancer-test-" });
+  // One key per node: the fake workers' names are their labels.
+  const keys = await TestKeys.make({
+    names: { balancer: ["b1"], master: ["m1"], worker: ["A", "B", "C"] },
+  });
   // 3 s without a heartbeat (fake workers send one every 100 ms) means dead: generous, so a
   // busy machine does not kill a healthy worker and break the exactly-once count.
   const bal = await spawnBalancer([
@@ -51,27 +61,37 @@ Deno.test("balancer process: exactly-once placement, locality, dead worker, bad 
     dir,
     "--dead-after-ms",
     "3000",
-  ]);
+  ], { keys, name: "b1" });
   const runs: Run[] = [];
   const fileA = randomUuid();
   const fileB = randomUuid();
   const fileC = randomUuid();
   const a = new FakeWorker({
-    endpoint: bal.endpoint,
+    endpoint: bal.ref,
+    auth: keys.creds("A"),
     slots: 2,
     files: [fileA],
     label: "A",
     runs,
   });
   const b = new FakeWorker({
-    endpoint: bal.endpoint,
+    endpoint: bal.ref,
+    auth: keys.creds("B"),
     slots: 3,
     files: [fileB],
     label: "B",
     runs,
   });
-  const c = new FakeWorker({ endpoint: bal.endpoint, slots: 4, label: "C", runs });
-  const m = new RpcClient(bal.endpoint, { node: master, timeoutMs: 10_000 });
+  const c = new FakeWorker({
+    endpoint: bal.ref,
+    auth: keys.creds("C"),
+    slots: 4,
+    label: "C",
+    runs,
+  });
+  const m = new RpcClient(bal.ref, { node: master, timeoutMs: 10_000, auth: keys.creds("m1") });
+  // A client key, for a request a master key may not send (that would be FORBIDDEN).
+  const user = new RpcClient(bal.ref, { node: randomUuid(), auth: keys.creds("admin") });
   try {
     await Promise.all([a.start(), b.start(), c.start()]);
 
@@ -170,7 +190,8 @@ Deno.test("balancer process: exactly-once placement, locality, dead worker, bad 
     for (const r of runs) assert.equal(r.worker, b.key);
 
     // ---- malformed input: error replies, and the node keeps serving.
-    const raw = new Socket("DEALER", { linger: 0 });
+    // (From a DEALER holding the master's key: a frame from a stranger never gets this far.)
+    const raw = new Socket("DEALER", { linger: 0, ...keys.rawCurve("m1", "b1") });
     raw.connect(bal.endpoint);
     const id = new Uint8Array([7, 0, 0, 0, 0, 0, 0, 0]);
     await raw.send([id, new Uint8Array([0xff, 1, 2, 3])]);
@@ -187,7 +208,7 @@ Deno.test("balancer process: exactly-once placement, locality, dead worker, bad 
     // A bad envelope (no id frame) is dropped; a message the balancer does not serve is refused.
     await raw.send([new Uint8Array([1, 2, 3])]);
     await assert.rejects(
-      m.request({ type: MessageType.JobListRequest, node: master }),
+      user.request({ type: MessageType.JobListRequest, node: user.node }),
       (e: unknown) => e instanceof RpcError && e.code === ErrorCode.WrongRole,
     );
     // (The codec itself rejects a chunk index past num_chunks, so this is BAD_MESSAGE.)
@@ -202,8 +223,9 @@ Deno.test("balancer process: exactly-once placement, locality, dead worker, bad 
     const nl2 = await m.request({ type: MessageType.NodeListRequest, node: master });
     assert.equal(nl2.type, MessageType.NodeListResponse);
   } finally {
-    await Promise.all([a.close(), b.close(), c.close(), m.close()]);
+    await Promise.all([a.close(), b.close(), c.close(), m.close(), user.close()]);
     const st = await bal.stop();
+    await keys.close();
     assert.equal(st.code, 0, `balancer exit: ${JSON.stringify(st)}\n${bal.logs.join("\n")}`);
     await Deno.remove(dir, { recursive: true });
   }

@@ -22,6 +22,7 @@ import {
 } from "../wire/mod.ts";
 import { FakeWorker, type Run, spawnBalancer } from "./balancer_helpers.ts";
 import { waitFor } from "./wait.ts";
+import { TestKeys } from "./keys_helper.ts";
 
 /** Small deterministic PRNG (mulberry32), so a failure reproduces. */
 function rng(seed: number): () => number {
@@ -224,6 +225,11 @@ function dispatch(job: Uuid, n: number): Message {
 
 Deno.test("replication: standby follows, takes over when the primary dies, work completes", async () => {
   const dir = await Deno.makeTempDir({ prefix: "dsys-balancer-standby-" });
+  // Secure like a real pair: each balancer, fake worker and the master has its own key, and
+  // the standby pulls the primary's state over CURVE with its balancer key.
+  const keys = await TestKeys.make({
+    names: { balancer: ["b1", "b2"], master: ["m1"], worker: ["A", "B", "C"] },
+  });
   const primary = await spawnBalancer([
     "--listen",
     "tcp://127.0.0.1:0",
@@ -231,7 +237,7 @@ Deno.test("replication: standby follows, takes over when the primary dies, work 
     `${dir}/p`,
     "--dead-after-ms",
     "3000",
-  ]);
+  ], { keys, name: "b1" });
   const standby = await spawnBalancer([
     "--listen",
     "tcp://127.0.0.1:0",
@@ -240,18 +246,19 @@ Deno.test("replication: standby follows, takes over when the primary dies, work 
     "--dead-after-ms",
     "3000",
     "--standby-of",
-    primary.endpoint,
+    primary.ref,
     "--takeover-after-ms",
     "1000",
-  ]);
-  const eps = [primary.endpoint, standby.endpoint];
+  ], { keys, name: "b2" });
+  const eps = [primary.ref, standby.ref];
   const runs: Run[] = [];
   // Each chunk "runs" 150 ms, so the primary dies with chunks running and queued.
   const ws = ["A", "B", "C"].map((label) =>
-    new FakeWorker({ endpoint: eps, slots: 2, label, runs, runMs: 150 })
+    new FakeWorker({ endpoint: eps, auth: keys.creds(label), slots: 2, label, runs, runMs: 150 })
   );
-  const m = new RpcClient(standby.endpoint, { node: master, timeoutMs: 5000 });
-  const mp = new RpcClient(primary.endpoint, { node: master, timeoutMs: 5000 });
+  const asMaster = { node: master, timeoutMs: 5000, auth: keys.creds("m1") };
+  const m = new RpcClient(standby.ref, asMaster);
+  const mp = new RpcClient(primary.ref, asMaster);
   let primaryStopped = false;
   try {
     await Promise.all(ws.map((w) => w.start()));
@@ -307,6 +314,7 @@ Deno.test("replication: standby follows, takes over when the primary dies, work 
     if (!primaryStopped) await primary.stop();
     else await primary.stop().catch(() => {});
     const st = await standby.stop();
+    await keys.close();
     assert.equal(st.code, 0, standby.logs.join("\n"));
     await Deno.remove(dir, { recursive: true });
   }
