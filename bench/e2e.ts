@@ -5,8 +5,12 @@
  * Also the CPU time per chunk of both (all processes, the programs included), read from
  * /proc: on a shared, loaded machine throughput swings with the neighbours' load, while the
  * CPU a chunk costs is what bounds throughput on a busy host and varies much less.
+ *
+ * And what security costs end to end: the same job on a secure cluster (every connection
+ * CURVE, the default) against an insecure one (`--insecure`), measured in the same rounds.
  */
-import { LocalCluster } from "../client/local_cluster.ts";
+import { parseArgs } from "node:util";
+import { LocalCluster, type LocalClusterOptions } from "../client/local_cluster.ts";
 import { DsysClient } from "../client/commands.ts";
 import { ChunkState } from "../wire/mod.ts";
 import { type BenchRow, markdownTable } from "./types.ts";
@@ -24,40 +28,53 @@ function cpuMs(pid: number | "self"): number {
 
 const PROGRAM = '#!/bin/sh\necho "chunk $DSYS_CHUNK_INDEX of $DSYS_CHUNK_COUNT"\n';
 
-/** Runs the end-to-end benchmark. */
-export async function runE2eBench(chunks = 2000, workers = 4, slots = 2): Promise<BenchRow[]> {
-  const dir = await Deno.makeTempDir({ prefix: "dsys-bench-e2e-" });
-  await Deno.writeTextFile(`${dir}/prog.sh`, PROGRAM);
-  await Deno.chmod(`${dir}/prog.sh`, 0o755);
-  await Deno.mkdir(`${dir}/xargs-out`);
-  // Baseline: the same program per chunk with its environment and stdout captured to a file.
-  const xargsCpu0 = cpuMs("self");
+/** One timed job on a fresh cluster: its wall time and the CPU all cluster processes spent. */
+interface Run {
+  secs: number;
+  cpuMs: number;
+}
+
+/** The xargs baseline: the same program per chunk with its environment, stdout to a file. */
+async function runXargs(dir: string, chunks: number, parallel: number): Promise<Run> {
+  const out = await Deno.makeTempDir({ dir, prefix: "xargs-out-" });
+  const cpu0 = cpuMs("self");
   const t0 = performance.now();
   const xargs = await new Deno.Command("sh", {
     args: [
       "-c",
-      `seq 0 ${chunks - 1} | xargs -P ${workers * slots} -I{} sh -c ` +
-      `'DSYS_CHUNK_INDEX={} DSYS_CHUNK_COUNT=${chunks} ${dir}/prog.sh > ${dir}/xargs-out/{}'`,
+      `seq 0 ${chunks - 1} | xargs -P ${parallel} -I{} sh -c ` +
+      `'DSYS_CHUNK_INDEX={} DSYS_CHUNK_COUNT=${chunks} ${dir}/prog.sh > ${out}/{}'`,
     ],
   }).output();
-  const xargsSecs = (performance.now() - t0) / 1000;
+  const secs = (performance.now() - t0) / 1000;
   // Our own CPU is idle while we wait: the delta is xargs and every process it waited for.
-  const xargsCpuMs = cpuMs("self") - xargsCpu0;
+  const cpu = cpuMs("self") - cpu0;
   if (!xargs.success) {
     throw new Error(`xargs baseline failed: ${new TextDecoder().decode(xargs.stderr)}`);
   }
+  await Deno.remove(out, { recursive: true });
+  return { secs, cpuMs: cpu };
+}
 
-  const cluster = await LocalCluster.start({
-    workers,
-    slotsPerWorker: slots,
-    dataDir: `${dir}/cluster`,
-  });
+/**
+ * The dsys workload: a fresh local cluster started with `opts` (secure by default, or
+ * `insecure: true`), one job of `chunks` trivial chunks, then the cluster is stopped.
+ */
+async function runDsys(
+  dir: string,
+  opts: Pick<LocalClusterOptions, "insecure">,
+  chunks: number,
+  workers: number,
+  slots: number,
+): Promise<Run> {
+  const dataDir = await Deno.makeTempDir({ dir, prefix: "cluster-" });
+  const cluster = await LocalCluster.start({ ...opts, workers, slotsPerWorker: slots, dataDir });
   const client = new DsysClient(cluster.info);
   try {
     const pids = [...cluster.procs.values()].map((p) => p.child.pid);
     const clusterCpu = () => pids.reduce((sum, pid) => sum + cpuMs(pid), 0);
     const cpu0 = clusterCpu();
-    const t1 = performance.now();
+    const t0 = performance.now();
     const job = await client.submit({
       program: new TextEncoder().encode(PROGRAM),
       programName: "prog.sh",
@@ -67,33 +84,109 @@ export async function runE2eBench(chunks = 2000, workers = 4, slots = 2): Promis
       timeLimitMs: 60_000,
     });
     const s = await client.waitForJob(job, () => {}, 100);
-    const dsysSecs = (performance.now() - t1) / 1000;
+    const secs = (performance.now() - t0) / 1000;
     // Cluster nodes and the programs their workers reaped; not this client process.
-    const dsysCpuMs = clusterCpu() - cpu0;
+    const cpu = clusterCpu() - cpu0;
     if (s.state !== ChunkState.Succeeded) throw new Error(`bench job failed: ${s.failed} chunks`);
-    const d = chunks / dsysSecs, b = chunks / xargsSecs;
-    return [{
-      name: `end-to-end ${chunks} trivial chunks, ${workers}x${slots} slots`,
-      dsys: d,
-      baseline: b,
-      unit: "chunks/s",
-      ratio: d / b,
-      goal: ">= 0.5x xargs",
-    }, {
-      name: `end-to-end CPU per chunk, all processes (programs included)`,
-      dsys: dsysCpuMs / chunks,
-      baseline: xargsCpuMs / chunks,
-      unit: "ms/chunk",
-      ratio: xargsCpuMs / dsysCpuMs,
-      goal: "lower is better",
-    }];
+    return { secs, cpuMs: cpu };
   } finally {
     await client.close();
     await cluster.stop();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
   }
 }
 
+/** Median of a non-empty list. */
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** Rounds of the benchmark; each row reports the median round. */
+const ROUNDS = 3;
+
+/**
+ * Runs the end-to-end benchmark: per round xargs, then a secure (CURVE, the default) and an
+ * insecure (`--insecure`) cluster, the two taking turns going first; rows are medians.
+ */
+export async function runE2eBench(
+  chunks = 2000,
+  workers = 4,
+  slots = 2,
+  rounds = ROUNDS,
+): Promise<BenchRow[]> {
+  const dir = await Deno.makeTempDir({ prefix: "dsys-bench-e2e-" });
+  await Deno.writeTextFile(`${dir}/prog.sh`, PROGRAM);
+  await Deno.chmod(`${dir}/prog.sh`, 0o755);
+  const runs: Record<"xargs" | "secure" | "insecure", Run[]> = {
+    xargs: [],
+    secure: [],
+    insecure: [],
+  };
+  try {
+    for (let round = 0; round < rounds; round++) {
+      const order = round % 2 ? ["insecure", "secure"] as const : ["secure", "insecure"] as const;
+      for (const what of ["xargs", ...order] as const) {
+        const r = what === "xargs"
+          ? await runXargs(dir, chunks, workers * slots)
+          : await runDsys(dir, { insecure: what === "insecure" }, chunks, workers, slots);
+        runs[what].push(r);
+        console.error(
+          `  e2e bench: round ${round + 1} ${what}: ${(chunks / r.secs).toFixed(0)} chunks/s, ` +
+            `${(r.cpuMs / chunks).toFixed(2)} CPU ms/chunk`,
+        );
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+  const rate = (k: keyof typeof runs) => median(runs[k].map((r) => chunks / r.secs));
+  const cpu = (k: keyof typeof runs) => median(runs[k].map((r) => r.cpuMs / chunks));
+  const d = rate("secure"), b = rate("xargs"), i = rate("insecure");
+  const dc = cpu("secure"), bc = cpu("xargs"), ic = cpu("insecure");
+  return [{
+    name: `end-to-end ${chunks} trivial chunks, ${workers}x${slots} slots`,
+    dsys: d,
+    baseline: b,
+    unit: "chunks/s",
+    ratio: d / b,
+    goal: ">= 0.5x xargs",
+  }, {
+    name: `end-to-end CPU per chunk, all processes (programs included)`,
+    dsys: dc,
+    baseline: bc,
+    unit: "ms/chunk",
+    ratio: bc / dc,
+    goal: "lower is better",
+  }, {
+    name: `end-to-end secure (CURVE) vs --insecure cluster, ${chunks} chunks`,
+    dsys: d,
+    baseline: i,
+    unit: "chunks/s",
+    ratio: d / i,
+    goal: ">= 0.9x insecure",
+  }, {
+    name: `end-to-end CPU per chunk, secure vs --insecure cluster`,
+    dsys: dc,
+    baseline: ic,
+    unit: "ms/chunk",
+    ratio: ic / dc,
+    goal: "lower is better",
+  }];
+}
+
 if (import.meta.main) {
-  console.log(markdownTable(await runE2eBench(), "xargs -P"));
+  // `deno run -A bench/e2e.ts [--chunks 2000] [--rounds 3]`
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: { chunks: { type: "string" }, rounds: { type: "string" } },
+  });
+  const rows = await runE2eBench(
+    values.chunks ? Number(values.chunks) : undefined,
+    undefined,
+    undefined,
+    values.rounds ? Number(values.rounds) : undefined,
+  );
+  console.log(markdownTable(rows, "xargs -P"));
 }
