@@ -1,6 +1,9 @@
 // Integration test of the worker role: a real storage process, a real worker process (with its
 // FUSE mount), and this test acting as balancer and master through RpcServers, so it sees exactly
-// what the worker sends.
+// what the worker sends. Secure like every real cluster (tests/keys_helper.ts): storage and the
+// worker run with their keys, the fake balancer and masters serve with balancer and master keys
+// over CURVE, and the fake balancer mints what the real one puts in a worker_request (the
+// placement ticket, one read capability per input, the job owner) under the cluster secret.
 import assert from "node:assert/strict";
 import {
   ChunkState,
@@ -19,9 +22,17 @@ import {
 } from "../wire/mod.ts";
 import { RequestError, RpcServer } from "../lib/rpc.ts";
 import { createLogger } from "../lib/log.ts";
+import {
+  CAP_BYTES,
+  checkPlacementTicket,
+  placementTicket,
+  readCapability,
+} from "../lib/capability.ts";
+import type { Identity } from "../lib/security.ts";
 import { StorageClient } from "../client/storage_client.ts";
 import { mountsAt } from "../fuse/mod.ts";
 import { waitFor, within } from "./wait.ts";
+import { TestKeys } from "./keys_helper.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const enc = new TextEncoder();
@@ -66,8 +77,11 @@ async function spawn(script: string, args: string[]): Promise<Proc> {
 /** Collects every message a fake node receives; lets the test wait for one. */
 class Inbox {
   msgs: { msg: Message; peer: Uint8Array }[] = [];
+  /** Keyring names of the keys the messages came from. */
+  senders = new Set<string>();
   #waiters: (() => void)[] = [];
-  add(msg: Message, peer: Uint8Array) {
+  add(msg: Message, peer: Uint8Array, from: Identity | null) {
+    this.senders.add(from?.name ?? "(no key)");
     this.msgs.push({ msg, peer });
     for (const w of this.#waiters.splice(0)) w();
   }
@@ -100,6 +114,11 @@ const isRegister = (m: Message): m is WorkerRegister => m.type === MessageType.W
 
 Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, refuses", async () => {
   const tmp = await Deno.makeTempDir({ prefix: "dsys-worker-" });
+  // m1 plays a follower that redirects, m2 the leader; w1 is the worker's key.
+  const keys = await TestKeys.make({
+    names: { balancer: ["b1"], master: ["m1", "m2"], storage: ["s1"], worker: ["w1"] },
+  });
+  const workerKey = keys.publicKey("w1");
   const node = randomUuid();
   const balancerInbox = new Inbox();
   const masterInbox = new Inbox();
@@ -108,8 +127,9 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
   const balancer = new RpcServer({
     node,
     log,
-    handler: (msg, peer) => {
-      balancerInbox.add(msg, peer);
+    auth: keys.creds("b1"),
+    handler: (msg, peer, from) => {
+      balancerInbox.add(msg, peer, from);
       if (msg.type === MessageType.WorkerHeartbeat && failNextHeartbeat) {
         failNextHeartbeat = false;
         // What a restarted balancer says: it does not know this worker.
@@ -118,35 +138,54 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
       return ok();
     },
   });
+  // What a secure master checks of every worker_status: the ticket minted for the sender's key.
+  const badTickets: string[] = [];
   const master = new RpcServer({
     node,
     log,
-    handler: (msg, peer) => {
-      masterInbox.add(msg, peer);
+    auth: keys.creds("m2"),
+    handler: (msg, peer, from) => {
+      masterInbox.add(msg, peer, from);
+      if (
+        msg.type === MessageType.WorkerStatus &&
+        !checkPlacementTicket(
+          keys.secret,
+          from?.publicKey ?? "",
+          msg.job,
+          msg.chunkIndex,
+          msg.attempt,
+          msg.ticket,
+        )
+      ) badTickets.push(`chunk ${msg.chunkIndex} state ${msg.state}`);
       return ok();
     },
   });
-  const balancerEp = balancer.bind("tcp://127.0.0.1:0");
-  const masterEp = master.bind("tcp://127.0.0.1:0");
+  const balancerEp = keys.ref("b1", balancer.bind("tcp://127.0.0.1:0"));
+  const masterEp = keys.ref("m2", master.bind("tcp://127.0.0.1:0"));
   // A follower that redirects: the worker must follow NOT_LEADER to the real master.
   let redirects = 0;
   const follower = new RpcServer({
     node,
     log,
+    auth: keys.creds("m1"),
     handler: () => {
       redirects++;
+      // The hint is the leader's member id, NAME@ENDPOINT.
       throw new RequestError(ErrorCode.NotLeader, masterEp);
     },
   });
-  const followerEp = follower.bind("tcp://127.0.0.1:0");
+  const followerEp = keys.ref("m1", follower.bind("tcp://127.0.0.1:0"));
 
   const storage = await spawn("roles/storage/cli.ts", [
     "--listen",
     "tcp://127.0.0.1:0",
     "--data",
     `${tmp}/storage`,
+    ...keys.nodeArgs("s1"),
   ]);
-  const sc = new StorageClient(storage.endpoint);
+  const storageRef = keys.ref("s1", storage.endpoint);
+  // The admin client: it may read every file (the outputs are the job owner's) and get stats.
+  const sc = new StorageClient(storageRef, randomUuid(), { auth: keys.creds("admin") });
   let worker: Proc | null = null;
   try {
     const data = enc.encode("hello dsys worker\n".repeat(1000)); // 18000 bytes
@@ -163,7 +202,7 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
       "--balancer",
       balancerEp,
       "--storage",
-      storage.endpoint,
+      storageRef,
       "--masters",
       `${followerEp},${masterEp}`,
       "--slots",
@@ -172,6 +211,7 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
       String(1 << 20),
       "--heartbeat-ms",
       "200",
+      ...keys.nodeArgs("w1"),
     ];
     worker = await spawn("roles/worker/cli.ts", workerArgs);
     const reg = await balancerInbox.waitFor(isRegister, "worker_register");
@@ -187,24 +227,38 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
       { id: dataFile.id, size: dataFile.size, name: "data.txt" },
       { id: unused.id, size: unused.size, name: "sub/unused.txt" },
     ];
+    // What the balancer mints for the worker's key: good past the time limit (or a day).
+    const capExpiry = (timeLimitMs: number) =>
+      Date.now() + (timeLimitMs || 24 * 3600_000) + 10 * 60_000;
     const request = (
       chunkIndex: number,
       program: string,
       timeLimitMs = 20_000,
       inputFiles: FileEntry[] = inputs,
       argument = "the arg",
-    ): WorkerRequest => ({
-      type: MessageType.WorkerRequest,
-      node,
-      job,
-      program: enc.encode(program),
-      inputFiles,
-      chunkIndex,
-      numChunks: 20,
-      argument: enc.encode(argument),
-      timeLimitMs,
-      attempt: 1,
-    });
+    ): WorkerRequest => {
+      const capExpiryMs = capExpiry(timeLimitMs);
+      const caps = new Uint8Array(CAP_BYTES * inputFiles.length);
+      inputFiles.forEach((f, i) =>
+        caps.set(readCapability(keys.secret, workerKey, f.id, capExpiryMs), CAP_BYTES * i)
+      );
+      return {
+        type: MessageType.WorkerRequest,
+        node,
+        job,
+        program: enc.encode(program),
+        inputFiles,
+        chunkIndex,
+        numChunks: 20,
+        argument: enc.encode(argument),
+        timeLimitMs,
+        attempt: 1,
+        capExpiryMs,
+        caps,
+        ticket: placementTicket(keys.secret, workerKey, job, chunkIndex, 1),
+        owner: "admin",
+      };
+    };
     const push = async (req: WorkerRequest) =>
       (await balancer.push(peer, req, 10_000)) as WorkerRequestAck;
 
@@ -416,6 +470,12 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
     worker.child.kill("SIGTERM");
     assert.equal((await worker.child.status).code, 0, worker.stderr());
     worker = null;
+
+    // Everything the fakes got came over CURVE from the worker's key, and every status carried
+    // the ticket minted for that key.
+    assert.deepEqual([...balancerInbox.senders], ["w1"]);
+    assert.deepEqual([...masterInbox.senders], ["w1"]);
+    assert.deepEqual(badTickets, []);
   } finally {
     if (worker) {
       worker.child.kill("SIGKILL");
@@ -426,6 +486,7 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
     storage.child.kill("SIGTERM");
     await storage.child.status;
     await Promise.all([balancer.close(), master.close(), follower.close()]);
+    await keys.close();
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
   }
 });
