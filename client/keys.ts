@@ -23,7 +23,7 @@ import {
   SECRET_ROLES,
   writeKeyFile,
 } from "../lib/security.ts";
-import { syncDir } from "../lib/fsutil.ts";
+import { writeFileDurable } from "../lib/fsutil.ts";
 
 /** How many keys of each kind `init` makes. */
 export interface InitOptions {
@@ -46,16 +46,7 @@ function defaultNames(prefix: string, n: number): string[] {
 
 /** Writes the keyring atomically (temp file, fsync, rename, fsync of the directory). */
 export async function writeKeyring(path: string, keyring: Keyring): Promise<void> {
-  const tmp = `${path}.tmp-${crypto.randomUUID()}`;
-  const f = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o644 });
-  try {
-    await f.write(new TextEncoder().encode(keyring.toText()));
-    await f.sync();
-  } finally {
-    f.close();
-  }
-  await Deno.rename(tmp, path);
-  await syncDir(dirname(path));
+  await writeFileDurable(path, new TextEncoder().encode(keyring.toText()));
 }
 
 /** Creates a cluster's credentials in `dir` (which must not hold a keyring yet). */

@@ -11,24 +11,9 @@ import { RpcClient, RpcError } from "../lib/rpc.ts";
 import { Credentials, type KeyFile, Keyring, newKeyFile } from "../lib/security.ts";
 import { ChunkState, ClusterOp, ErrorCode, MessageType, randomUuid } from "../wire/mod.ts";
 import { terminate } from "../wire/zmq/mod.ts";
+import { waitFor, waitForJob } from "./wait.ts";
 
 const enc = new TextEncoder();
-
-/** Polls `f` until it returns a value (not undefined), or fails after `ms` naming `what`. */
-async function waitFor<T>(what: string, f: () => Promise<T | undefined>, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  let last: unknown;
-  while (Date.now() < end) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what} (last error: ${last})`);
-}
 
 /** The error code a request ends with (null when it succeeded). */
 async function codeOf(p: Promise<unknown>): Promise<number | null> {
@@ -99,14 +84,12 @@ Deno.test("security: unknown keys are refused at the handshake by every role", a
       assert.equal(code, ErrorCode.Unavailable, `${name} answered an unknown key`);
       await waitFor(`${name} to log the refused handshake`, async () => {
         const log = await Deno.readTextFile(`${cluster.dataDir}/logs/${name}.log`);
-        return log.includes(stranger.publicKey) && log.includes("handshake refused")
-          ? true
-          : undefined;
+        return log.includes(stranger.publicKey) && log.includes("handshake refused");
       });
     }
     // The cluster keeps serving its own keys.
     const alice = clientAs(cluster, "alice");
-    const s = await alice.waitForJob(await alice.submit(job("still-up")));
+    const s = await waitForJob(alice, await alice.submit(job("still-up")));
     assert.equal(s.state, ChunkState.Succeeded);
     await alice.close();
   });
@@ -195,7 +178,7 @@ Deno.test("security: jobs belong to their submitter; others get FORBIDDEN, admin
     const admin = new DsysClient(cluster.info);
     try {
       const a = await alice.submit(job("alice"));
-      const s = await alice.waitForJob(a);
+      const s = await waitForJob(alice, a);
       assert.equal(s.state, ChunkState.Succeeded);
       assert.equal(await codeOf(bob.status(a)), ErrorCode.Forbidden);
       const bobJobs = await bob.masters.request({
@@ -237,7 +220,7 @@ Deno.test("security: a revoked key is refused on its live connection; an added k
   await withCluster({ workers: 1, users: ["carol"] }, async (cluster) => {
     const ring = cluster.keyringPath!;
     const carol = clientAs(cluster, "carol");
-    assert.equal((await carol.waitForJob(await carol.submit(job("ok")))).state, 2);
+    assert.equal((await waitForJob(carol, await carol.submit(job("ok")))).state, 2);
     await revokeKey(ring, "carol");
     // Same session, same connection: refused once the master re-read the keyring.
     await waitFor("the master to refuse carol", async () => {
@@ -245,7 +228,7 @@ Deno.test("security: a revoked key is refused on its live connection; an added k
         type: MessageType.JobListRequest,
         node: carol.node,
       }, 2000));
-      return code === ErrorCode.Forbidden ? true : undefined;
+      return code === ErrorCode.Forbidden;
     });
     await carol.close();
     const keyPath = await addKey(ring, "client", "dave");
@@ -253,11 +236,11 @@ Deno.test("security: a revoked key is refused on its live connection; an added k
     const dave = clientAs(cluster, "dave");
     try {
       await waitFor("dave to be let in", async () => {
-        const r = await dave.masters.request(
+        const code = await codeOf(dave.masters.request(
           { type: MessageType.JobListRequest, node: dave.node },
           2000,
-        );
-        return r.type === MessageType.JobListResponse ? true : undefined;
+        ));
+        return code === null;
       });
     } finally {
       await dave.close();
@@ -343,9 +326,7 @@ Deno.test("security: a client refused at the handshake gets in once its key is a
         "refused before it is on the keyring",
       );
       await writeKeyring(ring, Keyring.parse(await Deno.readTextFile(ring)).with(me));
-      await waitFor("the same client to be answered", async () => {
-        return (await codeOf(list())) === null ? true : undefined;
-      });
+      await waitFor("the same client to be answered", async () => (await codeOf(list())) === null);
       assert.ok(
         c.rebuilds >= 1,
         "libzmq does not retry a refused handshake: the socket was rebuilt",

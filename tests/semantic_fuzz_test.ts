@@ -22,6 +22,7 @@ import {
 } from "../wire/mod.ts";
 import { terminate } from "../wire/zmq/mod.ts";
 import { randomMessage, Rng } from "./wire_gen.ts";
+import { waitForJob } from "./wait.ts";
 import { encodeMessage } from "../roles/master/raft/codec.ts";
 import { makeMessage, MAX_INDEX, MAX_TERM, MESSAGE_TYPES } from "../roles/master/raft/types.ts";
 
@@ -134,19 +135,6 @@ function adversarial(r: Rng, role: string, k: Known, serves: readonly number[]):
   return m as unknown as Message;
 }
 
-/** `p`, or a loud failure after `ms`. */
-async function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    t = setTimeout(() => reject(new Error(`seed ${SEED}: timed out after ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(t);
-  }
-}
-
 /** Sends `n` messages through `clients` with `WINDOW` in flight; returns replies by outcome. */
 async function blast(
   n: number,
@@ -197,7 +185,7 @@ Deno.test(`semantic fuzz: ${PER_ROLE} adversarial messages per role from valid k
       inputs: [],
       timeLimitMs: 30_000,
     });
-    const seeded = await deadline(admin.waitForJob(seedJob), 60_000, "the seed job");
+    const seeded = await waitForJob(admin, seedJob);
     assert.equal(seeded.state, ChunkState.Succeeded);
     const known: Known = {
       jobs: [seedJob, randomUuid()],
@@ -275,7 +263,7 @@ Deno.test(`semantic fuzz: ${PER_ROLE} adversarial messages per role from valid k
       inputs: [],
       timeLimitMs: 30_000,
     });
-    const s = await deadline(admin.waitForJob(after), 60_000, "the job after the fuzz");
+    const s = await waitForJob(admin, after);
     assert.equal(s.state, ChunkState.Succeeded, `seed ${SEED}`);
     const nodes = await admin.nodes();
     assert.ok(nodes.filter((n) => n.role === 1).length === 3);

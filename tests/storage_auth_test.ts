@@ -23,24 +23,12 @@ import { Credentials, Keyring, newKeyFile } from "../lib/security.ts";
 import { readCapability } from "../lib/capability.ts";
 import { initCluster } from "../client/keys.ts";
 import { StorageClient, StorageError } from "../client/storage_client.ts";
+import { within } from "./wait.ts";
 
 const CLI = new URL("../roles/storage/cli.ts", import.meta.url).pathname;
 const DENO = Deno.execPath();
 /** Generous: a loaded machine is slow, not wrong. */
 const START_DEADLINE_MS = 60_000;
-
-/** Rejects naming `what` unless `p` settles within `ms`. */
-async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** A storage node process with keys. */
 class StorageProc {

@@ -14,31 +14,9 @@ import {
   z85Encode,
   ZapHandler,
 } from "../wire/zmq/mod.ts";
+import { waitFor, within } from "./wait.ts";
 
 const enc = new TextEncoder();
-
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, rej) => {
-        t = setTimeout(() => rej(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(t);
-  }
-}
-
-/** Waits until `f()` holds, or fails after `ms`. */
-async function until(what: string, f: () => boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!f()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 function dealer(server: string, kp: { publicKey: string; secretKey: string }, ep: string) {
   const d = new Socket("DEALER", {
@@ -69,10 +47,10 @@ Deno.test("zap: only keys the handler accepts get in; User-Id rides every messag
       const refusedBefore = zap.refused;
       const b = dealer(srv.publicKey, bad, ep);
       await b.send([enc.encode("from bad")]);
-      await until("the bad key's handshake to be refused", () => zap.refused > refusedBefore);
+      await waitFor("the bad key's handshake to be refused", () => zap.refused > refusedBefore);
       const g = dealer(srv.publicKey, good, ep);
       await g.send([enc.encode("from good")]);
-      const m: Received = await within(router.receive(), 10_000, "the good key's message");
+      const m: Received = await within(10_000, "the good key's message", router.receive());
       // The only message that arrived is the good one: the refused peer's was never delivered.
       assert.equal(new TextDecoder().decode(m[1]), "from good");
       assert.equal(m.userId, `user:${domain}`);
