@@ -58,16 +58,16 @@ export function isLoopbackEndpoint(ep: string): boolean {
  * handler up), or returns null for an insecure node, which is only allowed on loopback or
  * with `--insecure` (logged loudly either way).
  */
-export async function setUpNodeSecurity(
+export function setUpNodeSecurity(
   role: Role,
   o: SecurityOptions,
   listen: string | undefined,
   log: Logger,
-): Promise<Credentials | null> {
+): Credentials | null {
   if (o.key || o.keyring) {
     if (!o.key || !o.keyring) throw new SecurityConfigError("--key and --keyring go together");
     if (o.insecure) throw new SecurityConfigError("--insecure contradicts --key/--keyring");
-    const creds = await Credentials.load(o.key, o.keyring);
+    const creds = Credentials.loadSync(o.key, o.keyring);
     if (creds.self.role !== role) {
       throw new SecurityConfigError(
         `${o.key} is a ${creds.self.role} key, this node runs as ${role}`,

@@ -67,29 +67,31 @@ export class Keyring {
 
   /** Builds a keyring from identities; names and keys must be unique. */
   constructor(ids: Iterable<Identity> = []) {
-    let line = 0;
-    for (const id of ids) {
-      line++;
-      if (!ROLES.includes(id.role)) throw new KeyringError(line, `unknown role "${id.role}"`);
-      if (!NAME_RE.test(id.name)) throw new KeyringError(line, `bad name "${id.name}"`);
-      const raw = z85Decode(id.publicKey);
-      if (!raw || raw.length !== 32) {
-        throw new KeyringError(line, `"${id.publicKey}" is not a Z85 CURVE public key`);
-      }
-      if (this.#byKey.has(id.publicKey)) throw new KeyringError(line, "key listed twice");
-      if (this.#byName.has(id.name)) throw new KeyringError(line, `name "${id.name}" taken`);
-      if (id.admin && id.role !== "client") {
-        throw new KeyringError(line, "only client keys can be admin");
-      }
-      const frozen = Object.freeze({ ...id });
-      this.#byKey.set(id.publicKey, frozen);
-      this.#byName.set(id.name, frozen);
-    }
+    let n = 0;
+    for (const id of ids) this.#add(id, ++n);
   }
 
-  /** Parses keyring text (see the module doc); throws KeyringError with the line. */
+  /** Checks and adds one identity; `line` is where it came from, for the error. */
+  #add(id: Identity, line: number): void {
+    if (!ROLES.includes(id.role)) throw new KeyringError(line, `unknown role "${id.role}"`);
+    if (!NAME_RE.test(id.name)) throw new KeyringError(line, `bad name "${id.name}"`);
+    const raw = z85Decode(id.publicKey);
+    if (!raw || raw.length !== 32) {
+      throw new KeyringError(line, `"${id.publicKey}" is not a Z85 CURVE public key`);
+    }
+    if (this.#byKey.has(id.publicKey)) throw new KeyringError(line, "key listed twice");
+    if (this.#byName.has(id.name)) throw new KeyringError(line, `name "${id.name}" taken`);
+    if (id.admin && id.role !== "client") {
+      throw new KeyringError(line, "only client keys can be admin");
+    }
+    const frozen = Object.freeze({ ...id });
+    this.#byKey.set(id.publicKey, frozen);
+    this.#byName.set(id.name, frozen);
+  }
+
+  /** Parses keyring text (see the module doc); throws KeyringError with the file's line. */
   static parse(text: string): Keyring {
-    const ids: Identity[] = [];
+    const ring = new Keyring();
     const lines = text.split("\n");
     for (let i = 0; i < lines.length; i++) {
       // Comments are whole lines: Z85 keys may contain '#'.
@@ -100,18 +102,9 @@ export class Keyring {
       for (const f of flags) {
         if (f !== "admin") throw new KeyringError(i + 1, `unknown flag "${f}"`);
       }
-      ids.push({ role: role as Role, name, publicKey, admin: flags.includes("admin") });
+      ring.#add({ role: role as Role, name, publicKey, admin: flags.includes("admin") }, i + 1);
     }
-    try {
-      return new Keyring(ids);
-    } catch (e) {
-      // Report the file's line, not the index among key lines.
-      if (e instanceof KeyringError && e.line > 0) {
-        const fileLine = lines.findIndex((l) => l.includes(ids[e.line - 1].publicKey)) + 1;
-        throw new KeyringError(fileLine, e.message.replace(/^keyring line \d+: /, ""));
-      }
-      throw e;
-    }
+    return ring;
   }
 
   /** The keyring as text, one key per line (parse(toText()) is the same keyring). */
@@ -237,13 +230,10 @@ export class Credentials {
     }
   }
 
-  /** Loads a key file and a keyring file; watches the keyring for changes. */
-  static load(keyPath: string, keyringPath: string): Promise<Credentials> {
-    // Small files read once at start-up: the synchronous read is simpler and costs nothing.
-    return Promise.resolve().then(() => Credentials.loadSync(keyPath, keyringPath));
-  }
-
-  /** {@linkcode Credentials.load}, synchronously (clients construct sessions synchronously). */
+  /**
+   * Loads a key file and a keyring file and watches the keyring for changes. Synchronous: two
+   * small files read once at start-up, and clients construct sessions synchronously.
+   */
   static loadSync(keyPath: string, keyringPath: string): Credentials {
     const self = parseKeyFile(Deno.readTextFileSync(keyPath), keyPath);
     const info = Deno.statSync(keyPath);
@@ -260,16 +250,6 @@ export class Credentials {
   /** The keyring in force now. */
   get keyring(): Keyring {
     return this.#keyring;
-  }
-
-  /** This process's identity on the keyring. */
-  get identity(): Identity {
-    return this.#keyring.byKey(this.self.publicKey) ?? {
-      role: this.self.role,
-      name: this.self.name,
-      publicKey: this.self.publicKey,
-      admin: false,
-    };
   }
 
   /** The identity a ZAP User-Id (a Z85 public key) stands for now; undefined if revoked. */
@@ -394,11 +374,6 @@ function decideHandshake(
   return (processCreds ?? zapCreds)?.keyring.byKey(key)
     ? { ok: true, userId: key }
     : { ok: false, reason: "key not on the keyring" };
-}
-
-/** Handshakes the process's ZAP handler refused so far (0 without one). */
-export function zapRefusals(): number {
-  return zap?.refused ?? 0;
 }
 
 /** Stops the process's ZAP handler and forgets the credentials (tests). */

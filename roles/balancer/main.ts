@@ -92,7 +92,7 @@ export function parseBalancerArgs(args: string[]): BalancerOptions {
 export async function runBalancer(opts: BalancerOptions): Promise<BalancerNode> {
   const nodeId = await loadOrCreateNodeId(opts.data);
   const log = createLogger("balancer", uuidToHex(nodeId));
-  const creds = await setUpNodeSecurity("balancer", opts.security ?? {}, opts.listen, log);
+  const creds = setUpNodeSecurity("balancer", opts.security ?? {}, opts.listen, log);
   const server = new RpcServer({
     node: nodeId,
     log,

@@ -123,7 +123,7 @@ export function parseMasterArgs(args: string[]): MasterOptions {
 export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
   const nodeId = await loadOrCreateNodeId(opts.data);
   const log = createLogger("master", uuidToHex(nodeId));
-  const creds = await setUpNodeSecurity("master", opts.security ?? {}, opts.listen, log);
+  const creds = setUpNodeSecurity("master", opts.security ?? {}, opts.listen, log);
   if (creds && opts.id !== undefined && opts.id !== creds.self.name) {
     throw new MasterArgsError(`--id ${opts.id} must be this master's key name ${creds.self.name}`);
   }

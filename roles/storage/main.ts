@@ -115,7 +115,7 @@ export async function runStorage(opts: StorageOptions): Promise<StorageNode> {
   const nodeId = await loadOrCreateNodeId(opts.data);
   const nodeName = uuidToString(nodeId);
   const log = opts.log ?? createLogger("storage", nodeName);
-  const creds = await setUpNodeSecurity("storage", opts.security ?? {}, opts.listen, log);
+  const creds = setUpNodeSecurity("storage", opts.security ?? {}, opts.listen, log);
   const store = await FileStore.open({
     dir: opts.data,
     node: nodeId,

@@ -239,7 +239,7 @@ class Worker implements WorkerNode {
 
   async start(): Promise<void> {
     // A worker listens on nothing: the loopback rule does not apply, only whether it has keys.
-    await setUpNodeSecurity("worker", this.#opts.security ?? {}, undefined, this.#log);
+    setUpNodeSecurity("worker", this.#opts.security ?? {}, undefined, this.#log);
     await Deno.mkdir(this.#cacheDir, { recursive: true });
     // Scratch dirs of chunks that were running when the previous process died: nobody owns them.
     await Deno.remove(this.#chunksDir, { recursive: true }).catch(() => {});
