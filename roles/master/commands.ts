@@ -8,6 +8,7 @@
  *   submit: u8 3 | job uuid (16) | u64 submitted_at_ms | u8 n | owner (n bytes UTF-8)
  *           | job_submit frame
  *   report: u8 2 | u64 at_ms | worker_status frame
+ *   remove: u8 5 | u32 n | n × job uuid (16)     (n <= MAX_REMOVE; the leader's choice, below)
  *
  * Kind 1 (submit without an owner, written before jobs had owners) is still read: its jobs
  * belong to no user, so only admins see them.
@@ -18,6 +19,9 @@ import type { Command, JobSpec } from "./job_table.ts";
 const SUBMIT_UNOWNED = 1;
 const REPORT = 2;
 const SUBMIT = 3;
+const REMOVE = 5;
+/** Most jobs one remove command names (64 KiB of ids): the leader batches expired jobs. */
+export const MAX_REMOVE = 4096;
 /** Longest owner name (keyring names are at most 64 bytes). */
 const MAX_OWNER = 255;
 
@@ -53,6 +57,18 @@ export function specFromSubmit(
 
 /** Encodes a command for the log. */
 export function encodeCommand(cmd: Command): Uint8Array {
+  if (cmd.kind === "remove") {
+    const n = cmd.jobIds.length;
+    if (n > MAX_REMOVE) throw new CommandError(`remove of ${n} jobs > ${MAX_REMOVE}`);
+    const out = new Uint8Array(5 + 16 * n);
+    out[0] = REMOVE;
+    new DataView(out.buffer).setUint32(1, n, true);
+    cmd.jobIds.forEach((id, i) => {
+      if (id.length !== 16) throw new CommandError(`job id of ${id.length} bytes`);
+      out.set(id, 5 + 16 * i);
+    });
+    return out;
+  }
   if (cmd.kind === "submit") {
     const s = cmd.spec;
     const frame = encode({
@@ -99,6 +115,14 @@ export function decodeCommand(data: Uint8Array): Command {
       if (m.type !== MessageType.JobSubmit) throw new CommandError(`submit holds type ${m.type}`);
       const at = Number(view.getBigUint64(17, true));
       return { kind: "submit", spec: specFromSubmit(m, data.slice(1, 17), at, owner) };
+    }
+    if (data[0] === REMOVE && data.length >= 5) {
+      const n = view.getUint32(1, true);
+      if (n > MAX_REMOVE || data.length !== 5 + 16 * n) {
+        throw new CommandError(`remove of ${n} jobs in ${data.length} bytes`);
+      }
+      const jobIds = Array.from({ length: n }, (_, i) => data.slice(5 + 16 * i, 21 + 16 * i));
+      return { kind: "remove", jobIds };
     }
     if (data[0] === REPORT && data.length > 9) {
       const m = decode(data.subarray(9));

@@ -1,9 +1,13 @@
 /**
- * The masters' replicated state machine: every job ever accepted and every chunk's result.
+ * The masters' replicated state machine: every live job (accepted, running, or finished and not
+ * yet removed) with each chunk's result, the exactly-once client sessions, and how many jobs
+ * refer to each file.
  *
  * Pure and deterministic: it changes only through `apply` of committed commands, in log order,
  * so every master that applies the same log holds the same table. No clocks, no I/O; times come
- * inside the commands (stamped by the leader that proposed them).
+ * inside the commands (stamped by the leader that proposed them). A finished job leaves only
+ * through a `remove` command, which the leader proposes once the job has been finished for the
+ * retention (`--job-retention`), or for `dsys rm`: the table holds no history beyond that.
  */
 import {
   type ChunkRecord,
@@ -36,12 +40,16 @@ export interface JobSpec {
 /** A command of the replicated log. */
 export type Command =
   | { kind: "submit"; spec: JobSpec }
-  | { kind: "report"; status: WorkerStatus; atMs: number };
+  | { kind: "report"; status: WorkerStatus; atMs: number }
+  /** Removes these jobs, those of them that are finished (others are left as they are). */
+  | { kind: "remove"; jobIds: Uint8Array[] };
 
 /** What applying a command produced. */
 export type ApplyResult =
   | { kind: "submitted"; jobId: Uint8Array; duplicate: boolean }
-  | { kind: "reported"; accepted: boolean; jobDone: boolean };
+  | { kind: "reported"; accepted: boolean; jobDone: boolean }
+  /** How many of the command's jobs it removed (the others were gone or not finished). */
+  | { kind: "removed"; removed: number };
 
 /** A job with its chunks. */
 export interface JobRecord {
@@ -67,6 +75,11 @@ function newChunk(chunkIndex: number): ChunkRecord {
   };
 }
 
+/** The files a job's spec refers to (its inputs; outputs are counted per chunk). */
+function specFiles(spec: JobSpec): Uint8Array[] {
+  return spec.inputs.map((f) => f.id);
+}
+
 function isFinal(state: number): boolean {
   return state === ChunkState.Succeeded || state === ChunkState.Failed;
 }
@@ -76,20 +89,64 @@ export function sessionKey(owner: string, clientId: Uint8Array): string {
   return `${owner}/${hex(clientId)}`;
 }
 
-/** The job table: jobs by id and the exactly-once session of each client. */
+/**
+ * One client's exactly-once session: its jobs still in the table, in submission order (so in
+ * increasing `seq`), and the sequence number and job of the newest of them.
+ *
+ * Sessions are bounded by the jobs: a session is exactly what its live jobs say, and it ends
+ * when its last job is removed. Why this and not "the last sequence with a timestamp, dropped
+ * after the retention": (1) a session then never ends while one of its jobs is still in the
+ * table, so a retry is recognised for at least as long as the job it would duplicate can be
+ * seen (its whole run plus the retention), and the number of sessions never exceeds the number
+ * of jobs; (2) it needs no clock and no command of its own, because removing a job is already
+ * one; (3) it keeps snapshots exact with no extra record: a snapshot is the live jobs' submits
+ * (snapshot.ts), and replaying those rebuilds each session as it is here. A session that
+ * remembered the sequence of a removed job could not be rebuilt from them (a master restored
+ * from a snapshot would then accept a retry its peers call a duplicate). The price: once a
+ * client's jobs are all removed (finished for the retention, or `dsys rm`), a retry of one of
+ * its submissions creates a new job; and if only the newest was removed, the session falls back
+ * to the newest remaining one, so a retry of the removed submission creates a new job too.
+ * Retries come within a client's timeout (seconds), far inside any sensible retention.
+ */
+export interface Session {
+  /** Sequence number of the newest live job (a submission with seq <= this is a retry). */
+  seq: number;
+  /** That job's id. */
+  jobId: Uint8Array;
+  /** The session's live jobs, oldest first. */
+  jobs: JobSpec[];
+}
+
+/** The job table: live jobs by id, the exactly-once session of each client, file references. */
 export class JobTable {
   /** Jobs by hex id, in submission order. */
   readonly jobs = new Map<string, JobRecord>();
   /**
-   * Per session (owner + client id, see {@linkcode sessionKey}): the highest sequence number
-   * applied and the job it created. Keyed by owner too, so a client id seen in another user's
-   * status can never be replayed to learn or shadow that user's jobs.
+   * Per session (owner + client id, see {@linkcode sessionKey}): the newest sequence number
+   * applied and the job it created, while any of the session's jobs is live ({@linkcode Session}).
+   * Keyed by owner too, so a client id seen in another user's status can never be replayed to
+   * learn or shadow that user's jobs.
    */
-  readonly sessions = new Map<string, { seq: number; jobId: Uint8Array }>();
+  readonly sessions = new Map<string, Session>();
+  /**
+   * References to each file (hex id) from live jobs: one per input of a job, and one per output
+   * of each of its finished chunks; a file named twice counts twice. Taken when a job is
+   * accepted or a chunk's result is, released when the job is removed, so a file no live job
+   * names has no entry. Rebuilt by replaying a snapshot's commands like everything else. (The
+   * storage tier deletes files nothing refers to; that is a later step.)
+   */
+  readonly fileRefs = new Map<string, number>();
 
   /** Applies one committed command; deterministic. */
   apply(cmd: Command): ApplyResult {
-    return cmd.kind === "submit" ? this.#submit(cmd.spec) : this.#report(cmd.status, cmd.atMs);
+    switch (cmd.kind) {
+      case "submit":
+        return this.#submit(cmd.spec);
+      case "report":
+        return this.#report(cmd.status, cmd.atMs);
+      case "remove":
+        return this.#remove(cmd.jobIds);
+    }
   }
 
   /** The job with this id, if any. */
@@ -100,22 +157,63 @@ export class JobTable {
   #submit(spec: JobSpec): ApplyResult {
     const client = sessionKey(spec.owner, spec.clientId);
     const session = this.sessions.get(client);
-    // A retried submission (same client, same or older seq) returns the job it already made.
+    // A retried submission (same client, same or older seq) returns the job it already made
+    // (the newest one if that submission's own job is gone).
     if (session && spec.seq <= session.seq) {
-      return { kind: "submitted", jobId: session.jobId, duplicate: true };
+      const same = session.jobs.findLast((j) => j.seq === spec.seq) ?? session;
+      return { kind: "submitted", jobId: same.jobId, duplicate: true };
     }
     const key = hex(spec.jobId);
-    if (!this.jobs.has(key)) {
-      this.jobs.set(key, {
-        spec,
-        chunks: Array.from({ length: spec.numChunks }, (_, i) => newChunk(i)),
-        done: 0,
-        failed: 0,
-        finishedAtMs: 0,
-      });
-    }
-    this.sessions.set(client, { seq: spec.seq, jobId: spec.jobId });
+    // The leader picks job ids at random: one already in the table is never a new job.
+    if (this.jobs.has(key)) return { kind: "submitted", jobId: spec.jobId, duplicate: true };
+    this.jobs.set(key, {
+      spec,
+      chunks: Array.from({ length: spec.numChunks }, (_, i) => newChunk(i)),
+      done: 0,
+      failed: 0,
+      finishedAtMs: 0,
+    });
+    for (const id of specFiles(spec)) this.#ref(id, 1);
+    if (session) {
+      session.jobs.push(spec);
+      session.seq = spec.seq;
+      session.jobId = spec.jobId;
+    } else this.sessions.set(client, { seq: spec.seq, jobId: spec.jobId, jobs: [spec] });
     return { kind: "submitted", jobId: spec.jobId, duplicate: false };
+  }
+
+  #remove(jobIds: Uint8Array[]): ApplyResult {
+    let removed = 0;
+    for (const id of jobIds) {
+      const key = hex(id);
+      const job = this.jobs.get(key);
+      // Only a finished job can be removed (a running one first needs cancelling).
+      if (!job || job.done + job.failed < job.chunks.length) continue;
+      this.jobs.delete(key);
+      removed++;
+      for (const f of specFiles(job.spec)) this.#ref(f, -1);
+      for (const c of job.chunks) for (const o of c.outputs) this.#ref(o.id, -1);
+      const sk = sessionKey(job.spec.owner, job.spec.clientId);
+      const s = this.sessions.get(sk);
+      const i = s ? s.jobs.indexOf(job.spec) : -1;
+      if (!s || i < 0) continue;
+      s.jobs.splice(i, 1);
+      const newest = s.jobs.at(-1);
+      if (!newest) this.sessions.delete(sk);
+      else {
+        s.seq = newest.seq;
+        s.jobId = newest.jobId;
+      }
+    }
+    return { kind: "removed", removed };
+  }
+
+  #ref(file: Uint8Array, delta: number): void {
+    const key = hex(file);
+    const n = (this.fileRefs.get(key) ?? 0) + delta;
+    if (n < 0) throw new Error(`file ${key}: reference count below zero`); // a bug, never input
+    if (n === 0) this.fileRefs.delete(key);
+    else this.fileRefs.set(key, n);
   }
 
   #report(s: WorkerStatus, atMs: number): ApplyResult {
@@ -137,6 +235,7 @@ export class JobTable {
       stderrTail: s.stderrTail,
       reason: s.reason,
     };
+    for (const o of s.outputs) this.#ref(o.id, 1);
     if (s.state === ChunkState.Succeeded) job.done++;
     else job.failed++;
     const jobDone = job.done + job.failed === job.chunks.length;

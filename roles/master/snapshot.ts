@@ -3,8 +3,11 @@
  *
  * A snapshot is the shortest command sequence that rebuilds the table: each job's `submit`
  * (in submission order, which also rebuilds every client's exactly-once session) followed by a
- * `report` for each finished chunk. It reuses the log's command encoding, so there is one
- * format to validate, not two:
+ * `report` for each finished chunk. It holds live jobs only: a removed job (finished for the
+ * retention, or `dsys rm`) simply is not in the table any more. Replaying the submits rebuilds
+ * the exactly-once sessions (a session is what its live jobs say, see `Session` in
+ * job_table.ts) and, with the reports, the file reference counts. It reuses the log's command
+ * encoding, so there is one format to validate, not two:
  *
  *   u32 magic "DSJT" | u32 version 1 | u32 count | count × (u32 length | command bytes)
  */
