@@ -53,6 +53,7 @@ enum dsys_message_type {
   DSYS_MSG_JOB_LIST_REQUEST = 34,
   DSYS_MSG_JOB_LIST_RESPONSE = 35,
   DSYS_MSG_JOB_DISPATCH = 36,
+  DSYS_MSG_JOB_REMOVE = 37,
   DSYS_MSG_NODE_LIST_REQUEST = 40,
   DSYS_MSG_NODE_LIST_RESPONSE = 41,
   DSYS_MSG_CLUSTER_CHANGE = 42,
@@ -317,6 +318,11 @@ struct DSYS_PACKED dsys_job_dispatch {
   uint32_t num_dispatch;
   uint32_t owner_length; /* extension: may be absent (base 77 bytes) */
 }; /* payload: program, argument, input_files (file_entry*), chunks (chunk_attempt*), owner */
+struct DSYS_PACKED dsys_job_remove {
+  struct dsys_generic_message header;
+  uint64_t job_uuid_upper;
+  uint64_t job_uuid_lower;
+};
 struct DSYS_PACKED dsys_node_list_request {
   struct dsys_generic_message header;
 };
@@ -408,6 +414,7 @@ _Static_assert(sizeof(struct dsys_job_status_response) == 66, "job_status_respon
 _Static_assert(sizeof(struct dsys_job_list_request) == 25, "job_list_request");
 _Static_assert(sizeof(struct dsys_job_list_response) == 29, "job_list_response");
 _Static_assert(sizeof(struct dsys_job_dispatch) == 81, "job_dispatch");
+_Static_assert(sizeof(struct dsys_job_remove) == 41, "job_remove");
 _Static_assert(sizeof(struct dsys_node_list_request) == 25, "node_list_request");
 _Static_assert(sizeof(struct dsys_node_list_response) == 29, "node_list_response");
 _Static_assert(sizeof(struct dsys_cluster_change) == 30, "cluster_change");

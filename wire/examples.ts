@@ -190,6 +190,7 @@ export const EXAMPLES: readonly Message[] = [
     chunks: [{ chunkIndex: 2, attempt: 1 }, { chunkIndex: 3, attempt: 2 }],
     owner: "alice",
   },
+  { type: MessageType.JobRemove, node: NODE, job: JOB },
   { type: MessageType.NodeListRequest, node: NODE },
   {
     type: MessageType.NodeListResponse,

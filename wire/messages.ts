@@ -35,6 +35,7 @@ export const MessageType = {
   JobListRequest: 34,
   JobListResponse: 35,
   JobDispatch: 36,
+  JobRemove: 37,
   NodeListRequest: 40,
   NodeListResponse: 41,
   ClusterChange: 42,
@@ -584,6 +585,13 @@ export interface JobDispatch extends MessageBase {
   /** Keyring name of the job's owner. */
   owner?: string;
 }
+/** client -> master: remove a finished job now, as its retention would later. */
+export interface JobRemove extends MessageBase {
+  /** Message type code (discriminant). */
+  type: typeof MessageType.JobRemove;
+  /** Job id. */
+  job: Uuid;
+}
 /** client -> master: list nodes. */
 export interface NodeListRequest extends MessageBase {
   /** Message type code (discriminant). */
@@ -638,6 +646,7 @@ export type Message =
   | JobListRequest
   | JobListResponse
   | JobDispatch
+  | JobRemove
   | NodeListRequest
   | NodeListResponse
   | ClusterChange
@@ -1260,6 +1269,21 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     doc: "Hand chunks of a job to the balancer for placement.",
     flow: "master DEALER -> balancer ROUTER",
     reply: "ok",
+  },
+  {
+    type: MessageType.JobRemove,
+    senders: ["client"],
+    name: "JobRemove",
+    wire: "job_remove",
+    base: 41,
+    fields: [uuid("job", "job_uuid", "job id")],
+    sections: [],
+    doc: "Remove a finished job now (its owner or an admin), as --job-retention would later; " +
+      "its status is NOT_FOUND from then on, and its inputs and outputs lose the job's references.",
+    flow: "client DEALER -> master ROUTER (the leader)",
+    reply: "ok (value 1 = removed by this request, 0 = already gone), or error NOT_FOUND / " +
+      "FORBIDDEN (another user's job) / BAD_REQUEST (the job is still running: remove it once " +
+      "it has finished) / NOT_LEADER",
   },
   {
     type: MessageType.NodeListRequest,

@@ -143,6 +143,8 @@ static const struct msg MSGS[] = {
       F(struct dsys_job_dispatch, num_input_files, K_U32),
       F(struct dsys_job_dispatch, num_dispatch, K_U32),
       F(struct dsys_job_dispatch, owner_length, K_U32), END}},
+    {"job_remove", DSYS_MSG_JOB_REMOVE, sizeof(struct dsys_job_remove),
+     {U(struct dsys_job_remove, job_uuid), END}},
     {"node_list_request", DSYS_MSG_NODE_LIST_REQUEST, sizeof(struct dsys_node_list_request),
      {END}},
     {"node_list_response", DSYS_MSG_NODE_LIST_RESPONSE, sizeof(struct dsys_node_list_response),
