@@ -19,6 +19,7 @@ import { parseArgs } from "node:util";
 import { LocalCluster, type LocalClusterOptions } from "../client/local_cluster.ts";
 import type { ClusterInfo } from "../client/cluster.ts";
 import { DsysClient } from "../client/commands.ts";
+import { StorageClient } from "../client/storage_client.ts";
 import { RpcClient, RpcError } from "../lib/rpc.ts";
 import {
   ErrorCode,
@@ -45,7 +46,7 @@ export interface RaftBenchOptions {
   failoverTrials?: number;
   /** Masters to ask the local cluster for (default 3; falls back to what it starts). */
   masters?: number;
-  /** Value / program size, bytes (default 256). */
+  /** Value size, bytes (default 256; dsys: the job's argument, so it is in the Raft entry). */
   valueBytes?: number;
   /** Progress lines (default: to stderr). */
   log?: (line: string) => void;
@@ -156,16 +157,21 @@ export async function withServerCpu(
   return { ...r, serverCpuMs: r.total > 0 ? (cpu() - before) / r.total : NaN };
 }
 
-/** `n` bytes of a shell program that does nothing: the job payload of a submission. */
-export function paddedProgram(n: number): Uint8Array {
-  const head = "#!/bin/sh\n# dsys consensus benchmark payload\n";
-  const tail = "\nexit 0\n";
-  const pad = Math.max(0, n - head.length - tail.length - 2);
-  return new TextEncoder().encode(head + "#" + "x".repeat(pad) + "\n" + tail).slice(0, n);
+/** The program of every benchmark job: stored once, submitted by id (jobs carry no bytes). */
+export const BENCH_PROGRAM: Uint8Array = new TextEncoder().encode("#!/bin/sh\nexit 0\n");
+
+/** `n` bytes of argument: the payload of a submission (it is in the Raft entry, as etcd's value). */
+export function payload(n: number): string {
+  return "x".repeat(n);
 }
 
 /** A job_submit of a 1-chunk job without inputs, as DsysClient.submit builds it. */
-function submitMessage(client: Uint8Array, sequence: number, program: Uint8Array): Message {
+function submitMessage(
+  client: Uint8Array,
+  sequence: number,
+  program: { id: Uint8Array; size: number },
+  argument: Uint8Array,
+): Message {
   return {
     type: MessageType.JobSubmit,
     node: client,
@@ -173,8 +179,9 @@ function submitMessage(client: Uint8Array, sequence: number, program: Uint8Array
     sequence,
     numChunks: 1,
     timeLimitMs: 60_000,
-    program,
-    argument: new Uint8Array(0),
+    programId: program.id,
+    programSize: program.size,
+    argument,
     inputFiles: [],
     programName: "bench.sh",
   };
@@ -202,16 +209,18 @@ export async function dsysLoad(
   clients: number,
   durationMs: number,
   warmupMs: number,
-  programBytes = 256,
+  valueBytes = 256,
 ): Promise<LoadResult> {
-  const program = paddedProgram(programBytes);
+  const argument = payload(valueBytes);
   const sessions = Array.from({ length: clients }, () => new DsysClient(info));
   try {
+    // Stored once, outside the measured loop: every session uses the same key.
+    const program = await sessions[0].storage.putBytes(BENCH_PROGRAM);
     return await closedLoop(clients, durationMs, warmupMs, async (c) => {
       await sessions[c].submit({
         program,
         programName: "bench.sh",
-        argument: "",
+        argument,
         chunks: 1,
         inputs: [],
         timeLimitMs: 60_000,
@@ -367,9 +376,26 @@ export function etcdTarget(c: EtcdCluster, valueBytes = 256): FailoverTarget {
 
 /** The local cluster's masters as a failover target (writes are job submissions). */
 export function dsysTarget(c: LocalCluster, valueBytes = 256): FailoverTarget {
-  const program = paddedProgram(valueBytes);
+  const argument = new TextEncoder().encode(payload(valueBytes));
   const client = randomUuid();
   let seq = 0;
+  const auth = c.info.key && c.info.keyring
+    ? Credentials.loadSync(c.info.key, c.info.keyring)
+    : null;
+  let program: Promise<{ id: Uint8Array; size: number }> | null = null;
+  /** The program, stored with the admin's key on the first write (storage stays up). */
+  const stored = () =>
+    program ??= (async () => {
+      const s = new StorageClient(c.info.storage, client, { auth });
+      try {
+        return await s.putBytes(BENCH_PROGRAM);
+      } catch (e) {
+        program = null; // the next write tries again
+        throw e;
+      } finally {
+        await s.close();
+      }
+    })();
   const byEndpoint = () => {
     const m = new Map<string, string>();
     for (const p of c.procs.values()) if (p.role === "master") m.set(p.endpoint, p.name);
@@ -384,9 +410,6 @@ export function dsysTarget(c: LocalCluster, valueBytes = 256): FailoverTarget {
     let r = rpcs.get(name);
     if (!r) {
       // The admin's key when the cluster has keys; the name finds the master's own key.
-      const auth = c.info.key && c.info.keyring
-        ? Credentials.loadSync(c.info.key, c.info.keyring)
-        : null;
       rpcs.set(name, r = new RpcClient(`${name}@${p.endpoint}`, { node: client, auth }));
     }
     return r;
@@ -450,7 +473,11 @@ export function dsysTarget(c: LocalCluster, valueBytes = 256): FailoverTarget {
     },
     write: async (name, timeoutMs) => {
       try {
-        const r = await rpc(name).request(submitMessage(client, ++seq, program), timeoutMs);
+        const prog = await stored();
+        const r = await rpc(name).request(
+          submitMessage(client, ++seq, prog, argument),
+          timeoutMs,
+        );
         if (r.type !== MessageType.JobSubmitAck) {
           throw new RaftBenchError(`master ${name}: unexpected reply type ${r.type}`);
         }

@@ -75,15 +75,23 @@ export class DsysClient {
     return out;
   }
 
-  /** Submits a job; returns its id. Retries are exactly-once (client id + sequence). */
+  /**
+   * Submits a job; returns its id. The program is stored first, like any input (content
+   * addressed and deduplicated; this client's key becomes an owner of it), and the job names it
+   * by id; a program already stored by this key may be given by id and size instead of bytes.
+   * Retries are exactly-once (client id + sequence).
+   */
   async submit(job: {
-    program: Uint8Array;
+    program: Uint8Array | { id: Uuid; size: number };
     programName: string;
     argument: string;
     chunks: number;
     inputs: { id: Uuid; name: string }[];
     timeLimitMs: number;
   }): Promise<Uuid> {
+    const program = job.program instanceof Uint8Array
+      ? await this.storage.putBytes(job.program)
+      : job.program;
     const seq = ++this.#seq;
     const reply = await this.masters.request({
       type: MessageType.JobSubmit,
@@ -92,7 +100,8 @@ export class DsysClient {
       sequence: seq,
       numChunks: job.chunks,
       timeLimitMs: job.timeLimitMs,
-      program: job.program,
+      programId: program.id,
+      programSize: program.size,
       argument: new TextEncoder().encode(job.argument),
       inputFiles: job.inputs.map((f): FileEntry => ({ id: f.id, name: f.name, size: 0 })),
       programName: job.programName,

@@ -23,7 +23,8 @@ import { waitFor } from "./wait.ts";
 import { TestKeys } from "./keys_helper.ts";
 
 const master = randomUuid();
-const PROGRAM = new TextEncoder().encode("#!/bin/sh\necho hi\n");
+/** The jobs' program: the balancer handles only its id and size (workers fetch it). */
+const PROGRAM = { id: randomUuid(), size: 18 };
 
 function dispatch(job: Uuid, numChunks: number, inputs: FileEntry[], only?: number[]): Message {
   const idx = only ?? Array.from({ length: numChunks }, (_, i) => i);
@@ -33,7 +34,8 @@ function dispatch(job: Uuid, numChunks: number, inputs: FileEntry[], only?: numb
     job,
     numChunks,
     timeLimitMs: 0,
-    program: PROGRAM,
+    programId: PROGRAM.id,
+    programSize: PROGRAM.size,
     argument: new Uint8Array(0),
     inputFiles: inputs,
     chunks: idx.map((i) => ({ chunkIndex: i, attempt: 1 })),

@@ -98,7 +98,8 @@ Deno.test("replication: snapshot + replayed events reproduce the primary exactly
             job,
             numChunks: n,
             timeLimitMs: 0,
-            program: new Uint8Array([1, 2, 3]),
+            programId: files[0],
+            programSize: 3,
             argument: new Uint8Array(0),
             inputFiles: files.filter(() => r() < 0.3).map((id, i) => ({
               id,
@@ -207,7 +208,7 @@ Deno.test("replication: event log drops history without followers and when over 
 });
 
 const master = randomUuid();
-const PROGRAM = new TextEncoder().encode("#!/bin/sh\n");
+const PROGRAM = { id: randomUuid(), size: 10 };
 
 function dispatch(job: Uuid, n: number): Message {
   return {
@@ -216,7 +217,8 @@ function dispatch(job: Uuid, n: number): Message {
     job,
     numChunks: n,
     timeLimitMs: 0,
-    program: PROGRAM,
+    programId: PROGRAM.id,
+    programSize: PROGRAM.size,
     argument: new Uint8Array(0),
     inputFiles: [],
     chunks: Array.from({ length: n }, (_, i) => ({ chunkIndex: i, attempt: 1 })),

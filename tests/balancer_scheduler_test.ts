@@ -14,7 +14,8 @@ function job(numChunks: number, inputs: { id: Uuid; size: number }[] = []): JobI
     job: randomUuid(),
     numChunks,
     timeLimitMs: 0,
-    program: new TextEncoder().encode("#!/bin/sh\n"),
+    programId: randomUuid(),
+    programSize: 10,
     argument: new Uint8Array(0),
     inputFiles: inputs.map((f, i) => ({ id: f.id, size: f.size, name: `in${i}` })),
   };

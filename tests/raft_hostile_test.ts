@@ -732,12 +732,44 @@ async function readLines(stream: ReadableStream<Uint8Array>, each: (l: string) =
   }
 }
 
-/** Starts 3 masters as real processes (no balancer or storage needed to commit a submission). */
-async function startMasters(dir: string): Promise<MasterProc[]> {
-  const [p1, p2, p3, bal, sto] = freePorts(5);
+/**
+ * Starts a storage node (a submission names its program, a stored file) and 3 masters as real
+ * processes (no balancer needed to commit a submission).
+ */
+async function startMasters(dir: string): Promise<{ procs: MasterProc[]; storage: MasterProc }> {
+  const [p1, p2, p3, bal] = freePorts(4);
   const eps = [p1, p2, p3].map((p) => `tcp://127.0.0.1:${p}`);
   const peers = eps.map((ep, i) => `m${i + 1}@${ep}`).join(",");
   const mod = new URL("../mod.ts", import.meta.url).href;
+  const sChild = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", mod, "run", "--role", "storage", "--listen", "tcp://127.0.0.1:0"]
+      .concat(["--data", `${dir}/storage`]),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const storage: MasterProc = {
+    name: "storage",
+    endpoint: "",
+    child: sChild,
+    status: null,
+    logs: [],
+  };
+  readLines(sChild.stderr, (l) => storage.logs.push(l)).catch(() => {});
+  readLines(sChild.stdout, (l) => {
+    if (l.includes(`"event":"listening"`)) storage.endpoint = JSON.parse(l).endpoint;
+  }).catch(() => {});
+  sChild.status.then((s) => storage.status = s);
+  await waitUntil(
+    "storage listening",
+    () => storage.endpoint !== "",
+    60_000,
+    () => storage.logs.slice(-5).join("\n"),
+  ).catch(async (e) => {
+    sChild.kill("SIGKILL");
+    await sChild.status;
+    throw e;
+  });
   const procs = eps.map((ep, i): MasterProc => {
     const name = `m${i + 1}`;
     const child = new Deno.Command(Deno.execPath(), {
@@ -759,7 +791,7 @@ async function startMasters(dir: string): Promise<MasterProc[]> {
         "--balancer",
         `tcp://127.0.0.1:${bal}`,
         "--storage",
-        `tcp://127.0.0.1:${sto}`,
+        storage.endpoint,
       ],
       stdin: "null",
       stdout: "piped",
@@ -777,14 +809,14 @@ async function startMasters(dir: string): Promise<MasterProc[]> {
     60_000,
     () => procs.map((p) => `${p.name}: ${p.status?.code ?? "up"}`).join(", "),
   );
-  return procs;
+  return { procs, storage };
 }
 
 Deno.test("hostile masters: 3 real processes take hostile raft_message frames, stay up, commit a job", async () => {
   const dir = await Deno.makeTempDir({ prefix: "dsys-masters-hostile-" });
-  const procs = await startMasters(dir);
+  const { procs, storage } = await startMasters(dir);
   const client = new DsysClient(
-    { masters: procs.map((p) => p.endpoint), balancer: "", storage: "" },
+    { masters: procs.map((p) => p.endpoint), balancer: "", storage: storage.endpoint },
     { deadlineMs: 30_000 },
   );
   const submit = () =>
@@ -833,7 +865,7 @@ Deno.test("hostile masters: 3 real processes take hostile raft_message frames, s
   } finally {
     for (const s of senders) await s.close();
     await client.close();
-    for (const p of procs) {
+    for (const p of [...procs, storage]) {
       if (p.status === null) p.child.kill("SIGKILL");
       await p.child.status;
     }

@@ -112,7 +112,8 @@ Deno.test("security: each role may send only its own message types (FORBIDDEN ot
         sequence: 1,
         numChunks: 1,
         timeLimitMs: 0,
-        program: enc.encode("#!/bin/sh\n"),
+        programId: randomUuid(),
+        programSize: 10,
         argument: new Uint8Array(0),
         inputFiles: [],
         programName: "x",
@@ -142,7 +143,8 @@ Deno.test("security: each role may send only its own message types (FORBIDDEN ot
         job: randomUuid(),
         numChunks: 1,
         timeLimitMs: 0,
-        program: enc.encode("#!/bin/sh\n"),
+        programId: randomUuid(),
+        programSize: 10,
         argument: new Uint8Array(0),
         inputFiles: [],
         chunks: [{ chunkIndex: 0, attempt: 1 }],
@@ -202,6 +204,20 @@ Deno.test("security: jobs belong to their submitter; others get FORBIDDEN, admin
         bob.submit({ ...job("steal"), inputs: [{ id: put.id, name: "in" }] }),
         (e: unknown) => e instanceof RpcError && e.code === ErrorCode.NotFound,
       );
+      // Nor alice's program: a program is a stored file like an input, and only its owners
+      // may run it. Bob gets NOT_FOUND for her program's id ...
+      const prog = await alice.storage.putBytes(enc.encode("#!/bin/sh\necho alice-only\n"));
+      await assert.rejects(
+        bob.submit({ ...job("steal"), program: prog }),
+        (e: unknown) =>
+          e instanceof RpcError && e.code === ErrorCode.NotFound && /program/.test(e.text),
+      );
+      // ... until he stores the same bytes himself (possession is proof), then it runs for him.
+      const mine = await bob.submit({
+        ...job("x"),
+        program: enc.encode("#!/bin/sh\necho alice-only\n"),
+      });
+      assert.equal((await waitForJob(bob, mine)).state, ChunkState.Succeeded);
     } finally {
       await alice.close();
       await bob.close();

@@ -36,6 +36,8 @@ interface Known {
   jobs: Uuid[];
   files: Uuid[];
   members: string[];
+  /** Stored programs (by id and size). */
+  programs: { id: Uuid; size: number }[];
 }
 
 const BAD_MEMBERS = [
@@ -126,7 +128,13 @@ function adversarial(r: Rng, role: string, k: Known, serves: readonly number[]):
     // Valid submissions do run: keep them tiny so they cannot starve the final check.
     m.numChunks = 1 + r.int(2);
     m.timeLimitMs = 2000;
-    m.program = r.chance(0.5) ? enc.encode("#!/bin/sh\nexit 0\n") : r.bytes(1 + r.int(30));
+    // Half of them name a stored program (the admin's: others' keys get NOT_FOUND), the rest
+    // any known file or none.
+    const p = r.chance(0.5) && k.programs.length
+      ? r.pick(k.programs)
+      : { id: r.pick([...k.files, r.bytes(16)]), size: r.int(30) };
+    m.programId = p.id;
+    m.programSize = p.size;
   }
   if (m.type === MessageType.WorkerRegister || m.type === MessageType.WorkerHeartbeat) {
     m.slots = r.int(3);
@@ -187,10 +195,12 @@ Deno.test(`semantic fuzz: ${PER_ROLE} adversarial messages per role from valid k
     });
     const seeded = await waitForJob(admin, seedJob);
     assert.equal(seeded.state, ChunkState.Succeeded);
+    const program = await admin.storage.putBytes(enc.encode("#!/bin/sh\nexit 0\n"));
     const known: Known = {
       jobs: [seedJob, randomUuid()],
       files: [put.id, randomUuid()],
       members: cluster.info.masters,
+      programs: [program],
     };
     await cluster.admitKey("intruder", "worker");
     const keys = cluster.keysDir!;

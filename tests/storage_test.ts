@@ -502,7 +502,7 @@ for (const secure of [true, false]) {
           o.type === MessageType.Error && o.code === ErrorCode.BadMessage,
           JSON.stringify(o),
         );
-        // Oversized payload length in a job_submit (program_length 2^50).
+        // Oversized payload length in a job_submit (argument_length 2^50).
         const js = encode({
           type: MessageType.JobSubmit,
           node: me,
@@ -510,12 +510,13 @@ for (const secure of [true, false]) {
           sequence: 1,
           numChunks: 1,
           timeLimitMs: 0,
-          program: new Uint8Array(4),
+          programId: me,
+          programSize: 4,
           argument: new Uint8Array(0),
           inputFiles: [],
           programName: "x",
         });
-        new DataView(js.buffer).setBigUint64(25 + 16 + 8 + 4 + 8, 1n << 50n, true);
+        new DataView(js.buffer).setBigUint64(25 + 16 + 8 + 4 + 8 + 16 + 8, 1n << 50n, true);
         const ol = await ask(js);
         // A length beyond the decoder's limits is TOO_LARGE (a BAD_MESSAGE variant in wire.md).
         assert.ok(

@@ -60,7 +60,7 @@ Deno.test("C struct sizes and type codes match the TS schema", async () => {
   }
   assert.equal(rows.get("struct:generic_message")?.[0], "25");
   const bases: Record<string, number> = {
-    worker_request: 57,
+    worker_request: 73,
     worker_status: 42,
     file_request: 41,
     file_response: 49,

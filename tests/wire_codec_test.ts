@@ -84,7 +84,7 @@ Deno.test("generic header layout: type, uuid upper/lower as LE u64, header_lengt
 Deno.test("design base sizes and schema invariants", () => {
   const base = (w: string) => MESSAGE_SPECS.find((s) => s.wire === w)!.base;
   assert.equal(GENERIC_HEADER_SIZE, 25);
-  assert.equal(base("worker_request"), 57);
+  assert.equal(base("worker_request"), 73);
   assert.equal(base("worker_status"), 42);
   assert.equal(base("file_request"), 41);
   assert.equal(base("file_response"), 49);
@@ -184,12 +184,13 @@ Deno.test("base-size headers (design structs only) decode with defaults", () => 
     capExpiryMs: 0,
     cap: new Uint8Array(0),
   });
-  // worker_request of 57 bytes followed by program + one input file entry.
+  // worker_request of 73 bytes followed by one input file entry.
   const full = encode({
     type: MessageType.WorkerRequest,
     node: NODE,
     job: NODE,
-    program: new Uint8Array([1, 2, 3]),
+    programId: NODE,
+    programSize: 3,
     inputFiles: [{ id: NODE, size: 9, name: "in" }],
     chunkIndex: 0,
     numChunks: 0,
@@ -197,16 +198,17 @@ Deno.test("base-size headers (design structs only) decode with defaults", () => 
     timeLimitMs: 0,
     attempt: 0,
   });
-  // Its full header: 57 + chunk_index … attempt (28) + cap_expiry_ms … owner_length (20).
-  const FULL = 105;
-  const w = new Uint8Array(full.length - (FULL - 57));
-  w.set(full.subarray(0, 57));
-  w.set(full.subarray(FULL), 57);
-  setU64(w, 17, 57n);
+  // Its full header: 73 + chunk_index … attempt (28) + cap_expiry_ms … program_cap_length (24).
+  const FULL = 125;
+  const w = new Uint8Array(full.length - (FULL - 73));
+  w.set(full.subarray(0, 73));
+  w.set(full.subarray(FULL), 73);
+  setU64(w, 17, 73n);
   const d = decode(w);
   assert.equal(d.type, MessageType.WorkerRequest);
   if (d.type === MessageType.WorkerRequest) {
-    assert.deepStrictEqual([...d.program], [1, 2, 3]);
+    assert.deepStrictEqual([...d.programId], [...NODE]);
+    assert.equal(d.programSize, 3);
     assert.equal(d.inputFiles[0].name, "in");
     assert.equal(d.argument.length, 0);
     assert.equal(d.chunkIndex + d.numChunks + d.timeLimitMs + d.attempt, 0);
@@ -266,7 +268,7 @@ Deno.test("unknown type, trailing bytes, bad enum/bool/utf8, unsafe integers", (
 Deno.test("lengths and counts are checked against limits before allocating", () => {
   const wr = encode(EXAMPLES.find((m) => m.type === MessageType.WorkerRequest)!);
   const p = wr.slice();
-  setU64(p, offsetOf(MessageType.WorkerRequest, "program_length"), 1n << 60n);
+  setU64(p, offsetOf(MessageType.WorkerRequest, "argument_length"), 1n << 60n);
   // too_large (not truncated) shows the limit was checked first; an attempt to allocate 2^60
   // bytes would have thrown a RangeError, which `rejects` does not accept.
   rejects(p, "too_large");
@@ -277,7 +279,7 @@ Deno.test("lengths and counts are checked against limits before allocating", () 
   setU64(t, offsetOf(MessageType.WorkerRequest, "num_input_files"), 1000n);
   rejects(t, "truncated");
   const u = wr.slice();
-  setU64(u, offsetOf(MessageType.WorkerRequest, "program_length"), 1000n);
+  setU64(u, offsetOf(MessageType.WorkerRequest, "argument_length"), 1000n);
   rejects(u, "truncated");
 
   // A list whose entries are small but whose count is within limits and beyond the frame.

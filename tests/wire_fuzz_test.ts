@@ -29,7 +29,6 @@ const ITERATIONS = 120_000;
 const TIGHT: Partial<WireLimits> = {
   maxFrame: 4096,
   maxHeader: 256,
-  maxProgram: 64,
   maxArgument: 64,
   maxData: 64,
   maxFiles: 8,

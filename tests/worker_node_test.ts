@@ -230,13 +230,17 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
     // What the balancer mints for the worker's key: good past the time limit (or a day).
     const capExpiry = (timeLimitMs: number) =>
       Date.now() + (timeLimitMs || 24 * 3600_000) + 10 * 60_000;
-    const request = (
+    // Programs are stored files: each request names one stored here (ids of all of them kept).
+    const programIds = new Set<string>();
+    const request = async (
       chunkIndex: number,
       program: string,
       timeLimitMs = 20_000,
       inputFiles: FileEntry[] = inputs,
       argument = "the arg",
-    ): WorkerRequest => {
+    ): Promise<WorkerRequest> => {
+      const prog = await sc.putBytes(enc.encode(program));
+      programIds.add(uuidToHex(prog.id));
       const capExpiryMs = capExpiry(timeLimitMs);
       const caps = new Uint8Array(CAP_BYTES * inputFiles.length);
       inputFiles.forEach((f, i) =>
@@ -246,7 +250,8 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
         type: MessageType.WorkerRequest,
         node,
         job,
-        program: enc.encode(program),
+        programId: prog.id,
+        programSize: prog.size,
         inputFiles,
         chunkIndex,
         numChunks: 20,
@@ -257,10 +262,11 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
         caps,
         ticket: placementTicket(keys.secret, workerKey, job, chunkIndex, 1),
         owner: "admin",
+        programCap: readCapability(keys.secret, workerKey, prog.id, capExpiryMs),
       };
     };
-    const push = async (req: WorkerRequest) =>
-      (await balancer.push(peer, req, 10_000)) as WorkerRequestAck;
+    const push = async (req: WorkerRequest | Promise<WorkerRequest>) =>
+      (await balancer.push(peer, await req, 10_000)) as WorkerRequestAck;
 
     // 1. A chunk reads its input through the mount; its output file and stdout get stored.
     // cat, not `wc -c < file`: wc would take the size from stat without reading any byte.
@@ -305,6 +311,9 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
     assert.equal(st1.state, ChunkState.Succeeded, `reason: ${st1.reason}`);
     const stats = await sc.stats();
     assert.equal(stats.fetchCounts.get(uuidToHex(dataFile.id)), 1);
+    // A program is a cached file by id: fetched from storage once for both chunks.
+    const readProgId = (await request(1, readProg)).programId;
+    assert.equal(stats.fetchCounts.get(uuidToHex(readProgId)), 1);
     // 3. The input no chunk reads was never fetched.
     assert.equal(stats.fetchCounts.get(uuidToHex(unused.id)) ?? 0, 0);
     // The heartbeats announce the newly cached file.
@@ -373,7 +382,13 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
       { intervalMs: 50 },
     );
     const rereg = balancerInbox.msgs.filter((x) => isRegister(x.msg)).at(-1)!.msg as WorkerRegister;
-    assert.deepEqual(rereg.files.map(uuidToHex), [uuidToHex(dataFile.id)]);
+    // The input, and the programs run so far (fetched into the same cache).
+    const reregFiles = rereg.files.map(uuidToHex);
+    assert.ok(reregFiles.includes(uuidToHex(dataFile.id)), `${reregFiles}`);
+    assert.deepEqual(
+      reregFiles.filter((f) => f !== uuidToHex(dataFile.id)).sort(),
+      [...programIds].sort(),
+    );
 
     // 8. The cache is bounded by --cache-bytes (1 MiB): of two 600 KB inputs read one after the
     // other, the least recently used is evicted (and announced), and a later read fetches again.
@@ -423,6 +438,14 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
     assert.equal(st10.state, ChunkState.Failed);
     assert.equal(st10.failure, FailureCode.InputUnavailable, st10.reason);
     assert.match(st10.reason, new RegExp(uuidToHex(missing)));
+    // A program storage does not have fails the same way, naming the program file.
+    const noProgram = { ...(await request(12, "#!/bin/sh\n", 20_000, [])), programId: missing };
+    noProgram.programCap = readCapability(keys.secret, workerKey, missing, noProgram.capExpiryMs!);
+    assert.equal((await push(noProgram)).accepted, true);
+    const st12 = (await masterInbox.waitFor(isStatus(job, 12), "status of chunk 12")).msg;
+    assert.equal(st12.state, ChunkState.Failed);
+    assert.equal(st12.failure, FailureCode.InputUnavailable, st12.reason);
+    assert.match(st12.reason, new RegExp(`program file ${uuidToHex(missing)}`));
 
     // 10. SIGTERM while a chunk runs: the program is killed, the chunk reported Lost (so the
     // master can re-dispatch at once), clean exit, mount gone.

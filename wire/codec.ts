@@ -272,7 +272,7 @@ function utf8Length(s: string): number {
 /**
  * Decodes one frame. Validates type, header_length, every length/count against `limits`
  * (before allocating), enum ranges, UTF-8 text and consistency; throws only WireError.
- * Byte payloads (program, argument, data, stderr) are subarray views into `frame`: copy them
+ * Byte payloads (argument, data, stderr, tokens) are subarray views into `frame`: copy them
  * if the frame's buffer is reused.
  */
 export function decode(frame: Uint8Array, limits?: Partial<WireLimits>): Message {

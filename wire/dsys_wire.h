@@ -11,6 +11,8 @@
  * accepts header_length >= the base size and ignores unknown trailing header bytes.
  * The `_ext` structs are the current full headers of the four messages whose base layout is
  * fixed by the original design (worker_request, worker_status, file_request, file_response).
+ * worker_request's base changed once, when programs became stored files: the program's file id
+ * and size replaced its byte length (docs/wire.md, "Growing headers").
  */
 #ifndef DSYS_WIRE_H
 #define DSYS_WIRE_H
@@ -121,7 +123,9 @@ struct DSYS_PACKED dsys_worker_request {
   struct dsys_generic_message header;
   uint64_t job_uuid_upper;
   uint64_t job_uuid_lower;
-  uint64_t program_length;
+  uint64_t program_uuid_upper;
+  uint64_t program_uuid_lower;
+  uint64_t program_size;
   uint64_t num_input_files;
 };
 struct DSYS_PACKED dsys_worker_status {
@@ -154,7 +158,8 @@ struct DSYS_PACKED dsys_worker_request_ext {
   uint32_t caps_length;
   uint32_t ticket_length;
   uint32_t owner_length;
-}; /* payload: program, input_files (file_entry*), argument, caps, ticket, owner */
+  uint32_t program_cap_length;
+}; /* payload: input_files (file_entry*), argument, caps, ticket, owner, program_cap */
 struct DSYS_PACKED dsys_worker_status_ext {
   struct dsys_worker_status base;
   uint32_t chunk_index;
@@ -270,11 +275,13 @@ struct DSYS_PACKED dsys_job_submit {
   uint64_t sequence;
   uint32_t num_chunks;
   uint64_t time_limit_ms;
-  uint64_t program_length;
+  uint64_t program_uuid_upper;
+  uint64_t program_uuid_lower;
+  uint64_t program_size;
   uint64_t argument_length;
   uint32_t num_input_files;
   uint32_t name_length;
-}; /* payload: program, argument, input_files (file_entry*), program_name */
+}; /* payload: argument, input_files (file_entry*), program_name */
 struct DSYS_PACKED dsys_job_submit_ack {
   struct dsys_generic_message header;
   uint64_t job_uuid_upper;
@@ -312,12 +319,14 @@ struct DSYS_PACKED dsys_job_dispatch {
   uint64_t job_uuid_lower;
   uint32_t num_chunks;
   uint64_t time_limit_ms;
-  uint64_t program_length;
+  uint64_t program_uuid_upper;
+  uint64_t program_uuid_lower;
+  uint64_t program_size;
   uint64_t argument_length;
   uint32_t num_input_files;
   uint32_t num_dispatch;
-  uint32_t owner_length; /* extension: may be absent (base 77 bytes) */
-}; /* payload: program, argument, input_files (file_entry*), chunks (chunk_attempt*), owner */
+  uint32_t owner_length; /* extension: may be absent (base 93 bytes) */
+}; /* payload: argument, input_files (file_entry*), chunks (chunk_attempt*), owner */
 struct DSYS_PACKED dsys_job_remove {
   struct dsys_generic_message header;
   uint64_t job_uuid_upper;
@@ -387,11 +396,11 @@ struct DSYS_PACKED dsys_fetch_count {
 
 /* Sizes are part of the protocol: a change here is a wire-format change. */
 _Static_assert(sizeof(struct dsys_generic_message) == 25, "generic_message");
-_Static_assert(sizeof(struct dsys_worker_request) == 57, "worker_request base");
+_Static_assert(sizeof(struct dsys_worker_request) == 73, "worker_request base");
 _Static_assert(sizeof(struct dsys_worker_status) == 42, "worker_status base");
 _Static_assert(sizeof(struct dsys_file_request) == 41, "file_request base");
 _Static_assert(sizeof(struct dsys_file_response) == 49, "file_response base");
-_Static_assert(sizeof(struct dsys_worker_request_ext) == 105, "worker_request");
+_Static_assert(sizeof(struct dsys_worker_request_ext) == 125, "worker_request");
 _Static_assert(sizeof(struct dsys_worker_status_ext) == 86, "worker_status");
 _Static_assert(sizeof(struct dsys_file_request_ext) == 69, "file_request");
 _Static_assert(sizeof(struct dsys_file_response_ext) == 57, "file_response");
@@ -407,13 +416,13 @@ _Static_assert(sizeof(struct dsys_file_stat) == 45, "file_stat");
 _Static_assert(sizeof(struct dsys_file_stat_response) == 50, "file_stat_response");
 _Static_assert(sizeof(struct dsys_storage_stats_request) == 25, "storage_stats_request");
 _Static_assert(sizeof(struct dsys_storage_stats) == 77, "storage_stats");
-_Static_assert(sizeof(struct dsys_job_submit) == 85, "job_submit");
+_Static_assert(sizeof(struct dsys_job_submit) == 101, "job_submit");
 _Static_assert(sizeof(struct dsys_job_submit_ack) == 50, "job_submit_ack");
 _Static_assert(sizeof(struct dsys_job_status_request) == 41, "job_status_request");
 _Static_assert(sizeof(struct dsys_job_status_response) == 66, "job_status_response");
 _Static_assert(sizeof(struct dsys_job_list_request) == 25, "job_list_request");
 _Static_assert(sizeof(struct dsys_job_list_response) == 29, "job_list_response");
-_Static_assert(sizeof(struct dsys_job_dispatch) == 81, "job_dispatch");
+_Static_assert(sizeof(struct dsys_job_dispatch) == 97, "job_dispatch");
 _Static_assert(sizeof(struct dsys_job_remove) == 41, "job_remove");
 _Static_assert(sizeof(struct dsys_node_list_request) == 25, "node_list_request");
 _Static_assert(sizeof(struct dsys_node_list_response) == 29, "node_list_response");

@@ -20,6 +20,8 @@ const JOB = uuidFromString("6ba7b810-9dad-41d1-80b4-00c04fd430c8");
 const CLIENT = uuidFromString("f47ac10b-58cc-4372-a567-0e02b2c3d479");
 const FILE_A = uuidFromHex("2cf24dba5fb0a30e26e83b2ac5b9e29e"); // sha256("hello")[0..16]
 const FILE_B = uuidFromHex("8f434346648f6b96df89dda901c5176b"); // sha256("hi")[0..16]
+/** sha256("#!/bin/sh\necho hi\n")[0..16]: a stored program. */
+const PROGRAM = uuidFromHex("299001868fb8c02fd431c336c6d058f5");
 const bytes = (s: string) => new TextEncoder().encode(s);
 
 /** Example messages in type-code order, one per MessageType. */
@@ -30,7 +32,8 @@ export const EXAMPLES: readonly Message[] = [
     type: MessageType.WorkerRequest,
     node: NODE,
     job: JOB,
-    program: bytes("#!"),
+    programId: PROGRAM,
+    programSize: 18,
     inputFiles: [{ id: FILE_A, size: 5, name: "in" }],
     chunkIndex: 2,
     numChunks: 4,
@@ -41,6 +44,7 @@ export const EXAMPLES: readonly Message[] = [
     caps: new Uint8Array(32).fill(0xca),
     ticket: new Uint8Array(32).fill(0x71),
     owner: "alice",
+    programCap: new Uint8Array(32).fill(0xcb),
   },
   {
     type: MessageType.WorkerRequestAck,
@@ -140,7 +144,8 @@ export const EXAMPLES: readonly Message[] = [
     sequence: 9,
     numChunks: 4,
     timeLimitMs: 60000,
-    program: bytes("#!"),
+    programId: PROGRAM,
+    programSize: 18,
     argument: bytes("x"),
     inputFiles: [{ id: FILE_A, size: 5, name: "in" }],
     programName: "wc",
@@ -184,7 +189,8 @@ export const EXAMPLES: readonly Message[] = [
     job: JOB,
     numChunks: 4,
     timeLimitMs: 60000,
-    program: bytes("#!"),
+    programId: PROGRAM,
+    programSize: 18,
     argument: bytes("x"),
     inputFiles: [{ id: FILE_A, size: 5, name: "in" }],
     chunks: [{ chunkIndex: 2, attempt: 1 }, { chunkIndex: 3, attempt: 2 }],

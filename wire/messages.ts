@@ -139,8 +139,6 @@ export interface WireLimits {
   maxFrame: number;
   /** Largest header_length accepted (headers may grow, but not unboundedly), bytes. */
   maxHeader: number;
-  /** Largest program in worker_request / job_submit / job_dispatch, bytes. */
-  maxProgram: number;
   /** Largest argument, bytes. */
   maxArgument: number;
   /** Largest file chunk in one file_put / file_response, bytes. */
@@ -166,7 +164,6 @@ const MiB = 1024 * 1024;
 export const DEFAULT_LIMITS: Readonly<WireLimits> = Object.freeze({
   maxFrame: 80 * MiB,
   maxHeader: 4096,
-  maxProgram: 64 * MiB,
   maxArgument: 1 * MiB,
   maxData: 16 * MiB,
   maxFiles: 65536,
@@ -286,8 +283,10 @@ export interface WorkerRequest extends MessageBase {
   type: typeof MessageType.WorkerRequest;
   /** Job id. */
   job: Uuid;
-  /** The executable's bytes. */
-  program: Uint8Array;
+  /** File id of the program (stored like an input; fetched from storage). */
+  programId: Uuid;
+  /** Size of the program file in bytes. */
+  programSize: number;
   /** Files to fetch from storage. */
   inputFiles: FileEntry[];
   /** Chunk to run (0-based). */
@@ -308,6 +307,8 @@ export interface WorkerRequest extends MessageBase {
   ticket?: Uint8Array;
   /** Keyring name of the job's owner (outputs are stored as theirs). */
   owner?: string;
+  /** 32-byte read capability for the program file (same expiry as `caps`). */
+  programCap?: Uint8Array;
 }
 /** worker -> balancer: accepted (slot taken) or refused with a reason. */
 export interface WorkerRequestAck extends MessageBase {
@@ -504,8 +505,10 @@ export interface JobSubmit extends MessageBase {
   numChunks: number;
   /** Per-chunk time limit, 0 = none. */
   timeLimitMs: number;
-  /** The executable's bytes. */
-  program: Uint8Array;
+  /** File id of the program, already stored (the submitter must own it). */
+  programId: Uuid;
+  /** Program size in bytes (masters use the size storage reports). */
+  programSize: number;
   /** Opaque argument. */
   argument: Uint8Array;
   /** Input files (already stored). */
@@ -574,8 +577,10 @@ export interface JobDispatch extends MessageBase {
   numChunks: number;
   /** Per-chunk time limit, 0 = none. */
   timeLimitMs: number;
-  /** The executable's bytes. */
-  program: Uint8Array;
+  /** File id of the program. */
+  programId: Uuid;
+  /** Program size in bytes. */
+  programSize: number;
   /** Opaque argument. */
   argument: Uint8Array;
   /** Input files. */
@@ -882,10 +887,11 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     senders: ["balancer"],
     name: "WorkerRequest",
     wire: "worker_request",
-    base: 57,
+    base: 73,
     fields: [
       uuid("job", "job_uuid", "job id"),
-      len("u64", "program_length", "program", "bytes of program"),
+      uuid("programId", "program_uuid", "file id of the program (fetched from storage)"),
+      u64("programSize", "program_size", "program size in bytes"),
       len("u64", "num_input_files", "inputFiles", "entries in input_files"),
       u32("chunkIndex", "chunk_index", "chunk to run (0-based)", { ext: true }),
       u32("numChunks", "num_chunks", "chunks in the job", { ext: true, limit: "maxChunks" }),
@@ -898,14 +904,15 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
       len("u32", "caps_length", "caps", "bytes of caps", true),
       len("u32", "ticket_length", "ticket", "bytes of ticket", true),
       len("u32", "owner_length", "owner", "bytes of owner", true),
+      len("u32", "program_cap_length", "programCap", "bytes of program_cap", true),
     ],
     sections: [
-      bytes("program", "program", "maxProgram", "the executable's bytes"),
       list("inputFiles", "input_files", "maxFiles", "files to fetch from storage", FILE_ENTRY),
       bytes("argument", "argument", "maxArgument", "opaque argument passed to the program"),
       bytes("caps", "caps", "maxAuth", "32-byte read capability per input file, in order"),
       bytes("ticket", "ticket", "maxAuth", "placement ticket, echoed in worker_status"),
       text("owner", "owner", "maxText", "keyring name of the job's owner"),
+      bytes("programCap", "program_cap", "maxAuth", "32-byte read capability for the program"),
     ],
     doc: "Run one chunk of a job on a worker.",
     flow: "balancer ROUTER -> worker DEALER",
@@ -1149,19 +1156,19 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     senders: ["client"],
     name: "JobSubmit",
     wire: "job_submit",
-    base: 85,
+    base: 101,
     fields: [
       uuid("client", "client_uuid", "submitting client's id"),
       u64("sequence", "sequence", "client's request sequence; retries reuse it"),
       u32("numChunks", "num_chunks", "chunks to run (>= 1)", { limit: "maxChunks" }),
       u64("timeLimitMs", "time_limit_ms", "per-chunk time limit, 0 = none"),
-      len("u64", "program_length", "program", "bytes of program"),
+      uuid("programId", "program_uuid", "file id of the program, stored by the submitter"),
+      u64("programSize", "program_size", "program size (masters use storage's)"),
       len("u64", "argument_length", "argument", "bytes of argument"),
       len("u32", "num_input_files", "inputFiles", "entries in input_files"),
       len("u32", "name_length", "programName", "bytes of program_name"),
     ],
     sections: [
-      bytes("program", "program", "maxProgram", "the executable's bytes"),
       bytes("argument", "argument", "maxArgument", "opaque argument"),
       list("inputFiles", "input_files", "maxFiles", "input files (already stored)", FILE_ENTRY),
       text("programName", "program_name", "maxText", "UTF-8 program name for display"),
@@ -1248,19 +1255,19 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     senders: ["master"],
     name: "JobDispatch",
     wire: "job_dispatch",
-    base: 77,
+    base: 93,
     fields: [
       uuid("job", "job_uuid", "job id"),
       u32("numChunks", "num_chunks", "chunks of the job", { limit: "maxChunks" }),
       u64("timeLimitMs", "time_limit_ms", "per-chunk time limit, 0 = none"),
-      len("u64", "program_length", "program", "bytes of program"),
+      uuid("programId", "program_uuid", "file id of the program"),
+      u64("programSize", "program_size", "program size in bytes"),
       len("u64", "argument_length", "argument", "bytes of argument"),
       len("u32", "num_input_files", "inputFiles", "entries in input_files"),
       len("u32", "num_dispatch", "chunks", "entries in chunks"),
       len("u32", "owner_length", "owner", "bytes of owner", true),
     ],
     sections: [
-      bytes("program", "program", "maxProgram", "the executable's bytes"),
       bytes("argument", "argument", "maxArgument", "opaque argument"),
       list("inputFiles", "input_files", "maxFiles", "input files", FILE_ENTRY),
       list("chunks", "chunks", "maxChunks", "chunks to run with attempts", CHUNK_ATTEMPT),

@@ -38,7 +38,10 @@ export interface JobInfo {
   job: Uuid;
   numChunks: number;
   timeLimitMs: number;
-  program: Uint8Array;
+  /** File id of the program (workers fetch it from storage like an input). */
+  programId: Uuid;
+  /** Program size, bytes. */
+  programSize: number;
   argument: Uint8Array;
   inputFiles: FileEntry[];
   /** Keyring name of the job's owner (job_dispatch `owner`; "" or absent in insecure mode). */
@@ -633,8 +636,8 @@ export class ChunkScheduler {
   }
 
   #maybeForgetJob(jobKey: string, je: JobEntry): void {
-    // Drop the program bytes once nothing of the job is left to run; a later re-dispatch
-    // carries them again.
+    // Drop the job's metadata once nothing of it is left to run; a later re-dispatch carries
+    // it again.
     if (je.tasks.size === 0) this.#jobs.delete(jobKey);
   }
 

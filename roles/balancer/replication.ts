@@ -96,9 +96,13 @@ export function applyEvent(s: ChunkScheduler, ev: SchedulerEvent): unknown {
   }
 }
 
-/** Rough byte size of an event in the log (the bytes it pins, mostly the program). */
+/** Rough byte size of an event in the log (the bytes it pins: a dispatch's job metadata). */
 function eventBytes(ev: SchedulerEvent): number {
-  if (ev.t === "dispatch") return 256 + ev.info.program.length + ev.info.argument.length;
+  if (ev.t === "dispatch") {
+    const i = ev.info;
+    return 256 + i.argument.length + i.inputFiles.reduce((n, f) => n + 64 + f.name.length, 0) +
+      8 * ev.chunks.length;
+  }
   return 128;
 }
 

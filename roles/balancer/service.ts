@@ -10,9 +10,9 @@
  * that sent a message decides, never a field inside it. A worker's node id is bound to the key
  * it registered with; any message about that node id from another key is answered FORBIDDEN,
  * as is a chunk_finished for a chunk attempt placed on a worker of another key. Every
- * worker_request carries a placement ticket and one read capability per input file, minted
- * under the cluster secret for the key of the worker it is placed on (see `#authFor` for why
- * that makes a stolen routing id worthless).
+ * worker_request carries a placement ticket and one read capability per input file and one for
+ * the program file, minted under the cluster secret for the key of the worker it is placed on
+ * (see `#authFor` for why that makes a stolen routing id worthless).
  * @module
  */
 import { CAP_BYTES, placementTicket, readCapability } from "../../lib/capability.ts";
@@ -296,7 +296,8 @@ export class BalancerService {
               job: msg.job,
               numChunks: msg.numChunks,
               timeLimitMs: msg.timeLimitMs,
-              program: msg.program,
+              programId: msg.programId,
+              programSize: msg.programSize,
               argument: msg.argument,
               inputFiles: msg.inputFiles,
               ...(msg.owner ? { owner: msg.owner } : {}),
@@ -554,8 +555,8 @@ export class BalancerService {
   }
 
   /**
-   * The ticket, read capabilities and owner of a worker_request (nothing but the owner in
-   * insecure mode).
+   * The ticket, read capabilities (one per input file, one for the program file) and owner of a
+   * worker_request (nothing but the owner in insecure mode).
    *
    * Routing-id hijack. Pushes are addressed by routing id, and the ROUTER lets a new connection
    * take over a routing id (ROUTER_HANDOVER, so a restarted worker gets its pushes at once).
@@ -589,6 +590,7 @@ export class BalancerService {
     out.ticket = placementTicket(secret, key, a.job.job, a.chunkIndex, a.attempt);
     out.capExpiryMs = capExpiryMs;
     out.caps = caps;
+    out.programCap = readCapability(secret, key, a.job.programId, capExpiryMs);
     return out;
   }
 
@@ -609,7 +611,8 @@ export class BalancerService {
       type: MessageType.WorkerRequest,
       node: this.#o.node,
       job,
-      program: a.job.program,
+      programId: a.job.programId,
+      programSize: a.job.programSize,
       inputFiles: a.job.inputFiles,
       chunkIndex: a.chunkIndex,
       numChunks: a.job.numChunks,

@@ -5,20 +5,23 @@
  * bytes the protocol already specifies and validates (docs/wire.md), prefixed by what the
  * proposing leader decided:
  *
- *   submit: u8 3 | job uuid (16) | u64 submitted_at_ms | u8 n | owner (n bytes UTF-8)
- *           | job_submit frame
+ *   submit: u8 4 | job uuid (16) | u64 submitted_at_ms | u8 n | owner (n bytes UTF-8)
+ *           | job_submit frame (the program by file id and size, never its bytes)
  *   report: u8 2 | u64 at_ms | worker_status frame
  *   remove: u8 5 | u32 n | n × job uuid (16)     (n <= MAX_REMOVE; the leader's choice, below)
  *
- * Kind 1 (submit without an owner, written before jobs had owners) is still read: its jobs
- * belong to no user, so only admins see them.
+ * Kinds 1 and 3 (submits whose job_submit frame carried the program's bytes, before programs
+ * became stored files) are no longer read: that job_submit layout is gone from the protocol, and
+ * the log format is ours to change, so the new layout got a new major kind (4) rather than a
+ * compatibility path. A log holding kind 1 or 3 fails to decode (CommandError); such a data
+ * directory must be wiped.
  */
 import { decode, encode, type JobSubmit, MessageType, type WorkerStatus } from "../../wire/mod.ts";
 import type { Command, JobSpec } from "./job_table.ts";
 
-const SUBMIT_UNOWNED = 1;
 const REPORT = 2;
-const SUBMIT = 3;
+/** Submit with the program by id (kinds 1 and 3, with program bytes, are not read: see above). */
+const SUBMIT = 4;
 const REMOVE = 5;
 /** Most jobs one remove command names (64 KiB of ids): the leader batches expired jobs. */
 export const MAX_REMOVE = 4096;
@@ -46,7 +49,8 @@ export function specFromSubmit(
     clientId: m.client,
     seq: m.sequence,
     programName: m.programName,
-    program: m.program,
+    programId: m.programId,
+    programSize: m.programSize,
     argument: m.argument,
     numChunks: m.numChunks,
     timeLimitMs: m.timeLimitMs,
@@ -78,7 +82,8 @@ export function encodeCommand(cmd: Command): Uint8Array {
       sequence: s.seq,
       numChunks: s.numChunks,
       timeLimitMs: s.timeLimitMs,
-      program: s.program,
+      programId: s.programId,
+      programSize: s.programSize,
       argument: s.argument,
       inputFiles: s.inputs,
       programName: s.programName,
@@ -106,9 +111,8 @@ export function encodeCommand(cmd: Command): Uint8Array {
 export function decodeCommand(data: Uint8Array): Command {
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   try {
-    if ((data[0] === SUBMIT || data[0] === SUBMIT_UNOWNED) && data.length > 26) {
-      const ownerLen = data[0] === SUBMIT ? data[25] : 0;
-      const start = data[0] === SUBMIT ? 26 + ownerLen : 25;
+    if (data[0] === SUBMIT && data.length > 26) {
+      const start = 26 + data[25];
       if (start >= data.length) throw new CommandError("submit truncated in its owner");
       const owner = new TextDecoder("utf-8", { fatal: true }).decode(data.subarray(26, start));
       const m = decode(data.subarray(start));

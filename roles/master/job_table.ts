@@ -24,7 +24,10 @@ export interface JobSpec {
   clientId: Uint8Array;
   seq: number;
   programName: string;
-  program: Uint8Array;
+  /** File id of the program (stored like an input, owned by the submitter). */
+  programId: Uint8Array;
+  /** Program size in bytes, as storage reported it at submission. */
+  programSize: number;
   argument: Uint8Array;
   numChunks: number;
   timeLimitMs: number;

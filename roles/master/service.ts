@@ -153,13 +153,6 @@ export class MasterService {
     if (m.numChunks > l.maxChunks) {
       throw bad(`${m.numChunks} chunks exceeds the limit ${l.maxChunks}`);
     }
-    if (m.program.length === 0) throw bad("the program is empty");
-    if (m.program.length > l.maxProgramBytes) {
-      throw new RequestError(
-        ErrorCode.TooLarge,
-        `program of ${m.program.length} bytes exceeds the limit ${l.maxProgramBytes}`,
-      );
-    }
     if (m.argument.length > l.maxArgumentBytes) {
       throw new RequestError(ErrorCode.TooLarge, `argument exceeds ${l.maxArgumentBytes} bytes`);
     }
@@ -175,14 +168,14 @@ export class MasterService {
       if (names.has(f.name)) throw bad(`input name ${f.name} appears twice`);
       names.add(f.name);
     }
-    // Input files must exist on storage and be the submitter's own (an admin may use any);
-    // their sizes come from storage, not from the client.
+    // The program and the input files must exist on storage and be the submitter's own (an
+    // admin may use any); their sizes come from storage, not from the client.
     const owner = from?.name ?? "";
-    const inputs = await Promise.all(m.inputFiles.map(async (f) => {
+    const stat = async (id: Uint8Array, what: string): Promise<number> => {
       const st = await this.#d.storage.request({
         type: MessageType.FileStat,
         node: this.#d.node,
-        file: f.id,
+        file: id,
         user: from === null || from.admin ? "" : owner,
       }).catch((e) => {
         throw new RequestError(ErrorCode.Unavailable, `storage unavailable: ${e.message}`);
@@ -190,13 +183,33 @@ export class MasterService {
       if (st.type !== MessageType.FileStatResponse || !st.exists) {
         throw new RequestError(
           ErrorCode.NotFound,
-          `input file ${uuidToHex(f.id)} not found on storage${owner ? ` for ${owner}` : ""}`,
+          `${what} file ${uuidToHex(id)} not found on storage${owner ? ` for ${owner}` : ""}`,
         );
       }
-      return { id: f.id, name: f.name, size: st.length };
-    }));
+      return st.length;
+    };
+    const [programSize, inputs] = await Promise.all([
+      stat(m.programId, "program"),
+      Promise.all(m.inputFiles.map(async (f) => ({
+        id: f.id,
+        name: f.name,
+        size: await stat(f.id, "input"),
+      }))),
+    ]);
+    if (programSize === 0) throw bad("the program is empty");
+    if (programSize > l.maxProgramBytes) {
+      throw new RequestError(
+        ErrorCode.TooLarge,
+        `program of ${programSize} bytes exceeds the limit ${l.maxProgramBytes}`,
+      );
+    }
     const spec = specFromSubmit(
-      { ...m, inputFiles: inputs, timeLimitMs: m.timeLimitMs || l.defaultTimeLimitMs },
+      {
+        ...m,
+        programSize,
+        inputFiles: inputs,
+        timeLimitMs: m.timeLimitMs || l.defaultTimeLimitMs,
+      },
       randomUuid(),
       Date.now(),
       owner,
@@ -473,7 +486,8 @@ export class MasterService {
       job: s.jobId,
       numChunks: s.numChunks,
       timeLimitMs: s.timeLimitMs,
-      program: s.program,
+      programId: s.programId,
+      programSize: s.programSize,
       argument: s.argument,
       inputFiles: s.inputs,
       chunks: chunks.map((i) => ({ chunkIndex: i, attempt: Math.max(1, job.chunks[i].attempt) })),

@@ -179,8 +179,10 @@ const enc = new TextEncoder();
 /** Outputs up to this size are read into memory and uploaded in one piece: cheaper per file
  * than streaming (no chunk-sized read buffer, one read). */
 const SMALL_OUTPUT_BYTES = 1 << 20;
-/** Program files kept for jobs that may send more chunks (written once per job, not per chunk). */
-const PROGRAM_CACHE_JOBS = 16;
+/** Program files kept ready to run when no chunk uses them (written once per program id). */
+const PROGRAM_FILES_KEPT = 16;
+/** Writes of a program file before giving up when each is changed before it could run. */
+const PROGRAM_WRITE_TRIES = 3;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Starts a worker: mounts, registers with the balancer and serves worker_requests. */
@@ -197,7 +199,7 @@ class Worker implements WorkerNode {
   #log: Logger;
   #cacheDir: string;
   #chunksDir: string;
-  /** Program files by job id and content, written on the first chunk that runs them. */
+  /** Program files by program id (hex), copied from the cache by the first chunk to run one. */
   #programsDir: string;
   #programs = new Map<string, ProgramFile>();
   #programSeq = 0;
@@ -321,8 +323,13 @@ class Worker implements WorkerNode {
     const hex = uuidToHex(id);
     let best: ReadCap = {};
     for (const c of this.#chunks.values()) {
-      const { caps, capExpiryMs = 0 } = c.req;
-      if (!caps || (best.capExpiryMs ?? -1) >= capExpiryMs) continue;
+      const { caps, programCap, capExpiryMs = 0 } = c.req;
+      if ((best.capExpiryMs ?? -1) >= capExpiryMs) continue;
+      if (programCap?.length === CAP_BYTES && uuidToHex(c.req.programId) === hex) {
+        best = { cap: programCap.slice(), capExpiryMs };
+        continue;
+      }
+      if (!caps) continue;
       const i = c.req.inputFiles.findIndex((f) => uuidToHex(f.id) === hex);
       if (i < 0 || caps.length < CAP_BYTES * (i + 1)) continue;
       best = { cap: caps.slice(CAP_BYTES * i, CAP_BYTES * (i + 1)), capExpiryMs };
@@ -335,7 +342,9 @@ class Worker implements WorkerNode {
     const text = e instanceof Error ? e.message : String(e);
     this.#log.warn("fetch failed", { file: hex, error: text });
     for (const c of this.#chunks.values()) {
-      if (c.req.inputFiles.some((f) => uuidToHex(f.id) === hex)) c.fetchErrors.set(hex, text);
+      const uses = uuidToHex(c.req.programId) === hex ||
+        c.req.inputFiles.some((f) => uuidToHex(f.id) === hex);
+      if (uses) c.fetchErrors.set(hex, text);
     }
   }
 
@@ -535,45 +544,104 @@ class Worker implements WorkerNode {
     }
   }
 
-  /** The job's program file, written (mode 0755) by the first chunk of the job on this worker
-   * and shared by its later chunks; each call must be paired with `#releaseProgram`. */
-  #acquireProgram(req: WorkerRequest): ProgramFile {
-    const job = programKey(req);
-    let p = this.#programs.get(job);
-    if (p && (!bytesEqual(p.bytes, req.program) || !unchanged(p))) {
-      // A hash collision (the key's hash is not cryptographic), or a program that rewrote its
-      // own file (chunks used to get a fresh copy each): run this one from a new file.
-      p = undefined;
-      this.#programs.delete(job);
+  /**
+   * The chunk's program as a file to run: a program is a cached file by id. The first chunk to
+   * run a program id fetches it like an input (the mount's lazy, verified fetch into the cache,
+   * with the request's read capability) and copies it out of the cache to a file of mode 0755;
+   * later chunks, of any job, with the same id run that file. A file found changed (a program
+   * rewrote itself: inode, size or mtime differ) is never run again: the next chunk gets a new
+   * copy of the (untouched) cached file. Each call must be paired with `#releaseProgram`; throws
+   * when the program cannot be fetched.
+   */
+  async #acquireProgram(req: WorkerRequest): Promise<ProgramFile> {
+    const key = uuidToHex(req.programId);
+    for (let tries = 1;; tries++) {
+      let p = this.#programs.get(key);
+      if (p?.written && !unchanged(p)) {
+        this.#dropProgram(p);
+        p = undefined;
+      }
+      if (!p) {
+        const path = `${this.#programsDir}/${key}.${this.#programSeq++}`;
+        const fresh: ProgramFile = {
+          key,
+          path,
+          size: req.programSize,
+          users: 0,
+          ino: null,
+          mtimeMs: -1,
+          written: false,
+          dropped: false,
+          ready: Promise.resolve(),
+        };
+        fresh.ready = this.#writeProgram(fresh, req.programId);
+        // A failed fetch leaves nothing behind: the next chunk tries again.
+        fresh.ready.catch(() => this.#dropProgram(fresh));
+        this.#programs.set(key, p = fresh);
+      } else {
+        // Most recently used last: eviction takes the oldest first.
+        this.#programs.delete(key);
+        this.#programs.set(key, p);
+      }
+      p.users++;
+      try {
+        await p.ready;
+      } catch (e) {
+        this.#releaseProgram(p);
+        throw e;
+      }
+      // Another chunk may have run (and rewritten) it while this one waited for the write.
+      if (unchanged(p)) return p;
+      this.#dropProgram(p);
+      this.#releaseProgram(p);
+      if (tries >= PROGRAM_WRITE_TRIES) {
+        throw new WorkerError(`program file ${p.path} changed ${tries} times before it could run`);
+      }
     }
-    if (!p) {
-      const path = `${this.#programsDir}/${this.#programSeq++}`;
-      // Written synchronously, so it is open for writing only for a moment (a spawn running
-      // meanwhile can still see it so: startProgram retries ETXTBSY).
-      Deno.writeFileSync(path, req.program, { mode: 0o755 });
-      Deno.chmodSync(path, 0o755); // the umask may have dropped bits at create
-      const st = Deno.lstatSync(path);
-      p = { path, bytes: req.program.slice(), users: 0, ino: st.ino, mtimeMs: mtimeOf(st) };
-      this.#programs.set(job, p);
-    } else {
-      // Most recently used last: eviction below takes the oldest first.
-      this.#programs.delete(job);
-      this.#programs.set(job, p);
+  }
+
+  /** Fetches program `id` into the cache (unless cached) and copies it to `p.path`, 0755. */
+  async #writeProgram(p: ProgramFile, id: Uint8Array): Promise<void> {
+    this.#mount.pin(id); // not evicted between the fetch and the copy
+    try {
+      await this.#mount.prefetch(id);
+      // Copied, not linked: a program that rewrites its own file must not touch the cache.
+      // Written under a temporary name and renamed: the final path is never open for writing.
+      const tmp = `${p.path}.tmp`;
+      await Deno.copyFile(this.#mount.cachePath(id), tmp);
+      await Deno.chmod(tmp, 0o755); // the umask may have dropped bits at create
+      const st = await Deno.lstat(tmp);
+      if (st.size !== p.size) {
+        await Deno.remove(tmp).catch(() => {});
+        throw new WorkerError(
+          `program file ${p.key} has ${st.size} bytes in the cache, the job says ${p.size}`,
+        );
+      }
+      await Deno.rename(tmp, p.path);
+      p.ino = st.ino;
+      p.mtimeMs = mtimeOf(st);
+      p.written = true;
+    } finally {
+      try {
+        this.#mount.unpin(id);
+      } catch { /* unmounted during shutdown */ }
     }
-    p.users++;
-    return p;
+  }
+
+  /** Never hands out `p` again; its file goes once no chunk runs it. */
+  #dropProgram(p: ProgramFile): void {
+    if (this.#programs.get(p.key) === p) this.#programs.delete(p.key);
+    p.dropped = true;
+    if (p.users === 0) removeQuietly(p.path);
   }
 
   #releaseProgram(p: ProgramFile): void {
     if (p.users > 0) p.users--;
-    if (this.#programs.size <= PROGRAM_CACHE_JOBS) return;
-    for (const [job, q] of this.#programs) {
-      if (this.#programs.size <= PROGRAM_CACHE_JOBS) break;
-      if (q.users > 0) continue;
-      this.#programs.delete(job);
-      try {
-        Deno.removeSync(q.path);
-      } catch { /* already gone */ }
+    if (p.dropped && p.users === 0) removeQuietly(p.path);
+    if (this.#programs.size <= PROGRAM_FILES_KEPT) return;
+    for (const q of this.#programs.values()) {
+      if (this.#programs.size <= PROGRAM_FILES_KEPT) break;
+      if (q.users === 0 && q.written) this.#dropProgram(q);
     }
   }
 
@@ -615,7 +683,22 @@ class Worker implements WorkerNode {
   async #execute(c: Chunk, dir: string, held: Held, log: Logger): Promise<WorkerStatus | null> {
     const req = c.req;
     const jobDir = uuidToString(req.job);
-    c.programFile = this.#acquireProgram(req);
+    try {
+      c.programFile = await this.#acquireProgram(req);
+    } catch (e) {
+      if (this.#closing) c.aborted = true;
+      if (c.aborted) return null;
+      const hex = uuidToHex(req.programId);
+      const text = c.fetchErrors.get(hex) ?? (e instanceof Error ? e.message : String(e));
+      log.warn("program unavailable", { program: hex, error: text });
+      return bareStatus(
+        this.nodeId,
+        req,
+        CS.Failed,
+        FC.InputUnavailable,
+        `program file ${hex} could not be fetched: ${text}`,
+      );
+    }
     const programPath = c.programFile.path;
 
     // A job without inputs still gets an (empty, local, read-only) input dir, so the variable
@@ -845,23 +928,24 @@ class Worker implements WorkerNode {
   }
 }
 
-/** Cache key of a chunk's program: its job and a (fast, non-cryptographic) hash of its bytes,
- * since a job's chunks normally share one program but nothing forces them to. */
-function programKey(req: WorkerRequest): string {
-  let h = 0x811c9dc5; // FNV-1a, 32 bits
-  for (let i = 0; i < req.program.length; i++) h = Math.imul(h ^ req.program[i], 0x01000193);
-  return `${uuidToString(req.job)}/${req.program.length}/${(h >>> 0).toString(16)}`;
-}
-
-/** A job's program file, shared by the job's chunks on this worker. */
+/** A program's file on this worker, shared by every chunk that runs that program id. */
 interface ProgramFile {
+  /** Program id (hex). */
+  key: string;
   path: string;
-  bytes: Uint8Array;
-  /** Chunks running it now. */
+  /** Bytes it must have (worker_request.program_size). */
+  size: number;
+  /** Chunks running it (or waiting for it to be written) now. */
   users: number;
   /** Inode and mtime when written: a changed file is not reused. */
   ino: number | null;
   mtimeMs: number;
+  /** True once `path` holds the program. */
+  written: boolean;
+  /** Not handed out any more; the file is removed once `users` is 0. */
+  dropped: boolean;
+  /** Settles when the write ends (rejects when the program could not be fetched). */
+  ready: Promise<void>;
 }
 
 function mtimeOf(st: Deno.FileInfo): number {
@@ -872,8 +956,7 @@ function mtimeOf(st: Deno.FileInfo): number {
 function unchanged(p: ProgramFile): boolean {
   try {
     const st = Deno.lstatSync(p.path);
-    return st.isFile && st.ino === p.ino && st.size === p.bytes.length &&
-      mtimeOf(st) === p.mtimeMs;
+    return st.isFile && st.ino === p.ino && st.size === p.size && mtimeOf(st) === p.mtimeMs;
   } catch {
     return false;
   }
@@ -897,10 +980,10 @@ function isFileOrAbsent(path: string): boolean {
   }
 }
 
-function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+function removeQuietly(path: string): void {
+  try {
+    Deno.removeSync(path);
+  } catch { /* already gone */ }
 }
 
 function chunkKey(m: { job: Uint8Array; chunkIndex: number; attempt: number }): string {
