@@ -2,7 +2,9 @@
  * Storage access rules with real keys: a storage node process started with `--key/--keyring`
  * (from `initCluster`), spoken to over CURVE with each identity's own key. Who may read a file
  * (owners, admin, workers with read capabilities), what file_stat shows whom, who becomes an
- * owner by a put, that owners survive kill -9, and that a key off the keyring gets no answer.
+ * owner by a put, that owners survive kill -9 (and a torn record at the end of the owners log),
+ * and that a key off the keyring gets no answer. Then the owners log itself (owners.ts): a torn
+ * last record, compaction, and the migration of former per-file `files/<id>.owners` lists.
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -23,6 +25,10 @@ import { Credentials, Keyring, newKeyFile } from "../lib/security.ts";
 import { readCapability } from "../lib/capability.ts";
 import { initCluster } from "../client/keys.ts";
 import { StorageClient, StorageError } from "../client/storage_client.ts";
+import { decodeOwnersRecord, Owners, OWNERS_LOG } from "../roles/storage/owners.ts";
+import { FileStore } from "../roles/storage/store.ts";
+import { crc32 } from "../lib/crc32.ts";
+import { createLogger } from "../lib/log.ts";
 import { within } from "./wait.ts";
 
 const CLI = new URL("../roles/storage/cli.ts", import.meta.url).pathname;
@@ -120,6 +126,42 @@ async function expectCode(p: Promise<unknown>, code: number, what: string): Prom
     return e instanceof RpcError ? e.text : String(e);
   }
   assert.fail(`${what}: expected error code ${code}, got an answer`);
+}
+
+/** The payloads of the whole frames of a RecordFile (read only: the node may be running). */
+async function logPayloads(path: string): Promise<Uint8Array[]> {
+  const b = await Deno.readFile(path);
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const out: Uint8Array[] = [];
+  for (let off = 0; off + 8 <= b.length;) {
+    const len = dv.getUint32(off, true);
+    if (off + 8 + len > b.length) break;
+    out.push(b.subarray(off + 8, off + 8 + len));
+    off += 8 + len;
+  }
+  return out;
+}
+
+/** The owners the log at `path` names for file `hex`, in log order. */
+async function ownersInLog(path: string, hex: string): Promise<string[]> {
+  let names: string[] = [];
+  for (const p of await logPayloads(path)) {
+    const r = decodeOwnersRecord(p);
+    if (r?.hex !== hex) continue;
+    names = r.kind === "add" ? [...names, r.name] : [];
+  }
+  return names;
+}
+
+/** A framed `add` record of the owners log (as owners.ts writes it). */
+function addFrame(file: Uuid, name: string): Uint8Array {
+  const payload = new Uint8Array([1, ...file, ...new TextEncoder().encode(name)]);
+  const f = new Uint8Array(8 + payload.length);
+  const dv = new DataView(f.buffer);
+  dv.setUint32(0, payload.length, true);
+  dv.setUint32(4, crc32(payload), true);
+  f.set(payload, 8);
+  return f;
 }
 
 /** A file_put chunk: by default the whole file, one chunk, from a fresh node id. */
@@ -288,8 +330,14 @@ Deno.test("storage auth: owners, admin, worker capabilities, master stats, resta
         assert.deepEqual(await bob.stat(id), { exists: true, length: b.length });
       }
       await expectCode(bob.getBytes(aliceOnlyId), ErrorCode.Forbidden, "bob reads aliceOnly");
-      const owners = await Deno.readTextFile(`${data}/files/${uuidToHex(bigId)}.owners`);
-      assert.deepEqual(owners.split("\n"), ["alice", "bob", ""]);
+      // One owners log for the node, no file per list.
+      assert.deepEqual(await ownersInLog(`${data}/${OWNERS_LOG}`, uuidToHex(bigId)), [
+        "alice",
+        "bob",
+      ]);
+      for await (const e of Deno.readDir(`${data}/files`)) {
+        assert.ok(!e.name.includes(".owners"), `${e.name} in files/`);
+      }
     });
 
     await t.step("concurrent first uploads by two users make both owners", async () => {
@@ -412,9 +460,25 @@ Deno.test("storage auth: owners, admin, worker capabilities, master stats, resta
       assert.deepEqual(await read(people.rpc(node, "alice"), smallId), small);
     });
 
-    await t.step("owners survive kill -9 and a restart", async () => {
+    await t.step("owners survive kill -9, a torn last log record and a restart", async () => {
       await node.kill("SIGKILL");
+      // A crash in the middle of appending "bob owns the output": half of its frame.
+      const logPath = `${data}/${OWNERS_LOG}`;
+      const whole = (await Deno.stat(logPath)).size;
+      const torn = addFrame(outputId, "bob");
+      const fh = await Deno.open(logPath, { append: true });
+      try {
+        await fh.write(torn.subarray(0, torn.length - 3));
+      } finally {
+        fh.close();
+      }
       node = await StorageProc.start(data, keys);
+      assert.equal((await Deno.stat(logPath)).size, whole, "torn record truncated");
+      await expectCode(
+        people.storage(node, "bob").getBytes(outputId),
+        ErrorCode.Forbidden,
+        "bob reads the output his torn record named",
+      );
       const alice = people.storage(node, "alice");
       const bob = people.storage(node, "bob");
       for (const [id, b] of [[smallId, small], [bigId, big], [aliceOnlyId, aliceOnly]] as const) {
@@ -435,3 +499,147 @@ Deno.test("storage auth: owners, admin, worker capabilities, master stats, resta
     await Deno.remove(root, { recursive: true }).catch(() => {});
   }
 });
+
+const quiet = createLogger("storage", "test", {}, () => {});
+
+/** A file id from a number (owners.ts never looks at what the file holds). */
+function hexOf(i: number): string {
+  return i.toString(16).padStart(32, "0");
+}
+
+Deno.test("owners log: a torn last record is truncated on open, the rest kept", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dsys-owners-torn-" });
+  try {
+    const exists = () => true;
+    let o = await Owners.open(dir, { filesDir: dir, exists });
+    await Promise.all(["alice", "bob", "carol"].map((n) => o.add(hexOf(1), n)));
+    await o.add(hexOf(2), "dave");
+    await o.close();
+    const path = `${dir}/${OWNERS_LOG}`;
+    const full = await Deno.readFile(path);
+    const last = (await logPayloads(path)).at(-1)!;
+    assert.deepEqual(decodeOwnersRecord(last), { kind: "add", hex: hexOf(2), name: "dave" });
+    // The crash came in the middle of dave's record (8 header bytes + payload).
+    const kept = full.length - 8 - last.length;
+    await Deno.writeFile(path, full.subarray(0, full.length - 2));
+    o = await Owners.open(dir, { filesDir: dir, exists });
+    assert.equal((await Deno.stat(path)).size, kept);
+    assert.equal(o.logRecords, 3);
+    assert.deepEqual(o.of(hexOf(1)).sort(), ["alice", "bob", "carol"]);
+    assert.deepEqual(o.of(hexOf(2)), []);
+    assert.equal(o.has(hexOf(2), "dave"), false);
+    // Appends go on after the cut, and count after the next open.
+    await o.add(hexOf(2), "erin");
+    await o.close();
+    o = await Owners.open(dir, { filesDir: dir, exists });
+    assert.deepEqual(o.of(hexOf(2)), ["erin"]);
+    assert.deepEqual(o.of(hexOf(1)).sort(), ["alice", "bob", "carol"]);
+    await o.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("owners log: compaction keeps every owner, drops what is gone", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dsys-owners-compact-" });
+  try {
+    const path = `${dir}/${OWNERS_LOG}`;
+    const present = new Set(Array.from({ length: 40 }, (_, i) => hexOf(i)));
+    const exists = (hex: string) => present.has(hex);
+    const opts = { filesDir: dir, exists, compactMinRecords: 8, maxOwners: 3 };
+    let o = await Owners.open(dir, opts);
+    const want = new Map<string, string[]>();
+    for (let i = 0; i < 40; i++) {
+      want.set(hexOf(i), ["alice", "bob"]);
+      await Promise.all(["alice", "bob"].map((n) => o.add(hexOf(i), n)));
+    }
+    assert.equal(o.logRecords, 80);
+    assert.equal(o.liveEntries, 80);
+    // Drops (of files 0..29) and new owners (of files 30..39) at once: the log grows past twice
+    // its live entries, and is rewritten while some of these may still be arriving.
+    await Promise.all([
+      ...Array.from({ length: 30 }, (_, i) => o.drop(hexOf(i))),
+      ...Array.from({ length: 10 }, (_, i) => o.add(hexOf(30 + i), "carol")),
+    ]);
+    for (let i = 0; i < 30; i++) want.delete(hexOf(i));
+    for (let i = 30; i < 40; i++) want.get(hexOf(i))!.push("carol");
+    await o.close(); // waits for a compaction that is running
+    const check = (o: Owners) => {
+      for (const [hex, names] of want) assert.deepEqual(o.of(hex).sort(), names, hex);
+      for (let i = 0; i < 30; i++) assert.deepEqual(o.of(hexOf(i)), []);
+    };
+    o = await Owners.open(dir, opts);
+    check(o);
+    assert.equal(o.liveEntries, 30);
+    assert.equal(o.logRecords, 30, "the log was compacted to its live entries");
+    assert.equal((await logPayloads(path)).length, 30);
+    await o.close();
+
+    // A log of repeated records (as failed writes and their retries leave) is compacted on open,
+    // and owners of files no longer on disk are dropped there; the bound per file holds.
+    const dup = addFrame(hexToUuid(hexOf(35)), "alice");
+    const extra = [
+      ...Array.from({ length: 50 }, () => dup),
+      addFrame(hexToUuid(hexOf(35)), "dave"), // a fourth owner: over maxOwners, ignored
+      addFrame(hexToUuid(hexOf(99)), "zed"), // a file not on disk
+    ];
+    const fh = await Deno.open(path, { append: true });
+    try {
+      for (const f of extra) await fh.write(f);
+    } finally {
+      fh.close();
+    }
+    o = await Owners.open(dir, opts);
+    check(o);
+    assert.deepEqual(o.of(hexOf(99)), []);
+    assert.equal(o.logRecords, 30);
+    await o.close();
+    o = await Owners.open(dir, opts);
+    check(o);
+    assert.equal(o.logRecords, 30);
+    await o.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("owners log: former files/<id>.owners lists are imported once and removed", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dsys-owners-migrate-" });
+  const open = () => FileStore.open({ dir, node: randomUuid(), nodeName: "s-test", log: quiet });
+  try {
+    const a = randomBytes(100), b = randomBytes(200);
+    const [aId, bId] = [idOf(a), idOf(b)];
+    let store = await open();
+    for (const bytes of [a, b]) {
+      const ack = await store.put(filePut(idOf(bytes), bytes));
+      assert.equal(ack.type === MessageType.FilePutAck && ack.committed, true);
+    }
+    await store.close();
+    // The former layout, as an older node left it: lists next to the files (one with an
+    // unterminated, torn last line), one for a file that is not here, and a crash's temp.
+    await Deno.remove(`${dir}/${OWNERS_LOG}`);
+    const files = `${dir}/files`;
+    await Deno.writeTextFile(`${files}/${uuidToHex(aId)}.owners`, "alice\nbob\n");
+    await Deno.writeTextFile(`${files}/${uuidToHex(bId)}.owners`, "carol\nnot a name\ndav");
+    await Deno.writeTextFile(`${files}/${hexOf(7)}.owners`, "eve\n");
+    await Deno.writeTextFile(`${files}/${uuidToHex(aId)}.owners.tmp-1234`, "mallory\n");
+    for (let round = 0; round < 2; round++) {
+      store = await open();
+      assert.deepEqual((await store.ownersOf(aId)).sort(), ["alice", "bob"], `round ${round}`);
+      assert.deepEqual(await store.ownersOf(bId), ["carol"]);
+      assert.equal(await store.isOwner(aId, "mallory"), false);
+      const left = [];
+      for await (const e of Deno.readDir(files)) if (e.name.includes(".owners")) left.push(e.name);
+      assert.deepEqual(left, []);
+      await store.close();
+    }
+    assert.deepEqual(await ownersInLog(`${dir}/${OWNERS_LOG}`, uuidToHex(aId)), ["alice", "bob"]);
+    assert.deepEqual(await ownersInLog(`${dir}/${OWNERS_LOG}`, hexOf(7)), []);
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+function hexToUuid(hex: string): Uuid {
+  return Uint8Array.from(hex.match(/../g)!, (h) => parseInt(h, 16));
+}

@@ -6,7 +6,8 @@
  * - `files/<hex id>.blocks` sidecar: SHA-256 of every `blockBytes` block, so every read can be
  *                           verified without hashing the whole file (a flipped byte is never
  *                           served, even when it flips while the node runs);
- * - `files/<hex id>.owners` the users the file belongs to (owners.ts), one name per line;
+ * - `owners.log`            the users each file belongs to (owners.ts): one append-only log
+ *                           (former per-file `files/<hex id>.owners` lists are imported);
  * - `tmp/<hex id>.<hex uploader>` uploads in progress; resumable across restarts. The uploader
  *                           is the sending node's uuid, or, when the put names an owner or a
  *                           sender key, a hash of (key, node, owner): an upload is continued
@@ -159,8 +160,12 @@ export class FileStore {
     putBytes: 0,
     fetchCounts: new Map(),
   };
-  #opts: Required<Omit<FileStoreOptions, "log" | "maxOwners">> & { log: Logger };
-  #owners: Owners;
+  #opts: Required<Omit<FileStoreOptions, "log" | "maxOwners">> & {
+    log: Logger;
+    maxOwners?: number;
+  };
+  /** Set by open (the owners log is replayed once the files are indexed). */
+  #owners!: Owners;
   #index = new Map<string, Entry>();
   #uploads = new Map<string, Upload>();
   #storedBytes = 0;
@@ -181,7 +186,6 @@ export class FileStore {
     this.dir = opts.dir;
     this.filesDir = `${opts.dir}/files`;
     this.tmpDir = `${opts.dir}/tmp`;
-    this.#owners = new Owners(this.filesDir, opts.maxOwners);
   }
 
   /** Opens (creating) the store: indexes committed files, drops orphans and stale uploads. */
@@ -219,7 +223,7 @@ export class FileStore {
         this.#storedBytes += st.size;
       } else if (e.name.endsWith(".blocks")) sidecars.add(e.name.slice(0, -7));
       else {
-        // A sidecar or owners temp left by a crash between its write and rename: never used.
+        // A sidecar or (former) owners temp left by a crash before its rename: never used.
         await Deno.remove(`${this.filesDir}/${e.name}`).catch(() => {});
       }
     }
@@ -229,12 +233,15 @@ export class FileStore {
         await Deno.remove(`${this.filesDir}/${hex}.blocks`).catch(() => {});
       }
     }
-    for (const hex of ownerLists) {
-      // Owners are recorded after their file is committed: without the file they mean nothing.
-      if (!this.#index.has(hex)) {
-        await Deno.remove(`${this.filesDir}/${hex}${OWNERS_SUFFIX}`).catch(() => {});
-      }
-    }
+    // Former per-file owners lists are imported into the owners log (and removed); owners of
+    // files not here mean nothing and are dropped.
+    this.#owners = await Owners.open(this.dir, {
+      filesDir: this.filesDir,
+      exists: (hex) => this.#index.has(hex),
+      legacy: ownerLists,
+      maxOwners: this.#opts.maxOwners,
+      log: this.#opts.log,
+    });
     this.#opts.log.info("store opened", { files: this.#index.size, bytes: this.#storedBytes });
   }
 
@@ -310,15 +317,15 @@ export class FileStore {
   }
 
   /** True when the committed file `file` has `user` among its owners. */
-  async isOwner(file: Uuid, user: string): Promise<boolean> {
+  isOwner(file: Uuid, user: string): Promise<boolean> {
     const hex = uuidToHex(file);
-    return this.#index.has(hex) && await this.#owners.has(hex, user);
+    return Promise.resolve(this.#index.has(hex) && this.#owners.has(hex, user));
   }
 
   /** The owners of `file` (none for a file not stored here). */
-  async ownersOf(file: Uuid): Promise<string[]> {
+  ownersOf(file: Uuid): Promise<string[]> {
     const hex = uuidToHex(file);
-    return this.#index.has(hex) ? await this.#owners.of(hex) : [];
+    return Promise.resolve(this.#index.has(hex) ? this.#owners.of(hex) : []);
   }
 
   /** Answers storage_stats_request. */
@@ -552,22 +559,24 @@ export class FileStore {
    * for an uploader that owns it (or names no owner); anyone else has not shown the bytes and
    * is told to send them all (BAD_REQUEST "expected offset 0", which clients resume from).
    */
-  async #alreadyHere(
+  #alreadyHere(
     msg: FilePut,
     hex: string,
     size: number,
     owner: string | null,
   ): Promise<FilePutAck> {
-    if (owner !== null && !await this.#owners.has(hex, owner)) {
-      throw new RequestError(
-        ErrorCode.BadRequest,
-        `file ${hex}: expected offset 0, got ${msg.offset} (the file is here, but ${owner} ` +
-          `becomes an owner only by sending all of it)`,
+    if (owner !== null && !this.#owners.has(hex, owner)) {
+      return Promise.reject(
+        new RequestError(
+          ErrorCode.BadRequest,
+          `file ${hex}: expected offset 0, got ${msg.offset} (the file is here, but ${owner} ` +
+            `becomes an owner only by sending all of it)`,
+        ),
       );
     }
     this.counters.puts++;
     this.counters.putBytes += msg.data.length;
-    return this.#ack(msg.file, size, true);
+    return Promise.resolve(this.#ack(msg.file, size, true));
   }
 
   /**
@@ -956,6 +965,7 @@ export class FileStore {
       }
       this.#dropUpload(u, false);
     }
+    await this.#owners.close();
   }
 }
 
