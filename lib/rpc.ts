@@ -83,6 +83,30 @@ export function codeName(code: number): string {
 
 const REVERSE = 1n << 63n;
 
+/** Largest frame this process received, per message type code (see `largestFramesReceived`). */
+const maxFrameSeen = new Map<number, number>();
+
+/** Notes a received frame's size under its type (frames of unknown types are not counted). */
+function noteFrame(body: Uint8Array): void {
+  const t = body[0];
+  if (body.length > (maxFrameSeen.get(t) ?? 0) && SPEC_BY_TYPE[t]) maxFrameSeen.set(t, body.length);
+}
+
+/**
+ * The largest frame (bytes) this process received per message type, by wire name, over every
+ * RpcServer and RpcClient in it: requests, one-way messages, replies and pushes, counted as they
+ * arrive (before decoding). A debug counter: roles/run.ts logs it when a node stops ("largest
+ * frames received"), which shows what never passes through a node (e.g. no program bytes
+ * through masters and balancers: tests/program_bytes_test.ts).
+ */
+export function largestFramesReceived(): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [t, n] of [...maxFrameSeen].sort((a, b) => a[0] - b[0])) {
+    out[SPEC_BY_TYPE[t]!.wire] = n;
+  }
+  return out;
+}
+
 function idFrame(id: bigint): Uint8Array {
   const b = new Uint8Array(8);
   new DataView(b.buffer).setBigUint64(0, id, true);
@@ -142,6 +166,7 @@ class PendingRequests {
 
   /** Settles request `id` with a reply frame (an `error` reply rejects); unknown ids are late. */
   settle(id: bigint, body: Uint8Array, limits: WireLimits, peer: string): void {
+    noteFrame(body);
     const w = this.#take(id);
     if (!w) return; // a reply after its timeout
     try {
@@ -358,6 +383,7 @@ export class RpcClient {
   }
 
   async #serveReverse(id: bigint, frame: Uint8Array): Promise<void> {
+    noteFrame(frame);
     let reply: Message | null;
     try {
       if (!this.#opts.onRequest) {
@@ -543,6 +569,7 @@ export class RpcServer {
     body: Uint8Array,
     userId: string | undefined,
   ): Promise<void> {
+    noteFrame(body);
     let reply: Message | null;
     try {
       const msg = decode(body, this.#limits);

@@ -3,6 +3,8 @@ import { parseMasterArgs, runMaster } from "./master/main.ts";
 import { parseBalancerArgs, runBalancer } from "./balancer/main.ts";
 import { parseStorageArgs, runStorage } from "./storage/main.ts";
 import { parseWorkerArgs, runWorker } from "./worker/main.ts";
+import { largestFramesReceived } from "../lib/rpc.ts";
+import { createLogger } from "../lib/log.ts";
 
 interface RunningNode {
   endpoint: string;
@@ -48,5 +50,7 @@ export async function runRole(args: string[]): Promise<number> {
   Deno.addSignalListener("SIGINT", resolve);
   await promise;
   await node.close();
+  // What passed through this node, for diagnostics (and tests/program_bytes_test.ts).
+  createLogger(role!, "-").info("largest frames received", { frames: largestFramesReceived() });
   return 0;
 }

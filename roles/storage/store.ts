@@ -23,7 +23,7 @@
  *
  * Owners: a put that names an owner makes it one only when this put's own bytes were verified
  * (a full upload, or a complete re-upload of a file already here), durably before the
- * committed ack. The shortcut that acks a retried chunk of a file already here (offset > 0)
+ * committed ack: one append to the owners log, written while the file itself is committed. The shortcut that acks a retried chunk of a file already here (offset > 0)
  * is taken only for an owner; anyone else is told "expected offset 0" and sends it all.
  *
  * Failures: every file_put is answered. A full disk (ENOSPC, EDQUOT) is NO_SPACE, any other I/O
@@ -598,6 +598,13 @@ export class FileStore {
         `content hashes to ${uuidToHex(digest.subarray(0, 16))}, not the id`,
       );
     }
+    // The bytes are verified: the owner record is written alongside the file (its append
+    // overlaps the file's fdatasync, and shares the log's fdatasync with other puts). Both are
+    // awaited before the ack. Should the file's commit fail, the record outlives it harmlessly
+    // (owners.ts, "Owners of an absent file": the name did send these very bytes; owners count
+    // only for indexed files; they are dropped on open when the file is not on disk).
+    const owned = owner === null ? null : this.#owners.add(hex, owner);
+    owned?.catch(() => {}); // awaited below, unless the file's own failure is the answer
     const tmp = `${this.tmpDir}/${key}.${crypto.randomUUID()}`;
     try {
       const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
@@ -629,9 +636,9 @@ export class FileStore {
     this.counters.puts++;
     this.counters.putBytes += msg.data.length;
     this.#opts.log.debug("file committed", { file: hex, size: msg.totalLength });
-    if (owner !== null) {
+    if (owned) {
       try {
-        await this.#owners.add(hex, owner);
+        await owned;
       } catch (e) {
         // The file stays (verified, durable); the put is not acked, and its retry (a verified
         // re-upload of a file already here) records the owner.
@@ -885,6 +892,10 @@ export class FileStore {
         `content hashes to ${uuidToHex(digest.subarray(0, 16))}, not the id`,
       );
     }
+    // Verified: the owner is recorded alongside the commit, both awaited before the ack (see
+    // #putWhole: a record outliving a failed commit is harmless).
+    const owned = u.owner === null ? null : this.#owners.add(u.hex, u.owner);
+    owned?.catch(() => {}); // awaited below, unless the commit's own failure is the answer
     if (u.path) {
       u.file?.close();
       u.file = null;
@@ -915,7 +926,7 @@ export class FileStore {
     }
     // The bytes were verified (stored now, or found equal to the stored ones): u.owner has
     // shown possession. Recorded before the ack; a failure fails the put (its retry re-adds).
-    if (u.owner !== null) await this.#owners.add(u.hex, u.owner);
+    await owned;
     this.#dropUpload(u, true);
     c.resolve(this.#ack(u.id, u.total, true));
     // Stale retries queued behind the last chunk: the file is committed now.
