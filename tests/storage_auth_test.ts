@@ -643,3 +643,61 @@ Deno.test("owners log: former files/<id>.owners lists are imported once and remo
 function hexToUuid(hex: string): Uuid {
   return Uint8Array.from(hex.match(/../g)!, (h) => parseInt(h, 16));
 }
+
+const canMount = Deno.build.os === "linux" && Deno.uid() === 0;
+
+/** Runs `cmd args…` within a deadline; throws with its stderr when it fails. */
+async function run(cmd: string, ...args: string[]): Promise<void> {
+  const out = await new Deno.Command(cmd, {
+    args,
+    stdout: "null",
+    stderr: "piped",
+    signal: AbortSignal.timeout(30_000),
+  }).output();
+  if (!out.success) {
+    throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+  }
+}
+
+Deno.test({
+  name: "owners log: a full disk fails adds with ENOSPC; once freed the log is repaired",
+  ignore: !canMount, // needs root (mount)
+  fn: async () => {
+    const mnt = await Deno.makeTempDir({ prefix: "dsys-owners-full-" });
+    try {
+      await run("mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", mnt);
+      try {
+        assert.notEqual((await Deno.stat(mnt)).dev, (await Deno.stat(`${mnt}/..`)).dev);
+        let o = await Owners.open(mnt, { filesDir: mnt, exists: () => true });
+        await Deno.writeFile(`${mnt}/filler`, new Uint8Array(1024 * 1024)).catch(() => {});
+        // Appends fill what is left of the log's last page, then one fails (maybe torn).
+        const confirmed: number[] = [];
+        let err: unknown = null;
+        for (let i = 0; i < 10_000 && err === null; i++) {
+          await o.add(hexOf(i), "alice").then(() => confirmed.push(i), (e) => err = e);
+        }
+        assert.equal((err as { code?: string } | null)?.code, "ENOSPC", String(err));
+        const failed = confirmed.length;
+        assert.equal(o.has(hexOf(failed), "alice"), false);
+        // The log must be rewritten before anything more is appended: no room for that yet.
+        await o.add(hexOf(failed + 1), "bob").then(
+          () => assert.fail("an add succeeded on a full disk"),
+          (e) => assert.equal(e.code, "ENOSPC", String(e)),
+        );
+        await Deno.remove(`${mnt}/filler`);
+        await o.add(hexOf(failed + 1), "bob");
+        await o.close();
+        o = await Owners.open(mnt, { filesDir: mnt, exists: () => true });
+        for (const i of confirmed) assert.ok(o.has(hexOf(i), "alice"), `owner ${i} kept`);
+        assert.equal(o.has(hexOf(failed), "alice"), false);
+        assert.ok(o.has(hexOf(failed + 1), "bob"));
+        assert.equal(o.logRecords, confirmed.length + 1);
+        await o.close();
+      } finally {
+        await run("umount", mnt).catch(() => run("umount", "-l", mnt));
+      }
+    } finally {
+      await Deno.remove(mnt, { recursive: true }).catch(() => {});
+    }
+  },
+});
