@@ -173,6 +173,8 @@ interface Chunk {
   fetchErrors: Map<string, string>;
   /** The program file this chunk holds (released when it ends). */
   programFile: ProgramFile | null;
+  /** Set while the chunk waits for its program: stops the wait when the worker shuts down. */
+  onAbort: (() => void) | null;
 }
 
 const enc = new TextEncoder();
@@ -447,6 +449,7 @@ class Worker implements WorkerNode {
       done: Promise.resolve(),
       fetchErrors: new Map(),
       programFile: null,
+      onAbort: null,
     };
     this.#chunks.set(key, chunk);
     this.#stats.accepted++;
@@ -683,8 +686,14 @@ class Worker implements WorkerNode {
   async #execute(c: Chunk, dir: string, held: Held, log: Logger): Promise<WorkerStatus | null> {
     const req = c.req;
     const jobDir = uuidToString(req.job);
+    const acquiring = this.#acquireProgram(req);
     try {
-      c.programFile = await this.#acquireProgram(req);
+      // A shutdown does not wait for a program fetch (storage may be slow or gone).
+      c.programFile = await new Promise<ProgramFile | null>((resolve, reject) => {
+        c.onAbort = () => resolve(null);
+        if (c.aborted) resolve(null);
+        acquiring.then(resolve, reject);
+      });
     } catch (e) {
       if (this.#closing) c.aborted = true;
       if (c.aborted) return null;
@@ -698,6 +707,14 @@ class Worker implements WorkerNode {
         FC.InputUnavailable,
         `program file ${hex} could not be fetched: ${text}`,
       );
+    } finally {
+      c.onAbort = null;
+    }
+    if (c.programFile === null) {
+      // Aborted while fetching: the program is released whenever the fetch ends.
+      acquiring.then((p) => this.#releaseProgram(p), () => {});
+      c.aborted = true;
+      return null;
     }
     const programPath = c.programFile.path;
 
@@ -914,6 +931,7 @@ class Worker implements WorkerNode {
     for (const c of this.#chunks.values()) {
       c.aborted = true;
       c.program?.kill();
+      c.onAbort?.();
     }
     this.#wake?.();
     await Promise.allSettled([...this.#chunks.values()].map((c) => c.done));
