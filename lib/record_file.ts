@@ -9,12 +9,26 @@
 import { crc32 } from "./crc32.ts";
 import { writeFull } from "./fsutil.ts";
 
-/** Raised when a record file cannot be read or written. */
+/** Raised when a record file cannot be read or written; `cause` is the system error, if any. */
 export class RecordFileError extends Error {
-  constructor(message: string) {
-    super(message);
+  /** The errno name of the system error behind it ("ENOSPC", …), when there was one. */
+  readonly code: string | undefined;
+  constructor(message: string, cause?: unknown) {
+    super(message, { cause });
     this.name = "RecordFileError";
+    const c = (cause as { code?: unknown } | null)?.code;
+    this.code = typeof c === "string" ? c : undefined;
   }
+}
+
+/** One framed record: `u32 length | u32 crc32(payload) | payload`, little-endian. */
+export function encodeRecord(payload: Uint8Array): Uint8Array {
+  const frame = new Uint8Array(8 + payload.length);
+  const v = new DataView(frame.buffer);
+  v.setUint32(0, payload.length, true);
+  v.setUint32(4, crc32(payload), true);
+  frame.set(payload, 8);
+  return frame;
 }
 
 /** Largest record accepted (guards recovery against a garbage length). */
@@ -84,11 +98,7 @@ export class RecordFile {
         new RecordFileError(`record of ${payload.length} bytes exceeds ${MAX_RECORD}`),
       );
     }
-    const frame = new Uint8Array(8 + payload.length);
-    const v = new DataView(frame.buffer);
-    v.setUint32(0, payload.length, true);
-    v.setUint32(4, crc32(payload), true);
-    frame.set(payload, 8);
+    const frame = encodeRecord(payload);
     return new Promise((resolve, reject) => {
       this.#queue.push({ frame, resolve, reject });
       this.#flushing ??= this.#flush();
@@ -108,7 +118,7 @@ export class RecordFile {
           await this.#file.syncData();
           for (const p of batch) p.resolve();
         } catch (e) {
-          for (const p of batch) p.reject(new RecordFileError(`append failed: ${e}`));
+          for (const p of batch) p.reject(new RecordFileError(`append failed: ${e}`, e));
         }
       }
     } finally {

@@ -42,8 +42,7 @@
 import { ErrorCode } from "../../wire/mod.ts";
 import { RequestError } from "../../lib/rpc.ts";
 import { syncDir, writeFull } from "../../lib/fsutil.ts";
-import { RecordFile } from "../../lib/record_file.ts";
-import { crc32 } from "../../lib/crc32.ts";
+import { encodeRecord, RecordFile, RecordFileError } from "../../lib/record_file.ts";
 import type { Logger } from "../../lib/log.ts";
 
 /** Most owners a file can have; a further user's upload is refused TOO_LARGE. */
@@ -358,7 +357,7 @@ export class Owners {
   #snapshot(): Uint8Array {
     const frames: Uint8Array[] = [];
     for (const [hex, names] of this.#map) {
-      for (const name of names) frames.push(frame(encodeAdd(hex, name)));
+      for (const name of names) frames.push(encodeRecord(encodeAdd(hex, name)));
     }
     const out = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
     let off = 0;
@@ -412,25 +411,10 @@ function encodeDrop(hex: string): Uint8Array {
   return p;
 }
 
-/** A RecordFile frame: `u32 length | u32 crc32(payload) | payload`, little-endian. */
-function frame(payload: Uint8Array): Uint8Array {
-  const f = new Uint8Array(8 + payload.length);
-  const v = new DataView(f.buffer);
-  v.setUint32(0, payload.length, true);
-  v.setUint32(4, crc32(payload), true);
-  f.set(payload, 8);
-  return f;
-}
-
-/**
- * RecordFile reports a failed append as a RecordFileError with the system error's text only:
- * the errno code (ENOSPC, EDQUOT), which the store maps to NO_SPACE, is taken back from it.
- */
+/** The error with the errno code (ENOSPC, EDQUOT: NO_SPACE) of the system error behind it. */
 function withErrno(e: unknown): unknown {
-  if ((e as { code?: unknown } | null)?.code !== undefined) return e;
-  const m = /\(os error (\d+)\)/.exec(String(e));
-  const code = m?.[1] === "28" ? "ENOSPC" : m?.[1] === "122" ? "EDQUOT" : undefined;
-  return code ? Object.assign(new Error(String(e instanceof Error ? e.message : e)), { code }) : e;
+  if (!(e instanceof RecordFileError) || e.code === undefined) return e;
+  return Object.assign(new Error(e.message, { cause: e }), { code: e.code });
 }
 
 /** The names of a former `files/<hex>.owners` list: `\n`-terminated lines that are names. */
