@@ -2,7 +2,7 @@
  * `dsys`: one executable for every node and the client. Dispatch only.
  *
  *   dsys run --role master|balancer|storage|worker [flags]
- *   dsys put|submit|status|get|nodes [flags]
+ *   dsys put|submit|status|get|rm|nodes [flags]
  *   dsys dev [--keep]
  */
 import { runClient } from "./client/cli.ts";
@@ -16,6 +16,7 @@ const USAGE = `usage: dsys <command> [flags]
   submit --program P --chunks N --input [NAME=]ID... [--arg A] [--wait]
   status JOB [--json]                         a job's state and chunk results
   get JOB --out DIR                           download a job's outputs
+  rm JOB...                                   remove finished jobs now (else: after --job-retention)
   nodes                                       list the cluster's nodes
   cluster add-master|remove-master|transfer-leader NAME@tcp://HOST:PORT
   dev [--keep]                                run the sample job on a local cluster
@@ -38,6 +39,7 @@ export async function main(args: string[]): Promise<number> {
     case "submit":
     case "status":
     case "get":
+    case "rm":
     case "nodes":
     case "cluster":
       return await runClient(command, rest);

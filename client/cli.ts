@@ -1,4 +1,4 @@
-/** `dsys put|submit|status|get|nodes`: argument parsing and output of the client commands. */
+/** `dsys put|submit|status|get|rm|nodes`: argument parsing and output of the client commands. */
 import { parseArgs } from "node:util";
 import {
   ChunkState,
@@ -77,6 +77,8 @@ async function dispatch(command: string, args: string[]): Promise<number> {
       return await cmdStatus(args);
     case "get":
       return await cmdGet(args);
+    case "rm":
+      return await cmdRm(args);
     case "nodes":
       return await cmdNodes(args);
     case "cluster":
@@ -259,6 +261,37 @@ async function cmdGet(args: string[]): Promise<number> {
   const r = await withClient(values, (c) => c.get(job, values.out!));
   out(`${r.files} files, ${r.bytes} bytes written to ${values.out}`);
   return EXIT.ok;
+}
+
+async function cmdRm(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args, options: common, allowPositionals: true });
+  if (values.help || positionals.length === 0) {
+    out(
+      "usage: dsys rm JOB...   remove finished jobs now (else the masters keep a finished job\n" +
+        "                        for their --job-retention); a running job is refused",
+    );
+    return values.help ? EXIT.ok : EXIT.usage;
+  }
+  const jobs = positionals.map((p) => parseId(p, "job"));
+  let failed = 0;
+  await withClient(values, async (c) => {
+    for (const job of jobs) {
+      const id = uuidToHex(job);
+      try {
+        await c.remove(job);
+        out(values.json ? JSON.stringify({ job: id, removed: true }) : `removed ${id}`);
+      } catch (e) {
+        // One job that cannot be removed does not stop the others; the cluster being away does.
+        if (
+          !(e instanceof RpcError) || e.code === ErrorCode.Unavailable ||
+          e.code === ErrorCode.NotLeader || e.kind !== "remote"
+        ) throw e;
+        failed++;
+        console.error(`dsys rm: ${codeName(e.code)}: ${e.text}`); // (the text names the job)
+      }
+    }
+  });
+  return failed ? EXIT.usage : EXIT.ok;
 }
 
 async function cmdNodes(args: string[]): Promise<number> {

@@ -121,6 +121,17 @@ export class DsysClient {
     return r;
   }
 
+  /**
+   * Removes a finished job now (as the masters' retention would later): its status is NOT_FOUND
+   * from then on. True if this call removed it, false if it was just removed otherwise.
+   * Throws RpcError NOT_FOUND, FORBIDDEN (another user's job), BAD_REQUEST (still running).
+   */
+  async remove(job: Uuid): Promise<boolean> {
+    const r = await this.masters.request({ type: MessageType.JobRemove, node: this.node, job });
+    if (r.type !== MessageType.Ok) throw unexpected(r);
+    return r.value === 1;
+  }
+
   /** All nodes the masters know. */
   async nodes(): Promise<NodeEntry[]> {
     const r = await this.masters.request({ type: MessageType.NodeListRequest, node: this.node });

@@ -18,24 +18,21 @@ import {
 } from "../wire/mod.ts";
 import { Rng } from "./wire_gen.ts";
 
-const enc = new TextEncoder();
-
 function spec(client: Uint8Array, seq: number, opts: {
   chunks?: number;
   owner?: string;
   inputs?: Uint8Array[];
   program?: Uint8Array;
 } = {}): JobSpec {
-  const s = {
+  const s: JobSpec = {
     owner: opts.owner ?? "alice",
     jobId: randomUuid(),
     clientId: client,
     seq,
     programName: "p.sh",
-    program: enc.encode("#!/bin/sh\ntrue\n"),
     programId: opts.program ?? randomUuid(),
     programSize: 15,
-    argument: enc.encode(""),
+    argument: new Uint8Array(0),
     numChunks: opts.chunks ?? 1,
     timeLimitMs: 1000,
     inputs: (opts.inputs ?? []).map((id, i): FileEntry => ({
@@ -45,7 +42,7 @@ function spec(client: Uint8Array, seq: number, opts: {
     })),
     submittedAtMs: 1700000000000,
   };
-  return s as JobSpec;
+  return s;
 }
 
 function result(
@@ -98,7 +95,8 @@ Deno.test("retention: remove takes finished jobs only, with their file reference
   const b = spec(c, 2, { inputs: [shared], program: prog });
   submit(t, a);
   submit(t, b);
-  // Inputs count per naming (twice by a, once by b).
+  // Inputs count per naming (twice by a, once by b), and so does the program.
+  assert.equal(t.fileRefs.get(hex(prog)), 2);
   assert.equal(t.fileRefs.get(hex(shared)), 3);
   const outsBefore = t.fileRefs.get(hex(out)) ?? 0;
   t.apply({ kind: "report", status: result(a.jobId, 0, [out]), atMs: 10 });
@@ -120,6 +118,7 @@ Deno.test("retention: remove takes finished jobs only, with their file reference
   });
   assert.equal(t.get(a.jobId), undefined);
   assert.equal(t.fileRefs.get(hex(shared)), 1);
+  assert.equal(t.fileRefs.get(hex(prog)), 1);
   assert.equal(t.fileRefs.has(hex(out)), false);
   // Removed twice: nothing more happens.
   assert.deepEqual(remove(t, a.jobId), { kind: "removed", removed: 0 });
@@ -267,7 +266,7 @@ Deno.test("retention: under random submits, results and removals a snapshot rebu
       const want = new Map<string, number>();
       for (const j of t.jobs.values()) {
         const outputs = j.chunks.flatMap((c) => c.outputs.map((o) => o.id));
-        for (const id of [...j.spec.inputs.map((f) => f.id), ...outputs]) {
+        for (const id of [j.spec.programId, ...j.spec.inputs.map((f) => f.id), ...outputs]) {
           want.set(hex(id), (want.get(hex(id)) ?? 0) + 1);
         }
       }

@@ -87,6 +87,7 @@ const SERVES = {
     MessageType.WorkerStatus,
     MessageType.JobStatusRequest,
     MessageType.JobListRequest,
+    MessageType.JobRemove,
     MessageType.NodeListRequest,
     MessageType.ClusterChange,
   ],

@@ -78,9 +78,9 @@ function newChunk(chunkIndex: number): ChunkRecord {
   };
 }
 
-/** The files a job's spec refers to (its inputs; outputs are counted per chunk). */
+/** The files a job's spec refers to: its program and inputs (outputs are counted per chunk). */
 function specFiles(spec: JobSpec): Uint8Array[] {
-  return spec.inputs.map((f) => f.id);
+  return [spec.programId, ...spec.inputs.map((f) => f.id)];
 }
 
 function isFinal(state: number): boolean {
@@ -132,10 +132,10 @@ export class JobTable {
    */
   readonly sessions = new Map<string, Session>();
   /**
-   * References to each file (hex id) from live jobs: one per input of a job, and one per output
-   * of each of its finished chunks; a file named twice counts twice. Taken when a job is
-   * accepted or a chunk's result is, released when the job is removed, so a file no live job
-   * names has no entry. Rebuilt by replaying a snapshot's commands like everything else. (The
+   * References to each file (hex id) from live jobs: one for a job's program, one per input, and
+   * one per output of each of its finished chunks; a file named twice counts twice. Taken when a
+   * job is accepted or a chunk's result is, released when the job is removed, so a file no live
+   * job names has no entry. Rebuilt by replaying a snapshot's commands like everything else. (The
    * storage tier deletes files nothing refers to; that is a later step.)
    */
   readonly fileRefs = new Map<string, number>();

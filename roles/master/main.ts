@@ -2,7 +2,7 @@
  * Start-up of a master:
  *
  *   dsys run --role master --listen EP --data DIR --balancer EP --storage EP
- *            [--id NAME --peers NAME@EP,NAME@EP,… | --join]
+ *            [--id NAME --peers NAME@EP,NAME@EP,… | --join] [--job-retention 24h]
  *
  * Without `--peers`/`--join` the master runs alone with a local fsync'd log (development phase 1).
  * With them it is a member of a Raft group; its member id is `NAME@<listen endpoint>`.
@@ -21,7 +21,8 @@ import { ErrorCode, MessageType, uuidToHex } from "../../wire/mod.ts";
 import { JobTable } from "./job_table.ts";
 import { decodeCommand } from "./commands.ts";
 import { type ReplicatedLog, SingleNodeLog } from "./replicated_log.ts";
-import { MasterService } from "./service.ts";
+import { DEFAULT_JOB_RETENTION_MS, MasterService } from "./service.ts";
+import { DurationError, formatDuration, parseDuration } from "../../lib/duration.ts";
 import { RaftGroup } from "./raft_group.ts";
 import { BalancerClient } from "../balancer/client.ts";
 import { FileStorage } from "./raft/storage.ts";
@@ -46,6 +47,8 @@ export interface MasterOptions {
   snapshotEvery?: number;
   /** Raft tick, ms. */
   tickMs?: number;
+  /** How long a finished job is kept before it is removed, ms (`--job-retention`, default 24 h). */
+  retentionMs?: number;
   /** Keys (`--key`, `--keyring`) or `--insecure`. */
   security?: SecurityOptions;
 }
@@ -83,6 +86,7 @@ export function parseMasterArgs(args: string[]): MasterOptions {
       "redispatch-ms": { type: "string" },
       "snapshot-every": { type: "string" },
       "tick-ms": { type: "string" },
+      "job-retention": { type: "string" },
       ...SECURITY_FLAGS,
     },
     strict: true,
@@ -101,6 +105,18 @@ export function parseMasterArgs(args: string[]): MasterOptions {
       throw new MasterArgsError(`peer ${p} is not NAME@tcp://HOST:PORT`);
     }
   }
+  let retentionMs: number | undefined;
+  if (values["job-retention"] !== undefined) {
+    try {
+      retentionMs = parseDuration(values["job-retention"]);
+    } catch (e) {
+      if (!(e instanceof DurationError)) throw e;
+      throw new MasterArgsError(`--job-retention: ${e.message}`);
+    }
+    if (retentionMs <= 0) {
+      throw new MasterArgsError("--job-retention must be positive (results would vanish unseen)");
+    }
+  }
   if (peers && !values.id) {
     throw new MasterArgsError("--peers needs --id NAME (this master's name)");
   }
@@ -115,6 +131,7 @@ export function parseMasterArgs(args: string[]): MasterOptions {
     redispatchMs: num("redispatch-ms", values["redispatch-ms"]),
     snapshotEvery: num("snapshot-every", values["snapshot-every"]),
     tickMs: num("tick-ms", values["tick-ms"]),
+    retentionMs,
     security: securityOptions(values),
   };
 }
@@ -200,6 +217,7 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
     storage,
     redispatchMs: opts.redispatchMs,
     raft,
+    retentionMs: opts.retentionMs,
   });
   server.setHandler((msg, _peer, from) => {
     if (msg.type === MessageType.RaftMessage) {
@@ -217,7 +235,12 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
     return service!.handle(msg, from);
   });
   service.start();
-  log.info("master started", { endpoint, jobs: table.jobs.size, raft: raft?.id ?? null });
+  log.info("master started", {
+    endpoint,
+    jobs: table.jobs.size,
+    raft: raft?.id ?? null,
+    jobRetention: formatDuration(opts.retentionMs ?? DEFAULT_JOB_RETENTION_MS),
+  });
   return {
     endpoint,
     nodeId,

@@ -5,7 +5,9 @@
  * The decisions live elsewhere: what is agreed in `ReplicatedLog`, what it means in `JobTable`.
  * This file validates requests, proposes, answers, and keeps the balancer fed: every job with
  * unfinished chunks is (re-)dispatched after it commits and then periodically, so a balancer that
- * restarted or lost a message catches up (the balancer ignores chunks it already has).
+ * restarted or lost a message catches up (the balancer ignores chunks it already has). The
+ * leader also collects history: a job finished for longer than the retention is removed by a
+ * `remove` command it proposes (`dsys rm` proposes one at once).
  */
 import {
   type ChunkRecord,
@@ -28,7 +30,7 @@ import {
 import { RequestError, RpcClient, RpcError } from "../../lib/rpc.ts";
 import type { Logger } from "../../lib/log.ts";
 import { type JobRecord, JobTable } from "./job_table.ts";
-import { encodeCommand, specFromSubmit } from "./commands.ts";
+import { encodeCommand, MAX_REMOVE, specFromSubmit } from "./commands.ts";
 import type { ReplicatedLog } from "./replicated_log.ts";
 import type { RaftGroup } from "./raft_group.ts";
 import type { BalancerClient } from "../balancer/client.ts";
@@ -72,7 +74,12 @@ export interface MasterServiceDeps {
   raft?: RaftGroup;
   /** Keys and cluster secret (default: the process's; null: insecure, every peer trusted). */
   auth?: Credentials | null;
+  /** How long a finished job is kept before the leader removes it, ms (default 24 h). */
+  retentionMs?: number;
 }
+
+/** Default of `--job-retention`: finished jobs are kept for a day. */
+export const DEFAULT_JOB_RETENTION_MS = 24 * 3600_000;
 
 /** May `from` see and act on a job of `owner`? (null = insecure mode: everyone may.) */
 function mayActOn(from: Identity | null, owner: string): boolean {
@@ -84,6 +91,9 @@ export class MasterService {
   #d: MasterServiceDeps;
   #limits: SubmitLimits;
   #timer: ReturnType<typeof setInterval> | undefined;
+  #gcTimer: ReturnType<typeof setInterval> | undefined;
+  /** A retention `remove` proposal is in flight (one at a time). */
+  #collecting = false;
   #lastDispatch = new Map<string, number>();
   /** Soft state: chunks reported running (not logged: a running report is not a result). */
   #running = new Map<string, Set<number>>();
@@ -102,6 +112,13 @@ export class MasterService {
   start(): void {
     const every = this.#d.redispatchMs ?? 3000;
     this.#timer = setInterval(() => this.#redispatchAll(every), Math.min(every, 1000));
+    // Expired jobs are looked for a few times per retention (at most every second): a job
+    // leaves at most that much after its retention ends.
+    const retention = this.#d.retentionMs ?? DEFAULT_JOB_RETENTION_MS;
+    this.#gcTimer = setInterval(
+      () => void this.#collect(),
+      Math.max(20, Math.min(1000, retention / 4)),
+    );
     // Jobs recovered from the log are handed out again right away.
     this.#redispatchAll(0);
   }
@@ -114,6 +131,7 @@ export class MasterService {
   /** Stops timers. */
   stop(): void {
     clearInterval(this.#timer);
+    clearInterval(this.#gcTimer);
   }
 
   /** The RpcServer handler. */
@@ -127,6 +145,8 @@ export class MasterService {
         return await this.#status(msg.job, from);
       case MessageType.JobListRequest:
         return await this.#list(from);
+      case MessageType.JobRemove:
+        return await this.#remove(msg.job, from);
       case MessageType.NodeListRequest:
         return await this.#nodes();
       case MessageType.ClusterChange:
@@ -310,6 +330,86 @@ export class MasterService {
       queued: job.chunks.length - job.done - job.failed - nRunning,
       chunks,
     };
+  }
+
+  /** `dsys rm`: removes a finished job now, as the retention would later. */
+  async #remove(jobId: Uint8Array, from: Identity | null): Promise<Message> {
+    await this.#readBarrier();
+    const key = uuidToHex(jobId);
+    const job = this.#d.table.get(jobId);
+    if (!job) throw new RequestError(ErrorCode.NotFound, `job ${key} not found`);
+    if (!mayActOn(from, job.spec.owner)) {
+      throw new RequestError(ErrorCode.Forbidden, `job ${key} is not yours`);
+    }
+    const finished = job.done + job.failed;
+    if (finished < job.chunks.length) {
+      // Nothing can stop its chunks yet (cancelling is a later step): removing it now would
+      // leave them running for a job nobody can see.
+      throw new RequestError(
+        ErrorCode.BadRequest,
+        `job ${key} is still running (${finished} of ${job.chunks.length} chunks finished); ` +
+          "it can be removed once it has finished",
+      );
+    }
+    const res = await this.#d.consensus.propose(
+      encodeCommand({ kind: "remove", jobIds: [jobId] }),
+    );
+    // 0: the retention removed it between the check and this command: gone either way.
+    const removed = res.kind === "removed" ? res.removed : 0;
+    this.#d.log.info("job removed", { job: key, by: from?.name ?? "", removed });
+    this.#running.delete(key);
+    this.#lastDispatch.delete(key);
+    return { type: MessageType.Ok, node: this.#d.node, value: removed };
+  }
+
+  /**
+   * The leader removes the jobs finished more than the retention ago, in batches of at most
+   * MAX_REMOVE per command, one command at a time. The leader's clock decides, against the
+   * finish time the leader that committed the last result stamped into it (so a new leader
+   * whose clock is behind keeps jobs a little longer, one ahead removes them a little sooner).
+   */
+  async #collect(): Promise<void> {
+    if (this.#collecting || !this.#d.consensus.isLeader()) return;
+    this.#collecting = true;
+    try {
+      this.#pruneSoftState();
+      const retention = this.#d.retentionMs ?? DEFAULT_JOB_RETENTION_MS;
+      for (;;) {
+        const cutoff = Date.now() - retention;
+        const expired: Uint8Array[] = [];
+        for (const job of this.#d.table.jobs.values()) {
+          if (job.done + job.failed < job.chunks.length || job.finishedAtMs > cutoff) continue;
+          expired.push(job.spec.jobId);
+          if (expired.length === MAX_REMOVE) break;
+        }
+        if (expired.length === 0 || !this.#d.consensus.isLeader()) return;
+        const res = await this.#d.consensus.propose(
+          encodeCommand({ kind: "remove", jobIds: expired }),
+        );
+        this.#d.log.info("finished jobs removed after the retention", {
+          removed: res.kind === "removed" ? res.removed : 0,
+          retentionMs: retention,
+        });
+        if (expired.length < MAX_REMOVE) return;
+      }
+    } catch (e) {
+      // Lost leadership or quorum: the next leader's collector takes over.
+      if (!(e instanceof RequestError && e.code === ErrorCode.NotLeader)) {
+        this.#d.log.warn("removing expired jobs failed; will retry", { error: e });
+      }
+    } finally {
+      this.#collecting = false;
+    }
+  }
+
+  /** Forgets dispatch times and running marks of jobs that finished or left the table. */
+  #pruneSoftState(): void {
+    for (const m of [this.#lastDispatch, this.#running] as Map<string, unknown>[]) {
+      for (const key of m.keys()) {
+        const job = this.#d.table.jobs.get(key);
+        if (!job || job.done + job.failed === job.chunks.length) m.delete(key);
+      }
+    }
   }
 
   async #readBarrier(): Promise<void> {
