@@ -17,6 +17,8 @@ import {
   type WorkerStatus,
 } from "../wire/mod.ts";
 import { Rng } from "./wire_gen.ts";
+import { DurationError, formatDuration, parseDuration } from "../lib/duration.ts";
+import { parseMasterArgs } from "../roles/master/main.ts";
 
 function spec(client: Uint8Array, seq: number, opts: {
   chunks?: number;
@@ -297,4 +299,26 @@ Deno.test("retention: under random submits, results and removals a snapshot rebu
   assert.equal(t.sessions.size, 0, `seed ${seed}`);
   assert.equal(t.fileRefs.size, 0, `seed ${seed}`);
   assert.equal(decodeSnapshot(encodeSnapshot(t)).jobs.size, 0);
+});
+
+Deno.test("retention: --job-retention takes a duration; default 24 h", () => {
+  assert.equal(parseDuration("24h"), 86_400_000);
+  assert.equal(parseDuration("10m"), 600_000);
+  assert.equal(parseDuration("30s"), 30_000);
+  assert.equal(parseDuration("500ms"), 500);
+  assert.equal(parseDuration("1h30m"), 5_400_000);
+  assert.equal(parseDuration("1.5s"), 1500);
+  assert.equal(parseDuration("2d"), 172_800_000);
+  for (const bad of ["", "10", "h", "5 m", "-1s", "1x", "s10", "1e3s"]) {
+    assert.throws(() => parseDuration(bad), DurationError, JSON.stringify(bad));
+  }
+  for (const ms of [1, 500, 30_000, 5_400_000, 86_400_000, 90_061_001]) {
+    assert.equal(parseDuration(formatDuration(ms)), ms);
+  }
+  assert.equal(formatDuration(5_400_000), "1h30m");
+  const base = ["--peers", "m1@tcp://127.0.0.1:7100", "--id", "m1"];
+  assert.equal(parseMasterArgs(base).retentionMs, undefined); // the service's 24 h default
+  assert.equal(parseMasterArgs([...base, "--job-retention", "2s"]).retentionMs, 2000);
+  assert.throws(() => parseMasterArgs([...base, "--job-retention", "10"]), /not a duration/);
+  assert.throws(() => parseMasterArgs([...base, "--job-retention", "0s"]), /must be positive/);
 });
