@@ -74,7 +74,7 @@ Deno.test("codec: structural validation", () => {
   bad(new Uint8Array(0), /truncated version/);
   bad(Uint8Array.of(9, 1), /unsupported version/);
   bad(Uint8Array.of(1, 0), /unknown type code/);
-  bad(Uint8Array.of(1, 13), /unknown type code/);
+  bad(Uint8Array.of(1, 14), /unknown type code/);
   bad(new Uint8Array([...good, 0]), /trailing/);
   bad(good.subarray(0, good.length - 1), /truncated/);
   // A snap message without a snapshot, and a heartbeat with one, are both refused.

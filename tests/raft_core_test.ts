@@ -469,6 +469,7 @@ Deno.test("snapshot: a stale snapshot is answered with commit, never an unverifi
     to: "f",
     term: 3,
     snapshot: { index: 2, term: 1, conf: { voters: ["L", "f", "g"] }, data: new Uint8Array(0) },
+    chunk: { offset: 0, total: 0, crc: 0, last: true },
   }));
   const rd = f.ready();
   const resp = rd.messages.find((m) => m.type === "appResp")!;

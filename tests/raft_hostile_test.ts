@@ -32,6 +32,7 @@ import { FileStorage, RaftStorageError } from "../roles/master/raft/storage.ts";
 import { RaftGroup, type StateMachine } from "../roles/master/raft_group.ts";
 import { memberName, parseMemberId } from "../roles/master/member_id.ts";
 import { Cluster } from "./raft_harness.ts";
+import { crc32 } from "../lib/crc32.ts";
 import { RpcClient, RpcServer } from "../lib/rpc.ts";
 import { createLogger } from "../lib/log.ts";
 import { MessageType, randomUuid } from "../wire/mod.ts";
@@ -541,6 +542,8 @@ function hostileFrames(to: string, peer: string, term: number): [Uint8Array, str
         from: peer,
         term: term + 1000,
         snapshot: { index: 2 ** 40, term: 1, conf: { voters: [peer] }, data: te.encode("{") },
+        // One chunk that is the whole (valid length and checksum): the data itself is refused.
+        chunk: { offset: 0, total: 1, crc: crc32(te.encode("{")), last: true },
       }),
       "bad snapshot data",
     ],

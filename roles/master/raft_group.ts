@@ -10,6 +10,11 @@
  * The Ready loop follows the etcd contract: persist (fsync) entries, hard state and snapshot; then
  * send messages; then apply committed entries and resolve the proposals waiting on them.
  *
+ * Snapshots travel in chunks (`snap` messages of at most `snapshotChunkBytes`, 1 MiB by default),
+ * so a snapshot never has to fit in one `raft_message`: the core chunks, windows, acknowledges,
+ * retries and verifies (roles/master/raft/README.md, "Snapshot transfer"); this shell only sends
+ * and receives the chunks, and counts them ({@link RaftGroup.stats}).
+ *
  * Trust boundary: nothing that arrives from the network can stop a member. {@link RaftGroup.receive}
  * validates every `raft_message` (codec, recipient, sender id and membership, the optional
  * authenticated sender name, read contexts, member ids inside payloads, then the core's own
@@ -30,9 +35,11 @@ import {
   mulberry32,
   NotLeaderError,
   RaftError,
+  RaftSnapshotDataError,
   RawNode,
   type Ready,
   type Snapshot,
+  type SnapshotStats,
 } from "./raft/mod.ts";
 import {
   decodeMessage as decodeRaftMessage,
@@ -60,6 +67,27 @@ const MAX_UNKNOWN_PEERS = 8;
 
 /** Minimum interval between two warnings of the same drop reason, ms. */
 const WARN_EVERY_MS = 1000;
+
+/**
+ * Environment variable that sets {@link RaftGroupOptions.snapshotChunkBytes} when the option is
+ * not given (tests use it to make a small snapshot span many chunks in real master processes).
+ */
+export const SNAPSHOT_CHUNK_ENV = "DSYS_RAFT_SNAPSHOT_CHUNK_BYTES";
+
+/** The chunk size asked for by {@link SNAPSHOT_CHUNK_ENV}, if it is set to a sane value. */
+function chunkBytesFromEnv(log: Logger): number | undefined {
+  let v: string | undefined;
+  try {
+    v = Deno.env.get(SNAPSHOT_CHUNK_ENV);
+  } catch {
+    return undefined; // no env permission: the default
+  }
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (Number.isSafeInteger(n) && n >= 1 && n <= 16 << 20) return n;
+  log.warn(`ignoring ${SNAPSHOT_CHUNK_ENV}: not an integer in [1, 16 MiB]`, { value: v });
+  return undefined;
+}
 
 /** The state machine the group replicates. */
 export interface StateMachine {
@@ -96,6 +124,13 @@ export interface RaftGroupOptions {
   heartbeatTicks?: number;
   /** Take a snapshot and compact after this many applied entries. */
   snapshotEvery?: number;
+  /**
+   * Bytes of snapshot data per `snap` message (default: `$DSYS_RAFT_SNAPSHOT_CHUNK_BYTES`, else
+   * 1 MiB). Keep it well under the wire's `maxRaft`.
+   */
+  snapshotChunkBytes?: number;
+  /** Largest snapshot this member accepts from a leader, bytes (default 1 GiB). */
+  maxSnapshotBytes?: number;
   /**
    * Called when the member had to stop: the process should exit (and be restarted). `kind`
    * "storage": a {@link RaftStorageError} (durability is gone); "internal": a bug in the Ready
@@ -156,7 +191,16 @@ export class RaftGroup implements ReplicatedLog {
     sendFailures: 0,
     /** Snapshots (compactions) that failed without a storage error and were skipped. */
     snapshotFailures: 0,
+    /** Snapshot transfers started by this member as leader (first chunk sent to a follower). */
+    snapshotsSent: 0,
+    /** Snapshot chunks sent (retransmissions included) and their data bytes. */
+    snapshotChunksSent: 0,
+    snapshotBytesSent: 0,
   };
+  /** Snapshot transfers failed so far, as last logged. */
+  #loggedTransferFailures = 0;
+  /** Per follower, the number of the last snapshot transfer started to it. */
+  #transfers = new Map<string, number>();
 
   private constructor(o: RaftGroupOptions, node: RawNode, applied: number) {
     this.#o = o;
@@ -186,6 +230,12 @@ export class RaftGroup implements ReplicatedLog {
       peers: hasState || o.join ? undefined : o.peers,
       restore: hasState ? restored : undefined,
       applied,
+      snapshotChunkBytes: o.snapshotChunkBytes ?? chunkBytesFromEnv(o.log),
+      maxSnapshotBytes: o.maxSnapshotBytes,
+      // A snapshot from a peer is checked by the state machine once it arrived whole, before it
+      // is stored: one that cannot be restored is refused ("bad snapshot data") instead of
+      // failing the Ready loop after it was persisted.
+      checkSnapshot: o.sm.checkSnapshot ? (data) => o.sm.checkSnapshot!(data) : undefined,
     });
     const g = new RaftGroup(o, node, applied);
     g.#storedHs = restored.hardState;
@@ -242,7 +292,12 @@ export class RaftGroup implements ReplicatedLog {
       // The step boundary: whatever one message causes stays with that message. The core
       // refuses impossible messages (RaftMessageError) before changing any state.
       const bug = !(e instanceof RaftError);
-      this.#drop(bug ? "step failed" : "refused by raft", { type: m.type, from: m.from, error: e });
+      const reason = bug
+        ? "step failed"
+        : e instanceof RaftSnapshotDataError
+        ? "bad snapshot data"
+        : "refused by raft";
+      this.#drop(reason, { type: m.type, from: m.from, error: e });
       if (bug) this.#o.log.error("raft step threw an unexpected error", { error: e });
       return;
     }
@@ -287,17 +342,10 @@ export class RaftGroup implements ReplicatedLog {
       }
       if (!ids.every((id) => parseMemberId(id) !== null)) return "bad member id in conf entry";
     }
-    if (m.snapshot) {
-      if (!m.snapshot.conf.voters.every((id) => parseMemberId(id) !== null)) {
-        return "bad member id in snapshot";
-      }
-      if (this.#o.sm.checkSnapshot) {
-        try {
-          this.#o.sm.checkSnapshot(m.snapshot.data);
-        } catch {
-          return "bad snapshot data";
-        }
-      }
+    // Every chunk names the snapshot's voters. Its data is checked (sm.checkSnapshot) by the
+    // core once the last chunk completed it: see RaftGroup.start.
+    if (m.snapshot && !m.snapshot.conf.voters.every((id) => parseMemberId(id) !== null)) {
+      return "bad member id in snapshot";
     }
     return null;
   }
@@ -499,12 +547,24 @@ export class RaftGroup implements ReplicatedLog {
       this.stats.persisted++;
     }
     for (const m of rd.messages) this.#send(m);
+    const failed = this.node.snapshotStats.failed;
+    if (failed > this.#loggedTransferFailures) {
+      this.#loggedTransferFailures = failed;
+      this.#warnThrottled("snapshot transfer failed; retrying after a backoff", {
+        failed,
+        retransmits: this.node.snapshotStats.retransmits,
+      });
+    }
     if (rd.snapshot && rd.snapshot.index > this.#applied) {
       this.#o.sm.restore(rd.snapshot.data);
       this.#applied = rd.snapshot.index;
       this.#snapIndex = rd.snapshot.index;
       this.#prunePeers();
-      this.#o.log.info("installed snapshot", { index: rd.snapshot.index });
+      this.#o.log.info("installed snapshot", {
+        index: rd.snapshot.index,
+        bytes: rd.snapshot.data.length,
+        from: this.#leader,
+      });
     }
     for (const e of rd.committedEntries) this.#applyEntry(e);
     for (const rs of rd.readStates) {
@@ -636,9 +696,35 @@ export class RaftGroup implements ReplicatedLog {
       return this.#sendFailed(m, "encode failed", e); // a bug: the core made an unencodable message
     }
     this.stats.sent++;
+    if (m.type === "snap") this.#countChunk(m);
     c.send({ type: MessageType.RaftMessage, node: this.#o.node, data })
-      .catch(() => this.node.reportUnreachable(m.to));
-    if (m.type === "snap") this.node.reportSnapshot(m.to, true);
+      .catch(() => {
+        this.node.reportUnreachable(m.to);
+        if (m.type === "snap") this.node.reportSnapshot(m.to, false);
+      });
+    // A sent chunk is not a delivered snapshot: the core waits for the follower's answers.
+  }
+
+  #countChunk(m: RaftMsg): void {
+    const c = m.chunk!;
+    this.stats.snapshotChunksSent++;
+    this.stats.snapshotBytesSent += m.snapshot!.data.length;
+    // Counted once per transfer (a transfer resent from its first chunk is the same transfer).
+    if (c.offset === 0 && this.#transfers.get(m.to) !== m.seq) {
+      this.#transfers.set(m.to, m.seq);
+      this.stats.snapshotsSent++;
+      this.#o.log.info("sending snapshot", {
+        to: m.to,
+        index: m.snapshot!.index,
+        bytes: c.total,
+        transfer: m.seq,
+      });
+    }
+  }
+
+  /** Snapshot transfer counters of the core (leader and follower side). */
+  get snapshotTransfers(): Readonly<SnapshotStats> {
+    return this.node.snapshotStats;
   }
 
   #sendFailed(m: RaftMsg, reason: string, error?: unknown): void {
@@ -658,6 +744,7 @@ export class RaftGroup implements ReplicatedLog {
     for (const [id, c] of this.#peers) {
       if (members.has(id)) continue;
       this.#peers.delete(id);
+      this.#transfers.delete(id);
       c.close().catch(() => {});
     }
   }

@@ -8,7 +8,8 @@
  * middle of persisting a Ready (an arbitrary, possibly torn prefix of the unsynced writes
  * survives) or right after a hard state became durable; restarts from the simulated disk;
  * skewed node clocks; leader transfers; membership changes (add/remove/replace with spare
- * nodes); log compaction with InstallSnapshot. Persistence runs synchronously or, as in the
+ * nodes); log compaction with InstallSnapshot, streamed in chunks (a small chunk size and window
+ * per seed, so snapshots span several chunks that the faults drop, duplicate and reorder). Persistence runs synchronously or, as in the
  * README's driver loop, asynchronously (the node keeps stepping while its fsync is pending).
  * Pre-vote and check-quorum are each switched off in some seeds.
  *
@@ -240,6 +241,8 @@ class Sim {
   maxEntries: number;
   maxInflight: number;
   checkQuorum: boolean;
+  snapshotChunkBytes: number;
+  snapshotWindow: number;
   // global checker state
   leaders = new Map<number, NodeId>();
   logIndex = new Map<string, string>();
@@ -254,6 +257,8 @@ class Sim {
     transfers: 0,
     confChanges: 0,
     snapshotsInstalled: 0,
+    snapshotTransfers: 0,
+    snapshotChunks: 0,
     compactions: 0,
     committed: 0,
     ops: 0,
@@ -295,6 +300,10 @@ class Sim {
     this.checkQuorum = mode < 0.5 || mode >= 0.75;
     this.maxEntries = 1 + Math.floor(r() * 6);
     this.maxInflight = 1 + Math.floor(r() * 6);
+    // Drawn from their own PRNG so the fault mix of every seed stays what it was.
+    const rs = mulberry32(seed ^ 0x51ab);
+    this.snapshotChunkBytes = [8, 24, 64, 1 << 20][Math.floor(rs() * 4)];
+    this.snapshotWindow = 1 + Math.floor(rs() * 4);
     const nInitial = r() < 0.5 ? 3 : r() < 0.5 ? 5 : 1 + Math.floor(r() * 4);
     const initial = ALL_IDS.slice(0, nInitial);
     // Spare nodes run as empty joiners so membership changes can add them.
@@ -347,6 +356,9 @@ class Sim {
       checkQuorum: this.checkQuorum,
       maxEntriesPerMsg: this.maxEntries,
       maxInflight: this.maxInflight,
+      snapshotChunkBytes: this.snapshotChunkBytes,
+      snapshotWindow: this.snapshotWindow,
+      checkSnapshot: (data: Uint8Array) => void KvStateMachine.restore(data),
     };
     if (fresh && n.initial) {
       const peers = initial.length ? initial : [...this.nodes.values()].filter((x) => x.initial)
@@ -571,6 +583,10 @@ class Sim {
 
   sendRaft(m: Message): void {
     this.stats.messages++;
+    if (m.type === "snap") {
+      this.stats.snapshotChunks++;
+      if (m.chunk!.offset === 0) this.stats.snapshotTransfers++;
+    }
     if (this.linkBlocked(m.from, m.to)) return;
     if (this.rnd() < this.dropP) return;
     const msg = this.codec ? this.codec(m) : m;

@@ -6,6 +6,7 @@
  *   | u64 commit | u8 reject(0/1) | u64 rejectHint | u64 seq | bytes ctx
  *   | u32 nEntries × (u64 term | u64 index | u8 entryType | bytes data)
  *   | u8 hasSnapshot [ u64 index | u64 term | u16 nVoters × str | bytes data ]
+ *   | u8 hasChunk [ u64 offset | u64 total | u32 crc | u8 last(0/1) ]   (snap / snapResp only)
  * str = u16 length + UTF-8; bytes = u32 length + raw. Decoding validates every field and
  * rejects trailing bytes, throwing {@link RaftCodecError} with the offending offset.
  */
@@ -16,6 +17,7 @@ import {
   type MessageType,
   RaftError,
   type Snapshot,
+  type SnapshotChunk,
 } from "./types.ts";
 
 /** Malformed encoded message (truncated, bad tag, out-of-range number, trailing bytes...). */
@@ -183,6 +185,19 @@ export function encodeMessage(m: Message): Uint8Array {
   } else {
     w.u8(0);
   }
+  if (m.chunk) {
+    const c = m.chunk;
+    w.u8(1);
+    w.u64(c.offset, "chunk.offset");
+    w.u64(c.total, "chunk.total");
+    if (!Number.isInteger(c.crc) || c.crc < 0 || c.crc > 0xffff_ffff) {
+      throw new RaftCodecError(w.pos, `chunk.crc=${c.crc} is not a u32`);
+    }
+    w.u32(c.crc);
+    w.u8(c.last ? 1 : 0);
+  } else {
+    w.u8(0);
+  }
   return w.buf.slice(0, w.pos);
 }
 
@@ -236,12 +251,25 @@ export function decodeMessage(buf: Uint8Array): Message {
     for (let i = 0; i < nv; i++) voters.push(r.str("voter"));
     snapshot = { index: si, term: st, conf: { voters }, data: r.bytes("snapshot.data") };
   }
+  let chunk: SnapshotChunk | null = null;
+  const chunkAt = r.pos;
+  if (r.bool("hasChunk")) {
+    chunk = {
+      offset: r.u64("chunk.offset"),
+      total: r.u64("chunk.total"),
+      crc: r.u32("chunk.crc"),
+      last: r.bool("chunk.last"),
+    };
+  }
   if (r.pos !== buf.length) throw new RaftCodecError(r.pos, `${buf.length - r.pos} trailing bytes`);
   if ((type === "snap") !== (snapshot !== null)) {
     throw new RaftCodecError(r.pos, `${type} message ${snapshot ? "with" : "without"} snapshot`);
   }
   if (entries.length > 0 && type !== "app") {
     throw new RaftCodecError(r.pos, `${type} message carries entries`);
+  }
+  if (chunk && type !== "snap" && type !== "snapResp") {
+    throw new RaftCodecError(chunkAt, `${type} message carries a snapshot chunk`);
   }
   return {
     type,
@@ -257,5 +285,6 @@ export function decodeMessage(buf: Uint8Array): Message {
     seq,
     ctx,
     snapshot,
+    chunk,
   };
 }

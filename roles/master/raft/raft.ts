@@ -4,6 +4,7 @@
  * {@link RawNode.step}, {@link RawNode.propose}; collect its output with {@link RawNode.ready}
  * and acknowledge with {@link RawNode.advance}. See README.md for the driver-loop contract.
  */
+import { crc32 } from "../../../lib/crc32.ts";
 import { RaftLog } from "./log.ts";
 import {
   type ConfChange,
@@ -23,6 +24,7 @@ import {
   ProposalDroppedError,
   RaftInvariantError,
   RaftMessageError,
+  RaftSnapshotDataError,
   RaftUsageError,
   type ReadState,
   type Ready,
@@ -51,6 +53,23 @@ export interface RaftConfig {
   maxBytesPerMsg?: number;
   /** Max in-flight append messages per follower when pipelining (default 64). */
   maxInflight?: number;
+  /** Snapshot transfer: bytes of snapshot data per `snap` message (default 1 MiB). */
+  snapshotChunkBytes?: number;
+  /** Snapshot transfer: chunks sent ahead of the follower's acknowledgements (default 4). */
+  snapshotWindow?: number;
+  /**
+   * Snapshot transfer: ticks without an acknowledgement before the leader resends the
+   * unacknowledged chunks; after {@link SNAPSHOT_STALLS} such timeouts in a row the transfer
+   * has failed and is retried after a backoff (default: electionTick).
+   */
+  snapshotTimeoutTicks?: number;
+  /** Largest snapshot this member accepts from a leader, bytes (default 1 GiB). */
+  maxSnapshotBytes?: number;
+  /**
+   * Checks a received snapshot's data before it is installed (throw to refuse it: the chunk
+   * that completed it is refused with {@link RaftSnapshotDataError}). Must be pure.
+   */
+  checkSnapshot?: (data: Uint8Array) => void;
   /** Fresh cluster bootstrap: initial voters. Omit when restarting or joining an existing cluster. */
   peers?: NodeId[];
   /** State loaded from durable storage on restart. */
@@ -68,6 +87,37 @@ export type ConfChangeRequest =
 /** Replication state of one follower as seen by the leader. */
 export type ProgressState = "probe" | "replicate" | "snapshot";
 
+/** Timeouts in a row without an acknowledgement after which a snapshot transfer failed. */
+export const SNAPSHOT_STALLS = 3;
+/** Longest wait before retrying a failed snapshot transfer, in election timeouts. */
+export const SNAPSHOT_BACKOFF_MAX = 8;
+
+/**
+ * The leader's state of one snapshot transfer to a follower (progress state "snapshot").
+ * Chunk k covers data [k * chunkBytes, min((k + 1) * chunkBytes, total)); chunks are views of
+ * the stored snapshot, never copies.
+ */
+export interface SnapshotTransfer {
+  /** The snapshot being sent (the log's, by reference). */
+  snap: Snapshot;
+  /** This transfer's number (a `snap`'s and `snapResp`'s seq). */
+  seq: number;
+  /** Number of chunks (an empty snapshot is one empty chunk). */
+  chunks: number;
+  /** Next chunk to send. */
+  next: number;
+  /** Chunks the follower has acknowledged (received in order). */
+  acked: number;
+  /** Chunks ever sent in this transfer (acknowledgements beyond are impossible). */
+  sent: number;
+  /** crcs[k]: CRC-32 of the data up to the end of chunk k (filled as chunks are first sent). */
+  crcs: number[];
+  /** Ticks since the last acknowledgement or retransmission. */
+  idle: number;
+  /** Timeouts (or restarts) in a row without an acknowledgement. */
+  stalls: number;
+}
+
 /** Leader's view of one member's replication progress. */
 export class Progress {
   match = 0;
@@ -76,7 +126,12 @@ export class Progress {
   /** In probe state: one append is outstanding, wait for its answer (or a heartbeat reply). */
   paused = false;
   pendingSnapshot = 0;
-  snapshotTicks = 0;
+  /** In snapshot state: the transfer in flight (no other starts until it ends). */
+  transfer: SnapshotTransfer | null = null;
+  /** Snapshot transfers to this member that failed in a row (reset once it replicates). */
+  snapshotFailures = 0;
+  /** Ticks before another snapshot transfer may start after a failure. */
+  snapshotBackoff = 0;
   recentActive = false;
   /** Last indexes of in-flight appends (replicate state pipelining window). */
   inflights: number[] = [];
@@ -118,6 +173,7 @@ export class Progress {
     this.state = "probe";
     this.paused = false;
     this.pendingSnapshot = 0;
+    this.transfer = null;
     this.inflights = [];
   }
 
@@ -127,14 +183,17 @@ export class Progress {
     this.next = this.match + 1;
     this.paused = false;
     this.pendingSnapshot = 0;
+    this.transfer = null;
+    this.snapshotFailures = 0;
+    this.snapshotBackoff = 0;
     this.inflights = [];
   }
 
-  /** Enters snapshot state while a snapshot at `index` is in flight. */
-  becomeSnapshot(index: number): void {
+  /** Enters snapshot state while transfer `t` is in flight. */
+  becomeSnapshot(t: SnapshotTransfer): void {
     this.state = "snapshot";
-    this.pendingSnapshot = index;
-    this.snapshotTicks = 0;
+    this.pendingSnapshot = t.snap.index;
+    this.transfer = t;
     this.inflights = [];
   }
 
@@ -222,6 +281,41 @@ interface PendingRead {
   ctx: Uint8Array;
 }
 
+/** A snapshot a follower is receiving, chunk by chunk (at most one at a time). */
+interface IncomingSnapshot {
+  from: NodeId;
+  /** Term of the leader sending it. */
+  term: number;
+  seq: number;
+  index: number;
+  snapTerm: number;
+  conf: ConfState;
+  total: number;
+  /** The whole data, filled in order up to `received`. */
+  buf: Uint8Array;
+  received: number;
+  /** CRC-32 of buf[0, received). */
+  crc: number;
+  /** Ticks since the last chunk that moved it on. */
+  idle: number;
+}
+
+/** Counters of snapshot transfers (leader and follower side), for tests and operators. */
+export interface SnapshotStats {
+  /** Leader: transfers started (a snapshot sent to a follower, counted once per transfer). */
+  sent: number;
+  /** Leader: chunks sent, retransmissions included. */
+  chunksSent: number;
+  /** Leader: timeouts after which the unacknowledged chunks were sent again. */
+  retransmits: number;
+  /** Leader: transfers that failed (no acknowledgement, reportSnapshot(to, false)). */
+  failed: number;
+  /** Follower: snapshots received whole, verified and handed to install. */
+  received: number;
+  /** Follower: chunks ignored (duplicate, out of order, of an unknown or finished transfer). */
+  chunksIgnored: number;
+}
+
 interface ReadyMark {
   lastIndex: number;
   lastTerm: number;
@@ -265,11 +359,26 @@ export class RawNode {
   /** A ReadIndex round (readSeq) was opened but its heartbeats are not sent yet. */
   private readRoundPending = false;
   private pendingInstall: Snapshot | null = null;
+  /** Follower: the snapshot being received; the last transfer received whole. */
+  private incoming: IncomingSnapshot | null = null;
+  private lastDone: { from: NodeId; term: number; seq: number } | null = null;
+  /** Leader: number of the last snapshot transfer started. */
+  private snapSeq = 0;
+  /** Counters of snapshot transfers. */
+  readonly snapshotStats: SnapshotStats = {
+    sent: 0,
+    chunksSent: 0,
+    retransmits: 0,
+    failed: 0,
+    received: 0,
+    chunksIgnored: 0,
+  };
+  private readonly checkSnapshot: ((data: Uint8Array) => void) | null;
   private prevHs: HardState;
   private prevSs: SoftState;
   private readyMark: ReadyMark | null = null;
   private readonly cfg: Required<
-    Omit<RaftConfig, "peers" | "restore" | "applied">
+    Omit<RaftConfig, "peers" | "restore" | "applied" | "checkSnapshot">
   >;
 
   /** Creates a member: fresh bootstrap (`peers`), restart (`restore`) or joiner (neither). */
@@ -290,7 +399,20 @@ export class RawNode {
       maxEntriesPerMsg: config.maxEntriesPerMsg ?? 64,
       maxBytesPerMsg: config.maxBytesPerMsg ?? 1 << 20,
       maxInflight: config.maxInflight ?? 64,
+      snapshotChunkBytes: config.snapshotChunkBytes ?? 1 << 20,
+      snapshotWindow: config.snapshotWindow ?? 4,
+      snapshotTimeoutTicks: config.snapshotTimeoutTicks ?? config.electionTick,
+      maxSnapshotBytes: config.maxSnapshotBytes ?? 2 ** 30,
     };
+    for (
+      const k of ["snapshotChunkBytes", "snapshotWindow", "snapshotTimeoutTicks"] as const
+    ) {
+      const v = this.cfg[k];
+      if (!Number.isSafeInteger(v) || v < 1) {
+        throw new RaftUsageError(`raft ${config.id}: ${k} must be a positive integer, got ${v}`);
+      }
+    }
+    this.checkSnapshot = config.checkSnapshot ?? null;
     this.log = new RaftLog(this.id, (ents, truncatedAt) => this.onAppend(ents, truncatedAt));
     if (config.restore) {
       const st = config.restore;
@@ -437,13 +559,16 @@ export class RawNode {
     return s;
   }
 
-  /** Tells the leader a snapshot send to `to` finished (ok) or failed, so it resumes probing. */
+  /**
+   * Tells the leader how sending a snapshot to `to` went. `false` (the driver could not send
+   * it: `to` unreachable): the transfer failed, another starts after a backoff. `true` changes
+   * nothing: a snapshot counts as delivered only when the follower acknowledges it (its
+   * `appResp` after installing moves its match index), never when it was sent.
+   */
   reportSnapshot(to: NodeId, ok: boolean): void {
     const pr = this.prs.get(to);
     if (this.role !== "leader" || !pr || pr.state !== "snapshot") return;
-    if (!ok) pr.pendingSnapshot = 0;
-    pr.becomeProbe();
-    pr.paused = true; // wait for a heartbeat reply before probing again
+    if (!ok) this.snapshotFailed(pr);
   }
 
   /** Tells the leader `to` is unreachable: stop pipelining to it until it answers again. */
@@ -731,6 +856,7 @@ export class RawNode {
         throw bad(`bad snapshot metadata ${s.index}@${s.term} voters ${String(vs)}`);
       }
     }
+    this.checkChunk(m, bad);
     if (m.term < this.term) return; // stale: step() ignores it (or answers with our term)
     const leaderMsg = m.type === "app" || m.type === "heartbeat" || m.type === "snap";
     if (this.role === "leader" && m.term === this.term) {
@@ -746,6 +872,112 @@ export class RawNode {
       // A leader sends min(match, commit): never beyond what we hold.
       throw bad(`heartbeat commit ${m.commit} beyond our last index ${this.log.lastIndex()}`);
     }
+    if (m.type === "snap") this.checkChunkAgainstState(m, bad);
+    if (m.type === "snapResp" && this.role === "leader" && m.term === this.term && !m.reject) {
+      const t = this.prs.get(m.from)?.transfer;
+      if (t && m.seq === t.seq && m.index === t.snap.index) {
+        const c = m.chunk!;
+        const k = this.chunksIn(t, c.offset);
+        if (
+          c.total !== t.snap.data.length || k < 0 || k > t.sent ||
+          c.crc !== (k === 0 ? 0 : t.crcs[k - 1])
+        ) {
+          throw bad(`acknowledges snapshot bytes [0, ${c.offset}) of ${c.total} never sent`);
+        }
+      }
+    }
+  }
+
+  /**
+   * Static checks of a chunk (snap, snapResp): fields in range, bytes inside the whole, the
+   * last flag where the bytes end, a size this member accepts, the first chunk's checksum.
+   */
+  private checkChunk(m: Message, bad: (reason: string) => RaftMessageError): void {
+    const c = m.chunk;
+    if ((c !== null) !== (m.type === "snap" || m.type === "snapResp")) {
+      throw bad(`${m.type} ${c ? "with" : "without"} a snapshot chunk`);
+    }
+    if (!c) return;
+    for (const [v, what] of [[c.offset, "offset"], [c.total, "total"]] as const) {
+      if (!Number.isSafeInteger(v) || v < 0 || v > MAX_INDEX) {
+        throw bad(`chunk ${what} ${v} out of range`);
+      }
+    }
+    if (!Number.isInteger(c.crc) || c.crc < 0 || c.crc > 0xffff_ffff) {
+      throw bad(`chunk crc ${c.crc} out of range`);
+    }
+    if (typeof c.last !== "boolean") throw bad("chunk last flag is not a boolean");
+    if (c.offset > c.total) throw bad(`chunk offset ${c.offset} beyond total ${c.total}`);
+    if (m.type !== "snap") return;
+    const len = m.snapshot!.data.length;
+    if (c.offset + len > c.total) {
+      throw bad(`chunk [${c.offset}, ${c.offset + len}) beyond total ${c.total}`);
+    }
+    if (c.last !== (c.offset + len === c.total)) {
+      throw bad(`chunk [${c.offset}, ${c.offset + len}) of ${c.total} with last=${c.last}`);
+    }
+    if (len === 0 && c.total > 0) throw bad("empty chunk of a non-empty snapshot");
+    if (c.total > this.cfg.maxSnapshotBytes) {
+      throw bad(
+        `snapshot of ${c.total} bytes exceeds maxSnapshotBytes ${this.cfg.maxSnapshotBytes}`,
+      );
+    }
+    if (c.offset === 0 && crc32(m.snapshot!.data) !== c.crc) {
+      throw bad(`snapshot ${m.snapshot!.index} chunk at 0: checksum mismatch`);
+    }
+  }
+
+  /**
+   * Checks of a `snap` chunk against the transfer in progress, before anything changes: the
+   * next chunk in order must continue the checksum, and a chunk that completes a snapshot
+   * must carry data the application accepts (`checkSnapshot`).
+   */
+  private checkChunkAgainstState(m: Message, bad: (reason: string) => RaftMessageError): void {
+    const s = m.snapshot!, c = m.chunk!;
+    const inc = this.incoming;
+    let whole: Uint8Array | null = null;
+    if (c.offset === 0) {
+      const installs = c.last && !this.isDone(m) && s.index > this.log.committed &&
+        !this.log.matchTerm(s.index, s.term);
+      if (installs) whole = s.data;
+    } else if (inc && this.sameTransfer(inc, m) && c.offset === inc.received) {
+      if (crc32(s.data, inc.crc) !== c.crc) {
+        throw bad(`snapshot ${s.index} chunk at ${c.offset}: checksum mismatch`);
+      }
+      if (c.last) {
+        inc.buf.set(s.data, c.offset); // past `received`: nothing observable changes
+        whole = inc.buf;
+      }
+    }
+    if (whole && this.checkSnapshot) {
+      try {
+        this.checkSnapshot(whole);
+      } catch (e) {
+        throw new RaftSnapshotDataError(
+          this.id,
+          m.from,
+          `snapshot ${s.index}@${s.term} (${c.total} bytes) refused: ${(e as Error)?.message ?? e}`,
+        );
+      }
+    }
+  }
+
+  private sameTransfer(inc: IncomingSnapshot, m: Message): boolean {
+    return inc.from === m.from && inc.term === m.term && inc.seq === m.seq &&
+      inc.index === m.snapshot!.index && inc.snapTerm === m.snapshot!.term &&
+      inc.total === m.chunk!.total;
+  }
+
+  private isDone(m: Message): boolean {
+    const d = this.lastDone;
+    return d !== null && d.from === m.from && d.term === m.term && d.seq === m.seq;
+  }
+
+  /** Chunks covered by `offset` acknowledged bytes of transfer t (-1 if not a chunk end). */
+  private chunksIn(t: SnapshotTransfer, offset: number): number {
+    if (offset === t.snap.data.length) return t.chunks;
+    const C = this.cfg.snapshotChunkBytes;
+    return offset % C === 0 ? offset / C : -1;
   }
 
   private hsChanged(): HardState | null {
@@ -830,6 +1062,7 @@ export class RawNode {
     if (this.term !== term) {
       this.term = term;
       this.vote = null;
+      this.incoming = null; // a new term's leader starts its own transfer
     }
     this.lead = null;
     this.electionElapsed = 0;
@@ -928,6 +1161,10 @@ export class RawNode {
 
   private tickElection(): void {
     this.electionElapsed++;
+    const inc = this.incoming;
+    if (inc && ++inc.idle > 4 * (SNAPSHOT_STALLS + 1) * this.cfg.snapshotTimeoutTicks) {
+      this.incoming = null; // the leader gave up on it long ago: free the buffer
+    }
     if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
       this.electionElapsed = 0;
       this.hup(false);
@@ -953,10 +1190,22 @@ export class RawNode {
       this.leadTransferee = null; // transfer did not finish within an election timeout
     }
     for (const [id, p] of this.prs) {
-      if (p.state === "snapshot" && ++p.snapshotTicks > this.cfg.electionTick) {
-        // The snapshot (or its answer) was probably lost: fall back to probing.
-        p.becomeProbe();
-        if (id !== this.id) this.sendAppend(id);
+      if (id === this.id) continue;
+      const t = p.transfer;
+      if (p.state === "snapshot" && t) {
+        if (++t.idle < this.cfg.snapshotTimeoutTicks) continue;
+        // Chunks (or their answers) were lost, or the follower is gone or still installing:
+        // resend what is unacknowledged a few times, then give up and back off.
+        t.idle = 0;
+        if (++t.stalls > SNAPSHOT_STALLS) {
+          this.snapshotFailed(p);
+        } else {
+          t.next = t.acked;
+          this.snapshotStats.retransmits++;
+          this.sendChunks(id, p);
+        }
+      } else if (p.snapshotBackoff > 0 && --p.snapshotBackoff === 0) {
+        this.sendAppend(id);
       }
     }
     if (this.heartbeatElapsed >= this.cfg.heartbeatTick) {
@@ -1028,8 +1277,8 @@ export class RawNode {
       if (!s) {
         throw new RaftInvariantError(`raft ${this.id}: no entry ${prevIndex} and no snapshot`);
       }
-      this.send(makeMessage({ type: "snap", from: this.id, to, snapshot: s }));
-      pr.becomeSnapshot(s.index);
+      if (pr.snapshotBackoff > 0) return false; // the last transfer failed: wait
+      this.startSnapshot(to, pr, s);
       return true;
     }
     const ents = this.log.slice(
@@ -1056,6 +1305,60 @@ export class RawNode {
       pr.paused = true;
     }
     return true;
+  }
+
+  /** Starts a snapshot transfer to `to` (its progress goes to snapshot state until it ends). */
+  private startSnapshot(to: NodeId, pr: Progress, s: Snapshot): void {
+    pr.becomeSnapshot({
+      snap: s,
+      seq: ++this.snapSeq,
+      chunks: Math.max(1, Math.ceil(s.data.length / this.cfg.snapshotChunkBytes)),
+      next: 0,
+      acked: 0,
+      sent: 0,
+      crcs: [],
+      idle: 0,
+      stalls: 0,
+    });
+    this.snapshotStats.sent++;
+    this.sendChunks(to, pr);
+  }
+
+  /** Sends the chunks of `pr`'s transfer from `next` while the window allows. */
+  private sendChunks(to: NodeId, pr: Progress): void {
+    const t = pr.transfer!;
+    const C = this.cfg.snapshotChunkBytes;
+    const data = t.snap.data;
+    while (t.next < t.chunks && t.next - t.acked < this.cfg.snapshotWindow) {
+      const k = t.next;
+      const lo = k * C;
+      const bytes = data.subarray(lo, Math.min(lo + C, data.length));
+      if (k === t.crcs.length) t.crcs.push(crc32(bytes, k === 0 ? 0 : t.crcs[k - 1]));
+      this.send(makeMessage({
+        type: "snap",
+        from: this.id,
+        to,
+        seq: t.seq,
+        snapshot: { index: t.snap.index, term: t.snap.term, conf: t.snap.conf, data: bytes },
+        chunk: { offset: lo, total: data.length, crc: t.crcs[k], last: k === t.chunks - 1 },
+      }));
+      t.next++;
+      t.sent = Math.max(t.sent, t.next);
+      this.snapshotStats.chunksSent++;
+    }
+  }
+
+  /** The transfer in flight to `pr` failed: probe again after a growing backoff. */
+  private snapshotFailed(pr: Progress): void {
+    pr.pendingSnapshot = 0;
+    pr.becomeProbe();
+    pr.snapshotFailures++;
+    const e = this.cfg.electionTick;
+    pr.snapshotBackoff = Math.min(
+      e * 2 ** Math.min(pr.snapshotFailures - 1, 20),
+      e * SNAPSHOT_BACKOFF_MAX,
+    );
+    this.snapshotStats.failed++;
   }
 
   private bcastAppend(): void {
@@ -1163,6 +1466,32 @@ export class RawNode {
         }
         return;
       }
+      case "snapResp": {
+        if (!pr) return;
+        pr.recentActive = true;
+        const t = pr.transfer;
+        if (pr.state !== "snapshot" || !t || m.seq !== t.seq || m.index !== t.snap.index) return;
+        if (m.reject) {
+          // The follower holds none of it (it restarted or dropped it): start over from 0.
+          if (++t.stalls > SNAPSHOT_STALLS) {
+            this.snapshotFailed(pr);
+            return;
+          }
+          t.acked = 0;
+          t.next = 0;
+          t.idle = 0;
+          this.sendChunks(m.from, pr);
+          return;
+        }
+        const k = this.chunksIn(t, m.chunk!.offset); // checked against `sent` by checkMessage
+        if (k <= t.acked) return; // duplicate or reordered answer
+        t.acked = k;
+        t.next = Math.max(t.next, k);
+        t.idle = 0;
+        t.stalls = 0;
+        this.sendChunks(m.from, pr);
+        return;
+      }
       case "heartbeatResp": {
         if (!pr) return;
         pr.recentActive = true;
@@ -1264,11 +1593,80 @@ export class RawNode {
     this.send(makeMessage({ type: "heartbeatResp", from: this.id, to: m.from, seq: m.seq }));
   }
 
+  /**
+   * One chunk of a snapshot transfer (validated by checkMessage). Chunks are taken in order
+   * into one buffer of the announced size; each is acknowledged (snapResp: bytes received in
+   * order and their CRC), duplicates and gaps are answered with how far we are, a chunk of a
+   * transfer we do not know with a reject (the leader starts over). The chunk that completes
+   * the data (length and whole checksum verified) installs the snapshot.
+   */
   private handleSnapshot(m: Message): void {
-    const s = m.snapshot;
-    if (!s) {
-      throw new RaftUsageError(`raft ${this.id}: snap message from ${m.from} without snapshot`);
+    const s = m.snapshot!, c = m.chunk!;
+    if (this.isDone(m)) {
+      // A retransmitted or duplicated chunk of a snapshot already received: answer like its end.
+      this.snapshotStats.chunksIgnored++;
+      this.respondCommit(m.from);
+      return;
     }
+    let inc = this.incoming;
+    if (!inc || !this.sameTransfer(inc, m)) {
+      if (c.offset > 0) {
+        this.snapshotStats.chunksIgnored++;
+        this.snapResp(m, 0, 0, true);
+        return;
+      }
+      if (s.index <= this.log.committed || this.log.matchTerm(s.index, s.term)) {
+        // Nothing to transfer: we have it (or more) already.
+        this.log.commitTo(s.index);
+        this.respondCommit(m.from);
+        return;
+      }
+      inc = this.incoming = {
+        from: m.from,
+        term: m.term,
+        seq: m.seq,
+        index: s.index,
+        snapTerm: s.term,
+        conf: { voters: [...s.conf.voters] },
+        total: c.total,
+        buf: new Uint8Array(c.total),
+        received: 0,
+        crc: 0,
+        idle: 0,
+      };
+    }
+    if (c.offset !== inc.received) {
+      this.snapshotStats.chunksIgnored++;
+      this.snapResp(m, inc.received, inc.crc, false);
+      return;
+    }
+    inc.buf.set(s.data, c.offset);
+    inc.received += s.data.length;
+    inc.crc = c.crc; // checkMessage verified crc32(chunk, previous crc) === c.crc
+    inc.idle = 0;
+    if (!c.last) {
+      this.snapResp(m, inc.received, inc.crc, false);
+      return;
+    }
+    this.incoming = null;
+    this.lastDone = { from: m.from, term: m.term, seq: m.seq };
+    this.snapshotStats.received++;
+    this.installSnapshot(m.from, { index: s.index, term: s.term, conf: inc.conf, data: inc.buf });
+  }
+
+  private snapResp(m: Message, offset: number, crc: number, reject: boolean): void {
+    this.send(makeMessage({
+      type: "snapResp",
+      from: this.id,
+      to: m.from,
+      index: m.snapshot!.index,
+      seq: m.seq,
+      reject,
+      chunk: { offset, total: m.chunk!.total, crc, last: false },
+    }));
+  }
+
+  private installSnapshot(from: NodeId, s: Snapshot): void {
     if (s.index > this.log.committed) {
       if (this.log.matchTerm(s.index, s.term)) {
         this.log.commitTo(s.index); // we already have it all: just fast-forward commit
@@ -1279,9 +1677,11 @@ export class RawNode {
         this.pendingInstall = s;
       }
     }
-    this.send(
-      // Answer with commit, never lastIndex: an uncommitted tail may not match the leader's log.
-      makeMessage({ type: "appResp", from: this.id, to: m.from, index: this.log.committed }),
-    );
+    this.respondCommit(from);
+  }
+
+  /** Answers a leader with our commit index, never lastIndex: an uncommitted tail may not match. */
+  private respondCommit(to: NodeId): void {
+    this.send(makeMessage({ type: "appResp", from: this.id, to, index: this.log.committed }));
   }
 }

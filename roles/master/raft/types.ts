@@ -78,6 +78,7 @@ export const MESSAGE_TYPES = [
   "timeoutNow",
   "readIndex",
   "readIndexResp",
+  "snapResp",
 ] as const;
 
 /** A message type exchanged between Raft members. */
@@ -91,7 +92,12 @@ export type MessageType = typeof MESSAGE_TYPES[number];
  * - vote/preVote: index/logTerm of the candidate's last entry; seq=1 when campaigning for a
  *   leader transfer (ignores the leader lease).
  * - heartbeat: commit, seq (ReadIndex round); heartbeatResp echoes seq.
- * - snap: snapshot. readIndex/readIndexResp: ctx, index.
+ * - snap: one chunk of a snapshot transfer: snapshot (index, term, conf of the whole; `data` is
+ *   this chunk's bytes), chunk (where they sit in the whole), seq (the leader's transfer number).
+ * - snapResp: how much of transfer `seq` of snapshot `index` arrived (chunk.offset: bytes
+ *   received in order, chunk.crc: their CRC-32); reject: the follower does not know that
+ *   transfer (restart the transfer).
+ * - readIndex/readIndexResp: ctx, index.
  */
 export interface Message {
   type: MessageType;
@@ -107,6 +113,24 @@ export interface Message {
   seq: number;
   ctx: Uint8Array;
   snapshot: Snapshot | null;
+  /** snap / snapResp only: see {@link SnapshotChunk}. */
+  chunk: SnapshotChunk | null;
+}
+
+/**
+ * Position of a `snap` message's bytes in the snapshot being transferred (etcd streams
+ * snapshots the same way: a snapshot never has to fit in one message). In a `snapResp` it
+ * says how far the follower got: `offset` = bytes received in order, `crc` = their CRC-32.
+ */
+export interface SnapshotChunk {
+  /** Where this chunk's bytes start in the snapshot data. */
+  offset: number;
+  /** Length of the whole snapshot data, bytes. */
+  total: number;
+  /** CRC-32 of the snapshot data up to the end of this chunk ([0, offset + length)). */
+  crc: number;
+  /** This is the final chunk (offset + length === total). */
+  last: boolean;
 }
 
 /** Builds a message with all unspecified fields zeroed. */
@@ -124,6 +148,7 @@ export function makeMessage(
     seq: 0,
     ctx: EMPTY,
     snapshot: null,
+    chunk: null,
     ...m,
   };
 }
@@ -198,6 +223,12 @@ export class RaftMessageError extends RaftUsageError {
     super(`raft ${node}: refused message from ${from}: ${reason}`);
   }
 }
+
+/**
+ * A `snap` chunk completed a snapshot whose data the application's check
+ * (`RaftConfig.checkSnapshot`) refused: nothing was installed (or changed).
+ */
+export class RaftSnapshotDataError extends RaftMessageError {}
 
 /**
  * Largest term a message may carry. Terms grow by one per election, so 2^40 is out of reach
