@@ -161,7 +161,16 @@ export class FakeWorker {
 
   /** Registers, then heartbeats every heartbeatMs while not hung. */
   async start(): Promise<void> {
-    await this.register();
+    // Like a real worker, keep trying until a balancer takes the registration: with the short
+    // timeout of a primary/standby pair, a loaded machine can make the first round trip (and
+    // its CURVE handshake) miss it, and the standby then refuses (it only follows).
+    let last: unknown;
+    await waitFor(`${this.#o.label} to register`, () =>
+      this.register().then(() => true, (e) => {
+        if (!(e instanceof RpcError) || e.code !== ErrorCode.Unavailable) throw e;
+        last = e;
+        return false;
+      }), { timeoutMs: 60_000, intervalMs: 50, detail: () => `last: ${last}` });
     this.#timer = setInterval(() => {
       if (this.hung) return;
       this.client.request({

@@ -258,7 +258,8 @@ Deno.test("replication: standby follows, takes over when the primary dies, work 
   const ws = ["A", "B", "C"].map((label) =>
     new FakeWorker({ endpoint: eps, auth: keys.creds(label), slots: 2, label, runs, runMs: 150 })
   );
-  const asMaster = { node: master, timeoutMs: 5000, auth: keys.creds("m1") };
+  // Generous: a timeout here only turns a hang into a failure (a loaded machine is slow).
+  const asMaster = { node: master, timeoutMs: 30_000, auth: keys.creds("m1") };
   const m = new RpcClient(standby.ref, asMaster);
   const mp = new RpcClient(primary.ref, asMaster);
   let primaryStopped = false;
