@@ -283,11 +283,11 @@ Deno.test("e2e: a 256 MiB input read through the mount keeps worker and storage 
       storage: await peakRssMiB(pids.storage),
     };
     await Deno.remove(dir, { recursive: true });
-    // Measured over 24 runs (12 of them with two CPU hogs on the 2 cores): peak RSS 137-166
-    // MiB after 64 MiB and 147-230 MiB after 256 MiB; what the 256 MiB file added to the peak
-    // was 2-31 MiB for the worker and 0-69 MiB for the storage node. (The absolute bound this
-    // replaces, 200 MiB, failed often: after 256 MiB alone the worker's peak spread 145-192 MiB
-    // and the storage node's 150-230 MiB over ~55 runs.)
+    // Measured over 24 runs (busy loops on the 2 cores: one in 12 runs, three in 12): peak RSS
+    // 137-166 MiB after 64 MiB and 147-230 MiB after 256 MiB; what the 256 MiB file added to
+    // the peak was 2-31 MiB for the worker and 0-69 MiB for the storage node. (The absolute
+    // bound this replaces, 200 MiB, failed often: after 256 MiB alone the worker's peak spread
+    // 145-192 MiB and the storage node's 150-230 MiB over ~55 runs.)
     for (const role of ["worker", "storage"] as const) {
       const added = after[role] - before[role];
       console.log(

@@ -694,9 +694,9 @@ Deno.test("storage: 256 MiB put/get keeps the node's peak RSS bounded", async ()
       // Baseline: the same put and get of 64 MiB. The node has then reached its plateau (the
       // window of 8 x 4 MiB, ZeroMQ buffers, the garbage its GC lets pile up); streaming, the
       // 4x bigger file adds little to that peak, held whole it would add at least the 192 MiB
-      // the files differ by. Measured over 24 runs (12 of them with two CPU hogs on the 2
-      // cores): peak 136-156 MiB after 64 MiB, 156-217 MiB after 256 MiB, so the 256 MiB file
-      // added 6-78 MiB. (The absolute bound this replaces was 300 MiB.)
+      // the files differ by. Measured over 24 runs (busy loops on the 2 cores: one in 12 runs,
+      // three in 12): peak 136-156 MiB after 64 MiB, 156-217 MiB after 256 MiB, so the 256 MiB
+      // file added 6-78 MiB. (The absolute bound this replaces was 300 MiB.)
       const base = await roundTrip(64 * MiB);
       const peak = await roundTrip(256 * MiB);
       const added = peak - base;
