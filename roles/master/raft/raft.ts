@@ -1616,8 +1616,10 @@ export class RawNode {
         return;
       }
       if (s.index <= this.log.committed || this.log.matchTerm(s.index, s.term)) {
-        // Nothing to transfer: we have it (or more) already.
+        // Nothing to transfer: we have it (or more) already. Its other chunks get the same
+        // answer (in case this one is lost), not a reject.
         this.log.commitTo(s.index);
+        this.lastDone = { from: m.from, term: m.term, seq: m.seq };
         this.respondCommit(m.from);
         return;
       }
