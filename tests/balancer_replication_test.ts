@@ -298,20 +298,31 @@ Deno.test("replication: standby follows, takes over when the primary dies, work 
     const again = await m.request(dispatch(job, 40));
     assert.equal(again.type, MessageType.Ok);
     await waitFor("all chunks finished", () => ws.every((w) => w.holding.size === 0));
-    // At-least-once across failover: the standby long-polls the primary's events, so only
-    // placements in flight at the kill (at most one per slot) may run twice.
+    // At-least-once across failover: a chunk runs at most once per balancer, and never again
+    // once the standby knew it had finished; only chunks whose placement or end it had not
+    // replicated yet at the kill may run twice. How many those are depends on how far the
+    // long-poll lagged, i.e. on load (0 on an idle machine, 12 seen with the cores busy):
+    // printed, not asserted.
     const perChunk = new Map<number, number>();
     for (const r of runs) perChunk.set(r.chunk, (perChunk.get(r.chunk) ?? 0) + 1);
     for (const [c, n] of perChunk) assert.ok(n <= 2, `chunk ${c} ran ${n} times`);
     const reruns = [...perChunk.values()].filter((n) => n > 1).length;
-    assert.ok(reruns <= 6, `too many re-runs after failover: ${reruns}`);
+    const takeover = JSON.parse(standby.logs.find((l) => l.includes("standby took over"))!);
+    assert.equal(typeof takeover.finished, "number", "finished count in the takeover log");
+    assert.ok(
+      reruns <= 40 - takeover.finished,
+      `${reruns} re-runs, but the standby knew ${takeover.finished} of 40 chunks finished`,
+    );
     assert.ok(doneBefore.size >= 12);
     const nl2 = await m.request({ type: MessageType.NodeListRequest, node: master });
     if (nl2.type === MessageType.NodeListResponse) {
       const me = nl2.nodes.find((n) => n.role === NodeRole.Balancer)!;
       assert.equal(me.flags & NodeFlags.Leader, NodeFlags.Leader);
     }
-    console.log(`failover: all 40 chunks ran ${tookOverMs} ms after the kill; re-runs ${reruns}`);
+    console.log(
+      `failover: all 40 chunks ran ${tookOverMs} ms after the kill; the standby knew ` +
+        `${takeover.finished} finished; re-runs ${reruns}`,
+    );
   } finally {
     await Promise.all([...ws.map((w) => w.close()), m.close(), mp.close()]);
     if (!primaryStopped) await primary.stop();
