@@ -3,8 +3,7 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { LocalCluster } from "../client/local_cluster.ts";
-import { DsysClient } from "../client/commands.ts";
+import { withCluster } from "./cluster_helpers.ts";
 import { RpcError } from "../lib/rpc.ts";
 import { ChunkState, ErrorCode, FailureCode, uuidToHex } from "../wire/mod.ts";
 import { Socket } from "../wire/zmq/mod.ts";
@@ -25,24 +24,6 @@ awk -v n="$DSYS_CHUNK_COUNT" -v i="$DSYS_CHUNK_INDEX" '(NR - 1) % n == i { print
 sha256sum < "$DSYS_INPUT_DIR/data.txt" | cut -d' ' -f1
 echo "arg=$1 chunk=$DSYS_CHUNK_INDEX/$DSYS_CHUNK_COUNT" >&2
 `);
-
-async function withCluster(
-  opts: Parameters<typeof LocalCluster.start>[0],
-  f: (c: LocalCluster, client: DsysClient) => Promise<void>,
-): Promise<void> {
-  const cluster = await LocalCluster.start(opts);
-  const client = new DsysClient(cluster.info);
-  try {
-    await f(cluster, client);
-  } catch (e) {
-    await cluster.printLogs(15);
-    throw e;
-  } finally {
-    await client.close();
-    await cluster.stop();
-    await Deno.remove(cluster.dataDir, { recursive: true }).catch(() => {});
-  }
-}
 
 const lines = Array.from({ length: 1000 }, (_, i) => `line ${i} ${"x".repeat(i % 37)}`);
 const data = enc.encode(lines.join("\n") + "\n");

@@ -4,10 +4,11 @@
  * master wiped clean rejoins (under a new name) by snapshot; 5 masters survive two failures.
  */
 import assert from "node:assert/strict";
-import { LocalCluster } from "../client/local_cluster.ts";
+import type { LocalCluster } from "../client/local_cluster.ts";
 import { DsysClient } from "../client/commands.ts";
-import { ClusterOp, MessageType, NodeFlags, uuidToHex } from "../wire/mod.ts";
+import { ClusterOp, MessageType, uuidToHex } from "../wire/mod.ts";
 import { waitFor } from "./wait.ts";
+import { jobIds, leaderName, withCluster } from "./cluster_helpers.ts";
 
 const PROGRAM = new TextEncoder().encode("#!/bin/sh\necho hi\n");
 
@@ -21,26 +22,6 @@ function submitOne(c: DsysClient): Promise<Uint8Array> {
     inputs: [],
     timeLimitMs: 10_000,
   });
-}
-
-async function leaderName(c: LocalCluster, client: DsysClient): Promise<string> {
-  return await waitFor("a leader", async () => {
-    try {
-      const nodes = await client.nodes();
-      const l = nodes.find((n) => n.role === 1 && (n.flags & NodeFlags.Leader));
-      if (l) {
-        const m = /\((m\w+)\)$/.exec(l.endpoint);
-        if (m && c.procs.has(m[1])) return m[1];
-      }
-    } catch { /* election in progress */ }
-    return "";
-  }, { timeoutMs: 60_000, intervalMs: 100 });
-}
-
-async function jobIds(client: DsysClient): Promise<string[]> {
-  const r = await client.masters.request({ type: MessageType.JobListRequest, node: client.node });
-  assert.equal(r.type, MessageType.JobListResponse);
-  return r.type === MessageType.JobListResponse ? r.jobs.map((j) => uuidToHex(j.job)) : [];
 }
 
 /** Submits from `clients` in parallel until `stop()`; `acked` fills as submissions are acknowledged. */
@@ -62,27 +43,15 @@ function submitStream(clients: DsysClient[]) {
   };
 }
 
-async function withMasters(
+function withMasters(
   n: number,
   extra: string[],
   f: (c: LocalCluster, client: DsysClient) => Promise<void>,
 ): Promise<void> {
-  const cluster = await LocalCluster.start({
-    masters: n,
-    workers: 0,
-    extraArgs: { master: extra },
+  return withCluster({ masters: n, workers: 0, extraArgs: { master: extra } }, f, {
+    deadlineMs: 20_000,
+    logLines: 12,
   });
-  const client = new DsysClient(cluster.info, { deadlineMs: 20_000 });
-  try {
-    await f(cluster, client);
-  } catch (e) {
-    await cluster.printLogs(12);
-    throw e;
-  } finally {
-    await client.close();
-    await cluster.stop();
-    await Deno.remove(cluster.dataDir, { recursive: true }).catch(() => {});
-  }
 }
 
 Deno.test("masters: kill -9 of the leader under load loses and duplicates nothing; it catches up", async () => {

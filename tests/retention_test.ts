@@ -8,48 +8,12 @@
 import assert from "node:assert/strict";
 import { LocalCluster } from "../client/local_cluster.ts";
 import { DsysClient } from "../client/commands.ts";
-import { RpcError } from "../lib/rpc.ts";
 import { ChunkState, ErrorCode, type JobListEntry, MessageType, uuidToHex } from "../wire/mod.ts";
-import { terminate } from "../wire/zmq/mod.ts";
 import { waitFor, waitForJob } from "./wait.ts";
+import { clientAs, codeOf, withCluster } from "./cluster_helpers.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-
-/** The error code a request ends with (null when it succeeded). */
-async function codeOf(p: Promise<unknown>): Promise<number | null> {
-  try {
-    await p;
-    return null;
-  } catch (e) {
-    if (e instanceof RpcError) return e.code;
-    throw e;
-  }
-}
-
-/** A client with key `name` of `cluster`. */
-function clientAs(cluster: LocalCluster, name: string, deadlineMs = 30_000): DsysClient {
-  return new DsysClient({ ...cluster.info, key: `${cluster.keysDir}/${name}.key` }, {
-    deadlineMs,
-  });
-}
-
-async function withCluster(
-  opts: Parameters<typeof LocalCluster.start>[0],
-  f: (c: LocalCluster) => Promise<void>,
-): Promise<void> {
-  const cluster = await LocalCluster.start(opts);
-  try {
-    await f(cluster);
-  } catch (e) {
-    await cluster.printLogs(20);
-    throw e;
-  } finally {
-    await cluster.stop();
-    await Deno.remove(cluster.dataDir, { recursive: true }).catch(() => {});
-    await terminate();
-  }
-}
 
 /** A 1-chunk job running `script`. */
 const job = (script: string, timeLimitMs = 120_000) => ({

@@ -10,46 +10,13 @@ import { addKey, initCluster, revokeKey, writeKeyring } from "../client/keys.ts"
 import { RpcClient, RpcError } from "../lib/rpc.ts";
 import { Credentials, type KeyFile, Keyring, newKeyFile } from "../lib/security.ts";
 import { ChunkState, ClusterOp, ErrorCode, MessageType, randomUuid } from "../wire/mod.ts";
-import { terminate } from "../wire/zmq/mod.ts";
 import { waitFor, waitForJob } from "./wait.ts";
+import { clientAs, codeOf, withCluster } from "./cluster_helpers.ts";
 
 const enc = new TextEncoder();
 
-/** The error code a request ends with (null when it succeeded). */
-async function codeOf(p: Promise<unknown>): Promise<number | null> {
-  try {
-    await p;
-    return null;
-  } catch (e) {
-    if (e instanceof RpcError) return e.code;
-    throw e;
-  }
-}
-
 function creds(cluster: LocalCluster, name: string): Credentials {
   return Credentials.loadSync(`${cluster.keysDir}/${name}.key`, cluster.keyringPath!);
-}
-
-/** A client with key `name` of `cluster` (its own credentials, not the process's). */
-function clientAs(cluster: LocalCluster, name: string): DsysClient {
-  return new DsysClient({ ...cluster.info, key: `${cluster.keysDir}/${name}.key` });
-}
-
-async function withCluster(
-  opts: Parameters<typeof LocalCluster.start>[0],
-  f: (c: LocalCluster) => Promise<void>,
-): Promise<void> {
-  const cluster = await LocalCluster.start(opts);
-  try {
-    await f(cluster);
-  } catch (e) {
-    await cluster.printLogs();
-    throw e;
-  } finally {
-    await cluster.stop();
-    await Deno.remove(cluster.dataDir, { recursive: true }).catch(() => {});
-    await terminate();
-  }
 }
 
 const job = (text: string) => ({
