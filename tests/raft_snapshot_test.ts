@@ -30,9 +30,10 @@ import { crc32 } from "../lib/crc32.ts";
 import { Cluster } from "./raft_harness.ts";
 import { LocalCluster } from "../client/local_cluster.ts";
 import { DsysClient } from "../client/commands.ts";
-import { ClusterOp, MessageType, NodeFlags, uuidToHex } from "../wire/mod.ts";
+import { ClusterOp, MessageType, uuidToHex } from "../wire/mod.ts";
 import { SNAPSHOT_CHUNK_ENV } from "../roles/master/raft_group.ts";
 import { waitFor } from "./wait.ts";
+import { jobIds, leaderName } from "./cluster_helpers.ts";
 
 const te = new TextEncoder();
 const ELECTION = 10; // the harness's electionTick
@@ -524,24 +525,6 @@ Deno.test("hostile chunks: 5,000 fuzzed chunks and acks: only RaftMessageError e
 
 const PROGRAM = te.encode("#!/bin/sh\necho hi\n");
 const CHUNK = 1024;
-
-async function leaderName(c: LocalCluster, client: DsysClient): Promise<string> {
-  return await waitFor("a leader", async () => {
-    try {
-      const nodes = await client.nodes();
-      const l = nodes.find((n) => n.role === 1 && (n.flags & NodeFlags.Leader));
-      const m = l && /\((m\w+)\)$/.exec(l.endpoint);
-      if (m && c.procs.has(m[1])) return m[1];
-    } catch { /* election in progress */ }
-    return "";
-  }, { timeoutMs: 60_000, intervalMs: 100 });
-}
-
-async function jobIds(client: DsysClient): Promise<string[]> {
-  const r = await client.masters.request({ type: MessageType.JobListRequest, node: client.node });
-  assert.equal(r.type, MessageType.JobListResponse);
-  return r.type === MessageType.JobListResponse ? r.jobs.map((j) => uuidToHex(j.job)) : [];
-}
 
 /** The JSON log lines of a node that contain `msg`. */
 async function logLines(

@@ -7,7 +7,7 @@
  * last record, compaction, and the migration of former per-file `files/<id>.owners` lists.
  */
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
+import { canMount, idOf, randomBytes, run } from "./storage_helpers.ts";
 import {
   ErrorCode,
   type FilePut,
@@ -104,16 +104,6 @@ class StorageProc {
     await this.child.status;
     await this.drained;
   }
-}
-
-function idOf(b: Uint8Array): Uint8Array {
-  return new Uint8Array(createHash("sha256").update(b).digest()).slice(0, 16);
-}
-
-function randomBytes(n: number): Uint8Array {
-  const b = new Uint8Array(n);
-  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(b.subarray(i, Math.min(n, i + 65536)));
-  return b;
 }
 
 /** Expects `p` to fail with error `code`; returns the error's text. */
@@ -642,21 +632,6 @@ Deno.test("owners log: former files/<id>.owners lists are imported once and remo
 
 function hexToUuid(hex: string): Uuid {
   return Uint8Array.from(hex.match(/../g)!, (h) => parseInt(h, 16));
-}
-
-const canMount = Deno.build.os === "linux" && Deno.uid() === 0;
-
-/** Runs `cmd args…` within a deadline; throws with its stderr when it fails. */
-async function run(cmd: string, ...args: string[]): Promise<void> {
-  const out = await new Deno.Command(cmd, {
-    args,
-    stdout: "null",
-    stderr: "piped",
-    signal: AbortSignal.timeout(30_000),
-  }).output();
-  if (!out.success) {
-    throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
-  }
 }
 
 Deno.test({

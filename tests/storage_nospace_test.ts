@@ -8,7 +8,7 @@
  * Needs root (mount); skipped otherwise.
  */
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
+import { canMount, idOf, randomBytes, run } from "./storage_helpers.ts";
 import {
   ErrorCode,
   type FilePut,
@@ -30,23 +30,6 @@ const TIMEOUT_MS = 20_000;
 /** Upload memory of the node: a leaked budget would soon refuse every chunk as busy. */
 const MAX_QUEUED = 2 * MiB;
 const CHUNK = 512 * KiB;
-
-const canMount = Deno.build.os === "linux" && Deno.uid() === 0;
-
-/** Runs `cmd args…`; throws with its stderr when it fails. */
-async function run(cmd: string, ...args: string[]): Promise<void> {
-  const out = await new Deno.Command(cmd, {
-    args,
-    stdout: "null",
-    stderr: "piped",
-    signal: AbortSignal.timeout(30_000), // killed (and failing) past the deadline
-  }).output();
-  if (!out.success) {
-    throw new Error(
-      `${cmd} ${args.join(" ")}: exit ${out.code}: ${new TextDecoder().decode(out.stderr)}`,
-    );
-  }
-}
 
 /** A fresh tmpfs of `bytes` mounted on a new directory for `fn`; unmounted and removed after. */
 async function withTmpfs(bytes: number, fn: (mnt: string) => Promise<void>): Promise<void> {
@@ -128,16 +111,6 @@ class StorageProc {
     await this.child.status;
     clearTimeout(killer);
   }
-}
-
-function randomBytes(n: number): Uint8Array {
-  const b = new Uint8Array(n);
-  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(b.subarray(i, Math.min(n, i + 65536)));
-  return b;
-}
-
-function idOf(b: Uint8Array): Uuid {
-  return new Uint8Array(createHash("sha256").update(b).digest()).slice(0, 16);
 }
 
 function chunkMsg(node: Uuid, data: Uint8Array, offset: number, n: number): FilePut {

@@ -7,6 +7,7 @@
  */
 import { readFull } from "../lib/fsutil.ts";
 import assert from "node:assert/strict";
+import { idOf, randomBytes } from "./storage_helpers.ts";
 import { createHash } from "node:crypto";
 import {
   decode,
@@ -150,16 +151,6 @@ async function withNode(
     await keys?.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
-}
-
-function randomBytes(n: number): Uint8Array {
-  const b = new Uint8Array(n);
-  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(b.subarray(i, Math.min(n, i + 65536)));
-  return b;
-}
-
-function idOf(b: Uint8Array): Uint8Array {
-  return new Uint8Array(createHash("sha256").update(b).digest()).slice(0, 16);
 }
 
 async function expectRpcError(p: Promise<unknown>, code: number, re: RegExp): Promise<RpcError> {
