@@ -53,6 +53,9 @@ import type { ApplyResult } from "./job_table.ts";
 import type { ReplicatedLog } from "./replicated_log.ts";
 import { parseMemberId } from "./member_id.ts";
 
+/** A peer silent this long gets a fresh client (see RaftGroup#refreshSilentPeers), ms. */
+const PEER_SILENCE_MS = 5000;
+
 /** Bytes of a ReadIndex context (the read's sequence number as a float64). */
 export const READ_CTX_BYTES = 8;
 
@@ -159,6 +162,10 @@ export class RaftGroup implements ReplicatedLog {
   readonly node: RawNode;
   #o: RaftGroupOptions;
   #peers = new Map<string, RpcClient>();
+  /** When each peer's client was made, and when a valid message last came from that peer. */
+  #peerBuiltAt = new Map<string, number>();
+  #heardFrom = new Map<string, number>();
+  #lastPeerCheck = 0;
   #pending = new Map<number, Pending>();
   #reads = new Map<string, PendingRead>();
   #readWaiters: PendingRead[] = [];
@@ -247,6 +254,7 @@ export class RaftGroup implements ReplicatedLog {
         void g.#fail(e);
         return;
       }
+      g.#refreshSilentPeers();
       g.#kick();
     }, o.tickMs ?? 15);
     g.#kick();
@@ -286,6 +294,7 @@ export class RaftGroup implements ReplicatedLog {
       this.#drop(reason, { type: m.type, from: m.from.slice(0, 100), to: m.to.slice(0, 100) });
       return;
     }
+    this.#heardFrom.set(m.from, Date.now());
     try {
       this.node.step(m);
     } catch (e) {
@@ -688,6 +697,7 @@ export class RaftGroup implements ReplicatedLog {
         return this.#sendFailed(m, "connect failed", e);
       }
       this.#peers.set(m.to, c);
+      this.#peerBuiltAt.set(m.to, Date.now());
     }
     let data: Uint8Array;
     try {
@@ -738,12 +748,33 @@ export class RaftGroup implements ReplicatedLog {
     if (m.type === "snap") this.node.reportSnapshot(m.to, false);
   }
 
+  /**
+   * Drops the client of a peer nothing valid has come from for PEER_SILENCE_MS since the client
+   * was made; the next message makes a new one. Raft traffic is one-way, so nothing else would
+   * notice that libzmq gave up on a connection whose CURVE handshake was refused (say, the
+   * peer had not yet re-read a keyring that now holds our key): it never retries it.
+   */
+  #refreshSilentPeers(): void {
+    const now = Date.now();
+    if (now - this.#lastPeerCheck < PEER_SILENCE_MS / 4) return;
+    this.#lastPeerCheck = now;
+    for (const [id, c] of this.#peers) {
+      const since = Math.max(this.#peerBuiltAt.get(id) ?? 0, this.#heardFrom.get(id) ?? 0);
+      if (now - since < PEER_SILENCE_MS) continue;
+      this.#peers.delete(id);
+      this.#peerBuiltAt.delete(id);
+      c.close().catch(() => {});
+    }
+  }
+
   /** Closes connections to ids that are no longer members of any configuration we know. */
   #prunePeers(): void {
     const members = this.node.members();
     for (const [id, c] of this.#peers) {
       if (members.has(id)) continue;
       this.#peers.delete(id);
+      this.#peerBuiltAt.delete(id);
+      this.#heardFrom.delete(id);
       this.#transfers.delete(id);
       c.close().catch(() => {});
     }
