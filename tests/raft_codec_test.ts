@@ -84,7 +84,8 @@ Deno.test("codec: structural validation", () => {
   bad(asHeartbeat, /with snapshot/);
   // A huge entry count is refused before allocating anything.
   const m = encodeMessage(makeMessage({ type: "app", from: "a", to: "b" }));
-  const countAt = m.length - 5;
+  // The entry count is followed by the snapshot flag and the chunk flag (one byte each).
+  const countAt = m.length - 6;
   const huge = m.slice();
   new DataView(huge.buffer).setUint32(countAt, 0xffffffff);
   bad(huge, /entry count/);
