@@ -27,7 +27,7 @@ import { initCluster } from "../client/keys.ts";
 import { StorageClient, StorageError } from "../client/storage_client.ts";
 import { decodeOwnersRecord, Owners, OWNERS_LOG } from "../roles/storage/owners.ts";
 import { FileStore } from "../roles/storage/store.ts";
-import { crc32 } from "../lib/crc32.ts";
+import { encodeRecord } from "../lib/record_file.ts";
 import { createLogger } from "../lib/log.ts";
 import { within } from "./wait.ts";
 
@@ -143,15 +143,9 @@ async function ownersInLog(path: string, hex: string): Promise<string[]> {
   return names;
 }
 
-/** A framed `add` record of the owners log (as owners.ts writes it). */
+/** A framed `add` record of the owners log (payload laid out here, as owners.ts must read it). */
 function addFrame(file: Uuid, name: string): Uint8Array {
-  const payload = new Uint8Array([1, ...file, ...new TextEncoder().encode(name)]);
-  const f = new Uint8Array(8 + payload.length);
-  const dv = new DataView(f.buffer);
-  dv.setUint32(0, payload.length, true);
-  dv.setUint32(4, crc32(payload), true);
-  f.set(payload, 8);
-  return f;
+  return encodeRecord(new Uint8Array([1, ...file, ...new TextEncoder().encode(name)]));
 }
 
 /** A file_put chunk: by default the whole file, one chunk, from a fresh node id. */
