@@ -8,6 +8,8 @@
  * 1123 labels) or a bracketed IPv6 address, PORT 1–65535.
  */
 
+import { splitNamedEndpoint } from "../../lib/named_endpoint.ts";
+
 const NAME = "[A-Za-z0-9_.-]{1,64}";
 const LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
 const HOST = `(?:${LABEL}(?:\\.${LABEL})*|\\[[0-9A-Fa-f:.]{2,45}\\])`;
@@ -43,14 +45,12 @@ export function isMemberEndpoint(ep: string): boolean {
   return ep.length <= MAX_MEMBER_ID_LENGTH && ENDPOINT_RE.test(ep);
 }
 
-/** The endpoint part of a member id. */
+/** The endpoint part of a member id (lib/named_endpoint.ts splits every `NAME@ENDPOINT`). */
 export function memberEndpoint(id: string): string {
-  const at = id.indexOf("@");
-  return at < 0 ? id : id.slice(at + 1);
+  return splitNamedEndpoint(id).endpoint;
 }
 
 /** The name part of a member id. */
 export function memberName(id: string): string {
-  const at = id.indexOf("@");
-  return at < 0 ? id : id.slice(0, at);
+  return splitNamedEndpoint(id).name ?? id;
 }
