@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what dsys needs on a Debian machine: the system libraries (libzmq, libfuse3),
-# a C compiler, and the pinned Deno from the npm registry into .tools/.
+# bubblewrap (the worker's chunk sandbox), a C compiler, and the pinned Deno from the npm
+# registry into .tools/.
 # Idempotent and fast when everything is present.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DENO_VERSION="2.9.6"
-pkgs=(libzmq5 libzmq3-dev libfuse3-dev fuse3 pkg-config gcc make libc6-dev)
+pkgs=(libzmq5 libzmq3-dev libfuse3-dev fuse3 bubblewrap pkg-config gcc make libc6-dev)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -38,3 +38,5 @@ build() {
 build build/wire_test_vectors "wire/test_vectors.c wire/dsys_wire.h" -Iwire wire/test_vectors.c
 # fuse: the worker's FUSE mount helper, loaded by fuse/mod.ts through Deno FFI.
 build build/libdsys_fuse.so "fuse/dsys_fuse.c" fuse/dsys_fuse.c -shared -fPIC $(pkg-config --cflags --libs fuse3)
+# dsys-exec: the worker's helper around bubblewrap (cgroup entry, uid drop, exact exit status).
+build build/dsys-exec "roles/worker/dsys_exec.c" roles/worker/dsys_exec.c
