@@ -17,7 +17,10 @@ export interface LocalClusterOptions {
   /** Number of masters: 1 runs a lone master; 3 or 5 a Raft group. */
   masters?: number;
   slotsPerWorker?: number;
-  /** Also start a hot-standby balancer (`balancer2`) that takes over when the primary dies. */
+  /**
+   * Also start a second balancer (`balancer2`), started like the first: the masters' lease
+   * makes one of them primary, the other a hot standby that takes over when it dies.
+   */
   standbyBalancer?: boolean;
   /** Worker cache size, bytes. */
   cacheBytes?: number;
@@ -138,25 +141,7 @@ export class LocalCluster {
         "--data",
         `${dataDir}/storage`,
       ]);
-      const balancer = await c.spawn("balancer", "balancer", [
-        "--listen",
-        "tcp://127.0.0.1:0",
-        "--data",
-        `${dataDir}/balancer`,
-      ]);
-      let balancers = balancer.endpoint;
-      if (opts.standbyBalancer) {
-        const standby = await c.spawn("balancer2", "balancer", [
-          "--listen",
-          "tcp://127.0.0.1:0",
-          "--data",
-          `${dataDir}/balancer2`,
-          "--standby-of",
-          c.#ref(balancer),
-        ]);
-        balancers = `${c.#ref(balancer)},${c.#ref(standby)}`;
-      } else balancers = c.#ref(balancer);
-      const common = ["--balancer", balancers, "--storage", c.#ref(storage)];
+      const common = ["--storage", c.#ref(storage)];
       let masters: ClusterProcess[];
       if (n === 1) {
         masters = [
@@ -186,6 +171,23 @@ export class LocalCluster {
           ])
         ));
       }
+      // Every balancer alike: the masters' lease makes one of them primary.
+      const masterRefs = masters.map((m) => c.#ref(m)).join(",");
+      const names = opts.standbyBalancer ? ["balancer", "balancer2"] : ["balancer"];
+      const balancerProcs: ClusterProcess[] = [];
+      for (const name of names) {
+        balancerProcs.push(
+          await c.spawn(name, "balancer", [
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--data",
+            `${dataDir}/${name}`,
+            "--masters",
+            masterRefs,
+          ]),
+        );
+      }
+      const balancers = balancerProcs.map((b) => c.#ref(b)).join(",");
       c.info = {
         masters: masters.map((m) => c.#ref(m)),
         balancer: balancers,

@@ -13,13 +13,13 @@ import { addKey } from "../client/keys.ts";
 import { placementTicket } from "../lib/capability.ts";
 import { RpcClient, RpcError } from "../lib/rpc.ts";
 import { Credentials, Keyring } from "../lib/security.ts";
-import { encodeSync } from "../roles/balancer/replication.ts";
 import {
   ChunkState,
   ErrorCode,
   FailureCode,
   type Message,
   MessageType,
+  NIL_UUID,
   randomUuid,
   type Uuid,
   uuidToHex,
@@ -246,7 +246,7 @@ Deno.test("balancer auth: worker keys are bound to node ids and placements; tick
       );
     });
 
-    // (4) A master key may send raft_message (masters talk Raft), but not pull balancer state.
+    // (4) A master key may not pull balancer state (balancer_sync is for balancer keys only).
     const masterCreds = Credentials.loadSync(`${keysDir}/master.key`, ringPath);
     closers.push(() => masterCreds.close());
     const asMaster = new RpcClient(cluster.info.balancer, {
@@ -259,9 +259,11 @@ Deno.test("balancer auth: worker keys are bound to node ids and placements; tick
     assert.equal(
       await refusal("a master pulling balancer state", () =>
         asMaster.request({
-          type: MessageType.RaftMessage,
+          type: MessageType.BalancerSync,
           node: asMaster.node,
-          data: encodeSync({ op: "sync", epoch: "", after: 0 }),
+          stream: NIL_UUID,
+          after: 0,
+          waitMs: 0,
         })),
       ErrorCode.Forbidden,
     );

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { LocalCluster, type LocalClusterOptions } from "../client/local_cluster.ts";
 import { DsysClient } from "../client/commands.ts";
 import { RpcError } from "../lib/rpc.ts";
-import { MessageType, NodeFlags, uuidToHex } from "../wire/mod.ts";
+import { MessageType, NodeFlags, NodeRole, uuidToHex } from "../wire/mod.ts";
 import { terminate } from "../wire/zmq/mod.ts";
 import { waitFor } from "./wait.ts";
 
@@ -71,4 +71,21 @@ export async function jobIds(client: DsysClient): Promise<string[]> {
   const r = await client.masters.request({ type: MessageType.JobListRequest, node: client.node });
   assert.equal(r.type, MessageType.JobListResponse);
   return r.type === MessageType.JobListResponse ? r.jobs.map((j) => uuidToHex(j.job)) : [];
+}
+
+/**
+ * The name of the balancer that holds the primary lease now (and runs), as the masters' node list
+ * says (the balancer entry flagged leader), waiting through a failover.
+ */
+export async function primaryBalancer(c: LocalCluster, client: DsysClient): Promise<string> {
+  return await waitFor("a primary balancer", async () => {
+    try {
+      const nodes = await client.nodes();
+      const b = nodes.find((n) => n.role === NodeRole.Balancer && (n.flags & NodeFlags.Leader));
+      for (const p of c.procs.values()) {
+        if (b && p.role === "balancer" && p.endpoint === b.endpoint) return p.name;
+      }
+    } catch { /* masters busy */ }
+    return "";
+  }, { timeoutMs: 60_000, intervalMs: 100 });
 }

@@ -10,8 +10,16 @@ import { decodeCommand, encodeCommand } from "../roles/master/commands.ts";
 import { decodeSnapshot, encodeSnapshot } from "../roles/master/snapshot.ts";
 import { type JobSpec, JobTable } from "../roles/master/job_table.ts";
 import { DEFAULT_SUBMIT_LIMITS } from "../roles/master/service.ts";
-import { encodeSync } from "../roles/balancer/replication.ts";
-import { encode, type FileEntry, MessageType, randomUuid, uuidToHex } from "../wire/mod.ts";
+import { encodeSyncBody } from "../roles/balancer/replication.ts";
+import {
+  encode,
+  type FileEntry,
+  headerSize,
+  MessageType,
+  randomUuid,
+  SPEC_BY_TYPE,
+  uuidToHex,
+} from "../wire/mod.ts";
 
 const enc = new TextEncoder();
 const len = (s: string) => enc.encode(s).length;
@@ -147,18 +155,15 @@ Deno.test("job_dispatch, worker_request and the balancer's sync event carry meta
     owner: s.owner,
     programCap: new Uint8Array(32),
   }).length;
-  // 125-byte header, the inputs with one capability each, ticket, program capability, owner.
+  // The header, the inputs with one capability each, ticket, program capability, owner.
   assert.equal(
     request,
-    125 + s.argument.length + names + 32 * s.inputs.length + 64 + len(s.owner),
+    headerSize(SPEC_BY_TYPE[MessageType.WorkerRequest]!) + s.argument.length + names +
+      32 * s.inputs.length + 64 + len(s.owner),
   );
   // The standby's copy: the dispatch event as JSON (bytes as base64).
   const sync = (programSize: number) =>
-    encodeSync({
-      op: "sync",
-      epoch: "e",
-      endpoint: "b",
-      firstSeq: 1,
+    encodeSyncBody({
       events: [{
         t: "dispatch",
         now: 1,

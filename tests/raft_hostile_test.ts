@@ -740,7 +740,7 @@ async function readLines(stream: ReadableStream<Uint8Array>, each: (l: string) =
  * processes (no balancer needed to commit a submission).
  */
 async function startMasters(dir: string): Promise<{ procs: MasterProc[]; storage: MasterProc }> {
-  const [p1, p2, p3, bal] = freePorts(4);
+  const [p1, p2, p3] = freePorts(3);
   const eps = [p1, p2, p3].map((p) => `tcp://127.0.0.1:${p}`);
   const peers = eps.map((ep, i) => `m${i + 1}@${ep}`).join(",");
   const mod = new URL("../mod.ts", import.meta.url).href;
@@ -791,8 +791,6 @@ async function startMasters(dir: string): Promise<{ procs: MasterProc[]; storage
         name,
         "--peers",
         peers,
-        "--balancer",
-        `tcp://127.0.0.1:${bal}`,
         "--storage",
         storage.endpoint,
       ],

@@ -90,6 +90,7 @@ const SERVES = {
     MessageType.JobRemove,
     MessageType.NodeListRequest,
     MessageType.ClusterChange,
+    MessageType.BalancerLease,
   ],
   balancer: [
     MessageType.WorkerRegister,
@@ -97,6 +98,7 @@ const SERVES = {
     MessageType.ChunkFinished,
     MessageType.JobDispatch,
     MessageType.NodeListRequest,
+    MessageType.BalancerSync,
   ],
   storage: [
     MessageType.FileRequest,

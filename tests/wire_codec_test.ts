@@ -198,8 +198,8 @@ Deno.test("base-size headers (design structs only) decode with defaults", () => 
     timeLimitMs: 0,
     attempt: 0,
   });
-  // Its full header: 73 + chunk_index … attempt (28) + cap_expiry_ms … program_cap_length (24).
-  const FULL = 125;
+  // Its full header: 73 + every appended (ext) field, from the schema.
+  const FULL = headerSize(SPEC_BY_TYPE[MessageType.WorkerRequest]!);
   const w = new Uint8Array(full.length - (FULL - 73));
   w.set(full.subarray(0, 73));
   w.set(full.subarray(FULL), 73);

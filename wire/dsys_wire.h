@@ -60,6 +60,10 @@ enum dsys_message_type {
   DSYS_MSG_NODE_LIST_RESPONSE = 41,
   DSYS_MSG_CLUSTER_CHANGE = 42,
   DSYS_MSG_RAFT_MESSAGE = 50,
+  DSYS_MSG_BALANCER_LEASE = 60,
+  DSYS_MSG_BALANCER_LEASE_REPLY = 61,
+  DSYS_MSG_BALANCER_SYNC = 62,
+  DSYS_MSG_BALANCER_SYNC_REPLY = 63,
 };
 
 /* ---- error.code (u32) ---- */
@@ -159,6 +163,7 @@ struct DSYS_PACKED dsys_worker_request_ext {
   uint32_t ticket_length;
   uint32_t owner_length;
   uint32_t program_cap_length;
+  uint64_t balancer_epoch;
 }; /* payload: input_files (file_entry*), argument, caps, ticket, owner, program_cap */
 struct DSYS_PACKED dsys_worker_status_ext {
   struct dsys_worker_status base;
@@ -347,6 +352,35 @@ struct DSYS_PACKED dsys_cluster_change {
 struct DSYS_PACKED dsys_raft_message {
   struct dsys_generic_message header;
 }; /* payload: opaque raft bytes = rest of the frame */
+struct DSYS_PACKED dsys_balancer_lease {
+  struct dsys_generic_message header;
+  uint64_t epoch;
+  uint32_t endpoint_length;
+}; /* payload: endpoint (UTF-8) */
+struct DSYS_PACKED dsys_balancer_lease_reply {
+  struct dsys_generic_message header;
+  uint64_t epoch;
+  uint64_t holder_uuid_upper;
+  uint64_t holder_uuid_lower;
+  uint32_t duration_ms;
+  uint8_t granted;
+  uint32_t endpoint_length;
+}; /* payload: endpoint (UTF-8) */
+struct DSYS_PACKED dsys_balancer_sync {
+  struct dsys_generic_message header;
+  uint64_t stream_uuid_upper;
+  uint64_t stream_uuid_lower;
+  uint64_t after;
+  uint32_t wait_ms;
+};
+struct DSYS_PACKED dsys_balancer_sync_reply {
+  struct dsys_generic_message header;
+  uint64_t stream_uuid_upper;
+  uint64_t stream_uuid_lower;
+  uint64_t first_seq;
+  uint8_t snapshot;
+  uint32_t body_length;
+}; /* payload: body (JSON, balancer-internal) */
 
 /* ---- payload records (fixed part; variable parts follow each record) ---- */
 struct DSYS_PACKED dsys_file_entry {
@@ -400,7 +434,7 @@ _Static_assert(sizeof(struct dsys_worker_request) == 73, "worker_request base");
 _Static_assert(sizeof(struct dsys_worker_status) == 42, "worker_status base");
 _Static_assert(sizeof(struct dsys_file_request) == 41, "file_request base");
 _Static_assert(sizeof(struct dsys_file_response) == 49, "file_response base");
-_Static_assert(sizeof(struct dsys_worker_request_ext) == 125, "worker_request");
+_Static_assert(sizeof(struct dsys_worker_request_ext) == 133, "worker_request");
 _Static_assert(sizeof(struct dsys_worker_status_ext) == 86, "worker_status");
 _Static_assert(sizeof(struct dsys_file_request_ext) == 69, "file_request");
 _Static_assert(sizeof(struct dsys_file_response_ext) == 57, "file_response");
@@ -428,6 +462,10 @@ _Static_assert(sizeof(struct dsys_node_list_request) == 25, "node_list_request")
 _Static_assert(sizeof(struct dsys_node_list_response) == 29, "node_list_response");
 _Static_assert(sizeof(struct dsys_cluster_change) == 30, "cluster_change");
 _Static_assert(sizeof(struct dsys_raft_message) == 25, "raft_message");
+_Static_assert(sizeof(struct dsys_balancer_lease) == 37, "balancer_lease");
+_Static_assert(sizeof(struct dsys_balancer_lease_reply) == 58, "balancer_lease_reply");
+_Static_assert(sizeof(struct dsys_balancer_sync) == 53, "balancer_sync");
+_Static_assert(sizeof(struct dsys_balancer_sync_reply) == 54, "balancer_sync_reply");
 _Static_assert(sizeof(struct dsys_file_entry) == 28, "file_entry");
 _Static_assert(sizeof(struct dsys_chunk_attempt) == 8, "chunk_attempt");
 _Static_assert(sizeof(struct dsys_chunk_record) == 41, "chunk_record");

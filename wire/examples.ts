@@ -45,6 +45,7 @@ export const EXAMPLES: readonly Message[] = [
     ticket: new Uint8Array(32).fill(0x71),
     owner: "alice",
     programCap: new Uint8Array(32).fill(0xcb),
+    epoch: 3,
   },
   {
     type: MessageType.WorkerRequestAck,
@@ -219,4 +220,23 @@ export const EXAMPLES: readonly Message[] = [
     member: "m4@tcp://127.0.0.1:7104",
   },
   { type: MessageType.RaftMessage, node: NODE, data: bytes("raft") },
+  { type: MessageType.BalancerLease, node: NODE, epoch: 3, endpoint: "b2@tcp://10.0.0.6:7200" },
+  {
+    type: MessageType.BalancerLeaseReply,
+    node: NODE,
+    epoch: 3,
+    holder: CLIENT,
+    durationMs: 2000,
+    granted: false,
+    endpoint: "b1@tcp://10.0.0.5:7200",
+  },
+  { type: MessageType.BalancerSync, node: NODE, stream: JOB, after: 41, waitMs: 1000 },
+  {
+    type: MessageType.BalancerSyncReply,
+    node: NODE,
+    stream: JOB,
+    firstSeq: 42,
+    snapshot: false,
+    body: bytes('{"events":[]}'),
+  },
 ];

@@ -40,6 +40,10 @@ export const MessageType = {
   NodeListResponse: 41,
   ClusterChange: 42,
   RaftMessage: 50,
+  BalancerLease: 60,
+  BalancerLeaseReply: 61,
+  BalancerSync: 62,
+  BalancerSyncReply: 63,
 } as const;
 /** Any valid `message_type` code. */
 export type MessageType = typeof MessageType[keyof typeof MessageType];
@@ -109,6 +113,16 @@ export const FailureCode = {
   WorkerLost: 7,
   /** Worker-internal error. */
   Internal: 8,
+  /** The chunk went over its memory limit: the kernel's OOM killer killed one of its processes. */
+  Oom: 9,
+  /** The chunk went over its process limit: the kernel refused it a fork. */
+  Pids: 10,
+  /** The chunk filled its disk limit (output dir, tmp, stdout and stderr together). */
+  OutputQuota: 11,
+  /** The chunk used more CPU time than its limit. */
+  CpuTime: 12,
+  /** The job asks for more than the worker allows (a limit above its maximum, host network). */
+  Policy: 13,
 } as const;
 /** Any failure code. */
 export type FailureCode = typeof FailureCode[keyof typeof FailureCode];
@@ -309,6 +323,12 @@ export interface WorkerRequest extends MessageBase {
   owner?: string;
   /** 32-byte read capability for the program file (same expiry as `caps`). */
   programCap?: Uint8Array;
+  /**
+   * Lease epoch of the balancer that placed it (0: a balancer run without masters). A worker
+   * refuses a request of an epoch older than the newest it has seen: a deposed primary's
+   * late pushes are fenced off.
+   */
+  epoch?: number;
 }
 /** worker -> balancer: accepted (slot taken) or refused with a reason. */
 export interface WorkerRequestAck extends MessageBase {
@@ -625,6 +645,54 @@ export interface RaftMessage extends MessageBase {
   /** Opaque Raft message: the rest of the frame. */
   data: Uint8Array;
 }
+/** balancer -> master: ask for (or renew) the primary balancer lease. */
+export interface BalancerLease extends MessageBase {
+  /** Message type code (discriminant). */
+  type: typeof MessageType.BalancerLease;
+  /** The epoch the sender holds, 0 if none. */
+  epoch: number;
+  /** The sender's advertised endpoint, `NAME@tcp://HOST:PORT` (masters and standbys dial it). */
+  endpoint: string;
+}
+/** master -> balancer: who holds the lease, and whether that is the asker. */
+export interface BalancerLeaseReply extends MessageBase {
+  /** Message type code (discriminant). */
+  type: typeof MessageType.BalancerLeaseReply;
+  /** Current lease epoch (0: nobody holds it yet). */
+  epoch: number;
+  /** Node id of the holder (nil when epoch is 0). */
+  holder: Uuid;
+  /** Lease length, ms, counted by the asker from when it sent the request. */
+  durationMs: number;
+  /** True when the asker holds the lease (granted or renewed by this request). */
+  granted: boolean;
+  /** The holder's advertised endpoint. */
+  endpoint: string;
+}
+/** balancer -> balancer: a standby pulls the primary's scheduler events. */
+export interface BalancerSync extends MessageBase {
+  /** Message type code (discriminant). */
+  type: typeof MessageType.BalancerSync;
+  /** Event stream followed (the primary's per-start id; nil = none yet: send a snapshot). */
+  stream: Uuid;
+  /** Last event sequence number applied. */
+  after: number;
+  /** The primary may hold the reply this long waiting for new events, ms. */
+  waitMs: number;
+}
+/** balancer -> balancer: a snapshot and/or events, as JSON (roles/balancer/replication.ts). */
+export interface BalancerSyncReply extends MessageBase {
+  /** Message type code (discriminant). */
+  type: typeof MessageType.BalancerSyncReply;
+  /** The primary's event stream id. */
+  stream: Uuid;
+  /** Sequence number of the first event in the body. */
+  firstSeq: number;
+  /** True when the body starts with a snapshot (then `firstSeq - 1` is its sequence number). */
+  snapshot: boolean;
+  /** JSON body: `{"snapshot"?: state, "events": [...]}`, bytes as `{"$b": base64}`. */
+  body: Uint8Array;
+}
 
 /** Any protocol message; discriminated on `type`. */
 export type Message =
@@ -655,7 +723,11 @@ export type Message =
   | NodeListRequest
   | NodeListResponse
   | ClusterChange
-  | RaftMessage;
+  | RaftMessage
+  | BalancerLease
+  | BalancerLeaseReply
+  | BalancerSync
+  | BalancerSyncReply;
 
 /** The message interface for a given type code, e.g. `MessageOf<typeof MessageType.Ok>`. */
 export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>;
@@ -803,7 +875,7 @@ const resultFields = (ext: boolean): FieldSpec[] => [
   u32("attempt", "attempt", "attempt number", { ext }),
   i32("exitCode", "exit_code", "process exit code (0 when killed by a signal)", { ext }),
   u32("signal", "signal", "signal number that killed the process, 0 if none", { ext }),
-  u32("failure", "failure", "FailureCode, 0 if none", { ext, max: 8 }),
+  u32("failure", "failure", "FailureCode, 0 if none", { ext, max: 13 }),
   u64("durationMs", "duration_ms", "wall-clock run time, ms", { ext }),
   len("u32", "num_outputs", "outputs", "entries in outputs", ext),
   len("u32", "stderr_length", "stderrTail", "bytes of stderr_tail", ext),
@@ -905,6 +977,9 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
       len("u32", "ticket_length", "ticket", "bytes of ticket", true),
       len("u32", "owner_length", "owner", "bytes of owner", true),
       len("u32", "program_cap_length", "programCap", "bytes of program_cap", true),
+      u64("epoch", "balancer_epoch", "lease epoch of the placing balancer (0 = no masters)", {
+        ext: true,
+      }),
     ],
     sections: [
       list("inputFiles", "input_files", "maxFiles", "files to fetch from storage", FILE_ENTRY),
@@ -1333,7 +1408,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.RaftMessage,
-    senders: ["master", "balancer"],
+    senders: ["master"],
     name: "RaftMessage",
     wire: "raft_message",
     base: 25,
@@ -1342,6 +1417,80 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     doc: "Raft traffic between masters; one-way, never answered (the exception to request/reply).",
     flow: "master DEALER -> master ROUTER",
     reply: "none (one-way)",
+  },
+  {
+    type: MessageType.BalancerLease,
+    senders: ["balancer"],
+    name: "BalancerLease",
+    wire: "balancer_lease",
+    base: 37,
+    fields: [
+      u64("epoch", "epoch", "lease epoch the sender holds, 0 = none"),
+      len("u32", "endpoint_length", "endpoint", "bytes of endpoint"),
+    ],
+    sections: [text("endpoint", "endpoint", "maxText", "sender's NAME@tcp://HOST:PORT")],
+    doc:
+      "Ask for the primary balancer lease, or renew it. The leader grants a new epoch (through " +
+      "the Raft log) only once the holder's lease has run out by its own clock; a renewal of the " +
+      "current epoch by its holder is confirmed by a quorum heartbeat round, not logged. The " +
+      "holder may act as primary for duration_ms counted from when it sent this request.",
+    flow: "balancer DEALER -> master ROUTER (the leader)",
+    reply: "balancer_lease_reply, or error NOT_LEADER / UNAVAILABLE",
+  },
+  {
+    type: MessageType.BalancerLeaseReply,
+    senders: ["master"],
+    name: "BalancerLeaseReply",
+    wire: "balancer_lease_reply",
+    base: 58,
+    fields: [
+      u64("epoch", "epoch", "current lease epoch, 0 = nobody holds it yet"),
+      uuid("holder", "holder_uuid", "node id of the holder"),
+      u32("durationMs", "duration_ms", "lease length, ms, from when the request was sent"),
+      bool("granted", "granted", "1 = the asker holds the lease"),
+      len("u32", "endpoint_length", "endpoint", "bytes of endpoint"),
+    ],
+    sections: [text("endpoint", "endpoint", "maxText", "holder's NAME@tcp://HOST:PORT")],
+    doc: "The lease as the leader sees it: granted to the asker, or held by another balancer " +
+      "(the asker then follows that one as a standby).",
+    flow: "master ROUTER -> balancer",
+    reply: "none",
+  },
+  {
+    type: MessageType.BalancerSync,
+    senders: ["balancer"],
+    name: "BalancerSync",
+    wire: "balancer_sync",
+    base: 53,
+    fields: [
+      uuid("stream", "stream_uuid", "event stream followed, nil = none yet"),
+      u64("after", "after", "last event sequence number applied"),
+      u32("waitMs", "wait_ms", "the reply may wait this long for new events, ms"),
+    ],
+    sections: [],
+    doc: "A standby balancer pulls the primary's scheduler events (long poll). A pull also " +
+      "acknowledges every event up to `after`: while a standby follows, the primary pushes a " +
+      "placement to a worker only once the standby holds it.",
+    flow: "balancer DEALER -> balancer ROUTER (the lease holder)",
+    reply: "balancer_sync_reply, or error UNAVAILABLE (not the primary)",
+  },
+  {
+    type: MessageType.BalancerSyncReply,
+    senders: ["balancer"],
+    name: "BalancerSyncReply",
+    wire: "balancer_sync_reply",
+    base: 54,
+    fields: [
+      uuid("stream", "stream_uuid", "the primary's event stream id"),
+      u64("firstSeq", "first_seq", "sequence number of the first event in body"),
+      bool("snapshot", "snapshot", "1 = body holds a snapshot at first_seq - 1"),
+      len("u32", "body_length", "body", "bytes of body"),
+    ],
+    sections: [bytes("body", "body", "maxRaft", "JSON snapshot and events (balancer-internal)")],
+    doc: "Scheduler state for a standby. The body is a JSON document private to balancers of " +
+      "one version (roles/balancer/replication.ts); clients never see it.",
+    flow: "balancer ROUTER -> balancer",
+    reply: "none",
   },
 ];
 

@@ -1,6 +1,11 @@
 /**
  * Start-up of a balancer: `dsys run --role balancer --listen EP --data DIR
- * [--dead-after-ms N] [--standby-of EP [--takeover-after-ms N] [--sync-ms N]]`.
+ * --masters NAME@EP,… [--advertise EP] [--dead-after-ms N]`.
+ *
+ * Every balancer of a cluster is started the same way: which one is primary is decided by the
+ * masters' lease (lease.ts), so restarting any of them with its original flags is safe. Without
+ * `--masters` a balancer is primary on its own (one balancer, no failover; tests and
+ * experiments).
  * @module
  */
 import { parseArgs } from "node:util";
@@ -13,9 +18,11 @@ import {
 import { RpcServer } from "../../lib/rpc.ts";
 import { createLogger } from "../../lib/log.ts";
 import { loadOrCreateNodeId } from "../../lib/node_id.ts";
+import { joinNamedEndpoint, splitNamedEndpoint } from "../../lib/named_endpoint.ts";
 import { uuidToHex } from "../../wire/mod.ts";
 import { BalancerService } from "./service.ts";
 import { StandbyFollower } from "./standby.ts";
+import { LeaseKeeper } from "./lease_keeper.ts";
 
 /** Options of a balancer node. */
 export interface BalancerOptions {
@@ -29,10 +36,13 @@ export interface BalancerOptions {
   tickMs?: number;
   /** How long a worker has to ack a worker_request, ms. Default 5000. */
   pushTimeoutMs?: number;
-  /** Run as a hot standby of the primary at this endpoint. */
-  standbyOf?: string;
-  /** A standby takes over after the primary has not answered for this long, ms. Default 3000. */
-  takeoverAfterMs?: number;
+  /** Master endpoints (`NAME@tcp://HOST:PORT`): place only while holding their lease. */
+  masters?: string[];
+  /**
+   * The endpoint others dial (default: the bound one, named by this node's key). Needed when
+   * listening on a wildcard address.
+   */
+  advertise?: string;
   /** Pause before a standby retries a failed pull, ms (good pulls long-poll back to back). */
   syncMs?: number;
   /** Keys (`--key`, `--keyring`) or `--insecure`. */
@@ -43,11 +53,13 @@ export interface BalancerOptions {
 export interface BalancerNode {
   endpoint: string;
   nodeId: Uint8Array;
+  /** The endpoint this balancer advertises (in lease requests). */
+  advertised: string;
   service: BalancerService;
-  /** The follower while this node is a standby (null for a primary). */
+  /** Follows the lease holder while this node is not it (null without masters). */
   follower: StandbyFollower | null;
-  /** Resolves when a standby has taken over (never for a node started as primary). */
-  tookOver: Promise<void>;
+  /** Asks the masters for the lease (null without masters). */
+  keeper: LeaseKeeper | null;
   close(): Promise<void>;
 }
 
@@ -68,27 +80,35 @@ export function parseBalancerArgs(args: string[]): BalancerOptions {
       "dead-after-ms": { type: "string" },
       "tick-ms": { type: "string" },
       "push-timeout-ms": { type: "string" },
-      "standby-of": { type: "string" },
-      "takeover-after-ms": { type: "string" },
+      masters: { type: "string" },
+      advertise: { type: "string" },
       "sync-ms": { type: "string" },
+      // Gone: every balancer is started alike; the masters' lease picks the primary.
+      "standby-of": { type: "string" },
       ...SECURITY_FLAGS,
     },
     strict: true,
   });
+  if (values["standby-of"] !== undefined) {
+    throw new Error(
+      "--standby-of is gone: start every balancer with --masters; the masters' lease decides " +
+        "which one is primary",
+    );
+  }
   return {
     listen: values.listen!,
     data: values.data!,
     deadAfterMs: num(values["dead-after-ms"], "dead-after-ms"),
     tickMs: num(values["tick-ms"], "tick-ms"),
     pushTimeoutMs: num(values["push-timeout-ms"], "push-timeout-ms"),
-    standbyOf: values["standby-of"],
-    takeoverAfterMs: num(values["takeover-after-ms"], "takeover-after-ms"),
+    masters: values.masters?.split(",").map((m) => m.trim()).filter(Boolean),
+    advertise: values.advertise,
     syncMs: num(values["sync-ms"], "sync-ms"),
     security: securityOptions(values),
   };
 }
 
-/** Starts a balancer: binds its ROUTER and starts placing chunks. */
+/** Starts a balancer: binds its ROUTER, then places chunks (with masters: once it holds the lease). */
 export async function runBalancer(opts: BalancerOptions): Promise<BalancerNode> {
   const nodeId = await loadOrCreateNodeId(opts.data);
   const log = createLogger("balancer", uuidToHex(nodeId));
@@ -99,6 +119,12 @@ export async function runBalancer(opts: BalancerOptions): Promise<BalancerNode> 
     handler: () => null, // replaced below, before the first message can be served
   });
   const endpoint = server.bind(opts.listen);
+  const advertised = opts.advertise ?? joinNamedEndpoint(creds?.self.name, endpoint);
+  if (creds && splitNamedEndpoint(advertised).name !== creds.self.name) {
+    await server.close();
+    throw new Error(`--advertise ${advertised} must be named ${creds.self.name}@ (this key)`);
+  }
+  const leased = (opts.masters?.length ?? 0) > 0;
   const service = new BalancerService({
     node: nodeId,
     endpoint,
@@ -106,35 +132,36 @@ export async function runBalancer(opts: BalancerOptions): Promise<BalancerNode> 
     deadAfterMs: opts.deadAfterMs ?? 5000,
     tickMs: opts.tickMs,
     pushTimeoutMs: opts.pushTimeoutMs,
-    standbyOf: opts.standbyOf,
+    leased,
     auth: creds,
   });
   server.setHandler(service.handle);
-  const tookOver = Promise.withResolvers<void>();
+  service.start(server);
   let follower: StandbyFollower | null = null;
-  if (opts.standbyOf) {
-    follower = new StandbyFollower({
-      primary: opts.standbyOf,
+  let keeper: LeaseKeeper | null = null;
+  if (leased) {
+    follower = new StandbyFollower({ node: nodeId, log, service, syncMs: opts.syncMs });
+    keeper = new LeaseKeeper({
       node: nodeId,
+      masters: opts.masters!,
+      endpoint: advertised,
       log,
       service,
-      takeoverAfterMs: opts.takeoverAfterMs ?? 3000,
-      syncMs: opts.syncMs,
-      onTakeover: () => {
-        service.promote(server);
-        tookOver.resolve();
-      },
+      follower,
     });
     follower.start();
-  } else service.start(server);
-  log.info("balancer started", { endpoint, standbyOf: opts.standbyOf ?? null });
+    keeper.start();
+  } else log.warn("no --masters: primary on its own (no lease, no failover)", {});
+  log.info("balancer started", { endpoint, advertised, masters: opts.masters ?? [] });
   return {
     endpoint,
     nodeId,
+    advertised,
     service,
     follower,
-    tookOver: tookOver.promise,
+    keeper,
     async close() {
+      await keeper?.stop();
       await follower?.stop();
       service.stop();
       await server.close();

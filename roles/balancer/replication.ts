@@ -8,13 +8,13 @@
  * behind, a full snapshot) and replays it into its own scheduler. When the primary stops
  * answering, the standby already holds the primary's queue, placements and finished chunks.
  *
- * Transport: the sync request and its reply travel as `raft_message` frames whose data starts
- * with the magic "DSYSBAL1" (no wire change needed; the balancer serves no Raft otherwise).
- * The JSON body carries bytes as {"$b": base64}.
+ * Transport: `balancer_sync` (the standby's long poll, which also acknowledges the events it
+ * applied) and `balancer_sync_reply`, whose body is a JSON document private to balancers of one
+ * version (`encodeSyncBody`; bytes as {"$b": base64}). A primary's stream id is random per term
+ * as primary: a follower of another stream gets a snapshot first.
  *
- * Security: only balancer keys may pull (BalancerService answers a master's raft_message, which
- * rpc lets through because masters send raft_message to each other, with FORBIDDEN), and the
- * standby's RpcClient checks that the primary's key is a balancer key. What is replicated is
+ * Security: only balancer keys may pull (the schema's senders; BalancerService checks again),
+ * and the standby's RpcClient checks that the primary's key is a balancer key. What is replicated is
  * what a new primary needs to keep the trust rules from its first message on: each worker's
  * registering key (in `register` events and snapshots, WorkerInfo.auth), so a heartbeat or
  * chunk_finished for a worker's node id from another key is refused by the new primary too,
@@ -24,7 +24,7 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import type { ChunkAttempt, Uuid } from "../../wire/mod.ts";
+import { type ChunkAttempt, randomUuid, type Uuid } from "../../wire/mod.ts";
 import type { ChunkScheduler, JobInfo, SchedulerState, WorkerKey } from "./chunk_scheduler.ts";
 
 /** One state-changing scheduler call, with the time it was made at. */
@@ -118,8 +118,10 @@ export interface EventLogOptions {
 
 /** The primary's recent events, numbered; a follower asks for those after a sequence number. */
 export class EventLog {
-  /** Random per process start: a follower of an older primary instance must resnapshot. */
-  readonly epoch: string = crypto.randomUUID();
+  /** Random per log: a follower of another primary (or term) must resnapshot. */
+  readonly stream: Uint8Array = randomUuid();
+  /** Highest sequence number a follower has acknowledged (pulled after). */
+  acked = 0;
   #entries: { seq: number; ev: SchedulerEvent; bytes: number }[] = [];
   #head = 0;
   #bytes = 0;
@@ -165,16 +167,29 @@ export class EventLog {
     }
   }
 
+  /** A follower applied every event up to `after` (its pull says so) at `nowMs`. */
+  ack(after: number, nowMs: number): void {
+    this.#lastPullMs = nowMs;
+    if (after <= this.lastSeq && after > this.acked) this.acked = after;
+  }
+
+  /** Is a follower pulling (a long poll parked, or one within `ms` of `nowMs`)? */
+  followerActive(nowMs: number, ms: number): boolean {
+    return this.#waiters.size > 0 || nowMs - this.#lastPullMs <= ms;
+  }
+
   /**
    * Resolves when an event after `after` exists, or after `ms` (long poll: a follower's pull
    * returns as soon as there is news, so it lags the primary by a round trip, not a period).
+   * `clock` stamps the end of the wait as the follower's last sign of life.
    */
-  waitAfter(after: number, ms: number): Promise<void> {
+  waitAfter(after: number, ms: number, clock?: () => number): Promise<void> {
     if (this.lastSeq > after || ms <= 0) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
         this.#waiters.delete(done);
+        if (clock) this.#lastPullMs = clock();
         resolve();
       };
       const timer = setTimeout(done, ms);
@@ -207,50 +222,24 @@ export class EventLog {
   }
 }
 
-/** Standby -> primary: events after `after` of `epoch` (or a snapshot). */
-export interface SyncRequest {
-  op: "sync";
-  epoch: string;
-  after: number;
-  /** Long poll: the primary may hold the reply this long waiting for new events, ms. */
-  waitMs?: number;
-}
-
-/** Primary -> standby: either a snapshot at `seq` or the events `firstSeq..`. */
-export interface SyncReply {
-  op: "sync";
-  epoch: string;
-  /** The primary's endpoint (for logs). */
-  endpoint: string;
-  snapshot?: { seq: number; state: SchedulerState };
-  /** Sequence number of events[0]. */
-  firstSeq: number;
+/** The body of a balancer_sync_reply: a snapshot (optional) and the events after it. */
+export interface SyncBody {
+  snapshot?: SchedulerState;
   events: SchedulerEvent[];
 }
 
-const MAGIC = new TextEncoder().encode("DSYSBAL1");
 const utf8 = new TextEncoder();
-const fromUtf8 = new TextDecoder();
+const fromUtf8 = new TextDecoder("utf-8", { fatal: true });
 
-/** True when `data` (a raft_message payload) is a balancer sync message. */
-export function isSyncPayload(data: Uint8Array): boolean {
-  return data.length >= MAGIC.length && MAGIC.every((b, i) => data[i] === b);
-}
-
-/** Encodes a sync request/reply into a raft_message payload. */
-export function encodeSync(m: SyncRequest | SyncReply): Uint8Array {
-  const json = JSON.stringify(m, (_k, v) => {
+/** Encodes a sync reply's body (JSON; bytes as {"$b": base64}). */
+export function encodeSyncBody(b: SyncBody): Uint8Array {
+  return utf8.encode(JSON.stringify(b, (_k, v) => {
     if (v instanceof Uint8Array) return { $b: Buffer.from(v).toString("base64") };
     return v;
-  });
-  const body = utf8.encode(json);
-  const out = new Uint8Array(MAGIC.length + body.length);
-  out.set(MAGIC);
-  out.set(body, MAGIC.length);
-  return out;
+  }));
 }
 
-/** A sync payload that does not parse. */
+/** A sync body that does not parse, or a reply that does not continue the follower's stream. */
 export class SyncError extends Error {
   constructor(message: string) {
     super(message);
@@ -258,23 +247,22 @@ export class SyncError extends Error {
   }
 }
 
-/** Decodes a sync payload; throws SyncError when it is not one. */
-export function decodeSync(data: Uint8Array): SyncRequest | SyncReply {
-  if (!isSyncPayload(data)) throw new SyncError("not a balancer sync payload (bad magic)");
+/** Decodes a sync reply's body; throws SyncError when it is not one. */
+export function decodeSyncBody(data: Uint8Array): SyncBody {
   let v: unknown;
   try {
-    v = JSON.parse(fromUtf8.decode(data.subarray(MAGIC.length)), (_k, x) => {
+    v = JSON.parse(fromUtf8.decode(data), (_k, x) => {
       if (x && typeof x === "object" && typeof x.$b === "string" && Object.keys(x).length === 1) {
         return new Uint8Array(Buffer.from(x.$b, "base64"));
       }
       return x;
     });
   } catch (e) {
-    throw new SyncError(`balancer sync payload is not valid JSON: ${e}`);
+    throw new SyncError(`balancer sync body is not valid JSON: ${e}`);
   }
-  const m = v as Partial<SyncReply>;
-  if (!m || m.op !== "sync" || typeof m.epoch !== "string") {
-    throw new SyncError("balancer sync payload lacks op/epoch");
+  const b = v as Partial<SyncBody>;
+  if (!b || typeof b !== "object" || !Array.isArray(b.events)) {
+    throw new SyncError("balancer sync body lacks its events");
   }
-  return v as SyncRequest | SyncReply;
+  return b as SyncBody;
 }

@@ -13,6 +13,18 @@
  * worker_request carries a placement ticket and one read capability per input file and one for
  * the program file, minted under the cluster secret for the key of the worker it is placed on
  * (see `#authFor` for why that makes a stolen routing id worthless).
+ *
+ * One primary (lease.ts). With masters (`--masters`), this balancer places chunks only while it
+ * holds the masters' primary lease, and stamps every worker_request with the lease epoch, which
+ * workers use to refuse a deposed primary's late pushes. Otherwise it is a standby: it follows
+ * the holder (standby.ts) and answers everything but node lists and sync pulls UNAVAILABLE, so
+ * workers and masters move on to the primary. Without masters it is primary on its own (epoch
+ * 0): one balancer, no failover.
+ *
+ * No placement is lost in a failover: while a standby follows, a placement is pushed to its
+ * worker only once the standby's pull has acknowledged the event that made it (`#held`), so a
+ * standby that takes over knows every chunk any worker may be running. A standby silent for
+ * ACK_WAIT_MS stops counting (pushes then go out at once, as with no standby).
  * @module
  */
 import { CAP_BYTES, placementTicket, readCapability } from "../../lib/capability.ts";
@@ -20,9 +32,12 @@ import type { Logger } from "../../lib/log.ts";
 import { hexId, RequestError, RpcError, type RpcServer } from "../../lib/rpc.ts";
 import { type Credentials, type Identity, processCredentials } from "../../lib/security.ts";
 import {
+  type BalancerSync,
+  type BalancerSyncReply,
   ErrorCode,
   type Message,
   MessageType,
+  NIL_UUID,
   type NodeEntry,
   NodeFlags,
   NodeRole,
@@ -42,13 +57,13 @@ import {
 } from "./chunk_scheduler.ts";
 import {
   applyEvent,
-  decodeSync,
-  encodeSync,
+  decodeSyncBody,
+  encodeSyncBody,
   EventLog,
   type SchedulerEvent,
   SyncError,
-  type SyncReply,
 } from "./replication.ts";
+import { BalancerLeaseView, type LeaseChange } from "./lease.ts";
 
 /** Options of the balancer service. */
 export interface BalancerServiceOptions extends SchedulerOptions {
@@ -63,8 +78,13 @@ export interface BalancerServiceOptions extends SchedulerOptions {
   pushTimeoutMs?: number;
   /** Clock (epoch ms); tests may pass their own. */
   now?: () => number;
-  /** Start as a hot standby of this primary endpoint (see replication.ts, standby.ts). */
-  standbyOf?: string;
+  /**
+   * Place chunks only while holding the masters' lease (`--masters` given): the service starts
+   * as a standby and the shell feeds it lease changes (`onLease`). false: primary on its own.
+   */
+  leased?: boolean;
+  /** Monotonic clock for the lease (ms); tests may pass their own. */
+  monotonic?: () => number;
   /**
    * Keys (default: the process's): the cluster secret mints tickets and read capabilities,
    * the keyring tells whether a worker's bound key was revoked. null = insecure mode.
@@ -80,6 +100,8 @@ const NO_LIMIT_CAP_MS = 24 * 3600_000;
 const MAX_DISPATCH_TIME_LIMIT_MS = 24 * 3600_000;
 /** Default of BalancerServiceOptions.capMarginMs. */
 const CAP_MARGIN_MS = 10 * 60_000;
+/** A standby that has not pulled for this long no longer holds back pushes, ms. */
+export const ACK_WAIT_MS = 1000;
 
 /** Counters of what the service did (for logs and tests). */
 export interface BalancerCounters {
@@ -93,6 +115,10 @@ export interface BalancerCounters {
   deadWorkers: number;
   /** Messages answered FORBIDDEN by the balancer's own rules (key binding, placement, sync). */
   forbidden: number;
+  /** Placements pushed only after a standby acknowledged them. */
+  heldForStandby: number;
+  /** Placements handed back because the lease lapsed before they could be pushed. */
+  droppedOnLapse: number;
 }
 
 /** Serves balancer requests and drives the scheduler; see module doc. */
@@ -110,6 +136,8 @@ export class BalancerService {
     staleFinished: 0,
     deadWorkers: 0,
     forbidden: 0,
+    heldForStandby: 0,
+    droppedOnLapse: 0,
   };
   #o: BalancerServiceOptions;
   #server: RpcServer | null = null;
@@ -119,12 +147,19 @@ export class BalancerService {
   #pumpQueued = false;
   #now: () => number;
   #stopped = false;
-  /** Every state change, for standbys that follow this balancer. */
+  /** Every state change, for standbys that follow this balancer (a new stream per term). */
   #events = new EventLog();
-  /** The primary this balancer follows; null once it is (or became) the primary. */
-  #standbyOf: string | null;
-  /** Replication position of a standby: the primary's epoch and last applied seq. */
-  #syncEpoch = "";
+  /** Primary (placing) or standby. */
+  #primary: boolean;
+  /** The lease as seen from here (null: no masters, primary on its own). */
+  readonly lease: BalancerLeaseView | null;
+  #mono: () => number;
+  /** Replies waiting for a standby's acknowledgement, oldest first. */
+  #ackWaiters: { seq: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  /** Placements waiting for a standby's acknowledgement, oldest first. */
+  #held: { a: Assignment; seq: number }[] = [];
+  /** Replication position of a standby: the primary's stream and last applied seq. */
+  #syncStream: Uint8Array = NIL_UUID;
   #syncSeq = 0;
   #creds: Credentials | null;
 
@@ -132,25 +167,75 @@ export class BalancerService {
     this.#o = o;
     this.#creds = o.auth === undefined ? processCredentials() : o.auth;
     this.#now = o.now ?? Date.now;
-    this.#standbyOf = o.standbyOf ?? null;
+    this.#mono = o.monotonic ?? (() => performance.now());
+    this.lease = o.leased ? new BalancerLeaseView(o.node) : null;
+    this.#primary = !o.leased;
     this.scheduler = new ChunkScheduler(o);
   }
 
-  /** True while this balancer follows a primary (serves nothing but node lists). */
+  /** True while this balancer does not place (follows the primary, or holds no lease). */
   get isStandby(): boolean {
-    return this.#standbyOf !== null;
+    return !this.#primary;
   }
 
-  /** Position of a standby in its primary's event stream (epoch "" = needs a snapshot). */
-  get syncPosition(): { epoch: string; after: number } {
-    return { epoch: this.#syncEpoch, after: this.#syncSeq };
+  /** The lease epoch stamped on pushes (0 without masters). */
+  get epoch(): number {
+    return this.lease?.epoch ?? 0;
+  }
+
+  /** May this balancer push a placement now? (Checked right before every push.) */
+  #canPlace(): boolean {
+    if (!this.#primary || this.#stopped || !this.#server) return false;
+    return this.lease === null || this.lease.isPrimary(this.#mono());
+  }
+
+  /** Position of a standby in its primary's event stream (nil stream = needs a snapshot). */
+  get syncPosition(): { stream: Uint8Array; after: number } {
+    return { stream: this.#syncStream, after: this.#syncSeq };
+  }
+
+  /**
+   * Acts on lease changes (from BalancerLeaseView): becomes primary (a new event stream, every
+   * replicated worker given a fresh deadline, ticking and placing), or stops placing at once.
+   * `follow` changes are the standby follower's business (main.ts).
+   */
+  onLease(changes: LeaseChange[]): void {
+    for (const c of changes) {
+      if (c.kind === "primary" && !this.#primary) {
+        this.#primary = true;
+        // Followers of the stream of an earlier term would miss what was synced since: new one.
+        this.#events = new EventLog();
+        this.#do({ t: "touchAll", now: this.#now() });
+        this.#o.log.warn("primary balancer lease held: placing chunks", {
+          epoch: c.epoch,
+          ...this.scheduler.stats(),
+        });
+        this.#startTicking();
+      } else if (c.kind === "lapsed" && this.#primary) {
+        this.#primary = false;
+        this.#stopTicking();
+        this.#events.wakeAll();
+        for (const w of this.#ackWaiters.splice(0)) {
+          // Not known to be replicated: the worker re-sends it to the next primary.
+          w.reject(new RequestError(ErrorCode.Unavailable, "balancer lost the primary lease"));
+        }
+        const dropped = this.#held.splice(0);
+        for (const { a } of dropped) this.#handBack(a);
+        this.counters.droppedOnLapse += dropped.length;
+        this.#o.log.warn("primary balancer lease lost: placing stopped", {
+          epoch: c.epoch,
+          why: c.why,
+          dropped: dropped.length,
+        });
+      }
+    }
   }
 
   /** Applies a state change and records it for followers. */
   #do(ev: SchedulerEvent): unknown {
     const r = applyEvent(this.scheduler, ev);
     // A reap that found nobody changed nothing: not worth a log entry.
-    if (ev.t !== "reap" || (r as DeadWorker[]).length > 0) this.#events.append(ev, this.#now());
+    if (ev.t !== "reap" || (r as DeadWorker[]).length > 0) this.#events.append(ev, this.#mono());
     return r;
   }
 
@@ -158,100 +243,98 @@ export class BalancerService {
    * Standby: applies a sync reply from the primary (snapshot and/or events). Throws
    * SyncError when the reply does not continue where this standby is (it then resnapshots).
    */
-  applySync(reply: SyncReply): void {
+  applySync(reply: BalancerSyncReply): void {
     try {
+      const body = decodeSyncBody(reply.body);
       if (reply.snapshot) {
-        this.scheduler.importState(reply.snapshot.state);
-        this.#syncEpoch = reply.epoch;
-        this.#syncSeq = reply.snapshot.seq;
+        if (!body.snapshot) throw new SyncError("sync reply flags a snapshot but has none");
+        this.scheduler.importState(body.snapshot);
+        this.#syncStream = reply.stream.slice();
+        this.#syncSeq = reply.firstSeq - 1;
       }
-      if (reply.epoch !== this.#syncEpoch) {
-        throw new SyncError(`events of epoch ${reply.epoch} but following ${this.#syncEpoch}`);
+      if (hexId(reply.stream) !== hexId(this.#syncStream)) {
+        throw new SyncError(
+          `events of stream ${hexId(reply.stream)} but following ${hexId(this.#syncStream)}`,
+        );
       }
-      if (reply.events.length > 0 && reply.firstSeq !== this.#syncSeq + 1) {
+      if (body.events.length > 0 && reply.firstSeq !== this.#syncSeq + 1) {
         throw new SyncError(`events start at ${reply.firstSeq}, expected ${this.#syncSeq + 1}`);
       }
-      for (const ev of reply.events) {
+      for (const ev of body.events) {
         applyEvent(this.scheduler, ev);
         this.#syncSeq++;
       }
     } catch (e) {
       // Whatever went wrong, the state may be partial: start over from a snapshot.
-      this.#syncEpoch = "";
+      this.#syncStream = NIL_UUID;
       throw e instanceof SyncError ? e : new SyncError(`replaying primary's events: ${e}`);
     }
   }
 
-  /**
-   * Standby -> primary: gives every replicated worker a fresh deadline (they are switching
-   * over now), then starts ticking and placing work through `server`.
-   */
-  promote(server: RpcServer): void {
-    const was = this.#standbyOf;
-    this.#standbyOf = null;
-    this.#do({ t: "touchAll", now: this.#now() });
-    const st = this.scheduler.stats();
-    this.#o.log.warn("standby took over as primary", { formerPrimary: was, ...st });
-    this.start(server);
-  }
-
-  async #sync(data: Uint8Array): Promise<Message> {
-    let req;
-    try {
-      req = decodeSync(data);
-    } catch (e) {
-      throw new RequestError(ErrorCode.BadRequest, e instanceof Error ? e.message : String(e));
+  async #sync(req: BalancerSync): Promise<Message> {
+    const ev = this.#events;
+    const same = hexId(req.stream) === hexId(ev.stream);
+    if (same) {
+      // The pull acknowledges what the standby applied: pushes held for it may go.
+      ev.ack(req.after, this.#mono());
+      this.#releaseHeld();
+      if (req.after === ev.lastSeq) {
+        await ev.waitAfter(req.after, Math.min(5000, req.waitMs), this.#mono);
+      }
     }
-    if (!("after" in req) || typeof req.after !== "number") {
-      throw new RequestError(ErrorCode.BadRequest, "balancer sync: not a request");
+    if (!this.#primary) {
+      throw new RequestError(ErrorCode.Unavailable, "balancer sync: not the primary any more");
     }
-    if (req.epoch === this.#events.epoch && req.after === this.#events.lastSeq) {
-      await this.#events.waitAfter(req.after, Math.min(5000, Math.max(0, req.waitMs ?? 0)));
-    }
-    const now = this.#now();
-    const events = req.epoch === this.#events.epoch
-      ? this.#events.since(req.after, 8 * 1024 * 1024, now)
-      : null;
-    let reply: SyncReply;
+    const now = this.#mono();
+    const events = same && ev === this.#events ? ev.since(req.after, 8 * 1024 * 1024, now) : null;
+    const cur = this.#events;
     if (events) {
-      reply = {
-        op: "sync",
-        epoch: this.#events.epoch,
-        endpoint: this.#o.endpoint,
+      return {
+        type: MessageType.BalancerSyncReply,
+        node: this.#o.node,
+        stream: cur.stream,
         firstSeq: req.after + 1,
-        events,
+        snapshot: false,
+        body: encodeSyncBody({ events }),
       };
-    } else {
-      // New or lagging follower: the whole state; from now on events are kept for it.
-      this.#events.since(this.#events.lastSeq, 0, now);
-      const seq = this.#events.lastSeq;
-      reply = {
-        op: "sync",
-        epoch: this.#events.epoch,
-        endpoint: this.#o.endpoint,
-        snapshot: { seq, state: this.scheduler.exportState() },
-        firstSeq: seq + 1,
-        events: [],
-      };
-      this.#o.log.info("standby sent a snapshot", { seq });
     }
-    return { type: MessageType.RaftMessage, node: this.#o.node, data: encodeSync(reply) };
+    // New or lagging follower: the whole state; from now on events are kept for it.
+    cur.since(cur.lastSeq, 0, now);
+    const seq = cur.lastSeq;
+    this.#o.log.info("standby sent a snapshot", { seq });
+    return {
+      type: MessageType.BalancerSyncReply,
+      node: this.#o.node,
+      stream: cur.stream,
+      firstSeq: seq + 1,
+      snapshot: true,
+      body: encodeSyncBody({ snapshot: this.scheduler.exportState(), events: [] }),
+    };
   }
 
-  /** Starts ticking and pushing work through `server` (whose handler must be `handle`). */
+  /** Serves through `server` (whose handler must be `handle`); places if primary. */
   start(server: RpcServer): void {
     this.#server = server;
     this.#stopped = false;
+    if (this.#primary) this.#startTicking();
+  }
+
+  #startTicking(): void {
+    if (this.#timer !== undefined || this.#stopped || !this.#server) return;
     this.#timer = setInterval(() => this.#tick(), this.#o.tickMs ?? 100);
     this.#schedulePump();
+  }
+
+  #stopTicking(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
   }
 
   /** Stops ticking; pending pushes are left to the server's close. */
   stop(): void {
     this.#stopped = true;
     this.#events.wakeAll();
-    clearInterval(this.#timer);
-    this.#timer = undefined;
+    this.#stopTicking();
   }
 
   /** The RpcServer handler; `from` is the sender's keyring identity (null: insecure mode). */
@@ -262,19 +345,22 @@ export class BalancerService {
   ): Promise<Message> | Message | null => {
     const now = this.#now();
     const ok = (value = 0): Message => ({ type: MessageType.Ok, node: this.#o.node, value });
-    if (msg.type === MessageType.RaftMessage && from !== null && from.role !== "balancer") {
-      // rpc lets masters send raft_message (they talk Raft among themselves); here it carries
-      // the balancers' state sync, which only another balancer may pull.
+    if (msg.type === MessageType.BalancerSync && from !== null && from.role !== "balancer") {
+      // rpc admits only balancer keys (the schema's senders); checked here too, as the reply
+      // is the whole scheduler state.
       throw this.#forbid(`a ${from.role} key (${from.name}) may not sync balancer state`, {
         type: msg.type,
         from: from.name,
       });
     }
-    if (this.#standbyOf !== null && msg.type !== MessageType.NodeListRequest) {
+    if (
+      !this.#primary && msg.type !== MessageType.NodeListRequest &&
+      msg.type !== MessageType.BalancerSync
+    ) {
       // Retryable: clients given both endpoints move on to the other one.
       throw new RequestError(
         ErrorCode.Unavailable,
-        `standby balancer: the primary is ${this.#standbyOf}`,
+        `standby balancer: the primary is ${this.lease?.following || "not known yet"}`,
       );
     }
     try {
@@ -337,7 +423,8 @@ export class BalancerService {
             ...(from ? { key: from.name } : {}),
           });
           this.#schedulePump();
-          return ok();
+          // Answered once a standby has it: a worker told it is registered does not repeat it.
+          return this.#whenAcked(ok());
         }
         case MessageType.WorkerHeartbeat: {
           this.#checkWorkerKey(msg.node, peer, from, msg.type);
@@ -359,7 +446,8 @@ export class BalancerService {
           // A worker that reconnected has a new DEALER: push to the current one.
           this.#peers.set(uuidToHex(msg.node), peer.slice());
           this.#schedulePump();
-          return ok();
+          // An acknowledged heartbeat moves the worker's cache baseline: a standby must have it.
+          return this.#whenAcked(ok());
         }
         case MessageType.ChunkFinished: {
           this.#checkWorkerKey(msg.node, peer, from, msg.type);
@@ -374,6 +462,7 @@ export class BalancerService {
             attempt: msg.attempt,
             state: msg.state,
           }) as boolean;
+          const answer = this.#whenAcked(ok(fresh ? 1 : 0));
           if (fresh) this.counters.finished++;
           else {
             this.counters.staleFinished++;
@@ -385,7 +474,7 @@ export class BalancerService {
             });
           }
           this.#schedulePump();
-          return ok(fresh ? 1 : 0);
+          return answer;
         }
         case MessageType.WorkerRequestAck:
           // Acks come as replies to our pushes; one sent as a request is refused, and one
@@ -395,8 +484,8 @@ export class BalancerService {
             ErrorCode.WrongRole,
             "worker_request_ack is the reply to a worker_request, not a request",
           );
-        case MessageType.RaftMessage:
-          return this.#sync(msg.data);
+        case MessageType.BalancerSync:
+          return this.#sync(msg);
         case MessageType.NodeListRequest:
           return { type: MessageType.NodeListResponse, node: this.#o.node, nodes: this.nodes() };
         default:
@@ -500,7 +589,7 @@ export class BalancerService {
       id: this.#o.node,
       role: NodeRole.Balancer,
       state: NodeState.Alive,
-      flags: this.#standbyOf === null ? NodeFlags.Leader : 0,
+      flags: this.#primary ? NodeFlags.Leader : 0,
       slots: st.slots,
       freeSlots: st.freeSlots,
       lastSeenMs: now,
@@ -535,6 +624,7 @@ export class BalancerService {
     }
     const now = this.#now();
     if (this.scheduler.prunable(now)) this.#do({ t: "prune", now });
+    this.#releaseHeld();
     this.pump();
   }
 
@@ -548,10 +638,65 @@ export class BalancerService {
     });
   }
 
-  /** Places queued chunks now and pushes the requests. */
+  /** Places queued chunks now and pushes the requests (or holds them for the standby). */
   pump(): void {
-    if (this.#stopped || !this.#server) return;
-    for (const a of this.#do({ t: "assign", now: this.#now() }) as Assignment[]) this.#push(a);
+    if (!this.#canPlace()) return;
+    const placed = this.#do({ t: "assign", now: this.#now() }) as Assignment[];
+    if (placed.length === 0) return;
+    const seq = this.#events.lastSeq;
+    if (this.#events.followerActive(this.#mono(), ACK_WAIT_MS) && this.#events.acked < seq) {
+      this.counters.heldForStandby += placed.length;
+      for (const a of placed) this.#held.push({ a, seq });
+      return;
+    }
+    for (const a of placed) this.#push(a);
+  }
+
+  /**
+   * `reply` once the standby holds the state change just made (at once without a standby): a
+   * worker told its chunk_finished was taken need not send it again, so the standby must know.
+   */
+  #whenAcked(reply: Message): Message | Promise<Message> {
+    const ev = this.#events;
+    const seq = ev.lastSeq;
+    if (ev.acked >= seq || !ev.followerActive(this.#mono(), ACK_WAIT_MS)) return reply;
+    const { promise, resolve, reject } = Promise.withResolvers<Message>();
+    this.#ackWaiters.push({ seq, resolve: () => resolve(reply), reject });
+    return promise;
+  }
+
+  /**
+   * Pushes the held placements and answers the held replies the standby has acknowledged (all,
+   * once it went silent).
+   */
+  #releaseHeld(): void {
+    const ev = this.#events;
+    const all = !ev.followerActive(this.#mono(), ACK_WAIT_MS);
+    let k = 0;
+    while (k < this.#ackWaiters.length && (all || this.#ackWaiters[k].seq <= ev.acked)) k++;
+    for (const w of this.#ackWaiters.splice(0, k)) w.resolve();
+    if (this.#held.length === 0) return;
+    let n = 0;
+    while (n < this.#held.length && (all || this.#held[n].seq <= ev.acked)) n++;
+    for (const { a } of this.#held.splice(0, n)) {
+      if (this.#canPlace()) this.#push(a);
+      else {
+        this.counters.droppedOnLapse++;
+        this.#handBack(a);
+      }
+    }
+  }
+
+  /** Returns a placement that was never pushed to the queue (same attempt, elsewhere). */
+  #handBack(a: Assignment): void {
+    this.#do({
+      t: "refused",
+      now: this.#now(),
+      worker: a.worker.id,
+      job: a.job.job,
+      chunk: a.chunkIndex,
+      attempt: a.attempt,
+    });
   }
 
   /**
@@ -620,6 +765,7 @@ export class BalancerService {
       timeLimitMs: a.job.timeLimitMs,
       attempt: a.attempt,
       ...this.#authFor(a),
+      epoch: this.epoch,
     };
     this.counters.pushed++;
     server.push(peer, req, this.#o.pushTimeoutMs ?? 5000).then((reply) => {

@@ -1,56 +1,57 @@
 /**
- * The standby side of balancer replication: long-polls the primary's event stream and
- * replays it (BalancerService.applySync); when the primary has not answered for
- * `takeoverAfterMs`, promotes the local service to primary.
+ * The standby side of balancer replication: long-polls the lease holder's event stream
+ * (`balancer_sync`) and replays it into the local service (BalancerService.applySync), so that
+ * when the masters grant this balancer the lease it already holds the primary's queue,
+ * placements and finished chunks. Which balancer to follow is the lease's business
+ * (BalancerLeaseView.following, set through `follow`); this loop never decides to take over.
  * @module
  */
 import type { Logger } from "../../lib/log.ts";
 import { RpcClient } from "../../lib/rpc.ts";
 import { MessageType } from "../../wire/mod.ts";
-import { decodeSync, encodeSync, SyncError, type SyncReply } from "./replication.ts";
+import { SyncError } from "./replication.ts";
 import type { BalancerService } from "./service.ts";
 
 /** Options of a StandbyFollower. */
 export interface StandbyOptions {
-  /** The primary's endpoint. */
-  primary: string;
   /** This node's uuid. */
   node: Uint8Array;
   log: Logger;
   service: BalancerService;
-  /** Take over after this long without a successful pull, ms. */
-  takeoverAfterMs: number;
-  /** Pause before retrying a failed pull, ms. */
+  /** Pause before retrying a failed pull, ms (good pulls long-poll back to back). */
   syncMs?: number;
-  /** Called once when this standby takes over. */
-  onTakeover: () => void;
-  now?: () => number;
+  /** Longest time the primary may hold a pull waiting for news, ms. */
+  waitMs?: number;
 }
 
-/** Follows a primary balancer; see module doc. */
+/** Follows the primary balancer; see module doc. */
 export class StandbyFollower {
   #o: StandbyOptions;
-  #client: RpcClient;
+  #client: RpcClient | null = null;
+  #target = "";
   #stopped = false;
   #loop: Promise<void> | null = null;
   #wake: (() => void) | null = null;
-  #waitMs: number;
   /** Successful pulls so far (for tests and logs). */
   pulls = 0;
-  /** When the primary last answered (epoch ms). */
-  lastOkMs = 0;
 
   constructor(o: StandbyOptions) {
     this.#o = o;
-    // A pull must finish well within the takeover window, or a slow reply looks like death.
-    const timeoutMs = Math.max(250, Math.floor(o.takeoverAfterMs / 2));
-    this.#waitMs = Math.min(1000, Math.floor(timeoutMs / 3));
-    this.#client = new RpcClient(o.primary, {
-      node: o.node,
-      timeoutMs,
-      log: o.log,
-      serverRole: "balancer",
-    });
+  }
+
+  /** The endpoint followed ("" = none). */
+  get target(): string {
+    return this.#target;
+  }
+
+  /** Follows `endpoint` from now on ("" = nobody: this balancer is primary, or none is known). */
+  follow(endpoint: string): void {
+    if (endpoint === this.#target) return;
+    this.#target = endpoint;
+    const old = this.#client;
+    this.#client = null;
+    void old?.close();
+    this.#wake?.();
   }
 
   /** Starts pulling. */
@@ -58,75 +59,69 @@ export class StandbyFollower {
     this.#loop ??= this.#run();
   }
 
-  /** Resolves once the first pull succeeded (or rejects after `ms`). */
-  async synced(ms: number): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (this.pulls === 0) {
-      if (Date.now() > deadline) throw new SyncError(`no sync from ${this.#o.primary} in ${ms} ms`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
+  #clientFor(target: string): RpcClient {
+    const waitMs = this.#o.waitMs ?? 1000;
+    this.#client ??= new RpcClient(target, {
+      node: this.#o.node,
+      // A pull waits up to waitMs at the primary, plus the reply's transfer.
+      timeoutMs: waitMs + 2000,
+      log: this.#o.log,
+      serverRole: "balancer",
+    });
+    return this.#client;
   }
 
   async #run(): Promise<void> {
-    const now = this.#o.now ?? Date.now;
-    const { log, primary, service } = this.#o;
-    const syncMs = this.#o.syncMs ?? Math.max(20, Math.min(200, this.#o.takeoverAfterMs / 5));
-    this.lastOkMs = now();
+    const { log, service } = this.#o;
+    const syncMs = this.#o.syncMs ?? 100;
     let failing = false;
     while (!this.#stopped) {
-      try {
-        const reply = await this.#client.request({
-          type: MessageType.RaftMessage,
-          node: this.#o.node,
-          data: encodeSync({ op: "sync", ...service.syncPosition, waitMs: this.#waitMs }),
-        });
-        if (this.#stopped) break;
-        if (reply.type !== MessageType.RaftMessage) {
-          throw new SyncError(`primary answered sync with message type ${reply.type}`);
-        }
-        service.applySync(decodeSync(reply.data) as SyncReply);
-        this.lastOkMs = now();
-        this.pulls++;
-        if (failing) log.info("primary answers again", { primary });
-        failing = false;
-      } catch (e) {
-        if (this.#stopped) break;
-        if (!failing) log.warn("sync with primary failed", { primary, error: e });
-        failing = true;
-        if (e instanceof SyncError) {
-          // A replay problem, not a dead primary: the next pull fetches a snapshot.
-          this.lastOkMs = now();
+      const target = this.#target;
+      let pause = 0;
+      if (!target || !service.isStandby) {
+        pause = 1000; // nothing to follow: sleep until follow() wakes us
+      } else {
+        try {
+          const reply = await this.#clientFor(target).request({
+            type: MessageType.BalancerSync,
+            node: this.#o.node,
+            ...service.syncPosition,
+            waitMs: this.#o.waitMs ?? 1000,
+          });
+          if (this.#stopped) break;
+          if (target !== this.#target || !service.isStandby) continue; // moved on meanwhile
+          if (reply.type !== MessageType.BalancerSyncReply) {
+            throw new SyncError(`primary answered balancer_sync with message type ${reply.type}`);
+          }
+          service.applySync(reply);
+          this.pulls++;
+          if (failing) log.info("primary answers sync again", { primary: target });
+          failing = false;
+        } catch (e) {
+          if (this.#stopped) break;
+          if (!failing) log.warn("sync with primary failed", { primary: target, error: e });
+          failing = true;
+          pause = syncMs;
         }
       }
-      // Armed only once the primary has answered: a standby launched before its primary (or
-      // pointed at a wrong endpoint) must not become a second primary.
-      if (this.pulls > 0 && now() - this.lastOkMs >= this.#o.takeoverAfterMs) {
-        log.warn("primary silent: taking over", {
-          primary,
-          silentMs: now() - this.lastOkMs,
+      if (pause > 0) {
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, pause);
+          this.#wake = () => {
+            clearTimeout(t);
+            r();
+          };
         });
-        this.#stopped = true;
-        await this.#client.close();
-        this.#o.onTakeover();
-        return;
+        this.#wake = null;
       }
-      // After a good pull, ask again at once (the primary holds it until there is news).
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, failing ? syncMs : 0);
-        this.#wake = () => {
-          clearTimeout(t);
-          r();
-        };
-      });
-      this.#wake = null;
     }
   }
 
-  /** Stops following (no takeover). */
+  /** Stops following. */
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#wake?.();
-    await this.#client.close();
     await this.#loop;
+    await this.#client?.close();
   }
 }

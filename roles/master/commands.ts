@@ -9,6 +9,7 @@
  *           | job_submit frame (the program by file id and size, never its bytes)
  *   report: u8 2 | u64 at_ms | worker_status frame
  *   remove: u8 5 | u32 n | n × job uuid (16)     (n <= MAX_REMOVE; the leader's choice, below)
+ *   lease:  u8 6 | u64 epoch | holder uuid (16) | u32 duration_ms | u8 n | endpoint (n bytes)
  *
  * Kinds 1 and 3 (submits whose job_submit frame carried the program's bytes, before programs
  * became stored files) are no longer read: that job_submit layout is gone from the protocol, and
@@ -23,6 +24,7 @@ const REPORT = 2;
 /** Submit with the program by id (kinds 1 and 3, with program bytes, are not read: see above). */
 const SUBMIT = 4;
 const REMOVE = 5;
+const LEASE = 6;
 /** Most jobs one remove command names (64 KiB of ids): the leader batches expired jobs. */
 export const MAX_REMOVE = 4096;
 /** Longest owner name (keyring names are at most 64 bytes). */
@@ -61,6 +63,21 @@ export function specFromSubmit(
 
 /** Encodes a command for the log. */
 export function encodeCommand(cmd: Command): Uint8Array {
+  if (cmd.kind === "lease") {
+    const l = cmd.lease;
+    const ep = new TextEncoder().encode(l.endpoint);
+    if (ep.length > MAX_OWNER) throw new CommandError(`lease endpoint of ${ep.length} bytes`);
+    if (l.holder.length !== 16) throw new CommandError(`lease holder of ${l.holder.length} bytes`);
+    const out = new Uint8Array(30 + ep.length);
+    const v = new DataView(out.buffer);
+    out[0] = LEASE;
+    v.setBigUint64(1, BigInt(l.epoch), true);
+    out.set(l.holder, 9);
+    v.setUint32(25, l.durationMs, true);
+    out[29] = ep.length;
+    out.set(ep, 30);
+    return out;
+  }
   if (cmd.kind === "remove") {
     const n = cmd.jobIds.length;
     if (n > MAX_REMOVE) throw new CommandError(`remove of ${n} jobs > ${MAX_REMOVE}`);
@@ -127,6 +144,18 @@ export function decodeCommand(data: Uint8Array): Command {
       }
       const jobIds = Array.from({ length: n }, (_, i) => data.slice(5 + 16 * i, 21 + 16 * i));
       return { kind: "remove", jobIds };
+    }
+    if (data[0] === LEASE && data.length >= 30 && data.length === 30 + data[29]) {
+      const endpoint = new TextDecoder("utf-8", { fatal: true }).decode(data.subarray(30));
+      return {
+        kind: "lease",
+        lease: {
+          epoch: Number(view.getBigUint64(1, true)),
+          holder: data.slice(9, 25),
+          durationMs: view.getUint32(25, true),
+          endpoint,
+        },
+      };
     }
     if (data[0] === REPORT && data.length > 9) {
       const m = decode(data.subarray(9));

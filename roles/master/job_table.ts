@@ -45,14 +45,34 @@ export type Command =
   | { kind: "submit"; spec: JobSpec }
   | { kind: "report"; status: WorkerStatus; atMs: number }
   /** Removes these jobs, those of them that are finished (others are left as they are). */
-  | { kind: "remove"; jobIds: Uint8Array[] };
+  | { kind: "remove"; jobIds: Uint8Array[] }
+  /** Grants the primary balancer lease (the leader's decision, see roles/master/lease.ts). */
+  | { kind: "lease"; lease: BalancerLeaseRecord };
+
+/**
+ * Who may act as the primary balancer. Only the grant of a new epoch is a command: the leader
+ * times the lease and confirms renewals without logging them (roles/master/lease.ts), so the
+ * log holds one entry per change of primary, not one per renewal.
+ */
+export interface BalancerLeaseRecord {
+  /** Increases by one with every grant; workers refuse pushes of an older epoch. */
+  epoch: number;
+  /** The holder's node id. */
+  holder: Uint8Array;
+  /** The holder's advertised endpoint (where masters dispatch and standbys sync). */
+  endpoint: string;
+  /** Lease length, ms: replicated, so every leader times the lease alike. */
+  durationMs: number;
+}
 
 /** What applying a command produced. */
 export type ApplyResult =
   | { kind: "submitted"; jobId: Uint8Array; duplicate: boolean }
   | { kind: "reported"; accepted: boolean; jobDone: boolean }
   /** How many of the command's jobs it removed (the others were gone or not finished). */
-  | { kind: "removed"; removed: number };
+  | { kind: "removed"; removed: number }
+  /** Whether the grant took effect (its epoch was the next one). */
+  | { kind: "leased"; granted: boolean };
 
 /** A job with its chunks. */
 export interface JobRecord {
@@ -139,6 +159,8 @@ export class JobTable {
    * storage tier deletes files nothing refers to; that is a later step.)
    */
   readonly fileRefs = new Map<string, number>();
+  /** The primary balancer lease, null until the first grant. */
+  lease: BalancerLeaseRecord | null = null;
 
   /** Applies one committed command; deterministic. */
   apply(cmd: Command): ApplyResult {
@@ -149,7 +171,17 @@ export class JobTable {
         return this.#report(cmd.status, cmd.atMs);
       case "remove":
         return this.#remove(cmd.jobIds);
+      case "lease":
+        return this.#grant(cmd.lease);
     }
+  }
+
+  #grant(l: BalancerLeaseRecord): ApplyResult {
+    // Only the next epoch: two grants proposed at once (a leader change in between) cannot both
+    // win, and a replayed old grant changes nothing.
+    if (l.epoch !== (this.lease?.epoch ?? 0) + 1) return { kind: "leased", granted: false };
+    this.lease = { ...l, holder: l.holder.slice() };
+    return { kind: "leased", granted: true };
   }
 
   /** The job with this id, if any. */

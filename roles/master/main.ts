@@ -1,8 +1,12 @@
 /**
  * Start-up of a master:
  *
- *   dsys run --role master --listen EP --data DIR --balancer EP --storage EP
+ *   dsys run --role master --listen EP --data DIR --storage EP
  *            [--id NAME --peers NAME@EP,NAME@EP,… | --join] [--job-retention 24h]
+ *            [--balancer-lease-ms 3000]
+ *
+ * Masters are not told where the balancers are: balancers ask them for the primary lease
+ * (`--masters` on the balancer), and dispatches go to the holder's advertised endpoint.
  *
  * Without `--peers`/`--join` the master runs alone with a local fsync'd log (development phase 1).
  * With them it is a member of a Raft group; its member id is `NAME@<listen endpoint>`.
@@ -24,7 +28,6 @@ import { type ReplicatedLog, SingleNodeLog } from "./replicated_log.ts";
 import { DEFAULT_JOB_RETENTION_MS, MasterService } from "./service.ts";
 import { DurationError, formatDuration, parseDuration } from "../../lib/duration.ts";
 import { RaftGroup } from "./raft_group.ts";
-import { BalancerClient } from "../balancer/client.ts";
 import { FileStorage } from "./raft/storage.ts";
 import { MEMBER_ID_RE } from "./member_id.ts";
 import { decodeSnapshot, encodeSnapshot } from "./snapshot.ts";
@@ -33,8 +36,9 @@ import { decodeSnapshot, encodeSnapshot } from "./snapshot.ts";
 export interface MasterOptions {
   listen: string;
   data: string;
-  balancer: string;
   storage: string;
+  /** Length of the primary balancer lease, ms (`--balancer-lease-ms`). */
+  balancerLeaseMs?: number;
   /** Raft member name (default: "m"). */
   id?: string;
   /** Initial Raft members `NAME@ENDPOINT` (this master included) to bootstrap a group. */
@@ -78,7 +82,9 @@ export function parseMasterArgs(args: string[]): MasterOptions {
     options: {
       listen: { type: "string", default: "tcp://127.0.0.1:7100" },
       data: { type: "string", default: "./dsys-data/master" },
-      balancer: { type: "string", default: "tcp://127.0.0.1:7200" },
+      // Gone: balancers find the masters. Kept as a flag only to say so clearly.
+      balancer: { type: "string" },
+      "balancer-lease-ms": { type: "string" },
       storage: { type: "string", default: "tcp://127.0.0.1:7300" },
       id: { type: "string" },
       peers: { type: "string" },
@@ -117,14 +123,20 @@ export function parseMasterArgs(args: string[]): MasterOptions {
       throw new MasterArgsError("--job-retention must be positive (results would vanish unseen)");
     }
   }
+  if (values.balancer !== undefined) {
+    throw new MasterArgsError(
+      "--balancer is no longer a master flag: start each balancer with --masters instead " +
+        "(the masters grant one of them the primary lease)",
+    );
+  }
   if (peers && !values.id) {
     throw new MasterArgsError("--peers needs --id NAME (this master's name)");
   }
   return {
     listen: values.listen!,
     data: values.data!,
-    balancer: values.balancer!,
     storage: values.storage!,
+    balancerLeaseMs: num("balancer-lease-ms", values["balancer-lease-ms"]),
     id: values.id,
     peers,
     join: values.join,
@@ -195,12 +207,6 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
       endpoint,
     );
   }
-  // Primary first, then the standby (`--balancer P,S`): dispatches move on when one dies.
-  const balancer = new BalancerClient(opts.balancer.split(",").map((s) => s.trim()), {
-    node: nodeId,
-    timeoutMs: 5000,
-    log,
-  });
   const storage = new RpcClient(opts.storage, {
     node: nodeId,
     timeoutMs: 5000,
@@ -213,15 +219,15 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
     log,
     table,
     consensus,
-    balancer,
     storage,
+    balancerLeaseMs: opts.balancerLeaseMs,
     redispatchMs: opts.redispatchMs,
     raft,
     retentionMs: opts.retentionMs,
   });
   server.setHandler((msg, _peer, from) => {
     if (msg.type === MessageType.RaftMessage) {
-      // Balancer keys may send raft_message too (their sync tunnel), but never to a master.
+      // rpc admits only master keys (the schema's senders); checked here too, as Raft trusts it.
       if (from && from.role !== "master") {
         throw new RequestError(
           ErrorCode.Forbidden,
@@ -249,9 +255,8 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
     },
     raft,
     async close() {
-      service!.stop();
+      await service!.stop();
       await server.close();
-      await balancer.close();
       await storage.close();
       await consensus.close();
     },

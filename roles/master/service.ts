@@ -8,8 +8,14 @@
  * restarted or lost a message catches up (the balancer ignores chunks it already has). The
  * leader also collects history: a job finished for longer than the retention is removed by a
  * `remove` command it proposes (`dsys rm` proposes one at once).
+ *
+ * Dispatches go to the holder of the primary balancer lease only (JobTable.lease, granted by
+ * the leader through `balancer_lease`; timing in lease.ts). Balancers find the masters, not the
+ * other way round: a master learns their endpoints from their lease requests.
  */
 import {
+  type BalancerLease,
+  type BalancerLeaseReply,
   type ChunkRecord,
   ChunkState,
   type ClusterChange,
@@ -33,7 +39,9 @@ import { type JobRecord, JobTable } from "./job_table.ts";
 import { encodeCommand, MAX_REMOVE, specFromSubmit } from "./commands.ts";
 import type { ReplicatedLog } from "./replicated_log.ts";
 import type { RaftGroup } from "./raft_group.ts";
-import type { BalancerClient } from "../balancer/client.ts";
+import { BalancerDirectory } from "./balancers.ts";
+import { LeaseTimer } from "./lease.ts";
+import { splitNamedEndpoint } from "../../lib/named_endpoint.ts";
 import { MEMBER_ID_RE, memberEndpoint, memberName } from "./member_id.ts";
 import { type Credentials, type Identity, processCredentials } from "../../lib/security.ts";
 import { checkPlacementTicket } from "../../lib/capability.ts";
@@ -65,8 +73,9 @@ export interface MasterServiceDeps {
   log: Logger;
   table: JobTable;
   consensus: ReplicatedLog;
-  balancer: BalancerClient;
   storage: RpcClient;
+  /** Length of the primary balancer lease, ms (default DEFAULT_BALANCER_LEASE_MS). */
+  balancerLeaseMs?: number;
   limits?: Partial<SubmitLimits>;
   /** How often unfinished jobs are re-dispatched, ms. */
   redispatchMs?: number;
@@ -99,9 +108,14 @@ export class MasterService {
   #running = new Map<string, Set<number>>();
 
   #secret: Uint8Array | null;
+  /** Balancers seen, and clients to them. */
+  #balancers: BalancerDirectory;
+  #leaseTimer: LeaseTimer;
 
   constructor(deps: MasterServiceDeps) {
     this.#d = deps;
+    this.#balancers = new BalancerDirectory({ node: deps.node, log: deps.log });
+    this.#leaseTimer = new LeaseTimer(deps.balancerLeaseMs);
     this.#limits = { ...DEFAULT_SUBMIT_LIMITS, ...deps.limits };
     const auth = deps.auth === undefined ? processCredentials() : deps.auth;
     this.#secret = auth?.clusterSecret ?? null;
@@ -128,10 +142,11 @@ export class MasterService {
     this.#d.table = table;
   }
 
-  /** Stops timers. */
-  stop(): void {
+  /** Stops timers and closes the balancer clients. */
+  async stop(): Promise<void> {
     clearInterval(this.#timer);
     clearInterval(this.#gcTimer);
+    await this.#balancers.close();
   }
 
   /** The RpcServer handler. */
@@ -151,6 +166,8 @@ export class MasterService {
         return await this.#nodes();
       case MessageType.ClusterChange:
         return await this.#clusterChange(msg);
+      case MessageType.BalancerLease:
+        return await this.#lease(msg, from);
       default:
         throw new RequestError(
           ErrorCode.WrongRole,
@@ -163,6 +180,69 @@ export class MasterService {
     if (!this.#d.consensus.isLeader()) {
       throw new RequestError(ErrorCode.NotLeader, this.#d.consensus.leaderEndpoint());
     }
+  }
+
+  /**
+   * `balancer_lease`: grants, renews or refuses the primary balancer lease (lease.ts says why
+   * this is safe). In a secure cluster the endpoint must carry the asker's own key name, so a
+   * balancer can neither advertise another's name nor pass for another holder.
+   */
+  async #lease(m: BalancerLease, from: Identity | null): Promise<BalancerLeaseReply> {
+    this.#requireLeader();
+    const receivedAt = performance.now();
+    const named = splitNamedEndpoint(m.endpoint);
+    if (!named.endpoint.startsWith("tcp://") || new TextEncoder().encode(m.endpoint).length > 255) {
+      throw new RequestError(
+        ErrorCode.BadRequest,
+        `balancer_lease: endpoint ${JSON.stringify(m.endpoint)} is not [NAME@]tcp://HOST:PORT`,
+      );
+    }
+    if (from && named.name !== from.name) {
+      throw new RequestError(
+        ErrorCode.Forbidden,
+        `balancer_lease: endpoint ${m.endpoint} is not named for the sender's key ${from.name}`,
+      );
+    }
+    this.#balancers.seen(m.node, m.endpoint, Date.now());
+    const term = this.#d.raft?.node.status().term ?? 0;
+    const ask = { node: m.node, epoch: m.epoch, endpoint: m.endpoint };
+    const timer = this.#leaseTimer;
+    const d = timer.decide(this.#d.table.lease, ask, receivedAt, term);
+    let granted = false;
+    if (d.kind === "renew") {
+      await this.#d.consensus.readBarrier();
+      granted = timer.renewed(this.#d.table.lease, m.node, d.epoch, receivedAt, term);
+    } else if (d.kind === "grant") {
+      let res;
+      try {
+        res = await this.#d.consensus.propose(encodeCommand({ kind: "lease", lease: d.lease }));
+      } catch (e) {
+        timer.grantDone(false, performance.now());
+        throw e;
+      }
+      granted = res.kind === "leased" && res.granted;
+      timer.grantDone(granted, performance.now());
+      if (granted) {
+        this.#d.log.warn("balancer lease granted", {
+          epoch: d.lease.epoch,
+          holder: uuidToHex(m.node),
+          endpoint: m.endpoint,
+          durationMs: d.lease.durationMs,
+        });
+        // The new primary gets every unfinished job now, not at the next period.
+        this.#redispatchAll(0);
+      }
+    }
+    const l = this.#d.table.lease;
+    return {
+      type: MessageType.BalancerLeaseReply,
+      node: this.#d.node,
+      epoch: l?.epoch ?? 0,
+      holder: l?.holder ?? new Uint8Array(16),
+      durationMs: l?.durationMs ?? timer.durationMs,
+      granted,
+      endpoint: l?.endpoint ?? "",
+    };
   }
 
   async #submit(m: JobSubmit, from: Identity | null): Promise<Message> {
@@ -493,12 +573,21 @@ export class MasterService {
     return { type: MessageType.NodeListResponse, node: this.#d.node, nodes };
   }
 
-  /** Every balancer (primary and standby) with the workers they know, each node listed once. */
+  /**
+   * Every balancer (the lease holder, and those that asked this master for the lease in the last
+   * 10 s) with the workers they know, each node listed once.
+   */
   async #balancerNodes(nodes: NodeEntry[]): Promise<void> {
-    const b = this.#d.balancer;
-    const replies = await b.requestEach(
-      { type: MessageType.NodeListRequest, node: this.#d.node },
-      2000,
+    const endpoints = this.#balancers.recent(Date.now(), 10_000).map((b) => b.endpoint);
+    const holder = this.#d.table.lease?.endpoint;
+    if (holder && !endpoints.includes(holder)) endpoints.unshift(holder);
+    const replies = await Promise.allSettled(
+      endpoints.map((ep) =>
+        this.#balancers.client(ep).request(
+          { type: MessageType.NodeListRequest, node: this.#d.node },
+          2000,
+        )
+      ),
     );
     const seen = new Set<string>();
     replies.forEach((r, i) => {
@@ -521,7 +610,7 @@ export class MasterService {
         slots: 0,
         freeSlots: 0,
         lastSeenMs: 0,
-        endpoint: `${b.endpoints[i]} (${why})`,
+        endpoint: `${endpoints[i]} (${why})`,
       });
     });
   }
@@ -576,11 +665,13 @@ export class MasterService {
 
   #dispatchJob(job: JobRecord): void {
     const chunks = JobTable.unfinishedChunks(job);
-    if (chunks.length === 0) return;
+    // No lease yet: no primary to hand it to; the grant re-dispatches everything.
+    const lease = this.#d.table.lease;
+    if (chunks.length === 0 || !lease) return;
     const key = uuidToHex(job.spec.jobId);
     this.#lastDispatch.set(key, Date.now());
     const s = job.spec;
-    this.#d.balancer.request({
+    this.#balancers.client(lease.endpoint).request({
       type: MessageType.JobDispatch,
       node: this.#d.node,
       job: s.jobId,

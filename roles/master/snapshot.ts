@@ -1,9 +1,10 @@
 /**
  * Snapshots of the job table, for Raft log compaction and InstallSnapshot.
  *
- * A snapshot is the shortest command sequence that rebuilds the table: each job's `submit`
- * (in submission order, which also rebuilds every client's exactly-once session) followed by a
- * `report` for each finished chunk. It holds live jobs only: a removed job (finished for the
+ * A snapshot is the shortest command sequence that rebuilds the table: the balancer lease's
+ * `lease` grant (when there is one), then each job's `submit` (in submission order, which also
+ * rebuilds every client's exactly-once session) followed by a `report` for each finished
+ * chunk. It holds live jobs only: a removed job (finished for the
  * retention, or `dsys rm`) simply is not in the table any more. Replaying the submits rebuilds
  * the exactly-once sessions (a session is what its live jobs say, see `Session` in
  * job_table.ts) and, with the reports, the file reference counts. It reuses the log's command
@@ -20,6 +21,8 @@ const MAGIC = 0x544a5344; // "DSJT" little-endian
 /** The commands that rebuild `table`. */
 export function snapshotCommands(table: JobTable): Command[] {
   const cmds: Command[] = [];
+  // The current lease, first (decodeSnapshot sets it as it is rather than applying it).
+  if (table.lease) cmds.push({ kind: "lease", lease: table.lease });
   for (const job of table.jobs.values()) {
     cmds.push({ kind: "submit", spec: job.spec });
     for (const c of job.chunks) {
@@ -66,7 +69,10 @@ export function decodeSnapshot(data: Uint8Array): JobTable {
     if (off + 4 > data.length) throw new CommandError(`snapshot truncated at entry ${i}`);
     const len = v.getUint32(off, true);
     if (off + 4 + len > data.length) throw new CommandError(`snapshot entry ${i} overruns`);
-    table.apply(decodeCommand(data.subarray(off + 4, off + 4 + len)));
+    const cmd = decodeCommand(data.subarray(off + 4, off + 4 + len));
+    // The lease is state, not a step: set it as it was (apply would want epoch 1 first).
+    if (cmd.kind === "lease") table.lease = cmd.lease;
+    else table.apply(cmd);
     off += 4 + len;
   }
   if (off !== data.length) throw new CommandError("trailing bytes after snapshot entries");

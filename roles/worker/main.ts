@@ -81,6 +81,8 @@ export interface WorkerStats {
   running: number;
   /** Registrations acknowledged by the balancer (> 1 after a balancer restart). */
   registrations: number;
+  /** worker_requests refused for an older balancer epoch than one already seen (fencing). */
+  fenced: number;
   /** Counters of the FUSE mount. */
   fuse: FuseStats;
 }
@@ -225,7 +227,11 @@ class Worker implements WorkerNode {
   #registered = false;
   #loop: Promise<void> | null = null;
   #wake: (() => void) | null = null;
-  #stats = { accepted: 0, refused: 0, reported: 0, registrations: 0 };
+  #stats = { accepted: 0, refused: 0, reported: 0, registrations: 0, fenced: 0 };
+  /** chunk_finished reports not acknowledged yet (bounded: MAX_UNACKED_FINISHES). */
+  #unacked: Message[] = [];
+  /** Newest balancer lease epoch seen on a worker_request (older ones are refused). */
+  #epoch = 0;
 
   constructor(opts: WorkerOptions, nodeId: Uint8Array) {
     this.#opts = opts;
@@ -288,8 +294,9 @@ class Worker implements WorkerNode {
     this.#masters = new LeaderClient(this.#opts.masters, { node: this.nodeId });
     // Primary first, then the standby: requests move on when one stops answering.
     this.#balancer = new BalancerClient(this.#opts.balancer.split(",").map((s) => s.trim()), {
-      // Registered state lives in the balancer we talked to: tell the new one who we are.
-      onSwitch: () => (this.#registered = false),
+      // No re-registration on a switch: a standby that took over knows us (the primary
+      // replicates its workers), and registering with all slots free would make it re-run
+      // what it thinks runs here. One that does not know us answers NOT_FOUND, and we register.
       node: this.nodeId,
       timeoutMs: 5000,
       // A stable routing id lets the balancer address pushes by our node id, even across
@@ -361,6 +368,10 @@ class Worker implements WorkerNode {
     const period = this.#opts.heartbeatMs ?? 500;
     while (!this.#closing) {
       try {
+        // Finishes first: a balancer that just took over must hear that a chunk it thinks
+        // runs here ended before a registration or heartbeat says every slot is free (it would
+        // run that chunk again).
+        await this.#flushFinished();
         if (!this.#registered) await this.#register();
         else await this.#heartbeat();
       } catch (e) {
@@ -384,6 +395,17 @@ class Worker implements WorkerNode {
         };
       });
       this.#wake = null;
+    }
+  }
+
+  /** Sends the chunk_finished reports no balancer acknowledged yet, oldest first. */
+  async #flushFinished(): Promise<void> {
+    while (this.#unacked.length > 0 && !this.#closing) {
+      await this.#balancer.request(this.#unacked[0], 2000).catch((e) => {
+        // An error answer (stale, unknown worker) is an answer: retrying cannot help.
+        if (!(e instanceof RpcError) || e.code === ErrorCode.Unavailable) throw e;
+      });
+      this.#unacked.shift();
     }
   }
 
@@ -431,6 +453,20 @@ class Worker implements WorkerNode {
       accepted,
       reason,
     });
+    // Fencing: a push from an older lease epoch than one already seen comes from a deposed
+    // primary (paused or partitioned while its successor took over): its placement is stale.
+    const epoch = m.epoch ?? 0;
+    if (epoch < this.#epoch) {
+      this.#stats.refused++;
+      this.#stats.fenced++;
+      this.#log.warn("worker_request of an old balancer epoch refused", {
+        epoch,
+        newest: this.#epoch,
+        chunk: key,
+      });
+      return ack(false, `stale balancer epoch ${epoch} (newest seen ${this.#epoch})`);
+    }
+    this.#epoch = epoch;
     // A retried push of a chunk we already run must not start it twice.
     if (this.#chunks.has(key)) return ack(true, "");
     if (this.#closing) {
@@ -453,6 +489,12 @@ class Worker implements WorkerNode {
     };
     this.#chunks.set(key, chunk);
     this.#stats.accepted++;
+    this.#log.info("chunk accepted", {
+      job: uuidToHex(m.job),
+      chunk: m.chunkIndex,
+      attempt: m.attempt,
+      epoch,
+    });
     chunk.done = this.#runChunk(chunk).catch((e) => {
       this.#log.error("chunk handling failed", { chunk: key, error: e });
       return false;
@@ -911,18 +953,17 @@ class Worker implements WorkerNode {
       attempt: status.attempt,
       state: status.state,
     };
-    // Best effort: if the balancer is away, the free slot shows in the next heartbeat or
-    // registration anyway.
-    for (let i = 0; i < 5 && !this.#closing; i++) {
-      try {
-        await this.#balancer.request(fin, 2000);
-        return true;
-      } catch (e) {
-        if (e instanceof RpcError && e.code !== ErrorCode.Unavailable) return false;
-        await sleep(200 * (i + 1));
-      }
+    try {
+      await this.#balancer.request(fin, 2000);
+      return true;
+    } catch (e) {
+      if (e instanceof RpcError && e.code !== ErrorCode.Unavailable) return false;
+      // The balancer is away (or failing over): the balancer loop re-sends it before its
+      // next heartbeat, to whichever balancer is primary by then.
+      this.#unacked.push(fin);
+      if (this.#unacked.length > MAX_UNACKED_FINISHES) this.#unacked.shift();
+      return false;
     }
-    return false;
   }
 
   async close(): Promise<void> {
@@ -1003,6 +1044,12 @@ function removeQuietly(path: string): void {
     Deno.removeSync(path);
   } catch { /* already gone */ }
 }
+
+/**
+ * Most unacknowledged chunk_finished reports kept: beyond that the oldest are dropped, and the
+ * balancer learns of those chunks' end from idle heartbeats (idleGraceMs) instead.
+ */
+const MAX_UNACKED_FINISHES = 1024;
 
 function chunkKey(m: { job: Uint8Array; chunkIndex: number; attempt: number }): string {
   return `${uuidToString(m.job)}/${m.chunkIndex}/${m.attempt}`;
