@@ -205,6 +205,21 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
       `${opts.data}/log`,
       (data) => table.apply(decodeCommand(data)),
       endpoint,
+      {
+        snapshot: () => encodeSnapshot(table),
+        restore: (data) => {
+          table = decodeSnapshot(data);
+          service?.setTable(table);
+        },
+        snapshotEvery: opts.snapshotEvery,
+        log,
+        onFatal: (e) => {
+          log.error("lone master log compaction failed after its snapshot was written", {
+            error: e,
+          });
+          Deno.exit(70);
+        },
+      },
     );
   }
   const storage = new RpcClient(opts.storage, {
