@@ -11,6 +11,20 @@
 // immutable; eviction (LRU, decided by TypeScript) goes through dsys_fuse_evict, which refuses while
 // a file is open through the mount, pinned, or being fetched, so an open file never loses its bytes.
 //
+// Access: the worker's chunks run as per-slot uids (roles/worker/sandbox.ts). A top-level directory
+// (a job's, `<job-id>/`) is served only to root and to the uids TypeScript allowed for it
+// (dsys_fuse_allow, counted per uid: one per running chunk of that job), checked on every lookup,
+// getattr, opendir and open with the caller's uid (fuse_req_ctx), so a process of another uid,
+// in a sandbox or not, can neither open another job's inputs nor list their names; listing the
+// mount's root shows a uid only the directories it is allowed. Reads need an open file, so they
+// are not checked again.
+//
+// Cache integrity: a cache file is used only when it is known to hold its id's bytes: verified
+// (SHA-256 by TypeScript) when it entered the cache or on its first use by this process, and
+// unchanged since (same inode, size, mtime and ctime as then). Anything else is handed to the
+// fetch callback again, which re-verifies or re-fetches it, so a file changed on disk is never
+// served (detected when the file is next opened with no open handle left).
+//
 // Locking: one mutex per mount guards every table; it is never held across blocking I/O except
 // open()/fstat() of a local cache file.
 
@@ -64,8 +78,19 @@ typedef struct centry {
   uint64_t last_use; /* value of the mount's use clock at the last open/read */
   int backing_id;    /* kernel passthrough backing id while pt_opens > 0, else 0 */
   uint32_t pt_opens; /* opens served by passthrough */
+  /* The cache file as it was when its bytes were last verified against the id (0: never). */
+  int verified;
+  dev_t v_dev;
+  ino_t v_ino;
+  off_t v_size;
+  struct timespec v_mtime, v_ctime;
   struct centry *next;
 } centry;
+
+typedef struct acl_entry {
+  uint32_t uid;
+  uint32_t count;
+} acl_entry;
 
 typedef struct node {
   uint64_t ino;
@@ -80,6 +105,9 @@ typedef struct node {
   /* Opens using the FUSE page cache. The kernel refuses passthrough opens of an inode while
    * such opens exist (ETXTBSY), so passthrough is only chosen when this is 0. */
   uint32_t cached_opens;
+  /* Top-level directories: uids besides root allowed in (with a count per uid). */
+  acl_entry *acl;
+  uint32_t acl_len, acl_cap;
   int removed;
   struct node *ino_next;  /* ino hash chain */
   struct node *name_next; /* (parent ino, name) hash chain */
@@ -304,8 +332,24 @@ static node *node_new(dsys_fuse *fs, node *parent, const char *name, int is_dir)
 static void node_free(dsys_fuse *fs, node *n) {
   ino_remove(fs, n);
   free(n->name);
+  free(n->acl);
   free(n);
 }
+
+/* Whether uid may see n: root always; otherwise n must lie in a top-level directory that allows
+ * uid (the root itself is visible to all: its listing is filtered). A detached node is visible to
+ * root only (files already open stay readable: reads are not checked). Called with fs->mu held. */
+static int allowed_locked(dsys_fuse *fs, node *n, uid_t uid) {
+  if (uid == 0 || n == fs->root) return 1;
+  node *top = n;
+  while (top->parent && top->parent != fs->root) top = top->parent;
+  if (!top->parent) return 0;
+  for (uint32_t i = 0; i < top->acl_len; i++)
+    if (top->acl[i].uid == (uint32_t)uid) return 1;
+  return 0;
+}
+
+static uid_t req_uid(fuse_req_t req) { return fuse_req_ctx(req)->uid; }
 
 /* Detaches n's subtree from the namespace. Nodes the kernel still knows (nlookup > 0) stay in the
  * inode table until FORGET, so getattr on an inode the kernel holds keeps working. */
@@ -352,10 +396,21 @@ static void cache_path(dsys_fuse *fs, const uint8_t *id, char *out, size_t cap) 
   snprintf(out, cap, "%s/%s", fs->cache_dir, h);
 }
 
-/* Opens the cache file for c. Returns 0, ENOENT when absent, EIO when unreadable. A file of the
- * wrong size (foreign or damaged) must never be served as the input: it is deleted and reported
- * as absent, so the caller fetches it again. Called with fs->mu held and c->fd < 0, so nothing of
- * ours has the file open. */
+static int same_time(struct timespec a, struct timespec b) {
+  return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+}
+
+/* True when st is the cache file exactly as it was verified. */
+static int still_verified(const centry *c, const struct stat *st) {
+  return c->verified && st->st_dev == c->v_dev && st->st_ino == c->v_ino &&
+         st->st_size == c->v_size && same_time(st->st_mtim, c->v_mtime) &&
+         same_time(st->st_ctim, c->v_ctime);
+}
+
+/* Opens the cache file for c. Returns 0, ENOENT when absent or not verified as it is now (the
+ * fetch callback then verifies or re-fetches it), EIO when unreadable. A file of the wrong size
+ * (foreign or damaged) must never be served as the input: it is deleted and reported as absent.
+ * Called with fs->mu held and c->fd < 0, so nothing of ours has the file open. */
 static int open_cache_locked(dsys_fuse *fs, centry *c, uint64_t size) {
   char path[PATH_MAX];
   cache_path(fs, c->id, path, sizeof(path));
@@ -369,10 +424,31 @@ static int open_cache_locked(dsys_fuse *fs, centry *c, uint64_t size) {
   if ((uint64_t)st.st_size != size) {
     close(fd);
     unlink(path);
+    c->verified = 0;
+    return ENOENT;
+  }
+  if (!still_verified(c, &st)) {
+    close(fd);
+    c->verified = 0;
     return ENOENT;
   }
   c->fd = fd;
   return 0;
+}
+
+/* Records the cache file of c as verified as it is now (called when a fetch completed: the
+ * callback has just checked its bytes against the id). Called with fs->mu held. */
+static void mark_verified_locked(dsys_fuse *fs, centry *c) {
+  char path[PATH_MAX];
+  cache_path(fs, c->id, path, sizeof(path));
+  struct stat st;
+  c->verified = stat(path, &st) == 0;
+  if (!c->verified) return;
+  c->v_dev = st.st_dev;
+  c->v_ino = st.st_ino;
+  c->v_size = st.st_size;
+  c->v_mtime = st.st_mtim;
+  c->v_ctime = st.st_ctim;
 }
 
 static struct timespec deadline_after(int ms) {
@@ -494,10 +570,12 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
   dsys_fuse *fs = FS(req);
   struct fuse_entry_param e;
   memset(&e, 0, sizeof(e));
+  uid_t uid = req_uid(req);
   pthread_mutex_lock(&fs->mu);
   fs->st_lookups++;
   node *n = name_find(fs, parent, name);
-  if (!n) {
+  /* Another job's directory does not exist for this uid (not even its name). */
+  if (!n || !allowed_locked(fs, n, uid)) {
     pthread_mutex_unlock(&fs->mu);
     fuse_reply_err(req, ENOENT);
     return;
@@ -544,22 +622,26 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
   (void)fi;
   dsys_fuse *fs = FS(req);
   struct stat st;
+  uid_t uid = req_uid(req);
   pthread_mutex_lock(&fs->mu);
   node *n = ino_find(fs, ino);
-  if (n) fill_attr(n, &st);
+  int ok = n && allowed_locked(fs, n, uid);
+  if (ok) fill_attr(n, &st);
   pthread_mutex_unlock(&fs->mu);
   if (!n) fuse_reply_err(req, ENOENT);
+  else if (!ok) fuse_reply_err(req, EACCES);
   else fuse_reply_attr(req, &st, TTL);
 }
 
 /* readdir serves a snapshot taken at opendir so offsets stay stable while TS adds/removes files. */
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   dsys_fuse *fs = FS(req);
+  uid_t uid = req_uid(req);
   pthread_mutex_lock(&fs->mu);
   node *n = ino_find(fs, ino);
-  if (!n || !n->is_dir) {
+  if (!n || !n->is_dir || !allowed_locked(fs, n, uid)) {
     pthread_mutex_unlock(&fs->mu);
-    fuse_reply_err(req, n ? ENOTDIR : ENOENT);
+    fuse_reply_err(req, !n ? ENOENT : !n->is_dir ? ENOTDIR : EACCES);
     return;
   }
   dir_snap *s = calloc(1, sizeof(*s));
@@ -571,10 +653,12 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
   s->e[1].ino = n->parent ? n->parent->ino : n->ino;
   s->e[1].is_dir = 1;
   s->n = 2;
-  for (node *c = n->first_child; c; c = c->next_sib, s->n++) {
+  for (node *c = n->first_child; c; c = c->next_sib) {
+    if (!allowed_locked(fs, c, uid)) continue; /* the root's listing: only this uid's jobs */
     s->e[s->n].name = strdup(c->name);
     s->e[s->n].ino = c->ino;
     s->e[s->n].is_dir = c->is_dir;
+    s->n++;
   }
   pthread_mutex_unlock(&fs->mu);
   fi->fh = (uint64_t)(uintptr_t)s;
@@ -652,11 +736,20 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
     fuse_reply_err(req, EROFS);
     return;
   }
+  uid_t uid = req_uid(req);
   pthread_mutex_lock(&fs->mu);
   node *n = ino_find(fs, ino);
-  if (!n || n->is_dir) {
+  if (!n || n->is_dir || !allowed_locked(fs, n, uid)) {
     pthread_mutex_unlock(&fs->mu);
-    fuse_reply_err(req, n ? EISDIR : ENOENT);
+    fuse_reply_err(req, !n ? ENOENT : n->is_dir ? EISDIR : EACCES);
+    return;
+  }
+  /* Already open: the cache file must still be the verified one (a file changed on disk since
+   * is never served; the next open after its last handle closes fetches it again). */
+  struct stat cst;
+  if (n->ce->fd >= 0 && (fstat(n->ce->fd, &cst) != 0 || !still_verified(n->ce, &cst))) {
+    pthread_mutex_unlock(&fs->mu);
+    fuse_reply_err(req, EIO);
     return;
   }
   open_file *h = malloc(sizeof(*h));
@@ -809,6 +902,7 @@ static void free_all(dsys_fuse *fs) {
     for (node *n = fs->ino_tab[i], *nx; n; n = nx) {
       nx = n->ino_next;
       free(n->name);
+      free(n->acl);
       free(n);
     }
   for (size_t i = 0; i < fs->id_cap; i++)
@@ -1073,6 +1167,7 @@ int dsys_fuse_complete(dsys_fuse *fs, const uint8_t *id, int err) {
     c->last_err = err;
     c->gen++;
     if (err) fs->st_fetch_failures++;
+    else mark_verified_locked(fs, c);
     pthread_cond_broadcast(&fs->done_cv);
     rc = 0;
   }
@@ -1089,12 +1184,42 @@ int dsys_fuse_begin_fetch(dsys_fuse *fs, const uint8_t *id) {
   char path[PATH_MAX];
   cache_path(fs, id, path, sizeof(path));
   int rc;
+  struct stat st;
   if (c->fetching) rc = 2;
-  else if (c->fd >= 0 || access(path, F_OK) == 0) rc = 0;
+  else if (stat(path, &st) == 0 && still_verified(c, &st)) rc = 0;
   else {
     c->fetching = 1;
     fs->st_fetch_requests++;
     rc = 1;
+  }
+  pthread_mutex_unlock(&fs->mu);
+  return rc;
+}
+
+/** Lets uid into the top-level directory `name` (delta +1) or takes one such grant back (-1); a
+ * uid is allowed while its count is above 0. Returns the new count, or -ENOENT when there is no
+ * such directory, -EINVAL for a bad name or uid 0 (root is always allowed). */
+int dsys_fuse_allow(dsys_fuse *fs, const char *name, uint32_t uid, int delta) {
+  if (uid == 0 || !*name || strchr(name, '/')) return -EINVAL;
+  pthread_mutex_lock(&fs->mu);
+  node *d = name_find(fs, fs->root->ino, name);
+  int rc = -ENOENT;
+  if (d && d->is_dir) {
+    uint32_t i = 0;
+    while (i < d->acl_len && d->acl[i].uid != uid) i++;
+    if (i == d->acl_len && delta > 0) {
+      if (d->acl_len == d->acl_cap) {
+        d->acl_cap = d->acl_cap ? d->acl_cap * 2 : 4;
+        d->acl = realloc(d->acl, sizeof(acl_entry) * d->acl_cap);
+      }
+      d->acl[d->acl_len++] = (acl_entry){.uid = uid, .count = 0};
+    }
+    if (i < d->acl_len) {
+      long n = (long)d->acl[i].count + delta;
+      d->acl[i].count = n < 0 ? 0 : (uint32_t)n;
+      rc = (int)d->acl[i].count;
+      if (rc == 0) d->acl[i] = d->acl[--d->acl_len];
+    } else rc = 0;
   }
   pthread_mutex_unlock(&fs->mu);
   return rc;

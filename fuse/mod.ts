@@ -36,7 +36,13 @@ export interface FuseMountOptions {
   mountpoint: string;
   /** Local cache directory (created if missing); files are named by lowercase id hex. */
   cacheDir: string;
-  /** Downloads id's bytes and creates `cachePath` atomically (write a temp file, then rename). */
+  /**
+   * Makes `cachePath` hold id's verified bytes: when a file is there already (cached by an
+   * earlier run, or changed on disk since it was verified), checks it against the id and keeps
+   * it only if it matches; otherwise downloads the bytes, verifies them and creates `cachePath`
+   * atomically (write a temp file, then rename). The mount serves a cache file only after this
+   * resolved for it, and only while the file is unchanged since (inode, size, mtime, ctime).
+   */
   fetch: (id: Uint8Array, cachePath: string) => Promise<void>;
   /** A reader waiting longer than this for a fetch gets EIO; also bounds each fetch call. */
   fetchTimeoutMs?: number;
@@ -106,6 +112,7 @@ const SYMBOLS = {
   dsys_fuse_complete: { parameters: ["pointer", "buffer", "i32"], result: "i32" },
   dsys_fuse_begin_fetch: { parameters: ["pointer", "buffer"], result: "i32" },
   dsys_fuse_pin: { parameters: ["pointer", "buffer", "i32"], result: "i32" },
+  dsys_fuse_allow: { parameters: ["pointer", "buffer", "u32", "i32"], result: "i32" },
   dsys_fuse_evict: { parameters: ["pointer", "buffer"], result: "i32" },
   dsys_fuse_last_use: { parameters: ["pointer", "buffer"], result: "u64" },
   dsys_fuse_stats: { parameters: ["pointer", "buffer"], result: "void" },
@@ -349,6 +356,26 @@ export class FuseMount {
       // Someone else's fetch is in flight: poll until it settles (then cached, or ours to retry).
       await new Promise((r) => setTimeout(r, 10));
     }
+  }
+
+  /** Lets `uid` into the top-level directory `name` (a job's) for one more holder: the mount
+   * serves a top-level directory only to root and to the uids allowed into it. Returns the
+   * holders of that uid now. */
+  allowUid(name: string, uid: number): number {
+    return this.#allow(name, uid, 1);
+  }
+
+  /** Takes back one {@link allowUid} (the uid is let in while it has holders). */
+  disallowUid(name: string, uid: number): number {
+    return this.#allow(name, uid, -1);
+  }
+
+  #allow(name: string, uid: number, delta: number): number {
+    this.#alive();
+    const rc = this.#lib.symbols.dsys_fuse_allow(this.#h, cstr(name), uid, delta);
+    if (rc >= 0) return rc;
+    const why = rc === -ENOENT ? "no such top-level directory" : "bad name or uid";
+    throw new FuseError(this.mountpoint, `allow uid ${uid} into ${name}: ${why}`);
   }
 
   /** Protects id's cache file from eviction until a matching {@link unpin}. Returns the count. */

@@ -99,7 +99,14 @@ Deno.test("worker: a reused slot directory shows a chunk nothing of the previous
       '(sleep 0.5; echo late > "$DSYS_OUTPUT_DIR/late") &\n' +
       'echo $! > "$1/bg-$DSYS_CHUNK_INDEX"\n',
   );
-  const cluster = await LocalCluster.start({ workers: 1, slotsPerWorker: 1 });
+  // Unsandboxed (--no-sandbox): these are the slot directory's own defences, which are all a
+  // trusted cluster without the sandbox has; the program writes host paths the sandbox would not
+  // show it. Sandboxed, every chunk gets a tmpfs of its own: tests/sandbox_attack_test.ts.
+  const cluster = await LocalCluster.start({
+    workers: 1,
+    slotsPerWorker: 1,
+    extraArgs: { worker: ["--no-sandbox"] },
+  });
   const client = new DsysClient(cluster.info);
   const sentinel = await Deno.makeTempDir({ prefix: "dsys-sentinel-" });
   const bgPids = await Deno.makeTempDir({ prefix: "dsys-bgpids-" });

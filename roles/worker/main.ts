@@ -8,6 +8,7 @@
 
 import { BalancerClient } from "../balancer/client.ts";
 import { parseArgs } from "node:util";
+import { createHash } from "node:crypto";
 import {
   SECURITY_FLAGS,
   type SecurityOptions,
@@ -37,7 +38,17 @@ import { LeaderClient } from "../../client/leader_client.ts";
 import { type ReadCap, StorageClient } from "../../client/storage_client.ts";
 import { CAP_BYTES } from "../../lib/capability.ts";
 import { CacheIndex } from "./cache_index.ts";
-import { type RunningProgram, startProgram } from "./runner.ts";
+import { type RunningProgram, type RunResult, startProgram } from "./runner.ts";
+import { ChunkRun, ChunkSandbox, type LimitHit } from "./chunk_sandbox.ts";
+import {
+  type ChunkLimits,
+  DEFAULT_POLICY,
+  type LimitPolicy,
+  type LimitRequest,
+  resolveLimits,
+} from "./limits.ts";
+import { INSIDE, sandboxEnv } from "./sandbox.ts";
+import { SANDBOX_FLAGS, sandboxOptions } from "./sandbox_flags.ts";
 
 /** Options of a worker node (`dsys run --role worker …`). */
 export interface WorkerOptions {
@@ -67,6 +78,15 @@ export interface WorkerOptions {
   log?: Logger;
   /** Keys (`--key`, `--keyring`) or `--insecure`. */
   security?: SecurityOptions;
+  /** Run every chunk in the sandbox (default). False (`--no-sandbox`): chunks run as the
+   * worker's own user and see all it sees; for trusted clusters only, and logged loudly. */
+  sandbox?: boolean;
+  /** Per-slot uids of sandboxed chunks, FIRST..FIRST+count-1 (`--sandbox-uids FIRST-LAST`). */
+  sandboxUids?: { first: number; count: number };
+  /** Per-chunk limit defaults and maxima (`--default-*`, `--max-*`, `--allow-host-network`). */
+  limits?: LimitPolicy;
+  /** Host-wide lock directory of the sandbox uids (default /run/dsys-sandbox). */
+  sandboxLockDir?: string;
 }
 
 /** Counters of a worker, for tests and diagnostics. */
@@ -109,7 +129,8 @@ export class WorkerError extends Error {
 }
 
 /** Parses `--data --balancer --storage --masters --slots --cache-bytes --mount` and the optional
- * `--listen` (ignored), `--heartbeat-ms`, `--fetch-timeout-ms`, `--label`. */
+ * `--listen` (ignored), `--heartbeat-ms`, `--fetch-timeout-ms`, `--label`, and the sandbox and
+ * limit flags of roles/worker/sandbox_flags.ts. */
 export function parseWorkerArgs(args: string[]): WorkerOptions {
   const { values } = parseArgs({
     args,
@@ -127,6 +148,7 @@ export function parseWorkerArgs(args: string[]): WorkerOptions {
       "fetch-timeout-ms": { type: "string", default: "300000" },
       label: { type: "string" },
       ...SECURITY_FLAGS,
+      ...SANDBOX_FLAGS,
     },
     strict: true,
   });
@@ -156,6 +178,7 @@ export function parseWorkerArgs(args: string[]): WorkerOptions {
     fetchTimeoutMs: int("fetch-timeout-ms", values["fetch-timeout-ms"]!, 100),
     label: values.label,
     security: securityOptions(values),
+    ...sandboxOptions(values),
   };
 }
 
@@ -163,6 +186,8 @@ export function parseWorkerArgs(args: string[]): WorkerOptions {
 interface Held {
   pinned: Uint8Array[];
   jobDir: string | null;
+  /** The slot uid the mount lets into `jobDir` for this chunk (sandboxed). */
+  uid: number | null;
 }
 
 interface Chunk {
@@ -177,6 +202,8 @@ interface Chunk {
   programFile: ProgramFile | null;
   /** Set while the chunk waits for its program: stops the wait when the worker shuts down. */
   onAbort: (() => void) | null;
+  /** Set when the chunk's slot cannot be used again (its processes or tmpfs would not go). */
+  slotBroken?: boolean;
 }
 
 const enc = new TextEncoder();
@@ -207,12 +234,17 @@ class Worker implements WorkerNode {
   #programsDir: string;
   #programs = new Map<string, ProgramFile>();
   #programSeq = 0;
-  /** Slot directories (`<chunks>/slot-N` with `scratch/`, `out/`, `stdout`, `stderr`) not in
-   * use. Reused, emptied, rather than created and deleted per chunk: on ext4 a create after many
+  /** Slots not in use, by index. Slot i has the directory `<chunks>/slot-i`, and sandboxed its
+   * uid and cgroup. Unsandboxed, the directory holds `scratch/`, `out/`, `stdout`, `stderr`,
+   * reused, emptied, rather than created and deleted per chunk: on ext4 a create after many
    * recent deletes scans for an inode not recently freed, which profiling showed to be the
-   * worker's main cost per trivial chunk (3 mkdirs + 2 files each time). */
-  #freeDirs: string[] = [];
-  #dirSeq = 0;
+   * worker's main cost per trivial chunk (3 mkdirs + 2 files each time). Sandboxed, the chunk's
+   * files live on a tmpfs of its own (`slot-i/fs`). */
+  #freeSlotIds: number[] = [];
+  /** Slots taken out of use (their processes or tmpfs would not go). */
+  #brokenSlots = 0;
+  /** The slots' sandboxes; null with --no-sandbox. */
+  #sandbox: ChunkSandbox | null = null;
   /** Input dir of chunks of jobs without inputs (empty, read-only, shared). */
   #emptyInputDir: string;
   #index: CacheIndex;
@@ -251,9 +283,48 @@ class Worker implements WorkerNode {
     // A worker listens on nothing: the loopback rule does not apply, only whether it has keys.
     setUpNodeSecurity("worker", this.#opts.security ?? {}, undefined, this.#log);
     await Deno.mkdir(this.#cacheDir, { recursive: true });
-    // Scratch dirs of chunks that were running when the previous process died: nobody owns them.
+    // The cache and the chunks' directories are the worker's alone: no chunk's sandbox shows
+    // them, and no other user of the host needs them either.
+    await Deno.chmod(this.#cacheDir, 0o700);
+    // Scratch dirs of chunks that were running when the previous process died: nobody owns them
+    // (their tmpfs, if it died sandboxed, are unmounted first so the removal stays on our disk).
+    ChunkSandbox.unmountStale(this.#chunksDir);
     await Deno.remove(this.#chunksDir, { recursive: true }).catch(() => {});
-    await Deno.mkdir(this.#chunksDir, { recursive: true });
+    await Deno.mkdir(this.#chunksDir, { recursive: true, mode: 0o700 });
+    await Deno.chmod(this.#chunksDir, 0o700);
+    this.#freeSlotIds = Array.from(
+      { length: this.#opts.slots },
+      (_, i) => this.#opts.slots - 1 - i,
+    );
+    if (this.#opts.sandbox === false) {
+      this.#log.warn(
+        "SANDBOX DISABLED (--no-sandbox): chunks run as this worker's own user and see all it " +
+          "sees (its keys, cache, data directory, other jobs' files, the network); for trusted " +
+          "clusters only",
+        { uid: Deno.uid() },
+      );
+    } else {
+      try {
+        this.#sandbox = await ChunkSandbox.setUp({
+          nodeHex: uuidToHex(this.nodeId),
+          slots: this.#opts.slots,
+          chunksDir: this.#chunksDir,
+          uids: this.#opts.sandboxUids,
+          lockDir: this.#opts.sandboxLockDir,
+          policy: this.#opts.limits ?? DEFAULT_POLICY,
+          hide: [this.#opts.security?.key, this.#opts.security?.keyring, this.#opts.data]
+            .filter((p): p is string => !!p),
+          log: this.#log,
+        });
+      } catch (e) {
+        throw new WorkerError(
+          `worker ${uuidToHex(this.nodeId)}: the chunk sandbox cannot be set up: ${
+            e instanceof Error ? e.message : e
+          }`,
+          { cause: e },
+        );
+      }
+    }
     await Deno.mkdir(this.#programsDir);
     await Deno.mkdir(this.#emptyInputDir);
     await Deno.chmod(this.#emptyInputDir, 0o555);
@@ -264,6 +335,7 @@ class Worker implements WorkerNode {
     } catch (e) {
       // Leave nothing behind (a mount, sockets keeping the process alive) when start-up fails.
       await this.#mount?.unmount().catch(() => {});
+      await this.#sandbox?.close().catch(() => {});
       await Promise.allSettled([
         this.#storage.close(),
         this.#balancer?.close(),
@@ -317,6 +389,19 @@ class Worker implements WorkerNode {
   // Cache: fetch callback of the mount
 
   async #fetch(id: Uint8Array, cachePath: string): Promise<void> {
+    // A file already there (cached by an earlier run, or changed on disk since this process
+    // verified it) is served again only if it still holds the id's bytes.
+    const had = await fileHasId(cachePath, id);
+    if (had === true) {
+      this.#log.debug("cache file verified", { file: uuidToHex(id) });
+      return;
+    }
+    if (had === false) {
+      this.#log.warn("cache file does not match its id; fetching it again", {
+        file: uuidToHex(id),
+      });
+      await Deno.remove(cachePath).catch(() => {});
+    }
     // getToFile verifies the SHA-256 against the id and renames into place only then: the cache
     // outlives this process and is addressed by content, so wrong bytes must never get in.
     const n = await this.#storage.getToFile(id, cachePath, this.#readCap(id));
@@ -361,7 +446,7 @@ class Worker implements WorkerNode {
   // Balancer: registration, heartbeats, worker_request
 
   #freeSlots(): number {
-    return Math.max(0, this.#opts.slots - this.#chunks.size);
+    return Math.max(0, this.#opts.slots - this.#brokenSlots - this.#chunks.size);
   }
 
   async #balancerLoop(): Promise<void> {
@@ -517,12 +602,16 @@ class Worker implements WorkerNode {
   async #runChunk(c: Chunk): Promise<boolean> {
     const req = c.req;
     const log = this.#log.child({ chunk: c.key });
-    const held: Held = { pinned: [], jobDir: null };
+    const held: Held = { pinned: [], jobDir: null, uid: null };
     let status: WorkerStatus | null;
     let dir: string | null = null;
+    const slot = this.#freeSlotIds.pop();
     try {
-      dir = this.#takeDir();
-      status = await this.#execute(c, dir, held, log);
+      if (slot === undefined) {
+        throw new WorkerError("no usable slot (a slot's processes or tmpfs would not go)");
+      }
+      dir = this.#takeDir(slot);
+      status = await this.#execute(c, dir, slot, held, log);
     } catch (e) {
       // Setup failed (bad input name, disk full, …): still a definite result for the master.
       const text = e instanceof Error ? e.message : String(e);
@@ -533,7 +622,7 @@ class Worker implements WorkerNode {
       this.#release(held);
       if (c.programFile) this.#releaseProgram(c.programFile);
     }
-    if (dir !== null) await this.#returnDir(dir, log);
+    if (dir !== null && slot !== undefined) await this.#returnDir(dir, slot, c, log);
     if (held.pinned.length > 0) this.#enforceCache();
     if (c.aborted) {
       // Shutting down: say so at once (best effort) so the master re-dispatches the chunk
@@ -545,11 +634,10 @@ class Worker implements WorkerNode {
     return status ? await this.#report(status, c, log) : false;
   }
 
-  /** A slot directory with empty `scratch/` and `out/` for one chunk. */
-  #takeDir(): string {
-    const free = this.#freeDirs.pop();
-    if (free !== undefined) return free;
-    const dir = `${this.#chunksDir}/slot-${this.#dirSeq++}`;
+  /** Slot `slot`'s directory; unsandboxed with empty `scratch/` and `out/` for one chunk. */
+  #takeDir(slot: number): string {
+    const dir = `${this.#chunksDir}/slot-${slot}`;
+    if (this.#sandbox || isRealDir(dir)) return dir;
     // Synchronous: three mkdirs, once per slot, cheaper than async ops on the thread pool.
     Deno.mkdirSync(dir);
     Deno.mkdirSync(`${dir}/scratch`);
@@ -557,9 +645,19 @@ class Worker implements WorkerNode {
     return dir;
   }
 
-  /** Empties a chunk's `scratch/` and `out/` (the program's process group is gone by now) and
-   * keeps the directory for the next chunk; a directory that cannot be emptied is dropped. */
-  async #returnDir(dir: string, log: Logger): Promise<void> {
+  /** Gives slot `slot` back. Unsandboxed, empties the chunk's `scratch/` and `out/` (the
+   * program's process group is gone by now) and keeps the directory for the next chunk; a
+   * directory that cannot be emptied is dropped (the next chunk of the slot makes a new one).
+   * Sandboxed, the chunk's tmpfs is gone already; a slot whose processes or tmpfs would not go
+   * is taken out of use. */
+  async #returnDir(dir: string, slot: number, c: Chunk, log: Logger): Promise<void> {
+    if (this.#sandbox) {
+      if (c.slotBroken) {
+        this.#brokenSlots++;
+        log.error("slot taken out of use", { slot, usable: this.#opts.slots - this.#brokenSlots });
+      } else this.#freeSlotIds.push(slot);
+      return;
+    }
     try {
       // The program could have replaced any of these (e.g. `out` by a symlink to `/`): emptying
       // through a symlink, or a spawn truncating `stdout` through one, would hit files outside
@@ -579,14 +677,15 @@ class Worker implements WorkerNode {
         }
       }
       // stdout and stderr stay: the next spawn truncates them.
-      if (!this.#closing && this.#freeDirs.length < this.#opts.slots) this.#freeDirs.push(dir);
-      else await Deno.remove(dir, { recursive: true });
+      if (this.#closing) await Deno.remove(dir, { recursive: true });
     } catch (e) {
       log.warn("could not empty chunk directory; dropping it", { dir, error: e });
       await Deno.remove(dir, { recursive: true }).catch(() => {
         /* gone, or the next start wipes it */
       });
     }
+    // Only now: the next chunk of the slot must find the directory emptied (or gone).
+    this.#freeSlotIds.push(slot);
   }
 
   /**
@@ -706,6 +805,11 @@ class Worker implements WorkerNode {
 
   /** Unpins a chunk's inputs and drops its job's mount directory after the job's last chunk. */
   #release(held: Held): void {
+    if (held.jobDir !== null && held.uid !== null) {
+      try {
+        this.#mount.disallowUid(held.jobDir, held.uid);
+      } catch { /* unmounted during shutdown */ }
+    }
     for (const id of held.pinned) {
       try {
         this.#mount.unpin(id);
@@ -725,7 +829,13 @@ class Worker implements WorkerNode {
   }
 
   /** Sets up, runs and uploads one chunk; returns its final status, or null when aborted. */
-  async #execute(c: Chunk, dir: string, held: Held, log: Logger): Promise<WorkerStatus | null> {
+  async #execute(
+    c: Chunk,
+    dir: string,
+    slot: number,
+    held: Held,
+    log: Logger,
+  ): Promise<WorkerStatus | null> {
     const req = c.req;
     const jobDir = uuidToString(req.job);
     const acquiring = this.#acquireProgram(req);
@@ -759,6 +869,18 @@ class Worker implements WorkerNode {
       return null;
     }
     const programPath = c.programFile.path;
+    const sb = this.#sandbox;
+    // A sandboxed chunk's limits: refused before anything is set up when they are beyond what
+    // this worker allows (errors are values: the chunk fails with Policy and the reason).
+    let limits: ChunkLimits | null = null;
+    if (sb) {
+      const lim = resolveLimits(req as LimitRequest, sb.policy);
+      if (!lim.ok) {
+        log.info("chunk refused by the worker's limits", { ...lim.refusal });
+        return bareStatus(this.nodeId, req, CS.Failed, FC.Policy, lim.refusal.reason);
+      }
+      limits = lim.limits;
+    }
 
     // A job without inputs still gets an (empty, local, read-only) input dir, so the variable
     // is usable.
@@ -776,123 +898,164 @@ class Worker implements WorkerNode {
     }
     log.debug("chunk started", { inputs: req.inputFiles.length, timeLimitMs: req.timeLimitMs });
     const argument = new TextDecoder().decode(req.argument);
-    const env: Record<string, string> = {
-      PATH: Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin",
-      HOME: `${dir}/scratch`,
-      TMPDIR: `${dir}/scratch`,
-      DSYS_JOB_ID: jobDir,
-      DSYS_CHUNK_INDEX: String(req.chunkIndex),
-      DSYS_CHUNK_COUNT: String(req.numChunks),
-      DSYS_ATTEMPT: String(req.attempt),
-      DSYS_ARG: argument,
-      DSYS_INPUT_DIR: inputDir,
-      DSYS_OUTPUT_DIR: `${dir}/out`,
-    };
+    const args = req.argument.length > 0 ? [argument] : [];
     if (this.#closing) c.aborted = true;
     if (c.aborted) return null;
-    const program = await startProgram({
-      programPath,
-      args: req.argument.length > 0 ? [argument] : [],
-      env,
-      cwd: `${dir}/scratch`,
-      timeLimitMs: req.timeLimitMs,
-      stdoutPath: `${dir}/stdout`,
-      stderrPath: `${dir}/stderr`,
-    });
-    c.program = program;
-    if (c.aborted) program.kill();
-    if (program.pid !== 0) {
-      // Lets `dsys status` show the chunk as running. One best-effort try, not awaited: the
-      // final status (retried until acknowledged) is what counts.
-      const running = bareStatus(this.nodeId, req, CS.Running, FC.None, "");
-      this.#masters.request(running, 2000).catch(() => {});
-    }
-    const r = await program.result;
-    if (r.aborted || c.aborted) {
-      c.aborted = true;
-      return null;
-    }
-    let state: ChunkState = CS.Succeeded;
-    let failure: FailureCode = FC.None;
-    let reason = "";
-    if (r.spawnError) {
-      [state, failure, reason] = [CS.Failed, FC.SpawnFailed, `spawn failed: ${r.spawnError}`];
-    } else if (r.timedOut) {
-      const why = `killed after ${req.timeLimitMs} ms time limit`;
-      [state, failure, reason] = [CS.Failed, FC.Timeout, why];
-    } else if (r.signal !== 0 || r.exitCode !== 0) {
-      state = CS.Failed;
-      [failure, reason] = r.signal !== 0
-        ? [FC.Signal, `killed by signal ${r.signal}`]
-        : [FC.ExitCode, `exit code ${r.exitCode}`];
-      if (c.fetchErrors.size > 0) {
-        // The program most likely failed because an input read gave EIO.
-        const [id, text] = c.fetchErrors.entries().next().value!;
-        failure = FC.InputUnavailable;
-        reason = `input file ${id} could not be fetched: ${text} (program: ${reason})`;
+    let run: ChunkRun | null = null;
+    try {
+      let program: RunningProgram;
+      let outDir = `${dir}/out`;
+      if (sb && limits) {
+        run = sb.begin(slot, limits);
+        outDir = run.fs.out;
+        if (held.jobDir !== null) {
+          // The mount serves the job's directory to this slot's uid only while the chunk runs.
+          this.#mount.allowUid(held.jobDir, sb.uid(slot));
+          held.uid = sb.uid(slot);
+        }
+        const env = sandboxEnv({
+          jobId: jobDir,
+          chunkIndex: req.chunkIndex,
+          chunkCount: req.numChunks,
+          attempt: req.attempt,
+          argument,
+        });
+        program = await startProgram({
+          programPath,
+          args,
+          env,
+          cwd: INSIDE.tmp,
+          timeLimitMs: req.timeLimitMs,
+          stdoutPath: run.fs.stdout,
+          stderrPath: run.fs.stderr,
+          sandbox: run.runSpec(programPath, args, held.jobDir !== null ? inputDir : null),
+        });
+        run.watch(() => program.stop());
+      } else {
+        program = await startProgram({
+          programPath,
+          args,
+          env: {
+            PATH: Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin",
+            HOME: `${dir}/scratch`,
+            TMPDIR: `${dir}/scratch`,
+            DSYS_JOB_ID: jobDir,
+            DSYS_CHUNK_INDEX: String(req.chunkIndex),
+            DSYS_CHUNK_COUNT: String(req.numChunks),
+            DSYS_ATTEMPT: String(req.attempt),
+            DSYS_ARG: argument,
+            DSYS_INPUT_DIR: inputDir,
+            DSYS_OUTPUT_DIR: outDir,
+          },
+          cwd: `${dir}/scratch`,
+          timeLimitMs: req.timeLimitMs,
+          stdoutPath: `${dir}/stdout`,
+          stderrPath: `${dir}/stderr`,
+        });
       }
-    }
-    let outputs: FileEntry[] = [];
-    if (!r.spawnError) {
+      c.program = program;
+      if (c.aborted) program.kill();
+      if (program.pid !== 0) {
+        // Lets `dsys status` show the chunk as running. One best-effort try, not awaited: the
+        // final status (retried until acknowledged) is what counts.
+        const running = bareStatus(this.nodeId, req, CS.Running, FC.None, "");
+        this.#masters.request(running, 2000).catch(() => {});
+      }
+      const r = await program.result;
+      const hit: LimitHit | null = run && !r.reapError ? run.finish(r.signal) : null;
+      if (r.reapError) c.slotBroken = true;
+      if (r.aborted || c.aborted) {
+        c.aborted = true;
+        return null;
+      }
+      let [state, failure, reason] = resultOf(r, req, hit, c.fetchErrors);
+      let outputs: FileEntry[] = [];
+      if (!r.spawnError && !r.reapError) {
+        try {
+          // Nothing of the chunk runs any more (its cgroup is empty): its tmpfs goes read-only
+          // for everyone, so what is hashed and uploaded is exactly what it left.
+          run?.seal();
+          const stdoutPath = run ? run.fs.stdout : `${dir}/stdout`;
+          const max = limits ? limits.diskBytes : Infinity;
+          outputs = await this.#uploadOutputs(
+            outDir,
+            stdoutPath,
+            r.stdoutBytes,
+            log,
+            req.owner,
+            max,
+          );
+        } catch (e) {
+          state = CS.Failed;
+          const quota = e instanceof OutputQuotaError;
+          failure = quota ? FC.OutputQuota : FC.OutputFailed;
+          reason =
+            (quota ? e.message : `output upload failed: ${e instanceof Error ? e.message : e}`) +
+            (reason ? ` (${reason})` : "");
+          outputs = [];
+        }
+      }
+      // A line per succeeded chunk is noise at hundreds of chunks a second (and costs every
+      // process that handles the log stream): failures at info, successes at debug.
+      (state === CS.Succeeded ? log.debug : log.info)("chunk ended", {
+        state,
+        exitCode: r.exitCode,
+        signal: r.signal,
+        failure,
+        durationMs: r.durationMs,
+        outputs: outputs.length,
+      });
+      return {
+        type: MessageType.WorkerStatus,
+        node: this.nodeId,
+        job: req.job,
+        state,
+        chunkIndex: req.chunkIndex,
+        attempt: req.attempt,
+        exitCode: r.exitCode,
+        signal: r.signal,
+        failure,
+        durationMs: r.durationMs,
+        outputs,
+        stderrTail: r.stderrTail,
+        reason,
+        ...ticketOf(req),
+      };
+    } finally {
       try {
-        outputs = await this.#uploadOutputs(dir, r.stdoutBytes, log, req.owner);
+        run?.end();
       } catch (e) {
-        state = CS.Failed;
-        failure = FC.OutputFailed;
-        reason = `output upload failed: ${e instanceof Error ? e.message : e}` +
-          (reason ? ` (${reason})` : "");
+        log.error("chunk tmpfs could not be unmounted; slot taken out of use", { error: e });
+        c.slotBroken = true;
       }
     }
-    // A line per succeeded chunk is noise at hundreds of chunks a second (and costs every
-    // process that handles the log stream): failures at info, successes at debug.
-    (state === CS.Succeeded ? log.debug : log.info)("chunk ended", {
-      state,
-      exitCode: r.exitCode,
-      signal: r.signal,
-      failure,
-      durationMs: r.durationMs,
-      outputs: outputs.length,
-    });
-    return {
-      type: MessageType.WorkerStatus,
-      node: this.nodeId,
-      job: req.job,
-      state,
-      chunkIndex: req.chunkIndex,
-      attempt: req.attempt,
-      exitCode: r.exitCode,
-      signal: r.signal,
-      failure,
-      durationMs: r.durationMs,
-      outputs,
-      stderrTail: r.stderrTail,
-      reason,
-      ...ticketOf(req),
-    };
   }
 
-  /** Uploads every regular file in the chunk's output dir (and stdout when non-empty), stored
-   * as the job owner's files (`owner` of the worker_request; none without security). */
+  /** Uploads every regular file in `outDir` (and stdout when non-empty), stored as the job
+   * owner's files (`owner` of the worker_request; none without security). More than
+   * `maxBytes` in all (sparse files can claim sizes their tmpfs never held) is refused. */
   async #uploadOutputs(
-    dir: string,
+    outDir: string,
+    stdoutPath: string,
     stdoutBytes: number,
     log: Logger,
     owner: string | undefined,
+    maxBytes: number,
   ): Promise<FileEntry[]> {
     const files: { name: string; path: string }[] = [];
-    if (!isRealDir(`${dir}/out`)) {
+    if (!isRealDir(outDir)) {
       // Replaced by a symlink (or a file): never upload what it points at.
-      throw new WorkerError(`output directory ${dir}/out is no longer a directory`);
+      throw new WorkerError(`output directory ${outDir} is no longer a directory`);
     }
     // Synchronous listing: usually an empty directory, one getdents instead of async ops.
     const walk = (rel: string) => {
-      const abs = rel ? `${dir}/out/${rel}` : `${dir}/out`;
+      const abs = rel ? `${outDir}/${rel}` : outDir;
       const names = [...Deno.readDirSync(abs)];
       names.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
       for (const e of names) {
         const r = rel ? `${rel}/${e.name}` : e.name;
         // Symlinks are skipped on purpose: they could point at any file of the worker.
-        if (e.isFile) files.push({ name: r, path: `${dir}/out/${r}` });
+        if (e.isFile) files.push({ name: r, path: `${outDir}/${r}` });
         else if (e.isDirectory) walk(r);
       }
     };
@@ -900,12 +1063,19 @@ class Worker implements WorkerNode {
     if (stdoutBytes > 0) {
       if (files.some((f) => f.name === "stdout")) {
         log.warn("program left a file named stdout; captured stdout not uploaded");
-      } else files.unshift({ name: "stdout", path: `${dir}/stdout` });
+      } else files.unshift({ name: "stdout", path: stdoutPath });
+    }
+    const sizes = files.map((f) => Deno.statSync(f.path).size);
+    const total = sizes.reduce((a, b) => a + b, 0);
+    if (total > maxBytes) {
+      throw new OutputQuotaError(
+        `outputs of ${total} bytes in all exceed its disk limit of ${maxBytes} bytes`,
+      );
     }
     const out: FileEntry[] = [];
-    for (const f of files) {
+    for (const [i, f] of files.entries()) {
       // Either way the call resolves only once storage has the file durably.
-      const small = Deno.statSync(f.path).size <= SMALL_OUTPUT_BYTES;
+      const small = sizes[i] <= SMALL_OUTPUT_BYTES;
       const put = owner ? { owner } : {};
       const r = small
         ? await this.#storage.putBytes(Deno.readFileSync(f.path), put)
@@ -977,6 +1147,8 @@ class Worker implements WorkerNode {
     this.#wake?.();
     await Promise.allSettled([...this.#chunks.values()].map((c) => c.done));
     await this.#loop;
+    // Every chunk has ended (its cgroup emptied): the cgroups and uid claims can go.
+    await this.#sandbox?.close().catch((e) => this.#log.warn("sandbox close failed", { error: e }));
     await this.#mount.unmount().catch((e) => this.#log.warn("unmount failed", { error: e }));
     await Promise.allSettled([
       this.#balancer.close(),
@@ -1039,6 +1211,31 @@ function isFileOrAbsent(path: string): boolean {
   }
 }
 
+/** Whether the file at `path` holds the bytes of file id `id` (the first 16 bytes of their
+ * SHA-256); null when there is no file. */
+async function fileHasId(path: string, id: Uint8Array): Promise<boolean | null> {
+  let f: Deno.FsFile;
+  try {
+    f = await Deno.open(path, { read: true });
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
+  try {
+    const h = createHash("sha256");
+    const buf = new Uint8Array(1 << 20);
+    for (;;) {
+      const n = await f.read(buf);
+      if (n === null) break;
+      h.update(buf.subarray(0, n));
+    }
+    const digest = new Uint8Array(h.digest());
+    return id.length === 16 && digest.subarray(0, 16).every((b, i) => b === id[i]);
+  } finally {
+    f.close();
+  }
+}
+
 function removeQuietly(path: string): void {
   try {
     Deno.removeSync(path);
@@ -1053,6 +1250,43 @@ const MAX_UNACKED_FINISHES = 1024;
 
 function chunkKey(m: { job: Uint8Array; chunkIndex: number; attempt: number }): string {
   return `${uuidToString(m.job)}/${m.chunkIndex}/${m.attempt}`;
+}
+
+/** The outputs of a chunk claim more bytes than its disk limit allows. */
+class OutputQuotaError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "OutputQuotaError";
+  }
+}
+
+/** State, failure and reason of a chunk whose program ran: a limit it went over first (the
+ * kernel's record of it is exact), then how the program ended. */
+function resultOf(
+  r: RunResult,
+  req: WorkerRequest,
+  hit: LimitHit | null,
+  fetchErrors: Map<string, string>,
+): [ChunkState, FailureCode, string] {
+  if (r.reapError) {
+    return [CS.Failed, FC.Internal, `processes of the chunk would not go: ${r.reapError}`];
+  }
+  if (hit) return [CS.Failed, hit.failure, hit.reason];
+  if (r.spawnError) return [CS.Failed, FC.SpawnFailed, `spawn failed: ${r.spawnError}`];
+  if (r.timedOut) {
+    return [CS.Failed, FC.Timeout, `killed after ${req.timeLimitMs} ms time limit`];
+  }
+  if (r.signal === 0 && r.exitCode === 0) return [CS.Succeeded, FC.None, ""];
+  let [failure, reason]: [FailureCode, string] = r.signal !== 0
+    ? [FC.Signal, `killed by signal ${r.signal}`]
+    : [FC.ExitCode, `exit code ${r.exitCode}`];
+  if (fetchErrors.size > 0) {
+    // The program most likely failed because an input read gave EIO.
+    const [id, text] = fetchErrors.entries().next().value!;
+    failure = FC.InputUnavailable;
+    reason = `input file ${id} could not be fetched: ${text} (program: ${reason})`;
+  }
+  return [CS.Failed, failure, reason];
 }
 
 /** A worker_status without a program result (setup failure, running, lost). */

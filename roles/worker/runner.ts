@@ -4,6 +4,11 @@
  * in its own session (hence process group) so a time limit or a shutdown can kill everything it
  * started; stdout goes to a file (it can be large), only the last bytes of stderr are kept.
  *
+ * Sandboxed (`RunSpec.sandbox`, the default of a worker): what is spawned is the argv of
+ * roles/worker/sandbox.ts (dsys-exec, bwrap, dsys-exec, the program); the program's exact end
+ * comes from dsys-exec's status line (fd 3), and "everything it started" is the chunk's cgroup,
+ * which is empty before the result settles.
+ *
  * Why libc's posix_spawn through FFI rather than Deno.Command: Deno forks the whole worker
  * process (page tables of a V8 heap: copied at fork, torn down again at exec), which profiling
  * showed to be a quarter of the worker's CPU per trivial chunk; glibc's posix_spawn uses
@@ -71,6 +76,21 @@ export interface RunSpec {
   stderrPath?: string;
   /** How many trailing stderr bytes to keep (default 4096). */
   stderrTailBytes?: number;
+  /** Run in the chunk sandbox: `programPath`, `args` and `cwd` are then unused. */
+  sandbox?: SandboxRun;
+}
+
+/** How the runner drives a sandboxed chunk (built by the worker from roles/worker/sandbox.ts). */
+export interface SandboxRun {
+  /** The whole argv; argv[0] (build/dsys-exec) is the file executed. */
+  argv: string[];
+  /** File that gets fd 3, where dsys-exec writes how the program ended. */
+  statusPath: string;
+  /** Kills every process of the chunk now (its cgroup). */
+  killAll(): void;
+  /** Resolves once no process of the chunk is left (killing stragglers); rejects past a
+   * deadline. */
+  reap(): Promise<void>;
 }
 
 /** How a program run ended. */
@@ -91,6 +111,8 @@ export interface RunResult {
   stderrTail: Uint8Array;
   /** Bytes written to stdoutPath. */
   stdoutBytes: number;
+  /** Sandboxed: set when processes of the chunk could not be made to go (its slot is unsafe). */
+  reapError?: string;
 }
 
 /** Keeps only the last `cap` bytes written to it. */
@@ -135,6 +157,16 @@ const LIBC_SYMBOLS = {
     result: "i32",
     nonblocking: true,
   },
+  // Blocking, on the event loop's thread, for sandboxed chunks: bwrap's --die-with-parent
+  // (PR_SET_PDEATHSIG) fires when the *thread* that spawned it exits, and the pool threads of
+  // nonblocking calls exit when idle. The vfork wait is only until dsys-exec (a small C binary)
+  // has exec'd.
+  posix_spawn_sync: {
+    name: "posix_spawn",
+    parameters: ["buffer", "buffer", "buffer", "buffer", "buffer", "buffer"],
+    result: "i32",
+  },
+  posix_spawn_file_actions_addclosefrom_np: { parameters: ["buffer", "i32"], result: "i32" },
   posix_spawn_file_actions_init: { parameters: ["buffer"], result: "i32" },
   posix_spawn_file_actions_destroy: { parameters: ["buffer"], result: "i32" },
   posix_spawn_file_actions_addopen: {
@@ -261,6 +293,83 @@ async function spawnDirect(spec: RunSpec, stderrPath: string): Promise<number> {
   }
 }
 
+/** posix_spawn of a sandboxed chunk: argv[0] with the chunk's env, stdin /dev/null, stdout and
+ * stderr on their files, fd 3 on the status file, every other fd closed (nothing of the worker's
+ * reaches the sandbox: sockets, the FUSE device, locks), in a new session. Throws SpawnError. */
+function spawnSandboxed(spec: RunSpec, sb: SandboxRun, stderrPath: string): number {
+  const c = libc();
+  const actions = new Uint8Array(256);
+  const attr = new Uint8Array(512);
+  const mask = new Uint8Array(128);
+  const defaults = new Uint8Array(128);
+  const path = cstr(sb.argv[0]);
+  const devNull = cstr("/dev/null");
+  const out = cstr(spec.stdoutPath);
+  const err = cstr(stderrPath);
+  const status = cstr(sb.statusPath);
+  const argv = sb.argv.map(cstr);
+  const envp = Object.entries(spec.env).map(([k, v]) => cstr(`${k}=${v}`));
+  const argvPtrs = pointerArray(argv);
+  const envpPtrs = pointerArray(envp);
+  const pid = new Int32Array(1);
+  c.posix_spawn_file_actions_init(actions);
+  c.posix_spawnattr_init(attr);
+  try {
+    c.posix_spawn_file_actions_addopen(actions, 0, devNull, O_RDONLY, 0);
+    c.posix_spawn_file_actions_addopen(actions, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0o644);
+    c.posix_spawn_file_actions_addopen(actions, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0o644);
+    c.posix_spawn_file_actions_addopen(actions, 3, status, O_WRONLY | O_CREAT | O_TRUNC, 0o644);
+    c.posix_spawn_file_actions_addclosefrom_np(actions, 4);
+    c.sigemptyset(mask);
+    c.sigfillset(defaults);
+    c.posix_spawnattr_setsigmask(attr, mask);
+    c.posix_spawnattr_setsigdefault(attr, defaults);
+    c.posix_spawnattr_setflags(
+      attr,
+      POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF,
+    );
+    const rc = c.posix_spawn_sync(
+      new Uint8Array(pid.buffer),
+      path,
+      actions,
+      attr,
+      argvPtrs,
+      envpPtrs,
+    );
+    if (rc !== 0) throw new SpawnError(sb.argv[0], rc);
+    return pid[0];
+  } finally {
+    c.posix_spawn_file_actions_destroy(actions);
+    c.posix_spawnattr_destroy(attr);
+    void [argv, envp, path, devNull, out, err, status, mask, defaults, argvPtrs, envpPtrs];
+  }
+}
+
+/** How dsys-exec says the program ended (its status line), or null when it wrote none. */
+export type ProgramEnd =
+  | { kind: "exit"; code: number }
+  | { kind: "signal"; signal: number }
+  | { kind: "exec-error"; errno: number };
+
+/** Parses dsys-exec's status line ("exit N", "signal N", "exec-error ERRNO"). */
+export function parseStatusLine(text: string): ProgramEnd | null {
+  const m = /^(exit|signal|exec-error) (\d+)\n?$/.exec(text);
+  if (!m) return null;
+  const n = Number(m[2]);
+  if (m[1] === "exit") return { kind: "exit", code: n };
+  if (m[1] === "signal") return { kind: "signal", signal: n };
+  return { kind: "exec-error", errno: n };
+}
+
+/** Text of a file, "" when missing. */
+function readSmall(path: string): string {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch {
+    return "";
+  }
+}
+
 /** Waits for `pid` to end; returns its raw wait status, or null if it cannot be waited for. */
 async function waitForExit(pid: number): Promise<number | null> {
   const status = new Int32Array(1);
@@ -308,17 +417,23 @@ function fileSize(path: string): number {
 
 /** A started program; `result` settles once it has ended. */
 export class RunningProgram {
-  /** Process id (also the process group and session id), or 0 if the spawn failed. */
-  readonly pid: number;
+  /** Process id of what was spawned (the program, or sandboxed dsys-exec/bwrap: also the
+   * process group and session id), or 0 if the spawn failed. */
+  get pid(): number {
+    return this.#pid;
+  }
   /** Settles with the outcome; never rejects. */
   readonly result: Promise<RunResult>;
+  #pid: number;
   #killed = false;
   #exited = false;
   #aborted = false;
+  #sandbox: SandboxRun | undefined;
 
   /** Supervises the spawned `pid` (or reports `spawnError` when 0); use `startProgram`. */
   constructor(pid: number, spawnError: string | undefined, spec: RunSpec, t0: number) {
-    this.pid = pid;
+    this.#pid = pid;
+    this.#sandbox = spec.sandbox;
     if (pid === 0) {
       this.result = Promise.resolve({
         exitCode: 0,
@@ -343,43 +458,102 @@ export class RunningProgram {
         this.#killGroup();
       }, spec.timeLimitMs)
       : undefined;
-    const raw = await waitForExit(this.pid);
-    // The chunk is over: whatever it left running in its process group (background jobs) goes
-    // too, so it cannot write into the chunk's directories once they are reused or uploaded.
-    // Usually none is left: -1 (ESRCH), ignored.
-    libc().kill(-this.pid, SIGKILL);
+    let raw: number | null;
+    let end: ProgramEnd | null = null;
+    let reapError: string | undefined;
+    for (let tries = 1;; tries++) {
+      raw = await waitForExit(this.#pid);
+      if (!this.#sandbox) {
+        // The chunk is over: whatever it left running in its process group (background jobs)
+        // goes too, so it cannot write into the chunk's directories once they are reused or
+        // uploaded. Usually none is left: -1 (ESRCH), ignored.
+        libc().kill(-this.#pid, SIGKILL);
+        break;
+      }
+      // Sandboxed: the PID namespace went with bwrap's init; the cgroup must be empty too
+      // before anything of the chunk is read or its slot reused.
+      await this.#sandbox.reap().catch((e) => {
+        reapError = e instanceof Error ? e.message : String(e);
+      });
+      end = parseStatusLine(readSmall(this.#sandbox.statusPath));
+      // See startProgram: the same short-lived ETXTBSY, seen by dsys-exec inside the sandbox.
+      // Nothing of the program ran: run the sandbox again.
+      if (
+        end?.kind !== "exec-error" || end.errno !== ETXTBSY || tries >= 20 || this.#killed ||
+        reapError
+      ) break;
+      await new Promise((r) => setTimeout(r, 5 * tries));
+      try {
+        this.#pid = spawnSandboxed(spec, this.#sandbox, stderrPathOf(spec));
+      } catch (e) {
+        end = { kind: "exec-error", errno: e instanceof SpawnError ? e.errno : 0 };
+        raw = null;
+        break;
+      }
+    }
     this.#exited = true;
     clearTimeout(timer);
     const durationMs = Math.round(performance.now() - t0);
     // Wait status: low 7 bits = terminating signal (0 = exited normally), bits 8..15 = code.
-    const signal = raw === null ? 0 : raw & 0x7f;
-    const exitCode = raw === null ? 255 : signal ? 0 : (raw >> 8) & 0xff;
+    let signal = raw === null ? 0 : raw & 0x7f;
+    let exitCode = raw === null ? 255 : signal ? 0 : (raw >> 8) & 0xff;
+    let spawnError: string | undefined;
+    if (this.#sandbox) {
+      if (end?.kind === "exit") [exitCode, signal] = [end.code, 0];
+      else if (end?.kind === "signal") [exitCode, signal] = [0, end.signal];
+      else if (end?.kind === "exec-error") {
+        spawnError = `cannot run the program: ${ERRNO_NAMES[end.errno] ?? "error"} ` +
+          `(os error ${end.errno})`;
+      } else if (!this.#killed && raw !== null) {
+        // No status line and not killed by us: the sandbox failed before the program ran
+        // (bwrap or dsys-exec say why on stderr), or dsys-exec was killed (the worker's limit
+        // checks then say by what).
+        const why = new TextDecoder().decode(readTail(stderrPathOf(spec), 512)).trim();
+        spawnError = `sandbox ended (${signal ? `signal ${signal}` : `exit ${exitCode}`}) ` +
+          `before the program's end was known${why ? `: ${why}` : ""}`;
+      }
+    }
     const tail = readTail(stderrPathOf(spec), spec.stderrTailBytes ?? 4096);
     return {
       exitCode,
       signal,
       timedOut,
       aborted: this.#aborted,
+      ...(spawnError ? { spawnError } : {}),
+      ...(reapError ? { reapError } : {}),
       durationMs,
-      stderrTail: raw === null
-        ? enc.encode(`worker lost track of process ${this.pid}`)
+      stderrTail: raw === null && !this.#sandbox
+        ? enc.encode(`worker lost track of process ${this.#pid}`)
         : tail.slice(),
       stdoutBytes: fileSize(spec.stdoutPath),
     };
   }
 
   #killGroup(): void {
-    if (this.#exited || this.pid === 0) return;
+    if (this.#exited || this.#pid === 0) return;
     this.#killed = true;
+    if (this.#sandbox) {
+      // Everything of the chunk, wherever it forked to: its cgroup; and the spawned process
+      // itself, in case it has not joined the cgroup yet (dsys-exec does so first thing).
+      this.#sandbox.killAll();
+      libc().kill(this.#pid, SIGKILL);
+      return;
+    }
     // Negative pid: the whole process group the program leads (it was spawned in a new
     // session), so grandchildren die with it.
-    if (libc().kill(-this.pid, SIGKILL) !== 0) libc().kill(this.pid, SIGKILL);
+    if (libc().kill(-this.#pid, SIGKILL) !== 0) libc().kill(this.#pid, SIGKILL);
   }
 
   /** Kills the program's process group (worker shutdown); the result has `aborted` set. */
   kill(): void {
     if (this.#exited) return;
     this.#aborted = true;
+    this.#killGroup();
+  }
+
+  /** Kills the program the way its time limit does, for a limit the worker enforces itself
+   * (CPU time, processes, memory, disk): the result is not `aborted`. */
+  stop(): void {
     this.#killGroup();
   }
 
@@ -401,7 +575,9 @@ export async function startProgram(spec: RunSpec): Promise<RunningProgram> {
   // is being written its write fd lives on in that child until it execs: a tiny window, retry.
   for (let i = 0;; i++) {
     try {
-      const pid = await spawnDirect(spec, stderrPathOf(spec));
+      const pid = spec.sandbox
+        ? spawnSandboxed(spec, spec.sandbox, stderrPathOf(spec))
+        : await spawnDirect(spec, stderrPathOf(spec));
       return new RunningProgram(pid, undefined, spec, t0);
     } catch (e) {
       if (e instanceof SpawnError && e.errno === ETXTBSY && i < 20) {
