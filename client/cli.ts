@@ -308,13 +308,19 @@ async function cmdNodes(args: string[]): Promise<number> {
       slots: n.slots,
       freeSlots: n.freeSlots,
       endpoint: n.endpoint,
+      name: n.name,
+      detail: n.detail,
     };
+    const where = row.endpoint && row.name
+      ? `${row.name}@${row.endpoint}`
+      : row.endpoint || row.name;
     out(
       values.json
         ? JSON.stringify(row)
         : `${row.role.padEnd(9)} ${row.state.padEnd(6)} ${row.id}  ` +
-          `${row.endpoint}${row.leader ? " (leader)" : ""}` +
-          (row.role === "worker" ? `  slots ${row.freeSlots}/${row.slots} free` : ""),
+          `${where}${row.leader ? " (leader)" : ""}` +
+          (row.role === "worker" ? `  slots ${row.freeSlots}/${row.slots} free` : "") +
+          (row.detail ? `  (${row.detail})` : ""),
     );
   }
   return EXIT.ok;

@@ -218,7 +218,7 @@ export class StorageClient {
 
   /**
    * Sends chunks with a window in flight. The node answers an out-of-order chunk with
-   * BAD_REQUEST "expected offset N": then the upload resumes at N (e.g. after the node
+   * WRONG_OFFSET and the offset N to resume at (`error.value`): then the upload resumes at N (e.g. after the node
    * restarted, or an earlier chunk failed). A timeout restarts from the last durable offset.
    */
   async #upload(
@@ -285,10 +285,9 @@ export class StorageClient {
       }
       if (durable > start) attempt = 0;
       if (attempt >= this.#retries || this.#closed) throw this.#fail(failure, what);
-      if (failure instanceof RpcError && failure.code === ErrorCode.BadRequest) {
-        const m = /expected offset (\d+)/.exec(failure.text);
-        if (!m) throw this.#fail(failure, what);
-        start = Number(m[1]);
+      if (failure instanceof RpcError && failure.code === ErrorCode.WrongOffset) {
+        if (failure.value > size) throw this.#fail(failure, what);
+        start = failure.value;
       } else if (failure instanceof RpcError && failure.code === ErrorCode.Unavailable) {
         start = durable; // timeout / busy: resume from what the node confirmed durable
         await backoff(attempt);

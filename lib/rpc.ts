@@ -54,13 +54,22 @@ export class RpcError extends Error {
   readonly text: string;
   /** How it failed; decide on this, never on `text`. */
   readonly kind: RpcErrorKind;
-  constructor(code: number, text: string, peer: string, kind: RpcErrorKind = "remote") {
+  /** The error's number (`error.value`: WRONG_OFFSET's resume offset), 0 if none. */
+  readonly value: number;
+  constructor(
+    code: number,
+    text: string,
+    peer: string,
+    kind: RpcErrorKind = "remote",
+    value = 0,
+  ) {
     super(`RpcError: ${codeName(code)} from ${peer}: ${text}`);
     this.name = "RpcError";
     this.code = code;
     this.text = text;
     this.peer = peer;
     this.kind = kind;
+    this.value = value;
   }
 }
 
@@ -68,10 +77,13 @@ export class RpcError extends Error {
 export class RequestError extends Error {
   /** Wire error code sent back. */
   readonly code: number;
-  constructor(code: number, message: string) {
+  /** `error.value` sent back (what it means depends on the code). */
+  readonly value: number;
+  constructor(code: number, message: string, value = 0) {
     super(message);
     this.name = "RequestError";
     this.code = code;
+    this.value = value;
   }
 }
 
@@ -171,8 +183,9 @@ class PendingRequests {
     if (!w) return; // a reply after its timeout
     try {
       const m = decode(body, limits);
-      if (m.type === MessageType.Error) w.reject(new RpcError(m.code, m.text, peer));
-      else w.resolve(m);
+      if (m.type === MessageType.Error) {
+        w.reject(new RpcError(m.code, m.text, peer, "remote", m.value ?? 0));
+      } else w.resolve(m);
     } catch (e) {
       w.reject(new RpcError(ErrorCode.BadMessage, `bad reply: ${e}`, peer));
     }
@@ -206,7 +219,9 @@ function toErrorReply(node: Uint8Array, e: unknown): Message {
   if (e instanceof WireError) return wireErrorReply(node, e);
   const code = e instanceof RequestError || e instanceof RpcError ? e.code : ErrorCode.Internal;
   const text = e instanceof Error ? e.message : String(e);
-  return errorReply(node, code, text.slice(0, 4000));
+  const reply = errorReply(node, code, text.slice(0, 4000));
+  const value = e instanceof RequestError ? e.value : 0;
+  return value ? { ...reply, value } : reply;
 }
 
 /** Youngest socket an RpcClient replaces after a silent timeout, ms (no rebuild storms). */

@@ -103,7 +103,7 @@ Deno.test("balancer process: exactly-once placement, locality, dead worker, bad 
     if (nl.type === MessageType.NodeListResponse) {
       assert.equal(nl.nodes.filter((n) => n.role === NodeRole.Balancer).length, 1);
       const ws = nl.nodes.filter((n) => n.role === NodeRole.Worker);
-      assert.deepEqual(ws.map((n) => n.endpoint).sort(), ["A", "B", "C"]);
+      assert.deepEqual(ws.map((n) => n.name).sort(), ["A", "B", "C"]);
       assert.equal(ws.reduce((s, n) => s + n.slots, 0), 9);
     }
 

@@ -59,8 +59,7 @@ export async function leaderName(c: LocalCluster, client: DsysClient): Promise<s
     try {
       const nodes = await client.nodes();
       const l = nodes.find((n) => n.role === 1 && (n.flags & NodeFlags.Leader));
-      const m = l && /\((m\w+)\)$/.exec(l.endpoint);
-      if (m && c.procs.has(m[1])) return m[1];
+      if (l && c.procs.has(l.name)) return l.name;
     } catch { /* election in progress */ }
     return "";
   }, { timeoutMs: 60_000, intervalMs: 100 });

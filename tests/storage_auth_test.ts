@@ -276,7 +276,7 @@ Deno.test("storage auth: owners, admin, worker capabilities, master stats, resta
       const tail = big.subarray(big.length - 10);
       const text = await expectCode(
         bob.request(filePut(bigId, tail, { offset: big.length - 10, total: big.length })),
-        ErrorCode.BadRequest,
+        ErrorCode.WrongOffset,
         "bob's last chunk of a file he never sent",
       );
       assert.match(text, /expected offset 0/);
@@ -295,7 +295,7 @@ Deno.test("storage auth: owners, admin, worker capabilities, master stats, resta
       assert.equal(ack.type, MessageType.FilePutAck);
       const text = await expectCode(
         bob.request(filePut(id, file.subarray(1000), tail)),
-        ErrorCode.BadRequest,
+        ErrorCode.WrongOffset,
         "bob's tail of alice's upload",
       );
       assert.match(text, /expected offset 0/);

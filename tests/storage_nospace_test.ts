@@ -238,8 +238,8 @@ Deno.test({
           assert.ok(e instanceof RpcError, `chunk ${i}: ${e}`);
           if (e.code === ErrorCode.NoSpace) noSpace++;
           else {
-            assert.equal(e.code, ErrorCode.BadRequest, `chunk ${i}: ${e.message}`);
-            assert.match(e.text, /expected offset 0/);
+            assert.equal(e.code, ErrorCode.WrongOffset, `chunk ${i}: ${e.message}`);
+            assert.equal(e.value, 0);
           }
         }
         assert.ok(noSpace > 0, "no chunk was refused NO_SPACE");
@@ -265,8 +265,8 @@ Deno.test({
         const resume = rpc.request(chunkMsg(rpc.node, big, 2 * CHUNK, CHUNK));
         await assert.rejects(resume, (e) => {
           assert.ok(e instanceof RpcError, String(e));
-          assert.equal(e.code, ErrorCode.BadRequest);
-          assert.match(e.text, /expected offset 0/);
+          assert.equal(e.code, ErrorCode.WrongOffset);
+          assert.equal(e.value, 0);
           return true;
         });
         assert.deepEqual(await leftovers(data), []);

@@ -374,14 +374,15 @@ Deno.test("storage: idempotent re-put, CONFLICT on other bytes, NOT_FOUND, BAD_R
       assert.deepEqual([...Deno.readDirSync(`${dir}/tmp`)], []);
       assert.deepEqual(await c.getBytes(id), a);
 
-      // A gap in the offsets: BAD_REQUEST naming the expected offset.
+      // A gap in the offsets: WRONG_OFFSET with the offset to resume at, as a field.
       const id3 = idOf(b);
       await rpc.request(put(me, id3, b.length, 0, b.subarray(0, 1000), false));
-      await expectRpcError(
+      const gap = await expectRpcError(
         rpc.request(put(me, id3, b.length, 5000, b.subarray(5000, 6000), false)),
-        ErrorCode.BadRequest,
+        ErrorCode.WrongOffset,
         /expected offset 1000, got 5000/,
       );
+      assert.equal(gap.value, 1000);
       // A retried chunk at a durable offset is acked without rewriting; then it completes.
       const re = await rpc.request(put(me, id3, b.length, 0, b.subarray(0, 1000), false));
       assert.ok(re.type === MessageType.FilePutAck && re.durableLength === 1000);

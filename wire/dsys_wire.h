@@ -195,6 +195,7 @@ struct DSYS_PACKED dsys_error {
   struct dsys_generic_message header;
   uint32_t code;
   uint32_t text_length;
+  uint64_t value; /* appended: WRONG_OFFSET's resume offset (absent in 33-byte headers: 0) */
 }; /* payload: text */
 struct DSYS_PACKED dsys_ok {
   struct dsys_generic_message header;
@@ -421,7 +422,9 @@ struct DSYS_PACKED dsys_node_entry {
   uint32_t free_slots;
   uint64_t last_seen_ms;
   uint32_t endpoint_length;
-}; /* followed by endpoint */
+  uint32_t name_length;
+  uint32_t detail_length;
+}; /* followed by endpoint, name, detail */
 struct DSYS_PACKED dsys_fetch_count {
   uint64_t file_uuid_upper;
   uint64_t file_uuid_lower;
@@ -438,7 +441,7 @@ _Static_assert(sizeof(struct dsys_worker_request_ext) == 133, "worker_request");
 _Static_assert(sizeof(struct dsys_worker_status_ext) == 86, "worker_status");
 _Static_assert(sizeof(struct dsys_file_request_ext) == 69, "file_request");
 _Static_assert(sizeof(struct dsys_file_response_ext) == 57, "file_response");
-_Static_assert(sizeof(struct dsys_error) == 33, "error");
+_Static_assert(sizeof(struct dsys_error) == 41, "error");
 _Static_assert(sizeof(struct dsys_ok) == 33, "ok");
 _Static_assert(sizeof(struct dsys_worker_request_ack) == 54, "worker_request_ack");
 _Static_assert(sizeof(struct dsys_worker_register) == 41, "worker_register");
@@ -470,7 +473,7 @@ _Static_assert(sizeof(struct dsys_file_entry) == 28, "file_entry");
 _Static_assert(sizeof(struct dsys_chunk_attempt) == 8, "chunk_attempt");
 _Static_assert(sizeof(struct dsys_chunk_record) == 41, "chunk_record");
 _Static_assert(sizeof(struct dsys_job_list_entry) == 21, "job_list_entry");
-_Static_assert(sizeof(struct dsys_node_entry) == 39, "node_entry");
+_Static_assert(sizeof(struct dsys_node_entry) == 47, "node_entry");
 _Static_assert(sizeof(struct dsys_fetch_count) == 24, "fetch_count");
 
 /* Splits a 16-byte uuid into host-order upper/lower halves (each = 8 bytes read big-endian). */

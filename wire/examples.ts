@@ -26,7 +26,7 @@ const bytes = (s: string) => new TextEncoder().encode(s);
 
 /** Example messages in type-code order, one per MessageType. */
 export const EXAMPLES: readonly Message[] = [
-  { type: MessageType.Error, node: NODE, code: 4, text: "no file 2cf2" },
+  { type: MessageType.Error, node: NODE, code: 4, text: "no file 2cf2", value: 0 },
   { type: MessageType.Ok, node: NODE, value: 7 },
   {
     type: MessageType.WorkerRequest,
@@ -211,6 +211,8 @@ export const EXAMPLES: readonly Message[] = [
       freeSlots: 0,
       lastSeenMs: 1764150000000,
       endpoint: "tcp://127.0.0.1:7003",
+      name: "m1",
+      detail: "",
     }],
   },
   {

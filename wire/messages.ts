@@ -74,6 +74,8 @@ export const ErrorCode = {
   Forbidden: 11,
   /** The receiver's disk is full; nothing of the request was kept. Retry elsewhere or later. */
   NoSpace: 12,
+  /** A `file_put` not at the upload's next offset: `error.value` is the offset to resume at. */
+  WrongOffset: 13,
 } as const;
 /** Any known error code. */
 export type ErrorCode = typeof ErrorCode[keyof typeof ErrorCode];
@@ -256,8 +258,12 @@ export interface NodeEntry {
   freeSlots: number;
   /** Unix epoch milliseconds of the last message seen from the node. */
   lastSeenMs: number;
-  /** UTF-8 endpoint, e.g. tcp://127.0.0.1:7001. */
+  /** Where to connect, `tcp://HOST:PORT` ("" for a node that listens on nothing: workers). */
   endpoint: string;
+  /** Its keyring name (a server's: connect as `NAME@endpoint`), or a worker's label. */
+  name: string;
+  /** Why the node is suspect or dead, as the lister saw it ("" when alive). */
+  detail: string;
 }
 /** How often one file was fetched (storage_stats). */
 export interface FetchCount {
@@ -283,6 +289,8 @@ export interface ErrorMessage extends MessageBase {
   code: number;
   /** UTF-8 explanation (NOT_LEADER: leader endpoint). */
   text: string;
+  /** A number the code defines (WRONG_OFFSET: the offset to resume the upload at), else 0. */
+  value?: number;
 }
 /** Generic success reply with an optional value (0 when unused). */
 export interface OkMessage extends MessageBase {
@@ -918,8 +926,14 @@ const NODE_ENTRY: RecordSpec = {
     u32("freeSlots", "free_slots", "free worker slots"),
     u64("lastSeenMs", "last_seen_ms", "Unix epoch ms of the last message from the node"),
     len("u32", "endpoint_length", "endpoint", "bytes of endpoint"),
+    len("u32", "name_length", "name", "bytes of name"),
+    len("u32", "detail_length", "detail", "bytes of detail"),
   ],
-  sections: [text("endpoint", "endpoint", "maxText", "UTF-8 endpoint, e.g. tcp://127.0.0.1:7001")],
+  sections: [
+    text("endpoint", "endpoint", "maxText", 'tcp://HOST:PORT to connect to ("" for a worker)'),
+    text("name", "name", "maxText", "keyring name (connect as NAME@endpoint) or worker label"),
+    text("detail", "detail", "maxText", 'why it is suspect or dead, "" when alive'),
+  ],
 };
 const FETCH_COUNT: RecordSpec = {
   name: "FetchCount",
@@ -936,7 +950,11 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     name: "ErrorMessage",
     wire: "error",
     base: 33,
-    fields: [u32("code", "code", "ErrorCode"), len("u32", "text_length", "text", "bytes of text")],
+    fields: [
+      u32("code", "code", "ErrorCode"),
+      len("u32", "text_length", "text", "bytes of text"),
+      u64("value", "value", "WRONG_OFFSET: offset to resume the upload at; else 0", { ext: true }),
+    ],
     sections: [text("text", "text", "maxText", "UTF-8 explanation (NOT_LEADER: leader endpoint)")],
     doc: "Failure reply to any request.",
     flow: "any ROUTER -> requester",

@@ -49,7 +49,8 @@ struct msg {
 
 static const struct msg MSGS[] = {
     {"error", DSYS_MSG_ERROR, sizeof(struct dsys_error),
-     {F(struct dsys_error, code, K_U32), F(struct dsys_error, text_length, K_U32), END}},
+     {F(struct dsys_error, code, K_U32), F(struct dsys_error, text_length, K_U32),
+      F(struct dsys_error, value, K_U64), END}},
     {"ok", DSYS_MSG_OK, sizeof(struct dsys_ok), {F(struct dsys_ok, value, K_U64), END}},
     {"worker_request", DSYS_MSG_WORKER_REQUEST, sizeof(WR),
      {U(WR, base.job_uuid), U(WR, base.program_uuid), F(WR, base.program_size, K_U64),

@@ -128,6 +128,7 @@ export async function runBalancer(opts: BalancerOptions): Promise<BalancerNode> 
   const service = new BalancerService({
     node: nodeId,
     endpoint,
+    advertised,
     log,
     deadAfterMs: opts.deadAfterMs ?? 5000,
     tickMs: opts.tickMs,

@@ -29,6 +29,7 @@
  */
 import { CAP_BYTES, placementTicket, readCapability } from "../../lib/capability.ts";
 import type { Logger } from "../../lib/log.ts";
+import { splitNamedEndpoint } from "../../lib/named_endpoint.ts";
 import { hexId, RequestError, RpcError, type RpcServer } from "../../lib/rpc.ts";
 import { type Credentials, type Identity, processCredentials } from "../../lib/security.ts";
 import {
@@ -69,8 +70,10 @@ import { BalancerLeaseView, type LeaseChange } from "./lease.ts";
 export interface BalancerServiceOptions extends SchedulerOptions {
   /** This balancer's node uuid. */
   node: Uint8Array;
-  /** The endpoint it serves (reported in node lists). */
+  /** The endpoint it serves. */
   endpoint: string;
+  /** What others dial, `NAME@tcp://…` (default: `endpoint`): node lists show its two parts. */
+  advertised?: string;
   log: Logger;
   /** Dead-worker detection and assignment period, ms. */
   tickMs?: number;
@@ -162,11 +165,14 @@ export class BalancerService {
   #syncStream: Uint8Array = NIL_UUID;
   #syncSeq = 0;
   #creds: Credentials | null;
+  #advertised: { endpoint: string; name: string };
 
   constructor(o: BalancerServiceOptions) {
     this.#o = o;
     this.#creds = o.auth === undefined ? processCredentials() : o.auth;
     this.#now = o.now ?? Date.now;
+    const adv = splitNamedEndpoint(o.advertised ?? o.endpoint);
+    this.#advertised = { endpoint: adv.endpoint, name: adv.name ?? "" };
     this.#mono = o.monotonic ?? (() => performance.now());
     this.lease = o.leased ? new BalancerLeaseView(o.node) : null;
     this.#primary = !o.leased;
@@ -593,7 +599,8 @@ export class BalancerService {
       slots: st.slots,
       freeSlots: st.freeSlots,
       lastSeenMs: now,
-      endpoint: this.#o.endpoint,
+      ...this.#advertised,
+      detail: "",
     }];
     for (const w of this.scheduler.workers()) {
       out.push({
@@ -605,7 +612,9 @@ export class BalancerService {
         slots: w.slots,
         freeSlots: freeOf(w),
         lastSeenMs: w.lastSeenMs,
-        endpoint: w.label,
+        endpoint: "", // a worker listens on nothing
+        name: w.label,
+        detail: now - w.lastSeenMs > dead / 2 ? `silent for ${now - w.lastSeenMs} ms` : "",
       });
     }
     return out;

@@ -90,6 +90,12 @@ export interface MasterServiceDeps {
 /** Default of `--job-retention`: finished jobs are kept for a day. */
 export const DEFAULT_JOB_RETENTION_MS = 24 * 3600_000;
 
+/** A `NAME@tcp://…` reference as node_entry's separate endpoint and name. */
+function named(ref: string): { endpoint: string; name: string } {
+  const n = splitNamedEndpoint(ref);
+  return { endpoint: n.endpoint, name: n.name ?? "" };
+}
+
 /** May `from` see and act on a job of `owner`? (null = insecure mode: everyone may.) */
 function mayActOn(from: Identity | null, owner: string): boolean {
   return from === null || from.admin || from.name === owner;
@@ -111,6 +117,8 @@ export class MasterService {
   /** Balancers seen, and clients to them. */
   #balancers: BalancerDirectory;
   #leaseTimer: LeaseTimer;
+  /** This master's keyring name ("" insecure), for node lists. */
+  #selfName: string;
 
   constructor(deps: MasterServiceDeps) {
     this.#d = deps;
@@ -119,6 +127,7 @@ export class MasterService {
     this.#limits = { ...DEFAULT_SUBMIT_LIMITS, ...deps.limits };
     const auth = deps.auth === undefined ? processCredentials() : deps.auth;
     this.#secret = auth?.clusterSecret ?? null;
+    this.#selfName = auth?.self.name ?? "";
     if (auth && !this.#secret) throw new Error("a secure master needs the cluster secret");
   }
 
@@ -566,7 +575,10 @@ export class MasterService {
         slots: 0,
         freeSlots: 0,
         lastSeenMs: self ? now : 0,
-        endpoint: raft ? `${memberEndpoint(id)} (${memberName(id)})` : id,
+        ...(raft
+          ? { endpoint: memberEndpoint(id), name: memberName(id) }
+          : { endpoint: this.#d.endpoint, name: this.#selfName }),
+        detail: self || leader || replicating ? "" : "not replicating from the leader",
       };
     });
     await Promise.all([this.#balancerNodes(nodes), this.#storageNode(nodes)]);
@@ -610,7 +622,8 @@ export class MasterService {
         slots: 0,
         freeSlots: 0,
         lastSeenMs: 0,
-        endpoint: `${endpoints[i]} (${why})`,
+        ...named(endpoints[i]),
+        detail: why,
       });
     });
   }
@@ -631,9 +644,10 @@ export class MasterService {
         slots: 0,
         freeSlots: 0,
         lastSeenMs: Date.now(),
-        endpoint: c.endpoint,
+        ...named(c.endpoint),
+        detail: "",
       };
-    } catch {
+    } catch (e) {
       entry = {
         id: new Uint8Array(16),
         role: NodeRole.Storage,
@@ -642,7 +656,8 @@ export class MasterService {
         slots: 0,
         freeSlots: 0,
         lastSeenMs: 0,
-        endpoint: c.endpoint,
+        ...named(c.endpoint),
+        detail: e instanceof RpcError ? e.text : String(e),
       };
     }
     nodes.push(entry);

@@ -24,7 +24,7 @@
  * Owners: a put that names an owner makes it one only when this put's own bytes were verified
  * (a full upload, or a complete re-upload of a file already here), durably before the
  * committed ack: one append to the owners log, written while the file itself is committed. The shortcut that acks a retried chunk of a file already here (offset > 0)
- * is taken only for an owner; anyone else is told "expected offset 0" and sends it all.
+ * is taken only for an owner; anyone else is told WRONG_OFFSET 0 and sends it all.
  *
  * Failures: every file_put is answered. A full disk (ENOSPC, EDQUOT) is NO_SPACE, any other I/O
  * error INTERNAL with the system's text; either way nothing of the upload is kept (its temp file
@@ -557,7 +557,7 @@ export class FileStore {
   /**
    * A chunk past offset 0 of a file already here, with no upload of it open: acked committed
    * for an uploader that owns it (or names no owner); anyone else has not shown the bytes and
-   * is told to send them all (BAD_REQUEST "expected offset 0", which clients resume from).
+   * is told to send them all (WRONG_OFFSET with value 0, which clients resume from).
    */
   #alreadyHere(
     msg: FilePut,
@@ -568,9 +568,10 @@ export class FileStore {
     if (owner !== null && !this.#owners.has(hex, owner)) {
       return Promise.reject(
         new RequestError(
-          ErrorCode.BadRequest,
+          ErrorCode.WrongOffset,
           `file ${hex}: expected offset 0, got ${msg.offset} (the file is here, but ${owner} ` +
             `becomes an owner only by sending all of it)`,
+          0,
         ),
       );
     }
@@ -748,8 +749,9 @@ export class FileStore {
         // starts over, and no empty temp file is left behind for it.
         if (!(e instanceof Deno.errors.NotFound)) throw e;
         throw new RequestError(
-          ErrorCode.BadRequest,
+          ErrorCode.WrongOffset,
           `file ${u.hex}: expected offset 0, got ${firstOffset}`,
+          0,
         );
       }
     }
@@ -843,8 +845,9 @@ export class FileStore {
       if (m.offset > u.written) {
         c.reject(
           new RequestError(
-            ErrorCode.BadRequest,
+            ErrorCode.WrongOffset,
             `file ${u.hex}: expected offset ${u.written}, got ${m.offset}`,
+            u.written,
           ),
         );
         continue;
