@@ -26,6 +26,7 @@ import {
   NotLeaderError,
   ProposalDroppedError,
   RawNode,
+  splitReadyMessages,
 } from "../../roles/master/raft/mod.ts";
 import type {
   Entry,
@@ -186,7 +187,7 @@ class SimNode {
   tickRate = 1;
   commitSeen = 0;
   /** A Ready whose writes are issued but whose fsync completes at step `at`. */
-  inflight: { rd: Ready; at: number; leaderTerm: number } | null = null;
+  inflight: { rd: Ready; late: Message[]; at: number; leaderTerm: number } | null = null;
   constructor(readonly id: NodeId, readonly initial: boolean) {}
 }
 
@@ -265,6 +266,7 @@ class Sim {
     okOps: 0,
     duplicates: 0,
     messages: 0,
+    earlyMessages: 0,
   };
   readonly faultTicks: number;
   readonly livenessTicks: number;
@@ -400,7 +402,7 @@ class Sim {
       const rd = this.beginReady(n);
       const durable = rd.snapshot || rd.entries.length || rd.hardState;
       if (durable && this.persistCrashP > 0 && !this.healed && this.rnd() < this.persistCrashP) {
-        // Crash before fsync returns: none of this Ready's messages were sent.
+        // Crash before fsync returns: only the leader's early appends were sent.
         this.stats.persistCrashes++;
         this.crash(n, 2 + Math.floor(this.rnd() * 30));
         return;
@@ -425,12 +427,23 @@ class Sim {
         this.fail(`log matching: ${n.id} entry ${k} is ${v}, elsewhere ${seen}`);
       }
     }
+    // The last hard state issued (durable or not): a Ready that changes its term or vote must not
+    // let anything out before it is on disk.
+    const lastHs = n.storage.unsynced.findLast((op) => op.kind === "hs")?.hs ?? n.storage.hs;
+    const hsChanged = rd.hardState !== null &&
+      (rd.hardState.term !== lastHs.term || rd.hardState.vote !== lastHs.vote);
     if (rd.snapshot) n.storage.write({ kind: "snap", snap: rd.snapshot });
     if (rd.entries.length) n.storage.write({ kind: "ents", ents: rd.entries });
     if (rd.hardState) n.storage.write({ kind: "hs", hs: rd.hardState });
     const st = raw.status();
+    // As RaftGroup does: the leader's appends leave while its own write is still unsynced (a
+    // crash before the fsync then loses the leader's copy after the followers got theirs).
+    const { early, late } = splitReadyMessages(rd, n.id, st.role === "leader", hsChanged);
+    for (const m of early) this.sendRaft(m);
+    this.stats.earlyMessages += early.length;
     n.inflight = {
       rd,
+      late,
       at: this.now + 1 + Math.floor(this.rnd() * 4),
       leaderTerm: st.role === "leader" ? st.term : 0,
     };
@@ -439,7 +452,7 @@ class Sim {
 
   /** fsync done: send, install, apply, serve reads, advance, maybe compact. */
   finishReady(n: SimNode): void {
-    const { rd, leaderTerm } = n.inflight!;
+    const { rd, late, leaderTerm } = n.inflight!;
     n.inflight = null;
     const raw = n.raw!;
     n.storage.sync();
@@ -451,7 +464,7 @@ class Sim {
       }
       n.commitSeen = Math.max(n.commitSeen, rd.hardState.commit);
     }
-    for (const m of rd.messages) this.sendRaft(m);
+    for (const m of late) this.sendRaft(m);
     if (rd.hardState && !this.healed && this.rnd() < this.postSendCrashP) {
       // Crash right after a vote/term/commit became durable and its messages left: the
       // restarted node must act on exactly what it persisted (e.g. never vote twice).

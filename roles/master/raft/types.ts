@@ -244,3 +244,33 @@ export const MAX_INDEX = 2 ** 48;
 export function invariant(cond: boolean, message: () => string): asserts cond {
   if (!cond) throw new RaftInvariantError(message());
 }
+
+/**
+ * Which of a Ready's messages may leave before its entries are durable (Raft thesis §10.2.1: the
+ * leader writes to its disk in parallel with replicating to the followers), and which only after.
+ *
+ * Early: the leader's `app` messages, when this Ready changes neither term nor vote and carries no
+ * snapshot. Why that is safe: a follower stores and acknowledges the entries on its own disk; the
+ * leader counts itself in the quorum at append, but the commit index that follows from those
+ * acknowledgements leaves the leader (in messages) and reaches its state machine (committed
+ * entries) only in a later Ready, which the caller takes only after this one is persisted and
+ * advanced. So nothing is committed that is durable on less than a quorum, and the commit index of
+ * an early `app` covers only entries of earlier, persisted Readies. Everything else waits: a vote
+ * or a follower's acknowledgement must never precede the term, vote or entries it vouches for.
+ *
+ * `termOrVoteChanged`: the Ready's hard state differs from the stored one in term or vote.
+ */
+export function splitReadyMessages(
+  rd: Ready,
+  self: NodeId,
+  isLeader: boolean,
+  termOrVoteChanged: boolean,
+): { early: Message[]; late: Message[] } {
+  if (!isLeader || termOrVoteChanged || rd.snapshot !== null || rd.entries.length === 0) {
+    return { early: [], late: rd.messages };
+  }
+  const early: Message[] = [];
+  const late: Message[] = [];
+  for (const m of rd.messages) (m.type === "app" && m.from === self ? early : late).push(m);
+  return { early, late };
+}
