@@ -10,7 +10,8 @@ import {
   uuidToHex,
 } from "../wire/mod.ts";
 import { codeName, RpcError } from "../lib/rpc.ts";
-import { ClientError, DsysClient, progressLine, stateName } from "./commands.ts";
+import { ClientError, DsysClient, failureName, progressLine, stateName } from "./commands.ts";
+import { limitFlagsOf, SUBMIT_LIMIT_FLAGS } from "./limit_flags.ts";
 import { resolveCluster } from "./cluster.ts";
 
 /** Exit codes of the client commands. */
@@ -130,12 +131,15 @@ async function cmdSubmit(args: string[]): Promise<number> {
       input: { type: "string", multiple: true, default: [] },
       "time-limit": { type: "string", default: "600" },
       wait: { type: "boolean", default: false },
+      ...SUBMIT_LIMIT_FLAGS,
     },
   });
   if (values.help || !values.program) {
     out(
       "usage: dsys submit --program FILE [--arg A] [--chunks N] [--input [NAME=]ID]...\n" +
-        "                   [--time-limit SECONDS] [--wait] [--json]",
+        "                   [--time-limit SECONDS] [--wait] [--json]\n" +
+        "                   [--memory SIZE] [--procs N] [--cpu-time DURATION] [--disk SIZE]\n" +
+        "                   [--network none|host]   per-chunk limits (default: the workers')",
     );
     return values.help ? EXIT.ok : EXIT.usage;
   }
@@ -143,6 +147,7 @@ async function cmdSubmit(args: string[]): Promise<number> {
   if (!Number.isInteger(chunks)) throw new ClientError(`--chunks ${values.chunks} is not a number`);
   const limit = Number(values["time-limit"]);
   if (!(limit > 0)) throw new ClientError(`--time-limit must be a positive number of seconds`);
+  const limits = limitFlagsOf(values);
   let program: Uint8Array;
   try {
     program = await Deno.readFile(values.program);
@@ -162,6 +167,7 @@ async function cmdSubmit(args: string[]): Promise<number> {
       chunks,
       inputs,
       timeLimitMs: Math.round(limit * 1000),
+      limits,
     });
     if (!values.wait) {
       out(values.json ? JSON.stringify({ job: uuidToHex(job) }) : uuidToHex(job));
@@ -210,6 +216,7 @@ function statusJson(s: JobStatusResponse) {
       attempt: c.attempt,
       exitCode: c.exitCode,
       signal: c.signal,
+      failure: failureName(c.failure),
       durationMs: c.durationMs,
       reason: c.reason,
       outputs: c.outputs.map((o) => ({ id: uuidToHex(o.id), name: o.name, size: o.size })),
@@ -227,7 +234,8 @@ function printSummary(s: JobStatusResponse): void {
   for (const c of s.chunks) {
     if (c.state !== ChunkState.Failed) continue;
     out(
-      `  chunk ${c.chunkIndex} failed (attempt ${c.attempt}): ${c.reason || `exit ${c.exitCode}`}`,
+      `  chunk ${c.chunkIndex} failed (attempt ${c.attempt}) ${failureName(c.failure)}: ` +
+        (c.reason || `exit ${c.exitCode}`),
     );
     const tail = dec.decode(c.stderrTail).trimEnd().split("\n").slice(-3);
     for (const l of tail) if (l) out(`    stderr: ${l}`);

@@ -6,6 +6,7 @@ import {
   ChunkState,
   type FileEntry,
   type JobStatusResponse,
+  type LimitFields,
   type Message,
   MessageType,
   type NodeEntry,
@@ -88,6 +89,8 @@ export class DsysClient {
     chunks: number;
     inputs: { id: Uuid; name: string }[];
     timeLimitMs: number;
+    /** Per-chunk limits (0 or absent: the workers' defaults). */
+    limits?: LimitFields;
   }): Promise<Uuid> {
     const program = job.program instanceof Uint8Array
       ? await this.storage.putBytes(job.program)
@@ -105,6 +108,7 @@ export class DsysClient {
       argument: new TextEncoder().encode(job.argument),
       inputFiles: job.inputs.map((f): FileEntry => ({ id: f.id, name: f.name, size: 0 })),
       programName: job.programName,
+      ...job.limits,
     });
     if (reply.type !== MessageType.JobSubmitAck) throw unexpected(reply);
     return reply.job;
@@ -183,6 +187,26 @@ export class DsysClient {
 
 function unexpected(m: Message): ClientError {
   return new ClientError(`unexpected reply of type ${m.type}`);
+}
+
+/** A FailureCode as its name in docs/wire.md (`OOM`, `PIDS`, `OUTPUT_QUOTA`, …). */
+export function failureName(code: number): string {
+  return [
+    "NONE",
+    "EXIT_CODE",
+    "SIGNAL",
+    "TIMEOUT",
+    "SPAWN_FAILED",
+    "INPUT_UNAVAILABLE",
+    "OUTPUT_FAILED",
+    "WORKER_LOST",
+    "INTERNAL",
+    "OOM",
+    "PIDS",
+    "OUTPUT_QUOTA",
+    "CPU_TIME",
+    "POLICY",
+  ][code] ?? `FAILURE_${code}`;
 }
 
 /** A job state code as a word. */

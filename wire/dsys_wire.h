@@ -102,6 +102,11 @@ enum dsys_failure {
   DSYS_FAIL_OUTPUT_FAILED = 6,
   DSYS_FAIL_WORKER_LOST = 7,
   DSYS_FAIL_INTERNAL = 8,
+  DSYS_FAIL_OOM = 9,           /* over its memory limit: the kernel OOM-killed a process */
+  DSYS_FAIL_PIDS = 10,         /* over its process limit: the kernel refused a fork */
+  DSYS_FAIL_OUTPUT_QUOTA = 11, /* filled its disk limit (outputs, tmp, stdout, stderr) */
+  DSYS_FAIL_CPU_TIME = 12,     /* over its CPU time limit */
+  DSYS_FAIL_POLICY = 13,       /* asks for more than the worker allows */
 };
 
 /* ---- node roles / states / flags (u8) ---- */
@@ -164,6 +169,11 @@ struct DSYS_PACKED dsys_worker_request_ext {
   uint32_t owner_length;
   uint32_t program_cap_length;
   uint64_t balancer_epoch;
+  uint64_t memory_bytes; /* chunk limits: 0 = the worker's default */
+  uint32_t max_procs;
+  uint64_t cpu_time_ms;
+  uint64_t disk_bytes;
+  uint8_t network; /* 0 = loopback only, 1 = host network */
 }; /* payload: input_files (file_entry*), argument, caps, ticket, owner, program_cap */
 struct DSYS_PACKED dsys_worker_status_ext {
   struct dsys_worker_status base;
@@ -287,6 +297,11 @@ struct DSYS_PACKED dsys_job_submit {
   uint64_t argument_length;
   uint32_t num_input_files;
   uint32_t name_length;
+  uint64_t memory_bytes; /* extension (base 101 bytes): chunk limits, 0 = the worker's default */
+  uint32_t max_procs;
+  uint64_t cpu_time_ms;
+  uint64_t disk_bytes;
+  uint8_t network; /* 0 = loopback only, 1 = host network */
 }; /* payload: argument, input_files (file_entry*), program_name */
 struct DSYS_PACKED dsys_job_submit_ack {
   struct dsys_generic_message header;
@@ -332,6 +347,11 @@ struct DSYS_PACKED dsys_job_dispatch {
   uint32_t num_input_files;
   uint32_t num_dispatch;
   uint32_t owner_length; /* extension: may be absent (base 93 bytes) */
+  uint64_t memory_bytes; /* extension: chunk limits, 0 = the worker's default */
+  uint32_t max_procs;
+  uint64_t cpu_time_ms;
+  uint64_t disk_bytes;
+  uint8_t network; /* 0 = loopback only, 1 = host network */
 }; /* payload: argument, input_files (file_entry*), chunks (chunk_attempt*), owner */
 struct DSYS_PACKED dsys_job_remove {
   struct dsys_generic_message header;
@@ -437,7 +457,7 @@ _Static_assert(sizeof(struct dsys_worker_request) == 73, "worker_request base");
 _Static_assert(sizeof(struct dsys_worker_status) == 42, "worker_status base");
 _Static_assert(sizeof(struct dsys_file_request) == 41, "file_request base");
 _Static_assert(sizeof(struct dsys_file_response) == 49, "file_response base");
-_Static_assert(sizeof(struct dsys_worker_request_ext) == 133, "worker_request");
+_Static_assert(sizeof(struct dsys_worker_request_ext) == 162, "worker_request");
 _Static_assert(sizeof(struct dsys_worker_status_ext) == 86, "worker_status");
 _Static_assert(sizeof(struct dsys_file_request_ext) == 69, "file_request");
 _Static_assert(sizeof(struct dsys_file_response_ext) == 57, "file_response");
@@ -453,13 +473,13 @@ _Static_assert(sizeof(struct dsys_file_stat) == 45, "file_stat");
 _Static_assert(sizeof(struct dsys_file_stat_response) == 50, "file_stat_response");
 _Static_assert(sizeof(struct dsys_storage_stats_request) == 25, "storage_stats_request");
 _Static_assert(sizeof(struct dsys_storage_stats) == 77, "storage_stats");
-_Static_assert(sizeof(struct dsys_job_submit) == 101, "job_submit");
+_Static_assert(sizeof(struct dsys_job_submit) == 130, "job_submit");
 _Static_assert(sizeof(struct dsys_job_submit_ack) == 50, "job_submit_ack");
 _Static_assert(sizeof(struct dsys_job_status_request) == 41, "job_status_request");
 _Static_assert(sizeof(struct dsys_job_status_response) == 66, "job_status_response");
 _Static_assert(sizeof(struct dsys_job_list_request) == 25, "job_list_request");
 _Static_assert(sizeof(struct dsys_job_list_response) == 29, "job_list_response");
-_Static_assert(sizeof(struct dsys_job_dispatch) == 97, "job_dispatch");
+_Static_assert(sizeof(struct dsys_job_dispatch) == 126, "job_dispatch");
 _Static_assert(sizeof(struct dsys_job_remove) == 41, "job_remove");
 _Static_assert(sizeof(struct dsys_node_list_request) == 25, "node_list_request");
 _Static_assert(sizeof(struct dsys_node_list_response) == 29, "node_list_response");

@@ -129,6 +129,36 @@ export const FailureCode = {
 /** Any failure code. */
 export type FailureCode = typeof FailureCode[keyof typeof FailureCode];
 
+/**
+ * Per-chunk limits a job asks for (extension fields of job_submit, job_dispatch and
+ * worker_request, carried unchanged from the client to the worker). 0 or absent = the worker's
+ * default; a worker refuses (failure POLICY) what is above its maximum. What they bound:
+ * roles/worker/limits.ts.
+ */
+export interface LimitFields {
+  /** Memory of all the chunk's processes together (and its tmpfs), bytes; 0 = default. */
+  memoryBytes?: number;
+  /** Processes and threads of the chunk at the same time; 0 = default. */
+  maxProcs?: number;
+  /** CPU time of all the chunk's processes together, ms; 0 = default. */
+  cpuTimeMs?: number;
+  /** Bytes the chunk may write (outputs, TMPDIR, stdout, stderr together); 0 = default. */
+  diskBytes?: number;
+  /** 0 = its own network namespace with loopback only; 1 = the host's network (only where the
+   * worker allows it). */
+  network?: number;
+}
+
+/** The limit fields of `m` that are set (non-zero), or null when none is: what a master keeps
+ * of a submission and the balancer of a dispatch, to hand on. */
+export function limitFieldsOf(m: LimitFields): LimitFields | null {
+  const out: LimitFields = {};
+  for (const k of ["memoryBytes", "maxProcs", "cpuTimeMs", "diskBytes", "network"] as const) {
+    if (m[k]) out[k] = m[k];
+  }
+  return Object.keys(out).length > 0 ? out : null;
+}
+
 /** Role of a node in node_list_response. */
 export const NodeRole = { Master: 1, Balancer: 2, Storage: 3, Worker: 4, Client: 5 } as const;
 /** Any node role code. */
@@ -300,7 +330,7 @@ export interface OkMessage extends MessageBase {
   value: number;
 }
 /** balancer -> worker: run one chunk of a job. */
-export interface WorkerRequest extends MessageBase {
+export interface WorkerRequest extends MessageBase, LimitFields {
   /** Message type code (discriminant). */
   type: typeof MessageType.WorkerRequest;
   /** Job id. */
@@ -522,7 +552,7 @@ export interface StorageStats extends MessageBase {
   fetchCounts: FetchCount[];
 }
 /** client -> master: submit a job; (client, sequence) makes it exactly-once. */
-export interface JobSubmit extends MessageBase {
+export interface JobSubmit extends MessageBase, LimitFields {
   /** Message type code (discriminant). */
   type: typeof MessageType.JobSubmit;
   /** Submitting client's id. */
@@ -596,7 +626,7 @@ export interface JobListResponse extends MessageBase {
   jobs: JobListEntry[];
 }
 /** master -> balancer: run these chunks of a job (balancer answers ok). */
-export interface JobDispatch extends MessageBase {
+export interface JobDispatch extends MessageBase, LimitFields {
   /** Message type code (discriminant). */
   type: typeof MessageType.JobDispatch;
   /** Job id. */
@@ -889,6 +919,21 @@ const resultFields = (ext: boolean): FieldSpec[] => [
   len("u32", "stderr_length", "stderrTail", "bytes of stderr_tail", ext),
   len("u32", "reason_length", "reason", "bytes of reason", ext),
 ];
+/** The LimitFields as extension fields (appended to job_submit, job_dispatch, worker_request). */
+const limitFields = (): FieldSpec[] => [
+  u64("memoryBytes", "memory_bytes", "chunk memory limit, bytes; 0 = worker default", {
+    ext: true,
+  }),
+  u32("maxProcs", "max_procs", "chunk process (and thread) limit; 0 = worker default", {
+    ext: true,
+  }),
+  u64("cpuTimeMs", "cpu_time_ms", "chunk CPU time limit, ms; 0 = worker default", { ext: true }),
+  u64("diskBytes", "disk_bytes", "bytes a chunk may write; 0 = worker default", { ext: true }),
+  u8("network", "network", "0 = loopback only, 1 = host network (if the worker allows)", {
+    ext: true,
+    max: 1,
+  }),
+];
 const resultSections = (): SectionSpec[] => [
   list("outputs", "outputs", "maxFiles", "output files, already stored", FILE_ENTRY),
   bytes("stderrTail", "stderr_tail", "maxStderr", "last bytes of the program's stderr"),
@@ -998,6 +1043,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
       u64("epoch", "balancer_epoch", "lease epoch of the placing balancer (0 = no masters)", {
         ext: true,
       }),
+      ...limitFields(),
     ],
     sections: [
       list("inputFiles", "input_files", "maxFiles", "files to fetch from storage", FILE_ENTRY),
@@ -1260,6 +1306,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
       len("u64", "argument_length", "argument", "bytes of argument"),
       len("u32", "num_input_files", "inputFiles", "entries in input_files"),
       len("u32", "name_length", "programName", "bytes of program_name"),
+      ...limitFields(),
     ],
     sections: [
       bytes("argument", "argument", "maxArgument", "opaque argument"),
@@ -1359,6 +1406,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
       len("u32", "num_input_files", "inputFiles", "entries in input_files"),
       len("u32", "num_dispatch", "chunks", "entries in chunks"),
       len("u32", "owner_length", "owner", "bytes of owner", true),
+      ...limitFields(),
     ],
     sections: [
       bytes("argument", "argument", "maxArgument", "opaque argument"),

@@ -29,7 +29,7 @@ struct field {
   size_t off2; /* uuid: offset of the _lower member */
 };
 
-#define MAXF 16
+#define MAXF 24
 struct msg {
   const char *name;
   uint8_t type;
@@ -58,7 +58,8 @@ static const struct msg MSGS[] = {
       F(WR, argument_length, K_U64), F(WR, time_limit_ms, K_U64), F(WR, attempt, K_U32),
       F(WR, cap_expiry_ms, K_U64), F(WR, caps_length, K_U32), F(WR, ticket_length, K_U32),
       F(WR, owner_length, K_U32), F(WR, program_cap_length, K_U32),
-      F(WR, balancer_epoch, K_U64), END}},
+      F(WR, balancer_epoch, K_U64), F(WR, memory_bytes, K_U64), F(WR, max_procs, K_U32),
+      F(WR, cpu_time_ms, K_U64), F(WR, disk_bytes, K_U64), F(WR, network, K_U8), END}},
     {"worker_request_ack", DSYS_MSG_WORKER_REQUEST_ACK, sizeof(struct dsys_worker_request_ack),
      {U(struct dsys_worker_request_ack, job_uuid),
       F(struct dsys_worker_request_ack, chunk_index, K_U32),
@@ -118,7 +119,10 @@ static const struct msg MSGS[] = {
       U(struct dsys_job_submit, program_uuid), F(struct dsys_job_submit, program_size, K_U64),
       F(struct dsys_job_submit, argument_length, K_U64),
       F(struct dsys_job_submit, num_input_files, K_U32),
-      F(struct dsys_job_submit, name_length, K_U32), END}},
+      F(struct dsys_job_submit, name_length, K_U32),
+      F(struct dsys_job_submit, memory_bytes, K_U64), F(struct dsys_job_submit, max_procs, K_U32),
+      F(struct dsys_job_submit, cpu_time_ms, K_U64), F(struct dsys_job_submit, disk_bytes, K_U64),
+      F(struct dsys_job_submit, network, K_U8), END}},
     {"job_submit_ack", DSYS_MSG_JOB_SUBMIT_ACK, sizeof(struct dsys_job_submit_ack),
      {U(struct dsys_job_submit_ack, job_uuid), F(struct dsys_job_submit_ack, sequence, K_U64),
       F(struct dsys_job_submit_ack, duplicate, K_U8), END}},
@@ -145,7 +149,12 @@ static const struct msg MSGS[] = {
       F(struct dsys_job_dispatch, argument_length, K_U64),
       F(struct dsys_job_dispatch, num_input_files, K_U32),
       F(struct dsys_job_dispatch, num_dispatch, K_U32),
-      F(struct dsys_job_dispatch, owner_length, K_U32), END}},
+      F(struct dsys_job_dispatch, owner_length, K_U32),
+      F(struct dsys_job_dispatch, memory_bytes, K_U64),
+      F(struct dsys_job_dispatch, max_procs, K_U32),
+      F(struct dsys_job_dispatch, cpu_time_ms, K_U64),
+      F(struct dsys_job_dispatch, disk_bytes, K_U64), F(struct dsys_job_dispatch, network, K_U8),
+      END}},
     {"job_remove", DSYS_MSG_JOB_REMOVE, sizeof(struct dsys_job_remove),
      {U(struct dsys_job_remove, job_uuid), END}},
     {"node_list_request", DSYS_MSG_NODE_LIST_REQUEST, sizeof(struct dsys_node_list_request),

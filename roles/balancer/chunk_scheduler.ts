@@ -11,7 +11,7 @@
  * elsewhere, and a worker that stops heartbeating gets all its chunks requeued with attempt+1.
  * @module
  */
-import { type FileEntry, type Uuid, uuidToHex } from "../../wire/mod.ts";
+import { type FileEntry, type LimitFields, type Uuid, uuidToHex } from "../../wire/mod.ts";
 
 /** Tunables of the scheduler. */
 export interface SchedulerOptions {
@@ -46,6 +46,8 @@ export interface JobInfo {
   inputFiles: FileEntry[];
   /** Keyring name of the job's owner (job_dispatch `owner`; "" or absent in insecure mode). */
   owner?: string;
+  /** The chunk limits the job asked for (job_dispatch's limit fields that are set). */
+  limits?: LimitFields;
 }
 
 /**

@@ -36,6 +36,7 @@ import {
   type BalancerSync,
   type BalancerSyncReply,
   ErrorCode,
+  limitFieldsOf,
   type Message,
   MessageType,
   NIL_UUID,
@@ -393,6 +394,7 @@ export class BalancerService {
               argument: msg.argument,
               inputFiles: msg.inputFiles,
               ...(msg.owner ? { owner: msg.owner } : {}),
+              ...(limitFieldsOf(msg) ? { limits: limitFieldsOf(msg)! } : {}),
             },
             chunks: msg.chunks,
           }) as DispatchResult;
@@ -775,6 +777,8 @@ export class BalancerService {
       attempt: a.attempt,
       ...this.#authFor(a),
       epoch: this.epoch,
+      // The job's chunk limits, as submitted: the worker resolves and enforces them.
+      ...a.job.limits,
     };
     this.counters.pushed++;
     server.push(peer, req, this.#o.pushTimeoutMs ?? 5000).then((reply) => {

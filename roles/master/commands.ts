@@ -17,7 +17,14 @@
  * compatibility path. A log holding kind 1 or 3 fails to decode (CommandError); such a data
  * directory must be wiped.
  */
-import { decode, encode, type JobSubmit, MessageType, type WorkerStatus } from "../../wire/mod.ts";
+import {
+  decode,
+  encode,
+  type JobSubmit,
+  limitFieldsOf,
+  MessageType,
+  type WorkerStatus,
+} from "../../wire/mod.ts";
 import type { Command, JobSpec } from "./job_table.ts";
 
 const REPORT = 2;
@@ -58,6 +65,7 @@ export function specFromSubmit(
     timeLimitMs: m.timeLimitMs,
     inputs: m.inputFiles,
     submittedAtMs: atMs,
+    ...(limitFieldsOf(m) ? { limits: limitFieldsOf(m)! } : {}),
   };
 }
 
@@ -104,6 +112,7 @@ export function encodeCommand(cmd: Command): Uint8Array {
       argument: s.argument,
       inputFiles: s.inputs,
       programName: s.programName,
+      ...s.limits,
     });
     const owner = new TextEncoder().encode(s.owner);
     if (owner.length > MAX_OWNER) throw new CommandError(`owner of ${owner.length} bytes`);

@@ -14,6 +14,7 @@ import {
   ChunkState,
   FailureCode,
   type FileEntry,
+  type LimitFields,
   uuidToHex as hex,
   type WorkerStatus,
 } from "../../wire/mod.ts";
@@ -38,6 +39,8 @@ export interface JobSpec {
    * user, or an admin, may see the job and its outputs.
    */
   owner: string;
+  /** The chunk limits it asked for (job_submit's limit fields that are set; none: defaults). */
+  limits?: LimitFields;
 }
 
 /** A command of the replicated log. */

@@ -698,6 +698,7 @@ export class MasterService {
       inputFiles: s.inputs,
       chunks: chunks.map((i) => ({ chunkIndex: i, attempt: Math.max(1, job.chunks[i].attempt) })),
       owner: s.owner,
+      ...s.limits,
     }).catch((e) => {
       // The periodic re-dispatch retries; the balancer ignores chunks it already has.
       this.#d.log.warn("dispatch failed", { job: key, error: e });

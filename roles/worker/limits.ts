@@ -7,6 +7,8 @@
  * @module
  */
 
+import type { LimitFields } from "../../wire/mod.ts";
+
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
 
@@ -20,20 +22,9 @@ export const NetworkMode = {
 /** Any network mode. */
 export type NetworkMode = typeof NetworkMode[keyof typeof NetworkMode];
 
-/** What a job asks for per chunk (wire fields of job_submit / job_dispatch / worker_request);
- * 0 or absent = the worker's default. */
-export interface LimitRequest {
-  /** Memory of all the chunk's processes together (and its tmpfs pages), bytes. */
-  memoryBytes?: number;
-  /** Processes and threads at the same time. */
-  maxProcs?: number;
-  /** CPU time of all the chunk's processes together, ms. */
-  cpuTimeMs?: number;
-  /** Bytes the chunk may write: output dir, TMPDIR, stdout and stderr together. */
-  diskBytes?: number;
-  /** NetworkMode. */
-  network?: number;
-}
+/** What a job asks for per chunk: the limit fields of job_submit / job_dispatch /
+ * worker_request (wire/messages.ts); 0 or absent = the worker's default. */
+export type LimitRequest = LimitFields;
 
 /** The limits a chunk runs with. */
 export interface ChunkLimits {

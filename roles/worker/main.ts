@@ -40,13 +40,7 @@ import { CAP_BYTES } from "../../lib/capability.ts";
 import { CacheIndex } from "./cache_index.ts";
 import { type RunningProgram, type RunResult, startProgram } from "./runner.ts";
 import { ChunkRun, ChunkSandbox, type LimitHit } from "./chunk_sandbox.ts";
-import {
-  type ChunkLimits,
-  DEFAULT_POLICY,
-  type LimitPolicy,
-  type LimitRequest,
-  resolveLimits,
-} from "./limits.ts";
+import { type ChunkLimits, DEFAULT_POLICY, type LimitPolicy, resolveLimits } from "./limits.ts";
 import { INSIDE, sandboxEnv } from "./sandbox.ts";
 import { SANDBOX_FLAGS, sandboxOptions } from "./sandbox_flags.ts";
 
@@ -874,7 +868,7 @@ class Worker implements WorkerNode {
     // this worker allows (errors are values: the chunk fails with Policy and the reason).
     let limits: ChunkLimits | null = null;
     if (sb) {
-      const lim = resolveLimits(req as LimitRequest, sb.policy);
+      const lim = resolveLimits(req, sb.policy);
       if (!lim.ok) {
         log.info("chunk refused by the worker's limits", { ...lim.refusal });
         return bareStatus(this.nodeId, req, CS.Failed, FC.Policy, lim.refusal.reason);

@@ -315,9 +315,10 @@ export class HostClaims {
 /**
  * A chunk's writable space: a tmpfs of the chunk's disk limit at `<slot>/fs` holding `out/`
  * (the output dir, owned by the slot's uid), `tmp/` (TMPDIR and /tmp, sticky and world-writable
- * like /tmp), and the files the worker opens for it: `stdout`, `stderr`, `status`. Mounted per
- * chunk; sealed read-only once the chunk has ended (so what is uploaded is what it left);
- * unmounted after the upload.
+ * like /tmp), and the files the worker opens for it: `stdout`, `stderr`. Mounted per chunk;
+ * sealed read-only once the chunk has ended (so what is uploaded is what it left); unmounted
+ * after the upload. dsys-exec's status line goes to `<slot>/status` on the worker's own disk
+ * (a few bytes): a chunk that filled its tmpfs must not also lose how its program ended.
  */
 export class ChunkFs {
   /** The mount point. */
@@ -341,7 +342,7 @@ export class ChunkFs {
     this.tmp = `${root}/tmp`;
     this.stdout = `${root}/stdout`;
     this.stderr = `${root}/stderr`;
-    this.status = `${root}/status`;
+    this.status = `${root.slice(0, root.lastIndexOf("/"))}/status`;
   }
 
   /** Mounts a fresh tmpfs of `bytes` for a chunk of `uid`. */
