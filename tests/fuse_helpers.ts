@@ -14,8 +14,11 @@ export function fileId(data: Uint8Array): Uint8Array {
 
 /** A fetcher backed by a local "storage" directory of files named by id hex. */
 export class FakeStorage {
-  /** Fetch calls per id hex. */
+  /** Fetch calls per id hex (downloads: a cache file already holding the id's bytes is only
+   * verified, as the worker's fetch does, and counted in `verified`). */
   calls = new Map<string, number>();
+  /** Cache files found already holding their id's bytes, per id hex. */
+  verified = new Map<string, number>();
   /** Ids whose next fetch fails (once per listed count). */
   failNext = new Map<string, number>();
   /** Artificial latency of each fetch, to make concurrent first reads overlap. */
@@ -57,6 +60,13 @@ export class FakeStorage {
 
   #fetch = async (id: Uint8Array, cachePath: string): Promise<void> => {
     const h = hex(id);
+    // The mount hands over a cache file it has not verified itself (left by an earlier mount):
+    // kept when it holds the id's bytes, like the worker's fetch does.
+    const there = await Deno.readFile(cachePath).catch(() => null);
+    if (there && hex(fileId(there)) === h) {
+      this.verified.set(h, (this.verified.get(h) ?? 0) + 1);
+      return;
+    }
     this.calls.set(h, (this.calls.get(h) ?? 0) + 1);
     if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
     const fails = this.failNext.get(h) ?? 0;

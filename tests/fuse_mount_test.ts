@@ -365,6 +365,8 @@ Deno.test("fuse: mounting over a dead mount left by a SIGKILLed server works", a
     const r2 = await sh("cmp", `${mnt}/job/data.bin`, `${store.dir}/${hex(id)}`);
     assert.equal(r2.code, 0, r2.stdout + r2.stderr);
     assert.equal(store.total(), 0, "the cache file written before the kill is reused");
+    // …once verified: a new mount serves no cache file it has not seen checked.
+    assert.equal(store.verified.get(hex(id)), 1);
     // A second mount at a live mountpoint is refused.
     await assert.rejects(
       FuseMount.mount({ mountpoint: mnt, cacheDir: cache, fetch: store.fetch }),

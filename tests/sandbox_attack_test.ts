@@ -562,3 +562,45 @@ Deno.test("sandbox: the same hostile chunk on a --no-sandbox worker gets everyth
     },
   );
 });
+
+Deno.test("sandbox: a worker's shutdown or death takes every process of its chunks along", async () => {
+  // 3 slots: each restarted worker also gets the killed chunks' next attempts (running again,
+  // under their old tokens); the last check needs a slot of its own.
+  await withCluster({ workers: 1, slotsPerWorker: 3 }, async (cluster, admin) => {
+    // A chunk whose program left a setsid'd and a double-forked child, all three running.
+    const start = async () => {
+      const tok = String(crypto.getRandomValues(new Uint32Array(1))[0]);
+      await submit(
+        admin,
+        enc.encode(`#!/bin/bash
+setsid sleep 1001.${tok} < /dev/null > /dev/null 2>&1 &
+( (sleep 1002.${tok} < /dev/null > /dev/null 2>&1 &) & )
+exec sleep 1003.${tok}
+`),
+      );
+      await waitFor("the chunk's three processes", () => processesWith(tok).length === 3, {
+        timeoutMs: 60_000,
+        intervalMs: 50,
+      });
+      return tok;
+    };
+    const worker = cluster.procs.get("worker1")!;
+    // SIGTERM: the worker kills its chunks and exits only once their cgroups are empty.
+    const t1 = await start();
+    await cluster.kill("worker1", "SIGTERM");
+    assert.deepEqual(processesWith(t1), []);
+    // SIGKILL: nothing of the worker runs to clean up; the kernel does (bwrap dies with its
+    // parent, and the namespace with bwrap's init).
+    await cluster.restart("worker1", worker);
+    const t2 = await start();
+    await cluster.kill("worker1", "SIGKILL");
+    await waitFor("no process of the killed worker's chunk", () => processesWith(t2).length === 0, {
+      timeoutMs: 30_000,
+      intervalMs: 50,
+    });
+    // A worker started on the same data cleans up after the dead one and runs chunks again.
+    await cluster.restart("worker1", worker);
+    const s = await waitForJob(admin, await submit(admin, enc.encode("#!/bin/sh\necho back\n")));
+    assert.equal(s.state, ChunkState.Succeeded, s.chunks[0].reason);
+  });
+});
