@@ -9,6 +9,7 @@ import { runClient } from "./client/cli.ts";
 import { runDev } from "./client/dev.ts";
 import { runRole } from "./roles/run.ts";
 import { runInit, runKeys } from "./client/keys.ts";
+import { versionLine } from "./lib/version.ts";
 
 const USAGE = `usage: dsys <command> [flags]
   run --role master|balancer|storage|worker   start a node (see --help of each role)
@@ -17,11 +18,13 @@ const USAGE = `usage: dsys <command> [flags]
   status JOB [--json]                         a job's state and chunk results
   get JOB --out DIR                           download a job's outputs
   rm JOB...                                   remove finished jobs now (else: after --job-retention)
+  cancel JOB [--chunk N]...                   stop a job or some of its chunks (killed, not rerun)
   nodes                                       list the cluster's nodes
   cluster add-master|remove-master|transfer-leader NAME@tcp://HOST:PORT
   dev [--keep]                                run the sample job on a local cluster
   init DIR [--masters N …]                    create a cluster's keys and keyring
-  keys add|revoke|list --keyring FILE …       add or revoke a node's or a user's key`;
+  keys add|revoke|list --keyring FILE …       add or revoke a node's or a user's key
+  --version                                   the version and the commit of this build`;
 
 /** Runs the command line; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
@@ -40,9 +43,14 @@ export async function main(args: string[]): Promise<number> {
     case "status":
     case "get":
     case "rm":
+    case "cancel":
     case "nodes":
     case "cluster":
       return await runClient(command, rest);
+    case "--version":
+    case "version":
+      console.log(versionLine());
+      return 0;
     case undefined:
     case "help":
     case "--help":

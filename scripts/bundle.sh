@@ -11,7 +11,10 @@ if ! [[ -x "$esbuild" ]] || [[ "$("$esbuild" --version)" != "$ESBUILD_VERSION" ]
   mkdir -p "$root/.tools/esbuild"
   npm install --prefix "$root/.tools/esbuild" --no-save --silent "esbuild@$ESBUILD_VERSION" >&2
 fi
-mkdir -p "$root/build"
+# $DSYS_BUNDLE_OUT and extra esbuild flags ("$@"): scripts/package.sh bundles into its own
+# staging directory with the build's commit defined.
+out="${DSYS_BUNDLE_OUT:-$root/build/dsys.js}"
+mkdir -p "$(dirname "$out")"
 "$esbuild" "$root/mod.ts" --bundle --format=esm --platform=neutral --target=esnext \
-  --external:'node:*' --log-level=warning --outfile="$root/build/dsys.js"
-echo "bundle: $root/build/dsys.js ($(wc -c <"$root/build/dsys.js") bytes)" >&2
+  --external:'node:*' --log-level=warning --outfile="$out" "$@"
+echo "bundle: $out ($(wc -c <"$out") bytes)" >&2

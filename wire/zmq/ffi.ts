@@ -161,8 +161,15 @@ export type Libc = Deno.DynamicLibrary<typeof libcSymbols>["symbols"];
 let zmqLib: Deno.DynamicLibrary<typeof zmqSymbols> | undefined;
 let libcLib: Deno.DynamicLibrary<typeof libcSymbols> | undefined;
 
-/** Library names tried in order; the first is the Debian runtime package's soname. */
-const ZMQ_NAMES = ["libzmq.so.5", "libzmq.so"];
+/**
+ * Library names tried in order; the first is the Debian runtime package's soname. The single-file
+ * package (scripts/package.sh) sets `$DSYS_ZMQ_LIB` to the copy it carries, which is then the
+ * only one tried: falling back to a system copy would hide a broken package.
+ */
+function zmqNames(): string[] {
+  const packaged = Deno.env.get("DSYS_ZMQ_LIB");
+  return packaged ? [packaged] : ["libzmq.so.5", "libzmq.so"];
+}
 
 const RTLD_LAZY = 0x1;
 const RTLD_NODELETE = 0x1000;
@@ -171,7 +178,8 @@ const RTLD_NODELETE = 0x1000;
 export function zmq(): Zmq {
   if (zmqLib) return zmqLib.symbols;
   let lastError: unknown;
-  for (const name of ZMQ_NAMES) {
+  const names = zmqNames();
+  for (const name of names) {
     try {
       if (!libc().dlopen(cstr(name), RTLD_LAZY | RTLD_NODELETE)) continue;
       zmqLib = Deno.dlopen(name, zmqSymbols);
@@ -181,7 +189,7 @@ export function zmq(): Zmq {
     }
   }
   throw new Error(
-    `cannot load libzmq (${ZMQ_NAMES.join(", ")}): install libzmq5 (scripts/bootstrap.sh): ` +
+    `cannot load libzmq (${names.join(", ")}): install libzmq5 (scripts/bootstrap.sh): ` +
       String(lastError),
   );
 }
