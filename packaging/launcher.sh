@@ -18,8 +18,10 @@ commit='@COMMIT@'
 sha256='@SHA256@'
 bytes='@BYTES@'
 
+tmp=
 die() {
   echo "dsys launcher: $*" >&2
+  if [ -n "$tmp" ]; then rm -rf "$tmp"; fi
   exit 70
 }
 
@@ -53,6 +55,7 @@ extract() {
   # Left by an extraction that was interrupted: none can be running, this one holds the lock.
   rm -rf "$cache"/.tmp.*
   tmp=$(mktemp -d "$cache/.tmp.XXXXXX")
+  echo "dsys launcher: first run of dsys $version ($commit): extracting to $dir" >&2
   [ -r "$0" ] || die "cannot read myself ($0) to extract the payload"
   got=$(tail -c "$bytes" "$0" | sha256sum | cut -d' ' -f1)
   [ "$got" = "$sha256" ] || die "$0 is damaged or truncated: payload SHA-256 $got, expected $sha256"
@@ -66,6 +69,7 @@ extract() {
   # A copy without .complete (someone deleted the marker) is replaced as a whole.
   if [ -e "$dir" ]; then rm -rf "$dir"; fi
   mv "$tmp" "$dir"
+  tmp=
   exec 9>&-
 }
 
