@@ -80,6 +80,8 @@ async function dispatch(command: string, args: string[]): Promise<number> {
       return await cmdGet(args);
     case "rm":
       return await cmdRm(args);
+    case "cancel":
+      return await cmdCancel(args);
     case "nodes":
       return await cmdNodes(args);
     case "cluster":
@@ -131,6 +133,8 @@ async function cmdSubmit(args: string[]): Promise<number> {
       input: { type: "string", multiple: true, default: [] },
       "time-limit": { type: "string", default: "600" },
       wait: { type: "boolean", default: false },
+      retries: { type: "string", default: "0" },
+      "max-failed-chunks": { type: "string", default: "0" },
       ...SUBMIT_LIMIT_FLAGS,
     },
   });
@@ -138,6 +142,8 @@ async function cmdSubmit(args: string[]): Promise<number> {
     out(
       "usage: dsys submit --program FILE [--arg A] [--chunks N] [--input [NAME=]ID]...\n" +
         "                   [--time-limit SECONDS] [--wait] [--json]\n" +
+        "                   [--retries N] [--max-failed-chunks M]   a failed chunk runs again up\n" +
+        "                   to N times (backoff 1 s, doubling); M failed chunks stop the job\n" +
         "                   [--memory SIZE] [--procs N] [--cpu-time DURATION] [--disk SIZE]\n" +
         "                   [--network none|host]   per-chunk limits (default: the workers')",
     );
@@ -148,6 +154,15 @@ async function cmdSubmit(args: string[]): Promise<number> {
   const limit = Number(values["time-limit"]);
   if (!(limit > 0)) throw new ClientError(`--time-limit must be a positive number of seconds`);
   const limits = limitFlagsOf(values);
+  const count = (flag: "retries" | "max-failed-chunks") => {
+    const n = Number(values[flag]);
+    if (!Number.isInteger(n) || n < 0) {
+      throw new ClientError(`--${flag} ${values[flag]} is not a non-negative integer`);
+    }
+    return n;
+  };
+  const retries = count("retries");
+  const maxFailedChunks = count("max-failed-chunks");
   let program: Uint8Array;
   try {
     program = await Deno.readFile(values.program);
@@ -168,6 +183,8 @@ async function cmdSubmit(args: string[]): Promise<number> {
       inputs,
       timeLimitMs: Math.round(limit * 1000),
       limits,
+      retries,
+      maxFailedChunks,
     });
     if (!values.wait) {
       out(values.json ? JSON.stringify({ job: uuidToHex(job) }) : uuidToHex(job));
@@ -221,17 +238,40 @@ function statusJson(s: JobStatusResponse) {
       reason: c.reason,
       outputs: c.outputs.map((o) => ({ id: uuidToHex(o.id), name: o.name, size: o.size })),
       stderrTail: dec.decode(c.stderrTail),
+      ...(c.retryAtMs > 0 && c.state === ChunkState.Queued
+        ? { retryAt: new Date(c.retryAtMs).toISOString() }
+        : {}),
+      // Every earlier attempt that failed and was retried, oldest first.
+      attempts: c.history.map((a) => ({
+        attempt: a.attempt,
+        state: stateName(a.state),
+        exitCode: a.exitCode,
+        signal: a.signal,
+        failure: failureName(a.failure),
+        durationMs: a.durationMs,
+        at: new Date(a.atMs).toISOString(),
+        reason: a.reason,
+      })),
     })),
   };
 }
 
 function printSummary(s: JobStatusResponse): void {
+  const cancelled = s.chunks.filter((c) => c.state === ChunkState.Cancelled);
   out(
     `job ${uuidToHex(s.job)}: ${stateName(s.state)} — ${s.done} succeeded, ${s.failed} failed, ` +
+      (cancelled.length > 0 ? `${cancelled.length} cancelled, ` : "") +
       `${s.running} running, ${s.queued} queued of ${s.numChunks}`,
   );
+  if (cancelled.length > 0) out(`  ${cancelled.length} chunks: ${cancelled[0].reason}`);
   const dec = new TextDecoder();
   for (const c of s.chunks) {
+    for (const a of c.history) {
+      out(
+        `  chunk ${c.chunkIndex} attempt ${a.attempt} failed ${failureName(a.failure)}: ` +
+          `${a.reason || `exit ${a.exitCode}`} (retried)`,
+      );
+    }
     if (c.state !== ChunkState.Failed) continue;
     out(
       `  chunk ${c.chunkIndex} failed (attempt ${c.attempt}) ${failureName(c.failure)}: ` +
@@ -268,6 +308,34 @@ async function cmdGet(args: string[]): Promise<number> {
   const job = parseId(positionals[0], "job");
   const r = await withClient(values, (c) => c.get(job, values.out!));
   out(`${r.files} files, ${r.bytes} bytes written to ${values.out}`);
+  return EXIT.ok;
+}
+
+async function cmdCancel(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: { ...common, chunk: { type: "string", multiple: true, default: [] } },
+    allowPositionals: true,
+  });
+  if (values.help || positionals.length !== 1) {
+    out(
+      "usage: dsys cancel JOB [--chunk N]...   stop a job (or some of its chunks): every process\n" +
+        "                                     of them is killed, and they are never run again",
+    );
+    return values.help ? EXIT.ok : EXIT.usage;
+  }
+  const job = parseId(positionals[0], "job");
+  const chunks = values.chunk!.map((c) => {
+    const n = Number(c);
+    if (!Number.isInteger(n) || n < 0) throw new ClientError(`--chunk ${c} is not a chunk index`);
+    return n;
+  });
+  const n = await withClient(values, (c) => c.cancel(job, chunks));
+  out(
+    values.json
+      ? JSON.stringify({ job: uuidToHex(job), cancelled: n })
+      : `cancelled ${n} chunk${n === 1 ? "" : "s"} of ${uuidToHex(job)}`,
+  );
   return EXIT.ok;
 }
 

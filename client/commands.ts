@@ -91,6 +91,10 @@ export class DsysClient {
     timeLimitMs: number;
     /** Per-chunk limits (0 or absent: the workers' defaults). */
     limits?: LimitFields;
+    /** Times each failed chunk runs again (default 0). */
+    retries?: number;
+    /** Cancel what is left once this many chunks failed for good (default 0: never). */
+    maxFailedChunks?: number;
   }): Promise<Uuid> {
     const program = job.program instanceof Uint8Array
       ? await this.storage.putBytes(job.program)
@@ -109,6 +113,8 @@ export class DsysClient {
       inputFiles: job.inputs.map((f): FileEntry => ({ id: f.id, name: f.name, size: 0 })),
       programName: job.programName,
       ...job.limits,
+      retries: job.retries ?? 0,
+      maxFailedChunks: job.maxFailedChunks ?? 0,
     });
     if (reply.type !== MessageType.JobSubmitAck) throw unexpected(reply);
     return reply.job;
@@ -136,6 +142,21 @@ export class DsysClient {
     return r.value === 1;
   }
 
+  /**
+   * Cancels a job's chunks (`chunks` empty or absent: all of them). Returns how many this call
+   * cancelled (0: they were final already). Throws RpcError NOT_FOUND, FORBIDDEN, BAD_REQUEST.
+   */
+  async cancel(job: Uuid, chunks: number[] = []): Promise<number> {
+    const r = await this.masters.request({
+      type: MessageType.JobCancel,
+      node: this.node,
+      job,
+      chunks: chunks.map((chunkIndex) => ({ chunkIndex })),
+    });
+    if (r.type !== MessageType.Ok) throw unexpected(r);
+    return r.value;
+  }
+
   /** All nodes the masters know. */
   async nodes(): Promise<NodeEntry[]> {
     const r = await this.masters.request({ type: MessageType.NodeListRequest, node: this.node });
@@ -157,7 +178,10 @@ export class DsysClient {
         progress(s);
         last = key;
       }
-      if (s.state === ChunkState.Succeeded || s.state === ChunkState.Failed) return s;
+      if (
+        s.state === ChunkState.Succeeded || s.state === ChunkState.Failed ||
+        s.state === ChunkState.Cancelled
+      ) return s;
       await new Promise((r) => setTimeout(r, pollMs));
     }
   }
@@ -211,12 +235,14 @@ export function failureName(code: number): string {
 
 /** A job state code as a word. */
 export function stateName(state: number): string {
-  return ["queued", "running", "succeeded", "failed", "lost"][state] ?? `state ${state}`;
+  return ["queued", "running", "succeeded", "failed", "lost", "cancelled"][state] ??
+    `state ${state}`;
 }
 
 /** Renders a progress line: bar, counts, rate and ETA. */
 export function progressLine(s: JobStatusResponse, startedMs: number, width = 30): string {
-  const finished = s.done + s.failed;
+  const cancelled = s.chunks.filter((c) => c.state === ChunkState.Cancelled).length;
+  const finished = s.done + s.failed + cancelled;
   const frac = s.numChunks ? finished / s.numChunks : 1;
   const filled = Math.round(frac * width);
   const elapsed = Math.max(1, Date.now() - startedMs) / 1000;
@@ -224,6 +250,7 @@ export function progressLine(s: JobStatusResponse, startedMs: number, width = 30
   const eta = rate > 0 ? (s.numChunks - finished) / rate : Infinity;
   const bar = "#".repeat(filled) + "-".repeat(width - filled);
   return `[${bar}] ${finished}/${s.numChunks} chunks (${s.done} ok, ${s.failed} failed, ` +
+    (cancelled > 0 ? `${cancelled} cancelled, ` : "") +
     `${s.running} running) ${rate.toFixed(1)}/s ETA ${
       Number.isFinite(eta) ? eta.toFixed(0) + "s" : "?"
     }`;

@@ -1,7 +1,7 @@
 /**
  * The per-job byte bound of docs/architecture.md ("How big a job is in the control plane"): a
  * job's spec in the replicated state (its submit command; a snapshot entry is the same bytes
- * behind a 4-byte length) is exactly 156 bytes + owner + program name + argument + 28 per input +
+ * behind a 4-byte length) is exactly 164 bytes + owner + program name + argument + 28 per input +
  * the input names, and its job_dispatch, worker_request and balancer sync event are metadata of
  * the same kind: none of them depends on the program's size, which may be the masters' maximum.
  */
@@ -25,7 +25,7 @@ const enc = new TextEncoder();
 const len = (s: string) => enc.encode(s).length;
 /** The bound of docs/architecture.md for a job's spec. */
 const specBytes = (s: JobSpec) =>
-  156 + len(s.owner) + len(s.programName) + s.argument.length +
+  164 + len(s.owner) + len(s.programName) + s.argument.length +
   s.inputs.reduce((n, f) => n + 28 + len(f.name), 0);
 
 function spec(programSize: number, inputs: FileEntry[], argument: Uint8Array): JobSpec {
@@ -55,7 +55,7 @@ function maximal(programSize = DEFAULT_SUBMIT_LIMITS.maxProgramBytes): JobSpec {
   return spec(programSize, inputs, new Uint8Array(DEFAULT_SUBMIT_LIMITS.maxArgumentBytes));
 }
 
-Deno.test("a job's submit command is 156 bytes + owner + names + argument + 28 per input", () => {
+Deno.test("a job's submit command is 164 bytes + owner + names + argument + 28 per input", () => {
   for (const s of [spec(1, [], new Uint8Array(0)), maximal(1), maximal()]) {
     const cmd = encodeCommand({ kind: "submit", spec: s });
     assert.equal(cmd.length, specBytes(s), `${s.inputs.length} inputs`);

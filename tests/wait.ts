@@ -68,7 +68,9 @@ export async function waitForJob(
   let last: JobStatusResponse | undefined;
   return await waitFor(`job ${uuidToHex(job)} to finish`, async () => {
     last = await client.status(job);
-    return last.state === ChunkState.Succeeded || last.state === ChunkState.Failed ? last : null;
+    const final = last.state === ChunkState.Succeeded || last.state === ChunkState.Failed ||
+      last.state === ChunkState.Cancelled;
+    return final ? last : null;
   }, {
     timeoutMs: opts.timeoutMs ?? 120_000,
     intervalMs: opts.intervalMs ?? 50,

@@ -254,7 +254,7 @@ Deno.test("unknown type, trailing bytes, bad enum/bool/utf8, unsafe integers", (
   ack[offsetOf(MessageType.FilePutAck, "committed")] = 2;
   rejects(ack, "bad_value");
   const cf = encode(EXAMPLES.find((m) => m.type === MessageType.ChunkFinished)!);
-  cf[offsetOf(MessageType.ChunkFinished, "state")] = 5;
+  cf[offsetOf(MessageType.ChunkFinished, "state")] = 6;
   rejects(cf, "bad_value");
 
   const err = encode({ type: MessageType.Error, node: NODE, code: 1, text: "ab" });

@@ -56,6 +56,7 @@ enum dsys_message_type {
   DSYS_MSG_JOB_LIST_RESPONSE = 35,
   DSYS_MSG_JOB_DISPATCH = 36,
   DSYS_MSG_JOB_REMOVE = 37,
+  DSYS_MSG_JOB_CANCEL = 38,
   DSYS_MSG_NODE_LIST_REQUEST = 40,
   DSYS_MSG_NODE_LIST_RESPONSE = 41,
   DSYS_MSG_CLUSTER_CHANGE = 42,
@@ -302,6 +303,8 @@ struct DSYS_PACKED dsys_job_submit {
   uint64_t cpu_time_ms;
   uint64_t disk_bytes;
   uint8_t network; /* 0 = loopback only, 1 = host network */
+  uint32_t retries; /* extension: times a failed chunk runs again */
+  uint32_t max_failed_chunks; /* extension: stop the job after this many failed, 0 = never */
 }; /* payload: argument, input_files (file_entry*), program_name */
 struct DSYS_PACKED dsys_job_submit_ack {
   struct dsys_generic_message header;
@@ -353,6 +356,12 @@ struct DSYS_PACKED dsys_job_dispatch {
   uint64_t disk_bytes;
   uint8_t network; /* 0 = loopback only, 1 = host network */
 }; /* payload: argument, input_files (file_entry*), chunks (chunk_attempt*), owner */
+struct DSYS_PACKED dsys_job_cancel {
+  struct dsys_generic_message header;
+  uint64_t job_uuid_upper;
+  uint64_t job_uuid_lower;
+  uint32_t num_chunks;
+}; /* payload: chunks (chunk_index_entry*) */
 struct DSYS_PACKED dsys_job_remove {
   struct dsys_generic_message header;
   uint64_t job_uuid_upper;
@@ -425,7 +434,22 @@ struct DSYS_PACKED dsys_chunk_record {
   uint32_t num_outputs;
   uint32_t stderr_length;
   uint32_t reason_length;
-}; /* followed by outputs (file_entry*), stderr_tail, reason */
+  uint64_t retry_at_ms;
+  uint32_t num_history;
+}; /* followed by outputs (file_entry*), stderr_tail, reason, history (attempt_record*) */
+struct DSYS_PACKED dsys_attempt_record {
+  uint32_t attempt;
+  uint8_t state;
+  int32_t exit_code;
+  uint32_t signal;
+  uint32_t failure;
+  uint64_t duration_ms;
+  uint64_t at_ms;
+  uint32_t reason_length;
+}; /* followed by reason */
+struct DSYS_PACKED dsys_chunk_index_entry {
+  uint32_t chunk_index;
+};
 struct DSYS_PACKED dsys_job_list_entry {
   uint64_t job_uuid_upper;
   uint64_t job_uuid_lower;
@@ -473,7 +497,7 @@ _Static_assert(sizeof(struct dsys_file_stat) == 45, "file_stat");
 _Static_assert(sizeof(struct dsys_file_stat_response) == 50, "file_stat_response");
 _Static_assert(sizeof(struct dsys_storage_stats_request) == 25, "storage_stats_request");
 _Static_assert(sizeof(struct dsys_storage_stats) == 77, "storage_stats");
-_Static_assert(sizeof(struct dsys_job_submit) == 130, "job_submit");
+_Static_assert(sizeof(struct dsys_job_submit) == 138, "job_submit");
 _Static_assert(sizeof(struct dsys_job_submit_ack) == 50, "job_submit_ack");
 _Static_assert(sizeof(struct dsys_job_status_request) == 41, "job_status_request");
 _Static_assert(sizeof(struct dsys_job_status_response) == 66, "job_status_response");
@@ -481,6 +505,7 @@ _Static_assert(sizeof(struct dsys_job_list_request) == 25, "job_list_request");
 _Static_assert(sizeof(struct dsys_job_list_response) == 29, "job_list_response");
 _Static_assert(sizeof(struct dsys_job_dispatch) == 126, "job_dispatch");
 _Static_assert(sizeof(struct dsys_job_remove) == 41, "job_remove");
+_Static_assert(sizeof(struct dsys_job_cancel) == 45, "job_cancel");
 _Static_assert(sizeof(struct dsys_node_list_request) == 25, "node_list_request");
 _Static_assert(sizeof(struct dsys_node_list_response) == 29, "node_list_response");
 _Static_assert(sizeof(struct dsys_cluster_change) == 30, "cluster_change");
@@ -491,7 +516,9 @@ _Static_assert(sizeof(struct dsys_balancer_sync) == 53, "balancer_sync");
 _Static_assert(sizeof(struct dsys_balancer_sync_reply) == 54, "balancer_sync_reply");
 _Static_assert(sizeof(struct dsys_file_entry) == 28, "file_entry");
 _Static_assert(sizeof(struct dsys_chunk_attempt) == 8, "chunk_attempt");
-_Static_assert(sizeof(struct dsys_chunk_record) == 41, "chunk_record");
+_Static_assert(sizeof(struct dsys_chunk_record) == 53, "chunk_record");
+_Static_assert(sizeof(struct dsys_attempt_record) == 37, "attempt_record");
+_Static_assert(sizeof(struct dsys_chunk_index_entry) == 4, "chunk_index_entry");
 _Static_assert(sizeof(struct dsys_job_list_entry) == 21, "job_list_entry");
 _Static_assert(sizeof(struct dsys_node_entry) == 47, "node_entry");
 _Static_assert(sizeof(struct dsys_fetch_count) == 24, "fetch_count");

@@ -36,6 +36,7 @@ export const MessageType = {
   JobListResponse: 35,
   JobDispatch: 36,
   JobRemove: 37,
+  JobCancel: 38,
   NodeListRequest: 40,
   NodeListResponse: 41,
   ClusterChange: 42,
@@ -88,10 +89,12 @@ export const ChunkState = {
   Failed: 3,
   /** The worker running it vanished; the master will re-dispatch (new attempt). */
   Lost: 4,
+  /** Stopped by `job_cancel` (or by the job's `max_failed_chunks`): final, never run again. */
+  Cancelled: 5,
 } as const;
 /** Any chunk state code. */
 export type ChunkState = typeof ChunkState[keyof typeof ChunkState];
-/** Job states share the chunk state codes (0..3). */
+/** Job states share the chunk state codes: 1 running, 2 succeeded, 3 failed, 5 cancelled. */
 export const JobState: typeof ChunkState = ChunkState;
 /** Any job state code. */
 export type JobState = ChunkState;
@@ -262,6 +265,34 @@ export interface ChunkRecord {
   stderrTail: Uint8Array;
   /** UTF-8 failure explanation. */
   reason: string;
+  /** When a retry of a failed attempt may start (Unix ms; 0 = no retry pending). */
+  retryAtMs: number;
+  /** Earlier attempts that failed and were retried, oldest first. */
+  history: AttemptRecord[];
+}
+/** One failed attempt of a chunk that was retried (chunk_record.history). */
+export interface AttemptRecord {
+  /** Attempt number. */
+  attempt: number;
+  /** ChunkState it ended in (failed). */
+  state: ChunkState;
+  /** Process exit code. */
+  exitCode: number;
+  /** Signal that killed it, 0 if none. */
+  signal: number;
+  /** FailureCode. */
+  failure: FailureCode;
+  /** Run time, ms. */
+  durationMs: number;
+  /** When its result was recorded (Unix ms, the leader's clock). */
+  atMs: number;
+  /** UTF-8 failure explanation. */
+  reason: string;
+}
+/** One chunk index (job_cancel.chunks). */
+export interface ChunkIndexEntry {
+  /** Chunk index. */
+  chunkIndex: number;
 }
 /** One job in job_list_response. */
 export interface JobListEntry {
@@ -573,6 +604,10 @@ export interface JobSubmit extends MessageBase, LimitFields {
   inputFiles: FileEntry[];
   /** UTF-8 program name for display. */
   programName: string;
+  /** Times a failed chunk is run again (each chunk its own budget, backoff between); 0 = never. */
+  retries?: number;
+  /** Stop the job (cancel what is left) once this many chunks failed for good; 0 = never. */
+  maxFailedChunks?: number;
 }
 /** master -> client: the job's uuid; duplicate = this (client, sequence) was seen before. */
 export interface JobSubmitAck extends MessageBase {
@@ -654,6 +689,15 @@ export interface JobRemove extends MessageBase {
   type: typeof MessageType.JobRemove;
   /** Job id. */
   job: Uuid;
+}
+/** client -> master -> balancer -> worker: stop a job's chunks (all of them, or those listed). */
+export interface JobCancel extends MessageBase {
+  /** Message type code (discriminant). */
+  type: typeof MessageType.JobCancel;
+  /** Job id. */
+  job: Uuid;
+  /** Chunks to cancel; empty = every chunk of the job. */
+  chunks: ChunkIndexEntry[];
 }
 /** client -> master: list nodes. */
 export interface NodeListRequest extends MessageBase {
@@ -758,6 +802,7 @@ export type Message =
   | JobListResponse
   | JobDispatch
   | JobRemove
+  | JobCancel
   | NodeListRequest
   | NodeListResponse
   | ClusterChange
@@ -886,7 +931,9 @@ const sec = (kind: SectionKind) =>
 const bytes = sec("bytes"), text = sec("text"), list = sec("list"), ids = sec("ids");
 const rest = sec("rest");
 
-const STATE_MAX = 4;
+const STATE_MAX = 5;
+/** Largest FailureCode value. */
+const FAILURE_MAX = 13;
 
 /** file_entry record: id, size, name. */
 export const FILE_ENTRY: RecordSpec = {
@@ -913,7 +960,7 @@ const resultFields = (ext: boolean): FieldSpec[] => [
   u32("attempt", "attempt", "attempt number", { ext }),
   i32("exitCode", "exit_code", "process exit code (0 when killed by a signal)", { ext }),
   u32("signal", "signal", "signal number that killed the process, 0 if none", { ext }),
-  u32("failure", "failure", "FailureCode, 0 if none", { ext, max: 13 }),
+  u32("failure", "failure", "FailureCode, 0 if none", { ext, max: FAILURE_MAX }),
   u64("durationMs", "duration_ms", "wall-clock run time, ms", { ext }),
   len("u32", "num_outputs", "outputs", "entries in outputs", ext),
   len("u32", "stderr_length", "stderrTail", "bytes of stderr_tail", ext),
@@ -939,6 +986,27 @@ const resultSections = (): SectionSpec[] => [
   bytes("stderrTail", "stderr_tail", "maxStderr", "last bytes of the program's stderr"),
   text("reason", "reason", "maxText", "UTF-8 failure explanation"),
 ];
+const ATTEMPT_RECORD: RecordSpec = {
+  name: "AttemptRecord",
+  wire: "attempt_record",
+  fields: [
+    u32("attempt", "attempt", "attempt number"),
+    u8("state", "state", "ChunkState it ended in", { max: STATE_MAX }),
+    i32("exitCode", "exit_code", "process exit code"),
+    u32("signal", "signal", "signal that killed it, 0 if none"),
+    u32("failure", "failure", "FailureCode", { max: FAILURE_MAX }),
+    u64("durationMs", "duration_ms", "run time, ms"),
+    u64("atMs", "at_ms", "Unix ms its result was recorded"),
+    len("u32", "reason_length", "reason", "bytes of reason"),
+  ],
+  sections: [text("reason", "reason", "maxText", "UTF-8 failure explanation")],
+};
+const CHUNK_INDEX: RecordSpec = {
+  name: "ChunkIndexEntry",
+  wire: "chunk_index_entry",
+  fields: [u32("chunkIndex", "chunk_index", "chunk index", { limit: "maxChunks" })],
+  sections: [],
+};
 const CHUNK_RECORD: RecordSpec = {
   name: "ChunkRecord",
   wire: "chunk_record",
@@ -946,8 +1014,13 @@ const CHUNK_RECORD: RecordSpec = {
     u32("chunkIndex", "chunk_index", "chunk index"),
     u8("state", "state", "ChunkState", { max: STATE_MAX }),
     ...resultFields(false).slice(1),
+    u64("retryAtMs", "retry_at_ms", "Unix ms a pending retry may start, 0 = none"),
+    len("u32", "num_history", "history", "entries in history"),
   ],
-  sections: resultSections(),
+  sections: [
+    ...resultSections(),
+    list("history", "history", "maxEntries", "failed attempts that were retried", ATTEMPT_RECORD),
+  ],
 };
 const JOB_LIST_ENTRY: RecordSpec = {
   name: "JobListEntry",
@@ -1307,6 +1380,14 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
       len("u32", "num_input_files", "inputFiles", "entries in input_files"),
       len("u32", "name_length", "programName", "bytes of program_name"),
       ...limitFields(),
+      u32("retries", "retries", "times a failed chunk runs again (own budget per chunk)", {
+        ext: true,
+        limit: "maxChunks",
+      }),
+      u32("maxFailedChunks", "max_failed_chunks", "stop the job after this many failed, 0 = no", {
+        ext: true,
+        limit: "maxChunks",
+      }),
     ],
     sections: [
       bytes("argument", "argument", "maxArgument", "opaque argument"),
@@ -1432,6 +1513,25 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     reply: "ok (value 1 = removed by this request, 0 = already gone), or error NOT_FOUND / " +
       "FORBIDDEN (another user's job) / BAD_REQUEST (the job is still running: remove it once " +
       "it has finished) / NOT_LEADER",
+  },
+  {
+    type: MessageType.JobCancel,
+    senders: ["client", "master", "balancer"],
+    name: "JobCancel",
+    wire: "job_cancel",
+    base: 45,
+    fields: [
+      uuid("job", "job_uuid", "job id"),
+      len("u32", "num_chunks", "chunks", "entries in chunks"),
+    ],
+    sections: [list("chunks", "chunks", "maxChunks", "chunks to cancel; none = all", CHUNK_INDEX)],
+    doc: "Cancel a job's chunks (its owner or an admin). The masters commit the cancel (the " +
+      "chunks are final: cancelled, never placed again) and send it on to the primary balancer, " +
+      "which drops them from its queue and sends it to each worker running one; the worker kills " +
+      "every process of those chunks. Idempotent: a chunk already final stays as it is.",
+    flow: "client DEALER -> master ROUTER (the leader) -> balancer ROUTER -> worker DEALER",
+    reply: "ok (value = chunks cancelled by this request), or error NOT_FOUND / FORBIDDEN " +
+      "(another user's job) / BAD_REQUEST (a chunk index out of range) / NOT_LEADER",
   },
   {
     type: MessageType.NodeListRequest,

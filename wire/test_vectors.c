@@ -122,7 +122,8 @@ static const struct msg MSGS[] = {
       F(struct dsys_job_submit, name_length, K_U32),
       F(struct dsys_job_submit, memory_bytes, K_U64), F(struct dsys_job_submit, max_procs, K_U32),
       F(struct dsys_job_submit, cpu_time_ms, K_U64), F(struct dsys_job_submit, disk_bytes, K_U64),
-      F(struct dsys_job_submit, network, K_U8), END}},
+      F(struct dsys_job_submit, network, K_U8), F(struct dsys_job_submit, retries, K_U32),
+      F(struct dsys_job_submit, max_failed_chunks, K_U32), END}},
     {"job_submit_ack", DSYS_MSG_JOB_SUBMIT_ACK, sizeof(struct dsys_job_submit_ack),
      {U(struct dsys_job_submit_ack, job_uuid), F(struct dsys_job_submit_ack, sequence, K_U64),
       F(struct dsys_job_submit_ack, duplicate, K_U8), END}},
@@ -157,6 +158,8 @@ static const struct msg MSGS[] = {
       END}},
     {"job_remove", DSYS_MSG_JOB_REMOVE, sizeof(struct dsys_job_remove),
      {U(struct dsys_job_remove, job_uuid), END}},
+    {"job_cancel", DSYS_MSG_JOB_CANCEL, sizeof(struct dsys_job_cancel),
+     {U(struct dsys_job_cancel, job_uuid), F(struct dsys_job_cancel, num_chunks, K_U32), END}},
     {"node_list_request", DSYS_MSG_NODE_LIST_REQUEST, sizeof(struct dsys_node_list_request),
      {END}},
     {"node_list_response", DSYS_MSG_NODE_LIST_RESPONSE, sizeof(struct dsys_node_list_response),
@@ -199,6 +202,8 @@ static void print_sizes(void) {
   P(job_list_entry);
   P(node_entry);
   P(fetch_count);
+  P(attempt_record);
+  P(chunk_index_entry);
 #undef P
   for (size_t i = 0; i < sizeof MSGS / sizeof MSGS[0]; i++) {
     printf("%s %zu %u\n", MSGS[i].name, MSGS[i].size, MSGS[i].type);

@@ -167,6 +167,8 @@ export interface SchedulerState {
   finished: [string, [number, number, number, number][]][];
   /** [job key, chunk index, atMs] in finishing order (for pruning). */
   finishOrder: [string, number, number][];
+  /** Cancelled chunks by job: [job key, cancelled at ms, chunk indices (none = all)]. */
+  cancelled?: [string, number, number[]][];
   jobOrder: string[];
   jobCursor: number;
   assignSeq: number;
@@ -271,6 +273,11 @@ export function freeOf(w: WorkerInfo): number {
   return Math.max(0, w.slots - w.running.size - w.phantom);
 }
 
+/** How long a cancel is remembered, ms. */
+export const CANCEL_MEMORY_MS = 10 * 60_000;
+/** Most jobs whose cancels are remembered at once. */
+export const MAX_CANCELLED_JOBS = 10_000;
+
 /** Key of a chunk: job hex + index. */
 export function chunkKey(jobKey: string, chunkIndex: number): string {
   return `${jobKey}/${chunkIndex}`;
@@ -293,6 +300,13 @@ export class ChunkScheduler {
   /** Finishes in order, for pruning the oldest: [job key, chunk index, atMs]. */
   #finishOrder = new Deque<[string, number, number]>();
   #assignSeq = 0;
+  /**
+   * Cancelled chunks by job key (null = every chunk), oldest cancel first: never placed again,
+   * whatever a late or stale dispatch says. Bounded: MAX_CANCELLED_JOBS, and forgotten
+   * CANCEL_MEMORY_MS after the cancel (the masters stop dispatching a cancelled chunk at once,
+   * and re-send a cancel for a minute).
+   */
+  #cancelled = new Map<string, { atMs: number; chunks: Set<number> | null }>();
 
   constructor(opts: SchedulerOptions) {
     this.opts = {
@@ -471,15 +485,16 @@ export class ChunkScheduler {
     let queued = 0;
     let ignored = 0;
     for (const c of chunks) {
-      if (job?.tasks.has(c.chunkIndex)) {
+      if (job?.tasks.has(c.chunkIndex) || this.#isCancelled(jobKey, c.chunkIndex)) {
         ignored++;
         continue;
       }
       const fin = fins?.get(c.chunkIndex);
       let attempt = c.attempt;
       if (fin) {
-        const rerun = this.opts.rerunFinishedAfterMs > 0 &&
-          nowMs - fin.atMs >= this.opts.rerunFinishedAfterMs;
+        // A newer attempt than the one that ended: the masters retry it (it failed there).
+        const rerun = c.attempt > fin.attempt || (this.opts.rerunFinishedAfterMs > 0 &&
+          nowMs - fin.atMs >= this.opts.rerunFinishedAfterMs);
         if (!rerun) {
           ignored++;
           continue;
@@ -514,7 +529,61 @@ export class ChunkScheduler {
     return { queued, ignored };
   }
 
+  /** Is chunk `chunkIndex` of the job with key `jobKey` cancelled? */
+  #isCancelled(jobKey: string, chunkIndex: number): boolean {
+    const c = this.#cancelled.get(jobKey);
+    return c !== undefined && (c.chunks === null || c.chunks.has(chunkIndex));
+  }
+
+  /**
+   * Cancels chunks of a job (`chunks` empty = all): queued ones leave the queue; running ones are
+   * returned, so the caller can have their workers kill them. A running one stays placed (its
+   * slot taken) until its worker reports it ended, but is never requeued, and nothing of the
+   * cancelled chunks is placed again, whatever a later dispatch says.
+   */
+  cancel(
+    job: Uuid,
+    chunks: number[],
+    nowMs: number,
+  ): { worker: WorkerInfo; chunkIndex: number; attempt: number }[] {
+    const jobKey = uuidToHex(job);
+    const prev = this.#cancelled.get(jobKey);
+    const set = chunks.length === 0 || prev?.chunks === null
+      ? null
+      : new Set([...(prev?.chunks ?? []), ...chunks]);
+    this.#cancelled.delete(jobKey); // re-insert: the map's order is oldest cancel first
+    this.#cancelled.set(jobKey, { atMs: nowMs, chunks: set });
+    while (this.#cancelled.size > MAX_CANCELLED_JOBS) {
+      this.#cancelled.delete(this.#cancelled.keys().next().value!);
+    }
+    const out: { worker: WorkerInfo; chunkIndex: number; attempt: number }[] = [];
+    const je = this.#jobs.get(jobKey);
+    if (!je) return out;
+    for (const t of [...je.tasks.values()]) {
+      if (!this.#isCancelled(jobKey, t.chunkIndex)) continue;
+      const w = t.worker ? this.#workers.get(t.worker) : undefined;
+      if (w) out.push({ worker: w, chunkIndex: t.chunkIndex, attempt: t.attempt });
+      else {
+        for (let i = 0; i < je.queue.length; i++) {
+          if (je.queue.at(i) === t) {
+            je.queue.removeAt(i);
+            break;
+          }
+        }
+        je.tasks.delete(t.chunkIndex);
+      }
+    }
+    this.#maybeForgetJob(jobKey, je);
+    return out;
+  }
+
   #enqueue(job: JobEntry, t: ChunkTask, front: boolean): void {
+    if (this.#isCancelled(t.jobKey, t.chunkIndex)) {
+      // Requeued after a cancel (its worker died, refused it, …): it is over instead.
+      job.tasks.delete(t.chunkIndex);
+      this.#maybeForgetJob(t.jobKey, job);
+      return;
+    }
     // Retries go first: they already waited once.
     if (front) job.queue.unshift(t);
     else job.queue.push(t);
@@ -605,6 +674,8 @@ export class ChunkScheduler {
    * so keeping them longer would only grow memory. (Never with re-runs disabled.)
    */
   prunable(nowMs: number): boolean {
+    const oldestCancel = this.#cancelled.values().next().value;
+    if (oldestCancel && nowMs - oldestCancel.atMs >= CANCEL_MEMORY_MS) return true;
     if (this.opts.rerunFinishedAfterMs <= 0 || this.#finishOrder.length === 0) return false;
     return nowMs - this.#finishOrder.at(0)[2] >= 2 * this.opts.rerunFinishedAfterMs;
   }
@@ -612,9 +683,16 @@ export class ChunkScheduler {
   /** Forgets finished chunks older than 2 × rerunFinishedAfterMs; returns how many. */
   pruneFinished(nowMs: number): number {
     let n = 0;
+    for (const [k, c] of this.#cancelled) {
+      if (nowMs - c.atMs < CANCEL_MEMORY_MS) break; // oldest first
+      this.#cancelled.delete(k);
+    }
     // Finishes are in order, so the old ones are at the front. An entry whose chunk re-ran
     // since has a newer finish (or none): skip it.
-    while (this.prunable(nowMs)) {
+    while (
+      this.opts.rerunFinishedAfterMs > 0 && this.#finishOrder.length > 0 &&
+      nowMs - this.#finishOrder.at(0)[2] >= 2 * this.opts.rerunFinishedAfterMs
+    ) {
       const [jobKey, idx, at] = this.#finishOrder.removeAt(0);
       const fins = this.#finished.get(jobKey);
       if (fins?.get(idx)?.atMs !== at) continue;
@@ -794,6 +872,9 @@ export class ChunkScheduler {
         [k, m],
       ) => [k, [...m.entries()].map(([i, f]) => [i, f.attempt, f.state, f.atMs])]),
       finishOrder: this.#finishOrder.toArray().map((x) => [...x]),
+      cancelled: [...this.#cancelled.entries()].map((
+        [k, c],
+      ) => [k, c.atMs, c.chunks ? [...c.chunks] : []]),
       jobOrder: [...this.#jobOrder],
       jobCursor: this.#jobCursor,
       assignSeq: this.#assignSeq,
@@ -860,6 +941,11 @@ export class ChunkScheduler {
       this.#finishedCount += m.size;
     }
     this.#finishOrder = Deque.from(st.finishOrder.map((x) => [...x] as [string, number, number]));
+    this.#cancelled = new Map(
+      (st.cancelled ?? []).map((
+        [k, atMs, list],
+      ) => [k, { atMs, chunks: list.length > 0 ? new Set(list) : null }]),
+    );
     this.#jobOrder = [...st.jobOrder];
     this.#inOrder = new Set(st.jobOrder);
     this.#jobCursor = st.jobCursor;

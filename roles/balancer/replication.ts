@@ -63,6 +63,7 @@ export type SchedulerEvent =
   }
   | { t: "refused"; now: number; worker: Uuid; job: Uuid; chunk: number; attempt: number }
   | { t: "unconfirmed"; now: number; worker: Uuid; job: Uuid; chunk: number; attempt: number }
+  | { t: "cancel"; now: number; job: Uuid; chunks: number[] }
   | { t: "reap"; now: number }
   | { t: "prune"; now: number }
   | { t: "assign"; now: number };
@@ -87,6 +88,8 @@ export function applyEvent(s: ChunkScheduler, ev: SchedulerEvent): unknown {
       return s.refused(ev.worker, ev.job, ev.chunk, ev.attempt, ev.now);
     case "unconfirmed":
       return s.unconfirmed(ev.worker, ev.job, ev.chunk, ev.attempt, ev.now);
+    case "cancel":
+      return s.cancel(ev.job, ev.chunks, ev.now);
     case "reap":
       return s.reapDead(ev.now);
     case "prune":

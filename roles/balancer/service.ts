@@ -494,6 +494,23 @@ export class BalancerService {
           );
         case MessageType.BalancerSync:
           return this.#sync(msg);
+        case MessageType.JobCancel: {
+          // Only the masters decide a cancel (they committed it first); rpc also lets clients and
+          // balancers send job_cancel, to masters and to workers.
+          if (from !== null && from.role !== "master") {
+            throw this.#forbid(`a ${from.role} key (${from.name}) may not cancel at a balancer`, {
+              type: msg.type,
+              from: from.name,
+            });
+          }
+          const chunks = msg.chunks.map((c) => c.chunkIndex);
+          const running = this.#do({ t: "cancel", now, job: msg.job, chunks }) as {
+            worker: { id: Uuid; key: string };
+            chunkIndex: number;
+          }[];
+          this.#stopOnWorkers(msg.job, running);
+          return this.#whenAcked(ok(running.length));
+        }
         case MessageType.NodeListRequest:
           return { type: MessageType.NodeListResponse, node: this.#o.node, nodes: this.nodes() };
         default:
@@ -512,6 +529,38 @@ export class BalancerService {
       throw e;
     }
   };
+
+  /**
+   * Pushes job_cancel to each worker running a cancelled chunk (best effort: the masters re-send
+   * the cancel for a while, and each re-send reaches the chunks still placed).
+   */
+  #stopOnWorkers(job: Uuid, running: { worker: { key: string }; chunkIndex: number }[]): void {
+    const byWorker = new Map<string, number[]>();
+    for (const r of running) {
+      const list = byWorker.get(r.worker.key) ?? [];
+      list.push(r.chunkIndex);
+      byWorker.set(r.worker.key, list);
+    }
+    for (const [key, list] of byWorker) {
+      const peer = this.#peers.get(key);
+      if (!peer || !this.#server) continue;
+      this.#server.push(peer, {
+        type: MessageType.JobCancel,
+        node: this.#o.node,
+        job,
+        chunks: list.map((chunkIndex) => ({ chunkIndex })),
+      }, this.#o.pushTimeoutMs ?? 5000).catch((e) => {
+        this.#o.log.warn("job_cancel not delivered to a worker", { worker: key, error: e });
+      });
+    }
+    if (running.length > 0) {
+      this.#o.log.info("cancel sent to workers", {
+        job: uuidToHex(job),
+        chunks: running.length,
+        workers: byWorker.size,
+      });
+    }
+  }
 
   /** Counts, logs (warn) and returns a FORBIDDEN error. */
   #forbid(text: string, fields: Record<string, unknown>): RequestError {

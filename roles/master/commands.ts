@@ -10,6 +10,9 @@
  *   report: u8 2 | u64 at_ms | worker_status frame
  *   remove: u8 5 | u32 n | n × job uuid (16)     (n <= MAX_REMOVE; the leader's choice, below)
  *   lease:  u8 6 | u64 epoch | holder uuid (16) | u32 duration_ms | u8 n | endpoint (n bytes)
+ *   cancel: u8 7 | u64 at_ms | u32 n | reason (n bytes UTF-8) | job_cancel frame (job, chunks)
+ *   restore (snapshots only): u8 8 | u64 finished_at_ms | u64 cancelled_at_ms
+ *           | job_status_response frame (the job's chunk records, with their histories)
  *
  * Kinds 1 and 3 (submits whose job_submit frame carried the program's bytes, before programs
  * became stored files) are no longer read: that job_submit layout is gone from the protocol, and
@@ -18,6 +21,7 @@
  * directory must be wiped.
  */
 import {
+  ChunkState,
   decode,
   encode,
   type JobSubmit,
@@ -32,6 +36,10 @@ const REPORT = 2;
 const SUBMIT = 4;
 const REMOVE = 5;
 const LEASE = 6;
+const CANCEL = 7;
+const RESTORE = 8;
+/** Longest cancel reason kept in the log, bytes. */
+const MAX_REASON = 1024;
 /** Most jobs one remove command names (64 KiB of ids): the leader batches expired jobs. */
 export const MAX_REMOVE = 4096;
 /** Longest owner name (keyring names are at most 64 bytes). */
@@ -66,6 +74,8 @@ export function specFromSubmit(
     inputs: m.inputFiles,
     submittedAtMs: atMs,
     ...(limitFieldsOf(m) ? { limits: limitFieldsOf(m)! } : {}),
+    ...(m.retries ? { retries: m.retries } : {}),
+    ...(m.maxFailedChunks ? { maxFailedChunks: m.maxFailedChunks } : {}),
   };
 }
 
@@ -84,6 +94,47 @@ export function encodeCommand(cmd: Command): Uint8Array {
     v.setUint32(25, l.durationMs, true);
     out[29] = ep.length;
     out.set(ep, 30);
+    return out;
+  }
+  if (cmd.kind === "cancel") {
+    const reason = new TextEncoder().encode(cmd.reason);
+    if (reason.length > MAX_REASON) {
+      throw new CommandError(`cancel reason of ${reason.length} bytes`);
+    }
+    const frame = encode({
+      type: MessageType.JobCancel,
+      node: cmd.jobId,
+      job: cmd.jobId,
+      chunks: cmd.chunks.map((chunkIndex) => ({ chunkIndex })),
+    });
+    const out = new Uint8Array(13 + reason.length + frame.length);
+    const v = new DataView(out.buffer);
+    out[0] = CANCEL;
+    v.setBigUint64(1, BigInt(cmd.atMs), true);
+    v.setUint32(9, reason.length, true);
+    out.set(reason, 13);
+    out.set(frame, 13 + reason.length);
+    return out;
+  }
+  if (cmd.kind === "restore") {
+    const frame = encode({
+      type: MessageType.JobStatusResponse,
+      node: cmd.jobId,
+      job: cmd.jobId,
+      state: ChunkState.Queued,
+      numChunks: cmd.chunks.length,
+      done: 0,
+      failed: 0,
+      running: 0,
+      queued: 0,
+      chunks: cmd.chunks,
+    });
+    const out = new Uint8Array(17 + frame.length);
+    const v = new DataView(out.buffer);
+    out[0] = RESTORE;
+    v.setBigUint64(1, BigInt(cmd.finishedAtMs), true);
+    v.setBigUint64(9, BigInt(cmd.cancelledAtMs), true);
+    out.set(frame, 17);
     return out;
   }
   if (cmd.kind === "remove") {
@@ -113,6 +164,8 @@ export function encodeCommand(cmd: Command): Uint8Array {
       inputFiles: s.inputs,
       programName: s.programName,
       ...s.limits,
+      retries: s.retries ?? 0,
+      maxFailedChunks: s.maxFailedChunks ?? 0,
     });
     const owner = new TextEncoder().encode(s.owner);
     if (owner.length > MAX_OWNER) throw new CommandError(`owner of ${owner.length} bytes`);
@@ -164,6 +217,33 @@ export function decodeCommand(data: Uint8Array): Command {
           durationMs: view.getUint32(25, true),
           endpoint,
         },
+      };
+    }
+    if (data[0] === CANCEL && data.length > 13) {
+      const n = view.getUint32(9, true);
+      if (n > MAX_REASON || 13 + n >= data.length) throw new CommandError("cancel truncated");
+      const reason = new TextDecoder("utf-8", { fatal: true }).decode(data.subarray(13, 13 + n));
+      const m = decode(data.subarray(13 + n));
+      if (m.type !== MessageType.JobCancel) throw new CommandError(`cancel holds type ${m.type}`);
+      return {
+        kind: "cancel",
+        jobId: m.job,
+        chunks: m.chunks.map((c) => c.chunkIndex),
+        reason,
+        atMs: Number(view.getBigUint64(1, true)),
+      };
+    }
+    if (data[0] === RESTORE && data.length > 17) {
+      const m = decode(data.subarray(17));
+      if (m.type !== MessageType.JobStatusResponse) {
+        throw new CommandError(`restore holds type ${m.type}`);
+      }
+      return {
+        kind: "restore",
+        jobId: m.job,
+        chunks: m.chunks,
+        finishedAtMs: Number(view.getBigUint64(1, true)),
+        cancelledAtMs: Number(view.getBigUint64(9, true)),
       };
     }
     if (data[0] === REPORT && data.length > 9) {

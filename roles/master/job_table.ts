@@ -10,6 +10,7 @@
  * retention (`--job-retention`), or for `dsys rm`: the table holds no history beyond that.
  */
 import {
+  type AttemptRecord,
   type ChunkRecord,
   ChunkState,
   FailureCode,
@@ -41,6 +42,20 @@ export interface JobSpec {
   owner: string;
   /** The chunk limits it asked for (job_submit's limit fields that are set; none: defaults). */
   limits?: LimitFields;
+  /** Times each failed chunk runs again (its own budget; backoff between). Default 0. */
+  retries?: number;
+  /** Once this many chunks failed for good, the rest are cancelled. 0 (default) = never. */
+  maxFailedChunks?: number;
+}
+
+/** First retry backoff, ms; it doubles with each failed attempt of the chunk, up to the max. */
+export const RETRY_BACKOFF_MS = 1000;
+/** Longest retry backoff, ms. */
+export const MAX_RETRY_BACKOFF_MS = 60_000;
+
+/** The backoff before retry number `n` (1 = the first retry) of a chunk, ms. */
+export function retryBackoffMs(n: number): number {
+  return Math.min(MAX_RETRY_BACKOFF_MS, RETRY_BACKOFF_MS * 2 ** Math.min(30, Math.max(0, n - 1)));
 }
 
 /** A command of the replicated log. */
@@ -50,7 +65,20 @@ export type Command =
   /** Removes these jobs, those of them that are finished (others are left as they are). */
   | { kind: "remove"; jobIds: Uint8Array[] }
   /** Grants the primary balancer lease (the leader's decision, see roles/master/lease.ts). */
-  | { kind: "lease"; lease: BalancerLeaseRecord };
+  | { kind: "lease"; lease: BalancerLeaseRecord }
+  /** Cancels these chunks of a job (none listed: all); final ones stay as they are. */
+  | { kind: "cancel"; jobId: Uint8Array; chunks: number[]; reason: string; atMs: number }
+  /**
+   * Sets chunk records of a job as they were (snapshots only: replaying every report of a job
+   * with retries and `maxFailedChunks` in another order could stop it at another chunk).
+   */
+  | {
+    kind: "restore";
+    jobId: Uint8Array;
+    chunks: ChunkRecord[];
+    finishedAtMs: number;
+    cancelledAtMs: number;
+  };
 
 /**
  * Who may act as the primary balancer. Only the grant of a new epoch is a command: the leader
@@ -75,7 +103,10 @@ export type ApplyResult =
   /** How many of the command's jobs it removed (the others were gone or not finished). */
   | { kind: "removed"; removed: number }
   /** Whether the grant took effect (its epoch was the next one). */
-  | { kind: "leased"; granted: boolean };
+  | { kind: "leased"; granted: boolean }
+  /** How many chunks the cancel stopped (0: all were final already, or no such job). */
+  | { kind: "cancelled"; cancelled: number; jobDone: boolean; found: boolean }
+  | { kind: "restored" };
 
 /** A job with its chunks. */
 export interface JobRecord {
@@ -83,7 +114,11 @@ export interface JobRecord {
   chunks: ChunkRecord[];
   done: number;
   failed: number;
+  /** Chunks cancelled (by `cancel`, or by the job's `maxFailedChunks`). */
+  cancelled: number;
   finishedAtMs: number;
+  /** When the last cancel of this job was applied (the leader's clock; 0 = never). */
+  cancelledAtMs: number;
 }
 
 function newChunk(chunkIndex: number): ChunkRecord {
@@ -98,6 +133,8 @@ function newChunk(chunkIndex: number): ChunkRecord {
     outputs: [],
     stderrTail: new Uint8Array(0),
     reason: "",
+    retryAtMs: 0,
+    history: [],
   };
 }
 
@@ -107,7 +144,8 @@ function specFiles(spec: JobSpec): Uint8Array[] {
 }
 
 function isFinal(state: number): boolean {
-  return state === ChunkState.Succeeded || state === ChunkState.Failed;
+  return state === ChunkState.Succeeded || state === ChunkState.Failed ||
+    state === ChunkState.Cancelled;
 }
 
 /** The session-table key of a client id of an owner. */
@@ -176,6 +214,54 @@ export class JobTable {
         return this.#remove(cmd.jobIds);
       case "lease":
         return this.#grant(cmd.lease);
+      case "cancel":
+        return this.#cancel(cmd.jobId, cmd.chunks, cmd.reason, cmd.atMs);
+      case "restore":
+        return this.#restore(cmd);
+    }
+  }
+
+  #cancel(jobId: Uint8Array, chunks: number[], reason: string, atMs: number): ApplyResult {
+    const job = this.jobs.get(hex(jobId));
+    if (!job) return { kind: "cancelled", cancelled: 0, jobDone: false, found: false };
+    const was = JobTable.isFinished(job);
+    let n = 0;
+    const targets = chunks.length > 0 ? chunks : job.chunks.map((c) => c.chunkIndex);
+    for (const i of targets) {
+      const c = job.chunks[i];
+      if (!c || isFinal(c.state)) continue;
+      job.chunks[i] = { ...c, state: ChunkState.Cancelled, reason, retryAtMs: 0 };
+      job.cancelled++;
+      n++;
+    }
+    if (n > 0) job.cancelledAtMs = atMs;
+    const jobDone = !was && JobTable.isFinished(job);
+    if (jobDone) job.finishedAtMs = atMs;
+    return { kind: "cancelled", cancelled: n, jobDone, found: true };
+  }
+
+  #restore(cmd: Extract<Command, { kind: "restore" }>): ApplyResult {
+    const job = this.jobs.get(hex(cmd.jobId));
+    if (!job) return { kind: "restored" };
+    for (const r of cmd.chunks) {
+      const old = job.chunks[r.chunkIndex];
+      if (!old) continue;
+      this.#count(job, old, -1);
+      job.chunks[r.chunkIndex] = r;
+      this.#count(job, r, 1);
+    }
+    job.finishedAtMs = cmd.finishedAtMs;
+    job.cancelledAtMs = cmd.cancelledAtMs;
+    return { kind: "restored" };
+  }
+
+  /** Adds (+1) or removes (-1) a chunk record's part of the job's counters and file references. */
+  #count(job: JobRecord, c: ChunkRecord, d: 1 | -1): void {
+    if (c.state === ChunkState.Succeeded) job.done += d;
+    else if (c.state === ChunkState.Failed) job.failed += d;
+    else if (c.state === ChunkState.Cancelled) job.cancelled += d;
+    if (c.state === ChunkState.Succeeded || c.state === ChunkState.Failed) {
+      for (const o of c.outputs) this.#ref(o.id, d);
     }
   }
 
@@ -209,7 +295,9 @@ export class JobTable {
       chunks: Array.from({ length: spec.numChunks }, (_, i) => newChunk(i)),
       done: 0,
       failed: 0,
+      cancelled: 0,
       finishedAtMs: 0,
+      cancelledAtMs: 0,
     });
     for (const id of specFiles(spec)) this.#ref(id, 1);
     if (session) {
@@ -226,7 +314,7 @@ export class JobTable {
       const key = hex(id);
       const job = this.jobs.get(key);
       // Only a finished job can be removed (a running one first needs cancelling).
-      if (!job || job.done + job.failed < job.chunks.length) continue;
+      if (!job || !JobTable.isFinished(job)) continue;
       this.jobs.delete(key);
       removed++;
       for (const f of specFiles(job.spec)) this.#ref(f, -1);
@@ -257,10 +345,42 @@ export class JobTable {
   #report(s: WorkerStatus, atMs: number): ApplyResult {
     const rejected: ApplyResult = { kind: "reported", accepted: false, jobDone: false };
     const job = this.jobs.get(hex(s.job));
-    if (!job || s.chunkIndex >= job.chunks.length || !isFinal(s.state)) return rejected;
+    // Only a result (succeeded or failed) is a report: cancelling is the masters' decision.
+    const result = s.state === ChunkState.Succeeded || s.state === ChunkState.Failed;
+    if (!job || s.chunkIndex >= job.chunks.length || !result) return rejected;
     const c = job.chunks[s.chunkIndex];
     // The first final result wins: a chunk re-run after a lost worker may report twice.
     if (isFinal(c.state)) return rejected;
+    // A failure of an attempt that is already in the history (the worker repeated its report),
+    // or older than it, changes nothing; a success of any attempt is a success.
+    const lastFailed = c.history.at(-1)?.attempt ?? 0;
+    if (s.state === ChunkState.Failed && s.attempt <= lastFailed) return rejected;
+    const retries = job.spec.retries ?? 0;
+    if (
+      s.state === ChunkState.Failed && c.history.length < retries &&
+      s.failure !== FailureCode.Policy
+    ) {
+      // Retried: this attempt's outcome joins the history, the chunk waits for its backoff.
+      const a: AttemptRecord = {
+        attempt: s.attempt,
+        state: s.state,
+        exitCode: s.exitCode,
+        signal: s.signal,
+        failure: s.failure,
+        durationMs: s.durationMs,
+        atMs,
+        reason: s.reason,
+      };
+      const history = [...c.history, a];
+      job.chunks[s.chunkIndex] = {
+        ...c,
+        attempt: s.attempt,
+        history,
+        retryAtMs: atMs + retryBackoffMs(history.length),
+        reason: `attempt ${s.attempt} failed (${s.reason}); retry ${history.length} of ${retries}`,
+      };
+      return { kind: "reported", accepted: true, jobDone: false };
+    }
     job.chunks[s.chunkIndex] = {
       chunkIndex: s.chunkIndex,
       state: s.state,
@@ -272,25 +392,60 @@ export class JobTable {
       outputs: s.outputs,
       stderrTail: s.stderrTail,
       reason: s.reason,
+      retryAtMs: 0,
+      history: c.history,
     };
-    for (const o of s.outputs) this.#ref(o.id, 1);
-    if (s.state === ChunkState.Succeeded) job.done++;
-    else job.failed++;
-    const jobDone = job.done + job.failed === job.chunks.length;
+    this.#count(job, job.chunks[s.chunkIndex], 1);
+    let jobDone = JobTable.isFinished(job);
+    const max = job.spec.maxFailedChunks ?? 0;
+    if (!jobDone && s.state === ChunkState.Failed && max > 0 && job.failed >= max) {
+      // Stop early: the rest is cancelled in the same command, so every master agrees on which.
+      const r = this.#cancel(
+        job.spec.jobId,
+        [],
+        `job stopped: ${job.failed} chunks failed (--max-failed-chunks ${max})`,
+        atMs,
+      );
+      jobDone = r.kind === "cancelled" && r.jobDone;
+    }
     if (jobDone) job.finishedAtMs = atMs;
     return { kind: "reported", accepted: true, jobDone };
   }
 
-  /** The job's summary state (a ChunkState code: Running, Succeeded or Failed). */
-  static jobState(job: JobRecord): number {
-    if (job.done + job.failed < job.chunks.length) return ChunkState.Running;
-    return job.failed > 0 ? ChunkState.Failed : ChunkState.Succeeded;
+  /** Is every chunk of the job final (succeeded, failed or cancelled)? */
+  static isFinished(job: JobRecord): boolean {
+    return job.done + job.failed + job.cancelled === job.chunks.length;
   }
 
-  /** Chunks not yet finished, for (re-)dispatch to the balancer. */
+  /**
+   * The job's summary state (a ChunkState code): Running until every chunk is final; then
+   * Failed if any chunk failed, else Cancelled if any was cancelled, else Succeeded.
+   */
+  static jobState(job: JobRecord): number {
+    if (!JobTable.isFinished(job)) return ChunkState.Running;
+    if (job.failed > 0) return ChunkState.Failed;
+    return job.cancelled > 0 ? ChunkState.Cancelled : ChunkState.Succeeded;
+  }
+
+  /** Chunks not yet final (queued, running, or waiting for a retry). */
   static unfinishedChunks(job: JobRecord): number[] {
     const out: number[] = [];
     for (const c of job.chunks) if (!isFinal(c.state)) out.push(c.chunkIndex);
+    return out;
+  }
+
+  /**
+   * The chunks to (re-)dispatch at `nowMs`, with their attempt numbers: every chunk not yet final
+   * whose retry backoff (if any) has passed. A retry runs as the attempt after the failed one,
+   * so a balancer that saw that attempt end knows to run the chunk again.
+   */
+  static dispatchable(job: JobRecord, nowMs: number): { chunkIndex: number; attempt: number }[] {
+    const out: { chunkIndex: number; attempt: number }[] = [];
+    for (const c of job.chunks) {
+      if (isFinal(c.state) || c.retryAtMs > nowMs) continue;
+      const attempt = c.history.length > 0 ? c.attempt + 1 : Math.max(1, c.attempt);
+      out.push({ chunkIndex: c.chunkIndex, attempt });
+    }
     return out;
   }
 }

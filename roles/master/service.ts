@@ -21,6 +21,7 @@ import {
   type ClusterChange,
   ClusterOp,
   ErrorCode,
+  type JobCancel,
   type JobStatusResponse,
   type JobSubmit,
   type Message,
@@ -86,6 +87,18 @@ export interface MasterServiceDeps {
   /** How long a finished job is kept before the leader removes it, ms (default 24 h). */
   retentionMs?: number;
 }
+
+/** How long after a cancel the leader keeps re-sending it to the balancer, ms. */
+const CANCEL_RESEND_MS = 60_000;
+/** Most retries a submission may ask for per chunk. */
+export const MAX_RETRIES = 100;
+/** Job and chunk state names for logs. */
+const STATE_NAMES: Record<number, string> = {
+  [ChunkState.Running]: "running",
+  [ChunkState.Succeeded]: "succeeded",
+  [ChunkState.Failed]: "failed",
+  [ChunkState.Cancelled]: "cancelled",
+};
 
 /** Default of `--job-retention`: finished jobs are kept for a day. */
 export const DEFAULT_JOB_RETENTION_MS = 24 * 3600_000;
@@ -171,6 +184,8 @@ export class MasterService {
         return await this.#list(from);
       case MessageType.JobRemove:
         return await this.#remove(msg.job, from);
+      case MessageType.JobCancel:
+        return await this.#cancel(msg, from);
       case MessageType.NodeListRequest:
         return await this.#nodes();
       case MessageType.ClusterChange:
@@ -259,6 +274,10 @@ export class MasterService {
     const l = this.#limits;
     const bad = (text: string) => new RequestError(ErrorCode.BadRequest, text);
     if (m.numChunks < 1) throw bad("a job needs at least 1 chunk");
+    if ((m.retries ?? 0) > MAX_RETRIES) throw bad(`retries ${m.retries} exceeds ${MAX_RETRIES}`);
+    if ((m.maxFailedChunks ?? 0) > m.numChunks) {
+      throw bad(`max failed chunks ${m.maxFailedChunks} exceeds the job's ${m.numChunks} chunks`);
+    }
     if (m.numChunks > l.maxChunks) {
       throw bad(`${m.numChunks} chunks exceeds the limit ${l.maxChunks}`);
     }
@@ -381,10 +400,24 @@ export class MasterService {
     );
     this.#running.get(key)?.delete(m.chunkIndex);
     if (res.kind === "reported" && res.jobDone) {
-      const state = JobTable.jobState(job) === ChunkState.Succeeded ? "succeeded" : "failed";
-      this.#d.log.info("job finished", { job: key, state, failed: job.failed });
+      const state = STATE_NAMES[JobTable.jobState(job)] ?? "?";
+      this.#d.log.info("job finished", {
+        job: key,
+        state,
+        failed: job.failed,
+        cancelled: job.cancelled,
+      });
       this.#running.delete(key);
       this.#lastDispatch.delete(key);
+      // Stopped by its --max-failed-chunks: the chunks still running must go.
+      if (job.cancelled > 0) this.#sendCancel(job);
+    } else if (res.kind === "reported" && res.accepted) {
+      // A failed attempt with retries left: dispatch it again once its backoff has passed.
+      const retryAt = job.chunks[m.chunkIndex]?.retryAtMs ?? 0;
+      if (retryAt > 0) {
+        const t = setTimeout(() => this.#dispatch(m.job), Math.max(0, retryAt - Date.now()) + 5);
+        Deno.unrefTimer(t);
+      }
     }
     return {
       type: MessageType.Ok,
@@ -416,7 +449,7 @@ export class MasterService {
       done: job.done,
       failed: job.failed,
       running: nRunning,
-      queued: job.chunks.length - job.done - job.failed - nRunning,
+      queued: job.chunks.length - job.done - job.failed - job.cancelled - nRunning,
       chunks,
     };
   }
@@ -430,14 +463,13 @@ export class MasterService {
     if (!mayActOn(from, job.spec.owner)) {
       throw new RequestError(ErrorCode.Forbidden, `job ${key} is not yours`);
     }
-    const finished = job.done + job.failed;
-    if (finished < job.chunks.length) {
-      // Nothing can stop its chunks yet (cancelling is a later step): removing it now would
-      // leave them running for a job nobody can see.
+    if (!JobTable.isFinished(job)) {
+      // Removing it now would leave its chunks running for a job nobody can see.
+      const finished = job.done + job.failed + job.cancelled;
       throw new RequestError(
         ErrorCode.BadRequest,
         `job ${key} is still running (${finished} of ${job.chunks.length} chunks finished); ` +
-          "it can be removed once it has finished",
+          "cancel it first (dsys cancel), or remove it once it has finished",
       );
     }
     const res = await this.#d.consensus.propose(
@@ -467,7 +499,7 @@ export class MasterService {
         const cutoff = Date.now() - retention;
         const expired: Uint8Array[] = [];
         for (const job of this.#d.table.jobs.values()) {
-          if (job.done + job.failed < job.chunks.length || job.finishedAtMs > cutoff) continue;
+          if (!JobTable.isFinished(job) || job.finishedAtMs > cutoff) continue;
           expired.push(job.spec.jobId);
           if (expired.length === MAX_REMOVE) break;
         }
@@ -496,7 +528,7 @@ export class MasterService {
     for (const m of [this.#lastDispatch, this.#running] as Map<string, unknown>[]) {
       for (const key of m.keys()) {
         const job = this.#d.table.jobs.get(key);
-        if (!job || job.done + job.failed === job.chunks.length) m.delete(key);
+        if (!job || JobTable.isFinished(job)) m.delete(key);
       }
     }
   }
@@ -667,10 +699,65 @@ export class MasterService {
     if (!this.#d.consensus.isLeader()) return;
     const now = Date.now();
     for (const job of this.#d.table.jobs.values()) {
-      if (job.done + job.failed === job.chunks.length) continue;
       const key = uuidToHex(job.spec.jobId);
-      if (now - (this.#lastDispatch.get(key) ?? 0) >= minAgeMs) this.#dispatchJob(job);
+      const due = now - (this.#lastDispatch.get(key) ?? 0) >= minAgeMs;
+      // Cancels are re-sent for a while too: a balancer that failed over, or a new leader's
+      // dispatch of a cancel it had not applied yet, must not leave a cancelled chunk running.
+      if (job.cancelledAtMs > 0 && now - job.cancelledAtMs < CANCEL_RESEND_MS && due) {
+        this.#sendCancel(job);
+      }
+      if (JobTable.isFinished(job)) continue;
+      if (due) this.#dispatchJob(job);
     }
+  }
+
+  /** Tells the primary balancer (best effort; re-sent) which chunks of `job` are cancelled. */
+  #sendCancel(job: JobRecord): void {
+    const lease = this.#d.table.lease;
+    if (!lease) return;
+    const chunks = job.chunks.filter((c) => c.state === ChunkState.Cancelled)
+      .map((c) => ({ chunkIndex: c.chunkIndex }));
+    if (chunks.length === 0) return;
+    const key = uuidToHex(job.spec.jobId);
+    this.#lastDispatch.set(key, Date.now());
+    this.#balancers.client(lease.endpoint).request({
+      type: MessageType.JobCancel,
+      node: this.#d.node,
+      job: job.spec.jobId,
+      // All of them: an empty list (every chunk) is shorter when the whole job was cancelled.
+      chunks: chunks.length === job.chunks.length ? [] : chunks,
+    }).catch((e) => this.#d.log.warn("cancel not delivered; will retry", { job: key, error: e }));
+  }
+
+  /** `job_cancel` from a client: commits the cancel, then has the chunks stopped. */
+  async #cancel(m: JobCancel, from: Identity | null): Promise<Message> {
+    this.#requireLeader();
+    const key = uuidToHex(m.job);
+    const job = this.#d.table.get(m.job);
+    if (!job) throw new RequestError(ErrorCode.NotFound, `job ${key} not found`);
+    if (!mayActOn(from, job.spec.owner)) {
+      throw new RequestError(ErrorCode.Forbidden, `job ${key} is not yours`);
+    }
+    const bad = m.chunks.find((c) => c.chunkIndex >= job.chunks.length);
+    if (bad) {
+      throw new RequestError(
+        ErrorCode.BadRequest,
+        `chunk ${bad.chunkIndex} out of range (job ${key} has ${job.chunks.length})`,
+      );
+    }
+    const res = await this.#d.consensus.propose(encodeCommand({
+      kind: "cancel",
+      jobId: m.job,
+      chunks: m.chunks.map((c) => c.chunkIndex),
+      reason: `cancelled by ${from?.name || "a client"}`,
+      atMs: Date.now(),
+    }));
+    const n = res.kind === "cancelled" ? res.cancelled : 0;
+    this.#d.log.info("job cancelled", { job: key, by: from?.name ?? "", chunks: n });
+    const now = this.#d.table.get(m.job);
+    if (now) this.#sendCancel(now);
+    if (res.kind === "cancelled" && res.jobDone) this.#running.delete(key);
+    return { type: MessageType.Ok, node: this.#d.node, value: n };
   }
 
   #dispatch(jobId: Uint8Array): void {
@@ -679,7 +766,7 @@ export class MasterService {
   }
 
   #dispatchJob(job: JobRecord): void {
-    const chunks = JobTable.unfinishedChunks(job);
+    const chunks = JobTable.dispatchable(job, Date.now());
     // No lease yet: no primary to hand it to; the grant re-dispatches everything.
     const lease = this.#d.table.lease;
     if (chunks.length === 0 || !lease) return;
@@ -696,7 +783,7 @@ export class MasterService {
       programSize: s.programSize,
       argument: s.argument,
       inputFiles: s.inputs,
-      chunks: chunks.map((i) => ({ chunkIndex: i, attempt: Math.max(1, job.chunks[i].attempt) })),
+      chunks,
       owner: s.owner,
       ...s.limits,
     }).catch((e) => {

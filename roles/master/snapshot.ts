@@ -3,16 +3,18 @@
  *
  * A snapshot is the shortest command sequence that rebuilds the table: the balancer lease's
  * `lease` grant (when there is one), then each job's `submit` (in submission order, which also
- * rebuilds every client's exactly-once session) followed by a `report` for each finished
- * chunk. It holds live jobs only: a removed job (finished for the
+ * rebuilds every client's exactly-once session) followed by one `restore` with the job's chunks
+ * that are no longer as submitted (results, cancels, retry histories), set as they are rather
+ * than replayed (a replay in another order could stop a job with `maxFailedChunks` at another
+ * chunk). It holds live jobs only: a removed job (finished for the
  * retention, or `dsys rm`) simply is not in the table any more. Replaying the submits rebuilds
  * the exactly-once sessions (a session is what its live jobs say, see `Session` in
- * job_table.ts) and, with the reports, the file reference counts. It reuses the log's command
+ * job_table.ts) and, with the restores, the file reference counts. It reuses the log's command
  * encoding, so there is one format to validate, not two:
  *
  *   u32 magic "DSJT" | u32 version 1 | u32 count | count × (u32 length | command bytes)
  */
-import { ChunkState, MessageType, NIL_UUID } from "../../wire/mod.ts";
+import { ChunkState } from "../../wire/mod.ts";
 import { type Command, JobTable } from "./job_table.ts";
 import { CommandError, decodeCommand, encodeCommand } from "./commands.ts";
 
@@ -25,12 +27,17 @@ export function snapshotCommands(table: JobTable): Command[] {
   if (table.lease) cmds.push({ kind: "lease", lease: table.lease });
   for (const job of table.jobs.values()) {
     cmds.push({ kind: "submit", spec: job.spec });
-    for (const c of job.chunks) {
-      if (c.state !== ChunkState.Succeeded && c.state !== ChunkState.Failed) continue;
+    // Every chunk that is not as submitted (a result, a cancel, retries behind it), as it is.
+    const changed = job.chunks.filter((c) =>
+      c.state !== ChunkState.Queued || c.history.length > 0 || c.attempt > 0
+    );
+    if (changed.length > 0 || job.finishedAtMs > 0 || job.cancelledAtMs > 0) {
       cmds.push({
-        kind: "report",
-        atMs: job.finishedAtMs,
-        status: { type: MessageType.WorkerStatus, node: NIL_UUID, job: job.spec.jobId, ...c },
+        kind: "restore",
+        jobId: job.spec.jobId,
+        chunks: changed,
+        finishedAtMs: job.finishedAtMs,
+        cancelledAtMs: job.cancelledAtMs,
       });
     }
   }

@@ -23,8 +23,10 @@ import {
   type FailureCode,
   FailureCode as FC,
   type FileEntry,
+  type JobCancel,
   type Message,
   MessageType,
+  uuidEquals,
   uuidToHex,
   uuidToString,
   type WorkerRequest,
@@ -196,6 +198,8 @@ interface Chunk {
   programFile: ProgramFile | null;
   /** Set while the chunk waits for its program: stops the wait when the worker shuts down. */
   onAbort: (() => void) | null;
+  /** Cancelled by the masters (job_cancel): killed, and not reported to them. */
+  cancelled?: boolean;
   /** Set when the chunk's slot cannot be used again (its processes or tmpfs would not go). */
   slotBroken?: boolean;
 }
@@ -518,7 +522,32 @@ class Worker implements WorkerNode {
     this.#index.commit(snapshot);
   }
 
+  /**
+   * `job_cancel` pushed by the balancer: kills every process of the job's chunks it names (all
+   * when none are named). Each such chunk ends through the abort path: its processes are killed
+   * (the sandbox empties the slot's cgroup), nothing is uploaded or reported to the masters, and
+   * the balancer hears the slot is free.
+   */
+  #cancel(m: JobCancel): Message {
+    const want = new Set(m.chunks.map((c) => c.chunkIndex));
+    let n = 0;
+    for (const c of this.#chunks.values()) {
+      if (!uuidEquals(c.req.job, m.job) || (want.size > 0 && !want.has(c.req.chunkIndex))) {
+        continue;
+      }
+      if (c.cancelled) continue;
+      c.cancelled = true;
+      c.aborted = true;
+      c.program?.kill();
+      c.onAbort?.();
+      n++;
+    }
+    if (n > 0) this.#log.info("chunks cancelled", { job: uuidToHex(m.job), chunks: n });
+    return { type: MessageType.Ok, node: this.nodeId, value: n };
+  }
+
   #onRequest(m: Message): Message {
+    if (m.type === MessageType.JobCancel) return this.#cancel(m);
     if (m.type !== MessageType.WorkerRequest) {
       throw new RequestError(ErrorCode.WrongRole, `worker does not serve message type ${m.type}`);
     }
@@ -618,6 +647,11 @@ class Worker implements WorkerNode {
     }
     if (dir !== null && slot !== undefined) await this.#returnDir(dir, slot, c, log);
     if (held.pinned.length > 0) this.#enforceCache();
+    if (c.cancelled) {
+      // The masters decided already (the chunk is cancelled there): only the slot is news.
+      log.info("chunk cancelled: every process of it is gone", {});
+      return await this.#finishedAtBalancer(c, CS.Cancelled);
+    }
     if (c.aborted) {
       // Shutting down: say so at once (best effort) so the master re-dispatches the chunk
       // without waiting for our heartbeats to time out.
@@ -1107,15 +1141,20 @@ class Worker implements WorkerNode {
         backoff = Math.min(2000, backoff * 2);
       }
     }
+    return await this.#finishedAtBalancer(c, status.state);
+  }
+
+  /** Frees the chunk's slot and tells the balancer (re-sent later if it is away). */
+  async #finishedAtBalancer(c: Chunk, state: ChunkState): Promise<boolean> {
     // Free before telling the balancer: it may push the next chunk as soon as it reads this.
     this.#freeSlot(c);
     const fin: Message = {
       type: MessageType.ChunkFinished,
       node: this.nodeId,
-      job: status.job,
-      chunkIndex: status.chunkIndex,
-      attempt: status.attempt,
-      state: status.state,
+      job: c.req.job,
+      chunkIndex: c.req.chunkIndex,
+      attempt: c.req.attempt,
+      state,
     };
     try {
       await this.#balancer.request(fin, 2000);
