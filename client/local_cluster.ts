@@ -35,6 +35,12 @@ export interface LocalClusterOptions {
   insecure?: boolean;
   /** Ordinary (non-admin) client keys to make beside `admin` (`<data>/keys/NAME.key`). */
   users?: string[];
+  /**
+   * Where each node runs: the host it listens on (default 127.0.0.1) and a command prefix it is
+   * started under (default none). tests/chaos gives every node its own network namespace this
+   * way (`nsenter --net=/run/netns/NS`), so that the links between nodes can be cut.
+   */
+  placement?: (name: string) => { host: string; prefix: string[] };
 }
 
 /** One child process of the cluster. */
@@ -111,6 +117,11 @@ export class LocalCluster {
     return path;
   }
 
+  /** The host node `name` listens on. */
+  #host(name: string): string {
+    return this.#opts.placement?.(name).host ?? "127.0.0.1";
+  }
+
   /** `name@endpoint` when keys are in use (clients find the server's key by name). */
   #ref(p: ClusterProcess): string {
     return this.keysDir ? joinNamedEndpoint(p.name, p.endpoint) : p.endpoint;
@@ -137,7 +148,7 @@ export class LocalCluster {
     try {
       const storage = await c.spawn("storage", "storage", [
         "--listen",
-        "tcp://127.0.0.1:0",
+        `tcp://${c.#host("storage")}:0`,
         "--data",
         `${dataDir}/storage`,
       ]);
@@ -147,15 +158,16 @@ export class LocalCluster {
         masters = [
           await c.spawn("master", "master", [
             "--listen",
-            "tcp://127.0.0.1:0",
+            `tcp://${c.#host("master")}:0`,
             "--data",
             `${dataDir}/master`,
             ...common,
           ]),
         ];
       } else {
-        // Raft members are named by their endpoints, so the ports are fixed up front.
-        const eps = freePorts(n).map((p) => `tcp://127.0.0.1:${p}`);
+        // Raft members are named by their endpoints, so the ports are fixed up front (free on
+        // loopback here; a master placed in its own network namespace has all ports free).
+        const eps = freePorts(n).map((p, i) => `tcp://${c.#host(`m${i + 1}`)}:${p}`);
         const peers = eps.map((ep, i) => `m${i + 1}@${ep}`).join(",");
         masters = await Promise.all(eps.map((ep, i) =>
           c.spawn(`m${i + 1}`, "master", [
@@ -179,7 +191,7 @@ export class LocalCluster {
         balancerProcs.push(
           await c.spawn(name, "balancer", [
             "--listen",
-            "tcp://127.0.0.1:0",
+            `tcp://${c.#host(name)}:0`,
             "--data",
             `${dataDir}/${name}`,
             "--masters",
@@ -208,7 +220,7 @@ export class LocalCluster {
   startWorker(name: string): Promise<ClusterProcess> {
     return this.spawn(name, "worker", [
       "--listen",
-      "tcp://127.0.0.1:0",
+      `tcp://${this.#host(name)}:0`,
       "--data",
       `${this.dataDir}/${name}`,
       "--mount",
@@ -239,8 +251,10 @@ export class LocalCluster {
       ? ["--key", await this.keyFor(name, role), "--keyring", this.keyringPath!]
       : ["--insecure"];
     const fullArgs = [...entryArgs(), "run", "--role", role, ...own, ...keyArgs, ...extra];
-    const child = new Deno.Command(Deno.execPath(), {
-      args: fullArgs,
+    const prefix = this.#opts.placement?.(name).prefix ?? [];
+    const command = [...prefix, Deno.execPath(), ...fullArgs];
+    const child = new Deno.Command(command[0], {
+      args: command.slice(1),
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
