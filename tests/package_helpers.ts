@@ -58,11 +58,16 @@ export interface Ran {
   stderr: string;
 }
 
-/** Runs `cmd` with exactly `env`, in `cwd`. */
+/**
+ * Runs `cmd` with exactly `env`, in `cwd`; kills it after `timeoutMs` (a hang becomes a failure
+ * that says so, never a wait without end) or when `stop` aborts.
+ */
 export async function runBare(
   cmd: string[],
   env: Record<string, string>,
   cwd: string,
+  timeoutMs = 180_000,
+  stop?: AbortSignal,
 ): Promise<Ran> {
   const r = await new Deno.Command(cmd[0], {
     args: cmd.slice(1),
@@ -72,8 +77,12 @@ export async function runBare(
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
+    signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), ...(stop ? [stop] : [])]),
   }).output();
-  return { code: r.code, stdout: dec.decode(r.stdout), stderr: dec.decode(r.stderr) };
+  const killed = r.signal
+    ? `\n(${cmd.join(" ")}: killed by ${r.signal} after ${timeoutMs} ms)`
+    : "";
+  return { code: r.code, stdout: dec.decode(r.stdout), stderr: dec.decode(r.stderr) + killed };
 }
 
 /**
