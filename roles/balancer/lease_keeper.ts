@@ -5,7 +5,7 @@
  * follow).
  * @module
  */
-import { LeaderClient } from "../../client/leader_client.ts";
+import { LeaderClient } from "../master/client.ts";
 import type { Logger } from "../../lib/log.ts";
 import { RpcError } from "../../lib/rpc.ts";
 import { MessageType } from "../../wire/mod.ts";

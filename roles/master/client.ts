@@ -2,10 +2,10 @@
  * Talks to the master group: sends each request to the leader, following NOT_LEADER redirects
  * and moving to the next master when one does not answer, until the request's deadline.
  */
-import { splitNamedEndpoint } from "../lib/named_endpoint.ts";
-import { type Credentials, processCredentials } from "../lib/security.ts";
-import { ErrorCode, type Message } from "../wire/mod.ts";
-import { RpcClient, RpcError } from "../lib/rpc.ts";
+import { splitNamedEndpoint } from "../../lib/named_endpoint.ts";
+import { type Credentials, processCredentials } from "../../lib/security.ts";
+import { ErrorCode, type Message } from "../../wire/mod.ts";
+import { RpcClient, RpcError } from "../../lib/rpc.ts";
 
 /** Options of a LeaderClient. */
 export interface LeaderClientOptions {

@@ -18,7 +18,7 @@ import {
   securityOptions,
   setUpNodeSecurity,
 } from "../../lib/node_security.ts";
-import { RequestError, RpcClient, RpcServer } from "../../lib/rpc.ts";
+import { RequestError, RpcServer } from "../../lib/rpc.ts";
 import { createLogger } from "../../lib/log.ts";
 import { loadOrCreateNodeId } from "../../lib/node_id.ts";
 import { ErrorCode, MessageType, uuidToHex } from "../../wire/mod.ts";
@@ -29,6 +29,7 @@ import { DEFAULT_JOB_RETENTION_MS, MasterService } from "./service.ts";
 import { DurationError, formatDuration, parseDuration } from "../../lib/duration.ts";
 import { RaftGroup } from "./raft_group.ts";
 import { FileStorage } from "./raft/storage.ts";
+import { StorageClient } from "../storage/client.ts";
 import { MEMBER_ID_RE } from "./member_id.ts";
 import { decodeSnapshot, encodeSnapshot } from "./snapshot.ts";
 
@@ -222,12 +223,7 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
       },
     );
   }
-  const storage = new RpcClient(opts.storage, {
-    node: nodeId,
-    timeoutMs: 5000,
-    log,
-    serverRole: "storage",
-  });
+  const storage = new StorageClient(opts.storage, nodeId, { timeoutMs: 5000 });
   service = new MasterService({
     node: nodeId,
     endpoint,

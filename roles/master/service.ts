@@ -34,13 +34,14 @@ import {
   uuidToHex,
   type WorkerStatus,
 } from "../../wire/mod.ts";
-import { RequestError, RpcClient, RpcError } from "../../lib/rpc.ts";
+import { RequestError, RpcError } from "../../lib/rpc.ts";
 import type { Logger } from "../../lib/log.ts";
 import { type JobRecord, JobTable } from "./job_table.ts";
 import { encodeCommand, MAX_REMOVE, specFromSubmit } from "./commands.ts";
 import type { ReplicatedLog } from "./replicated_log.ts";
 import type { RaftGroup } from "./raft_group.ts";
 import { BalancerDirectory } from "./balancers.ts";
+import type { StorageClient } from "../storage/client.ts";
 import { LeaseTimer } from "./lease.ts";
 import { splitNamedEndpoint } from "../../lib/named_endpoint.ts";
 import { MEMBER_ID_RE, memberEndpoint, memberName } from "./member_id.ts";
@@ -74,7 +75,7 @@ export interface MasterServiceDeps {
   log: Logger;
   table: JobTable;
   consensus: ReplicatedLog;
-  storage: RpcClient;
+  storage: StorageClient;
   /** Length of the primary balancer lease, ms (default DEFAULT_BALANCER_LEASE_MS). */
   balancerLeaseMs?: number;
   limits?: Partial<SubmitLimits>;
@@ -300,15 +301,11 @@ export class MasterService {
     // admin may use any); their sizes come from storage, not from the client.
     const owner = from?.name ?? "";
     const stat = async (id: Uint8Array, what: string): Promise<number> => {
-      const st = await this.#d.storage.request({
-        type: MessageType.FileStat,
-        node: this.#d.node,
-        file: id,
-        user: from === null || from.admin ? "" : owner,
-      }).catch((e) => {
-        throw new RequestError(ErrorCode.Unavailable, `storage unavailable: ${e.message}`);
-      });
-      if (st.type !== MessageType.FileStatResponse || !st.exists) {
+      const st = await this.#d.storage.stat(id, from === null || from.admin ? "" : owner)
+        .catch((e) => {
+          throw new RequestError(ErrorCode.Unavailable, `storage unavailable: ${e.message}`);
+        });
+      if (!st.exists) {
         throw new RequestError(
           ErrorCode.NotFound,
           `${what} file ${uuidToHex(id)} not found on storage${owner ? ` for ${owner}` : ""}`,
@@ -664,10 +661,7 @@ export class MasterService {
     const c = this.#d.storage;
     let entry: NodeEntry;
     try {
-      const r = await c.request(
-        { type: MessageType.StorageStatsRequest, node: this.#d.node },
-        2000,
-      );
+      const r = await c.stats();
       entry = {
         id: r.node,
         role: NodeRole.Storage,
@@ -689,7 +683,7 @@ export class MasterService {
         freeSlots: 0,
         lastSeenMs: 0,
         ...named(c.endpoint),
-        detail: e instanceof RpcError ? e.text : String(e),
+        detail: e instanceof Error ? e.message : String(e),
       };
     }
     nodes.push(entry);

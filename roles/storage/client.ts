@@ -1,5 +1,6 @@
 /**
- * Client of a storage node, used by the CLI (`dsys put`, `dsys get`) and by workers.
+ * Client of a storage node, used by the CLI (`dsys put`, `dsys get`), by workers and by masters
+ * (`file_stat` of a submission's files, `storage_stats` for node lists).
  *
  * Throughput comes from pipelining: up to `window` chunk requests are in flight on one DEALER
  * (the server processes one upload's chunks in arrival order and group-commits them). Every
@@ -7,7 +8,7 @@
  * anything is returned or renamed into place.
  * @module
  */
-import type { Credentials } from "../lib/security.ts";
+import type { Credentials } from "../../lib/security.ts";
 import { createHash } from "node:crypto";
 import {
   ErrorCode,
@@ -22,14 +23,16 @@ import {
   type StorageStats,
   type Uuid,
   uuidToHex,
-} from "../wire/mod.ts";
-import { codeName, RpcClient, RpcError } from "../lib/rpc.ts";
-import { dirname, syncDir } from "../lib/fsutil.ts";
+} from "../../wire/mod.ts";
+import { codeName, RpcClient, RpcError } from "../../lib/rpc.ts";
+import { dirname, syncDir } from "../../lib/fsutil.ts";
 
 const MiB = 1024 * 1024;
 
 /** Counters of a storage node (storage_stats), fetch counts keyed by hex file id. */
 export interface StorageStatsView {
+  /** The storage node's id. */
+  node: Uuid;
   gets: number;
   getBytes: number;
   puts: number;
@@ -136,10 +139,13 @@ export class StorageClient {
     return r as T;
   }
 
-  /** Does the file exist on the node, and how long is it. */
-  async stat(id: Uuid): Promise<{ exists: boolean; length: number }> {
+  /**
+   * Does the file exist on the node, and how long is it. A master passes `user` to ask whether
+   * it exists for that user (is one of its owners); "" asks for any.
+   */
+  async stat(id: Uuid, user = ""): Promise<{ exists: boolean; length: number }> {
     const r = await this.#request<FileStatResponse>(
-      { type: MessageType.FileStat, node: this.node, file: id },
+      { type: MessageType.FileStat, node: this.node, file: id, ...(user ? { user } : {}) },
       MessageType.FileStatResponse,
       `stat of file ${uuidToHex(id)}`,
     );
@@ -154,6 +160,7 @@ export class StorageClient {
       "storage stats",
     );
     return {
+      node: r.node,
       gets: r.gets,
       getBytes: r.getBytes,
       puts: r.puts,
