@@ -1166,7 +1166,9 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     ],
     doc: "Progress or result of one chunk attempt.",
     flow: "worker DEALER -> master ROUTER (leader)",
-    reply: "ok, or error NOT_LEADER",
+    reply: "ok (value 1 = this result recorded, 0 = a result was recorded already), or error " +
+      "NOT_LEADER / NOT_FOUND (no such job) / BAD_REQUEST (chunk out of range) / FORBIDDEN (no " +
+      "valid ticket for this worker's key)",
   },
   {
     type: MessageType.WorkerRegister,
@@ -1186,7 +1188,8 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     ],
     doc: "A worker joins the balancer.",
     flow: "worker DEALER -> balancer ROUTER",
-    reply: "ok",
+    reply: "ok, or error FORBIDDEN (the node id is bound to another key) / UNAVAILABLE " +
+      "(a standby balancer: try the next endpoint)",
   },
   {
     type: MessageType.WorkerHeartbeat,
@@ -1206,7 +1209,8 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     ],
     doc: "Periodic liveness and cache delta.",
     flow: "worker DEALER -> balancer ROUTER",
-    reply: "ok (error NOT_FOUND if the balancer does not know the worker: re-register)",
+    reply: "ok, or error NOT_FOUND (the balancer does not know the worker: register again) / " +
+      "FORBIDDEN (the node id is bound to another key) / UNAVAILABLE (a standby)",
   },
   {
     type: MessageType.ChunkFinished,
@@ -1223,7 +1227,8 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     sections: [],
     doc: "A chunk attempt ended on the worker; its slot is free again.",
     flow: "worker DEALER -> balancer ROUTER",
-    reply: "ok",
+    reply: "ok (value 1 = fresh, 0 = stale: ignored), or error FORBIDDEN (placed on another " +
+      "worker's key) / UNAVAILABLE (a standby balancer)",
   },
   {
     type: MessageType.FileRequest,
@@ -1243,7 +1248,8 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     sections: [bytes("cap", "cap", "maxAuth", "read capability (workers), else empty")],
     doc: "Read (part of) a stored file.",
     flow: "any DEALER -> storage ROUTER",
-    reply: "file_response, or error NOT_FOUND / BAD_REQUEST (offset > length)",
+    reply: "file_response, or error NOT_FOUND (absent, or not the client's) / BAD_REQUEST " +
+      "(offset > length) / FORBIDDEN (a worker without a valid read capability)",
   },
   {
     type: MessageType.FileResponse,
@@ -1280,7 +1286,8 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     ],
     doc: "Upload one chunk of a file; chunks are sent in order.",
     flow: "client/worker DEALER -> storage ROUTER",
-    reply: "file_put_ack, or error CONFLICT / BAD_REQUEST",
+    reply: "file_put_ack, or error WRONG_OFFSET (value = where to resume) / CONFLICT (bytes " +
+      "do not match the id) / BAD_REQUEST / NO_SPACE (nothing kept)",
   },
   {
     type: MessageType.FilePutAck,
@@ -1396,7 +1403,9 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     ],
     doc: "Submit a job (exactly-once per client_uuid + sequence).",
     flow: "client DEALER -> master ROUTER",
-    reply: "job_submit_ack, or error NOT_LEADER (text = leader endpoint) / BAD_REQUEST",
+    reply: "job_submit_ack, or error NOT_LEADER (text = leader endpoint) / BAD_REQUEST / " +
+      "TOO_LARGE (argument or program over the masters' limits) / NOT_FOUND (the program or an " +
+      "input is not on storage for the submitter) / UNAVAILABLE (storage did not answer)",
   },
   {
     type: MessageType.JobSubmitAck,
@@ -1424,7 +1433,8 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     sections: [],
     doc: "Ask for a job's state.",
     flow: "client DEALER -> master ROUTER",
-    reply: "job_status_response, or error NOT_FOUND / NOT_LEADER",
+    reply: "job_status_response, or error NOT_FOUND / FORBIDDEN (another user's job) / " +
+      "NOT_LEADER",
   },
   {
     type: MessageType.JobStatusResponse,
@@ -1457,7 +1467,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     sections: [],
     doc: "List jobs.",
     flow: "client DEALER -> master ROUTER",
-    reply: "job_list_response",
+    reply: "job_list_response, or error NOT_LEADER",
   },
   {
     type: MessageType.JobListResponse,
@@ -1497,7 +1507,8 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     ],
     doc: "Hand chunks of a job to the balancer for placement.",
     flow: "master DEALER -> balancer ROUTER",
-    reply: "ok",
+    reply: "ok (value = chunks newly queued), or error UNAVAILABLE (not the lease holder) / " +
+      "BAD_REQUEST (time limit or chunks out of range)",
   },
   {
     type: MessageType.JobRemove,
@@ -1570,7 +1581,8 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     sections: [text("member", "member", "maxText", "Raft member id NAME@tcp://HOST:PORT")],
     doc: "Add or remove a master (one at a time, committed through Raft) or hand over leadership.",
     flow: "client DEALER -> master ROUTER (the leader)",
-    reply: "ok (once the change is committed) / error",
+    reply: "ok (once the change is committed), or error NOT_LEADER / BAD_REQUEST (a lone " +
+      "master, or a malformed member id) / CONFLICT (already a member) / NOT_FOUND (not a member)",
   },
   {
     type: MessageType.RaftMessage,
