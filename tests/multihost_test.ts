@@ -300,8 +300,6 @@ Deno.test("multihost: nodes in their own network namespaces, from build/dsys alo
     ));
     await Promise.all(["w1", "w2"].map((w) =>
       start(w, "worker", [
-        "--listen",
-        `tcp://${lab.ip(w)}:7400`,
         "--mount",
         `${top}/${w}/mnt`,
         "--balancer",
