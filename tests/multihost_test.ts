@@ -3,12 +3,14 @@
  * (veth pairs, `ip netns`), each started from the single file build/dsys alone (copied to a
  * clean directory, bare environment, its own cache), with keys from `dsys init`. A job runs
  * across them; then the leader master is cut off from every other node (nftables drops in each
- * namespace, both ways): it cannot commit the job a client keeps submitting to it, while the
- * other two masters elect a leader and keep accepting and finishing jobs; after the cut heals,
- * the cut-off client's job is acknowledged too, and the masters hold exactly the acknowledged
- * jobs, each succeeded once with the outputs of its chunks.
+ * namespace, both ways) but one client host, c1, itself cut from all but that master and
+ * storage: the cut-off master cannot commit the job c1 keeps submitting to it, while the other
+ * two masters elect a leader and keep accepting and finishing jobs; after the cut heals, c1's
+ * job is acknowledged too, and the masters hold exactly the acknowledged jobs, each succeeded
+ * once with the outputs of its chunks.
  *
- * The test machine (its own namespace) is on the bridge as the clients' host; it is never cut.
+ * The test machine (its own namespace) is on the bridge as the other clients' host; it is never
+ * cut.
  * Only addresses on this test's own bridge are used: a 10.x.y.0/24 no route of the host covers.
  */
 import assert from "node:assert/strict";
@@ -70,7 +72,8 @@ class Lab {
   readonly nodes = new Map<string, { ns: string; ip: string }>();
   readonly subnet: string;
   readonly hostIp: string;
-  #cut = new Set<string>();
+  /** The addresses each node is cut from. */
+  #cut = new Map<string, Set<string>>();
 
   private constructor(subnet: string) {
     this.subnet = subnet;
@@ -121,22 +124,28 @@ class Lab {
     return ["nsenter", `--net=/run/netns/${this.nodes.get(name)!.ns}`];
   }
 
-  /** Cuts `a` from `b` both ways: in each namespace, nftables drops the other side's packets. */
-  async partition(a: string[], b: string[]): Promise<void> {
-    const rules = (others: string[]) =>
-      `table inet dsys_cut {
-  chain in { type filter hook input priority 0; policy accept; ip saddr { ${
-        others.join(", ")
-      } } drop; }
-  chain out { type filter hook output priority 0; policy accept; ip daddr { ${
-        others.join(", ")
-      } } drop; }
-}
-`;
+  /**
+   * Cuts every node of `a` from every node of `b`, both ways (on top of cuts already made): in
+   * each namespace, one nftables table drops the packets from and to the addresses it is cut
+   * from, replaced as a whole in one transaction.
+   */
+  async cut(a: string[], b: string[]): Promise<void> {
     for (const [side, other] of [[a, b], [b, a]]) {
       for (const n of side) {
-        await sh([...this.prefix(n), "nft", "-f", "-"], rules(other.map((o) => this.ip(o))));
-        this.#cut.add(n);
+        const ips = this.#cut.get(n) ?? new Set<string>();
+        for (const o of other) ips.add(this.ip(o));
+        this.#cut.set(n, ips);
+        const set = [...ips].join(", ");
+        await sh(
+          [...this.prefix(n), "nft", "-f", "-"],
+          `table inet dsys_cut
+delete table inet dsys_cut
+table inet dsys_cut {
+  chain in { type filter hook input priority 0; policy accept; ip saddr { ${set} } drop; }
+  chain out { type filter hook output priority 0; policy accept; ip daddr { ${set} } drop; }
+}
+`,
+        );
       }
     }
   }
@@ -144,7 +153,7 @@ class Lab {
   /** Removes every cut. */
   async heal(): Promise<void> {
     const errors = [];
-    for (const n of this.#cut) {
+    for (const n of [...this.#cut.keys()]) {
       try {
         await sh([...this.prefix(n), "nft", "delete", "table", "inet", "dsys_cut"]);
         this.#cut.delete(n);
@@ -213,7 +222,8 @@ Deno.test("multihost: nodes in their own network namespaces, from build/dsys alo
   await Deno.mkdir(`${top}/home`);
   await Deno.mkdir(`${top}/logs`);
   const names = ["m1", "m2", "m3", "b1", "b2", "s1", "w1", "w2"];
-  const lab = await Lab.create(names);
+  // c1: a client's host that the cut will leave on the cut-off master's side.
+  const lab = await Lab.create([...names, "c1"]);
   const nodes = new Map<string, Node>();
   let client: DsysClient | null = null;
   const stopClients = new AbortController();
@@ -313,13 +323,13 @@ Deno.test("multihost: nodes in their own network namespaces, from build/dsys alo
       ])
     ));
 
-    // Clients run build/dsys too, on the test machine's address on the bridge.
+    // Clients run build/dsys too: on the test machine's address on the bridge, or in c1.
     const auth = ["--key", `${top}/keys/admin.key`, "--keyring", `${top}/keys/keyring`];
-    const cli = (args: string[], master = masters, timeoutS = 60): Promise<Ran> => {
+    const cli = (args: string[], master = masters, timeoutS = 60, from?: string): Promise<Ran> => {
       const flags = ["--master", master.join(","), "--storage", storage];
       flags.push("--timeout", String(timeoutS), ...auth);
       return runBare(
-        [dsys, ...args, ...flags],
+        [...(from ? lab.prefix(from) : []), dsys, ...args, ...flags],
         env,
         top,
         (timeoutS + 60) * 1000,
@@ -334,7 +344,7 @@ Deno.test("multihost: nodes in their own network namespaces, from build/dsys alo
     const put = await cli(["put", `${top}/in.txt`]);
     assert.equal(put.code, 0, put.stderr);
     const input = put.stdout.split(/\s+/)[0];
-    const submit = (arg: string, master = masters, timeoutS = 60) =>
+    const submit = (arg: string, master = masters, timeoutS = 60, from?: string) =>
       cli(
         [
           "submit",
@@ -351,6 +361,7 @@ Deno.test("multihost: nodes in their own network namespaces, from build/dsys alo
         ],
         master,
         timeoutS,
+        from,
       );
     /** The job id of a finished `submit --wait --json`, checked succeeded. */
     const succeeded = (r: Ran, what: string): string => {
@@ -364,7 +375,8 @@ Deno.test("multihost: nodes in their own network namespaces, from build/dsys alo
     // 1. A job across the hosts.
     acked.set(succeeded(await submit("A"), "job A"), "A");
 
-    // 2. Cut the leader master off from every other node.
+    // 2. Cut the leader master off from every other node but c1, and c1 from every node but it
+    // and storage (c1's client stores the program before it submits).
     const leaderRow = await waitFor("a master leader in `dsys nodes`", async () => {
       const r = await cli(["nodes", "--json"]);
       if (r.code !== 0) return null;
@@ -374,15 +386,21 @@ Deno.test("multihost: nodes in their own network namespaces, from build/dsys alo
     const leader = ["m1", "m2", "m3"].find((m) => leaderRow.endpoint.includes(`//${lab.ip(m)}:`))!;
     assert.ok(leader, `leader endpoint ${leaderRow.endpoint} is none of the masters`);
     const others = names.filter((n) => n !== leader);
-    await lab.partition([leader], others);
+    await lab.cut([leader], others);
+    await lab.cut(["c1"], others.filter((n) => n !== "s1"));
 
-    // A client that reaches only the cut-off master keeps submitting to it (one job, retried
-    // with the same client id and sequence) for up to 10 minutes.
+    // The cut holds: from c1, the other masters do not answer (exit 2: unavailable).
+    const majority = masters.filter((m) => !m.startsWith(`${leader}@`));
+    const probe = await cli(["nodes"], majority, 2, "c1");
+    assert.equal(probe.code, 2, `c1 reached the majority: ${probe.stdout}${probe.stderr}`);
+
+    // c1's client, which reaches no master but the cut-off one (whatever leader that one names),
+    // keeps submitting to it (one job, retried with the same client id and sequence) for up to
+    // 10 minutes.
     let minorityDone = false;
-    minority = submit("M", [ref(leader, 7100)], 600).finally(() => minorityDone = true);
+    minority = submit("M", [ref(leader, 7100)], 600, "c1").finally(() => minorityDone = true);
 
     // 3. The majority elects a leader and keeps accepting and finishing jobs.
-    const majority = masters.filter((m) => !m.startsWith(`${leader}@`));
     for (const arg of ["B1", "B2", "B3"]) {
       acked.set(succeeded(await submit(arg, majority, 120), `job ${arg} (majority side)`), arg);
     }
@@ -390,7 +408,7 @@ Deno.test("multihost: nodes in their own network namespaces, from build/dsys alo
     // (on a loaded machine: longer), the cut-off master has not acknowledged its job.
     if (minorityDone) assert.fail(`the cut-off side finished: ${JSON.stringify(await minority)}`);
 
-    // 4. Heal: the cut-off client is redirected to the leader and its one job completes.
+    // 4. Heal: c1's client is redirected to the leader and its one job completes.
     await lab.heal();
     acked.set(succeeded(await minority, "job M (submitted to the cut-off master)"), "M");
 
