@@ -80,7 +80,14 @@ function sha256Hex(b: Uint8Array): string {
 }
 
 Deno.test("balancer auth: worker keys are bound to node ids and placements; tickets decide", async () => {
-  const cluster = await LocalCluster.start({ workers: 2, slotsPerWorker: 2 });
+  // The gated program reports its start and waits through files in a host directory, which a
+  // sandboxed chunk cannot see (tests/sandbox_attack_test.ts checks that it cannot): this test is
+  // about the balancer's trust rules, so its workers run chunks unsandboxed.
+  const cluster = await LocalCluster.start({
+    workers: 2,
+    slotsPerWorker: 2,
+    extraArgs: { worker: ["--no-sandbox"] },
+  });
   const client = new DsysClient(cluster.info);
   const closers: (() => Promise<void> | void)[] = [];
   const dir = await Deno.makeTempDir();

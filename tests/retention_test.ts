@@ -25,9 +25,11 @@ const job = (script: string, timeLimitMs = 120_000) => ({
   timeLimitMs,
 });
 
-/** A job that runs until `flag` exists (the test creates it to let the job finish). */
-const heldJob = (flag: string) =>
-  job(`while [ ! -e ${flag} ]; do sleep 0.05; done\necho released`, 3600_000);
+/**
+ * A job that runs until cancelled (`dsys cancel` ends it: its sandbox sees nothing of the host,
+ * so no flag file could).
+ */
+const heldJob = () => job("exec sleep 3600", 3600_000);
 
 async function listJobs(c: DsysClient): Promise<JobListEntry[]> {
   const r = await c.masters.request({ type: MessageType.JobListRequest, node: c.node });
@@ -59,7 +61,6 @@ async function cli(cluster: LocalCluster, name: string, args: string[]) {
 }
 
 Deno.test("retention: dsys rm removes a finished job, refuses a running one and another user's", async () => {
-  const flagDir = await Deno.makeTempDir();
   await withCluster({
     masters: 3,
     workers: 1,
@@ -74,7 +75,7 @@ Deno.test("retention: dsys rm removes a finished job, refuses a running one and 
     try {
       const done = await alice.submit(job("echo done"));
       assert.equal((await waitForJob(alice, done)).state, ChunkState.Succeeded);
-      const held = await alice.submit(heldJob(`${flagDir}/go`));
+      const held = await alice.submit(heldJob());
       await waitFor("the held job to run", async () => (await alice.status(held)).running === 1, {
         timeoutMs: 60_000,
       });
@@ -101,15 +102,15 @@ Deno.test("retention: dsys rm removes a finished job, refuses a running one and 
       assert.deepEqual(ids, [uuidToHex(held)]);
       assert.equal(await codeOf(alice.remove(done)), ErrorCode.NotFound);
 
-      // Once the held job finishes, an admin may remove it (not being its owner).
-      await Deno.writeTextFile(`${flagDir}/go`, "");
-      assert.equal((await waitForJob(alice, held)).state, ChunkState.Succeeded);
+      // Once the held job is over (cancelled: a final state), an admin may remove it (not
+      // being its owner).
+      assert.equal(await alice.cancel(held), 1);
+      assert.equal((await waitForJob(alice, held)).state, ChunkState.Cancelled);
       assert.equal(await admin.remove(held), true);
       assert.equal(await codeOf(alice.status(held)), ErrorCode.NotFound);
       assert.deepEqual(await listJobs(admin), []);
     } finally {
       await Promise.all([alice.close(), bob.close(), admin.close()]);
-      await Deno.remove(flagDir, { recursive: true });
     }
   });
 });
@@ -188,7 +189,6 @@ const JOBS = Number(Deno.env.get("DSYS_RETENTION_JOBS") ?? "10000");
 
 Deno.test(`retention: ${JOBS} jobs on 3 masters; memory, snapshots, job list and sessions come back`, async () => {
   const SNAPSHOT_EVERY = 200;
-  const flagDir = await Deno.makeTempDir();
   await withCluster({
     masters: 3,
     workers: 2,
@@ -208,10 +208,10 @@ Deno.test(`retention: ${JOBS} jobs on 3 masters; memory, snapshots, job list and
       // the masters are made to take a snapshot of an otherwise empty table.
       const anchorClient = clientAs(cluster, "alice");
       // Each program is stored once; the jobs name it by id (alice owns it).
-      const heldProgram = await alice.storage.putBytes(heldJob(`${flagDir}/go`).program);
+      const heldProgram = await alice.storage.putBytes(heldJob().program);
       const trueProgram = await alice.storage.putBytes(job("true").program);
       const anchor = await anchorClient.submit({
-        ...heldJob(`${flagDir}/go`),
+        ...heldJob(),
         program: heldProgram,
       });
       const anchorSubmit = async () => {
@@ -320,14 +320,13 @@ Deno.test(`retention: ${JOBS} jobs on 3 masters; memory, snapshots, job list and
         programName: "job.sh",
       });
       assert.ok(resent.type === MessageType.JobSubmitAck && !resent.duplicate);
-      await Deno.writeTextFile(`${flagDir}/go`, "");
+      assert.equal(await anchorClient.cancel(anchor), 1);
       await waitFor("the job list to be empty after the retention", async () => {
         return (await listJobs(alice)).length === 0;
       }, { timeoutMs: 60_000, intervalMs: 200 });
       await anchorClient.close();
     } finally {
       await Promise.all([alice, ...clients].map((c) => c.close()));
-      await Deno.remove(flagDir, { recursive: true });
     }
   });
 });
