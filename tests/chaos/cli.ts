@@ -5,7 +5,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { formatReport, runChaos } from "./harness.ts";
+import { emergencyStop, formatReport, runChaos } from "./harness.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -24,6 +24,12 @@ if (!(minutes > 0) || !Number.isInteger(seed)) {
     "usage: deno task chaos [--minutes N] [--seed S] [--keep] [--no-netns] [--json FILE]",
   );
   Deno.exit(1);
+}
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  Deno.addSignalListener(sig, () => {
+    console.log(`chaos: ${sig}: stopping (seed ${seed})`);
+    emergencyStop().finally(() => Deno.exit(130));
+  });
 }
 const report = await runChaos({
   seed,
