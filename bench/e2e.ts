@@ -7,7 +7,9 @@
  * CPU a chunk costs is what bounds throughput on a busy host and varies much less.
  *
  * And what security costs end to end: the same job on a secure cluster (every connection
- * CURVE, the default) against an insecure one (`--insecure`), measured in the same rounds.
+ * CURVE, the default) against an insecure one (`--insecure`), measured in the same rounds; and
+ * what the chunk sandbox costs (bubblewrap namespaces, a cgroup and a tmpfs per chunk, the
+ * default): the secure cluster against the same with `--no-sandbox` workers.
  */
 import { parseArgs } from "node:util";
 import { LocalCluster, type LocalClusterOptions } from "../client/local_cluster.ts";
@@ -62,7 +64,7 @@ async function runXargs(dir: string, chunks: number, parallel: number): Promise<
  */
 async function runDsys(
   dir: string,
-  opts: Pick<LocalClusterOptions, "insecure">,
+  opts: Pick<LocalClusterOptions, "insecure" | "extraArgs">,
   chunks: number,
   workers: number,
   slots: number,
@@ -119,18 +121,26 @@ export async function runE2eBench(
   const dir = await Deno.makeTempDir({ prefix: "dsys-bench-e2e-" });
   await Deno.writeTextFile(`${dir}/prog.sh`, PROGRAM);
   await Deno.chmod(`${dir}/prog.sh`, 0o755);
-  const runs: Record<"xargs" | "secure" | "insecure", Run[]> = {
+  const runs: Record<"xargs" | "secure" | "insecure" | "unsandboxed", Run[]> = {
     xargs: [],
     secure: [],
     insecure: [],
+    unsandboxed: [],
   };
+  const clusterOpts = {
+    secure: {},
+    insecure: { insecure: true },
+    unsandboxed: { extraArgs: { worker: ["--no-sandbox"] } },
+  } as const;
   try {
     for (let round = 0; round < rounds; round++) {
-      const order = round % 2 ? ["insecure", "secure"] as const : ["secure", "insecure"] as const;
+      const order = round % 2
+        ? ["unsandboxed", "insecure", "secure"] as const
+        : ["secure", "insecure", "unsandboxed"] as const;
       for (const what of ["xargs", ...order] as const) {
         const r = what === "xargs"
           ? await runXargs(dir, chunks, workers * slots)
-          : await runDsys(dir, { insecure: what === "insecure" }, chunks, workers, slots);
+          : await runDsys(dir, clusterOpts[what], chunks, workers, slots);
         runs[what].push(r);
         console.error(
           `  e2e bench: round ${round + 1} ${what}: ${(chunks / r.secs).toFixed(0)} chunks/s, ` +
@@ -143,8 +153,8 @@ export async function runE2eBench(
   }
   const rate = (k: keyof typeof runs) => median(runs[k].map((r) => chunks / r.secs));
   const cpu = (k: keyof typeof runs) => median(runs[k].map((r) => r.cpuMs / chunks));
-  const d = rate("secure"), b = rate("xargs"), i = rate("insecure");
-  const dc = cpu("secure"), bc = cpu("xargs"), ic = cpu("insecure");
+  const d = rate("secure"), b = rate("xargs"), i = rate("insecure"), u = rate("unsandboxed");
+  const dc = cpu("secure"), bc = cpu("xargs"), ic = cpu("insecure"), uc = cpu("unsandboxed");
   return [{
     name: `end-to-end ${chunks} trivial chunks, ${workers}x${slots} slots`,
     dsys: d,
@@ -172,6 +182,20 @@ export async function runE2eBench(
     baseline: ic,
     unit: "ms/chunk",
     ratio: ic / dc,
+    goal: "lower is better",
+  }, {
+    name: `end-to-end sandboxed vs --no-sandbox workers, ${chunks} chunks`,
+    dsys: d,
+    baseline: u,
+    unit: "chunks/s",
+    ratio: d / u,
+    goal: ">= 0.8x unsandboxed",
+  }, {
+    name: `end-to-end CPU per chunk, sandboxed vs --no-sandbox workers`,
+    dsys: dc,
+    baseline: uc,
+    unit: "ms/chunk",
+    ratio: uc / dc,
     goal: "lower is better",
   }];
 }

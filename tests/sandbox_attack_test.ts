@@ -267,10 +267,18 @@ async function victimAndHostile(cluster: LocalCluster, control: boolean) {
  * process) can, which shows the first result is the mount's refusal, not a wrong path.
  */
 async function probeMountFromHost(mount: string, job: string, tag: string) {
-  // The victim's shell (the only /bin/sh program running: the hostile one was bash, and done).
+  // The victim's shell: a program with its job id in its environment (other workers on the host
+  // may run programs of the same name).
   const victimPid = await waitFor(
     "the victim's waiting process",
-    () => processesWithArgv(["/bin/sh", "/dsys/program"])[0] ?? 0,
+    () =>
+      processesWithArgv(["/bin/sh", "/dsys/program"]).find((pid) => {
+        try {
+          return Deno.readTextFileSync(`/proc/${pid}/environ`).includes(`DSYS_JOB_ID=${job}\0`);
+        } catch {
+          return false;
+        }
+      }) ?? 0,
     { timeoutMs: 30_000, intervalMs: 50 },
   );
   const victimUid = Deno.statSync(`/proc/${victimPid}`).uid!;
@@ -284,7 +292,7 @@ async function probeMountFromHost(mount: string, job: string, tag: string) {
       stdout: "piped",
       stderr: "piped",
     }).output();
-    return { ok: r.success, out: dec.decode(r.stdout) };
+    return { ok: r.success, out: dec.decode(r.stdout), err: dec.decode(r.stderr) };
   };
   const other = await as(1_999_999_000, ["cat", `${job}/secret.txt`]);
   const own = await as(victimUid, ["cat", `${job}/secret.txt`]);
@@ -298,96 +306,122 @@ async function probeMountFromHost(mount: string, job: string, tag: string) {
 
 const users = ["alice", "mallory"];
 
-Deno.test("sandbox: a hostile chunk beside a victim on one worker gets nothing of it", async (t) => {
-  await withCluster({ workers: 1, slotsPerWorker: 3, users }, async (cluster, admin) => {
-    const before = (await jobIds(admin)).length;
-    const r = await victimAndHostile(cluster, false);
-    try {
-      const lines = r.hostileOut.trim().split("\n");
-      const denied = (name: string) =>
-        assert.ok(
-          lines.some((l) => l === `DENIED ${name}`) &&
-            !lines.some((l) => l.startsWith(`LEAK ${name}`) || l.startsWith(`WROTE ${name}`)),
-          `${name}:\n${r.hostileOut}`,
-        );
-      assert.equal(r.hostileStatus.state, ChunkState.Succeeded, r.hostileStatus.chunks[0].reason);
-      await t.step("/etc/shadow and the node's keys are unreadable", () => {
-        denied("shadow");
-        denied("worker-key");
-        denied("admin-key");
-      });
-      await t.step("the other job's inputs: not through the mount, not through the cache", () => {
-        denied("victim-input-mount");
-        denied("victim-input-relative");
-        denied("mount-listing");
-        denied("cache-file");
-        denied("cache-listing");
-        assert.ok(!r.hostileOut.includes(`TOP-SECRET-${r.tag}`), r.hostileOut);
-      });
-      await t.step("the mount refuses other uids, and serves the victim's own", () => {
-        assert.equal(r.fuseProbe!.other, false, "another uid read the victim's input");
-        assert.equal(r.fuseProbe!.victimUid, true, "the victim's uid could not read its input");
-        assert.equal(r.fuseProbe!.rootListing.trim(), "", "another uid listed job directories");
-      });
-      await t.step(
-        "the other job's outputs: unreadable, unwritable; stored as it wrote them",
-        async () => {
-          denied("victim-output");
-          denied("victim-output-write");
-          assert.equal(r.victimStatus.state, ChunkState.Succeeded, r.victimStatus.chunks[0].reason);
-          assert.equal(
-            await output(r.alice, r.victimStatus, "result.txt"),
-            `victim result ${r.tag}\n`,
-          );
-        },
-      );
-      await t.step("nothing outside its own output dir and tmp is writable", () => {
-        for (const n of ["usr", "etc", "data-dir", "input-dir", "cache-poison"]) denied(n);
-        assert.ok(lines.includes("OWN ok"), r.hostileOut);
-      });
-      await t.step("the cache is unpoisoned: the victim read the stored bytes", async () => {
-        const digest = sha256(r.secret).toString("hex");
-        assert.equal(
-          (await output(r.alice, r.victimStatus, "stdout")).trim(),
-          `${digest}\n${digest}`,
-        );
-        const cached = await Deno.readFile(`${r.data}/cache/${uuidToHex(r.secretId)}`);
-        assert.equal(sha256(cached).toString("hex"), digest);
-      });
-      await t.step(
-        "no connection to any port of the cluster or the host; no submission",
-        async () => {
-          const connects = lines.filter((l) => l.includes("connect") || l.startsWith("CONNECTED"));
-          assert.ok(connects.length >= 4, r.hostileOut);
-          assert.deepEqual(connects.filter((l) => !l.startsWith("DENIED")), []);
-          assert.equal((await jobIds(admin)).length, before + 2);
-        },
-      );
-    } finally {
-      await r.alice.close();
-      await r.mallory.close();
-    }
-  });
-});
-
-/** Host's free bytes on the worker data dir's filesystem: the program run, du of the dir. */
+/** Bytes `dir` takes on its own filesystem (du -x: not the chunks' tmpfs or the FUSE mount). */
 async function duBytes(dir: string): Promise<number> {
   const r = await new Deno.Command("du", { args: ["-sbx", dir], stdout: "piped" }).output();
   return Number(dec.decode(r.stdout).split(/\s/)[0]);
 }
 
-Deno.test("sandbox: limits and clean-up are the kernel's, with their failure codes", async (t) => {
-  await withCluster({ workers: 1, slotsPerWorker: 2, users }, async (cluster, admin) => {
-    const c = clientAs(cluster, "mallory");
-    const data = `${cluster.dataDir}/worker1`;
-    try {
-      await t.step("no process survives its chunk: setsid, double fork, nohup", async () => {
-        const tok = String(crypto.getRandomValues(new Uint32Array(1))[0]); // sleep 1001.<tok> is a number
-        // The program waits (bounded) until it sees all three in its own /proc, so they were
-        // running when it ended.
-        const job = await submit(
-          c,
-          enc.encode(`#!/bin/bash
+/** Both ways a worker runs a chunk: in its slot's warm sandbox (the default) and in a sandbox
+ * of its own (`--cold-sandbox`, and every chunk with the host network). */
+const MODES = [
+  { name: "warm slot", args: [] },
+  { name: "cold", args: ["--cold-sandbox"] },
+];
+
+for (const mode of MODES) {
+  Deno.test(`sandbox (${mode.name}): a hostile chunk beside a victim on one worker gets nothing of it`, async (t) => {
+    await withCluster(
+      { workers: 1, slotsPerWorker: 3, users, extraArgs: { worker: mode.args } },
+      async (cluster, admin) => {
+        const before = (await jobIds(admin)).length;
+        const r = await victimAndHostile(cluster, false);
+        try {
+          const lines = r.hostileOut.trim().split("\n");
+          const denied = (name: string) =>
+            assert.ok(
+              lines.some((l) => l === `DENIED ${name}`) &&
+                !lines.some((l) => l.startsWith(`LEAK ${name}`) || l.startsWith(`WROTE ${name}`)),
+              `${name}:\n${r.hostileOut}`,
+            );
+          assert.equal(
+            r.hostileStatus.state,
+            ChunkState.Succeeded,
+            r.hostileStatus.chunks[0].reason,
+          );
+          await t.step("/etc/shadow and the node's keys are unreadable", () => {
+            denied("shadow");
+            denied("worker-key");
+            denied("admin-key");
+          });
+          await t.step(
+            "the other job's inputs: not through the mount, not through the cache",
+            () => {
+              denied("victim-input-mount");
+              denied("victim-input-relative");
+              denied("mount-listing");
+              denied("cache-file");
+              denied("cache-listing");
+              assert.ok(!r.hostileOut.includes(`TOP-SECRET-${r.tag}`), r.hostileOut);
+            },
+          );
+          await t.step("the mount refuses other uids, and serves the victim's own", () => {
+            assert.equal(r.fuseProbe!.other, false, "another uid read the victim's input");
+            assert.equal(r.fuseProbe!.victimUid, true, "the victim's uid could not read its input");
+            assert.equal(r.fuseProbe!.rootListing.trim(), "", "another uid listed job directories");
+          });
+          await t.step(
+            "the other job's outputs: unreadable, unwritable; stored as it wrote them",
+            async () => {
+              denied("victim-output");
+              denied("victim-output-write");
+              assert.equal(
+                r.victimStatus.state,
+                ChunkState.Succeeded,
+                r.victimStatus.chunks[0].reason,
+              );
+              assert.equal(
+                await output(r.alice, r.victimStatus, "result.txt"),
+                `victim result ${r.tag}\n`,
+              );
+            },
+          );
+          await t.step("nothing outside its own output dir and tmp is writable", () => {
+            for (const n of ["usr", "etc", "data-dir", "input-dir", "cache-poison"]) denied(n);
+            assert.ok(lines.includes("OWN ok"), r.hostileOut);
+          });
+          await t.step("the cache is unpoisoned: the victim read the stored bytes", async () => {
+            const digest = sha256(r.secret).toString("hex");
+            assert.equal(
+              (await output(r.alice, r.victimStatus, "stdout")).trim(),
+              `${digest}\n${digest}`,
+            );
+            const cached = await Deno.readFile(`${r.data}/cache/${uuidToHex(r.secretId)}`);
+            assert.equal(sha256(cached).toString("hex"), digest);
+          });
+          await t.step(
+            "no connection to any port of the cluster or the host; no submission",
+            async () => {
+              const connects = lines.filter((l) =>
+                l.includes("connect") || l.startsWith("CONNECTED")
+              );
+              assert.ok(connects.length >= 4, r.hostileOut);
+              assert.deepEqual(connects.filter((l) => !l.startsWith("DENIED")), []);
+              assert.equal((await jobIds(admin)).length, before + 2);
+            },
+          );
+        } finally {
+          await r.alice.close();
+          await r.mallory.close();
+        }
+      },
+    );
+  });
+
+  Deno.test(`sandbox (${mode.name}): limits and clean-up are the kernel's, with their failure codes`, async (t) => {
+    await withCluster(
+      { workers: 1, slotsPerWorker: 2, users, extraArgs: { worker: mode.args } },
+      async (cluster, admin) => {
+        const c = clientAs(cluster, "mallory");
+        const data = `${cluster.dataDir}/worker1`;
+        try {
+          await t.step("no process survives its chunk: setsid, double fork, nohup", async () => {
+            const tok = String(crypto.getRandomValues(new Uint32Array(1))[0]); // sleep 1001.<tok> is a number
+            // The program waits (bounded) until it sees all three in its own /proc, so they were
+            // running when it ended.
+            const job = await submit(
+              c,
+              enc.encode(`#!/bin/bash
 setsid sleep 1001.${tok} < /dev/null > /dev/null 2>&1 &
 ( (sleep 1002.${tok} < /dev/null > /dev/null 2>&1 &) & )
 nohup sleep 1003.${tok} < /dev/null > /dev/null 2>&1 &
@@ -399,124 +433,133 @@ for i in $(seq 600); do
 done
 echo "alive $n"
 `),
-        );
-        const s = await waitForJob(c, job);
-        assert.equal(s.state, ChunkState.Succeeded, s.chunks[0].reason);
-        // All three were running when the program ended (counted in its own /proc)…
-        assert.equal((await output(c, s, "stdout")).trim(), "alive 3");
-        // …and none is, anywhere on the host, once the chunk is reported.
-        assert.deepEqual(processesWith(tok), []);
-      });
-      await t.step("no process survives a time limit either", async () => {
-        const tok = String(crypto.getRandomValues(new Uint32Array(1))[0]); // sleep 1001.<tok> is a number
-        const job = await submit(
-          c,
-          enc.encode(`#!/bin/bash
+            );
+            const s = await waitForJob(c, job);
+            assert.equal(s.state, ChunkState.Succeeded, s.chunks[0].reason);
+            // All three were running when the program ended (counted in its own /proc)…
+            assert.equal((await output(c, s, "stdout")).trim(), "alive 3");
+            // …and none is, anywhere on the host, once the chunk is reported.
+            assert.deepEqual(processesWith(tok), []);
+          });
+          await t.step("no process survives a time limit either", async () => {
+            const tok = String(crypto.getRandomValues(new Uint32Array(1))[0]); // sleep 1001.<tok> is a number
+            const job = await submit(
+              c,
+              enc.encode(`#!/bin/bash
 setsid sleep 1004.${tok} < /dev/null > /dev/null 2>&1 &
 ( (sleep 1005.${tok} < /dev/null > /dev/null 2>&1 &) & )
 exec sleep 1006.${tok}
 `),
-          { timeLimitMs: 1500 },
-        );
-        const s = await waitForJob(c, job);
-        assert.equal(s.chunks[0].failure, FailureCode.Timeout, s.chunks[0].reason);
-        assert.deepEqual(processesWith(tok), []);
-      });
-      await t.step("a fork bomb is held at its pids limit and stopped with PIDS", async () => {
-        const job = await submit(c, enc.encode("#!/bin/bash\nb() { b | b & }\nb\nwait\n"), {
-          limits: { maxProcs: 32 },
-          timeLimitMs: 60_000,
-        });
-        const s = await waitForJob(c, job);
-        assert.equal(s.state, ChunkState.Failed);
-        assert.equal(s.chunks[0].failure, FailureCode.Pids, s.chunks[0].reason);
-        assert.match(s.chunks[0].reason, /limit of 32 processes/);
-      });
-      await t.step("a memory hog is stopped with OOM", async () => {
-        const job = await submit(
-          c,
-          enc.encode("#!/bin/sh\nhead -c 1G /dev/zero | tail -c 1G > /dev/null\necho survived\n"),
-          { limits: { memoryBytes: 64 * MiB }, timeLimitMs: 60_000 },
-        );
-        const s = await waitForJob(c, job);
-        assert.equal(s.state, ChunkState.Failed);
-        assert.equal(s.chunks[0].failure, FailureCode.Oom, s.chunks[0].reason);
-        assert.match(s.chunks[0].reason, /memory limit of 64MiB/);
-      });
-      await t.step("a disk filler stops at its quota; the worker's disk is untouched", async () => {
-        const before = await duBytes(data);
-        const job = await submit(
-          c,
-          enc.encode(
-            '#!/bin/sh\nstat -f -c %T "$DSYS_OUTPUT_DIR"\n' +
-              'head -c 512M /dev/zero > "$DSYS_OUTPUT_DIR/fill"\nexit 0\n',
-          ),
-          { limits: { diskBytes: 8 * MiB }, timeLimitMs: 60_000 },
-        );
-        const s = await waitForJob(c, job);
-        assert.equal(s.chunks[0].failure, FailureCode.OutputQuota, s.chunks[0].reason);
-        assert.equal((await output(c, s, "stdout")).trim(), "tmpfs");
-        const fill = s.chunks[0].outputs.find((o) => o.name === "fill")!;
-        assert.ok(fill.size > 0 && fill.size <= 8 * MiB, `fill of ${fill.size} bytes`);
-        // The data dir (its own filesystem only: -x) grew by the program's copy and cache file,
-        // not by anything the chunk wrote.
-        const grown = (await duBytes(data)) - before;
-        assert.ok(grown < 256 * 1024, `worker data dir grew by ${grown} bytes`);
-      });
-      await t.step("a CPU burner is stopped at its CPU time with CPU_TIME", async () => {
-        const job = await submit(c, enc.encode("#!/bin/sh\nwhile :; do :; done\n"), {
-          limits: { cpuTimeMs: 1000 },
-          timeLimitMs: 120_000,
-        });
-        const s = await waitForJob(c, job);
-        assert.equal(s.chunks[0].failure, FailureCode.CpuTime, s.chunks[0].reason);
-      });
-      await t.step("more than the worker allows is refused with POLICY", async () => {
-        for (const limits of [{ memoryBytes: 64 * 2 ** 30 }, { network: 1 }]) {
-          const job = await submit(c, enc.encode("#!/bin/sh\necho ran\n"), { limits });
-          const s = await waitForJob(c, job);
-          assert.equal(s.chunks[0].failure, FailureCode.Policy, s.chunks[0].reason);
-          assert.deepEqual(s.chunks[0].outputs, [], "the program must not have run");
+              { timeLimitMs: 1500 },
+            );
+            const s = await waitForJob(c, job);
+            assert.equal(s.chunks[0].failure, FailureCode.Timeout, s.chunks[0].reason);
+            assert.deepEqual(processesWith(tok), []);
+          });
+          await t.step("a fork bomb is held at its pids limit and stopped with PIDS", async () => {
+            const job = await submit(c, enc.encode("#!/bin/bash\nb() { b | b & }\nb\nwait\n"), {
+              limits: { maxProcs: 32 },
+              timeLimitMs: 60_000,
+            });
+            const s = await waitForJob(c, job);
+            assert.equal(s.state, ChunkState.Failed);
+            assert.equal(s.chunks[0].failure, FailureCode.Pids, s.chunks[0].reason);
+            assert.match(s.chunks[0].reason, /limit of 32 processes/);
+          });
+          await t.step("a memory hog is stopped with OOM", async () => {
+            const job = await submit(
+              c,
+              enc.encode(
+                "#!/bin/sh\nhead -c 1G /dev/zero | tail -c 1G > /dev/null\necho survived\n",
+              ),
+              { limits: { memoryBytes: 64 * MiB }, timeLimitMs: 60_000 },
+            );
+            const s = await waitForJob(c, job);
+            assert.equal(s.state, ChunkState.Failed);
+            assert.equal(s.chunks[0].failure, FailureCode.Oom, s.chunks[0].reason);
+            assert.match(s.chunks[0].reason, /memory limit of 64MiB/);
+          });
+          await t.step(
+            "a disk filler stops at its quota; the worker's disk is untouched",
+            async () => {
+              const before = await duBytes(data);
+              const job = await submit(
+                c,
+                enc.encode(
+                  '#!/bin/sh\nstat -f -c %T "$DSYS_OUTPUT_DIR"\n' +
+                    'head -c 512M /dev/zero > "$DSYS_OUTPUT_DIR/fill"\nexit 0\n',
+                ),
+                { limits: { diskBytes: 8 * MiB }, timeLimitMs: 60_000 },
+              );
+              const s = await waitForJob(c, job);
+              assert.equal(s.chunks[0].failure, FailureCode.OutputQuota, s.chunks[0].reason);
+              assert.equal((await output(c, s, "stdout")).trim(), "tmpfs");
+              const fill = s.chunks[0].outputs.find((o) => o.name === "fill")!;
+              assert.ok(fill.size > 0 && fill.size <= 8 * MiB, `fill of ${fill.size} bytes`);
+              // The data dir (its own filesystem only: -x) grew by the program's copy and cache file,
+              // not by anything the chunk wrote.
+              const grown = (await duBytes(data)) - before;
+              assert.ok(grown < 256 * 1024, `worker data dir grew by ${grown} bytes`);
+            },
+          );
+          await t.step("a CPU burner is stopped at its CPU time with CPU_TIME", async () => {
+            const job = await submit(c, enc.encode("#!/bin/sh\nwhile :; do :; done\n"), {
+              limits: { cpuTimeMs: 1000 },
+              timeLimitMs: 120_000,
+            });
+            const s = await waitForJob(c, job);
+            assert.equal(s.chunks[0].failure, FailureCode.CpuTime, s.chunks[0].reason);
+          });
+          await t.step("more than the worker allows is refused with POLICY", async () => {
+            for (const limits of [{ memoryBytes: 64 * 2 ** 30 }, { network: 1 }]) {
+              const job = await submit(c, enc.encode("#!/bin/sh\necho ran\n"), { limits });
+              const s = await waitForJob(c, job);
+              assert.equal(s.chunks[0].failure, FailureCode.Policy, s.chunks[0].reason);
+              assert.deepEqual(s.chunks[0].outputs, [], "the program must not have run");
+            }
+          });
+          await t.step("a cache file changed on disk is fetched again, never served", async () => {
+            const bytes = enc.encode(`cached bytes ${nonce()}\n`.repeat(1000));
+            const dir = await Deno.makeTempDir();
+            await Deno.writeFile(`${dir}/in.txt`, bytes);
+            const [f] = await c.put([`${dir}/in.txt`]);
+            await Deno.remove(dir, { recursive: true });
+            const reader = enc.encode(
+              '#!/bin/sh\nsha256sum < "$DSYS_INPUT_DIR/in.txt" | cut -c1-64\n',
+            );
+            const run = async () => {
+              const job = await submit(c, reader, { inputs: [{ id: f.id, name: "in.txt" }] });
+              const s = await waitForJob(c, job);
+              assert.equal(s.state, ChunkState.Succeeded, s.chunks[0].reason);
+              return (await output(c, s, "stdout")).trim();
+            };
+            const digest = sha256(bytes).toString("hex");
+            assert.equal(await run(), digest);
+            const path = `${data}/cache/${uuidToHex(f.id)}`;
+            const fetches = async () =>
+              (await admin.storage.stats()).fetchCounts.get(uuidToHex(f.id)) ?? 0;
+            const fetched = await fetches();
+            // Flip one byte in place (same size, same inode): what a bad disk or a stray write does.
+            const file = await Deno.open(path, { read: true, write: true });
+            const b = new Uint8Array(1);
+            await file.seek(100, Deno.SeekMode.Start);
+            await file.read(b);
+            b[0] ^= 0xff;
+            await file.seek(100, Deno.SeekMode.Start);
+            await file.write(b);
+            file.close();
+            assert.notEqual(sha256(await Deno.readFile(path)).toString("hex"), digest);
+            assert.equal(await run(), digest);
+            assert.equal(await fetches(), fetched + 1, "the corrupt file was fetched again");
+            assert.equal(sha256(await Deno.readFile(path)).toString("hex"), digest);
+          });
+        } finally {
+          await c.close();
         }
-      });
-      await t.step("a cache file changed on disk is fetched again, never served", async () => {
-        const bytes = enc.encode(`cached bytes ${nonce()}\n`.repeat(1000));
-        const dir = await Deno.makeTempDir();
-        await Deno.writeFile(`${dir}/in.txt`, bytes);
-        const [f] = await c.put([`${dir}/in.txt`]);
-        await Deno.remove(dir, { recursive: true });
-        const reader = enc.encode('#!/bin/sh\nsha256sum < "$DSYS_INPUT_DIR/in.txt" | cut -c1-64\n');
-        const run = async () => {
-          const job = await submit(c, reader, { inputs: [{ id: f.id, name: "in.txt" }] });
-          const s = await waitForJob(c, job);
-          assert.equal(s.state, ChunkState.Succeeded, s.chunks[0].reason);
-          return (await output(c, s, "stdout")).trim();
-        };
-        const digest = sha256(bytes).toString("hex");
-        assert.equal(await run(), digest);
-        const path = `${data}/cache/${uuidToHex(f.id)}`;
-        const fetches = async () =>
-          (await admin.storage.stats()).fetchCounts.get(uuidToHex(f.id)) ?? 0;
-        const fetched = await fetches();
-        // Flip one byte in place (same size, same inode): what a bad disk or a stray write does.
-        const file = await Deno.open(path, { read: true, write: true });
-        const b = new Uint8Array(1);
-        await file.seek(100, Deno.SeekMode.Start);
-        await file.read(b);
-        b[0] ^= 0xff;
-        await file.seek(100, Deno.SeekMode.Start);
-        await file.write(b);
-        file.close();
-        assert.notEqual(sha256(await Deno.readFile(path)).toString("hex"), digest);
-        assert.equal(await run(), digest);
-        assert.equal(await fetches(), fetched + 1, "the corrupt file was fetched again");
-        assert.equal(sha256(await Deno.readFile(path)).toString("hex"), digest);
-      });
-    } finally {
-      await c.close();
-    }
+      },
+    );
   });
-});
+}
 
 Deno.test("sandbox: --network host only where the worker allows it; loopback otherwise", async () => {
   await withCluster(

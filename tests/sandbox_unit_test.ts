@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import {
   accountFiles,
+  buildEtc,
   HostClaims,
   INSIDE,
   parseUidRange,
@@ -29,6 +30,7 @@ import {
   SANDBOX,
 } from "../roles/worker/limits.ts";
 import { limitFailure } from "../roles/worker/chunk_sandbox.ts";
+import { parseSlotReply, slotArgv, slotRequest, VIEW } from "../roles/worker/warm_slot.ts";
 import { sandboxOptions } from "../roles/worker/sandbox_flags.ts";
 import { parseStatusLine } from "../roles/worker/runner.ts";
 import { ByteSizeError, formatBytes, parseBytes } from "../lib/bytes.ts";
@@ -51,10 +53,7 @@ const plan = (o: Partial<SandboxPlan> = {}): SandboxPlan => ({
   exec: "/repo/build/dsys-exec",
   bwrap: "/usr/bin/bwrap",
   cgroupProcs: ["/cg/memory/w/slot-0/cgroup.procs", "/cg/pids/w/slot-0/cgroup.procs"],
-  host: {
-    system: [{ path: "/usr", symlink: null }, { path: "/bin", symlink: "usr/bin" }],
-    etc: [{ path: "/etc/hosts", symlink: null }, { path: "/etc/localtime", symlink: "/usr/z" }],
-  },
+  host: { system: [{ path: "/usr", symlink: null }, { path: "/bin", symlink: "usr/bin" }] },
   hide: [],
   uid: 2_000_000_003,
   program: "/data/chunks/.programs/abc.0",
@@ -62,8 +61,7 @@ const plan = (o: Partial<SandboxPlan> = {}): SandboxPlan => ({
   inputDir: "/data/mnt/job-1",
   outDir: "/data/chunks/slot-0/fs/out",
   tmpDir: "/data/chunks/slot-0/fs/tmp",
-  passwd: "/data/chunks/slot-0/passwd",
-  group: "/data/chunks/slot-0/group",
+  etcDir: "/data/chunks/.etc",
   network: NetworkMode.Loopback,
   cpuTimeMs: 0,
   ...o,
@@ -117,9 +115,7 @@ Deno.test("sandbox argv: exactly these host paths, read-only except out and tmp"
   const a = sandboxArgv(plan({ hide: [{ path: "/usr/local/etc/w1.key", dir: false }] }));
   assert.deepEqual(pairs(a, "--ro-bind"), [
     ["/usr", "/usr"],
-    ["/etc/hosts", "/etc/hosts"],
-    ["/data/chunks/slot-0/passwd", "/etc/passwd"],
-    ["/data/chunks/slot-0/group", "/etc/group"],
+    ["/data/chunks/.etc", "/etc"],
     ["/dev/null", "/usr/local/etc/w1.key"],
     ["/data/mnt/job-1", INSIDE.input],
     ["/data/chunks/.programs/abc.0", INSIDE.program],
@@ -129,7 +125,7 @@ Deno.test("sandbox argv: exactly these host paths, read-only except out and tmp"
     ["/data/chunks/slot-0/fs/tmp", INSIDE.tmp],
     ["/data/chunks/slot-0/fs/out", INSIDE.output],
   ]);
-  assert.deepEqual(pairs(a, "--symlink"), [["usr/bin", "/bin"], ["/usr/z", "/etc/localtime"]]);
+  assert.deepEqual(pairs(a, "--symlink"), [["usr/bin", "/bin"]]);
   assert.ok(a.includes("--proc") && a.includes("--dev"));
   assert.ok(!a.some((x) => x.includes("/cache")), "the cache is never shown");
   assert.equal(a[a.indexOf("--chdir") + 1], INSIDE.tmp);
@@ -158,8 +154,10 @@ Deno.test("sandbox env: the program interface, nothing of the worker's", () => {
     DSYS_INPUT_DIR: "/dsys/in",
     DSYS_OUTPUT_DIR: "/dsys/out",
   });
-  const f = accountFiles(2_000_000_001);
-  assert.match(f.passwd, /^dsys:x:2000000001:2000000001:dsys chunk:\/tmp:\/bin\/sh$/m);
+  const f = accountFiles([2_000_000_001, 2_000_000_007]);
+  assert.match(f.passwd, /^dsys-0:x:2000000001:2000000001:dsys chunk:\/tmp:\/bin\/sh$/m);
+  assert.match(f.passwd, /^dsys-1:x:2000000007:/m);
+  assert.match(f.group, /^dsys-1:x:2000000007:$/m);
   assert.doesNotMatch(f.passwd + f.group, /\$|shadow/);
 });
 
@@ -433,4 +431,82 @@ Deno.test("host claims: per-slot uids are never shared on a host; a node runs on
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("sandbox /etc: the allow-list copied, world-readable files only, our passwd", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dsys-etc-" });
+  try {
+    await Deno.mkdir(`${dir}/src/ssl/certs`, { recursive: true });
+    await Deno.mkdir(`${dir}/src/ssl/private`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/src/hosts`, "127.0.0.1 localhost\n", { mode: 0o644 });
+    await Deno.writeTextFile(`${dir}/src/shadow`, "root:$6$secret:::\n", { mode: 0o640 });
+    await Deno.writeTextFile(`${dir}/src/resolv.conf`, "secret-ish\n", { mode: 0o600 });
+    await Deno.writeTextFile(`${dir}/src/ssl/certs/ca.pem`, "CERT\n", { mode: 0o644 });
+    await Deno.writeTextFile(`${dir}/src/ssl/private/key.pem`, "KEY\n", { mode: 0o644 });
+    await Deno.symlink("/usr/share/zoneinfo/UTC", `${dir}/src/localtime`);
+    await Deno.writeTextFile(
+      `${dir}/src/passwd`,
+      "root:x:0:0::/root:/bin/bash\nalice:x:1000:1000\n",
+    );
+    const n = buildEtc(`${dir}/etc`, [2_000_000_001], `${dir}/src`);
+    assert.equal(n, 3, "hosts, ssl/certs/ca.pem, localtime");
+    const names = [...Deno.readDirSync(`${dir}/etc`)].map((e) => e.name).sort();
+    assert.deepEqual(names, ["group", "hosts", "localtime", "passwd", "ssl"]);
+    assert.equal(Deno.readLinkSync(`${dir}/etc/localtime`), "/usr/share/zoneinfo/UTC");
+    assert.deepEqual([...Deno.readDirSync(`${dir}/etc/ssl`)].map((e) => e.name), ["certs"]);
+    assert.equal((Deno.statSync(`${dir}/etc/hosts`).mode ?? 0) & 0o777, 0o644);
+    assert.doesNotMatch(await Deno.readTextFile(`${dir}/etc/passwd`), /alice/);
+    // Rebuilt from scratch at every start: what left the host's /etc leaves the sandbox's.
+    await Deno.remove(`${dir}/src/hosts`);
+    assert.equal(buildEtc(`${dir}/etc`, [2_000_000_001], `${dir}/src`), 2);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("warm slot: its sandbox argv, requests and replies", () => {
+  const a = slotArgv({
+    exec: "/repo/build/dsys-exec",
+    bwrap: "/usr/bin/bwrap",
+    cgroupProcs: ["/cg/pids/w/slot-1/cgroup.procs"],
+    system: [{ path: "/usr", symlink: null }],
+    hide: [],
+    etcDir: "/data/chunks/.etc",
+    viewDir: "/data/chunks/slot-1/view",
+    uid: 2_000_000_001,
+  });
+  assert.deepEqual(a.slice(0, 5), [
+    "/repo/build/dsys-exec",
+    "enter",
+    "/cg/pids/w/slot-1/cgroup.procs",
+    "--",
+    "/usr/bin/bwrap",
+  ]);
+  // Network, IPC, UTS of the slot's own; PID, mount and IPC namespaces come per chunk.
+  assert.ok(a.includes("--unshare-net") && a.includes("--unshare-ipc"));
+  assert.ok(!a.includes("--unshare-pid"));
+  const v = "/data/chunks/slot-1/view";
+  assert.deepEqual(pairs(a, "--bind"), [
+    [v, VIEW],
+    [`${v}/in`, INSIDE.input],
+    [`${v}/out`, INSIDE.output],
+    [`${v}/tmp`, INSIDE.tmp],
+    [`${v}/program`, INSIDE.program],
+  ]);
+  assert.deepEqual(
+    a.slice(a.indexOf(INSIDE.exec, a.indexOf("--cap-add"))),
+    [INSIDE.exec, "slot", "--uid", "2000000001", "--req-fd", "3", "--rep-fd", "4"],
+  );
+  const req = new TextDecoder().decode(slotRequest(7, 2, ["/dsys/program", "a b"], ["X=1"]));
+  assert.equal(req, "30\n7\u00002\u00002\u0000/dsys/program\u0000a b\u00001\u0000X=1\u0000");
+  assert.deepEqual(parseSlotReply("ready 4242"), { kind: "ready", pid: 4242 });
+  assert.deepEqual(parseSlotReply("7 started 99"), { kind: "started", seq: 7, pid: 99 });
+  assert.deepEqual(parseSlotReply("7 signal 9"), {
+    kind: "status",
+    seq: 7,
+    end: { kind: "signal", signal: 9 },
+  });
+  assert.deepEqual(parseSlotReply("7 end"), { kind: "end", seq: 7 });
+  assert.equal(parseSlotReply("7 exit"), null);
+  assert.equal(parseSlotReply("hello"), null);
 });

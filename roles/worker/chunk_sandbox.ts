@@ -1,6 +1,6 @@
 /**
  * A worker's sandboxes, one per slot: the slot's uid (host-wide lock), cgroup (limits and
- * counters), passwd/group, and per chunk a tmpfs and the argv of roles/worker/sandbox.ts. Also
+ * counters), and per chunk a tmpfs and the argv of roles/worker/sandbox.ts; one /etc for all. Also
  * the watch over a running chunk's counters, and `limitFailure`, which says which limit (if
  * any) a chunk went over.
  *
@@ -14,10 +14,10 @@ import { type FailureCode, FailureCode as FC } from "../../wire/mod.ts";
 import type { Logger } from "../../lib/log.ts";
 import { formatBytes } from "../../lib/bytes.ts";
 import { type CgroupCounters, type SlotCgroup, WorkerCgroups } from "./cgroup.ts";
-import { type ChunkLimits, type LimitPolicy, SANDBOX } from "./limits.ts";
+import { type ChunkLimits, type LimitPolicy, NetworkMode, SANDBOX } from "./limits.ts";
 import type { SandboxRun } from "./runner.ts";
 import {
-  accountFiles,
+  buildEtc,
   ChunkFs,
   execHelperPath,
   findOnPath,
@@ -29,6 +29,8 @@ import {
   SYSTEM_DIRS,
 } from "./sandbox.ts";
 import { unmount } from "./sys.ts";
+import { slotArgv, WarmSlot } from "./warm_slot.ts";
+import type { ProgramRun } from "./runner.ts";
 
 /** Options of {@link ChunkSandbox.setUp}. */
 export interface ChunkSandboxOptions {
@@ -48,6 +50,9 @@ export interface ChunkSandboxOptions {
   hide: string[];
   /** For what it set up. */
   log: Logger;
+  /** Run every chunk in a sandbox of its own (`--cold-sandbox`) instead of its slot's warm one
+   * (roles/worker/warm_slot.ts). Chunks with the host network always run cold. */
+  cold?: boolean;
 }
 
 /** Default host-wide lock directory (uids, workers). */
@@ -128,6 +133,14 @@ export class ChunkSandbox {
   #bwrap: string;
   #hide: { path: string; dir: boolean }[];
   #chunksDir: string;
+  #etcDir: string;
+  #cold: boolean;
+  #log: Logger;
+  /** Each slot's warm sandbox (null: not started yet, or gone; started again when needed). */
+  #warm: (WarmSlot | null)[];
+  /** Each slot's previous chunk's unmounts, which its next chunk waits for: they take an RCU
+   * grace period each, better spent after the chunk's result is on its way than before. */
+  #ending: Promise<void>[];
 
   private constructor(
     o: ChunkSandboxOptions,
@@ -146,6 +159,11 @@ export class ChunkSandbox {
     this.#bwrap = bwrap;
     this.#hide = hide;
     this.#chunksDir = o.chunksDir;
+    this.#etcDir = `${o.chunksDir}/.etc`;
+    this.#cold = o.cold ?? false;
+    this.#log = o.log;
+    this.#warm = Array.from({ length: o.slots }, () => null);
+    this.#ending = Array.from({ length: o.slots }, () => Promise.resolve());
   }
 
   /** Unmounts chunk tmpfs left below `chunksDir` by a worker that died (before it is wiped). */
@@ -202,20 +220,62 @@ export class ChunkSandbox {
       }
     }
     for (let i = 0; i < o.slots; i++) {
-      const dir = `${o.chunksDir}/slot-${i}`;
-      Deno.mkdirSync(`${dir}/fs`, { recursive: true });
-      const files = accountFiles(claims.uids[i]);
-      Deno.writeTextFileSync(`${dir}/passwd`, files.passwd, { mode: 0o644 });
-      Deno.writeTextFileSync(`${dir}/group`, files.group, { mode: 0o644 });
+      Deno.mkdirSync(`${o.chunksDir}/slot-${i}/view/fs`, { recursive: true });
     }
+    const etc = buildEtc(`${o.chunksDir}/.etc`, claims.uids);
     o.log.info("sandbox ready", {
       bwrap,
       exec,
       uids: claims.uids.join(","),
       systemDirs: SYSTEM_DIRS.length,
+      etcEntries: etc,
       limits: o.policy,
+      warm: !o.cold,
     });
-    return new ChunkSandbox(o, claims, cgroups, host, exec, bwrap, hide);
+    const sb = new ChunkSandbox(o, claims, cgroups, host, exec, bwrap, hide);
+    // Warm slots up front, so the first chunks do not wait for them.
+    if (!sb.#cold) { for (let i = 0; i < o.slots; i++) await sb.#warmSlot(i); }
+    return sb;
+  }
+
+  /** Slot `slot`'s warm sandbox, started (again) if need be; null when it cannot start (the
+   * chunk then runs cold, and the next chunk tries again). */
+  async #warmSlot(slot: number): Promise<WarmSlot | null> {
+    const w = this.#warm[slot];
+    if (w?.alive) return w;
+    if (w) {
+      w.close();
+      await w.exited();
+      this.#warm[slot] = null;
+    }
+    const cg = this.#cgroups.slots[slot];
+    try {
+      const started = await WarmSlot.start({
+        dir: `${this.#chunksDir}/slot-${slot}`,
+        argv: (viewDir) =>
+          slotArgv({
+            exec: this.#exec,
+            bwrap: this.#bwrap,
+            cgroupProcs: cg.procsFiles(),
+            system: this.#host.system,
+            hide: this.#hide,
+            etcDir: this.#etcDir,
+            viewDir,
+            uid: this.uid(slot),
+          }),
+        cgroup: cg,
+        log: this.#log,
+      });
+      this.#warm[slot] = started;
+      return started;
+    } catch (e) {
+      this.#log.warn("warm slot could not start; its chunks run in sandboxes of their own", {
+        slot,
+        error: e,
+      });
+      await cg.reap().catch(() => {});
+      return null;
+    }
   }
 
   /** The uid of slot `i`'s chunks. */
@@ -223,15 +283,28 @@ export class ChunkSandbox {
     return this.#claims.uids[slot];
   }
 
-  /** Prepares slot `slot` for a chunk with `limits`: a fresh tmpfs, the limits in its cgroup.
-   * The slot must be empty (its previous chunk ended). Throws. */
-  begin(slot: number, limits: ChunkLimits): ChunkRun {
+  /** Prepares slot `slot` for a chunk with `limits`: a fresh tmpfs, the limits in its cgroup,
+   * and its warm sandbox unless the chunk runs cold (host network, `--cold-sandbox`, or the warm
+   * one would not start). No process of an earlier chunk may be left in the slot. Throws. */
+  async begin(slot: number, limits: ChunkLimits): Promise<ChunkRun> {
+    await this.#ending[slot];
     const dir = `${this.#chunksDir}/slot-${slot}`;
-    const fs = new ChunkFs(`${dir}/fs`);
     const cg = this.#cgroups.slots[slot];
-    if (cg.procs().length > 0) {
+    let warm: WarmSlot | null = null;
+    if (!this.#cold && limits.network === NetworkMode.Loopback) warm = await this.#warmSlot(slot);
+    else if (this.#warm[slot]) {
+      // A chunk of its own in this slot: the warm sandbox goes (the cgroup must hold the cold
+      // chunk alone), and is started again for the slot's next loopback chunk.
+      this.#warm[slot]!.close();
+      await this.#warm[slot]!.exited();
+      this.#warm[slot] = null;
+      await cg.reap();
+    }
+    const own = warm?.ownPids ?? [];
+    if (cg.procs().some((p) => !own.includes(p))) {
       throw new SandboxError(`slot ${slot} still has processes of an earlier chunk`);
     }
+    const fs = new ChunkFs(`${dir}/view/fs`, `${dir}/status`);
     fs.mount(limits.diskBytes, this.uid(slot));
     try {
       cg.apply(limits.memoryBytes, limits.maxProcs + SANDBOX.overheadProcs);
@@ -239,7 +312,7 @@ export class ChunkSandbox {
       fs.unmount();
       throw e;
     }
-    return new ChunkRun(this, slot, dir, fs, cg, limits);
+    return new ChunkRun(this, slot, dir, fs, cg, limits, warm);
   }
 
   /** argv of a chunk of `run` (sandbox.ts `sandboxArgv`). */
@@ -256,15 +329,22 @@ export class ChunkSandbox {
       inputDir,
       outDir: run.fs.out,
       tmpDir: run.fs.tmp,
-      passwd: `${run.dir}/passwd`,
-      group: `${run.dir}/group`,
+      etcDir: this.#etcDir,
       network: run.limits.network,
       cpuTimeMs: run.limits.cpuTimeMs,
     });
   }
 
+  /** @internal Records slot `slot`'s chunk's unmounts (ChunkRun.end). */
+  _ending(slot: number, p: Promise<void>): void {
+    this.#ending[slot] = p;
+  }
+
   /** Kills every slot's processes, removes the cgroups and drops the host claims. */
   async close(): Promise<void> {
+    await Promise.allSettled(this.#ending);
+    for (const w of this.#warm) w?.close();
+    await Promise.all(this.#warm.map((w) => w?.exited()));
     await this.#cgroups.close();
     this.#claims.release();
   }
@@ -284,7 +364,31 @@ export class ChunkRun {
     readonly fs: ChunkFs,
     readonly cgroup: SlotCgroup,
     readonly limits: ChunkLimits,
+    /** The slot's warm sandbox the chunk runs in; null: a sandbox of its own. */
+    readonly warm: WarmSlot | null,
   ) {}
+
+  /** Starts the chunk in the slot's warm sandbox: its input directory and program mounted into
+   * the slot's view, then the request. Only when `warm` is set. */
+  async startWarm(
+    program: string,
+    args: string[],
+    inputDir: string | null,
+    env: Record<string, string>,
+    timeLimitMs: number,
+  ): Promise<ProgramRun> {
+    const w = this.warm!;
+    this.#mountedChunk = true;
+    await w.mountChunk(inputDir, program);
+    return w.run({
+      args,
+      env,
+      cpuSecs: this.limits.cpuTimeMs > 0 ? Math.ceil(this.limits.cpuTimeMs / 1000) : 0,
+      timeLimitMs,
+    });
+  }
+
+  #mountedChunk = false;
 
   /** The runner's part: argv, status file, how to kill and reap. */
   runSpec(program: string, args: string[], inputDir: string | null): SandboxRun {
@@ -329,9 +433,22 @@ export class ChunkRun {
     this.fs.seal();
   }
 
-  /** Unmounts the tmpfs (after the upload); idempotent. */
-  end(): void {
+  /**
+   * Unmounts the tmpfs (after the upload) and the chunk's view mounts, in the background: the
+   * slot's next chunk waits for it (ChunkSandbox.begin). An unmount that fails shows there (the
+   * slot's next chunk fails with it) and in `log`.
+   */
+  end(log: Logger): void {
     clearInterval(this.#timer);
-    this.fs.unmount();
+    const mounted = this.#mountedChunk;
+    this.#mountedChunk = false;
+    const done = (async () => {
+      if (mounted) await this.warm?.unmountChunk();
+      await this.fs.unmountAsync();
+    })();
+    done.catch((e) =>
+      log.error("chunk tmpfs could not be unmounted", { slot: this.slot, error: e })
+    );
+    this.sandbox._ending(this.slot, done);
   }
 }

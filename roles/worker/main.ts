@@ -40,7 +40,8 @@ import { LeaderClient } from "../master/client.ts";
 import { type ReadCap, StorageClient } from "../storage/client.ts";
 import { CAP_BYTES } from "../../lib/capability.ts";
 import { CacheIndex } from "./cache_index.ts";
-import { type RunningProgram, type RunResult, startProgram } from "./runner.ts";
+import { ChunkLogServer } from "./log_server.ts";
+import { type ProgramRun, type RunResult, startProgram } from "./runner.ts";
 import { ChunkRun, ChunkSandbox, type LimitHit } from "./chunk_sandbox.ts";
 import { type ChunkLimits, DEFAULT_POLICY, type LimitPolicy, resolveLimits } from "./limits.ts";
 import { INSIDE, sandboxEnv } from "./sandbox.ts";
@@ -83,6 +84,8 @@ export interface WorkerOptions {
   limits?: LimitPolicy;
   /** Host-wide lock directory of the sandbox uids (default /run/dsys-sandbox). */
   sandboxLockDir?: string;
+  /** Every chunk in a sandbox of its own (`--cold-sandbox`) rather than its slot's warm one. */
+  coldSandbox?: boolean;
 }
 
 /** Counters of a worker, for tests and diagnostics. */
@@ -125,7 +128,7 @@ export class WorkerError extends Error {
 }
 
 /** Parses `--data --balancer --storage --masters --slots --cache-bytes --mount` and the optional
- * `--listen` (ignored), `--heartbeat-ms`, `--fetch-timeout-ms`, `--label`, and the sandbox and
+ * `--listen` (where chunk logs are served), `--heartbeat-ms`, `--fetch-timeout-ms`, `--label`, and the sandbox and
  * limit flags of roles/worker/sandbox_flags.ts. */
 export function parseWorkerArgs(args: string[]): WorkerOptions {
   const { values } = parseArgs({
@@ -189,7 +192,7 @@ interface Held {
 interface Chunk {
   key: string;
   req: WorkerRequest;
-  program: RunningProgram | null;
+  program: ProgramRun | null;
   aborted: boolean;
   done: Promise<void>;
   /** Errors of fetches of this chunk's inputs, by id hex (set by the mount's error hook). */
@@ -258,6 +261,10 @@ class Worker implements WorkerNode {
   #loop: Promise<void> | null = null;
   #wake: (() => void) | null = null;
   #stats = { accepted: 0, refused: 0, reported: 0, registrations: 0, fenced: 0 };
+  /** Serves the running chunks' logs (with --listen). */
+  #logServer: ChunkLogServer | null = null;
+  /** Where it does ("" = nowhere), as told to the balancer. */
+  #logEndpoint = "";
   /** chunk_finished reports not acknowledged yet (bounded: MAX_UNACKED_FINISHES). */
   #unacked: Message[] = [];
   /** Newest balancer lease epoch seen on a worker_request (older ones are refused). */
@@ -278,8 +285,29 @@ class Worker implements WorkerNode {
   }
 
   async start(): Promise<void> {
-    // A worker listens on nothing: the loopback rule does not apply, only whether it has keys.
-    setUpNodeSecurity("worker", this.#opts.security ?? {}, undefined, this.#log);
+    // A worker listens only to serve its chunks' logs (--listen), and not at all without it.
+    setUpNodeSecurity("worker", this.#opts.security ?? {}, this.#opts.listen, this.#log);
+    if (this.#opts.listen) {
+      this.#logServer = new ChunkLogServer({
+        node: this.nodeId,
+        log: this.#log,
+        lookup: (job, chunkIndex) => {
+          for (const c of this.#chunks.values()) {
+            if (c.cancelled || c.req.chunkIndex !== chunkIndex || !uuidEquals(c.req.job, job)) {
+              continue;
+            }
+            return {
+              owner: c.req.owner ?? "",
+              attempt: c.req.attempt,
+              stdout: c.logs?.stdout ?? null,
+              stderr: c.logs?.stderr ?? null,
+            };
+          }
+          return null;
+        },
+      });
+      this.#logEndpoint = this.#logServer.bind(this.#opts.listen);
+    }
     await Deno.mkdir(this.#cacheDir, { recursive: true });
     // The cache and the chunks' directories are the worker's alone: no chunk's sandbox shows
     // them, and no other user of the host needs them either.
@@ -313,6 +341,7 @@ class Worker implements WorkerNode {
           hide: [this.#opts.security?.key, this.#opts.security?.keyring, this.#opts.data]
             .filter((p): p is string => !!p),
           log: this.#log,
+          cold: this.#opts.coldSandbox,
         });
       } catch (e) {
         throw new WorkerError(

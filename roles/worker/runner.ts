@@ -198,7 +198,8 @@ function libc(): Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"] {
 const POSIX_SPAWN_SETSIGDEF = 0x04;
 const POSIX_SPAWN_SETSIGMASK = 0x08;
 const POSIX_SPAWN_SETSID = 0x80;
-const O_RDONLY = 0, O_WRONLY = 0o1, O_CREAT = 0o100, O_TRUNC = 0o1000;
+const O_RDONLY = 0, O_WRONLY = 0o1, O_RDWR = 0o2, O_CREAT = 0o100, O_TRUNC = 0o1000;
+const O_APPEND = 0o2000;
 const ERRNO_NAMES: Record<number, string> = {
   1: "Operation not permitted",
   2: "No such file or directory",
@@ -293,33 +294,52 @@ async function spawnDirect(spec: RunSpec, stderrPath: string): Promise<number> {
   }
 }
 
-/** posix_spawn of a sandboxed chunk: argv[0] with the chunk's env, stdin /dev/null, stdout and
- * stderr on their files, fd 3 on the status file, every other fd closed (nothing of the worker's
- * reaches the sandbox: sockets, the FUSE device, locks), in a new session. Throws SpawnError. */
-function spawnSandboxed(spec: RunSpec, sb: SandboxRun, stderrPath: string): number {
+/** A file a spawned process gets as one of its fds (opened by the spawn itself). */
+export interface SpawnFile {
+  /** Its fd number in the child. */
+  fd: number;
+  /** Path to open. */
+  path: string;
+  /** "r" (O_RDONLY), "w" (O_WRONLY|O_CREAT|O_TRUNC), "a" (append) or "rw" (O_RDWR: FIFOs). */
+  mode: "r" | "w" | "a" | "rw";
+}
+
+/**
+ * posix_spawn of argv[0] with `env`, exactly the fds of `files` and every other fd closed
+ * (nothing of the worker's reaches a sandbox: sockets, the FUSE device, locks), in a new session
+ * with default signal dispositions. Blocking, on the event loop's thread (see posix_spawn_sync:
+ * bwrap's --die-with-parent). Returns the pid; throws SpawnError.
+ */
+export function spawnWithFiles(
+  argv: string[],
+  env: Record<string, string>,
+  files: SpawnFile[],
+): number {
   const c = libc();
   const actions = new Uint8Array(256);
   const attr = new Uint8Array(512);
   const mask = new Uint8Array(128);
   const defaults = new Uint8Array(128);
-  const path = cstr(sb.argv[0]);
-  const devNull = cstr("/dev/null");
-  const out = cstr(spec.stdoutPath);
-  const err = cstr(stderrPath);
-  const status = cstr(sb.statusPath);
-  const argv = sb.argv.map(cstr);
-  const envp = Object.entries(spec.env).map(([k, v]) => cstr(`${k}=${v}`));
-  const argvPtrs = pointerArray(argv);
+  const path = cstr(argv[0]);
+  const paths = files.map((f) => cstr(f.path));
+  const args = argv.map(cstr);
+  const envp = Object.entries(env).map(([k, v]) => cstr(`${k}=${v}`));
+  const argvPtrs = pointerArray(args);
   const envpPtrs = pointerArray(envp);
   const pid = new Int32Array(1);
+  const flags = {
+    r: O_RDONLY,
+    w: O_WRONLY | O_CREAT | O_TRUNC,
+    a: O_WRONLY | O_CREAT | O_APPEND,
+    rw: O_RDWR,
+  };
   c.posix_spawn_file_actions_init(actions);
   c.posix_spawnattr_init(attr);
   try {
-    c.posix_spawn_file_actions_addopen(actions, 0, devNull, O_RDONLY, 0);
-    c.posix_spawn_file_actions_addopen(actions, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0o644);
-    c.posix_spawn_file_actions_addopen(actions, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0o644);
-    c.posix_spawn_file_actions_addopen(actions, 3, status, O_WRONLY | O_CREAT | O_TRUNC, 0o644);
-    c.posix_spawn_file_actions_addclosefrom_np(actions, 4);
+    files.forEach((f, i) => {
+      c.posix_spawn_file_actions_addopen(actions, f.fd, paths[i], flags[f.mode], 0o644);
+    });
+    c.posix_spawn_file_actions_addclosefrom_np(actions, Math.max(...files.map((f) => f.fd)) + 1);
     c.sigemptyset(mask);
     c.sigfillset(defaults);
     c.posix_spawnattr_setsigmask(attr, mask);
@@ -336,13 +356,24 @@ function spawnSandboxed(spec: RunSpec, sb: SandboxRun, stderrPath: string): numb
       argvPtrs,
       envpPtrs,
     );
-    if (rc !== 0) throw new SpawnError(sb.argv[0], rc);
+    if (rc !== 0) throw new SpawnError(argv[0], rc);
     return pid[0];
   } finally {
     c.posix_spawn_file_actions_destroy(actions);
     c.posix_spawnattr_destroy(attr);
-    void [argv, envp, path, devNull, out, err, status, mask, defaults, argvPtrs, envpPtrs];
+    void [args, envp, path, paths, mask, defaults, argvPtrs, envpPtrs];
   }
+}
+
+/** posix_spawn of a sandboxed chunk: stdin /dev/null, stdout and stderr on their files, fd 3 on
+ * the status file, every other fd closed. Throws SpawnError. */
+function spawnSandboxed(spec: RunSpec, sb: SandboxRun, stderrPath: string): number {
+  return spawnWithFiles(sb.argv, spec.env, [
+    { fd: 0, path: "/dev/null", mode: "r" },
+    { fd: 1, path: spec.stdoutPath, mode: "w" },
+    { fd: 2, path: stderrPath, mode: "w" },
+    { fd: 3, path: sb.statusPath, mode: "w" },
+  ]);
 }
 
 /** How dsys-exec says the program ended (its status line), or null when it wrote none. */
@@ -371,7 +402,7 @@ function readSmall(path: string): string {
 }
 
 /** Waits for `pid` to end; returns its raw wait status, or null if it cannot be waited for. */
-async function waitForExit(pid: number): Promise<number | null> {
+export async function waitForExit(pid: number): Promise<number | null> {
   const status = new Int32Array(1);
   for (let i = 0; i < 50; i++) {
     const r = await libc().waitpid(pid, new Uint8Array(status.buffer), 0);
@@ -383,7 +414,7 @@ async function waitForExit(pid: number): Promise<number | null> {
 }
 
 /** Reads the last `cap` bytes of a file (empty if it is missing). */
-function readTail(path: string, cap: number): Uint8Array {
+export function readTail(path: string, cap: number): Uint8Array {
   let f: Deno.FsFile;
   try {
     f = Deno.openSync(path, { read: true });
@@ -407,7 +438,8 @@ function readTail(path: string, cap: number): Uint8Array {
   }
 }
 
-function fileSize(path: string): number {
+/** Size of a file, 0 when missing. */
+export function fileSize(path: string): number {
   try {
     return Deno.statSync(path).size;
   } catch {
@@ -415,8 +447,27 @@ function fileSize(path: string): number {
   }
 }
 
+/** A started program, however it runs (directly, in a one-chunk sandbox, in a warm slot). */
+export interface ProgramRun {
+  /** A pid of it (0 when it could not start). */
+  readonly pid: number;
+  /** Settles with the outcome; never rejects. */
+  readonly result: Promise<RunResult>;
+  /** Kills it for a worker shutdown (the result has `aborted`). */
+  kill(): void;
+  /** Kills it for a limit the worker enforces (like its time limit; not `aborted`). */
+  stop(): void;
+  /** True once it was killed. */
+  readonly killed: boolean;
+}
+
+/** The text of an errno for a program that could not start. */
+export function errnoText(errno: number): string {
+  return `${ERRNO_NAMES[errno] ?? "error"} (os error ${errno})`;
+}
+
 /** A started program; `result` settles once it has ended. */
-export class RunningProgram {
+export class RunningProgram implements ProgramRun {
   /** Process id of what was spawned (the program, or sandboxed dsys-exec/bwrap: also the
    * process group and session id), or 0 if the spawn failed. */
   get pid(): number {

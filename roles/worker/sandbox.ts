@@ -20,7 +20,15 @@
  */
 
 import { type NetworkMode, NetworkMode as NM, SANDBOX } from "./limits.ts";
-import { fsSpace, mountTmpfs, remountReadOnly, tryLock, unlock, unmount } from "./sys.ts";
+import {
+  fsSpace,
+  mountTmpfs,
+  remountReadOnly,
+  tryLock,
+  unlock,
+  unmount,
+  unmountAsync,
+} from "./sys.ts";
 
 /** Where things are inside the sandbox (the program's view; also in its environment). */
 export const INSIDE = Object.freeze({
@@ -44,8 +52,11 @@ export const SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64",
 /**
  * The /etc entries a chunk sees (read-only): what programs need to run and resolve names, and
  * nothing else. Not `shadow`, `gshadow`, `sudoers`, `ssh/` (host keys), `ssl/private`, or any
- * key or configuration of dsys: an allow-list, so a secret added to /etc later stays out.
- * `passwd` and `group` are the sandbox's own (root, nobody and the chunk's user).
+ * key or configuration of dsys: an allow-list, so a secret added to /etc later stays out. They
+ * are copied at worker start into one directory (`buildEtc`), bound as the sandbox's /etc: one
+ * mount instead of one per entry (mounts are most of a sandbox's set-up time). Only
+ * world-readable files are copied; `passwd` and `group` are the sandbox's own (root, nobody and
+ * the worker's slot users).
  */
 export const ETC_ALLOWED = [
   "alternatives",
@@ -90,8 +101,6 @@ export interface HostEntry {
 export interface HostLayout {
   /** SYSTEM_DIRS that exist. */
   system: HostEntry[];
-  /** ETC_ALLOWED entries that exist. */
-  etc: HostEntry[];
 }
 
 /** Everything one chunk's sandbox is made of (host paths unless said otherwise). */
@@ -118,9 +127,8 @@ export interface SandboxPlan {
   outDir: string;
   /** The chunk's tmp directory (on its tmpfs). */
   tmpDir: string;
-  /** The slot's passwd and group files. */
-  passwd: string;
-  group: string;
+  /** The sandbox's /etc (`buildEtc`). */
+  etcDir: string;
   /** NetworkMode of the job. */
   network: NetworkMode;
   /** CPU time limit, ms (0 = none): also set as RLIMIT_CPU of the program, per process. */
@@ -138,12 +146,7 @@ export function sandboxArgv(p: SandboxPlan): string[] {
     if (e.symlink !== null) a.push("--symlink", e.symlink, e.path);
     else a.push("--ro-bind", e.path, e.path);
   }
-  a.push("--perms", "0755", "--dir", "/etc");
-  for (const e of p.host.etc) {
-    if (e.symlink !== null) a.push("--symlink", e.symlink, e.path);
-    else a.push("--ro-bind", e.path, e.path);
-  }
-  a.push("--ro-bind", p.passwd, "/etc/passwd", "--ro-bind", p.group, "/etc/group");
+  a.push("--ro-bind", p.etcDir, "/etc");
   for (const h of p.hide) {
     if (h.dir) a.push("--tmpfs", h.path, "--remount-ro", h.path);
     else a.push("--ro-bind", "/dev/null", h.path);
@@ -186,14 +189,62 @@ export function sandboxEnv(job: {
   };
 }
 
-/** passwd and group of a slot's sandbox: root, nobody and the chunk's own user `dsys`. */
-export function accountFiles(uid: number): { passwd: string; group: string } {
+/** passwd and group of the sandboxes: root, nobody and one user `dsys-<slot>` per slot uid. */
+export function accountFiles(uids: number[]): { passwd: string; group: string } {
+  const users = uids.map((u, i) => `dsys-${i}:x:${u}:${u}:dsys chunk:${INSIDE.tmp}:/bin/sh\n`);
+  const groups = uids.map((u, i) => `dsys-${i}:x:${u}:\n`);
   return {
     passwd: "root:x:0:0:root:/root:/usr/sbin/nologin\n" +
-      "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n" +
-      `dsys:x:${uid}:${uid}:dsys chunk:${INSIDE.tmp}:/bin/sh\n`,
-    group: `root:x:0:\nnogroup:x:65534:\ndsys:x:${uid}:\n`,
+      "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n" + users.join(""),
+    group: "root:x:0:\nnogroup:x:65534:\n" + groups.join(""),
   };
+}
+
+/**
+ * Makes `dir` the sandboxes' /etc: the ETC_ALLOWED entries of the host's /etc that exist (files
+ * only when world-readable, mode 0644; symlinks as they are; directories recursively by the same
+ * rules), and `passwd`/`group` from accountFiles. Rebuilt at every worker start, so it is the
+ * host's /etc as it was then. Returns the number of entries copied.
+ */
+export function buildEtc(dir: string, uids: number[], from = "/etc"): number {
+  try {
+    Deno.removeSync(dir, { recursive: true });
+  } catch { /* not there yet */ }
+  Deno.mkdirSync(dir, { mode: 0o755 });
+  Deno.chmodSync(dir, 0o755);
+  let n = 0;
+  const copy = (src: string, dst: string, depth: number): void => {
+    let st: Deno.FileInfo;
+    try {
+      st = Deno.lstatSync(src);
+    } catch {
+      return;
+    }
+    if (st.isSymlink) {
+      Deno.symlinkSync(Deno.readLinkSync(src), dst);
+      n++;
+    } else if (st.isFile) {
+      if (((st.mode ?? 0) & 0o004) === 0) return; // not for everyone: not for chunks either
+      Deno.copyFileSync(src, dst);
+      Deno.chmodSync(dst, 0o644);
+      n++;
+    } else if (st.isDirectory && depth > 0) {
+      Deno.mkdirSync(dst, { mode: 0o755 });
+      Deno.chmodSync(dst, 0o755);
+      for (const e of Deno.readDirSync(src)) {
+        copy(`${src}/${e.name}`, `${dst}/${e.name}`, depth - 1);
+      }
+    }
+  };
+  for (const name of ETC_ALLOWED) {
+    const parent = name.includes("/") ? `${dir}/${name.slice(0, name.lastIndexOf("/"))}` : dir;
+    Deno.mkdirSync(parent, { recursive: true, mode: 0o755 });
+    copy(`${from}/${name}`, `${dir}/${name}`, 4);
+  }
+  const files = accountFiles(uids);
+  Deno.writeTextFileSync(`${dir}/passwd`, files.passwd, { mode: 0o644 });
+  Deno.writeTextFileSync(`${dir}/group`, files.group, { mode: 0o644 });
+  return n;
 }
 
 function entry(path: string): HostEntry | null {
@@ -205,12 +256,9 @@ function entry(path: string): HostEntry | null {
   }
 }
 
-/** Which SYSTEM_DIRS and ETC_ALLOWED entries this host has, and which are symlinks. */
+/** Which SYSTEM_DIRS this host has, and which are symlinks. */
 export function probeHost(): HostLayout {
-  const system = SYSTEM_DIRS.map(entry).filter((e): e is HostEntry => e !== null);
-  const etc = ETC_ALLOWED.map((n) => entry(`/etc/${n}`)).filter((e): e is HostEntry => e !== null);
-  // bwrap creates the missing parents of a destination itself (ssl/ for ssl/certs).
-  return { system, etc };
+  return { system: SYSTEM_DIRS.map(entry).filter((e): e is HostEntry => e !== null) };
 }
 
 /** Finds a program on the worker's PATH (bwrap), or null. */
@@ -313,12 +361,12 @@ export class HostClaims {
 }
 
 /**
- * A chunk's writable space: a tmpfs of the chunk's disk limit at `<slot>/fs` holding `out/`
- * (the output dir, owned by the slot's uid), `tmp/` (TMPDIR and /tmp, sticky and world-writable
- * like /tmp), and the files the worker opens for it: `stdout`, `stderr`. Mounted per chunk;
- * sealed read-only once the chunk has ended (so what is uploaded is what it left); unmounted
- * after the upload. dsys-exec's status line goes to `<slot>/status` on the worker's own disk
- * (a few bytes): a chunk that filled its tmpfs must not also lose how its program ended.
+ * A chunk's writable space: a tmpfs of the chunk's disk limit at `<slot>/view/fs` holding `out/`
+ * (the output dir, owned by the slot's uid), `tmp/` (TMPDIR and /tmp) and `shm/` (/dev/shm),
+ * both sticky and world-writable like /tmp, and `stdout`, `stderr`. Mounted per chunk; sealed
+ * read-only once the chunk has ended (so what is uploaded is what it left); unmounted after the
+ * upload. A one-chunk sandbox's status line goes to `<slot>/status` on the worker's own disk (a
+ * few bytes): a chunk that filled its tmpfs must not also lose how its program ended.
  */
 export class ChunkFs {
   /** The mount point. */
@@ -335,14 +383,14 @@ export class ChunkFs {
   readonly status: string;
   #mounted = false;
 
-  /** A chunk fs at `root` (not mounted yet). */
-  constructor(root: string) {
+  /** A chunk fs at `root` (not mounted yet); dsys-exec's status line goes to `status`. */
+  constructor(root: string, status: string) {
     this.root = root;
     this.out = `${root}/out`;
     this.tmp = `${root}/tmp`;
     this.stdout = `${root}/stdout`;
     this.stderr = `${root}/stderr`;
-    this.status = `${root.slice(0, root.lastIndexOf("/"))}/status`;
+    this.status = status;
   }
 
   /** Mounts a fresh tmpfs of `bytes` for a chunk of `uid`. */
@@ -353,6 +401,9 @@ export class ChunkFs {
     Deno.chownSync(this.out, uid, uid);
     Deno.mkdirSync(this.tmp);
     Deno.chmodSync(this.tmp, 0o1777);
+    // The chunk's /dev/shm in a warm slot: on its tmpfs, so within its disk limit and gone with it.
+    Deno.mkdirSync(`${this.root}/shm`);
+    Deno.chmodSync(`${this.root}/shm`, 0o1777);
   }
 
   /** True when the chunk filled its tmpfs (blocks or inodes): it went over its disk limit. */
@@ -371,6 +422,13 @@ export class ChunkFs {
     if (!this.#mounted) return;
     this.#mounted = false;
     unmount(this.root);
+  }
+
+  /** Unmounts it off the event loop's thread (idempotent). */
+  async unmountAsync(): Promise<void> {
+    if (!this.#mounted) return;
+    this.#mounted = false;
+    await unmountAsync(this.root);
   }
 }
 

@@ -1,5 +1,6 @@
 /**
- * The worker's sandbox and limit flags: `--no-sandbox`, `--sandbox-uids FIRST-LAST`,
+ * The worker's sandbox and limit flags: `--no-sandbox`, `--cold-sandbox` (every chunk in a
+ * sandbox of its own rather than in its slot's warm one), `--sandbox-uids FIRST-LAST`,
  * `--allow-host-network`, and the per-chunk defaults and maxima `--default-memory`,
  * `--max-memory`, `--default-procs`, `--max-procs`, `--default-cpu-time`, `--max-cpu-time`,
  * `--default-disk`, `--max-disk` (sizes as lib/bytes.ts reads them, times as lib/duration.ts).
@@ -14,6 +15,7 @@ import { parseUidRange, SandboxError } from "./sandbox.ts";
 /** parseArgs option definitions of the sandbox flags (spread into the worker's). */
 export const SANDBOX_FLAGS = {
   "no-sandbox": { type: "boolean", default: false },
+  "cold-sandbox": { type: "boolean", default: false },
   "sandbox-uids": { type: "string" },
   "allow-host-network": { type: "boolean", default: false },
   "default-memory": { type: "string" },
@@ -30,6 +32,8 @@ export const SANDBOX_FLAGS = {
 export interface SandboxOptions {
   /** False with `--no-sandbox`. */
   sandbox: boolean;
+  /** `--cold-sandbox`: no warm slot sandboxes (roles/worker/warm_slot.ts). */
+  coldSandbox: boolean;
   /** `--sandbox-uids`, when given. */
   sandboxUids?: { first: number; count: number };
   /** Defaults and maxima of chunk limits. */
@@ -88,6 +92,7 @@ export function sandboxOptions(values: Record<string, unknown>): SandboxOptions 
   const uids = str("sandbox-uids");
   return {
     sandbox: values["no-sandbox"] !== true,
+    coldSandbox: values["cold-sandbox"] === true,
     ...(uids !== undefined ? { sandboxUids: parseUidRange(uids) } : {}),
     limits,
   };

@@ -10,11 +10,20 @@
 const SYMBOLS = {
   mount: { parameters: ["buffer", "buffer", "buffer", "u64", "buffer"], result: "i32" },
   umount2: { parameters: ["buffer", "i32"], result: "i32" },
+  // On a pool thread: an unmount waits for an RCU grace period (milliseconds), which must not
+  // stall the event loop once per chunk.
+  umount2_async: {
+    name: "umount2",
+    parameters: ["buffer", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
   statvfs: { parameters: ["buffer", "buffer"], result: "i32" },
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   flock: { parameters: ["i32", "i32"], result: "i32" },
   kill: { parameters: ["i32", "i32"], result: "i32" },
+  mkfifo: { parameters: ["buffer", "u32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 
@@ -43,7 +52,8 @@ export class SysError extends Error {
 }
 
 // <sys/mount.h>, <fcntl.h>, <sys/file.h> on Linux.
-const MS_RDONLY = 1, MS_NOSUID = 2, MS_NODEV = 4, MS_REMOUNT = 32;
+const MS_RDONLY = 1, MS_NOSUID = 2, MS_NODEV = 4, MS_REMOUNT = 32, MS_BIND = 4096;
+const MS_SHARED = 1 << 20;
 const MNT_DETACH = 2;
 const O_RDWR = 2, O_CREAT = 0o100, O_CLOEXEC = 0o2000000;
 const LOCK_EX = 2, LOCK_NB = 4;
@@ -77,6 +87,28 @@ export function remountReadOnly(target: string): void {
   if (rc !== 0) throw new SysError("remount read-only", target, errno());
 }
 
+/** Bind-mounts `source` (a file or directory) onto `target`. */
+export function bindMount(source: string, target: string): void {
+  const rc = c().mount(cstr(source), cstr(target), null, BigInt(MS_BIND), null);
+  if (rc !== 0) throw new SysError("bind mount", `${source} -> ${target}`, errno());
+}
+
+/** Makes `path` a mount point of its own (a bind onto itself) with shared propagation: what is
+ * mounted below it later also appears in the mount namespaces that bound it as a slave. */
+export function makeSharedMount(path: string): void {
+  bindMount(path, path);
+  const rc = c().mount(cstr("none"), cstr(path), null, BigInt(MS_SHARED), null);
+  if (rc !== 0) throw new SysError("make shared", path, errno());
+}
+
+/** mkfifo(3) with `mode`; an existing FIFO is left as it is. */
+export function makeFifo(path: string, mode = 0o600): void {
+  if (c().mkfifo(cstr(path), mode) === 0) return;
+  const e = errno();
+  if (e === 17 && Deno.lstatSync(path).isFifo) return; // EEXIST
+  throw new SysError("mkfifo", path, e);
+}
+
 /** Detaches the mount at `target` (lazily: freed once nothing uses it). False when nothing
  * was mounted there. */
 export function unmount(target: string): boolean {
@@ -84,6 +116,14 @@ export function unmount(target: string): boolean {
   const e = errno();
   if (e === Errno.EINVAL || e === Errno.ENOENT) return false;
   throw new SysError("umount", target, e);
+}
+
+/** unmount, off the event loop's thread. errno is thread-local, so a failure is retried here
+ * (synchronously, which is rare) to learn why. */
+export async function unmountAsync(target: string): Promise<boolean> {
+  const path = cstr(target);
+  if (await c().umount2_async(path, MNT_DETACH) === 0) return true;
+  return unmount(target);
 }
 
 /** Space of the filesystem holding `path`, as statvfs(3) gives it. */
