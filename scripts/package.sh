@@ -7,6 +7,7 @@
 # sample job and a MANIFEST. Not `deno compile`: that downloads a runtime from the internet.
 # Usage: scripts/package.sh [OUT]   (default build/dsys)
 set -euo pipefail
+trap 'echo "package: failed (exit $?) at line $LINENO: $BASH_COMMAND" >&2' ERR
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="$(realpath -m "${1:-$root/build/dsys}")"
 bash "$root/scripts/bootstrap.sh"
@@ -38,7 +39,8 @@ cp "$root/build/libdsys_fuse.so" "$root/build/dsys-exec" "$stage/build/"
 # Each is named by its soname and finds the others through RUNPATH=$ORIGIN, so nothing leaks
 # into other programs' environment the way LD_LIBRARY_PATH would.
 ldconfig="$(command -v ldconfig || echo /sbin/ldconfig)"
-libzmq="$("$ldconfig" -p | awk '$1 == "libzmq.so.5" && /x86-64/ { print $NF; exit }')"
+# (awk reads to the end: an early exit would kill ldconfig with SIGPIPE, failing the pipeline.)
+libzmq="$("$ldconfig" -p | awk '$1 == "libzmq.so.5" && /x86-64/ && !found { print $NF; found = 1 }')"
 [[ -n "$libzmq" ]] || { echo "package: libzmq.so.5 not found (install libzmq5)" >&2; exit 1; }
 glibc='^(linux-vdso|ld-linux|libc|libm|libdl|libpthread|librt|libresolv|libutil|libgcc_s)[.-]'
 copy_lib() { # copy_lib SONAME PATH
