@@ -960,10 +960,10 @@ class Worker implements WorkerNode {
     if (c.aborted) return null;
     let run: ChunkRun | null = null;
     try {
-      let program: RunningProgram;
+      let program: ProgramRun;
       let outDir = `${dir}/out`;
       if (sb && limits) {
-        run = sb.begin(slot, limits);
+        run = await sb.begin(slot, limits);
         outDir = run.fs.out;
         if (held.jobDir !== null) {
           // The mount serves the job's directory to this slot's uid only while the chunk runs.
@@ -977,16 +977,19 @@ class Worker implements WorkerNode {
           attempt: req.attempt,
           argument,
         });
-        program = await startProgram({
-          programPath,
-          args,
-          env,
-          cwd: INSIDE.tmp,
-          timeLimitMs: req.timeLimitMs,
-          stdoutPath: run.fs.stdout,
-          stderrPath: run.fs.stderr,
-          sandbox: run.runSpec(programPath, args, held.jobDir !== null ? inputDir : null),
-        });
+        const jobInputs = held.jobDir !== null ? inputDir : null;
+        program = run.warm
+          ? await run.startWarm(programPath, args, jobInputs, env, req.timeLimitMs)
+          : await startProgram({
+            programPath,
+            args,
+            env,
+            cwd: INSIDE.tmp,
+            timeLimitMs: req.timeLimitMs,
+            stdoutPath: run.fs.stdout,
+            stderrPath: run.fs.stderr,
+            sandbox: run.runSpec(programPath, args, jobInputs),
+          });
         run.watch(() => program.stop());
       } else {
         program = await startProgram({
@@ -1079,12 +1082,8 @@ class Worker implements WorkerNode {
         ...ticketOf(req),
       };
     } finally {
-      try {
-        run?.end();
-      } catch (e) {
-        log.error("chunk tmpfs could not be unmounted; slot taken out of use", { error: e });
-        c.slotBroken = true;
-      }
+      // The chunk's mounts go in the background; the slot's next chunk waits for that.
+      run?.end(log);
     }
   }
 

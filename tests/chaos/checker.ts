@@ -387,8 +387,11 @@ export function checkRuns(
       let bug: KnownBug | null = null;
       if (disturbed(prev.worker, prev.at, cur.at, isBalancer)) reason = "worker-fault";
       else if (
+        // The push to the earlier run's worker went unconfirmed: the balancer gave up on it, but
+        // it may still arrive, any time later (a cut heals, TCP retransmits).
         facts.balancer.some((e) =>
-          e.kind === "unconfirmed" && `${e.job}/${e.chunk}` === k && inWindow(e)
+          e.kind === "unconfirmed" && `${e.job}/${e.chunk}` === k &&
+          workerName(e.worker) === prev.worker && e.at <= cur.at + slack
         )
       ) reason = "unconfirmed-push";
       else if (oldT && newT && oldT !== newT) {

@@ -8,7 +8,7 @@
  */
 import { type ClusterProcess, LocalCluster } from "../../client/local_cluster.ts";
 import { DsysClient } from "../../client/commands.ts";
-import { NodeFlags, NodeRole } from "../../wire/mod.ts";
+import { NodeFlags, NodeRole, uuidToHex } from "../../wire/mod.ts";
 import { terminate } from "../../wire/zmq/mod.ts";
 import { within } from "../wait.ts";
 import {
@@ -17,6 +17,7 @@ import {
   checkLinearizable,
   checkRuns,
   type Disturbance,
+  type FinalStatus,
   KNOWN_BUGS,
   type KnownBug,
   type RerunReason,
@@ -32,7 +33,7 @@ import {
   type PlannedFault,
   type PlanOptions,
 } from "./schedule.ts";
-import { Workload } from "./workload.ts";
+import { type History, Workload } from "./workload.ts";
 
 /** Options of a chaos run. */
 export interface ChaosOptions {
@@ -136,15 +137,17 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     throw e;
   });
   say(`chaos: cluster up, data and logs in ${cluster.dataDir}`);
-  active = { cluster, lab };
+  active = { cluster, lab, stopping: () => stopping = true };
   const admin = new DsysClient(cluster.info, { deadlineMs: 5_000 });
   /** Processes the harness stopped on purpose (their exit is not a crash). */
   const expected = new WeakSet<ClusterProcess>();
+  /** Set by emergencyStop: every exit from then on is expected. */
+  let stopping = false;
   /** Restarts of crashed nodes under way. */
   const revivals: Promise<unknown>[] = [];
   const watch = (p: ClusterProcess) => {
     p.exited.then((st) => {
-      if (expected.has(p)) return;
+      if (expected.has(p) || stopping) return;
       violations.push({
         invariant: "no-crash",
         detail: `${p.name} exited on its own (code ${st.code}, signal ${st.signal})`,
@@ -175,9 +178,12 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   });
   const restart = async (name: string, proc: ClusterProcess): Promise<boolean> => {
     for (let i = 0; i < 5; i++) {
+      // Stopping (emergencyStop): a fault still under way must not bring its node back.
+      if (stopping) return false;
       try {
         const p = await cluster.restart(name, proc);
         watch(p);
+        if (stopping) await cluster.kill(name, "SIGTERM");
         return true;
       } catch (e) {
         say(`${stamp()} restart of ${name} failed (try ${i + 1}): ${(e as Error).message}`);
@@ -357,6 +363,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     const { finals, outputs } = await workload.finalReads(120_000);
     say(`${stamp()} all jobs ${drained ? "finished" : "NOT finished"}; stopping the cluster`);
     const h = workload.history;
+    // Everything the checks read besides the logs, for tests/chaos/recheck.ts.
+    await Deno.writeTextFile(
+      `${cluster.dataDir}/chaos-dump.json`,
+      encodeDump({ seed: o.seed, history: h, finals, outputs, disturbances }),
+    );
     for (const e of h.errors) {
       violations.push({ invariant: "job-completes", detail: `${e.user}: ${e.what}: ${e.error}` });
     }
@@ -451,7 +462,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
 }
 
 /** The run in progress, for `emergencyStop`. */
-let active: { cluster: LocalCluster; lab: NetLab | null } | null = null;
+let active: { cluster: LocalCluster; lab: NetLab | null; stopping: () => void } | null = null;
 
 /**
  * Stops the run in progress at once (the CLI calls it on SIGINT/SIGTERM): every node resumed
@@ -460,23 +471,36 @@ let active: { cluster: LocalCluster; lab: NetLab | null } | null = null;
 export async function emergencyStop(): Promise<void> {
   const a = active;
   if (!a) return;
+  a.stopping();
   for (const p of a.cluster.procs.values()) {
     try {
       p.child.kill("SIGCONT");
     } catch { /* gone */ }
   }
-  await a.cluster.stop(10_000).catch(() => {});
+  // Workers get the time to unmount; a restart that was under way is stopped by the next round.
+  for (let round = 0; round < 3 && a.cluster.procs.size > 0; round++) {
+    await a.cluster.stop(30_000).catch(() => {});
+    await new Promise((r) => setTimeout(r, 1_000));
+  }
   await a.lab?.destroy();
   console.log(`chaos: stopped; logs in ${a.cluster.dataDir}/logs`);
 }
 
 /**
- * What is left once the cluster stopped: mounts under the data directory, processes that name
- * it (node processes, chunk programs: their TMPDIR is there) and processes in the lab's
- * namespaces. Polls for up to 30 s, since a chunk program orphaned by a killed worker may
- * still be finishing its last second; whatever is there at the deadline is left behind.
+ * What is left once the cluster stopped: mounts under the data directory (FUSE, chunk tmpfs),
+ * processes that name it (node processes, unsandboxed chunks: their TMPDIR is there), that are
+ * in a worker's chunk cgroups (sandboxed chunks, in namespaces of their own) or in the lab's
+ * namespaces, and the workers' cgroup directories (`dsys-<node>`, removed at a clean stop).
+ * Polls for up to 30 s, since a chunk program orphaned by a killed worker may still be
+ * finishing its last second; whatever is there at the deadline is left behind.
  */
 async function leftovers(dataDir: string, lab: NetLab | null): Promise<Violation[]> {
+  const cgroups: string[] = [];
+  for (const n of NODES) {
+    if (n.role !== "worker") continue;
+    const id = await Deno.readFile(`${dataDir}/${n.name}/node-id`).catch(() => null);
+    if (id) cgroups.push(`dsys-${uuidToHex(id).slice(0, 12)}`);
+  }
   const look = async (): Promise<string[]> => {
     const found: string[] = [];
     const mounts = await Deno.readTextFile("/proc/self/mountinfo");
@@ -488,12 +512,15 @@ async function leftovers(dataDir: string, lab: NetLab | null): Promise<Violation
     }
     for await (const e of Deno.readDir("/proc")) {
       if (!/^\d+$/.test(e.name) || Number(e.name) === Deno.pid) continue;
-      for (const f of ["cmdline", "environ"]) {
+      for (const f of ["cmdline", "environ", "cgroup"]) {
         const text = await Deno.readTextFile(`/proc/${e.name}/${f}`).catch(() => "");
-        if (text.includes(dataDir)) {
+        const inCgroup = f === "cgroup" && cgroups.some((c) => text.includes(`/${c}/`));
+        if (text.includes(dataDir) || inCgroup) {
           const cmd = (await Deno.readTextFile(`/proc/${e.name}/cmdline`).catch(() => ""))
             .replaceAll("\0", " ").trim();
-          found.push(`process ${e.name}: ${cmd.slice(0, 200)}`);
+          found.push(
+            `process ${e.name}${inCgroup ? " (in a chunk cgroup)" : ""}: ${cmd.slice(0, 200)}`,
+          );
           break;
         }
       }
@@ -503,6 +530,7 @@ async function leftovers(dataDir: string, lab: NetLab | null): Promise<Violation
         found.push(`process ${pid} in ${n.name}'s netns`);
       }
     }
+    for (const dir of cgroupDirs("/sys/fs/cgroup", cgroups, 8)) found.push(`cgroup ${dir}`);
     return [...new Set(found)];
   };
   let last: string[] = [];
@@ -513,6 +541,26 @@ async function leftovers(dataDir: string, lab: NetLab | null): Promise<Violation
     await sleep(500);
   }
   return last.map((l) => ({ invariant: "nothing-left" as const, detail: `left behind: ${l}` }));
+}
+
+/** Directories named one of `names` under `root`, at most `depth` levels down. */
+function cgroupDirs(root: string, names: string[], depth: number): string[] {
+  const out: string[] = [];
+  const walk = (dir: string, d: number) => {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = [...Deno.readDirSync(dir)];
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      if (!e.isDirectory || e.isSymlink) continue;
+      if (names.includes(e.name)) out.push(`${dir}/${e.name}`);
+      else if (d > 0) walk(`${dir}/${e.name}`, d - 1);
+    }
+  };
+  walk(root, depth);
+  return out;
 }
 
 /** The report as the summary line and, when an invariant broke, everything needed to replay. */
@@ -550,4 +598,35 @@ export function formatReport(r: ChaosReport): string {
     lines.push(`  schedule:\n${formatPlan(r.plan).replace(/^/gm, "    ")}`);
   }
   return lines.join("\n");
+}
+
+/** What `chaos-dump.json` in a run's data directory holds. */
+export interface ChaosDump {
+  seed: number;
+  history: History;
+  finals: FinalStatus;
+  outputs: Map<string, Uint8Array | string>;
+  disturbances: Disturbance[];
+}
+
+/** JSON with byte arrays as `{"$hex": …}` and maps as `{"$map": [[k, v], …]}`. */
+export function encodeDump(d: ChaosDump): string {
+  return JSON.stringify(d, (_k, v) => {
+    if (v instanceof Uint8Array) {
+      return { $hex: Array.from(v, (b) => b.toString(16).padStart(2, "0")).join("") };
+    }
+    if (v instanceof Map) return { $map: [...v] };
+    return v;
+  });
+}
+
+/** The inverse of `encodeDump`. */
+export function decodeDump(text: string): ChaosDump {
+  return JSON.parse(text, (_k, v) => {
+    if (v && typeof v === "object" && typeof v.$hex === "string") {
+      return new Uint8Array((v.$hex.match(/../g) ?? []).map((x: string) => parseInt(x, 16)));
+    }
+    if (v && typeof v === "object" && Array.isArray(v.$map)) return new Map(v.$map);
+    return v;
+  });
 }

@@ -27,7 +27,7 @@ export interface BalancerEvent {
   balancer: string;
   at: number;
   kind: "unconfirmed" | "dead" | "idle-requeue" | "primary";
-  /** unconfirmed: the chunk; dead, idle-requeue: the worker's node id (hex). */
+  /** unconfirmed: the chunk; unconfirmed, dead, idle-requeue: the worker's node id (hex). */
   job?: string;
   chunk?: number;
   worker?: string;
@@ -100,6 +100,7 @@ export async function logFacts(dir: string): Promise<LogFacts> {
         kind: "unconfirmed",
         job: String(r.rec.job),
         chunk: Number(r.rec.chunk),
+        worker: String(r.rec.worker),
       });
     } else if (m === "worker dead: requeued its chunks") {
       facts.balancer.push({
