@@ -40,7 +40,6 @@ import { LeaderClient } from "../master/client.ts";
 import { type ReadCap, StorageClient } from "../storage/client.ts";
 import { CAP_BYTES } from "../../lib/capability.ts";
 import { CacheIndex } from "./cache_index.ts";
-import { ChunkLogServer } from "./log_server.ts";
 import { type ProgramRun, type RunResult, startProgram } from "./runner.ts";
 import { ChunkRun, ChunkSandbox, type LimitHit } from "./chunk_sandbox.ts";
 import { type ChunkLimits, DEFAULT_POLICY, type LimitPolicy, resolveLimits } from "./limits.ts";
@@ -128,7 +127,7 @@ export class WorkerError extends Error {
 }
 
 /** Parses `--data --balancer --storage --masters --slots --cache-bytes --mount` and the optional
- * `--listen` (where chunk logs are served), `--heartbeat-ms`, `--fetch-timeout-ms`, `--label`, and the sandbox and
+ * `--listen` (ignored), `--heartbeat-ms`, `--fetch-timeout-ms`, `--label`, and the sandbox and
  * limit flags of roles/worker/sandbox_flags.ts. */
 export function parseWorkerArgs(args: string[]): WorkerOptions {
   const { values } = parseArgs({
@@ -261,10 +260,6 @@ class Worker implements WorkerNode {
   #loop: Promise<void> | null = null;
   #wake: (() => void) | null = null;
   #stats = { accepted: 0, refused: 0, reported: 0, registrations: 0, fenced: 0 };
-  /** Serves the running chunks' logs (with --listen). */
-  #logServer: ChunkLogServer | null = null;
-  /** Where it does ("" = nowhere), as told to the balancer. */
-  #logEndpoint = "";
   /** chunk_finished reports not acknowledged yet (bounded: MAX_UNACKED_FINISHES). */
   #unacked: Message[] = [];
   /** Newest balancer lease epoch seen on a worker_request (older ones are refused). */
@@ -285,29 +280,8 @@ class Worker implements WorkerNode {
   }
 
   async start(): Promise<void> {
-    // A worker listens only to serve its chunks' logs (--listen), and not at all without it.
-    setUpNodeSecurity("worker", this.#opts.security ?? {}, this.#opts.listen, this.#log);
-    if (this.#opts.listen) {
-      this.#logServer = new ChunkLogServer({
-        node: this.nodeId,
-        log: this.#log,
-        lookup: (job, chunkIndex) => {
-          for (const c of this.#chunks.values()) {
-            if (c.cancelled || c.req.chunkIndex !== chunkIndex || !uuidEquals(c.req.job, job)) {
-              continue;
-            }
-            return {
-              owner: c.req.owner ?? "",
-              attempt: c.req.attempt,
-              stdout: c.logs?.stdout ?? null,
-              stderr: c.logs?.stderr ?? null,
-            };
-          }
-          return null;
-        },
-      });
-      this.#logEndpoint = this.#logServer.bind(this.#opts.listen);
-    }
+    // A worker listens on nothing: the loopback rule does not apply, only whether it has keys.
+    setUpNodeSecurity("worker", this.#opts.security ?? {}, undefined, this.#log);
     await Deno.mkdir(this.#cacheDir, { recursive: true });
     // The cache and the chunks' directories are the worker's alone: no chunk's sandbox shows
     // them, and no other user of the host needs them either.
