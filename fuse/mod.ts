@@ -12,6 +12,10 @@
  * and reports completion; the waiting FUSE threads then pread the cache file. Later reads, from any
  * process, are served by C from the cache file (and the kernel page cache) with no JS involved.
  *
+ * Access: a top-level directory is served only to root and to the uids `allowUid` let in (the
+ * worker's sandboxed chunks run as per-slot uids); a cache file only while it is unchanged since
+ * its bytes were verified against its id (fuse/README.md).
+ *
  * Never read the mount synchronously from the process serving it (Deno.readFileSync etc.): a first
  * read needs this process's event loop to fetch, so that would deadlock. Use async APIs or a child.
  *

@@ -69,9 +69,11 @@ export const DEFAULT_POLICY: Readonly<LimitPolicy> = Object.freeze({
 
 /** The fixed numbers of the sandbox (roles/worker/sandbox.ts, roles/worker/cgroup.ts). */
 export const SANDBOX = Object.freeze({
-  /** Processes of the sandbox itself in the chunk's cgroup (bwrap, bwrap's init, dsys-exec):
-   * added to the pids limit so that `maxProcs` is what the program gets. */
-  overheadProcs: 3,
+  /** Processes of the sandbox itself in the chunk's cgroup, added to the pids limit so that
+   * `maxProcs` is at least what the program gets: a warm slot's bwrap and dsys-exec and the
+   * chunk's two (its namespaces' creator and init); a sandbox of its own has three (bwrap,
+   * bwrap's init, dsys-exec). */
+  overheadProcs: 4,
   /** Smallest memory limit a job may set: bwrap and a shell need a few MiB. */
   minMemoryBytes: 16 * MiB,
   /** Smallest tmpfs: room for stdout, stderr and the status line. */
