@@ -19,6 +19,7 @@ const USAGE = `usage: dsys <command> [flags]
   get JOB --out DIR                           download a job's outputs
   rm JOB...                                   remove finished jobs now (else: after --job-retention)
   cancel JOB [--chunk N]...                   stop a job or some of its chunks (killed, not rerun)
+  logs JOB [--chunk N] [-f] [--stderr]        a chunk's output as it is written, then as stored
   nodes                                       list the cluster's nodes
   cluster add-master|remove-master|transfer-leader NAME@tcp://HOST:PORT
   dev [--keep]                                run the sample job on a local cluster
@@ -44,6 +45,7 @@ export async function main(args: string[]): Promise<number> {
     case "get":
     case "rm":
     case "cancel":
+    case "logs":
     case "nodes":
     case "cluster":
       return await runClient(command, rest);

@@ -127,11 +127,11 @@ export async function runE2eBench(
     insecure: [],
     unsandboxed: [],
   };
-  const clusterOpts = {
+  const clusterOpts: Record<string, Pick<LocalClusterOptions, "insecure" | "extraArgs">> = {
     secure: {},
     insecure: { insecure: true },
     unsandboxed: { extraArgs: { worker: ["--no-sandbox"] } },
-  } as const;
+  };
   try {
     for (let round = 0; round < rounds; round++) {
       const order = round % 2

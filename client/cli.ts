@@ -12,6 +12,7 @@ import {
 import { codeName, RpcError } from "../lib/rpc.ts";
 import { ClientError, DsysClient, failureName, progressLine, stateName } from "./commands.ts";
 import { limitFlagsOf, SUBMIT_LIMIT_FLAGS } from "./limit_flags.ts";
+import { chunkLogs } from "./logs.ts";
 import { resolveCluster } from "./cluster.ts";
 
 /** Exit codes of the client commands. */
@@ -82,6 +83,8 @@ async function dispatch(command: string, args: string[]): Promise<number> {
       return await cmdRm(args);
     case "cancel":
       return await cmdCancel(args);
+    case "logs":
+      return await cmdLogs(args);
     case "nodes":
       return await cmdNodes(args);
     case "cluster":
@@ -309,6 +312,41 @@ async function cmdGet(args: string[]): Promise<number> {
   const r = await withClient(values, (c) => c.get(job, values.out!));
   out(`${r.files} files, ${r.bytes} bytes written to ${values.out}`);
   return EXIT.ok;
+}
+
+async function cmdLogs(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      ...common,
+      chunk: { type: "string", default: "0" },
+      follow: { type: "boolean", short: "f", default: false },
+      stderr: { type: "boolean", default: false },
+    },
+    allowPositionals: true,
+  });
+  if (values.help || positionals.length !== 1) {
+    out(
+      "usage: dsys logs JOB [--chunk N] [-f] [--stderr]   a chunk's stdout (or stderr) as it is\n" +
+        "       written, from the worker running it; -f follows it (across retries) until it ends",
+    );
+    return values.help ? EXIT.ok : EXIT.usage;
+  }
+  const job = parseId(positionals[0], "job");
+  const chunk = Number(values.chunk);
+  if (!Number.isInteger(chunk) || chunk < 0) {
+    throw new ClientError(`--chunk ${values.chunk} is not a chunk index`);
+  }
+  return await withClient(values, async (c) => {
+    for await (
+      const p of chunkLogs(c, job, chunk, { follow: values.follow!, stream: values.stderr ? 2 : 1 })
+    ) {
+      if (p.kind === "data") await Deno.stdout.write(p.data);
+      else if (p.kind === "attempt") console.error(`--- chunk ${chunk}, attempt ${p.attempt} ---`);
+      else console.error(`--- chunk ${chunk} ${stateName(p.chunk.state)} ---`);
+    }
+    return EXIT.ok;
+  });
 }
 
 async function cmdCancel(args: string[]): Promise<number> {

@@ -60,6 +60,8 @@ enum dsys_message_type {
   DSYS_MSG_NODE_LIST_REQUEST = 40,
   DSYS_MSG_NODE_LIST_RESPONSE = 41,
   DSYS_MSG_CLUSTER_CHANGE = 42,
+  DSYS_MSG_CHUNK_LOG_REQUEST = 43,
+  DSYS_MSG_CHUNK_LOG = 44,
   DSYS_MSG_RAFT_MESSAGE = 50,
   DSYS_MSG_BALANCER_LEASE = 60,
   DSYS_MSG_BALANCER_LEASE_REPLY = 61,
@@ -227,7 +229,8 @@ struct DSYS_PACKED dsys_worker_register {
   uint32_t free_slots;
   uint32_t num_files;
   uint32_t label_length;
-}; /* payload: files (16-byte ids), label */
+  uint32_t endpoint_length; /* extension: where it serves chunk logs */
+}; /* payload: files (16-byte ids), label, endpoint */
 struct DSYS_PACKED dsys_worker_heartbeat {
   struct dsys_generic_message header;
   uint32_t slots;
@@ -356,6 +359,26 @@ struct DSYS_PACKED dsys_job_dispatch {
   uint64_t disk_bytes;
   uint8_t network; /* 0 = loopback only, 1 = host network */
 }; /* payload: argument, input_files (file_entry*), chunks (chunk_attempt*), owner */
+struct DSYS_PACKED dsys_chunk_log_request {
+  struct dsys_generic_message header;
+  uint64_t job_uuid_upper;
+  uint64_t job_uuid_lower;
+  uint32_t chunk_index;
+  uint8_t stream;
+  uint64_t offset;
+  uint32_t max_length;
+};
+struct DSYS_PACKED dsys_chunk_log {
+  struct dsys_generic_message header;
+  uint64_t job_uuid_upper;
+  uint64_t job_uuid_lower;
+  uint32_t chunk_index;
+  uint32_t attempt;
+  uint64_t offset;
+  uint64_t total_length;
+  uint8_t running;
+  uint32_t data_length;
+}; /* payload: data */
 struct DSYS_PACKED dsys_job_cancel {
   struct dsys_generic_message header;
   uint64_t job_uuid_upper;
@@ -435,6 +458,8 @@ struct DSYS_PACKED dsys_chunk_record {
   uint32_t stderr_length;
   uint32_t reason_length;
   uint64_t retry_at_ms;
+  uint64_t worker_uuid_upper;
+  uint64_t worker_uuid_lower;
   uint32_t num_history;
 }; /* followed by outputs (file_entry*), stderr_tail, reason, history (attempt_record*) */
 struct DSYS_PACKED dsys_attempt_record {
@@ -488,7 +513,7 @@ _Static_assert(sizeof(struct dsys_file_response_ext) == 57, "file_response");
 _Static_assert(sizeof(struct dsys_error) == 41, "error");
 _Static_assert(sizeof(struct dsys_ok) == 33, "ok");
 _Static_assert(sizeof(struct dsys_worker_request_ack) == 54, "worker_request_ack");
-_Static_assert(sizeof(struct dsys_worker_register) == 41, "worker_register");
+_Static_assert(sizeof(struct dsys_worker_register) == 45, "worker_register");
 _Static_assert(sizeof(struct dsys_worker_heartbeat) == 41, "worker_heartbeat");
 _Static_assert(sizeof(struct dsys_chunk_finished) == 50, "chunk_finished");
 _Static_assert(sizeof(struct dsys_file_put) == 65, "file_put");
@@ -506,6 +531,8 @@ _Static_assert(sizeof(struct dsys_job_list_response) == 29, "job_list_response")
 _Static_assert(sizeof(struct dsys_job_dispatch) == 126, "job_dispatch");
 _Static_assert(sizeof(struct dsys_job_remove) == 41, "job_remove");
 _Static_assert(sizeof(struct dsys_job_cancel) == 45, "job_cancel");
+_Static_assert(sizeof(struct dsys_chunk_log_request) == 58, "chunk_log_request");
+_Static_assert(sizeof(struct dsys_chunk_log) == 70, "chunk_log");
 _Static_assert(sizeof(struct dsys_node_list_request) == 25, "node_list_request");
 _Static_assert(sizeof(struct dsys_node_list_response) == 29, "node_list_response");
 _Static_assert(sizeof(struct dsys_cluster_change) == 30, "cluster_change");
@@ -516,7 +543,7 @@ _Static_assert(sizeof(struct dsys_balancer_sync) == 53, "balancer_sync");
 _Static_assert(sizeof(struct dsys_balancer_sync_reply) == 54, "balancer_sync_reply");
 _Static_assert(sizeof(struct dsys_file_entry) == 28, "file_entry");
 _Static_assert(sizeof(struct dsys_chunk_attempt) == 8, "chunk_attempt");
-_Static_assert(sizeof(struct dsys_chunk_record) == 53, "chunk_record");
+_Static_assert(sizeof(struct dsys_chunk_record) == 69, "chunk_record");
 _Static_assert(sizeof(struct dsys_attempt_record) == 37, "attempt_record");
 _Static_assert(sizeof(struct dsys_chunk_index_entry) == 4, "chunk_index_entry");
 _Static_assert(sizeof(struct dsys_job_list_entry) == 21, "job_list_entry");

@@ -40,6 +40,8 @@ export const MessageType = {
   NodeListRequest: 40,
   NodeListResponse: 41,
   ClusterChange: 42,
+  ChunkLogRequest: 43,
+  ChunkLog: 44,
   RaftMessage: 50,
   BalancerLease: 60,
   BalancerLeaseReply: 61,
@@ -269,6 +271,8 @@ export interface ChunkRecord {
   retryAtMs: number;
   /** Earlier attempts that failed and were retried, oldest first. */
   history: AttemptRecord[];
+  /** Node id of the worker running it or that ran it (nil = none yet). */
+  worker: Uuid;
 }
 /** One failed attempt of a chunk that was retried (chunk_record.history). */
 export interface AttemptRecord {
@@ -455,6 +459,8 @@ export interface WorkerRegister extends MessageBase {
   files: Uuid[];
   /** UTF-8 hostname / label. */
   label: string;
+  /** Where the worker serves its running chunks' logs, `tcp://HOST:PORT` ("" = nowhere). */
+  endpoint?: string;
 }
 /** worker -> balancer: periodic liveness with cache changes since the last one. */
 export interface WorkerHeartbeat extends MessageBase {
@@ -699,6 +705,40 @@ export interface JobCancel extends MessageBase {
   /** Chunks to cancel; empty = every chunk of the job. */
   chunks: ChunkIndexEntry[];
 }
+/** client -> worker: bytes of a running chunk's stdout or stderr. */
+export interface ChunkLogRequest extends MessageBase {
+  /** Message type code (discriminant). */
+  type: typeof MessageType.ChunkLogRequest;
+  /** Job id. */
+  job: Uuid;
+  /** Chunk index. */
+  chunkIndex: number;
+  /** 1 = stdout, 2 = stderr. */
+  stream: number;
+  /** First byte wanted. */
+  offset: number;
+  /** Most bytes wanted (0 = the worker's default, 64 KiB). */
+  maxLength: number;
+}
+/** worker -> client: a piece of a running chunk's log. */
+export interface ChunkLog extends MessageBase {
+  /** Message type code (discriminant). */
+  type: typeof MessageType.ChunkLog;
+  /** Job id. */
+  job: Uuid;
+  /** Chunk index. */
+  chunkIndex: number;
+  /** The attempt running (a retry starts its log from 0). */
+  attempt: number;
+  /** Offset of `data`. */
+  offset: number;
+  /** Bytes of the stream written so far. */
+  totalLength: number;
+  /** 1 while the chunk still runs. */
+  running: boolean;
+  /** The bytes. */
+  data: Uint8Array;
+}
 /** client -> master: list nodes. */
 export interface NodeListRequest extends MessageBase {
   /** Message type code (discriminant). */
@@ -803,6 +843,8 @@ export type Message =
   | JobDispatch
   | JobRemove
   | JobCancel
+  | ChunkLogRequest
+  | ChunkLog
   | NodeListRequest
   | NodeListResponse
   | ClusterChange
@@ -1015,6 +1057,7 @@ const CHUNK_RECORD: RecordSpec = {
     u8("state", "state", "ChunkState", { max: STATE_MAX }),
     ...resultFields(false).slice(1),
     u64("retryAtMs", "retry_at_ms", "Unix ms a pending retry may start, 0 = none"),
+    uuid("worker", "worker_uuid", "worker running it or that ran it, nil = none yet"),
     len("u32", "num_history", "history", "entries in history"),
   ],
   sections: [
@@ -1181,10 +1224,12 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
       u32("freeSlots", "free_slots", "slots free now"),
       len("u32", "num_files", "files", "ids in files"),
       len("u32", "label_length", "label", "bytes of label"),
+      len("u32", "endpoint_length", "endpoint", "bytes of endpoint", true),
     ],
     sections: [
       ids("files", "files", "maxFiles", "file ids in the worker's cache (16 bytes each)"),
       text("label", "label", "maxText", "UTF-8 hostname / label"),
+      text("endpoint", "endpoint", "maxText", "where it serves chunk logs (chunk_log_request)"),
     ],
     doc: "A worker joins the balancer.",
     flow: "worker DEALER -> balancer ROUTER",
@@ -1583,6 +1628,48 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     flow: "client DEALER -> master ROUTER (the leader)",
     reply: "ok (once the change is committed), or error NOT_LEADER / BAD_REQUEST (a lone " +
       "master, or a malformed member id) / CONFLICT (already a member) / NOT_FOUND (not a member)",
+  },
+  {
+    type: MessageType.ChunkLogRequest,
+    senders: ["client"],
+    name: "ChunkLogRequest",
+    wire: "chunk_log_request",
+    base: 58,
+    fields: [
+      uuid("job", "job_uuid", "job id"),
+      u32("chunkIndex", "chunk_index", "chunk index", { limit: "maxChunks" }),
+      u8("stream", "stream", "1 = stdout, 2 = stderr", { max: 2 }),
+      u64("offset", "offset", "first byte wanted"),
+      u32("maxLength", "max_length", "most bytes wanted, 0 = 64 KiB", { limit: "maxData" }),
+    ],
+    sections: [],
+    doc: "Read a running chunk's stdout or stderr from the worker running it (its owner or an " +
+      "admin). The worker to ask is chunk_record.worker_uuid, its endpoint that node's in " +
+      "node_list_response. Once the chunk has ended, its stdout is an output file on storage and " +
+      "its stderr tail is in chunk_record.",
+    flow: "client DEALER -> worker ROUTER",
+    reply: "chunk_log, or error NOT_FOUND (the chunk does not run here) / FORBIDDEN (another " +
+      "user's job)",
+  },
+  {
+    type: MessageType.ChunkLog,
+    senders: ["worker"],
+    name: "ChunkLog",
+    wire: "chunk_log",
+    base: 70,
+    fields: [
+      uuid("job", "job_uuid", "job id"),
+      u32("chunkIndex", "chunk_index", "chunk index"),
+      u32("attempt", "attempt", "the attempt running (a retry's log starts at 0)"),
+      u64("offset", "offset", "offset of data"),
+      u64("totalLength", "total_length", "bytes of the stream written so far"),
+      bool("running", "running", "1 while the chunk still runs"),
+      len("u32", "data_length", "data", "bytes of data"),
+    ],
+    sections: [bytes("data", "data", "maxData", "the log's bytes at offset")],
+    doc: "A piece of a running chunk's log.",
+    flow: "worker ROUTER -> client",
+    reply: "none",
   },
   {
     type: MessageType.RaftMessage,

@@ -99,6 +99,8 @@ export interface WorkerInfo {
   lastAssignSeq: number;
   /** The key it registered with; null without security (insecure mode: no binding). */
   auth: WorkerKey | null;
+  /** Where the worker serves its chunks' logs ("" = nowhere). */
+  endpoint: string;
 }
 
 /** One placement decision: send `chunk` of `job` to `worker`. */
@@ -148,6 +150,7 @@ export interface SchedulerState {
     running: string[];
     /** The registering key (absent: unbound, insecure mode). */
     auth?: WorkerKey | null;
+    endpoint?: string;
   }[];
   jobs: {
     key: string;
@@ -334,6 +337,7 @@ export class ChunkScheduler {
     label: string,
     nowMs: number,
     auth: WorkerKey | null = null,
+    endpoint = "",
   ): { requeued: DeadWorker["requeued"] } {
     const key = uuidToHex(id);
     let w = this.#workers.get(key);
@@ -352,9 +356,11 @@ export class ChunkScheduler {
         phantom: 0,
         lastAssignSeq: 0,
         auth: null,
+        endpoint: "",
       };
       this.#workers.set(key, w);
     }
+    w.endpoint = endpoint;
     w.auth = auth ? { publicKey: auth.publicKey, name: auth.name } : null;
     w.slots = slots;
     w.reportedFree = freeSlots;
@@ -854,6 +860,7 @@ export class ChunkScheduler {
         lastAssignSeq: w.lastAssignSeq,
         running: [...w.running.keys()],
         auth: w.auth,
+        endpoint: w.endpoint,
       })),
       jobs: [...this.#jobs.entries()].map(([key, j]) => ({
         key,
@@ -930,6 +937,7 @@ export class ChunkScheduler {
         lastAssignSeq: w.lastAssignSeq,
         running,
         auth: w.auth ? { publicKey: w.auth.publicKey, name: w.auth.name } : null,
+        endpoint: w.endpoint ?? "",
       });
     }
     this.#finished = new Map();

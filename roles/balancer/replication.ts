@@ -40,6 +40,8 @@ export type SchedulerEvent =
     label: string;
     /** The key it registered with (security on): replicated, see the module doc. */
     auth?: WorkerKey | null;
+    /** Where it serves its chunks' logs. */
+    endpoint?: string;
   }
   | {
     t: "heartbeat";
@@ -74,7 +76,16 @@ export function applyEvent(s: ChunkScheduler, ev: SchedulerEvent): unknown {
     case "dispatch":
       return s.dispatch(ev.info, ev.chunks, ev.now);
     case "register":
-      return s.register(ev.id, ev.slots, ev.free, ev.files, ev.label, ev.now, ev.auth ?? null);
+      return s.register(
+        ev.id,
+        ev.slots,
+        ev.free,
+        ev.files,
+        ev.label,
+        ev.now,
+        ev.auth ?? null,
+        ev.endpoint ?? "",
+      );
     case "heartbeat":
       return s.heartbeat(ev.id, ev.slots, ev.free, ev.added, ev.evicted, ev.now);
     case "touch":

@@ -421,6 +421,7 @@ export class BalancerService {
             files: msg.files,
             label: msg.label,
             ...(from ? { auth: { publicKey: from.publicKey, name: from.name } } : {}),
+            ...(msg.endpoint ? { endpoint: msg.endpoint } : {}),
           }) as { requeued: unknown[] };
           this.#o.log.info("worker registered", {
             worker: key,
@@ -663,8 +664,9 @@ export class BalancerService {
         slots: w.slots,
         freeSlots: freeOf(w),
         lastSeenMs: w.lastSeenMs,
-        endpoint: "", // a worker listens on nothing
-        name: w.label,
+        endpoint: w.endpoint, // where it serves its chunks' logs ("" = nowhere)
+        // Its key's name when it has one (connect as NAME@endpoint), else its label.
+        name: w.auth?.name ?? w.label,
         detail: now - w.lastSeenMs > dead / 2 ? `silent for ${now - w.lastSeenMs} ms` : "",
       });
     }

@@ -135,6 +135,7 @@ function newChunk(chunkIndex: number): ChunkRecord {
     reason: "",
     retryAtMs: 0,
     history: [],
+    worker: new Uint8Array(16),
   };
 }
 
@@ -377,6 +378,7 @@ export class JobTable {
         attempt: s.attempt,
         history,
         retryAtMs: atMs + retryBackoffMs(history.length),
+        worker: s.node,
         reason: `attempt ${s.attempt} failed (${s.reason}); retry ${history.length} of ${retries}`,
       };
       return { kind: "reported", accepted: true, jobDone: false };
@@ -394,6 +396,7 @@ export class JobTable {
       reason: s.reason,
       retryAtMs: 0,
       history: c.history,
+      worker: s.node,
     };
     this.#count(job, job.chunks[s.chunkIndex], 1);
     let jobDone = JobTable.isFinished(job);

@@ -125,7 +125,7 @@ export class MasterService {
   #collecting = false;
   #lastDispatch = new Map<string, number>();
   /** Soft state: chunks reported running (not logged: a running report is not a result). */
-  #running = new Map<string, Set<number>>();
+  #running = new Map<string, Map<number, Uint8Array>>();
 
   #secret: Uint8Array | null;
   /** Balancers seen, and clients to them. */
@@ -384,9 +384,10 @@ export class MasterService {
     }
     const key = uuidToHex(m.job);
     if (m.state === ChunkState.Running) {
-      let set = this.#running.get(key);
-      if (!set) this.#running.set(key, set = new Set());
-      set.add(m.chunkIndex);
+      let chunks = this.#running.get(key);
+      if (!chunks) this.#running.set(key, chunks = new Map());
+      // The worker running it (its ticket was checked above): `dsys logs` asks that worker.
+      chunks.set(m.chunkIndex, m.node.slice());
       return { type: MessageType.Ok, node: this.#d.node, value: 0 };
     }
     if (m.state !== ChunkState.Succeeded && m.state !== ChunkState.Failed) {
@@ -431,11 +432,10 @@ export class MasterService {
       throw new RequestError(ErrorCode.Forbidden, `job ${uuidToHex(jobId)} is not yours`);
     }
     const running = this.#running.get(uuidToHex(jobId));
-    const chunks: ChunkRecord[] = job.chunks.map((c) =>
-      c.state === ChunkState.Queued && running?.has(c.chunkIndex)
-        ? { ...c, state: ChunkState.Running }
-        : c
-    );
+    const chunks: ChunkRecord[] = job.chunks.map((c) => {
+      const worker = c.state === ChunkState.Queued ? running?.get(c.chunkIndex) : undefined;
+      return worker ? { ...c, state: ChunkState.Running, worker } : c;
+    });
     const nRunning = chunks.filter((c) => c.state === ChunkState.Running).length;
     return {
       type: MessageType.JobStatusResponse,

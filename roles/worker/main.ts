@@ -40,6 +40,7 @@ import { LeaderClient } from "../master/client.ts";
 import { type ReadCap, StorageClient } from "../storage/client.ts";
 import { CAP_BYTES } from "../../lib/capability.ts";
 import { CacheIndex } from "./cache_index.ts";
+import { ChunkLogServer } from "./log_server.ts";
 import { type ProgramRun, type RunResult, startProgram } from "./runner.ts";
 import { ChunkRun, ChunkSandbox, type LimitHit } from "./chunk_sandbox.ts";
 import { type ChunkLimits, DEFAULT_POLICY, type LimitPolicy, resolveLimits } from "./limits.ts";
@@ -48,7 +49,7 @@ import { SANDBOX_FLAGS, sandboxOptions } from "./sandbox_flags.ts";
 
 /** Options of a worker node (`dsys run --role worker …`). */
 export interface WorkerOptions {
-  /** Accepted for uniformity with the other roles; a worker serves no socket (DEALERs only). */
+  /** Where to serve the running chunks' logs (`dsys logs`); absent: nowhere. */
   listen?: string;
   /** Data directory: node id, file cache (`cache/`), per-chunk scratch dirs (`chunks/`). */
   data: string;
@@ -127,7 +128,7 @@ export class WorkerError extends Error {
 }
 
 /** Parses `--data --balancer --storage --masters --slots --cache-bytes --mount` and the optional
- * `--listen` (ignored), `--heartbeat-ms`, `--fetch-timeout-ms`, `--label`, and the sandbox and
+ * `--listen` (where chunk logs are served), `--heartbeat-ms`, `--fetch-timeout-ms`, `--label`, and the sandbox and
  * limit flags of roles/worker/sandbox_flags.ts. */
 export function parseWorkerArgs(args: string[]): WorkerOptions {
   const { values } = parseArgs({
@@ -202,6 +203,8 @@ interface Chunk {
   onAbort: (() => void) | null;
   /** Cancelled by the masters (job_cancel): killed, and not reported to them. */
   cancelled?: boolean;
+  /** Where its program's stdout and stderr go, once it started (served by `dsys logs`). */
+  logs?: { stdout: string; stderr: string };
   /** Set when the chunk's slot cannot be used again (its processes or tmpfs would not go). */
   slotBroken?: boolean;
 }
@@ -260,6 +263,10 @@ class Worker implements WorkerNode {
   #loop: Promise<void> | null = null;
   #wake: (() => void) | null = null;
   #stats = { accepted: 0, refused: 0, reported: 0, registrations: 0, fenced: 0 };
+  /** Serves the running chunks' logs (with --listen). */
+  #logServer: ChunkLogServer | null = null;
+  /** Where it does ("" = nowhere), as told to the balancer. */
+  #logEndpoint = "";
   /** chunk_finished reports not acknowledged yet (bounded: MAX_UNACKED_FINISHES). */
   #unacked: Message[] = [];
   /** Newest balancer lease epoch seen on a worker_request (older ones are refused). */
@@ -280,8 +287,29 @@ class Worker implements WorkerNode {
   }
 
   async start(): Promise<void> {
-    // A worker listens on nothing: the loopback rule does not apply, only whether it has keys.
-    setUpNodeSecurity("worker", this.#opts.security ?? {}, undefined, this.#log);
+    // A worker listens only to serve its chunks' logs (--listen), and not at all without it.
+    setUpNodeSecurity("worker", this.#opts.security ?? {}, this.#opts.listen, this.#log);
+    if (this.#opts.listen) {
+      this.#logServer = new ChunkLogServer({
+        node: this.nodeId,
+        log: this.#log,
+        lookup: (job, chunkIndex) => {
+          for (const c of this.#chunks.values()) {
+            if (c.cancelled || c.req.chunkIndex !== chunkIndex || !uuidEquals(c.req.job, job)) {
+              continue;
+            }
+            return {
+              owner: c.req.owner ?? "",
+              attempt: c.req.attempt,
+              stdout: c.logs?.stdout ?? null,
+              stderr: c.logs?.stderr ?? null,
+            };
+          }
+          return null;
+        },
+      });
+      this.#logEndpoint = this.#logServer.bind(this.#opts.listen);
+    }
     await Deno.mkdir(this.#cacheDir, { recursive: true });
     // The cache and the chunks' directories are the worker's alone: no chunk's sandbox shows
     // them, and no other user of the host needs them either.
@@ -504,6 +532,7 @@ class Worker implements WorkerNode {
       freeSlots: this.#freeSlots(),
       files,
       label: this.#opts.label ?? `${hostname()}/${uuidToHex(this.nodeId).slice(0, 8)}`,
+      endpoint: this.#logEndpoint,
     }, 2000);
     this.#index.commit(snapshot);
     this.#registered = true;
@@ -952,6 +981,7 @@ class Worker implements WorkerNode {
           argument,
         });
         const jobInputs = held.jobDir !== null ? inputDir : null;
+        c.logs = { stdout: run.fs.stdout, stderr: run.fs.stderr };
         program = run.warm
           ? await run.startWarm(programPath, args, jobInputs, env, req.timeLimitMs)
           : await startProgram({
@@ -983,7 +1013,7 @@ class Worker implements WorkerNode {
           },
           cwd: `${dir}/scratch`,
           timeLimitMs: req.timeLimitMs,
-          stdoutPath: `${dir}/stdout`,
+          stdoutPath: (c.logs = { stdout: `${dir}/stdout`, stderr: `${dir}/stderr` }).stdout,
           stderrPath: `${dir}/stderr`,
         });
       }
@@ -1185,6 +1215,7 @@ class Worker implements WorkerNode {
     // Every chunk has ended (its cgroup emptied): the cgroups and uid claims can go.
     await this.#sandbox?.close().catch((e) => this.#log.warn("sandbox close failed", { error: e }));
     await this.#mount.unmount().catch((e) => this.#log.warn("unmount failed", { error: e }));
+    await this.#logServer?.close();
     await Promise.allSettled([
       this.#balancer.close(),
       this.#masters.close(),
