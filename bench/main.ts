@@ -14,6 +14,7 @@ import { runFuseBench } from "./fuse.ts";
 import { runFuseColdBench } from "./fuse_cold.ts";
 import { runE2eBench } from "./e2e.ts";
 import { runRaftBench } from "./raft.ts";
+import { runCancelBench } from "./cancel.ts";
 import { type BenchRow, markdownTable } from "./types.ts";
 
 /** A benchmark the driver knows: where it lives and what its baseline is. */
@@ -77,6 +78,14 @@ export const BENCHES: BenchSpec[] = [
     run: () => runE2eBench(),
     title: "End to end",
     baseline: "xargs -P",
+  },
+  {
+    name: "cancel",
+    file: "cancel.ts",
+    fn: "runCancelBench",
+    run: () => runCancelBench(),
+    title: "Cancel latency (dsys cancel to the last process gone)",
+    baseline: "kill -9 of the known pids",
   },
   {
     name: "raft",
