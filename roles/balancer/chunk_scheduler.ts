@@ -743,6 +743,10 @@ export class ChunkScheduler {
    */
   assign(nowMs: number): Assignment[] {
     const out: Assignment[] = [];
+    // Nothing queued (the common case: every heartbeat of an idle cluster calls this): no need
+    // to count free slots over every worker.
+    this.#compactOrder();
+    if (this.#jobOrder.length === 0) return out;
     let free = 0;
     for (const w of this.#workers.values()) if (this.#alive(w, nowMs)) free += freeOf(w);
     while (free > 0) {
