@@ -606,7 +606,7 @@ Deno.test("sandbox: the same hostile chunk on a --no-sandbox worker gets everyth
   );
 });
 
-Deno.test("sandbox: a worker's shutdown or death takes every process of its chunks along", async () => {
+Deno.test("sandbox: a dead warm slot starts again; a worker's shutdown or death leaves no process of its chunks", async () => {
   // 3 slots: each restarted worker also gets the killed chunks' next attempts (running again,
   // under their old tokens); the last check needs a slot of its own.
   await withCluster({ workers: 1, slotsPerWorker: 3 }, async (cluster, admin) => {
@@ -628,6 +628,43 @@ exec sleep 1003.${tok}
       return tok;
     };
     const worker = cluster.procs.get("worker1")!;
+    // A slot's warm sandbox that died (its dsys-exec killed here) is started again for the
+    // slot's next chunk: every slot still runs chunks.
+    const node = Array.from(
+      await Deno.readFile(`${cluster.dataDir}/worker1/node-id`),
+      (b) => b.toString(16).padStart(2, "0"),
+    ).join("").slice(0, 12);
+    // dsys-exec `slot` processes (not their bwrap, whose argv holds the same words) of this
+    // worker's cgroups.
+    const slotHelpers = () =>
+      processesWith("/dsys/.exec\0slot\0").filter((pid) => {
+        try {
+          return Deno.readTextFileSync(`/proc/${pid}/cmdline`).startsWith("/dsys/.exec\0") &&
+            Deno.readTextFileSync(`/proc/${pid}/cgroup`).includes(`/dsys-${node}/`);
+        } catch {
+          return false;
+        }
+      });
+    const helpers = await waitFor("the slots' warm sandboxes", () => {
+      const h = slotHelpers();
+      return h.length === 3 ? h : null;
+    }, { timeoutMs: 60_000, intervalMs: 50 });
+    for (const pid of helpers) Deno.kill(pid, "SIGKILL");
+    await waitFor("the killed warm sandboxes gone", () => slotHelpers().length === 0, {
+      timeoutMs: 30_000,
+      intervalMs: 50,
+    });
+    const job = await admin.submit({
+      program: enc.encode("#!/bin/sh\necho $DSYS_CHUNK_INDEX\n"),
+      programName: "again",
+      argument: "",
+      chunks: 6,
+      inputs: [],
+      timeLimitMs: 60_000,
+    });
+    const again = await waitForJob(admin, job);
+    assert.equal(again.state, ChunkState.Succeeded, again.chunks.map((c) => c.reason).join("; "));
+    assert.equal(slotHelpers().length, 3, "each slot has a warm sandbox again");
     // SIGTERM: the worker kills its chunks and exits only once their cgroups are empty.
     const t1 = await start();
     await cluster.kill("worker1", "SIGTERM");
