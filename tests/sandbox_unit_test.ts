@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import {
   accountFiles,
   buildEtc,
+  ChunkFs,
   HostClaims,
   INSIDE,
   parseUidRange,
@@ -509,4 +510,27 @@ Deno.test("warm slot: its sandbox argv, requests and replies", () => {
   assert.deepEqual(parseSlotReply("7 end"), { kind: "end", seq: 7 });
   assert.equal(parseSlotReply("7 exit"), null);
   assert.equal(parseSlotReply("hello"), null);
+});
+
+Deno.test("chunk tmpfs: its size is the disk limit; sealed, nobody writes it, root included", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dsys-chunkfs-" });
+  await Deno.mkdir(`${dir}/fs`);
+  const fs = new ChunkFs(`${dir}/fs`, `${dir}/status`);
+  try {
+    fs.mount(256 * 1024, 2_000_000_001);
+    assert.equal(Deno.statSync(fs.out).uid, 2_000_000_001);
+    assert.equal((Deno.statSync(fs.tmp).mode ?? 0) & 0o7777, 0o1777);
+    await Deno.writeFile(`${fs.out}/a`, new Uint8Array(100 * 1024));
+    assert.equal(fs.full(), false);
+    await assert.rejects(Deno.writeFile(`${fs.out}/b`, new Uint8Array(512 * 1024)));
+    assert.equal(fs.full(), true, "ENOSPC at the limit, and it says so");
+    await Deno.remove(`${fs.out}/b`);
+    fs.seal();
+    await assert.rejects(Deno.writeFile(`${fs.out}/a`, new Uint8Array(1)), /Read-only/);
+    await assert.rejects(Deno.writeFile(`${fs.root}/new`, new Uint8Array(1)), /Read-only/);
+    assert.equal((await Deno.readFile(`${fs.out}/a`)).length, 100 * 1024, "still readable");
+  } finally {
+    fs.unmount();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
