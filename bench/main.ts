@@ -15,6 +15,7 @@ import { runFuseColdBench } from "./fuse_cold.ts";
 import { runE2eBench } from "./e2e.ts";
 import { runRaftBench } from "./raft.ts";
 import { runCancelBench } from "./cancel.ts";
+import { runScaleBench } from "./scale.ts";
 import { type BenchRow, markdownTable } from "./types.ts";
 
 /** A benchmark the driver knows: where it lives and what its baseline is. */
@@ -86,6 +87,14 @@ export const BENCHES: BenchSpec[] = [
     run: () => runCancelBench(),
     title: "Cancel latency (dsys cancel to the last process gone)",
     baseline: "kill -9 of the known pids",
+  },
+  {
+    name: "scale",
+    file: "scale.ts",
+    fn: "runScaleBench",
+    run: () => runScaleBench(),
+    title: "Balancer scale (simulated workers, idle)",
+    baseline: "16 workers",
   },
   {
     name: "raft",
