@@ -649,7 +649,7 @@ exec sleep 1003.${tok}
       const h = slotHelpers();
       return h.length === 3 ? h : null;
     }, { timeoutMs: 60_000, intervalMs: 50 });
-    for (const pid of helpers) Deno.kill(pid, "SIGKILL");
+    for (const pid of helpers!) Deno.kill(pid, "SIGKILL");
     await waitFor("the killed warm sandboxes gone", () => slotHelpers().length === 0, {
       timeoutMs: 30_000,
       intervalMs: 50,
