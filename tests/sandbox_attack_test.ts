@@ -457,10 +457,16 @@ exec sleep 1006.${tok}
             assert.deepEqual(processesWith(tok), []);
           });
           await t.step("a fork bomb is held at its pids limit and stopped with PIDS", async () => {
-            const job = await submit(c, enc.encode("#!/bin/bash\nb() { b | b & }\nb\nwait\n"), {
-              limits: { maxProcs: 32 },
-              timeLimitMs: 60_000,
-            });
+            // Forks for as long as it lives, each child living on: the classic bomb (`:(){ :|:& };:`)
+            // may end on its own before its processes reach the limit, this one cannot.
+            const job = await submit(
+              c,
+              enc.encode("#!/bin/bash\nwhile :; do sleep 1000 & done\n"),
+              {
+                limits: { maxProcs: 32 },
+                timeLimitMs: 60_000,
+              },
+            );
             const s = await waitForJob(c, job);
             assert.equal(s.state, ChunkState.Failed);
             assert.equal(s.chunks[0].failure, FailureCode.Pids, s.chunks[0].reason);
