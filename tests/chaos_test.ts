@@ -211,12 +211,21 @@ Deno.test("chaos checker: a chunk run again needs a fault, an unconfirmed push o
       chunk: 0,
       worker,
     }]);
-    f.workerIds.set("id1", "worker1").set("id2", "worker2");
+    f.workerIds.set("id1", "worker1").set("id2", "worker2").set("id3", "worker3");
     return checkRuns(f, [], history(), finals).violations.length;
   };
   assert.equal(unconfirmed("id1", 15_000), 0);
   assert.equal(unconfirmed("id1", 8_000), 0);
-  assert.equal(unconfirmed("id2", 15_000), 1);
+  // The later run is the unconfirmed push, arriving after the new attempt ran.
+  assert.equal(unconfirmed("id2", 15_000), 0);
+  assert.equal(unconfirmed("id3", 15_000), 1);
+  // A push held up by a cut runs once it heals: a cut that ended up to the push timeout before
+  // the earlier run started still counts, one long before does not.
+  const cutEnded = (to: number): Disturbance[] => [
+    { node: "balancer", peer: "worker1", kind: "cut", from: to - 3_000, to },
+  ];
+  assert.deepEqual(checkRuns(facts(twice), cutEnded(7_000), history(), finals).violations, []);
+  assert.equal(checkRuns(facts(twice), cutEnded(2_000), history(), finals).violations.length, 1);
   // The recorded attempt must be one a worker accepted.
   const only1 = [run("worker1", 10_000, 1)];
   assert.equal(checkRuns(facts(only1), [], history(), finals).violations.length, 1);

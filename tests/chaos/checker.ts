@@ -377,21 +377,27 @@ export function checkRuns(
     terms.findLast((t) => t.epoch === r.epoch && t.at <= r.at);
   // Slack for the order of records of different processes on one clock, ms.
   const slack = 1_000;
+  // A run starts when its push arrives, which may be up to the push timeout (5 s) after the
+  // balancer placed it (a push held up by a cut is accepted once it heals): what happened to the
+  // worker or the placement in that time before the run counts too.
+  const pushed = 5_000 + slack;
   for (const [k, runs] of byChunk) {
     runs.sort((a, b) => a.at - b.at);
     for (let i = 1; i < runs.length; i++) {
       const prev = runs[i - 1], cur = runs[i];
-      const inWindow = (e: BalancerEvent) => e.at >= prev.at - slack && e.at <= cur.at + slack;
+      const inWindow = (e: BalancerEvent) => e.at >= prev.at - pushed && e.at <= cur.at + slack;
       const oldT = termOf(prev), newT = termOf(cur);
       let reason: RerunReason | null = null;
       let bug: KnownBug | null = null;
-      if (disturbed(prev.worker, prev.at, cur.at, isBalancer)) reason = "worker-fault";
+      if (disturbed(prev.worker, prev.at - pushed, cur.at, isBalancer)) reason = "worker-fault";
       else if (
-        // The push to the earlier run's worker went unconfirmed: the balancer gave up on it, but
-        // it may still arrive, any time later (a cut heals, TCP retransmits).
+        // A push of it went unconfirmed: the balancer gave up on it and placed a new attempt,
+        // but the push may still arrive, any time later (a cut heals, TCP retransmits). So the
+        // earlier run's may have been unconfirmed (the new attempt is the later run), or the
+        // later run's (it is the late push, run after the new attempt).
         facts.balancer.some((e) =>
-          e.kind === "unconfirmed" && `${e.job}/${e.chunk}` === k &&
-          workerName(e.worker) === prev.worker && e.at <= cur.at + slack
+          e.kind === "unconfirmed" && `${e.job}/${e.chunk}` === k && e.at <= cur.at + slack &&
+          (workerName(e.worker) === prev.worker || workerName(e.worker) === cur.worker)
         )
       ) reason = "unconfirmed-push";
       else if (oldT && newT && oldT !== newT) {
