@@ -34,6 +34,8 @@ export type LeaseChange =
 /** The lease as this balancer sees it; see module doc. */
 export class BalancerLeaseView {
   readonly #self: Uint8Array;
+  /** The last epoch granted to this process (0 = never). */
+  #granted = 0;
   /** The epoch held (0 = none). */
   #epoch = 0;
   /** Placing is allowed until this time, ms (the shell's monotonic clock). */
@@ -45,6 +47,14 @@ export class BalancerLeaseView {
 
   constructor(self: Uint8Array) {
     this.#self = self.slice();
+  }
+
+  /**
+   * The last epoch this process was granted (0: never), sent with every request: the masters
+   * renew only their holder's own process, never a restarted one (which asks with 0).
+   */
+  get heldEpoch(): number {
+    return this.#granted;
   }
 
   /** The epoch this balancer holds, 0 if none. */
@@ -82,6 +92,7 @@ export class BalancerLeaseView {
       if (r.epoch !== this.#epoch) this.#until = until;
       else this.#until = Math.max(this.#primary ? this.#until : -Infinity, until);
       this.#epoch = r.epoch;
+      this.#granted = r.epoch;
       this.#primary = true;
       this.#following = "";
       if (fresh && now < this.#until) out.push({ kind: "primary", epoch: r.epoch });

@@ -86,7 +86,7 @@ export class LeaseKeeper {
         const r = await this.#masters.request({
           type: MessageType.BalancerLease,
           node: this.#o.node,
-          epoch: this.#view.epoch,
+          epoch: this.#view.heldEpoch,
           endpoint: this.#o.endpoint,
         }, Math.max(200, d > 0 ? d / 2 : 1000));
         if (this.#stopped) break;

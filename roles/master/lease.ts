@@ -78,6 +78,7 @@ export class LeaseTimer {
     ask: LeaseAsk,
     now: number,
     term: number,
+    rivalAsked = false,
   ): LeaseDecision {
     if (this.#term !== term) {
       // New in this term: whatever the table says may have been renewed by the last leader
@@ -90,14 +91,19 @@ export class LeaseTimer {
     // Same node id under the same key name (masters check the name is the asker's key).
     const holder = current !== null && uuidEquals(current.holder, ask.node) &&
       splitNamedEndpoint(current.endpoint).name === splitNamedEndpoint(ask.endpoint).name;
-    if (holder && current.endpoint === ask.endpoint) {
-      // The holder (also one that restarted and lost its epoch: the same node id is the same
-      // data directory, so the old process is gone) keeps the lease it has.
+    // (`rivalAsked`: another balancer asked within the last lease length.)
+    if (holder && current.endpoint === ask.endpoint && ask.epoch === current.epoch) {
+      // The holder's own process asks again: renewed.
       return { kind: "renew", epoch: current.epoch };
     }
-    // The holder restarted at another endpoint: a new epoch at once (nobody else can hold it),
-    // so masters and standbys dial the new endpoint and workers fence the old one.
-    if (current && !holder && now <= this.#expiresAt) return { kind: "answer", granted: false };
+    // Anyone else waits for the lease to run out, the holder's node id too when it asks without
+    // the epoch it held (or from another endpoint): that is a restarted process, whose scheduler
+    // is empty, while a standby that followed it holds the replicated state. Renewing it would
+    // re-place the chunks still running on workers under the same epoch and attempts (found by
+    // tests/chaos: `restarted-primary-renews`).
+    if (current && now <= this.#expiresAt) return { kind: "answer", granted: false };
+    // Run out: a restarted former holder lets another balancer that asked meanwhile go first.
+    if (holder && rivalAsked) return { kind: "answer", granted: false };
     this.#granting = true;
     return {
       kind: "grant",

@@ -232,7 +232,10 @@ export class MasterService {
     const term = this.#d.raft?.node.status().term ?? 0;
     const ask = { node: m.node, epoch: m.epoch, endpoint: m.endpoint };
     const timer = this.#leaseTimer;
-    const d = timer.decide(this.#d.table.lease, ask, receivedAt, term);
+    const me = uuidToHex(m.node);
+    const rivalAsked = this.#balancers.recent(Date.now(), timer.durationMs)
+      .some((b) => uuidToHex(b.node) !== me);
+    const d = timer.decide(this.#d.table.lease, ask, receivedAt, term, rivalAsked);
     let granted = false;
     if (d.kind === "renew") {
       await this.#d.consensus.readBarrier();
