@@ -37,13 +37,16 @@ export async function runDev(args: string[]): Promise<number> {
       chunks: { type: "string", default: "8" },
       data: { type: "string" },
       keep: { type: "boolean", default: false },
+      "metrics-listen": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
   if (values.help) {
     console.log(
       "usage: dsys dev [--masters 1|3|5] [--workers N] [--slots N] [--chunks N] [--data DIR] [--keep]\n" +
-        "Starts a local cluster, runs the sample word-count job, prints the result.",
+        "                [--metrics-listen HOST:PORT]\n" +
+        "Starts a local cluster, runs the sample word-count job, prints the result.\n" +
+        "--metrics-listen: every node serves Prometheus metrics, on PORT, PORT+1, … (0: free ports).",
     );
     return 0;
   }
@@ -55,6 +58,7 @@ export async function runDev(args: string[]): Promise<number> {
     masters: Number(values.masters),
     slotsPerWorker: Number(values.slots),
     standbyBalancer: true,
+    metricsListen: values["metrics-listen"],
   });
   let stopping = false;
   const shutdown = async () => {
@@ -75,6 +79,10 @@ export async function runDev(args: string[]): Promise<number> {
         `${cluster.info.balancer}, storage ${cluster.info.storage}, ${values.workers} workers ` +
         `(data and logs in ${cluster.dataDir})`,
     );
+    if (values["metrics-listen"]) {
+      const eps = [...cluster.procs.values()].map((p) => `${p.name} http://${p.metrics}/metrics`);
+      console.log(`metrics: ${eps.join(", ")}`);
+    }
     const corpus: string[] = [];
     for await (const e of Deno.readDir(new URL("corpus/", SAMPLE))) {
       if (e.isFile) corpus.push(new URL(`corpus/${e.name}`, SAMPLE).pathname);

@@ -41,6 +41,12 @@ export interface LocalClusterOptions {
    * way (`nsenter --net=/run/netns/NS`), so that the links between nodes can be cut.
    */
   placement?: (name: string) => { host: string; prefix: string[] };
+  /**
+   * Serve every node's Prometheus metrics (`--metrics-listen`): `HOST:0` gives each node a free
+   * port of its own (its `ClusterProcess.metrics` says which); `HOST:PORT` gives the nodes
+   * PORT, PORT+1, … in the order they start. Off when omitted.
+   */
+  metricsListen?: string;
 }
 
 /** One child process of the cluster. */
@@ -51,6 +57,8 @@ export interface ClusterProcess {
   endpoint: string;
   child: Deno.ChildProcess;
   exited: Promise<Deno.CommandStatus>;
+  /** Where it serves its metrics (`HOST:PORT`), when started with `--metrics-listen`. */
+  metrics?: string;
 }
 
 /** The `dsys` entry point to spawn children with: this program's own main module. */
@@ -69,6 +77,8 @@ export class LocalCluster {
   info!: ClusterInfo;
   /** Where the keys are (`<data>/keys`), null for an insecure cluster. */
   readonly keysDir: string | null;
+  /** Metrics ports handed out so far (`metricsListen` with a fixed first port). */
+  #metricsPorts = 0;
 
   private constructor(dataDir: string, opts: LocalClusterOptions) {
     this.dataDir = dataDir;
@@ -247,6 +257,12 @@ export class LocalCluster {
       const i = own.indexOf(flag);
       if (i >= 0) own.splice(i, flag === "--insecure" ? 1 : 2);
     }
+    if (this.#opts.metricsListen && !own.includes("--metrics-listen")) {
+      const m = /^(.*):(\d+)$/.exec(this.#opts.metricsListen);
+      if (!m) throw new Error(`metricsListen ${this.#opts.metricsListen} is not HOST:PORT`);
+      const port = Number(m[2]) === 0 ? 0 : Number(m[2]) + this.#metricsPorts++;
+      own.push("--metrics-listen", `${m[1]}:${port}`);
+    }
     const keyArgs = this.keysDir
       ? ["--key", await this.keyFor(name, role), "--keyring", this.keyringPath!]
       : ["--insecure"];
@@ -280,9 +296,9 @@ export class LocalCluster {
       }
       logFile.close();
     })();
-    let endpoint: string;
+    let listening: { endpoint: string; metrics?: string };
     try {
-      endpoint = await readListening(child.stdout, name);
+      listening = await readListening(child.stdout, name);
     } catch (e) {
       await child.status;
       await pumpLogs.catch(() => {});
@@ -295,7 +311,15 @@ export class LocalCluster {
       await pumpLogs.catch(() => {});
       return s;
     });
-    const p: ClusterProcess = { name, role, args: own, endpoint, child, exited };
+    const p: ClusterProcess = {
+      name,
+      role,
+      args: own,
+      endpoint: listening.endpoint,
+      child,
+      exited,
+      ...(listening.metrics ? { metrics: listening.metrics } : {}),
+    };
     this.procs.set(name, p);
     return p;
   }
@@ -358,8 +382,14 @@ export class LocalCluster {
   }
 }
 
-/** Reads a child's stdout until its `{"event":"listening",…}` line; then drains the rest. */
-async function readListening(stdout: ReadableStream<Uint8Array>, name: string): Promise<string> {
+/**
+ * Reads a child's stdout until its `{"event":"listening",…}` line (its endpoint, and where it
+ * serves metrics); then drains the rest.
+ */
+async function readListening(
+  stdout: ReadableStream<Uint8Array>,
+  name: string,
+): Promise<{ endpoint: string; metrics?: string }> {
   const reader = stdout.pipeThrough(new TextDecoderStream()).getReader();
   let buf = "";
   const timeout = setTimeout(() => reader.cancel().catch(() => {}), 60_000);
@@ -381,7 +411,10 @@ async function readListening(stdout: ReadableStream<Uint8Array>, name: string): 
                 while (!(await reader.read()).done) { /* discard */ }
               } catch { /* closed */ }
             })();
-            return ev.endpoint as string;
+            return {
+              endpoint: ev.endpoint as string,
+              metrics: typeof ev.metrics === "string" ? ev.metrics : undefined,
+            };
           }
         } catch { /* not JSON: ignore */ }
       }

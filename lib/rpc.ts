@@ -27,6 +27,7 @@ import {
   type WireLimits,
 } from "../wire/mod.ts";
 import type { Logger } from "./log.ts";
+import type { Registry } from "./metrics.ts";
 import { splitNamedEndpoint } from "./named_endpoint.ts";
 import {
   type Credentials,
@@ -117,6 +118,63 @@ export function largestFramesReceived(): Record<string, number> {
     out[SPEC_BY_TYPE[t]!.wire] = n;
   }
   return out;
+}
+
+/**
+ * The sockets traffic is counted by: every RpcServer is `server`; an RpcClient is named after the
+ * role whose key the server has (`to_master`, …; `to_unknown` in insecure mode). A fixed set,
+ * so the metrics' series are bounded however many peers come and go.
+ */
+export const RPC_SOCKETS = [
+  "server",
+  "to_master",
+  "to_balancer",
+  "to_storage",
+  "to_worker",
+  "to_client",
+  "to_unknown",
+] as const;
+
+/** One of {@link RPC_SOCKETS}. */
+export type RpcSocketName = typeof RPC_SOCKETS[number];
+
+/** Messages and bytes (the protocol frame, after the envelope) this process sent and received. */
+const traffic = new Map<string, { messages: number; bytes: number }>(
+  RPC_SOCKETS.flatMap((s) =>
+    (["sent", "received"] as const).map((d) => [`${s} ${d}`, { messages: 0, bytes: 0 }])
+  ),
+);
+
+/** Counts one frame on `socket` in `direction`. */
+function count(socket: RpcSocketName, direction: "sent" | "received", frame: Uint8Array): void {
+  const t = traffic.get(`${socket} ${direction}`)!;
+  t.messages++;
+  t.bytes += frame.length;
+}
+
+/**
+ * Declares `dsys_zmq_messages_total` and `dsys_zmq_bytes_total` {socket, direction} on
+ * `registry`: every RpcServer and RpcClient of this process, read at scrape time.
+ */
+export function registerRpcMetrics(registry: Registry): void {
+  const spec = { socket: RPC_SOCKETS, direction: ["sent", "received"] };
+  const messages = registry.counter(
+    "dsys_zmq_messages_total",
+    "ZeroMQ protocol messages sent and received, by socket.",
+    spec,
+  );
+  const bytes = registry.counter(
+    "dsys_zmq_bytes_total",
+    "Bytes of ZeroMQ protocol messages (without the envelope) sent and received, by socket.",
+    spec,
+  );
+  registry.onCollect(() => {
+    for (const [key, t] of traffic) {
+      const [socket, direction] = key.split(" ");
+      messages.setTotal(t.messages, { socket, direction });
+      bytes.setTotal(t.bytes, { socket, direction });
+    }
+  });
 }
 
 function idFrame(id: bigint): Uint8Array {
@@ -294,6 +352,8 @@ export class RpcClient {
   #heard = false;
   /** Sockets replaced after a timeout with no word from the server (see #maybeRebuild). */
   rebuilds = 0;
+  /** What this client's traffic is counted as (`to_<server role>`). */
+  #socketName: RpcSocketName;
 
   /**
    * Connects to `endpoint`, `tcp://HOST:PORT` or `NAME@tcp://HOST:PORT` (NAME: the server's
@@ -318,6 +378,8 @@ export class RpcClient {
     }
     this.#connectTo = connectTo;
     this.#curve = curve;
+    const role = this.#server?.role ?? opts.serverRole;
+    this.#socketName = RPC_SOCKETS.find((s) => s === `to_${role}`) ?? "to_unknown";
     this.#sock = this.#newSocket();
     this.#loop = this.#receiveLoop(this.#sock);
   }
@@ -337,6 +399,7 @@ export class RpcClient {
       return Promise.reject(e);
     }
     const reply = this.#pending.add(id, this.endpoint, timeoutMs, `type ${msg.type}`);
+    count(this.#socketName, "sent", frame);
     this.#sock.send([idFrame(id), frame]).catch((e) =>
       this.#pending.fail(
         id,
@@ -380,7 +443,9 @@ export class RpcClient {
 
   /** Sends a one-way message (no reply expected). */
   async send(msg: Message): Promise<void> {
-    await this.#sock.send([idFrame(0n), encode(msg)]);
+    const frame = encode(msg);
+    count(this.#socketName, "sent", frame);
+    await this.#sock.send([idFrame(0n), frame]);
   }
 
   #receiveLoop(sock: Socket): Promise<void> {
@@ -390,6 +455,7 @@ export class RpcClient {
         this.#opts.log?.warn("dropped frame with bad envelope", { frames: frames.length });
         return;
       }
+      count(this.#socketName, "received", frames[1]);
       const id = readId(frames[0]);
       if (id === null) return;
       if (id & REVERSE) this.#serveReverse(id, frames[1]);
@@ -416,7 +482,9 @@ export class RpcClient {
       reply = toErrorReply(this.node, e);
     }
     if (reply && !this.#closed) {
-      await this.#sock.send([idFrame(id), encode(reply)]).catch(() => {});
+      const out = encode(reply);
+      count(this.#socketName, "sent", out);
+      await this.#sock.send([idFrame(id), out]).catch(() => {});
     }
   }
 
@@ -531,6 +599,7 @@ export class RpcServer {
       return Promise.reject(e); // a bad field is the caller's error, never an uncaught one
     }
     const reply = this.#pending.add(id, peerName, timeoutMs, `push of type ${msg.type}`);
+    count("server", "sent", frame);
     this.#sock.send([peer, idFrame(id), frame]).catch((e) =>
       this.#pending.fail(
         id,
@@ -548,6 +617,7 @@ export class RpcServer {
         return;
       }
       const [peer, idf, body] = frames;
+      count("server", "received", body);
       const id = readId(idf);
       if (id === null) {
         this.badFrames++;
@@ -601,7 +671,9 @@ export class RpcServer {
     }
     if (!reply || this.#closed) return;
     try {
-      await this.#sock.send([peer, idf, encode(reply)]);
+      const out = encode(reply);
+      count("server", "sent", out);
+      await this.#sock.send([peer, idf, out]);
     } catch (e) {
       // The peer went away (ROUTER_MANDATORY: unreachable); nothing to do but note it.
       this.#opts.log.debug("reply not delivered", { peer: hexId(peer), error: e });

@@ -23,6 +23,8 @@ import { uuidToHex } from "../../wire/mod.ts";
 import { BalancerService } from "./service.ts";
 import { StandbyFollower } from "./standby.ts";
 import { LeaseKeeper } from "./lease_keeper.ts";
+import type { Registry } from "../../lib/metrics.ts";
+import { watchBalancer } from "./metrics.ts";
 
 /** Options of a balancer node. */
 export interface BalancerOptions {
@@ -47,6 +49,8 @@ export interface BalancerOptions {
   syncMs?: number;
   /** Keys (`--key`, `--keyring`) or `--insecure`. */
   security?: SecurityOptions;
+  /** Where this balancer's series are declared (`--metrics-listen`; roles/run.ts serves them). */
+  metrics?: Registry;
 }
 
 /** A running balancer. */
@@ -136,6 +140,7 @@ export async function runBalancer(opts: BalancerOptions): Promise<BalancerNode> 
     leased,
     auth: creds,
   });
+  if (opts.metrics) watchBalancer(opts.metrics, service);
   server.setHandler(service.handle);
   service.start(server);
   let follower: StandbyFollower | null = null;

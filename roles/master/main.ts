@@ -32,6 +32,8 @@ import { FileStorage } from "./raft/storage.ts";
 import { StorageClient } from "../storage/client.ts";
 import { MEMBER_ID_RE } from "./member_id.ts";
 import { decodeSnapshot, encodeSnapshot } from "./snapshot.ts";
+import type { Registry } from "../../lib/metrics.ts";
+import { MasterMetrics } from "./metrics.ts";
 
 /** Options of a master node. */
 export interface MasterOptions {
@@ -56,6 +58,8 @@ export interface MasterOptions {
   retentionMs?: number;
   /** Keys (`--key`, `--keyring`) or `--insecure`. */
   security?: SecurityOptions;
+  /** Where this master's series are declared (`--metrics-listen`; roles/run.ts serves them). */
+  metrics?: Registry;
 }
 
 /** A running master. */
@@ -172,6 +176,7 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
   // Declared before the Raft member starts: its snapshot-restore callback swaps the service's table.
   // deno-lint-ignore prefer-const
   let service: MasterService | undefined;
+  const metrics = opts.metrics ? new MasterMetrics(opts.metrics) : undefined;
   if (opts.peers || opts.join) {
     const id = `${opts.id ?? "m"}@${endpoint}`;
     if (opts.peers && !opts.peers.includes(id)) {
@@ -199,6 +204,7 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
       snapshotEvery: opts.snapshotEvery,
       // Nothing a master acknowledges may rest on a write that failed: exit, be restarted.
       onFatal: () => Deno.exit(70),
+      metrics: metrics?.raft,
     });
     consensus = raft;
   } else {
@@ -222,6 +228,10 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
         },
       },
     );
+  }
+  if (metrics) {
+    metrics.watch(opts.metrics!, () => table, consensus, raft);
+    consensus = metrics.timed(consensus);
   }
   const storage = new StorageClient(opts.storage, nodeId, { timeoutMs: 5000 });
   service = new MasterService({

@@ -53,6 +53,7 @@ import type { Logger } from "../../lib/log.ts";
 import type { ApplyResult } from "./job_table.ts";
 import type { ReplicatedLog } from "./replicated_log.ts";
 import { parseMemberId } from "./member_id.ts";
+import type { RaftMetrics } from "./metrics.ts";
 
 /** A peer silent this long gets a fresh client (see RaftGroup#refreshSilentPeers), ms. */
 const PEER_SILENCE_MS = 5000;
@@ -142,6 +143,8 @@ export interface RaftGroupOptions {
    * message from the network.
    */
   onFatal?: (e: unknown, kind: "storage" | "internal") => void;
+  /** Where fsync latencies and leader changes are counted (`--metrics-listen`). */
+  metrics?: RaftMetrics;
 }
 
 interface Pending {
@@ -556,7 +559,9 @@ export class RaftGroup implements ReplicatedLog {
     const { early, late } = splitReadyMessages(rd, this.id, this.#role === "leader", mustSyncHs);
     for (const m of early) this.#send(m);
     if (rd.snapshot || rd.entries.length || mustSyncHs) {
+      const t0 = performance.now();
       await this.#o.storage.saveReady(rd);
+      this.#o.metrics?.fsyncSeconds.observe((performance.now() - t0) / 1000);
       if (hs) this.#storedHs = hs;
       this.stats.persisted++;
     }
@@ -662,6 +667,7 @@ export class RaftGroup implements ReplicatedLog {
 
   #onSoftState(role: string, lead: string | null): void {
     const wasLeader = this.#role === "leader";
+    if (lead !== null && lead !== this.#leader) this.#o.metrics?.leaderChanges.inc();
     this.#role = role;
     this.#leader = lead;
     if (wasLeader && role !== "leader") {
