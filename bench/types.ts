@@ -7,6 +7,8 @@ export interface BenchRow {
   /** dsys / baseline for higher-is-better units (baseline / dsys for latencies). */
   ratio: number;
   goal: string;
+  /** Range of the per-round ratios when the row is a median of rounds ("0.91-1.08"). */
+  spread?: string;
 }
 
 /** Renders rows as a markdown table. */
@@ -18,9 +20,9 @@ export function markdownTable(rows: BenchRow[], baselineName = "baseline"): stri
   return [
     head,
     ...rows.map((r) =>
-      `| ${r.name} | ${fmt(r.dsys)} | ${fmt(r.baseline)} | ${r.unit} | ${
-        r.ratio.toFixed(2)
-      }x | ${r.goal} |`
+      `| ${r.name} | ${fmt(r.dsys)} | ${fmt(r.baseline)} | ${r.unit} | ${r.ratio.toFixed(2)}x${
+        r.spread ? ` (${r.spread})` : ""
+      } | ${r.goal} |`
     ),
   ].join("\n");
 }

@@ -4,7 +4,8 @@
  *
  * - round trips/s: a DEALER sends 64 B and waits for the ROUTER peer's echo, one at a time;
  * - 64 B msgs/s: a DEALER pipelines 64-byte messages to a ROUTER sink (then one flush echo);
- * - 1 MiB MB/s: the same with 1 MiB messages.
+ * - 1 MiB MB/s: the same with 1 MiB messages, with the options lib/rpc.ts's sockets use (what
+ *   every dsys node runs) and with a bare Socket's defaults.
  *
  * The CURVE rows measure what encryption costs dsys: the same dsys sockets with CURVE on (a
  * server and a client keypair, a ZAP handler in the peer process that accepts the client's key;
@@ -28,6 +29,7 @@ import {
   ZapHandler,
 } from "../wire/zmq/mod.ts";
 import { ZAP_DOMAIN } from "../lib/security.ts";
+import { RPC_SOCKET_OPTIONS } from "../lib/rpc.ts";
 import type { BenchRow } from "./types.ts";
 
 /** One benchmark result (shared shape of every dsys benchmark). */
@@ -50,11 +52,11 @@ interface Measurement {
 
 // ---- the dsys peer and client (run as subprocesses of the bench) ---------------------------
 
-/** Socket options of the zero-copy variant (opt-in in dsys; zeromq.js does it by default). */
-const ZERO_COPY = { zeroCopyRecvMin: 65536, zeroCopySendMin: 65536 };
-
-/** Socket variant of a dsys peer or client process. */
-type Variant = "plain" | "zc" | "curve";
+/**
+ * Socket variant of a dsys peer or client process: a bare Socket's defaults, the options of
+ * lib/rpc.ts's sockets (zero-copy sends; what dsys nodes use), or CURVE.
+ */
+type Variant = "plain" | "rpc" | "curve";
 
 /**
  * CURVE keys of the "curve" variant, Z85, in the environment of the bench's children (each
@@ -76,7 +78,7 @@ function curveKeys(): CurveKeys {
 
 /** The peer's (server's) socket options: what lib/rpc.ts's RpcServer sets for CURVE. */
 function peerOptions(variant: Variant): SocketOptions {
-  if (variant === "zc") return ZERO_COPY;
+  if (variant === "rpc") return RPC_SOCKET_OPTIONS;
   if (variant === "plain") return {};
   const k = curveKeys();
   return {
@@ -91,7 +93,7 @@ function peerOptions(variant: Variant): SocketOptions {
 
 /** The client's socket options: what lib/rpc.ts's RpcClient sets for CURVE. */
 function clientOptions(variant: Variant): SocketOptions {
-  if (variant === "zc") return ZERO_COPY;
+  if (variant === "rpc") return RPC_SOCKET_OPTIONS;
   if (variant === "plain") return {};
   const k = curveKeys();
   return {
@@ -171,12 +173,12 @@ async function client(
 
 // ---- orchestration --------------------------------------------------------------------------
 
-/** "dsys-zc" is dsys with the zero-copy socket options, "dsys-curve" dsys with CURVE. */
-type Impl = "dsys" | "dsys-zc" | "dsys-curve" | "node";
+/** "dsys-rpc" is dsys with lib/rpc.ts's socket options, "dsys-curve" dsys with CURVE. */
+type Impl = "dsys" | "dsys-rpc" | "dsys-curve" | "node";
 
 const VARIANT: Record<Exclude<Impl, "node">, Variant> = {
   "dsys": "plain",
-  "dsys-zc": "zc",
+  "dsys-rpc": "rpc",
   "dsys-curve": "curve",
 };
 
@@ -287,7 +289,7 @@ interface Case {
   size: number;
   unit: string;
   /** The dsys variant measured. */
-  impl: "dsys" | "dsys-zc" | "dsys-curve";
+  impl: "dsys" | "dsys-rpc" | "dsys-curve";
   /** What it is measured against (Node.js + zeromq.js runs its defaults). Default: "node". */
   base?: Impl;
   goal: string;
@@ -316,16 +318,16 @@ const CASES: Case[] = [
     goal: ">= 2x Node",
   },
   {
-    name: "zmq pipelined 1 MiB messages (zero-copy opt-in)",
+    name: "zmq pipelined 1 MiB messages (defaults of dsys's RPC sockets: zero-copy both ways)",
     test: "stream",
     n: 1_000,
     size: 1 << 20,
     unit: "MB/s",
-    impl: "dsys-zc",
+    impl: "dsys-rpc",
     goal: ">= 1.0x Node",
   },
   {
-    name: "zmq pipelined 1 MiB messages (default: one copy each way)",
+    name: "zmq pipelined 1 MiB messages (bare Socket defaults: libzmq copies on send)",
     test: "stream",
     n: 1_000,
     size: 1 << 20,
@@ -346,7 +348,7 @@ const CASES: Case[] = [
     cpuRow: "zmq CURVE round trip: client CPU per round trip vs without (lower is better)",
   },
   {
-    name: "zmq CURVE pipelined 1 MiB messages vs dsys without CURVE (one copy each way)",
+    name: "zmq CURVE pipelined 1 MiB messages vs dsys without CURVE (bare Socket defaults)",
     test: "stream",
     n: 1_000,
     size: 1 << 20,
@@ -363,8 +365,21 @@ function value(c: Case, m: Measurement): number {
   return c.unit === "MB/s" ? m.ops * c.size / 1e6 / m.seconds : m.ops / m.seconds;
 }
 
-/** Rounds per case; each implementation's best round counts (the machine is shared). */
-const ROUNDS = 3;
+/**
+ * Rounds per case, both sides taking turns; rows are the medians of the rounds and the spread
+ * the range of the per-round ratios (the machine is shared, its load varies).
+ */
+const ROUNDS = 5;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+function spreadOf(ratios: number[]): string {
+  return `${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}`;
+}
 
 /**
  * Runs the ZeroMQ benchmark and returns its rows: dsys vs Node.js + zeromq.js, then dsys with
@@ -385,8 +400,8 @@ export async function runZmqBench(
     for (const c of cases) {
       const base = c.base ?? "node";
       const n = Math.max(1, Math.round(c.n * (opts.scale ?? 1)));
-      let dsys = 0, baseline = 0;
-      let dsysCpu = Infinity, baseCpu = Infinity;
+      const dsysV: number[] = [], baseV: number[] = [];
+      const dsysC: number[] = [], baseC: number[] = [];
       for (let round = 0; round < rounds; round++) {
         // Alternate who goes first so drifting load on the shared machine hits both alike.
         const order = round % 2 ? [c.impl, base] : [base, c.impl];
@@ -396,14 +411,16 @@ export async function runZmqBench(
           console.error(`  zmq bench: ${c.name} [${impl}] ${Math.round(v)} ${c.unit}`);
           const cpuPerOp = m.cpu / m.ops * 1e6;
           if (impl === base) {
-            baseline = Math.max(baseline, v);
-            baseCpu = Math.min(baseCpu, cpuPerOp);
+            baseV.push(v);
+            baseC.push(cpuPerOp);
           } else {
-            dsys = Math.max(dsys, v);
-            dsysCpu = Math.min(dsysCpu, cpuPerOp);
+            dsysV.push(v);
+            dsysC.push(cpuPerOp);
           }
         }
       }
+      const dsys = median(dsysV), baseline = median(baseV);
+      const dsysCpu = median(dsysC), baseCpu = median(baseC);
       rows.push({
         name: c.name,
         dsys,
@@ -411,6 +428,7 @@ export async function runZmqBench(
         unit: c.unit,
         ratio: dsys / baseline,
         goal: c.goal,
+        spread: spreadOf(dsysV.map((d, i) => d / baseV[i])),
       });
       if (c.cpuRow) {
         // Wall-clock rates swing with the load of the shared machine; CPU per message is the
@@ -422,6 +440,7 @@ export async function runZmqBench(
           unit: c.size >= 1 << 20 ? "us CPU/MiB" : "us CPU",
           ratio: baseCpu / dsysCpu,
           goal: "(information)",
+          spread: spreadOf(dsysC.map((d, i) => baseC[i] / d)),
         });
       }
     }
@@ -438,9 +457,9 @@ export function zmqMarkdown(rows: BenchRow[]): string {
     "| benchmark | dsys | Node.js + zeromq.js | unit | ratio | goal |",
     "|---|---:|---:|---|---:|---|",
     ...rows.map((r) =>
-      `| ${r.name} | ${fmt(r.dsys)} | ${fmt(r.baseline)} | ${r.unit} | ${
-        r.ratio.toFixed(2)
-      }x | ${r.goal} |`
+      `| ${r.name} | ${fmt(r.dsys)} | ${fmt(r.baseline)} | ${r.unit} | ${r.ratio.toFixed(2)}x${
+        r.spread ? ` (${r.spread})` : ""
+      } | ${r.goal} |`
     ),
   ].join("\n");
 }

@@ -13,6 +13,7 @@
  * answered with an `error` carrying the thrown error's code and text.
  */
 import { type Received, Socket, type SocketOptions } from "../wire/zmq/mod.ts";
+import { LARGE_FRAME } from "../wire/zmq/zerocopy.ts";
 import {
   decode,
   DEFAULT_LIMITS,
@@ -95,6 +96,14 @@ export function codeName(code: number): string {
 }
 
 const REVERSE = 1n << 63n;
+
+/**
+ * Socket options every RpcClient/RpcServer socket gets on top of its own: large frames are sent
+ * without a copy. Safe here because every frame these sockets send is a fresh buffer from
+ * `encode` or `idFrame` that nothing touches after the send (or a received routing id, which is
+ * below the threshold). Receives are zero-copy by default (wire/zmq/zerocopy.ts).
+ */
+export const RPC_SOCKET_OPTIONS: SocketOptions = { zeroCopySendMin: LARGE_FRAME };
 
 /** Largest frame this process received, per message type code (see `largestFramesReceived`). */
 const maxFrameSeen = new Map<number, number>();
@@ -429,6 +438,7 @@ export class RpcClient {
 
   #newSocket(): Socket {
     const sock = new Socket("DEALER", {
+      ...RPC_SOCKET_OPTIONS,
       linger: 0,
       routingId: this.#opts.routingId,
       sndhwm: 100_000,
@@ -565,6 +575,7 @@ export class RpcServer {
       };
     }
     this.#sock = new Socket("ROUTER", {
+      ...RPC_SOCKET_OPTIONS,
       ...curve,
       linger: 0,
       // A restarted peer that reuses its routing id (workers use their node id) takes over the

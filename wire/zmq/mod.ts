@@ -18,8 +18,9 @@
  * - ROUTER sockets set ROUTER_MANDATORY by default: an unknown routing id rejects the send with
  *   code EHOSTUNREACH instead of dropping the message silently.
  * - LINGER defaults to 0 (libzmq: infinite), so closing never waits for an absent peer.
- * - Large frames can skip copies with the opt-in `zeroCopySendMin` / `zeroCopyRecvMin` options
- *   (see ./zerocopy.ts for the contract).
+ * - Received frames of 64 KiB and more are views of libzmq's buffer (no copy; never transfer
+ *   their ArrayBuffer); sends skip the copy with the opt-in `zeroCopySendMin` (lib/rpc.ts's
+ *   sockets opt in). See ./zerocopy.ts for the contract.
  * - Tests should end with `await terminate()`: it closes every socket, waits for the reactor to
  *   go idle and terminates the libzmq context, so no op, fd or thread outlives the test.
  *

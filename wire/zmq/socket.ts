@@ -25,7 +25,7 @@ import {
   ZMQ_SNDMORE,
 } from "./ffi.ts";
 import { Need, type Pollable, reactor } from "./reactor.ts";
-import { adoptReceived, sendReleases, ZERO_COPY_FLOOR } from "./zerocopy.ts";
+import { adoptReceived, LARGE_FRAME, sendReleases, ZERO_COPY_FLOOR } from "./zerocopy.ts";
 
 /** The socket types dsys uses. */
 export type SocketType = "ROUTER" | "DEALER" | "PUB" | "SUB" | "PUSH" | "PULL";
@@ -79,7 +79,7 @@ export interface SocketOptions {
   /**
    * Received frames of at least this many bytes are views of libzmq's buffer instead of a
    * copy, freed when garbage-collected. Never transfer/detach such a frame's ArrayBuffer
-   * (see wire/zmq/zerocopy.ts). Default: off (every frame is copied once).
+   * (see wire/zmq/zerocopy.ts). Default: 65536 (`LARGE_FRAME`); Infinity copies every frame.
    */
   zeroCopyRecvMin?: number;
   /**
@@ -245,7 +245,7 @@ export class Socket implements Pollable {
   #endpoints: string[] = [];
   #recvWaiters: RecvWaiter[] = [];
   #sendJobs: SendJob[] = [];
-  #zcRecvMin = Infinity;
+  #zcRecvMin = LARGE_FRAME;
   #zcSendMin = Infinity;
   #peerUserId = false;
   #zapEnforced = false;

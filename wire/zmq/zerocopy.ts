@@ -1,19 +1,24 @@
 /**
- * Zero-copy frames, opt-in per socket (SocketOptions.zeroCopyRecvMin / zeroCopySendMin).
+ * Zero-copy frames: on receive by default from {@linkcode LARGE_FRAME} bytes on
+ * (SocketOptions.zeroCopyRecvMin changes it), on send opt-in per socket
+ * (SocketOptions.zeroCopySendMin; lib/rpc.ts's sockets opt in, see RPC_SOCKET_OPTIONS).
  *
  * Receive: a large frame is returned as a view of libzmq's own buffer; the zmq_msg_t is moved
  * into a holder that a FinalizationRegistry closes once the frame's ArrayBuffer is collected.
  * Deno cannot attach a deleter to such a buffer, so the memory follows the *original*
  * ArrayBuffer object: transferring/detaching it (structuredClone transfer, postMessage,
- * ArrayBuffer.prototype.transfer, BYOB reads) would leave the new owner dangling. Callers that
- * opt in must not do that.
+ * ArrayBuffer.prototype.transfer, BYOB reads) would leave the new owner dangling. No dsys code
+ * does that; a receiver that must, copies the frame first or sets zeroCopyRecvMin to Infinity.
+ * Below LARGE_FRAME, libzmq's decoder may place several messages in one shared buffer that a
+ * view would pin, and a copy is cheap anyway.
  *
  * Send: zmq_msg_init_data points libzmq at the caller's bytes. libzmq releases them on its
  * I/O thread through a free function `ffn(data, hint)`; a JS callback there would block that
  * thread on the JS event loop, so the free function is glibc's
  * `pthread_attr_getdetachstate(attr, int*)`: it reads one int inside `data` and stores 0 or 1
  * at `hint`, nothing else. `hint` points into {@linkcode flags}; JS sees the store and drops its
- * reference to the frame. Callers that opt in must not modify a frame after sending it.
+ * reference to the frame. Callers that opt in must not modify a frame after sending it (not a
+ * default: a caller reusing a buffer would put corrupted frames on the wire without an error).
  *
  * @module
  */
@@ -22,6 +27,11 @@ import { cstr, libc, zmq } from "./ffi.ts";
 
 /** Smallest frame eligible for zero-copy (the release function reads bytes 8..11 of it). */
 export const ZERO_COPY_FLOOR = 64;
+/**
+ * Frames from this size on skip copies where that is safe: received ones by default, sent ones
+ * on sockets that opt in. Below it the copy costs less than the bookkeeping.
+ */
+export const LARGE_FRAME = 65536;
 
 const registry = new FinalizationRegistry<Uint8Array<ArrayBuffer>>((holder) => {
   zmq().zmq_msg_close(holder);
