@@ -140,7 +140,6 @@ export const RPC_SOCKETS = [
   "to_balancer",
   "to_storage",
   "to_worker",
-  "to_client",
   "to_unknown",
 ] as const;
 

@@ -3,6 +3,7 @@ import { parseMasterArgs, runMaster } from "./master/main.ts";
 import { parseBalancerArgs, runBalancer } from "./balancer/main.ts";
 import { parseStorageArgs, runStorage } from "./storage/main.ts";
 import { parseWorkerArgs, runWorker } from "./worker/main.ts";
+import { WorkerMetrics } from "./worker/metrics.ts";
 import { largestFramesReceived, registerRpcMetrics } from "../lib/rpc.ts";
 import { createLogger } from "../lib/log.ts";
 import { Registry } from "../lib/metrics.ts";
@@ -22,8 +23,13 @@ interface RunningNode {
 const ROLES: Record<string, (args: string[], metrics?: Registry) => Promise<RunningNode>> = {
   master: (a, metrics) => runMaster({ ...parseMasterArgs(a), metrics }),
   balancer: (a, metrics) => runBalancer({ ...parseBalancerArgs(a), metrics }),
-  storage: (a) => runStorage(parseStorageArgs(a)),
-  worker: (a) => runWorker(parseWorkerArgs(a)),
+  storage: (a, metrics) => runStorage({ ...parseStorageArgs(a), metrics }),
+  worker: async (a, registry) => {
+    const metrics = registry && new WorkerMetrics(registry);
+    const node = await runWorker({ ...parseWorkerArgs(a), metrics });
+    metrics?.watch(node);
+    return node;
+  },
 };
 
 /** Takes `--NAME V` / `--NAME=V` out of `args` (the last one wins); undefined when absent. */

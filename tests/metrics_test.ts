@@ -14,9 +14,9 @@ import type { LocalCluster } from "../client/local_cluster.ts";
 
 const CHUNKS = 6;
 const INPUT_BYTES = 300_000;
-/** Every chunk reads the whole input through its worker's FUSE mount. */
+/** Every chunk reads the whole input through its worker's FUSE mount (wc -c would only stat it). */
 const PROGRAM = new TextEncoder().encode(`#!/bin/sh
-wc -c < "$DSYS_INPUT_DIR/in.bin"
+sha256sum < "$DSYS_INPUT_DIR/in.bin"
 `);
 
 /** One value per node (the `node` target label) of an instant query. */
@@ -76,6 +76,12 @@ Deno.test("metrics: Prometheus scrapes every role; a job moves the series it sho
         placements: await perNode(prom, "dsys_balancer_placements_total"),
         finished: await perNode(prom, "dsys_balancer_chunks_finished_total"),
         zmq: await perNode(prom, "sum by (node) (dsys_zmq_messages_total)"),
+        putBytes: await perNode(prom, "dsys_storage_put_bytes_total"),
+        getBytes: await perNode(prom, "dsys_storage_get_bytes_total"),
+        succeeded: await perNode(prom, 'dsys_worker_chunks_total{result="succeeded"}'),
+        runs: await perNode(prom, "dsys_worker_chunk_run_seconds_count"),
+        inputBytes: await perNode(prom, "sum by (node) (dsys_worker_input_bytes_total)"),
+        fetched: await perNode(prom, "dsys_worker_cache_fetched_bytes_total"),
       };
       const dir = await Deno.makeTempDir();
       const input = new Uint8Array(INPUT_BYTES).map((_, i) => (i * 7) & 0xff);
@@ -135,6 +141,41 @@ Deno.test("metrics: Prometheus scrapes every role; a job moves the series it sho
           return sum(f, balancers) >= sum(before.finished, balancers) + CHUNKS &&
             sum(primary, balancers) === 1 && balancers.every((n) => depth.get(n) === 0);
         }],
+        [
+          "storage took the input and the program, and served the input to the workers",
+          async () => {
+            const put = await perNode(prom, "dsys_storage_put_bytes_total");
+            const got = await perNode(prom, "dsys_storage_get_bytes_total");
+            const stored = await perNode(prom, "dsys_storage_stored_bytes");
+            const puts = await perNode(prom, 'dsys_storage_request_seconds_count{op="put"}');
+            return (put.get("storage") ?? 0) >=
+                (before.putBytes.get("storage") ?? Infinity) + INPUT_BYTES + PROGRAM.length &&
+              (got.get("storage") ?? 0) >=
+                (before.getBytes.get("storage") ?? Infinity) + INPUT_BYTES &&
+              (stored.get("storage") ?? 0) >= INPUT_BYTES + PROGRAM.length &&
+              (puts.get("storage") ?? 0) >= 2;
+          },
+        ],
+        ["the workers ran every chunk, and their run times were observed", async () => {
+          const ok = await perNode(prom, 'dsys_worker_chunks_total{result="succeeded"}');
+          const runs = await perNode(prom, "dsys_worker_chunk_run_seconds_count");
+          // At least: a chunk may run twice (a push whose answer was lost) but ends once.
+          return sum(ok, workers) >= sum(before.succeeded, workers) + CHUNKS &&
+            sum(runs, workers) >= sum(before.runs, workers) + CHUNKS;
+        }],
+        [
+          "every chunk's input counted, cached or fetched; the fetched bytes reached the cache",
+          async () => {
+            const input = await perNode(prom, "sum by (node) (dsys_worker_input_bytes_total)");
+            const hits = await perNode(prom, "dsys_worker_cache_hits_total");
+            const misses = await perNode(prom, "dsys_worker_cache_misses_total");
+            const fetched = await perNode(prom, "dsys_worker_cache_fetched_bytes_total");
+            // Each worker fetched the input once at most (then it was cached); some worker did.
+            return sum(input, workers) >= sum(before.inputBytes, workers) + CHUNKS * INPUT_BYTES &&
+              sum(hits, workers) + sum(misses, workers) >= CHUNKS && sum(misses, workers) >= 1 &&
+              sum(fetched, workers) >= sum(before.fetched, workers) + INPUT_BYTES;
+          },
+        ],
         ["every node has RSS and CPU time", async () => {
           const rss = await perNode(prom, "process_resident_memory_bytes");
           const cpu = await perNode(prom, "process_cpu_seconds_total");
@@ -151,11 +192,18 @@ Deno.test("metrics: Prometheus scrapes every role; a job moves the series it sho
         return out;
       };
       let last: string[] = [];
-      await waitFor("the job's series to move in Prometheus", async () => {
-        last = await failing();
-        return last.length === 0;
-      }, { timeoutMs: 60_000, intervalMs: 500, detail: () => `not yet: ${last.join("; ")}` });
-      void workers;
+      try {
+        await waitFor("the job's series to move in Prometheus", async () => {
+          last = await failing();
+          return last.length === 0;
+        }, { timeoutMs: 60_000, intervalMs: 500, detail: () => `not yet: ${last.join("; ")}` });
+      } catch (e) {
+        // What Prometheus has of the roles' own series, to see which one stayed put.
+        const seen = await prom.query('{__name__=~"dsys_(storage|worker|balancer|master)_.*"}');
+        console.error(JSON.stringify(before));
+        for (const x of seen) console.error(JSON.stringify(x.labels), x.value);
+        throw e;
+      }
 
       // Each node's page as it is now, through Prometheus's own parser and lint.
       for (const p of procs) {

@@ -40,6 +40,8 @@ import { createLogger, type Logger } from "../../lib/log.ts";
 import { loadOrCreateNodeId } from "../../lib/node_id.ts";
 import { FileStore, type PutFrom } from "./store.ts";
 import { OWNER_NAME } from "./owners.ts";
+import type { Registry } from "../../lib/metrics.ts";
+import { instrumentStorage } from "./metrics.ts";
 
 /** Options of a storage node. */
 export interface StorageOptions {
@@ -55,6 +57,8 @@ export interface StorageOptions {
   log?: Logger;
   /** Keys (`--key`, `--keyring`) or `--insecure`. */
   security?: SecurityOptions;
+  /** Where this node's series are declared (`--metrics-listen`; roles/run.ts serves them). */
+  metrics?: Registry;
 }
 
 /** A running storage node. */
@@ -147,7 +151,12 @@ export async function runStorage(opts: StorageOptions): Promise<StorageNode> {
         );
     }
   };
-  const server = new RpcServer({ node: nodeId, log, handler, auth: creds });
+  const server = new RpcServer({
+    node: nodeId,
+    log,
+    handler: opts.metrics ? instrumentStorage(opts.metrics, store, handler) : handler,
+    auth: creds,
+  });
   let endpoint: string;
   try {
     endpoint = server.bind(opts.listen);

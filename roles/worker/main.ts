@@ -46,9 +46,12 @@ import { ChunkRun, ChunkSandbox, type LimitHit } from "./chunk_sandbox.ts";
 import { type ChunkLimits, DEFAULT_POLICY, type LimitPolicy, resolveLimits } from "./limits.ts";
 import { INSIDE, sandboxEnv } from "./sandbox.ts";
 import { SANDBOX_FLAGS, sandboxOptions } from "./sandbox_flags.ts";
+import type { WorkerMetrics } from "./metrics.ts";
 
 /** Options of a worker node (`dsys run --role worker …`). */
 export interface WorkerOptions {
+  /** Where chunk results and cache use are counted (`--metrics-listen`). */
+  metrics?: WorkerMetrics;
   /** Where to serve the running chunks' logs (`dsys logs`); absent: nowhere. */
   listen?: string;
   /** Data directory: node id, file cache (`cache/`), per-chunk scratch dirs (`chunks/`). */
@@ -435,6 +438,7 @@ class Worker implements WorkerNode {
     // outlives this process and is addressed by content, so wrong bytes must never get in.
     const n = await this.#storage.getToFile(id, cachePath, this.#readCap(id));
     this.#log.debug("fetched", { file: uuidToHex(id), bytes: n });
+    this.#opts.metrics?.fetched(n);
   }
 
   /**
@@ -679,6 +683,7 @@ class Worker implements WorkerNode {
     }
     if (dir !== null && slot !== undefined) await this.#returnDir(dir, slot, c, log);
     if (held.pinned.length > 0) this.#enforceCache();
+    this.#opts.metrics?.chunkEnded(status, c.cancelled, c.aborted);
     if (c.cancelled) {
       // The masters decided already (the chunk is cancelled there): only the slot is news.
       log.info("chunk cancelled: every process of it is gone", {});
@@ -949,6 +954,7 @@ class Worker implements WorkerNode {
       this.#jobRefs.set(jobDir, (this.#jobRefs.get(jobDir) ?? 0) + 1);
       held.jobDir = jobDir;
       for (const f of req.inputFiles) {
+        this.#opts.metrics?.input(f.size, this.#mount.cachePath(f.id));
         this.#mount.addFile({ path: `${jobDir}/${f.name}`, id: f.id, size: f.size });
         // Pinned while the chunk runs: its inputs must not be evicted between reads.
         this.#mount.pin(f.id);
