@@ -38,15 +38,17 @@ export async function runDev(args: string[]): Promise<number> {
       data: { type: "string" },
       keep: { type: "boolean", default: false },
       "metrics-listen": { type: "string" },
+      dashboard: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
   if (values.help) {
     console.log(
       "usage: dsys dev [--masters 1|3|5] [--workers N] [--slots N] [--chunks N] [--data DIR] [--keep]\n" +
-        "                [--metrics-listen HOST:PORT]\n" +
+        "                [--metrics-listen HOST:PORT] [--dashboard]\n" +
         "Starts a local cluster, runs the sample word-count job, prints the result.\n" +
-        "--metrics-listen: every node serves Prometheus metrics, on PORT, PORT+1, … (0: free ports).",
+        "--metrics-listen: every node serves Prometheus metrics, on PORT, PORT+1, … (0: free ports).\n" +
+        "--dashboard: the masters serve the web dashboard (its URLs, with their tokens, are printed).",
     );
     return 0;
   }
@@ -59,6 +61,7 @@ export async function runDev(args: string[]): Promise<number> {
     slotsPerWorker: Number(values.slots),
     standbyBalancer: true,
     metricsListen: values["metrics-listen"],
+    ...(values.dashboard ? { extraArgs: { master: ["--dashboard-listen", "127.0.0.1:0"] } } : {}),
   });
   let stopping = false;
   const shutdown = async () => {
@@ -79,6 +82,12 @@ export async function runDev(args: string[]): Promise<number> {
         `${cluster.info.balancer}, storage ${cluster.info.storage}, ${values.workers} workers ` +
         `(data and logs in ${cluster.dataDir})`,
     );
+    for (const p of cluster.procs.values()) {
+      if (!p.dashboard) continue;
+      const dir = p.args[p.args.indexOf("--data") + 1];
+      const token = (await Deno.readTextFile(`${dir}/dashboard.token`)).trim();
+      console.log(`dashboard (${p.name}): http://${p.dashboard}/?token=${token}`);
+    }
     if (values["metrics-listen"]) {
       const eps = [...cluster.procs.values()].map((p) => `${p.name} http://${p.metrics}/metrics`);
       console.log(`metrics: ${eps.join(", ")}`);

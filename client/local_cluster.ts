@@ -59,6 +59,8 @@ export interface ClusterProcess {
   exited: Promise<Deno.CommandStatus>;
   /** Where it serves its metrics (`HOST:PORT`), when started with `--metrics-listen`. */
   metrics?: string;
+  /** Where a master serves its dashboard (`HOST:PORT`), when started with `--dashboard-listen`. */
+  dashboard?: string;
 }
 
 /** The `dsys` entry point to spawn children with: this program's own main module. */
@@ -296,7 +298,7 @@ export class LocalCluster {
       }
       logFile.close();
     })();
-    let listening: { endpoint: string; metrics?: string };
+    let listening: { endpoint: string; metrics?: string; dashboard?: string };
     try {
       listening = await readListening(child.stdout, name);
     } catch (e) {
@@ -319,6 +321,7 @@ export class LocalCluster {
       child,
       exited,
       ...(listening.metrics ? { metrics: listening.metrics } : {}),
+      ...(listening.dashboard ? { dashboard: listening.dashboard } : {}),
     };
     this.procs.set(name, p);
     return p;
@@ -389,7 +392,7 @@ export class LocalCluster {
 async function readListening(
   stdout: ReadableStream<Uint8Array>,
   name: string,
-): Promise<{ endpoint: string; metrics?: string }> {
+): Promise<{ endpoint: string; metrics?: string; dashboard?: string }> {
   const reader = stdout.pipeThrough(new TextDecoderStream()).getReader();
   let buf = "";
   const timeout = setTimeout(() => reader.cancel().catch(() => {}), 60_000);
@@ -414,6 +417,7 @@ async function readListening(
             return {
               endpoint: ev.endpoint as string,
               metrics: typeof ev.metrics === "string" ? ev.metrics : undefined,
+              dashboard: typeof ev.dashboard === "string" ? ev.dashboard : undefined,
             };
           }
         } catch { /* not JSON: ignore */ }

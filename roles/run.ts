@@ -16,6 +16,8 @@ import {
 
 interface RunningNode {
   endpoint: string;
+  /** A master's dashboard address (`--dashboard-listen`). */
+  dashboard?: string;
   close(): Promise<void>;
 }
 
@@ -97,6 +99,7 @@ export async function runRole(args: string[]): Promise<number> {
     role,
     endpoint: node.endpoint,
     ...(metrics ? { metrics: metrics.address } : {}),
+    ...(node.dashboard ? { dashboard: node.dashboard } : {}),
   }));
   const { promise, resolve } = Promise.withResolvers<void>();
   Deno.addSignalListener("SIGTERM", resolve);

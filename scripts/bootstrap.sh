@@ -7,9 +7,10 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DENO_VERSION="2.9.6"
 pkgs=(libzmq5 libzmq3-dev libfuse3-dev fuse3 bubblewrap pkg-config gcc make libc6-dev patchelf nftables iproute2
-  prometheus)
+  prometheus chromium)
 # patchelf: scripts/package.sh (the single file); nftables, iproute2: tests/multihost_test.ts;
-# prometheus (and its promtool): tests/metrics_test.ts scrapes a cluster with it.
+# prometheus (and its promtool): tests/metrics_test.ts scrapes a cluster with it; chromium:
+# tests/dashboard_test.ts drives it headless.
 
 missing=()
 for p in "${pkgs[@]}"; do

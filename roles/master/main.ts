@@ -3,7 +3,7 @@
  *
  *   dsys run --role master --listen EP --data DIR --storage EP
  *            [--id NAME --peers NAME@EP,NAME@EP,… | --join] [--job-retention 24h]
- *            [--balancer-lease-ms 3000]
+ *            [--balancer-lease-ms 3000] [--dashboard-listen HOST:PORT]
  *
  * Masters are not told where the balancers are: balancers ask them for the primary lease
  * (`--masters` on the balancer), and dispatches go to the holder's advertised endpoint.
@@ -34,6 +34,8 @@ import { MEMBER_ID_RE } from "./member_id.ts";
 import { decodeSnapshot, encodeSnapshot } from "./snapshot.ts";
 import type { Registry } from "../../lib/metrics.ts";
 import { MasterMetrics } from "./metrics.ts";
+import { type Dashboard, dashboardToken, startDashboard } from "./dashboard.ts";
+import { dashboardView } from "./dashboard_view.ts";
 
 /** Options of a master node. */
 export interface MasterOptions {
@@ -60,6 +62,8 @@ export interface MasterOptions {
   security?: SecurityOptions;
   /** Where this master's series are declared (`--metrics-listen`; roles/run.ts serves them). */
   metrics?: Registry;
+  /** Serve the web dashboard here (`--dashboard-listen HOST:PORT`; roles/master/dashboard.ts). */
+  dashboardListen?: string;
 }
 
 /** A running master. */
@@ -69,6 +73,8 @@ export interface MasterNode {
   table: JobTable;
   /** The Raft member (undefined for a lone master). */
   raft?: RaftGroup;
+  /** Where the dashboard listens (`HOST:PORT`), when started with `--dashboard-listen`. */
+  dashboard?: string;
   close(): Promise<void>;
 }
 
@@ -98,6 +104,7 @@ export function parseMasterArgs(args: string[]): MasterOptions {
       "snapshot-every": { type: "string" },
       "tick-ms": { type: "string" },
       "job-retention": { type: "string" },
+      "dashboard-listen": { type: "string" },
       ...SECURITY_FLAGS,
     },
     strict: true,
@@ -149,6 +156,7 @@ export function parseMasterArgs(args: string[]): MasterOptions {
     snapshotEvery: num("snapshot-every", values["snapshot-every"]),
     tickMs: num("tick-ms", values["tick-ms"]),
     retentionMs,
+    dashboardListen: values["dashboard-listen"],
     security: securityOptions(values),
   };
 }
@@ -262,6 +270,24 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
     return service!.handle(msg, from);
   });
   service.start();
+  let dashboard: Dashboard | undefined;
+  if (opts.dashboardListen !== undefined) {
+    const self = raft?.id ?? endpoint;
+    try {
+      dashboard = await startDashboard({
+        listen: opts.dashboardListen,
+        token: await dashboardToken(opts.data),
+        log,
+        view: (job) => dashboardView(table, self, consensus.isLeader(), job, Date.now()),
+      });
+    } catch (e) {
+      await service.stop();
+      await server.close();
+      await storage.close();
+      await consensus.close();
+      throw e;
+    }
+  }
   log.info("master started", {
     endpoint,
     jobs: table.jobs.size,
@@ -275,7 +301,9 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
       return table;
     },
     raft,
+    ...(dashboard ? { dashboard: dashboard.address } : {}),
     async close() {
+      await dashboard?.close();
       await service!.stop();
       await server.close();
       await storage.close();

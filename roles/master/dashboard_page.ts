@@ -1,0 +1,128 @@
+/**
+ * The dashboard's one page: plain HTML, CSS and a small script, no build step and nothing
+ * fetched from elsewhere. The script follows `/events` (server-sent events: one whole
+ * DashboardView per change) and redraws the job list and the chosen job's chunk grid in place,
+ * so the page is never reloaded. Text from the table (owners, program names, failure reasons) is
+ * set as text, never as HTML.
+ */
+
+/** The page's HTML. */
+export const DASHBOARD_HTML = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>dsys</title>
+<style>
+  body { font: 14px system-ui, sans-serif; margin: 1.5em; color: #222; }
+  h1 { font-size: 1.3em; margin: 0 0 .3em; }
+  #master { color: #666; margin-bottom: 1em; }
+  table { border-collapse: collapse; margin-bottom: 1.5em; }
+  th, td { padding: .25em .8em; text-align: left; border-bottom: 1px solid #ddd; }
+  tr.job { cursor: pointer; }
+  tr.job:hover, tr.selected { background: #eef4ff; }
+  .bar { width: 120px; height: 10px; background: #eee; display: inline-block; }
+  .bar > div { height: 10px; background: #2a9d4b; }
+  #grid { display: flex; flex-wrap: wrap; gap: 2px; max-width: 820px; }
+  .cell { width: 14px; height: 14px; border-radius: 2px; }
+  .s0 { background: #c9ccd1; } .s1 { background: #3b82f6; } .s2 { background: #2a9d4b; }
+  .s3 { background: #d64545; } .s4 { background: #e0a020; } .s5 { background: #7c7c7c; }
+  .legend { margin-bottom: .6em; }
+  .legend span { display: inline-block; margin-right: 1em; }
+  .legend .cell { display: inline-block; vertical-align: middle; margin-right: .3em; }
+  #status { color: #a00; }
+</style>
+</head>
+<body>
+<h1>dsys</h1>
+<div id="master"></div>
+<div id="status"></div>
+<table id="jobs"><thead><tr><th>job</th><th>owner</th><th>program</th><th>state</th>
+<th>progress</th><th>age</th></tr></thead><tbody></tbody></table>
+<div id="detail" hidden>
+  <h2 id="detail-title"></h2>
+  <div class="legend"></div>
+  <div id="grid"></div>
+  <ul id="failures"></ul>
+</div>
+<script type="module">
+const STATES = ["queued", "running", "succeeded", "failed", "lost", "cancelled"];
+let selected = new URLSearchParams(location.search).get("job");
+let source = null;
+const $ = (id) => document.getElementById(id);
+const legend = document.querySelector(".legend");
+STATES.forEach((s, i) => {
+  const span = document.createElement("span");
+  const c = document.createElement("div");
+  c.className = "cell s" + i;
+  span.append(c, s);
+  legend.append(span);
+});
+function age(ms) {
+  const s = Math.floor(ms / 1000);
+  return s < 60 ? s + " s" : s < 3600 ? Math.floor(s / 60) + " min" : Math.floor(s / 3600) + " h";
+}
+function render(v) {
+  $("master").textContent = "master " + v.master + (v.leader ? " (leader)" : " (follower: its view may lag)");
+  const body = $("jobs").tBodies[0];
+  body.replaceChildren(...v.jobs.map((j) => {
+    const tr = document.createElement("tr");
+    tr.className = "job" + (j.id === selected ? " selected" : "");
+    tr.dataset.job = j.id;
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    const fill = document.createElement("div");
+    fill.style.width = (100 * j.succeeded / Math.max(1, j.chunks)) + "%";
+    bar.append(fill);
+    const cells = [j.id.slice(0, 12), j.owner || "-", j.program, STATES[j.state] ?? j.state, null,
+      age(j.ageMs)];
+    for (const c of cells) {
+      const td = document.createElement("td");
+      if (c === null) td.append(bar, " " + j.succeeded + "/" + j.chunks);
+      else td.textContent = c;
+      tr.append(td);
+    }
+    tr.onclick = () => choose(j.id);
+    return tr;
+  }));
+  const d = v.job;
+  $("detail").hidden = !d;
+  if (!d) return;
+  $("detail-title").textContent = "job " + d.id + ": " + d.succeeded + " of " + d.chunks +
+    " succeeded, " + d.failed + " failed";
+  const grid = $("grid");
+  if (grid.childElementCount !== d.grid.length) {
+    grid.replaceChildren(...Array.from(d.grid, (_, i) => {
+      const c = document.createElement("div");
+      c.dataset.chunk = String(i);
+      return c;
+    }));
+  }
+  Array.from(d.grid).forEach((s, i) => {
+    const c = grid.children[i];
+    const cls = "cell s" + s;
+    if (c.className !== cls) c.className = cls;
+    c.dataset.state = STATES[Number(s)] ?? s;
+    c.title = "chunk " + i + ": " + c.dataset.state + ", attempt " + d.attempts[i];
+  });
+  $("failures").replaceChildren(...d.failures.map((f) => {
+    const li = document.createElement("li");
+    li.textContent = "chunk " + f.chunk + ": " + f.reason;
+    return li;
+  }));
+}
+function connect() {
+  source?.close();
+  source = new EventSource("events" + (selected ? "?job=" + encodeURIComponent(selected) : ""));
+  source.onmessage = (e) => { $("status").textContent = ""; render(JSON.parse(e.data)); };
+  source.onerror = () => { $("status").textContent = "connection lost; retrying"; };
+}
+function choose(id) {
+  selected = id;
+  history.replaceState(null, "", "?job=" + encodeURIComponent(id));
+  connect();
+}
+connect();
+</script>
+</body>
+</html>
+`;

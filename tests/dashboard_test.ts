@@ -1,0 +1,104 @@
+/**
+ * The masters' dashboard in a real browser: a cluster whose master serves `--dashboard-listen`,
+ * headless Chromium (tests/chromium.ts) logged in with the master's token; a job is submitted and
+ * chosen on the page, and its chunks must turn from queued or running to succeeded on the page
+ * with no reload. Also: requests without the token are refused. `DSYS_DASHBOARD_SCREENSHOT=PATH`
+ * writes the final page there (docs/dashboard.png was made so).
+ */
+import assert from "node:assert/strict";
+import { withCluster } from "./cluster_helpers.ts";
+import { startChromium } from "./chromium.ts";
+import { waitFor, waitForJob } from "./wait.ts";
+import { ChunkState, uuidToHex } from "../wire/mod.ts";
+
+const CHUNKS = 8;
+/** Longer than a page update, so that each chunk is seen queued or running. */
+const PROGRAM = new TextEncoder().encode(`#!/bin/sh
+sleep 1
+echo "chunk $DSYS_CHUNK_INDEX"
+`);
+
+Deno.test("dashboard: a job's chunks turn to succeeded in Chromium without a reload", async () => {
+  await withCluster({
+    workers: 2,
+    slotsPerWorker: 1,
+    extraArgs: { master: ["--dashboard-listen", "127.0.0.1:0"] },
+  }, async (cluster, client) => {
+    const master = cluster.procs.get("master")!;
+    assert.match(master.dashboard ?? "", /^127\.0\.0\.1:\d+$/);
+    const base = `http://${master.dashboard}`;
+    const token = (await Deno.readTextFile(`${cluster.dataDir}/master/dashboard.token`)).trim();
+    const status = async (url: string, init?: RequestInit) => {
+      const r = await fetch(url, { redirect: "manual", ...init });
+      await r.body?.cancel();
+      return r.status;
+    };
+    assert.equal(await status(`${base}/`), 401);
+    assert.equal(await status(`${base}/events`), 401);
+    assert.equal(await status(`${base}/?token=${"0".repeat(64)}`), 403);
+    assert.equal(await status(`${base}/events`, { headers: { cookie: "dsys_dashboard=x" } }), 401);
+    assert.equal(await status(`${base}/?token=${token}`), 303);
+    const bearer = { headers: { authorization: `Bearer ${token}` } };
+    assert.equal(await status(`${base}/events?job=nothex`, bearer), 400);
+
+    const browser = await startChromium();
+    try {
+      await browser.goto(`${base}/?token=${token}`);
+      await waitFor("the dashboard to load", () =>
+        browser.evaluate<boolean>(
+          `location.pathname === "/" && !location.search.includes("token") &&
+           document.readyState === "complete" && !!document.getElementById("jobs") &&
+           document.getElementById("master").textContent.includes("(leader)")`,
+        ), { timeoutMs: 30_000, intervalMs: 100 });
+      // A reload would lose this, and the recorder below.
+      await browser.evaluate(`window.loadedOnce = true; window.seen = new Set();
+        new MutationObserver(() => {
+          for (const c of document.querySelectorAll("#grid .cell")) seen.add(c.dataset.state);
+        }).observe(document.getElementById("grid"), { subtree: true, childList: true,
+          attributes: true }); true`);
+
+      const job = await client.submit({
+        program: PROGRAM,
+        programName: "sleepy.sh",
+        argument: "",
+        chunks: CHUNKS,
+        inputs: [],
+        timeLimitMs: 60_000,
+      });
+      const id = uuidToHex(job);
+      await waitFor("the job in the page's list; chosen", () =>
+        browser.evaluate<boolean>(`(() => {
+          const row = document.querySelector('tr.job[data-job="${id}"]');
+          row?.click();
+          return !!row;
+        })()`), { timeoutMs: 30_000, intervalMs: 100 });
+      await waitFor(
+        "the job's chunk grid, some chunks not yet succeeded",
+        () =>
+          browser.evaluate<boolean>(
+            `document.querySelectorAll("#grid .cell").length === ${CHUNKS} &&
+           (seen.has("queued") || seen.has("running"))`,
+          ),
+        { timeoutMs: 30_000, intervalMs: 50 },
+      );
+      const s = await waitForJob(client, job);
+      assert.equal(s.state, ChunkState.Succeeded);
+      let shown = "";
+      await waitFor("every chunk succeeded on the page", async () => {
+        shown = await browser.evaluate<string>(
+          `Array.from(document.querySelectorAll("#grid .cell"), (c) => c.dataset.state).join()`,
+        );
+        return shown === Array(CHUNKS).fill("succeeded").join();
+      }, { timeoutMs: 30_000, intervalMs: 100, detail: () => `grid: ${shown}` });
+      assert.equal(await browser.evaluate<boolean>("window.loadedOnce === true"), true);
+      const title = await browser.evaluate<string>(
+        `document.getElementById("detail-title").textContent`,
+      );
+      assert.equal(title, `job ${id}: ${CHUNKS} of ${CHUNKS} succeeded, 0 failed`);
+      const shot = Deno.env.get("DSYS_DASHBOARD_SCREENSHOT");
+      if (shot) await Deno.writeFile(shot, await browser.screenshot());
+    } finally {
+      await browser.close();
+    }
+  });
+});
