@@ -47,6 +47,7 @@ import { splitNamedEndpoint } from "../../lib/named_endpoint.ts";
 import { MEMBER_ID_RE, memberEndpoint, memberName } from "./member_id.ts";
 import { type Credentials, type Identity, processCredentials } from "../../lib/security.ts";
 import { checkPlacementTicket } from "../../lib/capability.ts";
+import { StatCache, statKey } from "./stat_cache.ts";
 
 /** Limits a submission is validated against. */
 export interface SubmitLimits {
@@ -126,6 +127,8 @@ export class MasterService {
   #lastDispatch = new Map<string, number>();
   /** Soft state: chunks reported running (not logged: a running report is not a result). */
   #running = new Map<string, Map<number, Uint8Array>>();
+  /** Recent storage stats of programs and inputs (one round trip per file and owner per TTL). */
+  #stats = new StatCache();
 
   #secret: Uint8Array | null;
   /** Balancers seen, and clients to them. */
@@ -303,8 +306,12 @@ export class MasterService {
     // The program and the input files must exist on storage and be the submitter's own (an
     // admin may use any); their sizes come from storage, not from the client.
     const owner = from?.name ?? "";
+    const statOwner = from === null || from.admin ? "" : owner;
     const stat = async (id: Uint8Array, what: string): Promise<number> => {
-      const st = await this.#d.storage.stat(id, from === null || from.admin ? "" : owner)
+      const key = statKey(uuidToHex(id), statOwner);
+      const known = this.#stats.get(key, Date.now());
+      if (known !== undefined) return known;
+      const st = await this.#d.storage.stat(id, statOwner)
         .catch((e) => {
           throw new RequestError(ErrorCode.Unavailable, `storage unavailable: ${e.message}`);
         });
@@ -314,6 +321,7 @@ export class MasterService {
           `${what} file ${uuidToHex(id)} not found on storage${owner ? ` for ${owner}` : ""}`,
         );
       }
+      this.#stats.put(key, st.length, Date.now());
       return st.length;
     };
     const [programSize, inputs] = await Promise.all([
