@@ -95,6 +95,21 @@ Deno.test("dashboard: a job's chunks turn to succeeded in Chromium without a rel
         `document.getElementById("detail-title").textContent`,
       );
       assert.equal(title, `job ${id}: ${CHUNKS} of ${CHUNKS} succeeded, 0 failed`);
+      // The cluster view (the masters' node list) and the throughput chart, live too.
+      let nodes = "";
+      await waitFor("the cluster's nodes, and the job's chunks in the chart", async () => {
+        nodes = await browser.evaluate<string>(`Array.from(document.querySelectorAll(
+          "#nodes tbody tr"), (tr) => Array.from(tr.cells, (c) => c.textContent).join("|")).join("\\n")`);
+        const total = await browser.evaluate<string>(
+          `document.getElementById("chart").dataset.total`,
+        );
+        const rows = nodes.split("\n");
+        const has = (re: RegExp) => rows.some((r) => re.test(r));
+        return rows.length === 5 && has(/^master\|master\|tcp:.*\|alive\|leader\|$/) &&
+          has(/^balancer\|balancer\|tcp:.*\|alive\|primary\|$/) && has(/^storage\|storage\|/) &&
+          rows.filter((r) => /^worker\|worker\d\|.*\|alive\|\|1 free of 1$/.test(r)).length === 2 &&
+          total === String(CHUNKS);
+      }, { timeoutMs: 30_000, intervalMs: 200, detail: () => `nodes:\n${nodes}` });
       const shot = Deno.env.get("DSYS_DASHBOARD_SCREENSHOT");
       if (shot) await Deno.writeFile(shot, await browser.screenshot());
     } finally {

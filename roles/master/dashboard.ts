@@ -1,7 +1,7 @@
 /**
- * The masters' web dashboard (`--dashboard-listen HOST:PORT`): the jobs this master's table
- * holds and one job's chunks, updated live over server-sent events (issue 14, part 3; the first
- * piece: no cluster view or throughput chart yet).
+ * The masters' web dashboard (`--dashboard-listen HOST:PORT`): the cluster's nodes, chunks
+ * finished per second, the jobs this master's table holds and one job's chunks, updated live over
+ * server-sent events (issue 14, part 3; docs/operations.md says what is not there yet).
  *
  * Authenticated by a token: a random 256-bit secret in `<data>/dashboard.token` (mode 0600,
  * made at first start), shown to whoever can read that file (the master's operator; `dsys dev`
@@ -16,12 +16,23 @@ import { timingSafeEqual } from "node:crypto";
 import type { Logger } from "../../lib/log.ts";
 import { parseMetricsListen } from "../../lib/metrics_server.ts";
 import { DASHBOARD_HTML } from "./dashboard_page.ts";
-import { type DashboardView } from "./dashboard_view.ts";
+import {
+  dashboardView,
+  finishedChunks,
+  nodeSummaries,
+  type NodeSummary,
+  THROUGHPUT_PERIOD_MS,
+  ThroughputRing,
+} from "./dashboard_view.ts";
+import type { JobTable } from "./job_table.ts";
+import type { NodeEntry } from "../../wire/mod.ts";
 
 /** Streams of `/events` served at once; more are refused (503). */
 export const MAX_EVENT_STREAMS = 32;
 /** How often a stream checks for a changed view, ms. */
 export const UPDATE_MS = 250;
+/** How often the node list is asked for while a page is open, ms. */
+const NODES_MS = 2000;
 /** A comment line is sent this often on a quiet stream, so proxies keep it open, ms. */
 const KEEPALIVE_MS = 15_000;
 const COOKIE = "dsys_dashboard";
@@ -57,8 +68,13 @@ export interface DashboardOptions {
   listen: string;
   token: string;
   log: Logger;
-  /** The view for a page showing job `jobHex` (or none), now. */
-  view: (jobHex: string | null) => DashboardView;
+  /** This master's Raft id (or endpoint), shown on the page. */
+  self: string;
+  /** The current job table. */
+  table: () => JobTable;
+  isLeader: () => boolean;
+  /** The cluster's nodes, as `dsys nodes` lists them. */
+  nodes: () => Promise<NodeEntry[]>;
 }
 
 function tokenOk(given: string | null, token: string): boolean {
@@ -91,6 +107,29 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
   const { hostname, port } = parseMetricsListen(o.listen);
   let streams = 0;
   const closers = new Set<() => void>();
+  const throughput = new ThroughputRing();
+  const sampler = setInterval(
+    () => throughput.sample(finishedChunks(o.table())),
+    THROUGHPUT_PERIOD_MS,
+  );
+  throughput.sample(finishedChunks(o.table()));
+  // The node list costs a request to each balancer and storage: asked only while someone looks.
+  let nodes: NodeSummary[] = [];
+  let nodesAsked = 0;
+  const refreshNodes = () => {
+    if (Date.now() - nodesAsked < NODES_MS) return;
+    nodesAsked = Date.now();
+    o.nodes().then((n) => nodes = nodeSummaries(n), (e) => {
+      o.log.debug("dashboard: node list failed", { error: e });
+    });
+  };
+  const view = (job: string | null) => {
+    refreshNodes();
+    return dashboardView(o.table(), o.self, o.isLeader(), job, Date.now(), {
+      nodes,
+      chunksPerSecond: throughput.values,
+    });
+  };
   const ready = Promise.withResolvers<Deno.NetAddr>();
   const server = Deno.serve({
     hostname,
@@ -153,7 +192,7 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
       start(ctrl) {
         const tick = () => {
           try {
-            const text = JSON.stringify(o.view(job));
+            const text = JSON.stringify(view(job));
             if (text !== last) {
               last = text;
               quietSince = Date.now();
@@ -192,6 +231,7 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
   return {
     address,
     async close() {
+      clearInterval(sampler);
       for (const c of [...closers]) c();
       await server.shutdown();
     },

@@ -30,12 +30,24 @@ export const DASHBOARD_HTML = `<!doctype html>
   .legend span { display: inline-block; margin-right: 1em; }
   .legend .cell { display: inline-block; vertical-align: middle; margin-right: .3em; }
   #status { color: #a00; }
+  h2 { font-size: 1.1em; margin: 1em 0 .4em; }
+  #chart { border: 1px solid #ddd; background: #fafafa; }
+  #chart polyline { fill: none; stroke: #2a9d4b; stroke-width: 1.5; }
+  #chart text { font-size: 10px; fill: #666; }
+  td.alive { color: #2a9d4b; } td.suspect { color: #e0a020; } td.dead { color: #d64545; }
 </style>
 </head>
 <body>
 <h1>dsys</h1>
 <div id="master"></div>
 <div id="status"></div>
+<h2>cluster</h2>
+<table id="nodes"><thead><tr><th>role</th><th>name</th><th>endpoint</th><th>state</th>
+<th></th><th>slots</th></tr></thead><tbody></tbody></table>
+<h2>chunks finished per second (last 10 min)</h2>
+<svg id="chart" width="600" height="100" viewBox="0 0 600 100"><polyline points=""></polyline>
+<text x="4" y="12" id="chart-max"></text></svg>
+<h2>jobs</h2>
 <table id="jobs"><thead><tr><th>job</th><th>owner</th><th>program</th><th>state</th>
 <th>progress</th><th>age</th></tr></thead><tbody></tbody></table>
 <div id="detail" hidden>
@@ -61,7 +73,36 @@ function age(ms) {
   const s = Math.floor(ms / 1000);
   return s < 60 ? s + " s" : s < 3600 ? Math.floor(s / 60) + " min" : Math.floor(s / 3600) + " h";
 }
+function cell(text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (cls) td.className = cls;
+  return td;
+}
+function renderCluster(v) {
+  $("nodes").tBodies[0].replaceChildren(...v.nodes.map((n) => {
+    const tr = document.createElement("tr");
+    tr.dataset.role = n.role;
+    tr.dataset.name = n.name;
+    const lead = n.lead ? (n.role === "master" ? "leader" : n.role === "balancer" ? "primary" : "") : "";
+    const slots = n.role === "worker" ? n.freeSlots + " free of " + n.slots : "";
+    tr.append(cell(n.role), cell(n.name), cell(n.endpoint), cell(n.state + (n.detail ? ": " + n.detail : ""), n.state),
+      cell(lead), cell(slots));
+    return tr;
+  }));
+  const vals = v.chunksPerSecond;
+  const max = Math.max(1, ...vals);
+  const chart = $("chart");
+  chart.dataset.max = String(Math.max(0, ...vals));
+  chart.dataset.total = String(vals.reduce((a, b) => a + b, 0));
+  // Newest at the right edge; a minute fills the width until there is more history.
+  const step = 598 / Math.max(60, vals.length - 1);
+  chart.querySelector("polyline").setAttribute("points",
+    vals.map((x, i) => (599 - step * (vals.length - 1 - i)) + "," + (98 - 84 * x / max)).join(" "));
+  $("chart-max").textContent = "max " + max + "/s";
+}
 function render(v) {
+  renderCluster(v);
   $("master").textContent = "master " + v.master + (v.leader ? " (leader)" : " (follower: its view may lag)");
   const body = $("jobs").tBodies[0];
   body.replaceChildren(...v.jobs.map((j) => {

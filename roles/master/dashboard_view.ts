@@ -4,11 +4,98 @@
  * a string of one state digit per chunk, so an update is at most a few MiB however big the
  * table is.
  */
-import { ChunkState, uuidToHex } from "../../wire/mod.ts";
+import {
+  ChunkState,
+  type NodeEntry,
+  NodeFlags,
+  NodeRole,
+  NodeState,
+  uuidToHex,
+} from "../../wire/mod.ts";
 import { type JobRecord, JobTable } from "./job_table.ts";
 
 /** Jobs in the list, newest first. */
 export const MAX_LISTED_JOBS = 200;
+/** Nodes in the cluster view. */
+export const MAX_LISTED_NODES = 1000;
+/** Throughput samples kept (one per THROUGHPUT_PERIOD_MS: ten minutes). */
+export const THROUGHPUT_SAMPLES = 600;
+/** Time between throughput samples, ms. */
+export const THROUGHPUT_PERIOD_MS = 1000;
+
+/** One node of the cluster, as the masters' node list has it. */
+export interface NodeSummary {
+  role: string;
+  name: string;
+  endpoint: string;
+  state: "alive" | "suspect" | "dead";
+  /** The leading master, or the primary balancer. */
+  lead: boolean;
+  /** A worker's slots, and how many are free. */
+  slots: number;
+  freeSlots: number;
+  detail: string;
+}
+
+const ROLE_NAMES: Record<number, string> = {
+  [NodeRole.Master]: "master",
+  [NodeRole.Balancer]: "balancer",
+  [NodeRole.Storage]: "storage",
+  [NodeRole.Worker]: "worker",
+};
+const STATE_NAMES: Record<number, NodeSummary["state"]> = {
+  [NodeState.Alive]: "alive",
+  [NodeState.Suspect]: "suspect",
+  [NodeState.Dead]: "dead",
+};
+
+/** The node list's entries for the page, ordered by role (at most MAX_LISTED_NODES). */
+export function nodeSummaries(entries: NodeEntry[]): NodeSummary[] {
+  return entries
+    .slice(0, MAX_LISTED_NODES)
+    .map((n) => ({
+      role: ROLE_NAMES[n.role] ?? `role ${n.role}`,
+      name: n.name,
+      endpoint: n.endpoint,
+      state: STATE_NAMES[n.state] ?? "dead",
+      lead: (n.flags & NodeFlags.Leader) !== 0,
+      slots: n.slots,
+      freeSlots: n.freeSlots,
+      detail: n.detail.slice(0, 200),
+    }))
+    .sort((a, b) => a.role.localeCompare(b.role) || a.name.localeCompare(b.name));
+}
+
+/** Chunks of the table's jobs that reached a final state (succeeded, failed or cancelled). */
+export function finishedChunks(table: JobTable): number {
+  let n = 0;
+  for (const j of table.jobs.values()) n += j.done + j.failed + j.cancelled;
+  return n;
+}
+
+/**
+ * Chunks finished per sampling period, for the last THROUGHPUT_SAMPLES periods: each sample is
+ * the rise of {@link finishedChunks} since the one before (never negative: jobs removed from the
+ * table take their finished chunks with them, which is no throughput).
+ */
+export class ThroughputRing {
+  #last: number | null = null;
+  #values: number[] = [];
+
+  /** Records the current count of finished chunks. */
+  sample(finished: number): void {
+    if (this.#last !== null) {
+      this.#values.push(Math.max(0, finished - this.#last));
+      if (this.#values.length > THROUGHPUT_SAMPLES) this.#values.shift();
+    }
+    this.#last = finished;
+  }
+
+  /** The samples, oldest first. */
+  get values(): readonly number[] {
+    return this.#values;
+  }
+}
 
 /** One job in the list. */
 export interface JobSummary {
@@ -42,6 +129,10 @@ export interface DashboardView {
   jobs: JobSummary[];
   /** The job asked for (`?job=ID`), null when none or not found. */
   job: JobDetail | null;
+  /** The cluster's nodes (refreshed every few seconds while a page is open). */
+  nodes: NodeSummary[];
+  /** Chunks finished per second, oldest first (ThroughputRing). */
+  chunksPerSecond: readonly number[];
 }
 
 function summary(job: JobRecord, nowMs: number): JobSummary {
@@ -65,6 +156,10 @@ export function dashboardView(
   leader: boolean,
   jobHex: string | null,
   nowMs: number,
+  cluster: { nodes: NodeSummary[]; chunksPerSecond: readonly number[] } = {
+    nodes: [],
+    chunksPerSecond: [],
+  },
 ): DashboardView {
   const all = [...table.jobs.values()];
   const jobs = all
@@ -84,5 +179,5 @@ export function dashboardView(
         .map((c) => ({ chunk: c.chunkIndex, reason: c.reason.slice(0, 500) })),
     };
   }
-  return { master, leader, jobs, job };
+  return { master, leader, jobs, job, ...cluster };
 }

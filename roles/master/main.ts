@@ -35,7 +35,6 @@ import { decodeSnapshot, encodeSnapshot } from "./snapshot.ts";
 import type { Registry } from "../../lib/metrics.ts";
 import { MasterMetrics } from "./metrics.ts";
 import { type Dashboard, dashboardToken, startDashboard } from "./dashboard.ts";
-import { dashboardView } from "./dashboard_view.ts";
 
 /** Options of a master node. */
 export interface MasterOptions {
@@ -278,7 +277,13 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
         listen: opts.dashboardListen,
         token: await dashboardToken(opts.data),
         log,
-        view: (job) => dashboardView(table, self, consensus.isLeader(), job, Date.now()),
+        self,
+        table: () => table,
+        isLeader: () => consensus.isLeader(),
+        nodes: async () => {
+          const r = await service!.handle({ type: MessageType.NodeListRequest, node: nodeId });
+          return r?.type === MessageType.NodeListResponse ? r.nodes : [];
+        },
       });
     } catch (e) {
       await service.stop();

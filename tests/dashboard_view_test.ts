@@ -1,0 +1,123 @@
+/**
+ * roles/master/dashboard_view.ts, the pure part of the dashboard: what a table looks like on the
+ * page (the job list's bound and order, one job's grid, attempts and failures), the throughput
+ * samples, and the node list's names.
+ */
+import assert from "node:assert/strict";
+import { type JobSpec, JobTable } from "../roles/master/job_table.ts";
+import {
+  dashboardView,
+  finishedChunks,
+  MAX_LISTED_JOBS,
+  nodeSummaries,
+  THROUGHPUT_SAMPLES,
+  ThroughputRing,
+} from "../roles/master/dashboard_view.ts";
+import {
+  ChunkState,
+  FailureCode,
+  MessageType,
+  NodeFlags,
+  NodeRole,
+  NodeState,
+  randomUuid,
+  uuidToHex,
+} from "../wire/mod.ts";
+
+function spec(seq: number, chunks: number): JobSpec {
+  return {
+    owner: "alice",
+    jobId: randomUuid(),
+    clientId: new Uint8Array(16),
+    seq,
+    programName: "p.sh",
+    programId: randomUuid(),
+    programSize: 3,
+    argument: new Uint8Array(0),
+    numChunks: chunks,
+    timeLimitMs: 1000,
+    inputs: [],
+    submittedAtMs: 1_000_000 + seq,
+  };
+}
+
+function report(job: Uint8Array, chunk: number, state: number) {
+  return {
+    kind: "report" as const,
+    atMs: 2_000_000,
+    status: {
+      type: MessageType.WorkerStatus,
+      node: randomUuid(),
+      job,
+      state: state as typeof ChunkState.Succeeded,
+      chunkIndex: chunk,
+      attempt: 1,
+      exitCode: state === ChunkState.Failed ? 1 : 0,
+      signal: 0,
+      failure: state === ChunkState.Failed ? FailureCode.ExitCode : FailureCode.None,
+      durationMs: 5,
+      outputs: [],
+      stderrTail: new Uint8Array(0),
+      reason: state === ChunkState.Failed ? "exit code 1" : "",
+    },
+  };
+}
+
+Deno.test("dashboard view: newest jobs first, bounded; one job's grid and failures", () => {
+  const t = new JobTable();
+  const specs = Array.from({ length: MAX_LISTED_JOBS + 5 }, (_, i) => spec(i + 1, 4));
+  for (const s of specs) t.apply({ kind: "submit", spec: s });
+  const last = specs[specs.length - 1];
+  t.apply(report(last.jobId, 2, ChunkState.Succeeded));
+  t.apply(report(last.jobId, 3, ChunkState.Failed));
+  const v = dashboardView(t, "m1@tcp://h:1", true, uuidToHex(last.jobId), 2_000_000);
+  assert.equal(v.jobs.length, MAX_LISTED_JOBS);
+  assert.equal(v.jobs[0].id, uuidToHex(last.jobId));
+  assert.equal(v.jobs.at(-1)!.id, uuidToHex(specs[5].jobId));
+  assert.equal(v.jobs[0].ageMs, 2_000_000 - last.submittedAtMs);
+  assert.equal(v.job!.grid, "0023");
+  assert.equal(v.job!.attempts, "0011");
+  assert.deepEqual(v.job!.failures, [{ chunk: 3, reason: "exit code 1" }]);
+  assert.equal(v.job!.state, ChunkState.Running);
+  assert.equal(finishedChunks(t), 2);
+  assert.equal(dashboardView(t, "m", false, null, 0).job, null);
+  assert.equal(dashboardView(t, "m", false, "f".repeat(32), 0).job, null);
+});
+
+Deno.test("throughput: per-period rises of finished chunks, never negative, bounded", () => {
+  const r = new ThroughputRing();
+  r.sample(10);
+  assert.deepEqual(r.values, []);
+  r.sample(13);
+  r.sample(13);
+  r.sample(4); // a job removed from the table: no throughput, not negative
+  r.sample(6);
+  assert.deepEqual(r.values, [3, 0, 0, 2]);
+  for (let i = 0; i < THROUGHPUT_SAMPLES + 10; i++) r.sample(6 + i);
+  assert.equal(r.values.length, THROUGHPUT_SAMPLES);
+});
+
+Deno.test("node summaries: roles, states and the lead flag by name", () => {
+  const entry = (role: number, name: string, state: number, flags = 0) => ({
+    id: randomUuid(),
+    role: role as typeof NodeRole.Master,
+    state: state as typeof NodeState.Alive,
+    flags,
+    slots: role === NodeRole.Worker ? 4 : 0,
+    freeSlots: role === NodeRole.Worker ? 1 : 0,
+    lastSeenMs: 0,
+    endpoint: `tcp://${name}:1`,
+    name,
+    detail: "",
+  });
+  const out = nodeSummaries([
+    entry(NodeRole.Worker, "w1", NodeState.Suspect),
+    entry(NodeRole.Master, "m1", NodeState.Alive, NodeFlags.Leader),
+    entry(NodeRole.Balancer, "b1", NodeState.Dead),
+  ]);
+  assert.deepEqual(out.map((n) => [n.role, n.name, n.state, n.lead, n.freeSlots]), [
+    ["balancer", "b1", "dead", false, 0],
+    ["master", "m1", "alive", true, 0],
+    ["worker", "w1", "suspect", false, 1],
+  ]);
+});
