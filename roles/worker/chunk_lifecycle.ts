@@ -422,6 +422,15 @@ export class ChunkLifecycle {
     return this.#unacked.length;
   }
 
+  /** When the next report retry is due (feed `tick` then), or null when none waits. */
+  nextDueMs(): number | null {
+    let due: number | null = null;
+    for (const c of this.#chunks.values()) {
+      if (c.retryAtMs >= 0 && (due === null || c.retryAtMs < due)) due = c.retryAtMs;
+    }
+    return due;
+  }
+
   /** The final state of an attempt that finished here, if still remembered. */
   finishedState(key: string): ChunkState | undefined {
     return this.#finished.get(key);

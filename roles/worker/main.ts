@@ -3,6 +3,11 @@
  * that read their inputs through the worker's FUSE mount (fetched lazily from storage into a local
  * LRU cache), uploads their outputs to storage, reports the result to the master and frees the
  * slot at the balancer. Conventions: docs/architecture.md ("Worker program interface").
+ *
+ * This is the I/O shell of `ChunkLifecycle` (chunk_lifecycle.ts, pure), which decides every step
+ * of a chunk's life: the shell feeds it what arrives (pushes, answers, the end of each effect,
+ * the clock) and carries out its effects (fetch, mount, spawn in the sandbox, kill, upload,
+ * clean up, report). Storage is reached only through `WorkerStorage` (storage_access.ts).
  * @module
  */
 
@@ -17,16 +22,13 @@ import {
 } from "../../lib/node_security.ts";
 import { resolve } from "node:path";
 import {
-  type ChunkState,
+  type ChunkFinished,
   ChunkState as CS,
   ErrorCode,
-  type FailureCode,
   FailureCode as FC,
   type FileEntry,
-  type JobCancel,
   type Message,
   MessageType,
-  uuidEquals,
   uuidToHex,
   uuidToString,
   type WorkerRequest,
@@ -37,12 +39,20 @@ import { createLogger, type Logger } from "../../lib/log.ts";
 import { loadOrCreateNodeId } from "../../lib/node_id.ts";
 import { FuseMount, type FuseStats } from "../../fuse/mod.ts";
 import { LeaderClient } from "../master/client.ts";
-import { type ReadCap, StorageClient } from "../storage/client.ts";
-import { CAP_BYTES } from "../../lib/capability.ts";
+import { openWorkerStorage, type WorkerStorage } from "./storage_access.ts";
 import { CacheIndex } from "./cache_index.ts";
+import {
+  chunkKey,
+  ChunkLifecycle,
+  type FinishedAnswer,
+  type LifecycleEffect,
+  type LifecycleInput,
+  LifecycleInvariantError,
+  type StatusAnswer,
+} from "./chunk_lifecycle.ts";
 import { ChunkLogServer } from "./log_server.ts";
 import { type ProgramRun, type RunResult, startProgram } from "./runner.ts";
-import { ChunkRun, ChunkSandbox, type LimitHit } from "./chunk_sandbox.ts";
+import { ChunkRun, ChunkSandbox } from "./chunk_sandbox.ts";
 import { type ChunkLimits, DEFAULT_POLICY, type LimitPolicy, resolveLimits } from "./limits.ts";
 import { INSIDE, sandboxEnv } from "./sandbox.ts";
 import { SANDBOX_FLAGS, sandboxOptions } from "./sandbox_flags.ts";
@@ -192,27 +202,32 @@ interface Held {
   uid: number | null;
 }
 
-interface Chunk {
-  key: string;
-  req: WorkerRequest;
-  program: ProgramRun | null;
-  aborted: boolean;
-  done: Promise<void>;
-  /** Errors of fetches of this chunk's inputs, by id hex (set by the mount's error hook). */
-  fetchErrors: Map<string, string>;
-  /** The program file this chunk holds (released when it ends). */
+/** What the shell holds of a chunk while its effects run (its lifecycle is in the core). */
+interface ChunkIo {
+  log: Logger;
+  held: Held;
+  /** The program file it holds (released when it ends). */
   programFile: ProgramFile | null;
-  /** Set while the chunk waits for its program: stops the wait when the worker shuts down. */
+  /** Set while it waits for its program: stops the wait (cancel, shutdown). */
   onAbort: (() => void) | null;
-  /** Cancelled by the masters (job_cancel): killed, and not reported to them. */
-  cancelled?: boolean;
+  /** The slot's directory (unsandboxed: `scratch/`, `out/`, `stdout`, `stderr`). */
+  dir: string | null;
+  /** Its limits (sandboxed; resolved by `prepare`). */
+  limits: ChunkLimits | null;
+  /** The input directory the program sees. */
+  inputDir: string;
+  /** Its run in the slot's sandbox, once begun. */
+  run: ChunkRun | null;
+  /** Its program, once started. */
+  program: ProgramRun | null;
+  /** Where its outputs are. */
+  outDir: string;
+  /** How its program ended. */
+  result: RunResult | null;
   /** Where its program's stdout and stderr go, once it started (served by `dsys logs`). */
   logs?: { stdout: string; stderr: string };
-  /** Set when the chunk's slot cannot be used again (its processes or tmpfs would not go). */
-  slotBroken?: boolean;
 }
 
-const enc = new TextEncoder();
 /** Outputs up to this size are read into memory and uploaded in one piece: cheaper per file
  * than streaming (no chunk-sized read buffer, one read). */
 const SMALL_OUTPUT_BYTES = 1 << 20;
@@ -220,7 +235,6 @@ const SMALL_OUTPUT_BYTES = 1 << 20;
 const PROGRAM_FILES_KEPT = 16;
 /** Writes of a program file before giving up when each is changed before it could run. */
 const PROGRAM_WRITE_TRIES = 3;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Starts a worker: mounts, registers with the balancer and serves worker_requests. */
 export async function runWorker(opts: WorkerOptions): Promise<WorkerNode> {
@@ -240,40 +254,47 @@ class Worker implements WorkerNode {
   #programsDir: string;
   #programs = new Map<string, ProgramFile>();
   #programSeq = 0;
-  /** Slots not in use, by index. Slot i has the directory `<chunks>/slot-i`, and sandboxed its
-   * uid and cgroup. Unsandboxed, the directory holds `scratch/`, `out/`, `stdout`, `stderr`,
-   * reused, emptied, rather than created and deleted per chunk: on ext4 a create after many
-   * recent deletes scans for an inode not recently freed, which profiling showed to be the
-   * worker's main cost per trivial chunk (3 mkdirs + 2 files each time). Sandboxed, the chunk's
-   * files live on a tmpfs of its own (`slot-i/fs`). */
-  #freeSlotIds: number[] = [];
-  /** Slots taken out of use (their processes or tmpfs would not go). */
-  #brokenSlots = 0;
+  /** The chunk lifecycle (pure): which chunk is where, slots, reports, fencing. Slot i (handed
+   * out by it) has the directory `<chunks>/slot-i`, and sandboxed its uid and cgroup.
+   * Unsandboxed, the directory holds `scratch/`, `out/`, `stdout`, `stderr`, reused, emptied,
+   * rather than created and deleted per chunk: on ext4 a create after many recent deletes scans
+   * for an inode not recently freed, which profiling showed to be the worker's main cost per
+   * trivial chunk (3 mkdirs + 2 files each time). Sandboxed, the chunk's files live on a tmpfs of
+   * its own (`slot-i/fs`). */
+  #core: ChunkLifecycle;
+  /** What the effects of each chunk in the core hold, by chunk key. */
+  #io = new Map<string, ChunkIo>();
+  /** Inputs that arrived while the core was stepping (fed right after, in order). */
+  #inputs: LifecycleInput[] = [];
+  #stepping = false;
+  /** The timer of the next report retry, and when it fires. */
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  #retryAtMs = Infinity;
+  /** The I/O of effects under way (a chunk's steps, reports): shutdown waits for all of it. */
+  #sending = new Set<Promise<void>>();
+  /** Waiters for the core to hold no chunk (close). */
+  #idleWaiters: (() => void)[] = [];
   /** The slots' sandboxes; null with --no-sandbox. */
   #sandbox: ChunkSandbox | null = null;
   /** Input dir of chunks of jobs without inputs (empty, read-only, shared). */
   #emptyInputDir: string;
   #index: CacheIndex;
   #mount!: FuseMount;
-  #storage!: StorageClient;
+  /** All of the worker's storage access (the mount's fetches, output uploads). */
+  #storage!: WorkerStorage;
   #masters!: LeaderClient;
   #balancer!: BalancerClient;
-  #chunks = new Map<string, Chunk>();
   /** Chunks per job directory in the mount, so a job's directory goes when its last chunk ends. */
   #jobRefs = new Map<string, number>();
   #closing = false;
   #registered = false;
   #loop: Promise<void> | null = null;
   #wake: (() => void) | null = null;
-  #stats = { accepted: 0, refused: 0, reported: 0, registrations: 0, fenced: 0 };
+  #registrations = 0;
   /** Serves the running chunks' logs (with --listen). */
   #logServer: ChunkLogServer | null = null;
   /** Where it does ("" = nowhere), as told to the balancer. */
   #logEndpoint = "";
-  /** chunk_finished reports not acknowledged yet (bounded: MAX_UNACKED_FINISHES). */
-  #unacked: Message[] = [];
-  /** Newest balancer lease epoch seen on a worker_request (older ones are refused). */
-  #epoch = 0;
 
   constructor(opts: WorkerOptions, nodeId: Uint8Array) {
     this.#opts = opts;
@@ -287,6 +308,7 @@ class Worker implements WorkerNode {
     this.#programsDir = `${this.#chunksDir}/.programs`;
     this.#emptyInputDir = `${this.#chunksDir}/.empty-input`;
     this.#index = new CacheIndex(this.#cacheDir);
+    this.#core = new ChunkLifecycle(nodeId, opts.slots);
   }
 
   async start(): Promise<void> {
@@ -297,18 +319,15 @@ class Worker implements WorkerNode {
         node: this.nodeId,
         log: this.#log,
         lookup: (job, chunkIndex) => {
-          for (const c of this.#chunks.values()) {
-            if (c.cancelled || c.req.chunkIndex !== chunkIndex || !uuidEquals(c.req.job, job)) {
-              continue;
-            }
-            return {
-              owner: c.req.owner ?? "",
-              attempt: c.req.attempt,
-              stdout: c.logs?.stdout ?? null,
-              stderr: c.logs?.stderr ?? null,
-            };
-          }
-          return null;
+          const c = this.#core.logTarget(job, chunkIndex);
+          if (!c) return null;
+          const logs = this.#io.get(c.key)?.logs;
+          return {
+            owner: c.req.owner ?? "",
+            attempt: c.req.attempt,
+            stdout: logs?.stdout ?? null,
+            stderr: logs?.stderr ?? null,
+          };
         },
       });
       this.#logEndpoint = this.#logServer.bind(this.#opts.listen);
@@ -323,10 +342,6 @@ class Worker implements WorkerNode {
     await Deno.remove(this.#chunksDir, { recursive: true }).catch(() => {});
     await Deno.mkdir(this.#chunksDir, { recursive: true, mode: 0o700 });
     await Deno.chmod(this.#chunksDir, 0o700);
-    this.#freeSlotIds = Array.from(
-      { length: this.#opts.slots },
-      (_, i) => this.#opts.slots - 1 - i,
-    );
     if (this.#opts.sandbox === false) {
       this.#log.warn(
         "SANDBOX DISABLED (--no-sandbox): chunks run as this worker's own user and see all it " +
@@ -361,7 +376,7 @@ class Worker implements WorkerNode {
     await Deno.mkdir(this.#emptyInputDir);
     await Deno.chmod(this.#emptyInputDir, 0o555);
     await this.#index.removeTemps();
-    this.#storage = new StorageClient(this.#opts.storage, this.nodeId);
+    this.#storage = openWorkerStorage(this.#opts.storage, this.nodeId);
     try {
       await this.#connect();
     } catch (e) {
@@ -414,7 +429,12 @@ class Worker implements WorkerNode {
   }
 
   stats(): WorkerStats {
-    return { ...this.#stats, running: this.#chunks.size, fuse: this.#mount.stats() };
+    return {
+      ...this.#core.stats(),
+      registrations: this.#registrations,
+      running: this.#core.size(),
+      fuse: this.#mount.stats(),
+    };
   }
 
   // ------------------------------------------------------------------------------------------
@@ -436,51 +456,20 @@ class Worker implements WorkerNode {
     }
     // getToFile verifies the SHA-256 against the id and renames into place only then: the cache
     // outlives this process and is addressed by content, so wrong bytes must never get in.
-    const n = await this.#storage.getToFile(id, cachePath, this.#readCap(id));
+    const n = await this.#storage.getToFile(id, cachePath, this.#core.readCapFor(uuidToHex(id)));
     this.#log.debug("fetched", { file: uuidToHex(id), bytes: n });
     this.#opts.metrics?.fetched(n);
-  }
-
-  /**
-   * A read capability for file `id` from a chunk running here that has it as an input (storage
-   * serves a worker key only with one; any chunk's will do, the one good longest is taken).
-   * None without security, or when no running chunk reads the file.
-   */
-  #readCap(id: Uint8Array): ReadCap {
-    const hex = uuidToHex(id);
-    let best: ReadCap = {};
-    for (const c of this.#chunks.values()) {
-      const { caps, programCap, capExpiryMs = 0 } = c.req;
-      if ((best.capExpiryMs ?? -1) >= capExpiryMs) continue;
-      if (programCap?.length === CAP_BYTES && uuidToHex(c.req.programId) === hex) {
-        best = { cap: programCap.slice(), capExpiryMs };
-        continue;
-      }
-      if (!caps) continue;
-      const i = c.req.inputFiles.findIndex((f) => uuidToHex(f.id) === hex);
-      if (i < 0 || caps.length < CAP_BYTES * (i + 1)) continue;
-      best = { cap: caps.slice(CAP_BYTES * i, CAP_BYTES * (i + 1)), capExpiryMs };
-    }
-    return best;
   }
 
   #onFetchError(id: Uint8Array, e: unknown): void {
     const hex = uuidToHex(id);
     const text = e instanceof Error ? e.message : String(e);
     this.#log.warn("fetch failed", { file: hex, error: text });
-    for (const c of this.#chunks.values()) {
-      const uses = uuidToHex(c.req.programId) === hex ||
-        c.req.inputFiles.some((f) => uuidToHex(f.id) === hex);
-      if (uses) c.fetchErrors.set(hex, text);
-    }
+    this.#step({ kind: "fetch_error", file: hex, text });
   }
 
   // ------------------------------------------------------------------------------------------
   // Balancer: registration, heartbeats, worker_request
-
-  #freeSlots(): number {
-    return Math.max(0, this.#opts.slots - this.#brokenSlots - this.#chunks.size);
-  }
 
   async #balancerLoop(): Promise<void> {
     const period = this.#opts.heartbeatMs ?? 500;
@@ -518,12 +507,13 @@ class Worker implements WorkerNode {
 
   /** Sends the chunk_finished reports no balancer acknowledged yet, oldest first. */
   async #flushFinished(): Promise<void> {
-    while (this.#unacked.length > 0 && !this.#closing) {
-      await this.#balancer.request(this.#unacked[0], 2000).catch((e) => {
+    for (let head = this.#core.unackedHead(); head && !this.#closing;) {
+      await this.#balancer.request(head, 2000).catch((e) => {
         // An error answer (stale, unknown worker) is an answer: retrying cannot help.
         if (!(e instanceof RpcError) || e.code === ErrorCode.Unavailable) throw e;
       });
-      this.#unacked.shift();
+      this.#step({ kind: "resent", report: head });
+      head = this.#core.unackedHead();
     }
   }
 
@@ -533,14 +523,14 @@ class Worker implements WorkerNode {
       type: MessageType.WorkerRegister,
       node: this.nodeId,
       slots: this.#opts.slots,
-      freeSlots: this.#freeSlots(),
+      freeSlots: this.#core.freeSlots(),
       files,
       label: this.#opts.label ?? `${hostname()}/${uuidToHex(this.nodeId).slice(0, 8)}`,
       endpoint: this.#logEndpoint,
     }, 2000);
     this.#index.commit(snapshot);
     this.#registered = true;
-    this.#stats.registrations++;
+    this.#registrations++;
     this.#log.info("registered with balancer", { files: files.length });
   }
 
@@ -550,7 +540,7 @@ class Worker implements WorkerNode {
       type: MessageType.WorkerHeartbeat,
       node: this.nodeId,
       slots: this.#opts.slots,
-      freeSlots: this.#freeSlots(),
+      freeSlots: this.#core.freeSlots(),
       added,
       evicted,
     }, 2000);
@@ -559,144 +549,462 @@ class Worker implements WorkerNode {
   }
 
   /**
-   * `job_cancel` pushed by the balancer: kills every process of the job's chunks it names (all
-   * when none are named). Each such chunk ends through the abort path: its processes are killed
-   * (the sandbox empties the slot's cgroup), nothing is uploaded or reported to the masters, and
-   * the balancer hears the slot is free.
+   * A push of the balancer: `worker_request` (answered at once: accepted, the slot taken, or
+   * refused) or `job_cancel` (answered with how many chunks it stopped; each is killed with
+   * every process of it, nothing is uploaded or reported to the masters, and the balancer hears
+   * its slot is free).
    */
-  #cancel(m: JobCancel): Message {
-    const want = new Set(m.chunks.map((c) => c.chunkIndex));
-    let n = 0;
-    for (const c of this.#chunks.values()) {
-      if (!uuidEquals(c.req.job, m.job) || (want.size > 0 && !want.has(c.req.chunkIndex))) {
-        continue;
-      }
-      if (c.cancelled) continue;
-      c.cancelled = true;
-      c.aborted = true;
-      c.program?.kill();
-      c.onAbort?.();
-      n++;
-    }
-    if (n > 0) this.#log.info("chunks cancelled", { job: uuidToHex(m.job), chunks: n });
-    return { type: MessageType.Ok, node: this.nodeId, value: n };
-  }
-
   #onRequest(m: Message): Message {
-    if (m.type === MessageType.JobCancel) return this.#cancel(m);
+    if (m.type === MessageType.JobCancel) {
+      const fx = this.#step({
+        kind: "cancel",
+        job: m.job,
+        chunks: m.chunks.map((c) => c.chunkIndex),
+      });
+      const ack = fx.find((e) => e.kind === "cancel_ack");
+      return { type: MessageType.Ok, node: this.nodeId, value: ack?.count ?? 0 };
+    }
     if (m.type !== MessageType.WorkerRequest) {
       throw new RequestError(ErrorCode.WrongRole, `worker does not serve message type ${m.type}`);
     }
-    const key = chunkKey(m);
-    const ack = (accepted: boolean, reason: string): Message => ({
+    const ack = this.#step({ kind: "place", req: m }).find((e) => e.kind === "ack");
+    if (!ack) throw new LifecycleInvariantError("worker_request answered while the core stepped");
+    return {
       type: MessageType.WorkerRequestAck,
       node: this.nodeId,
       job: m.job,
       chunkIndex: m.chunkIndex,
       attempt: m.attempt,
-      accepted,
-      reason,
-    });
-    // Fencing: a push from an older lease epoch than one already seen comes from a deposed
-    // primary (paused or partitioned while its successor took over): its placement is stale.
-    const epoch = m.epoch ?? 0;
-    if (epoch < this.#epoch) {
-      this.#stats.refused++;
-      this.#stats.fenced++;
-      this.#log.warn("worker_request of an old balancer epoch refused", {
-        epoch,
-        newest: this.#epoch,
-        chunk: key,
-      });
-      return ack(false, `stale balancer epoch ${epoch} (newest seen ${this.#epoch})`);
-    }
-    this.#epoch = epoch;
-    // A retried push of a chunk we already run must not start it twice.
-    if (this.#chunks.has(key)) return ack(true, "");
-    if (this.#closing) {
-      this.#stats.refused++;
-      return ack(false, "worker shutting down");
-    }
-    if (this.#chunks.size >= this.#opts.slots) {
-      this.#stats.refused++;
-      return ack(false, `no free slot (${this.#opts.slots} of ${this.#opts.slots} busy)`);
-    }
-    const chunk: Chunk = {
-      key,
-      req: m,
-      program: null,
-      aborted: false,
-      done: Promise.resolve(),
-      fetchErrors: new Map(),
-      programFile: null,
-      onAbort: null,
+      accepted: ack.accepted,
+      reason: ack.reason,
     };
-    this.#chunks.set(key, chunk);
-    this.#stats.accepted++;
-    this.#log.info("chunk accepted", {
-      job: uuidToHex(m.job),
-      chunk: m.chunkIndex,
-      attempt: m.attempt,
-      epoch,
-    });
-    chunk.done = this.#runChunk(chunk).catch((e) => {
-      this.#log.error("chunk handling failed", { chunk: key, error: e });
-      return false;
-    }).then((told) => {
-      this.#freeSlot(chunk);
-      // Heartbeat now rather than at the next period when the balancer did not hear
-      // chunk_finished (the free slot) or when the chunk had inputs (the cache changed: newly
-      // cached files steer placement, and a file cached and evicted between two periodic
-      // heartbeats would never be announced). For a chunk without inputs whose chunk_finished
-      // was acknowledged it would only cost a round trip and a cache scan.
-      if (!told || chunk.req.inputFiles.length > 0) this.#wake?.();
-    });
-    return ack(true, "");
   }
 
   // ------------------------------------------------------------------------------------------
-  // Running a chunk
+  // The core and its effects
 
-  /** Runs a chunk to its reported end; true when the balancer acknowledged chunk_finished. */
-  async #runChunk(c: Chunk): Promise<boolean> {
-    const req = c.req;
-    const log = this.#log.child({ chunk: c.key });
-    const held: Held = { pinned: [], jobDir: null, uid: null };
-    let status: WorkerStatus | null;
-    let dir: string | null = null;
-    const slot = this.#freeSlotIds.pop();
+  /**
+   * Feeds an input to the core and carries out its effects; returns them. An input that arrives
+   * while effects are being carried out (one that ends synchronously) is fed right after, in
+   * order, and gets [] here. An invariant the core finds broken is thrown on: a bug, which stops
+   * the worker rather than run chunks on a state it cannot trust.
+   */
+  #step(input: LifecycleInput): LifecycleEffect[] {
+    if (this.#stepping) {
+      this.#inputs.push(input);
+      return [];
+    }
+    this.#stepping = true;
+    let first: LifecycleEffect[] | null = null;
     try {
-      if (slot === undefined) {
-        throw new WorkerError("no usable slot (a slot's processes or tmpfs would not go)");
+      for (let next: LifecycleInput | undefined = input; next; next = this.#inputs.shift()) {
+        const fx = this.#core.step(next);
+        first ??= fx;
+        for (const e of fx) this.#do(e);
       }
-      dir = this.#takeDir(slot);
-      status = await this.#execute(c, dir, slot, held, log);
+    } finally {
+      this.#stepping = false;
+    }
+    this.#armRetry();
+    return first ?? [];
+  }
+
+  /** Feeds an input from an effect that ended (after an await: never inside a step). */
+  #feed(input: LifecycleInput): void {
+    this.#step(input);
+  }
+
+  /** Sets the timer of the core's next due report retry (one timer for all). */
+  #armRetry(): void {
+    const due = this.#core.nextDueMs();
+    if (due === null || due >= this.#retryAtMs) return;
+    clearTimeout(this.#retryTimer);
+    this.#retryAtMs = due;
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.#retryAtMs = Infinity;
+      this.#step({ kind: "tick", nowMs: Date.now() });
+    }, Math.max(0, due - Date.now()));
+  }
+
+  #ioOf(key: string): ChunkIo {
+    let io = this.#io.get(key);
+    if (!io) {
+      io = {
+        log: this.#log.child({ chunk: key }),
+        held: { pinned: [], jobDir: null, uid: null },
+        programFile: null,
+        onAbort: null,
+        dir: null,
+        limits: null,
+        inputDir: this.#emptyInputDir,
+        run: null,
+        program: null,
+        outDir: "",
+        result: null,
+      };
+      this.#io.set(key, io);
+    }
+    return io;
+  }
+
+  /** Runs an effect's I/O; what fails unexpectedly is logged (its chunk's effect handles its
+   * own errors: this is a last resort), and a broken invariant stops the worker. */
+  #task(key: string, body: () => Promise<void>): void {
+    const p = body().catch((e) => {
+      if (e instanceof LifecycleInvariantError) throw e;
+      this.#log.error("chunk handling failed", { chunk: key, error: e });
+    });
+    this.#sending.add(p);
+    p.finally(() => this.#sending.delete(p));
+  }
+
+  /** Carries out one effect of the core. */
+  #do(e: LifecycleEffect): void {
+    switch (e.kind) {
+      case "ack":
+        if (e.why === "new") {
+          const r = this.#core.chunk(e.key)?.req;
+          this.#log.info("chunk accepted", {
+            job: r ? uuidToHex(r.job) : "",
+            chunk: r?.chunkIndex ?? -1,
+            attempt: r?.attempt ?? 0,
+            epoch: e.epoch,
+          });
+        } else if (e.why === "fenced") {
+          this.#log.warn("worker_request of an old balancer epoch refused", {
+            epoch: e.epoch,
+            newest: e.newest,
+            chunk: e.key,
+          });
+        }
+        return;
+      case "cancel_ack":
+        if (e.count > 0) {
+          this.#log.info("chunks cancelled", { job: uuidToHex(e.job), chunks: e.count });
+        }
+        return;
+      case "fetch_program":
+        return this.#task(e.key, () => this.#fetchProgram(e.key));
+      case "abort_fetch":
+        this.#io.get(e.key)?.onAbort?.();
+        return;
+      case "prepare":
+        return this.#task(e.key, () => this.#prepare(e.key, e.slot));
+      case "spawn":
+        return this.#task(e.key, () => this.#spawn(e.key, e.slot));
+      case "kill":
+        this.#io.get(e.key)?.program?.kill();
+        return;
+      case "report_running":
+        this.#masters.request(e.status, e.timeoutMs).catch(() => {});
+        return;
+      case "upload":
+        return this.#task(e.key, () => this.#upload(e.key));
+      case "clean_up":
+        return this.#task(e.key, () => this.#cleanUp(e.key, e.slot, e.ended));
+      case "send_status":
+        return this.#task(e.key, () => this.#sendStatus(e.key, e.status, e.timeoutMs));
+      case "send_lost":
+        return this.#task(
+          chunkKey(e.status),
+          () => this.#masters.request(e.status, e.timeoutMs).then(() => {}, () => {}),
+        );
+      case "send_finished":
+        return this.#task(
+          chunkKey(e.report),
+          () => this.#sendFinished(e.report, e.hadInputs, e.timeoutMs),
+        );
+      case "wake":
+        this.#wake?.();
+        return;
+      case "forget":
+        this.#io.delete(e.key);
+        if (this.#core.size() === 0) { for (const w of this.#idleWaiters.splice(0)) w(); }
+        return;
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Running a chunk: the effects' I/O
+
+  /** Gets the chunk's program file; a shutdown or cancel does not wait for the fetch (storage
+   * may be slow or gone). */
+  async #fetchProgram(key: string): Promise<void> {
+    const io = this.#ioOf(key);
+    const req = this.#core.chunk(key)!.req;
+    const acquiring = this.#acquireProgram(req);
+    let p: ProgramFile | null;
+    try {
+      p = await new Promise<ProgramFile | null>((resolve, reject) => {
+        io.onAbort = () => resolve(null);
+        acquiring.then(resolve, reject);
+      });
+    } catch (e) {
+      const text = e instanceof Error ? e.message : String(e);
+      io.log.warn("program unavailable", { program: uuidToHex(req.programId), error: text });
+      return this.#feed({ kind: "program_failed", key, text });
+    } finally {
+      io.onAbort = null;
+    }
+    if (p === null) {
+      // Stopped while fetching: the program is released whenever the fetch ends.
+      acquiring.then((p) => this.#releaseProgram(p), () => {});
+      return this.#feed({ kind: "program_failed", key, text: "stopped" });
+    }
+    io.programFile = p;
+    this.#feed({ kind: "program_ready", key });
+  }
+
+  /** Resolves the chunk's limits, makes its slot's directory, mounts its inputs. */
+  async #prepare(key: string, slot: number): Promise<void> {
+    await Promise.resolve(); // never inside the step that asked for it
+    const io = this.#ioOf(key);
+    const req = this.#core.chunk(key)!.req;
+    // What ended it, fed once it has (a step's own failure is not mistaken for setup's).
+    let ended: LifecycleInput = { kind: "prepared", key };
+    try {
+      io.dir = this.#takeDir(slot);
+      const sb = this.#sandbox;
+      // A sandboxed chunk's limits: refused before anything is set up when they are beyond
+      // what this worker allows (errors are values: the chunk fails with Policy and the reason).
+      if (sb) {
+        const lim = resolveLimits(req, sb.policy);
+        if (!lim.ok) {
+          io.log.info("chunk refused by the worker's limits", { ...lim.refusal });
+          ended = { kind: "prepare_failed", key, failure: FC.Policy, reason: lim.refusal.reason };
+        } else io.limits = lim.limits;
+      }
+      // A job without inputs still gets an (empty, local, read-only) input dir, so the variable
+      // is usable.
+      if (ended.kind === "prepared" && req.inputFiles.length > 0) {
+        const jobDir = uuidToString(req.job);
+        this.#jobRefs.set(jobDir, (this.#jobRefs.get(jobDir) ?? 0) + 1);
+        io.held.jobDir = jobDir;
+        for (const f of req.inputFiles) {
+          this.#opts.metrics?.input(f.size, this.#mount.cachePath(f.id));
+          this.#mount.addFile({ path: `${jobDir}/${f.name}`, id: f.id, size: f.size });
+          // Pinned while the chunk runs: its inputs must not be evicted between reads.
+          this.#mount.pin(f.id);
+          io.held.pinned.push(f.id);
+        }
+        io.inputDir = `${this.#mount.mountpoint}/${jobDir}`;
+      }
     } catch (e) {
       // Setup failed (bad input name, disk full, …): still a definite result for the master.
       const text = e instanceof Error ? e.message : String(e);
-      log.warn("chunk setup failed", { error: text });
-      const why = `worker could not run chunk: ${text}`;
-      status = bareStatus(this.nodeId, req, CS.Failed, FC.Internal, why);
-    } finally {
-      this.#release(held);
-      if (c.programFile) this.#releaseProgram(c.programFile);
+      io.log.warn("chunk setup failed", { error: text });
+      const reason = `worker could not run chunk: ${text}`;
+      ended = { kind: "prepare_failed", key, failure: FC.Internal, reason };
     }
-    if (dir !== null && slot !== undefined) await this.#returnDir(dir, slot, c, log);
-    if (held.pinned.length > 0) this.#enforceCache();
-    this.#opts.metrics?.chunkEnded(status, c.cancelled, c.aborted);
-    if (c.cancelled) {
-      // The masters decided already (the chunk is cancelled there): only the slot is news.
-      log.info("chunk cancelled: every process of it is gone", {});
-      return await this.#finishedAtBalancer(c, CS.Cancelled);
+    if (ended.kind === "prepared") {
+      io.log.debug("chunk started", {
+        inputs: req.inputFiles.length,
+        timeLimitMs: req.timeLimitMs,
+      });
     }
-    if (c.aborted) {
-      // Shutting down: say so at once (best effort) so the master re-dispatches the chunk
-      // without waiting for our heartbeats to time out.
-      const lost = bareStatus(this.nodeId, req, CS.Lost, FC.WorkerLost, "worker shutting down");
-      await this.#masters.request(lost, 1000).catch(() => {});
-      return false;
+    this.#feed(ended);
+  }
+
+  /** Starts the chunk's program in slot `slot` (its sandbox), then waits for its end. */
+  async #spawn(key: string, slot: number): Promise<void> {
+    const io = this.#ioOf(key);
+    const req = this.#core.chunk(key)!.req;
+    const dir = io.dir!;
+    const programPath = io.programFile!.path;
+    const jobDir = uuidToString(req.job);
+    const inputDir = io.inputDir;
+    const argument = new TextDecoder().decode(req.argument);
+    const args = req.argument.length > 0 ? [argument] : [];
+    const sb = this.#sandbox;
+    const limits = io.limits;
+    let program: ProgramRun;
+    try {
+      io.outDir = `${dir}/out`;
+      if (sb && limits) {
+        const run = io.run = await sb.begin(slot, limits);
+        io.outDir = run.fs.out;
+        if (io.held.jobDir !== null) {
+          // The mount serves the job's directory to this slot's uid only while the chunk runs.
+          this.#mount.allowUid(io.held.jobDir, sb.uid(slot));
+          io.held.uid = sb.uid(slot);
+        }
+        const env = sandboxEnv({
+          jobId: jobDir,
+          chunkIndex: req.chunkIndex,
+          chunkCount: req.numChunks,
+          attempt: req.attempt,
+          argument,
+        });
+        const jobInputs = io.held.jobDir !== null ? inputDir : null;
+        io.logs = { stdout: run.fs.stdout, stderr: run.fs.stderr };
+        program = run.warm
+          ? await run.startWarm(programPath, args, jobInputs, env, req.timeLimitMs)
+          : await startProgram({
+            programPath,
+            args,
+            env,
+            cwd: INSIDE.tmp,
+            timeLimitMs: req.timeLimitMs,
+            stdoutPath: run.fs.stdout,
+            stderrPath: run.fs.stderr,
+            sandbox: run.runSpec(programPath, args, jobInputs),
+          });
+        run.watch(() => program.stop());
+      } else {
+        program = await startProgram({
+          programPath,
+          args,
+          env: {
+            PATH: Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin",
+            HOME: `${dir}/scratch`,
+            TMPDIR: `${dir}/scratch`,
+            DSYS_JOB_ID: jobDir,
+            DSYS_CHUNK_INDEX: String(req.chunkIndex),
+            DSYS_CHUNK_COUNT: String(req.numChunks),
+            DSYS_ATTEMPT: String(req.attempt),
+            DSYS_ARG: argument,
+            DSYS_INPUT_DIR: inputDir,
+            DSYS_OUTPUT_DIR: io.outDir,
+          },
+          cwd: `${dir}/scratch`,
+          timeLimitMs: req.timeLimitMs,
+          stdoutPath: (io.logs = { stdout: `${dir}/stdout`, stderr: `${dir}/stderr` }).stdout,
+          stderrPath: `${dir}/stderr`,
+        });
+      }
+    } catch (e) {
+      const text = e instanceof Error ? e.message : String(e);
+      io.log.warn("chunk setup failed", { error: text });
+      return this.#feed({ kind: "spawn_failed", key, text });
     }
-    return status ? await this.#report(status, c, log) : false;
+    io.program = program;
+    // A chunk stopped meanwhile is killed by the core's answer to this.
+    this.#feed({ kind: "spawned", key, pid: program.pid });
+    const r = await program.result;
+    io.result = r;
+    const hit = io.run && !r.reapError ? io.run.finish(r.signal) : null;
+    this.#feed({
+      kind: "exited",
+      key,
+      end: {
+        exitCode: r.exitCode,
+        signal: r.signal,
+        timedOut: r.timedOut,
+        aborted: r.aborted,
+        spawnError: r.spawnError,
+        reapError: r.reapError,
+        durationMs: r.durationMs,
+        stderrTail: r.stderrTail,
+        limitHit: hit,
+      },
+    });
+  }
+
+  /** Uploads the outputs of a chunk whose program ended. */
+  async #upload(key: string): Promise<void> {
+    const io = this.#ioOf(key);
+    const req = this.#core.chunk(key)!.req;
+    let ended: LifecycleInput;
+    try {
+      // Nothing of the chunk runs any more (its cgroup is empty): its tmpfs goes read-only for
+      // everyone, so what is hashed and uploaded is exactly what it left.
+      io.run?.seal();
+      const stdoutPath = io.run ? io.run.fs.stdout : `${io.dir}/stdout`;
+      const max = io.limits ? io.limits.diskBytes : Infinity;
+      const outputs = await this.#uploadOutputs(
+        io.outDir,
+        stdoutPath,
+        io.result!.stdoutBytes,
+        io.log,
+        req.owner,
+        max,
+      );
+      ended = { kind: "uploaded", key, outputs };
+    } catch (e) {
+      const quota = e instanceof OutputQuotaError;
+      const text = e instanceof Error ? e.message : String(e);
+      ended = { kind: "upload_failed", key, quota, text };
+    }
+    this.#feed(ended);
+  }
+
+  /** Gives back what the chunk holds: its sandbox run, mounts, pins, program file, slot. */
+  async #cleanUp(key: string, slot: number | null, ended: WorkerStatus | null): Promise<void> {
+    await Promise.resolve(); // never inside the step that asked for it
+    const io = this.#ioOf(key);
+    if (ended) {
+      // A line per succeeded chunk is noise at hundreds of chunks a second (and costs every
+      // process that handles the log stream): failures at info, successes at debug.
+      (ended.state === CS.Succeeded ? io.log.debug : io.log.info)("chunk ended", {
+        state: ended.state,
+        exitCode: ended.exitCode,
+        signal: ended.signal,
+        failure: ended.failure,
+        durationMs: ended.durationMs,
+        outputs: ended.outputs.length,
+      });
+    }
+    let usable = true;
+    try {
+      // The chunk's mounts go in the background; the slot's next chunk waits for that.
+      io.run?.end(io.log);
+      this.#release(io.held);
+      if (io.programFile) this.#releaseProgram(io.programFile);
+      if (io.dir !== null && slot !== null) {
+        usable = await this.#returnDir(io.dir, slot, !!io.result?.reapError, io.log);
+      }
+      if (io.held.pinned.length > 0) this.#enforceCache();
+    } catch (e) {
+      io.log.error("chunk clean-up failed", { error: e });
+    }
+    const c = this.#core.chunk(key)!;
+    this.#opts.metrics?.chunkEnded(c.aborted ? null : c.outcome, c.cancelled, c.aborted);
+    if (c.cancelled) io.log.info("chunk cancelled: every process of it is gone", {});
+    this.#feed({ kind: "cleaned", key, slotUsable: usable });
+  }
+
+  /** Sends a final worker_status; the core re-sends it (backoff) until a master answers. */
+  async #sendStatus(key: string, status: WorkerStatus, timeoutMs: number): Promise<void> {
+    const log = this.#io.get(key)?.log ?? this.#log;
+    let answer: StatusAnswer = "acked";
+    try {
+      await this.#masters.request(status, timeoutMs);
+    } catch (e) {
+      if (!(e instanceof RpcError)) {
+        log.error("worker_status could not be sent", { error: e });
+        answer = "rejected";
+      } else if (e.code !== ErrorCode.Unavailable && e.code !== ErrorCode.NotLeader) {
+        // The master rejected it for good (e.g. stale attempt): retrying cannot help.
+        log.warn("master rejected worker_status", { error: e });
+        answer = "rejected";
+      } else {
+        if (this.#closing) {
+          log.warn("shutting down before a master acknowledged the status", { error: e });
+        } else log.info("worker_status not acknowledged yet; retrying", { error: e });
+        answer = "retry";
+      }
+    }
+    this.#feed({ kind: "status_answer", key, answer, nowMs: Date.now() });
+  }
+
+  /** Tells the balancer a chunk finished (its slot is free); kept by the core when it is away. */
+  async #sendFinished(
+    report: ChunkFinished,
+    hadInputs: boolean,
+    timeoutMs: number,
+  ): Promise<void> {
+    let answer: FinishedAnswer = "acked";
+    try {
+      await this.#balancer.request(report, timeoutMs);
+    } catch (e) {
+      // Away (or failing over): the balancer loop re-sends it before its next heartbeat, to
+      // whichever balancer is primary by then.
+      answer = e instanceof RpcError && e.code !== ErrorCode.Unavailable
+        ? "rejected"
+        : "unavailable";
+    }
+    this.#feed({ kind: "finished_answer", report, answer, hadInputs });
   }
 
   /** Slot `slot`'s directory; unsandboxed with empty `scratch/` and `out/` for one chunk. */
@@ -714,14 +1022,13 @@ class Worker implements WorkerNode {
    * program's process group is gone by now) and keeps the directory for the next chunk; a
    * directory that cannot be emptied is dropped (the next chunk of the slot makes a new one).
    * Sandboxed, the chunk's tmpfs is gone already; a slot whose processes or tmpfs would not go
-   * is taken out of use. */
-  async #returnDir(dir: string, slot: number, c: Chunk, log: Logger): Promise<void> {
+   * (`broken`) is taken out of use. False when the slot must not be used again. */
+  async #returnDir(dir: string, slot: number, broken: boolean, log: Logger): Promise<boolean> {
     if (this.#sandbox) {
-      if (c.slotBroken) {
-        this.#brokenSlots++;
-        log.error("slot taken out of use", { slot, usable: this.#opts.slots - this.#brokenSlots });
-      } else this.#freeSlotIds.push(slot);
-      return;
+      if (!broken) return true;
+      const usable = this.#opts.slots - this.#core.brokenSlots() - 1;
+      log.error("slot taken out of use", { slot, usable });
+      return false;
     }
     try {
       // The program could have replaced any of these (e.g. `out` by a symlink to `/`): emptying
@@ -750,7 +1057,7 @@ class Worker implements WorkerNode {
       });
     }
     // Only now: the next chunk of the slot must find the directory emptied (or gone).
-    this.#freeSlotIds.push(slot);
+    return true;
   }
 
   /**
@@ -863,11 +1170,6 @@ class Worker implements WorkerNode {
     );
   }
 
-  /** Frees a chunk's slot (idempotent; a newer chunk under the same key is left alone). */
-  #freeSlot(c: Chunk): void {
-    if (this.#chunks.get(c.key) === c) this.#chunks.delete(c.key);
-  }
-
   /** Unpins a chunk's inputs and drops its job's mount directory after the job's last chunk. */
   #release(held: Held): void {
     if (held.jobDir !== null && held.uid !== null) {
@@ -891,210 +1193,6 @@ class Worker implements WorkerNode {
     try {
       this.#mount.removePath(jobDir);
     } catch { /* unmounted during shutdown */ }
-  }
-
-  /** Sets up, runs and uploads one chunk; returns its final status, or null when aborted. */
-  async #execute(
-    c: Chunk,
-    dir: string,
-    slot: number,
-    held: Held,
-    log: Logger,
-  ): Promise<WorkerStatus | null> {
-    const req = c.req;
-    const jobDir = uuidToString(req.job);
-    const acquiring = this.#acquireProgram(req);
-    try {
-      // A shutdown does not wait for a program fetch (storage may be slow or gone).
-      c.programFile = await new Promise<ProgramFile | null>((resolve, reject) => {
-        c.onAbort = () => resolve(null);
-        if (c.aborted) resolve(null);
-        acquiring.then(resolve, reject);
-      });
-    } catch (e) {
-      if (this.#closing) c.aborted = true;
-      if (c.aborted) return null;
-      const hex = uuidToHex(req.programId);
-      const text = c.fetchErrors.get(hex) ?? (e instanceof Error ? e.message : String(e));
-      log.warn("program unavailable", { program: hex, error: text });
-      return bareStatus(
-        this.nodeId,
-        req,
-        CS.Failed,
-        FC.InputUnavailable,
-        `program file ${hex} could not be fetched: ${text}`,
-      );
-    } finally {
-      c.onAbort = null;
-    }
-    if (c.programFile === null) {
-      // Aborted while fetching: the program is released whenever the fetch ends.
-      acquiring.then((p) => this.#releaseProgram(p), () => {});
-      c.aborted = true;
-      return null;
-    }
-    const programPath = c.programFile.path;
-    const sb = this.#sandbox;
-    // A sandboxed chunk's limits: refused before anything is set up when they are beyond what
-    // this worker allows (errors are values: the chunk fails with Policy and the reason).
-    let limits: ChunkLimits | null = null;
-    if (sb) {
-      const lim = resolveLimits(req, sb.policy);
-      if (!lim.ok) {
-        log.info("chunk refused by the worker's limits", { ...lim.refusal });
-        return bareStatus(this.nodeId, req, CS.Failed, FC.Policy, lim.refusal.reason);
-      }
-      limits = lim.limits;
-    }
-
-    // A job without inputs still gets an (empty, local, read-only) input dir, so the variable
-    // is usable.
-    let inputDir = this.#emptyInputDir;
-    if (req.inputFiles.length > 0) {
-      this.#jobRefs.set(jobDir, (this.#jobRefs.get(jobDir) ?? 0) + 1);
-      held.jobDir = jobDir;
-      for (const f of req.inputFiles) {
-        this.#opts.metrics?.input(f.size, this.#mount.cachePath(f.id));
-        this.#mount.addFile({ path: `${jobDir}/${f.name}`, id: f.id, size: f.size });
-        // Pinned while the chunk runs: its inputs must not be evicted between reads.
-        this.#mount.pin(f.id);
-        held.pinned.push(f.id);
-      }
-      inputDir = `${this.#mount.mountpoint}/${jobDir}`;
-    }
-    log.debug("chunk started", { inputs: req.inputFiles.length, timeLimitMs: req.timeLimitMs });
-    const argument = new TextDecoder().decode(req.argument);
-    const args = req.argument.length > 0 ? [argument] : [];
-    if (this.#closing) c.aborted = true;
-    if (c.aborted) return null;
-    let run: ChunkRun | null = null;
-    try {
-      let program: ProgramRun;
-      let outDir = `${dir}/out`;
-      if (sb && limits) {
-        run = await sb.begin(slot, limits);
-        outDir = run.fs.out;
-        if (held.jobDir !== null) {
-          // The mount serves the job's directory to this slot's uid only while the chunk runs.
-          this.#mount.allowUid(held.jobDir, sb.uid(slot));
-          held.uid = sb.uid(slot);
-        }
-        const env = sandboxEnv({
-          jobId: jobDir,
-          chunkIndex: req.chunkIndex,
-          chunkCount: req.numChunks,
-          attempt: req.attempt,
-          argument,
-        });
-        const jobInputs = held.jobDir !== null ? inputDir : null;
-        c.logs = { stdout: run.fs.stdout, stderr: run.fs.stderr };
-        program = run.warm
-          ? await run.startWarm(programPath, args, jobInputs, env, req.timeLimitMs)
-          : await startProgram({
-            programPath,
-            args,
-            env,
-            cwd: INSIDE.tmp,
-            timeLimitMs: req.timeLimitMs,
-            stdoutPath: run.fs.stdout,
-            stderrPath: run.fs.stderr,
-            sandbox: run.runSpec(programPath, args, jobInputs),
-          });
-        run.watch(() => program.stop());
-      } else {
-        program = await startProgram({
-          programPath,
-          args,
-          env: {
-            PATH: Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin",
-            HOME: `${dir}/scratch`,
-            TMPDIR: `${dir}/scratch`,
-            DSYS_JOB_ID: jobDir,
-            DSYS_CHUNK_INDEX: String(req.chunkIndex),
-            DSYS_CHUNK_COUNT: String(req.numChunks),
-            DSYS_ATTEMPT: String(req.attempt),
-            DSYS_ARG: argument,
-            DSYS_INPUT_DIR: inputDir,
-            DSYS_OUTPUT_DIR: outDir,
-          },
-          cwd: `${dir}/scratch`,
-          timeLimitMs: req.timeLimitMs,
-          stdoutPath: (c.logs = { stdout: `${dir}/stdout`, stderr: `${dir}/stderr` }).stdout,
-          stderrPath: `${dir}/stderr`,
-        });
-      }
-      c.program = program;
-      if (c.aborted) program.kill();
-      if (program.pid !== 0) {
-        // Lets `dsys status` show the chunk as running. One best-effort try, not awaited: the
-        // final status (retried until acknowledged) is what counts.
-        const running = bareStatus(this.nodeId, req, CS.Running, FC.None, "");
-        this.#masters.request(running, 2000).catch(() => {});
-      }
-      const r = await program.result;
-      const hit: LimitHit | null = run && !r.reapError ? run.finish(r.signal) : null;
-      if (r.reapError) c.slotBroken = true;
-      if (r.aborted || c.aborted) {
-        c.aborted = true;
-        return null;
-      }
-      let [state, failure, reason] = resultOf(r, req, hit, c.fetchErrors);
-      let outputs: FileEntry[] = [];
-      if (!r.spawnError && !r.reapError) {
-        try {
-          // Nothing of the chunk runs any more (its cgroup is empty): its tmpfs goes read-only
-          // for everyone, so what is hashed and uploaded is exactly what it left.
-          run?.seal();
-          const stdoutPath = run ? run.fs.stdout : `${dir}/stdout`;
-          const max = limits ? limits.diskBytes : Infinity;
-          outputs = await this.#uploadOutputs(
-            outDir,
-            stdoutPath,
-            r.stdoutBytes,
-            log,
-            req.owner,
-            max,
-          );
-        } catch (e) {
-          state = CS.Failed;
-          const quota = e instanceof OutputQuotaError;
-          failure = quota ? FC.OutputQuota : FC.OutputFailed;
-          reason =
-            (quota ? e.message : `output upload failed: ${e instanceof Error ? e.message : e}`) +
-            (reason ? ` (${reason})` : "");
-          outputs = [];
-        }
-      }
-      // A line per succeeded chunk is noise at hundreds of chunks a second (and costs every
-      // process that handles the log stream): failures at info, successes at debug.
-      (state === CS.Succeeded ? log.debug : log.info)("chunk ended", {
-        state,
-        exitCode: r.exitCode,
-        signal: r.signal,
-        failure,
-        durationMs: r.durationMs,
-        outputs: outputs.length,
-      });
-      return {
-        type: MessageType.WorkerStatus,
-        node: this.nodeId,
-        job: req.job,
-        state,
-        chunkIndex: req.chunkIndex,
-        attempt: req.attempt,
-        exitCode: r.exitCode,
-        signal: r.signal,
-        failure,
-        durationMs: r.durationMs,
-        outputs,
-        stderrTail: r.stderrTail,
-        reason,
-        ...ticketOf(req),
-      };
-    } finally {
-      // The chunk's mounts go in the background; the slot's next chunk waits for that.
-      run?.end(log);
-    }
   }
 
   /** Uploads every regular file in `outDir` (and stdout when non-empty), stored as the job
@@ -1151,72 +1249,19 @@ class Worker implements WorkerNode {
     return out;
   }
 
-  /** Sends the final worker_status until a master acknowledges it, then frees the slot and
-   * sends chunk_finished to the balancer; true when the balancer acknowledged that. */
-  async #report(status: WorkerStatus, c: Chunk, log: Logger): Promise<boolean> {
-    let backoff = 200;
-    for (;;) {
-      try {
-        await this.#masters.request(status, 30_000);
-        this.#stats.reported++;
-        break;
-      } catch (e) {
-        if (!(e instanceof RpcError)) {
-          log.error("worker_status could not be sent", { error: e });
-          break;
-        }
-        if (e.code !== ErrorCode.Unavailable && e.code !== ErrorCode.NotLeader) {
-          // The master rejected it for good (e.g. stale attempt): retrying cannot help.
-          log.warn("master rejected worker_status", { error: e });
-          break;
-        }
-        if (this.#closing) {
-          log.warn("shutting down before a master acknowledged the status", { error: e });
-          return false;
-        }
-        log.info("worker_status not acknowledged yet; retrying", { error: e });
-        await sleep(backoff);
-        backoff = Math.min(2000, backoff * 2);
-      }
-    }
-    return await this.#finishedAtBalancer(c, status.state);
-  }
-
-  /** Frees the chunk's slot and tells the balancer (re-sent later if it is away). */
-  async #finishedAtBalancer(c: Chunk, state: ChunkState): Promise<boolean> {
-    // Free before telling the balancer: it may push the next chunk as soon as it reads this.
-    this.#freeSlot(c);
-    const fin: Message = {
-      type: MessageType.ChunkFinished,
-      node: this.nodeId,
-      job: c.req.job,
-      chunkIndex: c.req.chunkIndex,
-      attempt: c.req.attempt,
-      state,
-    };
-    try {
-      await this.#balancer.request(fin, 2000);
-      return true;
-    } catch (e) {
-      if (e instanceof RpcError && e.code !== ErrorCode.Unavailable) return false;
-      // The balancer is away (or failing over): the balancer loop re-sends it before its
-      // next heartbeat, to whichever balancer is primary by then.
-      this.#unacked.push(fin);
-      if (this.#unacked.length > MAX_UNACKED_FINISHES) this.#unacked.shift();
-      return false;
-    }
-  }
-
   async close(): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
-    for (const c of this.#chunks.values()) {
-      c.aborted = true;
-      c.program?.kill();
-      c.onAbort?.();
-    }
+    // Kills what runs, stops program fetches, refuses new work; each chunk then ends through
+    // its clean-up (reported lost to the masters, or cancelled to the balancer).
+    this.#step({ kind: "shutdown" });
     this.#wake?.();
-    await Promise.allSettled([...this.#chunks.values()].map((c) => c.done));
+    if (this.#core.size() > 0) {
+      await new Promise<void>((r) => this.#idleWaiters.push(r));
+    }
+    // The last reports (lost, chunk_finished) go out before the sockets close.
+    while (this.#sending.size > 0) await Promise.allSettled([...this.#sending]);
+    clearTimeout(this.#retryTimer);
     await this.#loop;
     // Every chunk has ended (its cgroup emptied): the cgroups and uid claims can go.
     await this.#sandbox?.close().catch((e) => this.#log.warn("sandbox close failed", { error: e }));
@@ -1314,83 +1359,12 @@ function removeQuietly(path: string): void {
   } catch { /* already gone */ }
 }
 
-/**
- * Most unacknowledged chunk_finished reports kept: beyond that the oldest are dropped, and the
- * balancer learns of those chunks' end from idle heartbeats (idleGraceMs) instead.
- */
-const MAX_UNACKED_FINISHES = 1024;
-
-function chunkKey(m: { job: Uint8Array; chunkIndex: number; attempt: number }): string {
-  return `${uuidToString(m.job)}/${m.chunkIndex}/${m.attempt}`;
-}
-
 /** The outputs of a chunk claim more bytes than its disk limit allows. */
 class OutputQuotaError extends Error {
   constructor(message: string) {
     super(message);
     this.name = "OutputQuotaError";
   }
-}
-
-/** State, failure and reason of a chunk whose program ran: a limit it went over first (the
- * kernel's record of it is exact), then how the program ended. */
-function resultOf(
-  r: RunResult,
-  req: WorkerRequest,
-  hit: LimitHit | null,
-  fetchErrors: Map<string, string>,
-): [ChunkState, FailureCode, string] {
-  if (r.reapError) {
-    return [CS.Failed, FC.Internal, `processes of the chunk would not go: ${r.reapError}`];
-  }
-  if (hit) return [CS.Failed, hit.failure, hit.reason];
-  if (r.spawnError) return [CS.Failed, FC.SpawnFailed, `spawn failed: ${r.spawnError}`];
-  if (r.timedOut) {
-    return [CS.Failed, FC.Timeout, `killed after ${req.timeLimitMs} ms time limit`];
-  }
-  if (r.signal === 0 && r.exitCode === 0) return [CS.Succeeded, FC.None, ""];
-  let [failure, reason]: [FailureCode, string] = r.signal !== 0
-    ? [FC.Signal, `killed by signal ${r.signal}`]
-    : [FC.ExitCode, `exit code ${r.exitCode}`];
-  if (fetchErrors.size > 0) {
-    // The program most likely failed because an input read gave EIO.
-    const [id, text] = fetchErrors.entries().next().value!;
-    failure = FC.InputUnavailable;
-    reason = `input file ${id} could not be fetched: ${text} (program: ${reason})`;
-  }
-  return [CS.Failed, failure, reason];
-}
-
-/** A worker_status without a program result (setup failure, running, lost). */
-function bareStatus(
-  node: Uint8Array,
-  req: WorkerRequest,
-  state: ChunkState,
-  failure: FailureCode,
-  reason: string,
-): WorkerStatus {
-  return {
-    type: MessageType.WorkerStatus,
-    node,
-    job: req.job,
-    state,
-    chunkIndex: req.chunkIndex,
-    attempt: req.attempt,
-    exitCode: 0,
-    signal: 0,
-    failure,
-    durationMs: 0,
-    outputs: [],
-    stderrTail: enc.encode(""),
-    reason,
-    ...ticketOf(req),
-  };
-}
-
-/** The placement ticket of a chunk's worker_request, for every worker_status about it (the
- * masters accept a status only with the ticket minted for this worker's key). */
-function ticketOf(req: WorkerRequest): Pick<WorkerStatus, "ticket"> {
-  return req.ticket && req.ticket.length > 0 ? { ticket: req.ticket } : {};
 }
 
 function hostname(): string {
