@@ -7,6 +7,7 @@
  */
 import { runClient } from "./client/cli.ts";
 import { runDev } from "./client/dev.ts";
+import { runDashboard } from "./client/dashboard.ts";
 import { runRole } from "./roles/run.ts";
 import { runInit, runKeys } from "./client/keys.ts";
 import { versionLine } from "./lib/version.ts";
@@ -22,7 +23,8 @@ const USAGE = `usage: dsys <command> [flags]
   logs JOB [--chunk N] [-f] [--stderr]        a chunk's output as it is written, then as stored
   nodes                                       list the cluster's nodes
   cluster add-master|remove-master|transfer-leader NAME@tcp://HOST:PORT
-  dev [--keep]                                run the sample job on a local cluster
+  dev [--keep] [--dashboard] [--metrics-listen HOST:PORT]   run the sample job on a local cluster
+  dashboard [--url http://HOST:PORT --token-file F]  the URL that logs in to a master's dashboard
   init DIR [--masters N …]                    create a cluster's keys and keyring
   keys add|revoke|list --keyring FILE …       add or revoke a node's or a user's key
   --version                                   the version and the commit of this build`;
@@ -35,6 +37,8 @@ export async function main(args: string[]): Promise<number> {
       return await runRole(rest);
     case "dev":
       return await runDev(rest);
+    case "dashboard":
+      return await runDashboard(rest);
     case "init":
       return await runInit(rest);
     case "keys":

@@ -15,6 +15,10 @@ export interface ClusterInfo {
   key?: string;
   /** The cluster's keyring file. */
   keyring?: string;
+  /** A master's dashboard, `http://HOST:PORT` (`dsys dashboard`; written by `dsys dev`). */
+  dashboard?: string;
+  /** That master's dashboard token file. */
+  dashboardTokenFile?: string;
 }
 
 /** Default endpoints of `dsys run` on one machine. */

@@ -84,9 +84,12 @@ export async function runDev(args: string[]): Promise<number> {
     );
     for (const p of cluster.procs.values()) {
       if (!p.dashboard) continue;
-      const dir = p.args[p.args.indexOf("--data") + 1];
-      const token = (await Deno.readTextFile(`${dir}/dashboard.token`)).trim();
+      const tokenFile = `${p.args[p.args.indexOf("--data") + 1]}/dashboard.token`;
+      const token = (await Deno.readTextFile(tokenFile)).trim();
       console.log(`dashboard (${p.name}): http://${p.dashboard}/?token=${token}`);
+      // The cluster file (--keep) names the first, for `dsys dashboard`.
+      cluster.info.dashboard ??= `http://${p.dashboard}`;
+      cluster.info.dashboardTokenFile ??= tokenFile;
     }
     if (values["metrics-listen"]) {
       const eps = [...cluster.procs.values()].map((p) => `${p.name} http://${p.metrics}/metrics`);

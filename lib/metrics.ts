@@ -183,11 +183,15 @@ export class Counter extends Metric<{ v: number }> {
     if (!(n >= 0) || !Number.isFinite(n)) throw new MetricsError(`${this.name}: inc by ${n}`);
     this.slot(labels).v += n;
   }
-  /** Sets a counter kept elsewhere (read at scrape time); it must not go back. */
+  /**
+   * Sets a counter kept elsewhere (read at scrape time). A lower value than before (the source
+   * was reset, e.g. a FUSE mount's counters read as 0 once it is unmounted) is ignored: the
+   * counter never goes back within a process, and a scrape never fails over it.
+   */
   setTotal(v: number, labels?: Labels): void {
+    if (Number.isNaN(v)) throw new MetricsError(`${this.name}: set to NaN`);
     const s = this.slot(labels);
-    if (!(v >= s.v)) throw new MetricsError(`${this.name}: went back from ${s.v} to ${v}`);
-    s.v = v;
+    if (v > s.v) s.v = v;
   }
   /** The current value of one series. */
   get(labels?: Labels): number {
@@ -287,6 +291,8 @@ export class Registry {
   /** Every sample name in use (a histogram takes its _bucket, _sum and _count too). */
   #names = new Set<string>();
   #collectors: (() => void)[] = [];
+  /** The last error a collector threw (see {@link render}); undefined if none ever did. */
+  lastCollectError: unknown = undefined;
 
   /** Declares a counter. */
   counter(name: string, help: string, spec?: LabelSpec): Counter {
@@ -308,9 +314,18 @@ export class Registry {
     this.#collectors.push(fn);
   }
 
-  /** The whole registry in the text format (ends with a newline). */
+  /**
+   * The whole registry in the text format (ends with a newline). A collector that throws (a bug)
+   * leaves its series as they were, and the error in {@link lastCollectError}.
+   */
   render(): string {
-    for (const c of this.#collectors) c();
+    for (const c of this.#collectors) {
+      try {
+        c();
+      } catch (e) {
+        this.lastCollectError = e;
+      }
+    }
     const lines: string[] = [];
     for (const m of this.#metrics.values()) lines.push(...m.render());
     return lines.join("\n") + "\n";

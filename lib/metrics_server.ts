@@ -57,7 +57,14 @@ export async function startMetricsServer(
     if (req.method !== "GET" && req.method !== "HEAD") {
       return new Response("method not allowed\n", { status: 405, headers: { allow: "GET, HEAD" } });
     }
-    return new Response(req.method === "HEAD" ? null : registry.render(), {
+    const text = registry.render();
+    if (registry.lastCollectError !== undefined) {
+      log.error("a metrics collector failed; its series are stale", {
+        error: registry.lastCollectError,
+      });
+      registry.lastCollectError = undefined;
+    }
+    return new Response(req.method === "HEAD" ? null : text, {
       headers: { "content-type": TEXT_CONTENT_TYPE },
     });
   });
@@ -101,6 +108,6 @@ export function registerProcessMetrics(registry: Registry, role: string): void {
     rss.set(mem.rss);
     heap.set(mem.heapUsed);
     const { user, system } = process.cpuUsage(); // microseconds
-    cpu.setTotal(Math.max(cpu.get(), (user + system) / 1e6));
+    cpu.setTotal((user + system) / 1e6);
   });
 }

@@ -39,6 +39,23 @@ Deno.test("dashboard: a job's chunks turn to succeeded in Chromium without a rel
     assert.equal(await status(`${base}/events`, { headers: { cookie: "dsys_dashboard=x" } }), 401);
     assert.equal(await status(`${base}/?token=${token}`), 303);
     const bearer = { headers: { authorization: `Bearer ${token}` } };
+    // `dsys dashboard` prints the login URL (and says what it needs when it has nothing).
+    const dsys = async (args: string[]) => {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", new URL("../mod.ts", import.meta.url).pathname, "dashboard", ...args],
+        env: { DSYS_CLUSTER: `${cluster.dataDir}/no-such-cluster.json`, DISPLAY: "" },
+        stdin: "null",
+      }).output();
+      return { code: out.code, out: new TextDecoder().decode(out.stdout).trim() };
+    };
+    const printed = await dsys([
+      "--url",
+      base,
+      "--token-file",
+      `${cluster.dataDir}/master/dashboard.token`,
+    ]);
+    assert.deepEqual(printed, { code: 0, out: `${base}/?token=${token}` });
+    assert.equal((await dsys([])).code, 1);
     assert.equal(await status(`${base}/events?job=nothex`, bearer), 400);
 
     const browser = await startChromium();
