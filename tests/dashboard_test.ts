@@ -10,6 +10,7 @@ import { withCluster } from "./cluster_helpers.ts";
 import { startChromium } from "./chromium.ts";
 import { waitFor, waitForJob } from "./wait.ts";
 import { ChunkState, uuidToHex } from "../wire/mod.ts";
+import { MAX_EVENT_STREAMS } from "../roles/master/dashboard.ts";
 
 const CHUNKS = 8;
 /** Longer than a page update, so that each chunk is seen queued or running. */
@@ -57,6 +58,24 @@ Deno.test("dashboard: a job's chunks turn to succeeded in Chromium without a rel
     assert.deepEqual(printed, { code: 0, out: `${base}/?token=${token}` });
     assert.equal((await dsys([])).code, 1);
     assert.equal(await status(`${base}/events?job=nothex`, bearer), 400);
+    // Bounded: MAX_EVENT_STREAMS streams at once, the next refused; closing them frees them.
+    const streams = await Promise.all(
+      Array.from({ length: MAX_EVENT_STREAMS }, () => fetch(`${base}/events`, bearer)),
+    );
+    assert.deepEqual(new Set(streams.map((r) => r.status)), new Set([200]));
+    assert.equal(await status(`${base}/events`, bearer), 503);
+    for (const r of streams) await r.body?.cancel();
+    await waitFor("a stream to be served again once the others closed", async () => {
+      const r = await fetch(`${base}/events`, bearer);
+      await r.body?.cancel();
+      return r.status === 200;
+    }, { timeoutMs: 10_000, intervalMs: 50 });
+    // Garbage instead of HTTP is dropped; the master serves on.
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(base.split(":")[2]) });
+    // The server may reset the connection before all of it is written: that is a refusal too.
+    await conn.write(new Uint8Array(65536).fill(0xff)).catch(() => 0);
+    conn.close();
+    assert.equal(await status(`${base}/`, bearer), 200);
 
     const browser = await startChromium();
     try {

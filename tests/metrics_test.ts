@@ -205,6 +205,16 @@ Deno.test("metrics: Prometheus scrapes every role; a job moves the series it sho
         throw e;
       }
 
+      // Garbage instead of HTTP, and a wrong path, are refused; every node serves on.
+      for (const p of procs) {
+        const [hostname, port] = p.metrics!.split(":");
+        const conn = await Deno.connect({ hostname, port: Number(port) });
+        await conn.write(new Uint8Array(65536).fill(0x41)).catch(() => 0); // a reset refuses too
+        conn.close();
+        const r = await fetch(`http://${p.metrics}/other`);
+        await r.body?.cancel();
+        assert.equal(r.status, 404, p.name);
+      }
       // Each node's page as it is now, through Prometheus's own parser and lint.
       for (const p of procs) {
         const page = await (await fetch(`http://${p.metrics}/metrics`)).text();
