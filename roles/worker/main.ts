@@ -26,12 +26,10 @@ import {
   ChunkState as CS,
   ErrorCode,
   FailureCode as FC,
-  type FileEntry,
   type Message,
   MessageType,
   uuidToHex,
   uuidToString,
-  type WorkerRequest,
   type WorkerStatus,
 } from "../../wire/mod.ts";
 import { RequestError, RpcError } from "../../lib/rpc.ts";
@@ -51,6 +49,8 @@ import {
   type StatusAnswer,
 } from "./chunk_lifecycle.ts";
 import { ChunkLogServer } from "./log_server.ts";
+import { type ProgramFile, ProgramFiles } from "./program_files.ts";
+import { isRealDir, OutputQuotaError, uploadOutputs } from "./outputs.ts";
 import { type ProgramRun, type RunResult, startProgram } from "./runner.ts";
 import { ChunkRun, ChunkSandbox } from "./chunk_sandbox.ts";
 import { type ChunkLimits, DEFAULT_POLICY, type LimitPolicy, resolveLimits } from "./limits.ts";
@@ -228,14 +228,6 @@ interface ChunkIo {
   logs?: { stdout: string; stderr: string };
 }
 
-/** Outputs up to this size are read into memory and uploaded in one piece: cheaper per file
- * than streaming (no chunk-sized read buffer, one read). */
-const SMALL_OUTPUT_BYTES = 1 << 20;
-/** Program files kept ready to run when no chunk uses them (written once per program id). */
-const PROGRAM_FILES_KEPT = 16;
-/** Writes of a program file before giving up when each is changed before it could run. */
-const PROGRAM_WRITE_TRIES = 3;
-
 /** Starts a worker: mounts, registers with the balancer and serves worker_requests. */
 export async function runWorker(opts: WorkerOptions): Promise<WorkerNode> {
   const w = new Worker(opts, await loadOrCreateNodeId(opts.data));
@@ -250,10 +242,9 @@ class Worker implements WorkerNode {
   #log: Logger;
   #cacheDir: string;
   #chunksDir: string;
-  /** Program files by program id (hex), copied from the cache by the first chunk to run one. */
+  /** Where program files are (`#programs`: copied from the cache by the first chunk to run one). */
   #programsDir: string;
-  #programs = new Map<string, ProgramFile>();
-  #programSeq = 0;
+  #programs!: ProgramFiles;
   /** The chunk lifecycle (pure): which chunk is where, slots, reports, fencing. Slot i (handed
    * out by it) has the directory `<chunks>/slot-i`, and sandboxed its uid and cgroup.
    * Unsandboxed, the directory holds `scratch/`, `out/`, `stdout`, `stderr`, reused, emptied,
@@ -424,6 +415,7 @@ class Worker implements WorkerNode {
       onRequest: (m) => this.#onRequest(m),
       log: this.#log,
     });
+    this.#programs = new ProgramFiles(this.#programsDir, this.#mount);
     // --cache-bytes may be smaller than what an earlier run left in the cache.
     await this.#mount.enforceCacheLimit(this.#opts.cacheBytes);
   }
@@ -733,7 +725,7 @@ class Worker implements WorkerNode {
   async #fetchProgram(key: string): Promise<void> {
     const io = this.#ioOf(key);
     const req = this.#core.chunk(key)!.req;
-    const acquiring = this.#acquireProgram(req);
+    const acquiring = this.#programs.acquire(req);
     let p: ProgramFile | null;
     try {
       p = await new Promise<ProgramFile | null>((resolve, reject) => {
@@ -749,7 +741,7 @@ class Worker implements WorkerNode {
     }
     if (p === null) {
       // Stopped while fetching: the program is released whenever the fetch ends.
-      acquiring.then((p) => this.#releaseProgram(p), () => {});
+      acquiring.then((p) => this.#programs.release(p), () => {});
       return this.#feed({ kind: "program_failed", key, text: "stopped" });
     }
     io.programFile = p;
@@ -912,7 +904,8 @@ class Worker implements WorkerNode {
       io.run?.seal();
       const stdoutPath = io.run ? io.run.fs.stdout : `${io.dir}/stdout`;
       const max = io.limits ? io.limits.diskBytes : Infinity;
-      const outputs = await this.#uploadOutputs(
+      const outputs = await uploadOutputs(
+        this.#storage,
         io.outDir,
         stdoutPath,
         io.result!.stdoutBytes,
@@ -950,7 +943,7 @@ class Worker implements WorkerNode {
       // The chunk's mounts go in the background; the slot's next chunk waits for that.
       io.run?.end(io.log);
       this.#release(io.held);
-      if (io.programFile) this.#releaseProgram(io.programFile);
+      if (io.programFile) this.#programs.release(io.programFile);
       if (io.dir !== null && slot !== null) {
         usable = await this.#returnDir(io.dir, slot, !!io.result?.reapError, io.log);
       }
@@ -1060,107 +1053,6 @@ class Worker implements WorkerNode {
     return true;
   }
 
-  /**
-   * The chunk's program as a file to run: a program is a cached file by id. The first chunk to
-   * run a program id fetches it like an input (the mount's lazy, verified fetch into the cache,
-   * with the request's read capability) and copies it out of the cache to a file of mode 0755;
-   * later chunks, of any job, with the same id run that file. A file found changed (a program
-   * rewrote itself: inode, size or mtime differ) is never run again: the next chunk gets a new
-   * copy of the (untouched) cached file. Each call must be paired with `#releaseProgram`; throws
-   * when the program cannot be fetched.
-   */
-  async #acquireProgram(req: WorkerRequest): Promise<ProgramFile> {
-    const key = uuidToHex(req.programId);
-    for (let tries = 1;; tries++) {
-      let p = this.#programs.get(key);
-      if (p?.written && !unchanged(p)) {
-        this.#dropProgram(p);
-        p = undefined;
-      }
-      if (!p) {
-        const path = `${this.#programsDir}/${key}.${this.#programSeq++}`;
-        const fresh: ProgramFile = {
-          key,
-          path,
-          size: req.programSize,
-          users: 0,
-          ino: null,
-          mtimeMs: -1,
-          written: false,
-          dropped: false,
-          ready: Promise.resolve(),
-        };
-        fresh.ready = this.#writeProgram(fresh, req.programId);
-        // A failed fetch leaves nothing behind: the next chunk tries again.
-        fresh.ready.catch(() => this.#dropProgram(fresh));
-        this.#programs.set(key, p = fresh);
-      } else {
-        // Most recently used last: eviction takes the oldest first.
-        this.#programs.delete(key);
-        this.#programs.set(key, p);
-      }
-      p.users++;
-      try {
-        await p.ready;
-      } catch (e) {
-        this.#releaseProgram(p);
-        throw e;
-      }
-      // Another chunk may have run (and rewritten) it while this one waited for the write.
-      if (unchanged(p)) return p;
-      this.#dropProgram(p);
-      this.#releaseProgram(p);
-      if (tries >= PROGRAM_WRITE_TRIES) {
-        throw new WorkerError(`program file ${p.path} changed ${tries} times before it could run`);
-      }
-    }
-  }
-
-  /** Fetches program `id` into the cache (unless cached) and copies it to `p.path`, 0755. */
-  async #writeProgram(p: ProgramFile, id: Uint8Array): Promise<void> {
-    this.#mount.pin(id); // not evicted between the fetch and the copy
-    try {
-      await this.#mount.prefetch(id);
-      // Copied, not linked: a program that rewrites its own file must not touch the cache.
-      // Written under a temporary name and renamed: the final path is never open for writing.
-      const tmp = `${p.path}.tmp`;
-      await Deno.copyFile(this.#mount.cachePath(id), tmp);
-      await Deno.chmod(tmp, 0o755); // the umask may have dropped bits at create
-      const st = await Deno.lstat(tmp);
-      if (st.size !== p.size) {
-        await Deno.remove(tmp).catch(() => {});
-        throw new WorkerError(
-          `program file ${p.key} has ${st.size} bytes in the cache, the job says ${p.size}`,
-        );
-      }
-      await Deno.rename(tmp, p.path);
-      p.ino = st.ino;
-      p.mtimeMs = mtimeOf(st);
-      p.written = true;
-    } finally {
-      try {
-        this.#mount.unpin(id);
-      } catch { /* unmounted during shutdown */ }
-    }
-  }
-
-  /** Never hands out `p` again; its file goes once no chunk runs it. */
-  #dropProgram(p: ProgramFile): void {
-    if (this.#programs.get(p.key) === p) this.#programs.delete(p.key);
-    p.dropped = true;
-    if (p.users === 0) removeQuietly(p.path);
-  }
-
-  #releaseProgram(p: ProgramFile): void {
-    if (p.users > 0) p.users--;
-    if (p.dropped && p.users === 0) removeQuietly(p.path);
-    if (this.#programs.size <= PROGRAM_FILES_KEPT) return;
-    for (const q of this.#programs.values()) {
-      if (this.#programs.size <= PROGRAM_FILES_KEPT) break;
-      if (q.users === 0 && q.written) this.#dropProgram(q);
-    }
-  }
-
   /** Trims the cache to --cache-bytes. The mount does so after each fetch, but files pinned by a
    * running chunk are skipped then, so the bound is restored here once the chunk let go. */
   #enforceCache(): void {
@@ -1195,60 +1087,6 @@ class Worker implements WorkerNode {
     } catch { /* unmounted during shutdown */ }
   }
 
-  /** Uploads every regular file in `outDir` (and stdout when non-empty), stored as the job
-   * owner's files (`owner` of the worker_request; none without security). More than
-   * `maxBytes` in all (sparse files can claim sizes their tmpfs never held) is refused. */
-  async #uploadOutputs(
-    outDir: string,
-    stdoutPath: string,
-    stdoutBytes: number,
-    log: Logger,
-    owner: string | undefined,
-    maxBytes: number,
-  ): Promise<FileEntry[]> {
-    const files: { name: string; path: string }[] = [];
-    if (!isRealDir(outDir)) {
-      // Replaced by a symlink (or a file): never upload what it points at.
-      throw new WorkerError(`output directory ${outDir} is no longer a directory`);
-    }
-    // Synchronous listing: usually an empty directory, one getdents instead of async ops.
-    const walk = (rel: string) => {
-      const abs = rel ? `${outDir}/${rel}` : outDir;
-      const names = [...Deno.readDirSync(abs)];
-      names.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-      for (const e of names) {
-        const r = rel ? `${rel}/${e.name}` : e.name;
-        // Symlinks are skipped on purpose: they could point at any file of the worker.
-        if (e.isFile) files.push({ name: r, path: `${outDir}/${r}` });
-        else if (e.isDirectory) walk(r);
-      }
-    };
-    walk("");
-    if (stdoutBytes > 0) {
-      if (files.some((f) => f.name === "stdout")) {
-        log.warn("program left a file named stdout; captured stdout not uploaded");
-      } else files.unshift({ name: "stdout", path: stdoutPath });
-    }
-    const sizes = files.map((f) => Deno.statSync(f.path).size);
-    const total = sizes.reduce((a, b) => a + b, 0);
-    if (total > maxBytes) {
-      throw new OutputQuotaError(
-        `outputs of ${total} bytes in all exceed its disk limit of ${maxBytes} bytes`,
-      );
-    }
-    const out: FileEntry[] = [];
-    for (const [i, f] of files.entries()) {
-      // Either way the call resolves only once storage has the file durably.
-      const small = sizes[i] <= SMALL_OUTPUT_BYTES;
-      const put = owner ? { owner } : {};
-      const r = small
-        ? await this.#storage.putBytes(Deno.readFileSync(f.path), put)
-        : await this.#storage.putFile(f.path, put);
-      out.push({ id: r.id, size: r.size, name: f.name });
-    }
-    return out;
-  }
-
   async close(): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
@@ -1273,49 +1111,6 @@ class Worker implements WorkerNode {
       this.#storage.close(),
     ]);
     this.#log.info("worker stopped");
-  }
-}
-
-/** A program's file on this worker, shared by every chunk that runs that program id. */
-interface ProgramFile {
-  /** Program id (hex). */
-  key: string;
-  path: string;
-  /** Bytes it must have (worker_request.program_size). */
-  size: number;
-  /** Chunks running it (or waiting for it to be written) now. */
-  users: number;
-  /** Inode and mtime when written: a changed file is not reused. */
-  ino: number | null;
-  mtimeMs: number;
-  /** True once `path` holds the program. */
-  written: boolean;
-  /** Not handed out any more; the file is removed once `users` is 0. */
-  dropped: boolean;
-  /** Settles when the write ends (rejects when the program could not be fetched). */
-  ready: Promise<void>;
-}
-
-function mtimeOf(st: Deno.FileInfo): number {
-  return st.mtime?.getTime() ?? -1;
-}
-
-/** True while the program file is still the one written (same inode, size, mtime). */
-function unchanged(p: ProgramFile): boolean {
-  try {
-    const st = Deno.lstatSync(p.path);
-    return st.isFile && st.ino === p.ino && st.size === p.size && mtimeOf(st) === p.mtimeMs;
-  } catch {
-    return false;
-  }
-}
-
-/** True when `path` is a directory itself, not a symlink to one. */
-function isRealDir(path: string): boolean {
-  try {
-    return Deno.lstatSync(path).isDirectory;
-  } catch {
-    return false;
   }
 }
 
@@ -1350,20 +1145,6 @@ async function fileHasId(path: string, id: Uint8Array): Promise<boolean | null> 
     return id.length === 16 && digest.subarray(0, 16).every((b, i) => b === id[i]);
   } finally {
     f.close();
-  }
-}
-
-function removeQuietly(path: string): void {
-  try {
-    Deno.removeSync(path);
-  } catch { /* already gone */ }
-}
-
-/** The outputs of a chunk claim more bytes than its disk limit allows. */
-class OutputQuotaError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "OutputQuotaError";
   }
 }
 
