@@ -16,6 +16,7 @@ import {
   zmqVersion,
 } from "../wire/zmq/mod.ts";
 import { sendReleases } from "../wire/zmq/zerocopy.ts";
+import { reactor } from "../wire/zmq/reactor.ts";
 import { waitFor, within } from "./wait.ts";
 
 const PEER = new URL("./zmq/peer.ts", import.meta.url).pathname;
@@ -616,5 +617,40 @@ Deno.test("zmq: options and errors carry context", async () => {
     );
   } finally {
     await terminate();
+  }
+});
+
+Deno.test("zmq: the brief wait serves round trips and never holds the event loop while idle", async () => {
+  const peer = await startPeer("echo", "tcp://127.0.0.1:*");
+  try {
+    const dealer = new Socket("DEALER");
+    dealer.connect(peer.endpoint);
+    const tried0 = reactor.briefHits + reactor.briefMisses;
+    for (let i = 0; i < 200; i++) {
+      const body = enc.encode(`ping ${i}`);
+      await dealer.send(body);
+      const [got] = await within(30_000, `echo ${i}`, dealer.receive());
+      assert.equal(dec.decode(got), `ping ${i}`);
+    }
+    // Answers within the brief wait are taken on the JS thread; how many depends on the load.
+    assert.ok(reactor.briefHits + reactor.briefMisses > tried0, "brief waits were attempted");
+    // A receive nobody answers: the brief wait times out and backs off, so timers and other
+    // I/O keep running while the receive waits on the pool.
+    const pending = dealer.receive();
+    let ticks = 0;
+    for (let i = 0; i < 20; i++) {
+      await within(
+        10_000,
+        `timer ${i} while a receive waits`,
+        new Promise((r) => setTimeout(r, 5)),
+      );
+      ticks++;
+    }
+    assert.equal(ticks, 20);
+    dealer.close();
+    await assert.rejects(pending, (e: unknown) => e instanceof ZmqError && e.code === "closed");
+  } finally {
+    await terminate();
+    await peer.stop();
   }
 });

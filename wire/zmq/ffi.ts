@@ -153,6 +153,12 @@ const libcSymbols = {
   __errno_location: { parameters: [], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
+// Optional (glibc >= 2.35, Linux >= 5.11), loaded on its own so that its absence only turns the
+// reactor's brief wait off: epoll_wait with a nanosecond timeout, called on the JS thread.
+const pwait2Symbols = {
+  epoll_pwait2: { parameters: ["i32", "buffer", "i32", "buffer", "pointer"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
 /** The libzmq symbol table. */
 export type Zmq = Deno.DynamicLibrary<typeof zmqSymbols>["symbols"];
 /** The libc symbol table. */
@@ -198,6 +204,20 @@ export function zmq(): Zmq {
 export function libc(): Libc {
   if (!libcLib) libcLib = Deno.dlopen("libc.so.6", libcSymbols);
   return libcLib.symbols;
+}
+
+let pwait2Lib: Deno.DynamicLibrary<typeof pwait2Symbols> | null | undefined;
+
+/** libc's epoll_pwait2, or null where this libc lacks it. */
+export function epollPwait2(): Deno.DynamicLibrary<typeof pwait2Symbols>["symbols"] | null {
+  if (pwait2Lib === undefined) {
+    try {
+      pwait2Lib = Deno.dlopen("libc.so.6", pwait2Symbols);
+    } catch {
+      pwait2Lib = null;
+    }
+  }
+  return pwait2Lib?.symbols ?? null;
 }
 
 /** errno of the calling (JS) thread after a failed libc call. */

@@ -13,10 +13,20 @@
  * The wait is in flight only while some socket has a pending receive/send, so idle or closed
  * sockets never keep the process alive.
  *
+ * Brief wait: handing a wait to the pool costs two thread hops more than Node's zeromq.js, which
+ * waits in libuv's own epoll on the main thread (docs/benchmarks.md, "ZeroMQ": ~6 context
+ * switches per round trip instead of ~4). So when an answer is likely to come soon, the JS thread
+ * first waits itself, in the kernel (epoll_pwait2, at most {@linkcode BRIEF_WAIT_US}), after
+ * letting the continuations of what it just completed run. libzmq's I/O thread then wakes it
+ * directly. While it waits nothing else on the event loop runs (timers, file I/O completions), so
+ * the wait is adaptive: one that times out means the process is waiting for something else, and
+ * the next 1, 2, 4, ... 64 waits go straight to the pool; one that is answered resets that.
+ * Spinning instead (polling without sleeping) was measured and is worse on shared cores.
+ *
  * @module
  */
 
-import { libc, libcErrno } from "./ffi.ts";
+import { epollPwait2, libc, libcErrno } from "./ffi.ts";
 
 /** What a pollable needs next, as returned by {@linkcode Pollable.service}. */
 export const Need = {
@@ -55,6 +65,7 @@ const EPOLL_CLOEXEC = 0o2000000;
 const EFD_NONBLOCK = 0o4000;
 const EFD_CLOEXEC = 0o2000000;
 const EINTR = 4;
+const ENOSYS = 38;
 /** epoll user data of the wake-up eventfd (sockets use their id >= 1). */
 const WAKE_ID = 0;
 /** struct epoll_event is packed on x86-64: u32 events, u64 data. */
@@ -62,10 +73,31 @@ const EVENT_SIZE = 12;
 const MAX_EVENTS = 256;
 /** ms between retries in the {@linkcode Need.Retry} case: rare (one slow ROUTER peer). */
 const RETRY_MS = 2;
+/**
+ * Longest brief wait on the JS thread, µs: a loopback request/response between two processes
+ * on a loaded machine takes ~100-250 µs, so most answers arrive within it.
+ */
+export const BRIEF_WAIT_US = 300;
+/** Most waits that go straight to the pool after brief waits kept timing out. */
+export const BRIEF_WAIT_MAX_SKIP = 64;
+/** Microtask turns granted to continuations before a brief wait (rpc chains are a few deep). */
+const BRIEF_WAIT_TURNS = 4;
 
 class Reactor {
   /** Completed epoll_wait calls (a cheap counter for benchmarks and tests). */
   waits = 0;
+  /** Brief waits on the JS thread that an event ended (the rest timed out, see the module doc). */
+  briefHits = 0;
+  /** Brief waits that timed out. */
+  briefMisses = 0;
+  /** Waits to hand straight to the pool, and the next such run's length (adaptive back-off). */
+  #briefSkip = 0;
+  #briefBackoff = 1;
+  /** False where libc has no epoll_pwait2. */
+  #briefOk = true;
+  /** struct timespec {tv_sec, tv_nsec} of the brief wait. */
+  #ts = new BigInt64Array([0n, BigInt(BRIEF_WAIT_US * 1000)]);
+  #tsBytes = new Uint8Array(this.#ts.buffer);
   /** Pollables with pending work: the wait is in flight while this is non-empty. */
   #watched = new Map<number, Pollable>();
   /**
@@ -150,10 +182,15 @@ class Reactor {
     const ready = this.#ready;
     try {
       while (this.#watched.size > 0) {
-        this.#waitTimeout = this.#retry.size > 0 ? RETRY_MS : -1;
-        this.#waiting = true;
-        const n = await lc.epoll_wait(this.#epfd, this.#events, MAX_EVENTS, this.#waitTimeout);
-        this.#waiting = false;
+        let n = this.#retry.size === 0 ? await this.#briefWait() : 0;
+        // The continuations that ran meanwhile may have finished everything.
+        if (this.#watched.size === 0) break;
+        if (n <= 0) {
+          this.#waitTimeout = this.#retry.size > 0 ? RETRY_MS : -1;
+          this.#waiting = true;
+          n = await lc.epoll_wait(this.#epfd, this.#events, MAX_EVENTS, this.#waitTimeout);
+          this.#waiting = false;
+        }
         this.waits++;
         if (n < 0 && libcErrno() !== EINTR) {
           // Not expected (the fds stay valid): back off instead of spinning.
@@ -184,6 +221,36 @@ class Reactor {
       this.#idleWaiters = [];
       for (const w of waiters) w();
     }
+  }
+
+  /** The brief wait of the module doc; returns its event count, or 0 to wait on the pool. */
+  async #briefWait(): Promise<number> {
+    if (!this.#briefOk) return 0;
+    if (this.#briefSkip > 0) {
+      this.#briefSkip--;
+      return 0;
+    }
+    for (let i = 0; i < BRIEF_WAIT_TURNS; i++) await null;
+    if (this.#watched.size === 0 || this.#retry.size > 0) return 0;
+    const pw = epollPwait2();
+    if (!pw) {
+      this.#briefOk = false;
+      return 0;
+    }
+    const n = pw.epoll_pwait2(this.#epfd, this.#events, MAX_EVENTS, this.#tsBytes, null);
+    if (n > 0) {
+      this.briefHits++;
+      this.#briefBackoff = 1;
+      return n;
+    }
+    if (n < 0 && libcErrno() === ENOSYS) {
+      this.#briefOk = false; // an old kernel
+      return 0;
+    }
+    this.briefMisses++;
+    this.#briefSkip = this.#briefBackoff;
+    this.#briefBackoff = Math.min(this.#briefBackoff * 2, BRIEF_WAIT_MAX_SKIP);
+    return 0;
   }
 
   #setup(): void {
