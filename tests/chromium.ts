@@ -32,7 +32,7 @@ export async function startChromium(): Promise<Browser> {
       "--remote-debugging-address=127.0.0.1",
       "--remote-debugging-port=0",
       `--user-data-dir=${profile}`,
-      "--window-size=1100,800",
+      "--window-size=1100,900",
       "about:blank",
     ],
     stdin: "null",

@@ -119,6 +119,15 @@ Deno.test("dashboard: a job's chunks turn to succeeded in Chromium without a rel
       );
       const s = await waitForJob(client, job);
       assert.equal(s.state, ChunkState.Succeeded);
+      // Each chunk's only output is its stdout, "chunk N\n".
+      const outputBytes = s.chunks.reduce(
+        (a, c) => a + c.outputs.reduce((b, o) => b + o.size, 0),
+        0,
+      );
+      assert.equal(
+        outputBytes,
+        Array.from({ length: CHUNKS }, (_, i) => `chunk ${i}\n`.length).reduce((a, b) => a + b, 0),
+      );
       let shown = "";
       await waitFor("every chunk succeeded on the page", async () => {
         shown = await browser.evaluate<string>(
@@ -139,12 +148,15 @@ Deno.test("dashboard: a job's chunks turn to succeeded in Chromium without a rel
         const total = await browser.evaluate<string>(
           `document.getElementById("chart").dataset.total`,
         );
+        const bytes = await browser.evaluate<string>(
+          `document.getElementById("bytes-chart").dataset.total`,
+        );
         const rows = nodes.split("\n");
         const has = (re: RegExp) => rows.some((r) => re.test(r));
         return rows.length === 5 && has(/^master\|master\|tcp:.*\|alive\|leader\|$/) &&
           has(/^balancer\|balancer\|tcp:.*\|alive\|primary\|$/) && has(/^storage\|storage\|/) &&
           rows.filter((r) => /^worker\|worker\d\|.*\|alive\|\|1 free of 1$/.test(r)).length === 2 &&
-          total === String(CHUNKS);
+          total === String(CHUNKS) && bytes === String(outputBytes);
       }, { timeoutMs: 30_000, intervalMs: 200, detail: () => `nodes:\n${nodes}` });
       const shot = Deno.env.get("DSYS_DASHBOARD_SCREENSHOT");
       if (shot) await Deno.writeFile(shot, await browser.screenshot());

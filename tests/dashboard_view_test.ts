@@ -10,6 +10,7 @@ import {
   finishedChunks,
   MAX_LISTED_JOBS,
   nodeSummaries,
+  OutputBytes,
   THROUGHPUT_SAMPLES,
   ThroughputRing,
 } from "../roles/master/dashboard_view.ts";
@@ -56,7 +57,7 @@ function report(job: Uint8Array, chunk: number, state: number) {
       signal: 0,
       failure: state === ChunkState.Failed ? FailureCode.ExitCode : FailureCode.None,
       durationMs: 5,
-      outputs: [],
+      outputs: [{ id: randomUuid(), name: "stdout", size: 7 }],
       stderrTail: new Uint8Array(0),
       reason: state === ChunkState.Failed ? "exit code 1" : "",
     },
@@ -80,6 +81,14 @@ Deno.test("dashboard view: newest jobs first, bounded; one job's grid and failur
   assert.deepEqual(v.job!.failures, [{ chunk: 3, reason: "exit code 1" }]);
   assert.equal(v.job!.state, ChunkState.Running);
   assert.equal(finishedChunks(t), 2);
+  const bytes = new OutputBytes();
+  assert.equal(bytes.total(t), 14);
+  t.apply(report(last.jobId, 0, ChunkState.Succeeded));
+  t.apply(report(last.jobId, 1, ChunkState.Succeeded));
+  assert.equal(bytes.total(t), 28); // the job finished: remembered from now on
+  assert.equal(bytes.total(t), 28);
+  t.apply({ kind: "remove", jobIds: [last.jobId] });
+  assert.equal(bytes.total(t), 0);
   assert.equal(dashboardView(t, "m", false, null, 0).job, null);
   assert.equal(dashboardView(t, "m", false, "f".repeat(32), 0).job, null);
 });

@@ -21,6 +21,7 @@ import {
   finishedChunks,
   nodeSummaries,
   type NodeSummary,
+  OutputBytes,
   THROUGHPUT_PERIOD_MS,
   ThroughputRing,
 } from "./dashboard_view.ts";
@@ -107,12 +108,15 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
   const { hostname, port } = parseMetricsListen(o.listen);
   let streams = 0;
   const closers = new Set<() => void>();
-  const throughput = new ThroughputRing();
-  const sampler = setInterval(
-    () => throughput.sample(finishedChunks(o.table())),
-    THROUGHPUT_PERIOD_MS,
-  );
-  throughput.sample(finishedChunks(o.table()));
+  const chunkRate = new ThroughputRing();
+  const byteRate = new ThroughputRing();
+  const outputBytes = new OutputBytes();
+  const sample = () => {
+    chunkRate.sample(finishedChunks(o.table()));
+    byteRate.sample(outputBytes.total(o.table()));
+  };
+  const sampler = setInterval(sample, THROUGHPUT_PERIOD_MS);
+  sample();
   // The node list costs a request to each balancer and storage: asked only while someone looks.
   let nodes: NodeSummary[] = [];
   let nodesAsked = 0;
@@ -127,7 +131,8 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
     refreshNodes();
     return dashboardView(o.table(), o.self, o.isLeader(), job, Date.now(), {
       nodes,
-      chunksPerSecond: throughput.values,
+      chunksPerSecond: chunkRate.values,
+      bytesPerSecond: byteRate.values,
     });
   };
   const ready = Promise.withResolvers<Deno.NetAddr>();

@@ -31,9 +31,11 @@ export const DASHBOARD_HTML = `<!doctype html>
   .legend .cell { display: inline-block; vertical-align: middle; margin-right: .3em; }
   #status { color: #a00; }
   h2 { font-size: 1.1em; margin: 1em 0 .4em; }
-  #chart { border: 1px solid #ddd; background: #fafafa; }
-  #chart polyline { fill: none; stroke: #2a9d4b; stroke-width: 1.5; }
-  #chart text { font-size: 10px; fill: #666; }
+  .charts { display: flex; gap: 2em; flex-wrap: wrap; }
+  .chart { border: 1px solid #ddd; background: #fafafa; }
+  .chart polyline { fill: none; stroke: #2a9d4b; stroke-width: 1.5; }
+  #bytes-chart polyline { stroke: #3b82f6; }
+  .chart text { font-size: 10px; fill: #666; }
   td.alive { color: #2a9d4b; } td.suspect { color: #e0a020; } td.dead { color: #d64545; }
 </style>
 </head>
@@ -44,9 +46,14 @@ export const DASHBOARD_HTML = `<!doctype html>
 <h2>cluster</h2>
 <table id="nodes"><thead><tr><th>role</th><th>name</th><th>endpoint</th><th>state</th>
 <th></th><th>slots</th></tr></thead><tbody></tbody></table>
-<h2>chunks finished per second (last 10 min)</h2>
-<svg id="chart" width="600" height="100" viewBox="0 0 600 100"><polyline points=""></polyline>
-<text x="4" y="12" id="chart-max"></text></svg>
+<div class="charts">
+<div><h2>chunks finished per second (last 10 min)</h2>
+<svg id="chart" class="chart" width="480" height="90" viewBox="0 0 600 100"
+preserveAspectRatio="none"><polyline points=""></polyline><text x="4" y="12"></text></svg></div>
+<div><h2>output bytes stored per second</h2>
+<svg id="bytes-chart" class="chart" width="480" height="90" viewBox="0 0 600 100"
+preserveAspectRatio="none"><polyline points=""></polyline><text x="4" y="12"></text></svg></div>
+</div>
 <h2>jobs</h2>
 <table id="jobs"><thead><tr><th>job</th><th>owner</th><th>program</th><th>state</th>
 <th>progress</th><th>age</th></tr></thead><tbody></tbody></table>
@@ -90,16 +97,24 @@ function renderCluster(v) {
       cell(lead), cell(slots));
     return tr;
   }));
-  const vals = v.chunksPerSecond;
+  drawChart($("chart"), v.chunksPerSecond, (x) => x + " chunks/s");
+  drawChart($("bytes-chart"), v.bytesPerSecond, bytes);
+}
+function bytes(n) {
+  const u = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return (i ? n.toFixed(1) : String(n)) + " " + u[i] + "/s";
+}
+function drawChart(chart, vals, label) {
   const max = Math.max(1, ...vals);
-  const chart = $("chart");
   chart.dataset.max = String(Math.max(0, ...vals));
   chart.dataset.total = String(vals.reduce((a, b) => a + b, 0));
   // Newest at the right edge; a minute fills the width until there is more history.
   const step = 598 / Math.max(60, vals.length - 1);
   chart.querySelector("polyline").setAttribute("points",
     vals.map((x, i) => (599 - step * (vals.length - 1 - i)) + "," + (98 - 84 * x / max)).join(" "));
-  $("chart-max").textContent = "max " + max + "/s";
+  chart.querySelector("text").textContent = "max " + label(max);
 }
 function render(v) {
   renderCluster(v);

@@ -74,15 +74,45 @@ export function finishedChunks(table: JobTable): number {
 }
 
 /**
- * Chunks finished per sampling period, for the last THROUGHPUT_SAMPLES periods: each sample is
- * the rise of {@link finishedChunks} since the one before (never negative: jobs removed from the
- * table take their finished chunks with them, which is no throughput).
+ * Bytes of the outputs the table's finished chunks stored, kept up to date cheaply: a finished
+ * job's total is computed once and remembered (its chunks are final), so each call walks only
+ * the chunks of unfinished jobs.
+ */
+export class OutputBytes {
+  #finished = new Map<string, number>();
+
+  /** The outputs' bytes of every chunk of `table` with a result (succeeded or failed). */
+  total(table: JobTable): number {
+    let n = 0;
+    for (const [hex, job] of table.jobs) {
+      const known = this.#finished.get(hex);
+      if (known !== undefined) {
+        n += known;
+        continue;
+      }
+      let bytes = 0;
+      for (const c of job.chunks) for (const o of c.outputs) bytes += o.size;
+      if (JobTable.isFinished(job)) this.#finished.set(hex, bytes);
+      n += bytes;
+    }
+    // Jobs removed from the table are forgotten here too (bounded by the table).
+    if (this.#finished.size > table.jobs.size) {
+      for (const hex of this.#finished.keys()) if (!table.jobs.has(hex)) this.#finished.delete(hex);
+    }
+    return n;
+  }
+}
+
+/**
+ * A count's rise per sampling period, for the last THROUGHPUT_SAMPLES periods ({@link
+ * finishedChunks}: chunks per second; {@link OutputBytes}: bytes per second). Never negative: jobs
+ * removed from the table take their chunks and bytes with them, which is no throughput.
  */
 export class ThroughputRing {
   #last: number | null = null;
   #values: number[] = [];
 
-  /** Records the current count of finished chunks. */
+  /** Records the count now. */
   sample(finished: number): void {
     if (this.#last !== null) {
       this.#values.push(Math.max(0, finished - this.#last));
@@ -133,6 +163,8 @@ export interface DashboardView {
   nodes: NodeSummary[];
   /** Chunks finished per second, oldest first (ThroughputRing). */
   chunksPerSecond: readonly number[];
+  /** Bytes of outputs stored per second, oldest first (ThroughputRing of OutputBytes). */
+  bytesPerSecond: readonly number[];
 }
 
 function summary(job: JobRecord, nowMs: number): JobSummary {
@@ -156,10 +188,11 @@ export function dashboardView(
   leader: boolean,
   jobHex: string | null,
   nowMs: number,
-  cluster: { nodes: NodeSummary[]; chunksPerSecond: readonly number[] } = {
-    nodes: [],
-    chunksPerSecond: [],
-  },
+  cluster: {
+    nodes: NodeSummary[];
+    chunksPerSecond: readonly number[];
+    bytesPerSecond: readonly number[];
+  } = { nodes: [], chunksPerSecond: [], bytesPerSecond: [] },
 ): DashboardView {
   const all = [...table.jobs.values()];
   const jobs = all
