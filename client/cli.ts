@@ -5,6 +5,7 @@ import {
   ClusterOp,
   ErrorCode,
   type JobStatusResponse,
+  MAX_REPLICAS,
   MessageType,
   uuidFromHex,
   uuidToHex,
@@ -109,16 +110,31 @@ async function withClient<T>(
 }
 
 async function cmdPut(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args, options: common, allowPositionals: true });
+  const { values, positionals } = parseArgs({
+    args,
+    options: { ...common, replicas: { type: "string" } },
+    allowPositionals: true,
+  });
   if (values.help || positionals.length === 0) {
-    out("usage: dsys put FILE... [--storage EP] [--json]   prints: ID SIZE FILE");
+    out(
+      "usage: dsys put FILE... [--replicas N] [--json]   prints: ID SIZE FILE\n" +
+        "  --replicas N  storage nodes that hold each file (default: the cluster's, 2 when it " +
+        "has 2 or more)",
+    );
     return values.help ? EXIT.ok : EXIT.usage;
   }
-  const res = await withClient(values, (c) => c.put(positionals));
+  let replicas: number | undefined;
+  if (values.replicas !== undefined) {
+    replicas = Number(values.replicas);
+    if (!Number.isInteger(replicas) || replicas < 1 || replicas > MAX_REPLICAS) {
+      throw new ClientError(`--replicas ${values.replicas} is not 1..${MAX_REPLICAS}`);
+    }
+  }
+  const res = await withClient(values, (c) => c.put(positionals, { replicas }));
   for (const r of res) {
     out(
       values.json
-        ? JSON.stringify({ id: uuidToHex(r.id), size: r.size, path: r.path })
+        ? JSON.stringify({ id: uuidToHex(r.id), size: r.size, path: r.path, nodes: r.nodes })
         : `${uuidToHex(r.id)}  ${r.size}  ${r.path}`,
     );
   }

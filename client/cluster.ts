@@ -7,7 +7,10 @@
 export interface ClusterInfo {
   /** Master endpoints (`NAME@tcp://HOST:PORT` when the cluster has several masters' keys). */
   masters: string[];
-  /** Storage endpoint. */
+  /**
+   * Storage endpoints, `,`-separated: used only while the masters know no storage node (storage
+   * nodes started without `--masters`); registered nodes are found through the masters.
+   */
   storage: string;
   /** Balancer endpoints, comma-separated. */
   balancer: string;

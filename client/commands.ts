@@ -14,7 +14,8 @@ import {
   type Uuid,
   uuidToHex,
 } from "../wire/mod.ts";
-import { StorageClient } from "./storage_client.ts";
+import { ReplicatedStorage } from "../roles/storage/replicated_client.ts";
+import { MasterMembership } from "../roles/storage/membership.ts";
 import { Credentials } from "../lib/security.ts";
 import { LeaderClient } from "./leader_client.ts";
 import type { ClusterInfo } from "./cluster.ts";
@@ -34,7 +35,7 @@ export class DsysClient {
   readonly node: Uuid = randomUuid();
   readonly cluster: ClusterInfo;
   readonly masters: LeaderClient;
-  #storage: StorageClient | null = null;
+  #storage: ReplicatedStorage | null = null;
   #seq = 0;
 
   /** The key this session uses (from the cluster info), null for an insecure cluster. */
@@ -53,16 +54,30 @@ export class DsysClient {
     });
   }
 
-  /** The storage client (one per session). */
-  get storage(): StorageClient {
-    this.#storage ??= new StorageClient(this.cluster.storage, this.node, {
-      auth: this.credentials,
-    });
+  /**
+   * The storage tier client (one per session): the membership comes from the masters; the
+   * cluster's `storage` endpoints are used only while they know no storage node.
+   */
+  get storage(): ReplicatedStorage {
+    this.#storage ??= new ReplicatedStorage(
+      new MasterMembership(this.cluster.masters, this.node, {
+        auth: this.credentials,
+        seeds: this.cluster.storage.split(",").map((e) => e.trim()).filter(Boolean),
+      }),
+      this.node,
+      { auth: this.credentials },
+    );
     return this.#storage;
   }
 
-  /** Stores files; returns their ids and sizes in order. */
-  async put(paths: string[]): Promise<{ path: string; id: Uuid; size: number }[]> {
+  /**
+   * Stores files (each on `replicas` storage nodes, default the cluster's); returns their ids,
+   * sizes and the nodes holding them, in order.
+   */
+  async put(
+    paths: string[],
+    opts: { replicas?: number } = {},
+  ): Promise<{ path: string; id: Uuid; size: number; nodes: string[] }[]> {
     const out = [];
     for (const path of paths) {
       try {
@@ -70,7 +85,10 @@ export class DsysClient {
       } catch {
         throw new ClientError(`${path}: no such file`);
       }
-      const r = await this.storage.putFile(path);
+      const r = await this.storage.putFile(
+        path,
+        opts.replicas ? { replicas: opts.replicas } : {},
+      );
       out.push({ path, ...r });
     }
     return out;

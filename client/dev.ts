@@ -33,6 +33,7 @@ export async function runDev(args: string[]): Promise<number> {
     options: {
       workers: { type: "string", default: "3" },
       masters: { type: "string", default: "1" },
+      storage: { type: "string", default: "3" },
       slots: { type: "string", default: "2" },
       chunks: { type: "string", default: "8" },
       data: { type: "string" },
@@ -44,10 +45,16 @@ export async function runDev(args: string[]): Promise<number> {
   });
   if (values.help) {
     console.log(
-      "usage: dsys dev [--masters 1|3|5] [--workers N] [--slots N] [--chunks N] [--data DIR] [--keep]\n" +
-        "                [--metrics-listen HOST:PORT] [--dashboard]\n" +
-        "Starts a local cluster, runs the sample word-count job, prints the result.\n" +
-        "--metrics-listen: every node serves Prometheus metrics, on PORT, PORT+1, … (0: free ports).\n" +
+      "usage: dsys dev [--masters 1|3|5] [--storage N] [--workers N] [--slots N] [--chunks N]
+" +
+        "                [--data DIR] [--keep] [--metrics-listen HOST:PORT] [--dashboard]
+" +
+        "Starts a local cluster (3 storage nodes by default: every file on 2 of them), runs the
+" +
+        "sample word-count job, prints the result.
+" +
+        "--metrics-listen: every node serves Prometheus metrics, on PORT, PORT+1, … (0: free ports).
+" +
         "--dashboard: the masters serve the web dashboard (its URLs, with their tokens, are printed).",
     );
     return 0;
@@ -59,6 +66,7 @@ export async function runDev(args: string[]): Promise<number> {
     workers: Number(values.workers),
     masters: Number(values.masters),
     slotsPerWorker: Number(values.slots),
+    storageNodes: Number(values.storage),
     standbyBalancer: true,
     metricsListen: values["metrics-listen"],
     ...(values.dashboard ? { extraArgs: { master: ["--dashboard-listen", "127.0.0.1:0"] } } : {}),
@@ -79,7 +87,8 @@ export async function runDev(args: string[]): Promise<number> {
   try {
     console.log(
       `cluster up in ${Date.now() - t0} ms: masters ${cluster.info.masters.join(" ")}, balancer ` +
-        `${cluster.info.balancer}, storage ${cluster.info.storage}, ${values.workers} workers ` +
+        `${cluster.info.balancer}, storage ${cluster.info.storage} (${values.storage} nodes), ` +
+        `${values.workers} workers ` +
         `(data and logs in ${cluster.dataDir})`,
     );
     for (const p of cluster.procs.values()) {

@@ -24,6 +24,11 @@ export interface LocalClusterOptions {
   standbyBalancer?: boolean;
   /** Worker cache size, bytes. */
   cacheBytes?: number;
+  /**
+   * Storage nodes (default 1): `storage`, `storage2`, `storage3`, … each registering with the
+   * masters; files get 2 replicas once there are two or more (masters' `--replicas` default).
+   */
+  storageNodes?: number;
   /** Extra flags per role, e.g. { master: ["--redispatch-ms", "500"] }. */
   extraArgs?: Partial<Record<"master" | "balancer" | "storage" | "worker", string[]>>;
   /** Called with each child's stderr line (logs); default: appended to <data>/logs/<name>.log. */
@@ -139,7 +144,24 @@ export class LocalCluster {
     return this.keysDir ? joinNamedEndpoint(p.name, p.endpoint) : p.endpoint;
   }
 
-  /** Starts storage, balancer, master and the workers; resolves when all listen. */
+  /** The names of the storage nodes (`storage`, `storage2`, …). */
+  static storageNames(n: number): string[] {
+    return Array.from({ length: n }, (_, i) => i === 0 ? "storage" : `storage${i + 1}`);
+  }
+
+  /** Starts (or restarts, same data directory) storage node `name`, registering with the masters. */
+  startStorage(name: string): Promise<ClusterProcess> {
+    return this.spawn(name, "storage", [
+      "--listen",
+      `tcp://${this.#host(name)}:0`,
+      "--data",
+      `${this.dataDir}/${name}`,
+      "--masters",
+      this.info.masters.join(","),
+    ]);
+  }
+
+  /** Starts masters, storage nodes, balancers and the workers; resolves when all listen. */
   static async start(opts: LocalClusterOptions = {}): Promise<LocalCluster> {
     const dataDir = opts.dataDir ?? await Deno.makeTempDir({ prefix: "dsys-dev-" });
     await Deno.mkdir(`${dataDir}/logs`, { recursive: true });
@@ -151,20 +173,14 @@ export class LocalCluster {
         names: {
           master: n === 1 ? ["master"] : Array.from({ length: n }, (_, i) => `m${i + 1}`),
           balancer: opts.standbyBalancer ? ["balancer", "balancer2"] : ["balancer"],
-          storage: ["storage"],
+          storage: LocalCluster.storageNames(opts.storageNodes ?? 1),
           worker: Array.from({ length: workers }, (_, i) => `worker${i + 1}`),
         },
         users: opts.users,
       });
     }
     try {
-      const storage = await c.spawn("storage", "storage", [
-        "--listen",
-        `tcp://${c.#host("storage")}:0`,
-        "--data",
-        `${dataDir}/storage`,
-      ]);
-      const common = ["--storage", c.#ref(storage)];
+      // Masters first: storage nodes register with them (and are found through them).
       let masters: ClusterProcess[];
       if (n === 1) {
         masters = [
@@ -173,7 +189,6 @@ export class LocalCluster {
             `tcp://${c.#host("master")}:0`,
             "--data",
             `${dataDir}/master`,
-            ...common,
           ]),
         ];
       } else {
@@ -191,12 +206,15 @@ export class LocalCluster {
             `m${i + 1}`,
             "--peers",
             peers,
-            ...common,
           ])
         ));
       }
       // Every balancer alike: the masters' lease makes one of them primary.
       const masterRefs = masters.map((m) => c.#ref(m)).join(",");
+      c.info = { masters: masters.map((m) => c.#ref(m)), balancer: "", storage: "" };
+      const storage = await Promise.all(
+        LocalCluster.storageNames(opts.storageNodes ?? 1).map((name) => c.startStorage(name)),
+      );
       const names = opts.standbyBalancer ? ["balancer", "balancer2"] : ["balancer"];
       const balancerProcs: ClusterProcess[] = [];
       for (const name of names) {
@@ -215,7 +233,8 @@ export class LocalCluster {
       c.info = {
         masters: masters.map((m) => c.#ref(m)),
         balancer: balancers,
-        storage: c.#ref(storage),
+        // Seeds only (clients and workers find registered storage nodes through the masters).
+        storage: storage.map((p) => c.#ref(p)).join(","),
         ...(c.keysDir ? { key: `${c.keysDir}/admin.key`, keyring: c.keyringPath! } : {}),
       };
       await Promise.all(

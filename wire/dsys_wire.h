@@ -67,6 +67,9 @@ enum dsys_message_type {
   DSYS_MSG_BALANCER_LEASE_REPLY = 61,
   DSYS_MSG_BALANCER_SYNC = 62,
   DSYS_MSG_BALANCER_SYNC_REPLY = 63,
+  DSYS_MSG_STORAGE_HEARTBEAT = 70,
+  DSYS_MSG_STORAGE_NODES_REQUEST = 71,
+  DSYS_MSG_STORAGE_NODES = 72,
 };
 
 /* ---- error.code (u32) ---- */
@@ -254,6 +257,7 @@ struct DSYS_PACKED dsys_file_put {
   uint64_t offset;
   uint32_t flags;
   uint32_t owner_length; /* extension: may be absent (base 61 bytes) */
+  uint8_t replicas;      /* extension: replicas wanted, 0 = the cluster default */
 }; /* payload: owner, then file bytes = rest of the frame */
 struct DSYS_PACKED dsys_file_put_ack {
   struct dsys_generic_message header;
@@ -434,6 +438,26 @@ struct DSYS_PACKED dsys_balancer_sync_reply {
   uint8_t snapshot;
   uint32_t body_length;
 }; /* payload: body (JSON, balancer-internal) */
+struct DSYS_PACKED dsys_storage_heartbeat {
+  struct dsys_generic_message header;
+  uint8_t flags;
+  uint64_t capacity_bytes;
+  uint64_t used_bytes;
+  uint64_t files;
+  uint64_t under_replicated_files;
+  uint64_t under_replicated_bytes;
+  uint32_t endpoint_length;
+  uint32_t detail_length;
+}; /* payload: endpoint, detail (UTF-8) */
+struct DSYS_PACKED dsys_storage_nodes_request {
+  struct dsys_generic_message header;
+};
+struct DSYS_PACKED dsys_storage_nodes {
+  struct dsys_generic_message header;
+  uint8_t replicas;
+  uint64_t repair_after_ms;
+  uint32_t num_nodes;
+}; /* payload: storage_entry* */
 
 /* ---- payload records (fixed part; variable parts follow each record) ---- */
 struct DSYS_PACKED dsys_file_entry {
@@ -494,6 +518,20 @@ struct DSYS_PACKED dsys_node_entry {
   uint32_t name_length;
   uint32_t detail_length;
 }; /* followed by endpoint, name, detail */
+struct DSYS_PACKED dsys_storage_entry {
+  uint64_t node_uuid_upper;
+  uint64_t node_uuid_lower;
+  uint8_t state;
+  uint8_t flags;
+  uint64_t capacity_bytes;
+  uint64_t used_bytes;
+  uint64_t files;
+  uint64_t under_replicated_files;
+  uint64_t under_replicated_bytes;
+  uint64_t last_seen_ms;
+  uint32_t endpoint_length;
+  uint32_t detail_length;
+}; /* followed by endpoint, detail */
 struct DSYS_PACKED dsys_fetch_count {
   uint64_t file_uuid_upper;
   uint64_t file_uuid_lower;
@@ -516,7 +554,7 @@ _Static_assert(sizeof(struct dsys_worker_request_ack) == 54, "worker_request_ack
 _Static_assert(sizeof(struct dsys_worker_register) == 45, "worker_register");
 _Static_assert(sizeof(struct dsys_worker_heartbeat) == 41, "worker_heartbeat");
 _Static_assert(sizeof(struct dsys_chunk_finished) == 50, "chunk_finished");
-_Static_assert(sizeof(struct dsys_file_put) == 65, "file_put");
+_Static_assert(sizeof(struct dsys_file_put) == 66, "file_put");
 _Static_assert(sizeof(struct dsys_file_put_ack) == 50, "file_put_ack");
 _Static_assert(sizeof(struct dsys_file_stat) == 45, "file_stat");
 _Static_assert(sizeof(struct dsys_file_stat_response) == 50, "file_stat_response");
@@ -541,6 +579,9 @@ _Static_assert(sizeof(struct dsys_balancer_lease) == 37, "balancer_lease");
 _Static_assert(sizeof(struct dsys_balancer_lease_reply) == 58, "balancer_lease_reply");
 _Static_assert(sizeof(struct dsys_balancer_sync) == 53, "balancer_sync");
 _Static_assert(sizeof(struct dsys_balancer_sync_reply) == 54, "balancer_sync_reply");
+_Static_assert(sizeof(struct dsys_storage_heartbeat) == 74, "storage_heartbeat");
+_Static_assert(sizeof(struct dsys_storage_nodes_request) == 25, "storage_nodes_request");
+_Static_assert(sizeof(struct dsys_storage_nodes) == 38, "storage_nodes");
 _Static_assert(sizeof(struct dsys_file_entry) == 28, "file_entry");
 _Static_assert(sizeof(struct dsys_chunk_attempt) == 8, "chunk_attempt");
 _Static_assert(sizeof(struct dsys_chunk_record) == 69, "chunk_record");
@@ -549,6 +590,7 @@ _Static_assert(sizeof(struct dsys_chunk_index_entry) == 4, "chunk_index_entry");
 _Static_assert(sizeof(struct dsys_job_list_entry) == 21, "job_list_entry");
 _Static_assert(sizeof(struct dsys_node_entry) == 47, "node_entry");
 _Static_assert(sizeof(struct dsys_fetch_count) == 24, "fetch_count");
+_Static_assert(sizeof(struct dsys_storage_entry) == 74, "storage_entry");
 
 /* Splits a 16-byte uuid into host-order upper/lower halves (each = 8 bytes read big-endian). */
 static inline void dsys_uuid_split(const uint8_t id[16], uint64_t *upper, uint64_t *lower) {

@@ -47,6 +47,9 @@ export const MessageType = {
   BalancerLeaseReply: 61,
   BalancerSync: 62,
   BalancerSyncReply: 63,
+  StorageHeartbeat: 70,
+  StorageNodesRequest: 71,
+  StorageNodes: 72,
 } as const;
 /** Any valid `message_type` code. */
 export type MessageType = typeof MessageType[keyof typeof MessageType];
@@ -180,6 +183,13 @@ export const NodeFlags = { Leader: 1 } as const;
 export const ClusterOp = { AddMaster: 1, RemoveMaster: 2, TransferLeader: 3 } as const;
 /** Bit flags of file_put. */
 export const FilePutFlags = { Last: 1 } as const;
+/**
+ * Bit flags of a storage node (storage_heartbeat, storage_entry): `Full` = its disk is (nearly)
+ * full, `Failing` = its disk returns I/O errors; either way it takes no new files.
+ */
+export const StorageFlags = { Full: 1, Failing: 2 } as const;
+/** Most replicas a file can ask for (file_put `replicas`). */
+export const MAX_REPLICAS = 7;
 
 /**
  * Decoder bounds. Every length and count is checked against these before anything is
@@ -328,6 +338,31 @@ export interface NodeEntry {
   /** Its keyring name (a server's: connect as `NAME@endpoint`), or a worker's label. */
   name: string;
   /** Why the node is suspect or dead, as the lister saw it ("" when alive). */
+  detail: string;
+}
+/** A storage node as the masters' leader sees it (storage_nodes). */
+export interface StorageEntry {
+  /** Node id. */
+  id: Uuid;
+  /** NodeState: alive, suspect (missed heartbeats), dead (gone for the repair delay). */
+  state: NodeState;
+  /** StorageFlags bits. */
+  flags: number;
+  /** Bytes the node may hold (its disk's size, or its `--capacity`). */
+  capacityBytes: number;
+  /** Bytes of committed files on the node. */
+  usedBytes: number;
+  /** Committed files on the node. */
+  files: number;
+  /** Files of this node with fewer replicas than they should have, as of its last scan. */
+  underReplicatedFiles: number;
+  /** Bytes of those files. */
+  underReplicatedBytes: number;
+  /** Unix epoch ms of the node's last heartbeat (0 = none since this leader took over). */
+  lastSeenMs: number;
+  /** Where to connect: `[NAME@]tcp://HOST:PORT`. */
+  endpoint: string;
+  /** Why it is suspect, dead, full or failing ("" when healthy). */
   detail: string;
 }
 /** How often one file was fetched (storage_stats). */
@@ -528,8 +563,13 @@ export interface FilePut extends MessageBase {
   offset: number;
   /** FilePutFlags bits (1 = last chunk). */
   flags: number;
-  /** Keyring user the file is stored for (workers storing outputs; ignored from clients). */
+  /**
+   * Keyring user the file is stored for (workers storing outputs; ignored from clients). From a
+   * storage node copying a replica: the file's owners, separated by `\n`.
+   */
   owner?: string;
+  /** Replicas the file should have (1..MAX_REPLICAS), 0 = the cluster's default. */
+  replicas?: number;
   /** File bytes at offset: the rest of the frame. */
   data: Uint8Array;
 }
@@ -816,6 +856,44 @@ export interface BalancerSyncReply extends MessageBase {
   body: Uint8Array;
 }
 
+/** storage -> master (the leader): I am alive, with my counters; answered with storage_nodes. */
+export interface StorageHeartbeat extends MessageBase {
+  /** Message type code (discriminant). */
+  type: typeof MessageType.StorageHeartbeat;
+  /** StorageFlags bits. */
+  flags: number;
+  /** Bytes the node may hold. */
+  capacityBytes: number;
+  /** Bytes of committed files. */
+  usedBytes: number;
+  /** Committed files. */
+  files: number;
+  /** Files with fewer replicas than they should have, as of the node's last repair scan. */
+  underReplicatedFiles: number;
+  /** Bytes of those files. */
+  underReplicatedBytes: number;
+  /** Where to reach the sender: `[NAME@]tcp://HOST:PORT` (NAME = its key's name). */
+  endpoint: string;
+  /** Why the node is full or failing ("" when healthy). */
+  detail: string;
+}
+/** any -> master (the leader): which storage nodes are there? */
+export interface StorageNodesRequest extends MessageBase {
+  /** Message type code (discriminant). */
+  type: typeof MessageType.StorageNodesRequest;
+}
+/** master -> requester: the storage membership and the cluster's replication factor. */
+export interface StorageNodes extends MessageBase {
+  /** Message type code (discriminant). */
+  type: typeof MessageType.StorageNodes;
+  /** Replicas a file gets when its put names none. */
+  replicas: number;
+  /** A node silent this long is dead and its files are re-replicated, ms. */
+  repairAfterMs: number;
+  /** The storage nodes, in no particular order. */
+  nodes: StorageEntry[];
+}
+
 /** Any protocol message; discriminated on `type`. */
 export type Message =
   | ErrorMessage
@@ -852,7 +930,10 @@ export type Message =
   | BalancerLease
   | BalancerLeaseReply
   | BalancerSync
-  | BalancerSyncReply;
+  | BalancerSyncReply
+  | StorageHeartbeat
+  | StorageNodesRequest
+  | StorageNodes;
 
 /** The message interface for a given type code, e.g. `MessageOf<typeof MessageType.Ok>`. */
 export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>;
@@ -1096,6 +1177,27 @@ const NODE_ENTRY: RecordSpec = {
     text("detail", "detail", "maxText", 'why it is suspect or dead, "" when alive'),
   ],
 };
+const STORAGE_ENTRY: RecordSpec = {
+  name: "StorageEntry",
+  wire: "storage_entry",
+  fields: [
+    uuid("id", "node_uuid", "node id"),
+    u8("state", "state", "NodeState", { max: 2 }),
+    u8("flags", "flags", "StorageFlags bits (1 = full, 2 = failing)"),
+    u64("capacityBytes", "capacity_bytes", "bytes the node may hold"),
+    u64("usedBytes", "used_bytes", "bytes of committed files"),
+    u64("files", "files", "committed files"),
+    u64("underReplicatedFiles", "under_replicated_files", "files short of replicas"),
+    u64("underReplicatedBytes", "under_replicated_bytes", "bytes of those files"),
+    u64("lastSeenMs", "last_seen_ms", "Unix epoch ms of its last heartbeat, 0 = none yet"),
+    len("u32", "endpoint_length", "endpoint", "bytes of endpoint"),
+    len("u32", "detail_length", "detail", "bytes of detail"),
+  ],
+  sections: [
+    text("endpoint", "endpoint", "maxText", "[NAME@]tcp://HOST:PORT to connect to"),
+    text("detail", "detail", "maxText", 'why it is suspect, dead, full or failing, "" if not'),
+  ],
+};
 const FETCH_COUNT: RecordSpec = {
   name: "FetchCount",
   wire: "fetch_count",
@@ -1324,9 +1426,18 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
       u64("offset", "offset", "offset of the first payload byte"),
       u32("flags", "flags", "FilePutFlags bits (1 = last chunk)"),
       len("u32", "owner_length", "owner", "bytes of owner", true),
+      u8("replicas", "replicas", "replicas the file should have, 0 = the cluster default", {
+        ext: true,
+        max: 7,
+      }),
     ],
     sections: [
-      text("owner", "owner", "maxText", "user the file is stored for (workers), else empty"),
+      text(
+        "owner",
+        "owner",
+        "maxText",
+        "user the file is stored for (workers); a storage node's copy: the owners, \\n-separated",
+      ),
       rest("data", "data", "maxData", "file bytes at offset: the rest of the frame"),
     ],
     doc: "Upload one chunk of a file; chunks are sent in order.",
@@ -1755,6 +1866,62 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     doc: "Scheduler state for a standby. The body is a JSON document private to balancers of " +
       "one version (roles/balancer/replication.ts); clients never see it.",
     flow: "balancer ROUTER -> balancer",
+    reply: "none",
+  },
+  {
+    type: MessageType.StorageHeartbeat,
+    senders: ["storage"],
+    name: "StorageHeartbeat",
+    wire: "storage_heartbeat",
+    base: 74,
+    fields: [
+      u8("flags", "flags", "StorageFlags bits (1 = full, 2 = failing)"),
+      u64("capacityBytes", "capacity_bytes", "bytes the node may hold"),
+      u64("usedBytes", "used_bytes", "bytes of committed files"),
+      u64("files", "files", "committed files"),
+      u64("underReplicatedFiles", "under_replicated_files", "files short of replicas"),
+      u64("underReplicatedBytes", "under_replicated_bytes", "bytes of those files"),
+      len("u32", "endpoint_length", "endpoint", "bytes of endpoint"),
+      len("u32", "detail_length", "detail", "bytes of detail"),
+    ],
+    sections: [
+      text("endpoint", "endpoint", "maxText", "sender's [NAME@]tcp://HOST:PORT"),
+      text("detail", "detail", "maxText", 'why the node is full or failing, "" if not'),
+    ],
+    doc: "A storage node registers and stays a member: sent every second to the leader. A node " +
+      "silent for the repair delay is dead: its files are copied to others until each is back at " +
+      "its replica count.",
+    flow: "storage DEALER -> master ROUTER (the leader)",
+    reply: "storage_nodes, or error NOT_LEADER / FORBIDDEN (endpoint not named for the key)",
+  },
+  {
+    type: MessageType.StorageNodesRequest,
+    senders: ["client", "worker", "storage", "master", "balancer"],
+    name: "StorageNodesRequest",
+    wire: "storage_nodes_request",
+    base: 25,
+    fields: [],
+    sections: [],
+    doc: "Ask for the storage membership (to place a put, or find a file's replicas).",
+    flow: "any DEALER -> master ROUTER (the leader)",
+    reply: "storage_nodes, or error NOT_LEADER",
+  },
+  {
+    type: MessageType.StorageNodes,
+    senders: ["master"],
+    name: "StorageNodes",
+    wire: "storage_nodes",
+    base: 38,
+    fields: [
+      u8("replicas", "replicas", "replicas a file gets when its put names none", { max: 7 }),
+      u64("repairAfterMs", "repair_after_ms", "a node silent this long is dead, ms"),
+      len("u32", "num_nodes", "nodes", "entries in nodes"),
+    ],
+    sections: [list("nodes", "nodes", "maxEntries", "storage nodes", STORAGE_ENTRY)],
+    doc: "The storage membership as the leader sees it. Placement is computed from it by " +
+      "everyone alike: a file's replicas belong on the first R healthy nodes in the order of " +
+      'rendezvous hashing (docs/architecture.md, "The storage tier").',
+    flow: "master ROUTER -> requester",
     reply: "none",
   },
 ];

@@ -95,7 +95,8 @@ static const struct msg MSGS[] = {
     {"file_put", DSYS_MSG_FILE_PUT, sizeof(struct dsys_file_put),
      {U(struct dsys_file_put, file_uuid), F(struct dsys_file_put, total_length, K_U64),
       F(struct dsys_file_put, offset, K_U64), F(struct dsys_file_put, flags, K_U32),
-      F(struct dsys_file_put, owner_length, K_U32), END}},
+      F(struct dsys_file_put, owner_length, K_U32), F(struct dsys_file_put, replicas, K_U8),
+      END}},
     {"file_put_ack", DSYS_MSG_FILE_PUT_ACK, sizeof(struct dsys_file_put_ack),
      {U(struct dsys_file_put_ack, file_uuid), F(struct dsys_file_put_ack, durable_length, K_U64),
       F(struct dsys_file_put_ack, committed, K_U8), END}},
@@ -199,6 +200,21 @@ static const struct msg MSGS[] = {
       F(struct dsys_balancer_sync_reply, first_seq, K_U64),
       F(struct dsys_balancer_sync_reply, snapshot, K_U8),
       F(struct dsys_balancer_sync_reply, body_length, K_U32), END}},
+    {"storage_heartbeat", DSYS_MSG_STORAGE_HEARTBEAT, sizeof(struct dsys_storage_heartbeat),
+     {F(struct dsys_storage_heartbeat, flags, K_U8),
+      F(struct dsys_storage_heartbeat, capacity_bytes, K_U64),
+      F(struct dsys_storage_heartbeat, used_bytes, K_U64),
+      F(struct dsys_storage_heartbeat, files, K_U64),
+      F(struct dsys_storage_heartbeat, under_replicated_files, K_U64),
+      F(struct dsys_storage_heartbeat, under_replicated_bytes, K_U64),
+      F(struct dsys_storage_heartbeat, endpoint_length, K_U32),
+      F(struct dsys_storage_heartbeat, detail_length, K_U32), END}},
+    {"storage_nodes_request", DSYS_MSG_STORAGE_NODES_REQUEST,
+     sizeof(struct dsys_storage_nodes_request), {END}},
+    {"storage_nodes", DSYS_MSG_STORAGE_NODES, sizeof(struct dsys_storage_nodes),
+     {F(struct dsys_storage_nodes, replicas, K_U8),
+      F(struct dsys_storage_nodes, repair_after_ms, K_U64),
+      F(struct dsys_storage_nodes, num_nodes, K_U32), END}},
 };
 
 static void print_sizes(void) {
@@ -213,6 +229,7 @@ static void print_sizes(void) {
   P(chunk_record);
   P(job_list_entry);
   P(node_entry);
+  P(storage_entry);
   P(fetch_count);
   P(attempt_record);
   P(chunk_index_entry);

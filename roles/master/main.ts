@@ -1,7 +1,8 @@
 /**
  * Start-up of a master:
  *
- *   dsys run --role master --listen EP --data DIR --storage EP
+ *   dsys run --role master --listen EP --data DIR [--replicas N] [--repair-after D]
+ *     [--storage EP,…]   (storage nodes that do not register; registered ones need no flag)
  *            [--id NAME --peers NAME@EP,NAME@EP,… | --join] [--job-retention 24h]
  *            [--balancer-lease-ms 3000] [--dashboard-listen HOST:PORT]
  *
@@ -29,7 +30,10 @@ import { DEFAULT_JOB_RETENTION_MS, MasterService } from "./service.ts";
 import { DurationError, formatDuration, parseDuration } from "../../lib/duration.ts";
 import { RaftGroup } from "./raft_group.ts";
 import { FileStorage } from "./raft/storage.ts";
-import { StorageClient } from "../storage/client.ts";
+import { ReplicatedStorage } from "../storage/replicated_client.ts";
+import { LocalMembership, StaticMembership } from "../storage/membership.ts";
+import { DEFAULT_REPAIR_AFTER_MS, StorageDirectory } from "./storage_directory.ts";
+import { MAX_REPLICAS } from "../../wire/mod.ts";
 import { MEMBER_ID_RE } from "./member_id.ts";
 import { decodeSnapshot, encodeSnapshot } from "./snapshot.ts";
 import type { Registry } from "../../lib/metrics.ts";
@@ -40,7 +44,12 @@ import { type Dashboard, dashboardToken, startDashboard } from "./dashboard.ts";
 export interface MasterOptions {
   listen: string;
   data: string;
-  storage: string;
+  /** Storage nodes that do not register (seeds), possibly none. */
+  storage: string[];
+  /** Replicas a put gets when it names none (0 = 2 with >= 2 storage nodes, else 1). */
+  replicas: number;
+  /** A storage node silent this long is dead and its files re-replicated, ms. */
+  repairAfterMs: number;
   /** Length of the primary balancer lease, ms (`--balancer-lease-ms`). */
   balancerLeaseMs?: number;
   /** Raft member name (default: "m"). */
@@ -95,7 +104,9 @@ export function parseMasterArgs(args: string[]): MasterOptions {
       // Gone: balancers find the masters. Kept as a flag only to say so clearly.
       balancer: { type: "string" },
       "balancer-lease-ms": { type: "string" },
-      storage: { type: "string", default: "tcp://127.0.0.1:7300" },
+      storage: { type: "string" },
+      replicas: { type: "string" },
+      "repair-after": { type: "string" },
       id: { type: "string" },
       peers: { type: "string" },
       join: { type: "boolean", default: false },
@@ -134,6 +145,20 @@ export function parseMasterArgs(args: string[]): MasterOptions {
       throw new MasterArgsError("--job-retention must be positive (results would vanish unseen)");
     }
   }
+  let repairAfterMs = DEFAULT_REPAIR_AFTER_MS;
+  if (values["repair-after"] !== undefined) {
+    try {
+      repairAfterMs = parseDuration(values["repair-after"]);
+    } catch (e) {
+      if (!(e instanceof DurationError)) throw e;
+      throw new MasterArgsError(`--repair-after: ${e.message}`);
+    }
+    if (repairAfterMs < 1000) throw new MasterArgsError("--repair-after must be at least 1s");
+  }
+  const replicas = values.replicas === undefined ? 0 : Number(values.replicas);
+  if (!Number.isInteger(replicas) || replicas < 0 || replicas > MAX_REPLICAS) {
+    throw new MasterArgsError(`--replicas ${values.replicas} is not 0..${MAX_REPLICAS}`);
+  }
   if (values.balancer !== undefined) {
     throw new MasterArgsError(
       "--balancer is no longer a master flag: start each balancer with --masters instead " +
@@ -146,7 +171,9 @@ export function parseMasterArgs(args: string[]): MasterOptions {
   return {
     listen: values.listen!,
     data: values.data!,
-    storage: values.storage!,
+    storage: (values.storage ?? "").split(",").map((e) => e.trim()).filter(Boolean),
+    replicas,
+    repairAfterMs,
     balancerLeaseMs: num("balancer-lease-ms", values["balancer-lease-ms"]),
     id: values.id,
     peers,
@@ -240,7 +267,24 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
     metrics.watch(opts.metrics!, () => table, consensus, raft);
     consensus = metrics.timed(consensus);
   }
-  const storage = new StorageClient(opts.storage, nodeId, { timeoutMs: 5000 });
+  const storageDirectory = new StorageDirectory({ repairAfterMs: opts.repairAfterMs });
+  const seeds = new StaticMembership(opts.storage);
+  // The leader's own membership; while no storage node has registered, the --storage seeds.
+  const membership = new LocalMembership(() => {
+    const r = service!.storageNodes();
+    return r.nodes.length > 0 ? r : { replicas: r.replicas, nodes: [] };
+  });
+  const storage = new ReplicatedStorage(
+    {
+      view: async () => {
+        const v = await membership.view();
+        return v.members.length > 0 ? v : await seeds.view();
+      },
+      close: () => Promise.resolve(),
+    },
+    nodeId,
+    { timeoutMs: 5000 },
+  );
   service = new MasterService({
     node: nodeId,
     endpoint,
@@ -248,6 +292,9 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
     table,
     consensus,
     storage,
+    storageDirectory,
+    replicas: opts.replicas,
+    storageSeeds: opts.storage,
     balancerLeaseMs: opts.balancerLeaseMs,
     redispatchMs: opts.redispatchMs,
     raft,

@@ -31,6 +31,8 @@ import {
   NodeRole,
   NodeState,
   randomUuid,
+  type StorageHeartbeat,
+  type StorageNodes,
   uuidToHex,
   type WorkerStatus,
 } from "../../wire/mod.ts";
@@ -41,7 +43,8 @@ import { encodeCommand, MAX_REMOVE, specFromSubmit } from "./commands.ts";
 import type { ReplicatedLog } from "./replicated_log.ts";
 import type { RaftGroup } from "./raft_group.ts";
 import { BalancerDirectory } from "./balancers.ts";
-import type { StorageClient } from "../storage/client.ts";
+import type { ReplicatedStorage } from "../storage/replicated_client.ts";
+import { defaultReplicas, StorageDirectory } from "./storage_directory.ts";
 import { LeaseTimer } from "./lease.ts";
 import { splitNamedEndpoint } from "../../lib/named_endpoint.ts";
 import { MEMBER_ID_RE, memberEndpoint, memberName } from "./member_id.ts";
@@ -76,7 +79,14 @@ export interface MasterServiceDeps {
   log: Logger;
   table: JobTable;
   consensus: ReplicatedLog;
-  storage: StorageClient;
+  /** The storage tier (its membership: `storageNodes()` of this service, or the seeds). */
+  storage: ReplicatedStorage;
+  /** The leader's storage membership (fed by storage_heartbeat). */
+  storageDirectory: StorageDirectory;
+  /** `--replicas`: replicas a put gets when it names none; 0 = 2 with >= 2 nodes, else 1. */
+  replicas?: number;
+  /** `--storage` endpoints: storage nodes that do not register (used while none has). */
+  storageSeeds?: string[];
   /** Length of the primary balancer lease, ms (default DEFAULT_BALANCER_LEASE_MS). */
   balancerLeaseMs?: number;
   limits?: Partial<SubmitLimits>;
@@ -196,6 +206,11 @@ export class MasterService {
         return await this.#clusterChange(msg);
       case MessageType.BalancerLease:
         return await this.#lease(msg, from);
+      case MessageType.StorageHeartbeat:
+        return this.#storageHeartbeat(msg, from);
+      case MessageType.StorageNodesRequest:
+        this.#requireLeader();
+        return this.storageNodes();
       default:
         throw new RequestError(
           ErrorCode.WrongRole,
@@ -205,9 +220,52 @@ export class MasterService {
   };
 
   #requireLeader(): void {
-    if (!this.#d.consensus.isLeader()) {
+    const leading = this.#d.consensus.isLeader();
+    this.#d.storageDirectory.setLeader(
+      leading,
+      this.#d.raft?.node.status().term ?? 0,
+      performance.now(),
+    );
+    if (!leading) {
       throw new RequestError(ErrorCode.NotLeader, this.#d.consensus.leaderEndpoint());
     }
+  }
+
+  /**
+   * storage_heartbeat: records the node (storage_directory.ts) and answers with the membership.
+   * In a secure cluster the endpoint must carry the sender's own key name, so a storage node
+   * cannot advertise another's.
+   */
+  #storageHeartbeat(m: StorageHeartbeat, from: Identity | null): StorageNodes {
+    this.#requireLeader();
+    const named = splitNamedEndpoint(m.endpoint);
+    if (!named.endpoint.startsWith("tcp://") || new TextEncoder().encode(m.endpoint).length > 255) {
+      throw new RequestError(
+        ErrorCode.BadRequest,
+        `storage_heartbeat: endpoint ${JSON.stringify(m.endpoint)} is not [NAME@]tcp://HOST:PORT`,
+      );
+    }
+    if (from && named.name !== from.name) {
+      throw new RequestError(
+        ErrorCode.Forbidden,
+        `storage_heartbeat: endpoint ${m.endpoint} is not named for the sender's key ${from.name}`,
+      );
+    }
+    this.#d.storageDirectory.heartbeat(m, performance.now(), Date.now());
+    return this.storageNodes();
+  }
+
+  /** The storage membership as storage_nodes (the leader's view). */
+  storageNodes(): StorageNodes {
+    const dir = this.#d.storageDirectory;
+    const nodes = dir.list(performance.now());
+    return {
+      type: MessageType.StorageNodes,
+      node: this.#d.node,
+      replicas: defaultReplicas(this.#d.replicas ?? 0, nodes),
+      repairAfterMs: dir.repairAfterMs,
+      nodes,
+    };
   }
 
   /**
@@ -668,8 +726,40 @@ export class MasterService {
     });
   }
 
+  /** The storage nodes: those registered with this leader, else the configured seeds. */
   async #storageNode(nodes: NodeEntry[]): Promise<void> {
-    const c = this.#d.storage;
+    const registered = this.#d.storageDirectory.list(performance.now());
+    if (registered.length > 0) {
+      for (const e of registered) {
+        const gib = (b: number) => (b / 2 ** 30).toFixed(2);
+        const usage = `${gib(e.usedBytes)}/${gib(e.capacityBytes)} GiB used, ${e.files} files` +
+          (e.underReplicatedFiles > 0
+            ? `, ${e.underReplicatedFiles} under-replicated (${e.underReplicatedBytes} B)`
+            : "");
+        nodes.push({
+          id: e.id,
+          role: NodeRole.Storage,
+          state: e.state,
+          flags: 0,
+          slots: 0,
+          freeSlots: 0,
+          lastSeenMs: e.lastSeenMs,
+          ...named(e.endpoint),
+          detail: e.detail ? `${e.detail}; ${usage}` : usage,
+        });
+      }
+      return;
+    }
+    for (const ep of this.#storageSeeds) await this.#seedNode(ep, nodes);
+  }
+
+  /** Storage endpoints given with `--storage` (used while none has registered). */
+  get #storageSeeds(): string[] {
+    return this.#d.storageSeeds ?? [];
+  }
+
+  async #seedNode(endpoint: string, nodes: NodeEntry[]): Promise<void> {
+    const c = this.#d.storage.client(endpoint);
     let entry: NodeEntry;
     try {
       const r = await c.stats();

@@ -67,9 +67,14 @@ export interface ReadCap {
   capExpiryMs?: number;
 }
 
-/** Upload options: the keyring user the file is stored for (workers storing outputs). */
+/**
+ * Upload options: the keyring user the file is stored for (workers storing outputs; a storage
+ * node copying a replica: its owners, `\n`-separated), and the replicas it should have.
+ */
 export interface PutOptions {
   owner?: string;
+  /** Replicas the cluster keeps of the file (1..MAX_REPLICAS; default: the cluster's). */
+  replicas?: number;
 }
 
 /** A storage operation failed; names the file and the node/endpoint. */
@@ -184,7 +189,7 @@ export class StorageClient {
       id,
       data.length,
       (off, n) => Promise.resolve(data.subarray(off, off + n)),
-      opts.owner,
+      opts,
     );
     return { id, size: data.length };
   }
@@ -216,7 +221,7 @@ export class StorageClient {
           got += k;
         }
         return b;
-      }, opts.owner);
+      }, opts);
       return { id, size };
     } finally {
       f.close();
@@ -228,12 +233,28 @@ export class StorageClient {
    * WRONG_OFFSET and the offset N to resume at (`error.value`): then the upload resumes at N (e.g. after the node
    * restarted, or an earlier chunk failed). A timeout restarts from the last durable offset.
    */
+  /**
+   * Uploads file `id` of `size` bytes whose bytes `read` returns (called in offset order, one
+   * call at a time): for a caller that already knows the id (a replicated put hashes once and
+   * uploads to several nodes). Resolves once the node has committed the file.
+   */
+  upload(
+    id: Uuid,
+    size: number,
+    read: (offset: number, n: number) => Promise<Uint8Array>,
+    opts: PutOptions = {},
+  ): Promise<void> {
+    return this.#upload(id, size, read, opts);
+  }
+
   async #upload(
     id: Uuid,
     size: number,
     read: (offset: number, n: number) => Promise<Uint8Array>,
-    owner?: string,
+    opts: PutOptions,
   ): Promise<void> {
+    const owner = opts.owner;
+    const replicas = opts.replicas;
     const hex = uuidToHex(id);
     const what = `put of file ${hex}`;
     if (size > this.#chunk) {
@@ -262,6 +283,7 @@ export class StorageClient {
           offset: next,
           flags: last ? FilePutFlags.Last : 0,
           ...(owner ? { owner } : {}),
+          ...(replicas ? { replicas } : {}),
           data,
         };
         const p = this.#rpc.request(msg) as Promise<FilePutAck>;
@@ -352,6 +374,19 @@ export class StorageClient {
     await Deno.rename(tmp, path);
     if (fsync) await syncDir(dirname(path));
     return len;
+  }
+
+  /**
+   * One file_request: up to `maxLength` bytes of `id` at `offset` (the node may send fewer),
+   * with the file's total length. Not verified: the caller hashes the whole file.
+   */
+  readRange(id: Uuid, offset: number, maxLength: number, rc: ReadCap = {}): Promise<FileResponse> {
+    const auth = rc.cap ? { cap: rc.cap, capExpiryMs: rc.capExpiryMs ?? 0 } : {};
+    return this.#request<FileResponse>(
+      { type: MessageType.FileRequest, node: this.node, file: id, offset, maxLength, ...auth },
+      MessageType.FileResponse,
+      `get of file ${uuidToHex(id)}`,
+    );
   }
 
   /** Fetches with a window of requests in flight; `sink` gets the chunks in order. */

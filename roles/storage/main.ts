@@ -3,6 +3,12 @@
  * Requests: file_put, file_request, file_stat, storage_stats_request; anything else is
  * answered WRONG_ROLE.
  *
+ * With `--masters`, the node is a member of the storage tier: it heartbeats the masters'
+ * leader every second (storage_heartbeat, with its capacity and counters) and gets back the
+ * membership, on which its repair loop (repair.ts) keeps each of its files at its replica
+ * count; the scrub (scrub.ts) re-verifies every replica at `--scrub-rate`. Without masters it
+ * serves alone (tests, a one-node setup).
+ *
  * Who may read what (docs/architecture.md, "Trust boundaries"), by the sender's key:
  * - a client reads a file only if it is an admin or one of the file's owners (owners.ts): the
  *   users who uploaded it and those whose jobs output it; file_stat shows it only files it may
@@ -42,6 +48,9 @@ import { FileStore, type PutFrom } from "./store.ts";
 import { OWNER_NAME } from "./owners.ts";
 import type { Registry } from "../../lib/metrics.ts";
 import { instrumentStorage } from "./metrics.ts";
+import { StorageTierMember } from "./tier_member.ts";
+import { parseDuration } from "../../lib/duration.ts";
+import { joinNamedEndpoint, splitNamedEndpoint } from "../../lib/named_endpoint.ts";
 
 /** Options of a storage node. */
 export interface StorageOptions {
@@ -59,6 +68,18 @@ export interface StorageOptions {
   security?: SecurityOptions;
   /** Where this node's series are declared (`--metrics-listen`; roles/run.ts serves them). */
   metrics?: Registry;
+  /** Masters to register with (`--masters NAME@EP,…`); none: a standalone node. */
+  masters?: string[];
+  /** Endpoint advertised to the masters (default: the bound one, named for this key). */
+  advertise?: string;
+  /** How often the repair loop scans, ms (default 10 s). */
+  repairEveryMs?: number;
+  /** Bytes per second the scrub re-reads (default 16 MiB/s; 0 = no scrub). */
+  scrubBytesPerS?: number;
+  /** Bytes this node may hold (default: its disk's size). */
+  capacityBytes?: number;
+  /** Free disk below which the node takes no new files, bytes (default 64 MiB). */
+  reserveBytes?: number;
 }
 
 /** A running storage node. */
@@ -79,7 +100,11 @@ export class StorageArgsError extends Error {
   }
 }
 
-/** Parses `--listen EP --data DIR [--max-read-bytes N] [--max-queued-bytes N]`. */
+/**
+ * Parses `--listen EP --data DIR [--masters NAME@EP,…] [--advertise EP] [--repair-every D]
+ * [--scrub-rate BYTES/S] [--capacity BYTES] [--reserve BYTES] [--max-read-bytes N]
+ * [--max-queued-bytes N]`.
+ */
 export function parseStorageArgs(args: string[]): StorageOptions {
   const { values } = parseArgs({
     args,
@@ -88,6 +113,12 @@ export function parseStorageArgs(args: string[]): StorageOptions {
       data: { type: "string" },
       "max-read-bytes": { type: "string" },
       "max-queued-bytes": { type: "string" },
+      masters: { type: "string" },
+      advertise: { type: "string" },
+      "repair-every": { type: "string" },
+      "scrub-rate": { type: "string" },
+      capacity: { type: "string" },
+      reserve: { type: "string" },
       role: { type: "string" },
       ...SECURITY_FLAGS,
     },
@@ -99,17 +130,42 @@ export function parseStorageArgs(args: string[]): StorageOptions {
     data: values.data,
     security: securityOptions(values),
   };
-  const size = (flag: "max-read-bytes" | "max-queued-bytes"): number | undefined => {
+  const size = (
+    flag: "max-read-bytes" | "max-queued-bytes" | "scrub-rate" | "capacity" | "reserve",
+    min = 1,
+  ): number | undefined => {
     const v = values[flag];
     if (v === undefined) return undefined;
     const n = Number(v);
-    if (!Number.isSafeInteger(n) || n <= 0) {
-      throw new StorageArgsError(`storage: bad --${flag} ${v}: want a positive byte count`);
+    if (!Number.isSafeInteger(n) || n < min) {
+      throw new StorageArgsError(`storage: bad --${flag} ${v}: want a byte count >= ${min}`);
     }
     return n;
   };
   opts.maxReadBytes = size("max-read-bytes");
   opts.maxQueuedBytes = size("max-queued-bytes");
+  opts.scrubBytesPerS = size("scrub-rate", 0);
+  opts.capacityBytes = size("capacity");
+  opts.reserveBytes = size("reserve", 0);
+  if (values.masters !== undefined) {
+    opts.masters = values.masters.split(",").map((m) => m.trim()).filter((m) => m);
+    if (opts.masters.length === 0) throw new StorageArgsError("storage: --masters is empty");
+  }
+  if (values.advertise !== undefined) opts.advertise = values.advertise;
+  if (values["repair-every"] !== undefined) {
+    let ms: number;
+    try {
+      ms = parseDuration(values["repair-every"]);
+    } catch (e) {
+      throw new StorageArgsError(`storage: bad --repair-every: ${(e as Error).message}`);
+    }
+    if (ms < 100) {
+      throw new StorageArgsError(
+        `storage: bad --repair-every ${values["repair-every"]}: want a duration >= 100ms`,
+      );
+    }
+    opts.repairEveryMs = ms;
+  }
   return opts;
 }
 
@@ -136,7 +192,7 @@ export async function runStorage(opts: StorageOptions): Promise<StorageNode> {
   ): Promise<Message> | Message => {
     switch (msg.type) {
       case MessageType.FilePut:
-        return store.put(msg, access.putFrom(msg, from));
+        return access.put(msg, from);
       case MessageType.FileRequest:
         return access.get(msg, from);
       case MessageType.FileStat:
@@ -166,6 +222,30 @@ export async function runStorage(opts: StorageOptions): Promise<StorageNode> {
     throw e;
   }
   log.info("storage listening", { endpoint, data: opts.data });
+  let member: StorageTierMember | null = null;
+  if (opts.masters?.length) {
+    const advertised = opts.advertise ?? joinNamedEndpoint(creds?.self.name, endpoint);
+    if (creds && splitNamedEndpoint(advertised).name !== creds.self.name) {
+      await server.close();
+      await store.close();
+      throw new StorageArgsError(
+        `storage: --advertise ${advertised} must be named ${creds.self.name}@ (this key)`,
+      );
+    }
+    member = new StorageTierMember({
+      store,
+      node: nodeId,
+      masters: opts.masters,
+      advertised,
+      log,
+      auth: creds,
+      repairEveryMs: opts.repairEveryMs,
+      scrubBytesPerS: opts.scrubBytesPerS,
+      capacityBytes: opts.capacityBytes,
+      reserveBytes: opts.reserveBytes,
+    });
+    member.start();
+  }
   let closing: Promise<void> | null = null;
   return {
     endpoint,
@@ -173,6 +253,7 @@ export async function runStorage(opts: StorageOptions): Promise<StorageNode> {
     store,
     close: () =>
       closing ??= (async () => {
+        await member?.stop();
         await server.close();
         await store.close();
       })(),
@@ -190,12 +271,31 @@ class Access {
     this.#secret = creds?.clusterSecret ?? null;
   }
 
+  /**
+   * file_put: stored, and once committed, the replica count it asks for recorded and (from a
+   * storage node copying a replica) the owners it carries added, all before the ack.
+   */
+  async put(m: FilePut, from: Identity | null): Promise<Message> {
+    const ack = await this.#store.put(m, this.putFrom(m, from));
+    if (!ack.committed) return ack;
+    const hex = uuidToHex(m.file);
+    if (m.replicas) await this.#store.setReplicas(hex, m.replicas);
+    if (from?.role === "storage" && m.owner) {
+      const names = m.owner.split("\n").filter((n) => OWNER_NAME.test(n));
+      await this.#store.addOwners(hex, names);
+    }
+    return ack;
+  }
+
   /** Whom a verified put makes an owner, and who the uploader is. */
   putFrom(m: FilePut, from: Identity | null): PutFrom {
     let owner: string | null;
-    if (from === null || from.role === "worker") owner = m.owner ? m.owner : null;
+    if (from === null) {
+      // Insecure mode: a storage node's copy carries a list; anyone else names one owner.
+      owner = m.owner && !m.owner.includes("\n") ? m.owner : null;
+    } else if (from.role === "worker") owner = m.owner ? m.owner : null;
     else if (from.role === "client") owner = from.name;
-    else owner = null; // storage nodes copying files add no owner
+    else owner = null; // storage nodes copying files: their owners list is added on commit
     if (owner !== null && !OWNER_NAME.test(owner)) {
       // Checked before any byte is taken: a bad name would only fail the put at its end.
       throw new RequestError(

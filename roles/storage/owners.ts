@@ -6,7 +6,9 @@
  * RecordFile (`u32 length | u32 crc32 | payload` frames, group-committed fdatasync, a torn or
  * corrupt tail truncated on open). Payloads:
  * - `add`:  `0x01 | file id (16 bytes) | name` (a keyring name, {@linkcode OWNER_NAME});
- * - `drop`: `0x02 | file id (16 bytes)`: the file's owners are forgotten.
+ * - `drop`: `0x02 | file id (16 bytes)`: the file's owners (and replica count) are forgotten;
+ * - `replicas`: `0x03 | file id (16 bytes) | u8 count`: replicas the cluster keeps of the file
+ *   (the largest count any put asked for; repair.ts restores it when a node dies).
  * Recording an owner is one append: no file creation, no rename, no directory fsync, and the
  * appends of concurrent puts share one fdatasync. {@linkcode Owners.add} resolves only once
  * its record is on disk, so a put acknowledged after it survives a crash with its owner.
@@ -58,6 +60,7 @@ export const COMPACT_MIN_RECORDS = 4096;
 
 const ADD = 1;
 const DROP = 2;
+const REPLICAS = 3;
 const HEX_ID = /^[0-9a-f]{32}$/;
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder();
@@ -65,7 +68,8 @@ const fromUtf8 = new TextDecoder();
 /** One decoded owners-log record. */
 export type OwnersRecord =
   | { kind: "add"; hex: string; name: string }
-  | { kind: "drop"; hex: string };
+  | { kind: "drop"; hex: string }
+  | { kind: "replicas"; hex: string; count: number };
 
 /** Options of {@linkcode Owners.open}. */
 export interface OwnersOptions {
@@ -92,6 +96,8 @@ export class Owners {
   #file: RecordFile;
   /** Durable owners per file. */
   readonly #map = new Map<string, Set<string>>();
+  /** Replica counts recorded per file (absent = the cluster's default). */
+  readonly #replicas = new Map<string, number>();
   /** Adds being written, per file and name (a second add of the same name joins the first). */
   readonly #inflight = new Map<string, Map<string, Promise<void>>>();
   /** (file, name) entries in #map. */
@@ -141,9 +147,11 @@ export class Owners {
         const rec = decodeOwnersRecord(r);
         if (rec?.kind === "add") o.#apply(rec.hex, rec.name);
         else if (rec?.kind === "drop") o.#forget(rec.hex);
+        else if (rec?.kind === "replicas") o.#applyReplicas(rec.hex, rec.count);
       }
       await o.#importLegacy(opts);
-      const gone = [...o.#map.keys()].filter((hex) => !opts.exists(hex));
+      const gone = [...new Set([...o.#map.keys(), ...o.#replicas.keys()])]
+        .filter((hex) => !opts.exists(hex));
       // Owners recorded for a commit that then failed (see the module doc).
       await Promise.all(gone.map((hex) => o.drop(hex)));
       // A log that cannot be compacted now (a full disk) still serves: it is merely longer.
@@ -185,6 +193,25 @@ export class Owners {
   /** The owners of file `hex` (a copy). */
   of(hex: string): string[] {
     return [...this.#map.get(hex) ?? []];
+  }
+
+  /** Replicas recorded for file `hex` (0 = none recorded: the cluster's default applies). */
+  replicasOf(hex: string): number {
+    return this.#replicas.get(hex) ?? 0;
+  }
+
+  /**
+   * Records that file `hex` should have `count` replicas, durably, unless as many or more are
+   * recorded already (a count only grows: two users asking 2 and 3 of the same bytes get 3).
+   */
+  setReplicas(hex: string, count: number): Promise<void> {
+    if (!HEX_ID.test(hex) || !Number.isInteger(count) || count < 1 || count > 255) {
+      return Promise.reject(
+        new RequestError(ErrorCode.BadRequest, `bad replica count ${count} for ${hex}`),
+      );
+    }
+    if (this.replicasOf(hex) >= count) return Promise.resolve();
+    return this.#append(encodeReplicas(hex, count), () => this.#applyReplicas(hex, count));
   }
 
   /** True when `name` owns file `hex`. */
@@ -291,7 +318,12 @@ export class Owners {
     this.#live++;
   }
 
+  #applyReplicas(hex: string, count: number): void {
+    if (count > (this.#replicas.get(hex) ?? 0)) this.#replicas.set(hex, count);
+  }
+
   #forget(hex: string): void {
+    this.#replicas.delete(hex);
     const set = this.#map.get(hex);
     if (!set) return;
     this.#live -= set.size;
@@ -300,7 +332,7 @@ export class Owners {
 
   #compactDue(): boolean {
     return !this.#closed && this.#rewriting === null && this.#records > this.#compactAt &&
-      this.#records > 2 * this.#live;
+      this.#records > 2 * (this.#live + this.#replicas.size);
   }
 
   /**
@@ -359,6 +391,9 @@ export class Owners {
     for (const [hex, names] of this.#map) {
       for (const name of names) frames.push(encodeRecord(encodeAdd(hex, name)));
     }
+    for (const [hex, count] of this.#replicas) {
+      frames.push(encodeRecord(encodeReplicas(hex, count)));
+    }
     const out = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
     let off = 0;
     for (const f of frames) {
@@ -390,6 +425,9 @@ export function decodeOwnersRecord(p: Uint8Array): OwnersRecord | null {
   if (p.length < 17) return null;
   const hex = toHex(p.subarray(1, 17));
   if (p[0] === DROP && p.length === 17) return { kind: "drop", hex };
+  if (p[0] === REPLICAS && p.length === 18 && p[17] >= 1) {
+    return { kind: "replicas", hex, count: p[17] };
+  }
   if (p[0] !== ADD) return null;
   const name = fromUtf8.decode(p.subarray(17));
   return OWNER_NAME.test(name) ? { kind: "add", hex, name } : null;
@@ -401,6 +439,14 @@ function encodeAdd(hex: string, name: string): Uint8Array {
   p[0] = ADD;
   p.set(fromHex(hex), 1);
   p.set(n, 17);
+  return p;
+}
+
+function encodeReplicas(hex: string, count: number): Uint8Array {
+  const p = new Uint8Array(18);
+  p[0] = REPLICAS;
+  p.set(fromHex(hex), 1);
+  p[17] = count;
   return p;
 }
 

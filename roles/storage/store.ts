@@ -345,6 +345,108 @@ export class FileStore {
   }
 
   // -------------------------------------------------------------------------------------------
+  // Replica management (repair.ts, scrub.ts)
+
+  /** The committed, not corrupt files: hex id and size (a snapshot, safe to await over). */
+  list(): { hex: string; size: number }[] {
+    const out: { hex: string; size: number }[] = [];
+    for (const [hex, e] of this.#index) if (!e.corrupt) out.push({ hex, size: e.size });
+    return out;
+  }
+
+  /** True when the committed file `hex` is here and not known corrupt. */
+  has(hex: string): boolean {
+    const e = this.#index.get(hex);
+    return e !== undefined && e.corrupt === null;
+  }
+
+  /** True when file `hex` is indexed but was found corrupt (it is never served). */
+  isCorrupt(hex: string): boolean {
+    return (this.#index.get(hex)?.corrupt ?? null) !== null;
+  }
+
+  /** Replicas recorded for file `hex` (0 = the cluster's default). */
+  replicasOf(hex: string): number {
+    return this.#owners.replicasOf(hex);
+  }
+
+  /** Records the replica count a put asked for (the largest asked wins), durably. */
+  setReplicas(hex: string, count: number): Promise<void> {
+    return this.#owners.setReplicas(hex, count);
+  }
+
+  /**
+   * Makes each of `names` an owner of the committed file `hex`, durably: a storage node copying
+   * a replica carries the owners the file has on its source.
+   */
+  async addOwners(hex: string, names: string[]): Promise<void> {
+    if (!this.#index.has(hex)) throw this.#notFound(hex);
+    await Promise.all(names.map((n) =>
+      this.#owners.add(hex, n).catch((e) => {
+        // A full owner list keeps the owners it has.
+        if (!(e instanceof RequestError && e.code === ErrorCode.TooLarge)) throw e;
+      })
+    ));
+  }
+
+  /** The owners of the committed file `hex`. */
+  ownersOfHex(hex: string): string[] {
+    return this.#index.has(hex) ? this.#owners.of(hex) : [];
+  }
+
+  /** The path of the committed file `hex` (to stream it to another node). */
+  pathOf(hex: string): string {
+    return `${this.filesDir}/${hex}`;
+  }
+
+  /**
+   * Deletes the committed file `hex` and what describes it (sidecar, owners, replica count):
+   * an excess or corrupt replica, or a file the cluster deleted. Data file first, so a crash
+   * in between leaves at worst an orphaned sidecar, which open removes. Idempotent.
+   */
+  async remove(hex: string, why: string): Promise<boolean> {
+    if (!HEX_ID.test(hex)) throw new RequestError(ErrorCode.BadRequest, `bad file id ${hex}`);
+    const e = this.#index.get(hex);
+    if (!e) return false;
+    this.#index.delete(hex);
+    this.#storedBytes -= e.size;
+    this.counters.fetchCounts.delete(hex);
+    for (const path of [`${this.filesDir}/${hex}`, `${this.filesDir}/${hex}.blocks`]) {
+      await Deno.remove(path).catch((err) => {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+      });
+    }
+    await syncDir(this.filesDir);
+    await this.#owners.drop(hex);
+    this.#opts.log.info("file removed", { file: hex, size: e.size, why });
+    return true;
+  }
+
+  /**
+   * Re-reads the whole committed file `hex` and checks every block against its sidecar (and
+   * the whole against the id when its block hashes had to be rebuilt): the scrub. Returns the
+   * bytes read, or throws the corruption (the entry is then marked corrupt: never served,
+   * absent to stat, and replaced by repair). `pace` is awaited after each block read.
+   */
+  async verify(hex: string, pace: (bytes: number) => Promise<void>): Promise<number> {
+    const e = this.#index.get(hex);
+    if (!e) return 0;
+    await this.#ensureBlocks(hex, e);
+    if (e.corrupt) throw this.#corrupt(hex, e.corrupt);
+    const step = Math.max(e.blockBytes, 1);
+    let read = 0;
+    for (let off = 0; off < e.size; off += step) {
+      const n = Math.min(step, e.size - off);
+      await this.#readVerified(hex, e, off, n);
+      read += n;
+      await pace(n);
+      if (this.#index.get(hex) !== e) return read; // removed or replaced meanwhile
+    }
+    if (e.size === 0) await this.#readVerified(hex, e, 0, 0);
+    return read;
+  }
+
+  // -------------------------------------------------------------------------------------------
   // Reads
 
   /** Answers file_request with verified bytes at offset (at most maxReadBytes). */

@@ -68,7 +68,10 @@ export interface WorkerOptions {
   data: string;
   /** Balancer ROUTER endpoint. */
   balancer: string;
-  /** Storage ROUTER endpoint. */
+  /**
+   * Storage endpoints (`,`-separated) used only when the masters know no storage node (nodes
+   * that do not register); "" = none: the membership comes from the masters.
+   */
   storage: string;
   /** Master endpoints (any order; NOT_LEADER redirects are followed). */
   masters: string[];
@@ -164,7 +167,7 @@ export function parseWorkerArgs(args: string[]): WorkerOptions {
     },
     strict: true,
   });
-  const need = (k: "data" | "balancer" | "storage" | "masters"): string => {
+  const need = (k: "data" | "balancer" | "masters"): string => {
     const v = values[k];
     if (!v) throw new WorkerError(`worker: --${k} is required`);
     return v;
@@ -181,7 +184,8 @@ export function parseWorkerArgs(args: string[]): WorkerOptions {
     listen: values.listen,
     data,
     balancer: need("balancer"),
-    storage: need("storage"),
+    // Seeds only: the storage membership comes from the masters.
+    storage: values.storage ?? "",
     masters: need("masters").split(",").map((s) => s.trim()).filter((s) => s),
     slots: int("slots", values.slots!, 1),
     cacheBytes: int("cache-bytes", values["cache-bytes"]!, 0),
@@ -367,7 +371,7 @@ class Worker implements WorkerNode {
     await Deno.mkdir(this.#emptyInputDir);
     await Deno.chmod(this.#emptyInputDir, 0o555);
     await this.#index.removeTemps();
-    this.#storage = openWorkerStorage(this.#opts.storage, this.nodeId);
+    this.#storage = openWorkerStorage(this.#opts.storage, this.#opts.masters, this.nodeId);
     try {
       await this.#connect();
     } catch (e) {

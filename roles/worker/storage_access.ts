@@ -1,12 +1,15 @@
 /**
  * Everything a worker needs of the storage tier, behind one small interface: fetch a file into
  * its cache (the FUSE mount's lazy fetch, program files) and store a chunk's outputs. The worker
- * makes its one `WorkerStorage` in `openWorkerStorage` and uses nothing else of storage, so a
- * client of several storage nodes (replicas) replaces the single-node `StorageClient` here alone.
+ * makes its one `WorkerStorage` in `openWorkerStorage` and uses nothing else of storage: the
+ * storage tier's client (`ReplicatedStorage`: reads fail over between replicas, outputs go to R
+ * nodes), with the membership from the masters.
  * @module
  */
 import type { Uuid } from "../../wire/mod.ts";
-import { type PutOptions, type ReadCap, StorageClient } from "../storage/client.ts";
+import type { PutOptions, ReadCap } from "../storage/client.ts";
+import { ReplicatedStorage } from "../storage/replicated_client.ts";
+import { MasterMembership } from "../storage/membership.ts";
 
 /** What a worker does with storage (the methods of `StorageClient` it uses). */
 export interface WorkerStorage {
@@ -21,7 +24,15 @@ export interface WorkerStorage {
   close(): Promise<void>;
 }
 
-/** The worker's storage: `endpoint` is its `--storage`; `node` the worker's node id. */
-export function openWorkerStorage(endpoint: string, node: Uuid): WorkerStorage {
-  return new StorageClient(endpoint, node);
+/**
+ * The worker's storage: the storage nodes the masters list (`masters`: its `--masters`), or, while
+ * they list none, `seeds` (its `--storage`, `,`-separated; may be ""); `node` is its node id.
+ */
+export function openWorkerStorage(seeds: string, masters: string[], node: Uuid): WorkerStorage {
+  return new ReplicatedStorage(
+    new MasterMembership(masters, node, { seeds: seeds.split(",").filter((e) => e) }),
+    node,
+    // An output waits for R storage nodes this long (one restarting) before the chunk fails.
+    { putDeadlineMs: 120_000 },
+  );
 }

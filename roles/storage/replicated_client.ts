@@ -1,0 +1,475 @@
+/**
+ * Client of the storage tier (many storage nodes): what the CLI, workers and masters use.
+ *
+ * - put: the file is hashed once (its id), then uploaded to its first R nodes in placement
+ *   order (placement.ts) in parallel, fanned out by the client. It resolves only when R nodes
+ *   have committed it (each node fsyncs before its committed ack). A node that fails mid-put is
+ *   replaced by the next node in the order, which gets the whole file; the other uploads go on
+ *   (the client does not start over). Fewer than R nodes able to take it: UNAVAILABLE.
+ * - get: reads from the nodes in read order (the file's own order, alive nodes first), one
+ *   window of range requests at a time; a node that fails or does not have the file is left
+ *   for the next one, which continues at the offset reached (the bytes are the same on every
+ *   replica: content addressed). The whole is SHA-256 verified against the id.
+ * - stat: asks every node that is not dead at once; the first that has the file answers.
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { ErrorCode, MAX_REPLICAS, type Uuid, uuidToHex } from "../../wire/mod.ts";
+import type { Credentials } from "../../lib/security.ts";
+import { dirname, syncDir } from "../../lib/fsutil.ts";
+import {
+  type PutOptions,
+  type ReadCap,
+  StorageClient,
+  StorageError,
+  type StorageStatsView,
+} from "./client.ts";
+import type { MembershipSource } from "./membership.ts";
+import { type Member, putOrder, readOrder } from "./placement.ts";
+import { NodeState } from "../../wire/mod.ts";
+
+const MiB = 1024 * 1024;
+
+/** Options of a ReplicatedStorage. */
+export interface ReplicatedStorageOptions {
+  /** Timeout of one request to one node, ms (default 10 s: then the next replica is tried). */
+  timeoutMs?: number;
+  /** Bytes per request (default 4 MiB). */
+  chunkBytes?: number;
+  /** Range requests in flight per download (default 8). */
+  window?: number;
+  auth?: Credentials | null;
+}
+
+/** A put's outcome: the id, the size, and the nodes (hex ids) that committed it. */
+export interface PutResult {
+  id: Uint8Array;
+  size: number;
+  nodes: string[];
+}
+
+/** Uploads to, downloads from and stats against the storage tier. */
+export class ReplicatedStorage {
+  readonly node: Uint8Array;
+  #source: MembershipSource;
+  #opts: ReplicatedStorageOptions;
+  #clients = new Map<string, StorageClient>();
+  #closed = false;
+
+  constructor(source: MembershipSource, node: Uint8Array, opts: ReplicatedStorageOptions = {}) {
+    this.#source = source;
+    this.node = node;
+    this.#opts = opts;
+  }
+
+  /**
+   * The (cached) client of one storage node: for reads and stats without retries (the next
+   * replica is the retry), for uploads (`write`) with two (a resumed upload is one).
+   */
+  client(endpoint: string, write = false): StorageClient {
+    const key = `${write ? "w" : "r"} ${endpoint}`;
+    let c = this.#clients.get(key);
+    if (!c) {
+      c = new StorageClient(endpoint, this.node, {
+        timeoutMs: this.#opts.timeoutMs ?? 10_000,
+        chunkBytes: this.#opts.chunkBytes,
+        window: this.#opts.window,
+        retries: write ? 2 : 0,
+        ...(this.#opts.auth !== undefined ? { auth: this.#opts.auth } : {}),
+      });
+      this.#clients.set(key, c);
+    }
+    return c;
+  }
+
+  /** Drops a node's client after a failure: its socket may hold stale requests. */
+  async #forget(endpoint: string): Promise<void> {
+    for (const key of [`r ${endpoint}`, `w ${endpoint}`]) {
+      const c = this.#clients.get(key);
+      this.#clients.delete(key);
+      await c?.close().catch(() => {});
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Put
+
+  /** Stores bytes held in memory on R nodes. */
+  async putBytes(data: Uint8Array, opts: PutOptions = {}): Promise<PutResult> {
+    const id = new Uint8Array(createHash("sha256").update(data).digest()).slice(0, 16);
+    const nodes = await this.#put(id, data.length, () => ({
+      read: (off, n) => Promise.resolve(data.subarray(off, off + n)),
+      close: () => {},
+    }), opts);
+    return { id, size: data.length, nodes };
+  }
+
+  /** Stores a file on R nodes: one pass to hash it, then one streaming read per replica. */
+  async putFile(path: string, opts: PutOptions = {}): Promise<PutResult> {
+    const h = createHash("sha256");
+    let size = 0;
+    {
+      const f = await Deno.open(path, { read: true });
+      try {
+        const buf = new Uint8Array(4 * MiB);
+        for (;;) {
+          const k = await f.read(buf);
+          if (k === null) break;
+          h.update(buf.subarray(0, k));
+          size += k;
+        }
+      } finally {
+        f.close();
+      }
+    }
+    const id = new Uint8Array(h.digest()).slice(0, 16);
+    const nodes = await this.#put(id, size, () => {
+      const f = Deno.openSync(path, { read: true });
+      return {
+        read: async (off, n) => {
+          const b = new Uint8Array(n);
+          await f.seek(off, Deno.SeekMode.Start);
+          let got = 0;
+          while (got < n) {
+            const k = await f.read(b.subarray(got));
+            if (k === null) {
+              throw new StorageError(ErrorCode.Conflict, `${path} shrank while uploading`);
+            }
+            got += k;
+          }
+          return b;
+        },
+        close: () => f.close(),
+      };
+    }, opts);
+    return { id, size, nodes };
+  }
+
+  async #put(
+    id: Uuid,
+    size: number,
+    open: () => {
+      read: (off: number, n: number) => Promise<Uint8Array>;
+      close: () => void;
+    },
+    opts: PutOptions,
+  ): Promise<string[]> {
+    const hex = uuidToHex(id);
+    const view = await this.#source.view();
+    const replicas = opts.replicas ?? view.replicas;
+    if (!Number.isInteger(replicas) || replicas < 1 || replicas > MAX_REPLICAS) {
+      throw new StorageError(
+        ErrorCode.BadRequest,
+        `put of file ${hex}: replicas ${replicas} is not 1..${MAX_REPLICAS}`,
+      );
+    }
+    let candidates = putOrder(hex, view.members);
+    if (candidates.length < replicas) {
+      candidates = putOrder(hex, (await this.#source.view(true)).members);
+    }
+    const committed: string[] = [];
+    const failures: string[] = [];
+    let next = 0;
+    // One lane per replica: each uploads to its node, and on failure takes the next candidate.
+    const lane = async (): Promise<void> => {
+      while (next < candidates.length && !this.#closed) {
+        const m = candidates[next++];
+        const source = open();
+        try {
+          await this.client(m.endpoint, true).upload(id, size, source.read, { ...opts, replicas });
+          committed.push(m.hex);
+          return;
+        } catch (e) {
+          failures.push(`${m.endpoint}: ${e instanceof Error ? e.message : e}`);
+          // A refusal about the file itself fails on every node alike: stop at once.
+          if (e instanceof StorageError && isVerdict(e.code)) throw e;
+          await this.#forget(m.endpoint);
+        } finally {
+          source.close();
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: replicas }, lane));
+    if (committed.length < replicas) {
+      throw new StorageError(
+        ErrorCode.Unavailable,
+        `put of file ${hex}: stored on ${committed.length} of ${replicas} replicas ` +
+          `(${candidates.length} storage nodes take files)` +
+          (failures.length ? `; failures: ${failures.join("; ")}` : ""),
+      );
+    }
+    return committed;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Get
+
+  /** Fetches the whole file into memory (verified); longer than `maxBytes`: BAD_REQUEST. */
+  async getBytes(
+    id: Uuid,
+    maxBytes = Number.MAX_SAFE_INTEGER,
+    rc: ReadCap = {},
+  ): Promise<Uint8Array> {
+    const box = { out: new Uint8Array(0) };
+    await this.#download(id, maxBytes, (len) => {
+      box.out = new Uint8Array(len);
+    }, (off, data) => {
+      box.out.set(data, off);
+      return Promise.resolve();
+    }, rc);
+    return box.out;
+  }
+
+  /**
+   * Streams the file to `path` through a temp file (verified, fsync'd unless `fsync` is false,
+   * renamed into place). Returns the length.
+   */
+  async getToFile(
+    id: Uuid,
+    path: string,
+    opts: { fsync?: boolean } & ReadCap = {},
+  ): Promise<number> {
+    const fsync = opts.fsync ?? true;
+    const tmp = `${path}.part-${crypto.randomUUID()}`;
+    const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
+    let len = 0;
+    try {
+      len = await this.#download(id, Number.MAX_SAFE_INTEGER, () => {}, async (off, data) => {
+        await f.seek(off, Deno.SeekMode.Start);
+        let n = 0;
+        while (n < data.length) n += await f.write(data.subarray(n));
+      }, opts);
+      if (fsync) await f.syncData();
+    } catch (e) {
+      f.close();
+      await Deno.remove(tmp).catch(() => {});
+      throw e;
+    }
+    f.close();
+    await Deno.rename(tmp, path);
+    if (fsync) await syncDir(dirname(path));
+    return len;
+  }
+
+  async #download(
+    id: Uuid,
+    maxBytes: number,
+    begin: (length: number) => void,
+    sink: (offset: number, data: Uint8Array) => Promise<void>,
+    rc: ReadCap,
+  ): Promise<number> {
+    const hex = uuidToHex(id);
+    const what = `get of file ${hex}`;
+    const chunk = Math.max(1, Math.min(this.#opts.chunkBytes ?? 4 * MiB, 16 * MiB));
+    const window = Math.max(1, this.#opts.window ?? 8);
+    const h = createHash("sha256");
+    let len = -1;
+    let pos = 0;
+    const failures: string[] = [];
+    let absentEverywhere = true;
+    let order = readOrder(hex, (await this.#source.view()).members);
+    let refreshed = false;
+    for (let i = 0;; i++) {
+      if (i >= order.length) {
+        if (refreshed || this.#closed) break;
+        // A second round, after a pause, on a fresh membership: a busy node gets another try,
+        // and a node that joined (or got the file by repair) since the first view is asked.
+        refreshed = true;
+        await new Promise((r) => setTimeout(r, 200));
+        order = [...order, ...readOrder(hex, (await this.#source.view(true)).members)];
+      }
+      const m: Member = order[i];
+      const c = this.client(m.endpoint);
+      const inflight: { off: number; n: number; p: ReturnType<StorageClient["readRange"]> }[] = [];
+      try {
+        if (len < 0) {
+          const head = await c.readRange(id, 0, chunk, rc);
+          len = head.fileLength;
+          if (len > maxBytes) {
+            throw new StorageError(
+              ErrorCode.BadRequest,
+              `${what}: file is ${len} bytes, more than the allowed ${maxBytes}`,
+            );
+          }
+          begin(len);
+          h.update(head.data);
+          await sink(0, head.data);
+          pos = head.data.length;
+        }
+        let next = pos;
+        while (pos < len) {
+          while (inflight.length < window && next < len) {
+            const n = Math.min(chunk, len - next);
+            const p = c.readRange(id, next, n, rc);
+            p.catch(() => {});
+            inflight.push({ off: next, n, p });
+            next += n;
+          }
+          const r = inflight[0];
+          const got = await r.p;
+          inflight.shift();
+          if (got.fileLength !== len) {
+            throw new StorageError(
+              ErrorCode.Conflict,
+              `${what}: length ${got.fileLength} != ${len}`,
+            );
+          }
+          h.update(got.data);
+          await sink(pos, got.data);
+          pos += got.data.length;
+          // A node may cap a response below what was asked: fetch the rest of this range.
+          while (pos < r.off + r.n) {
+            const more = await c.readRange(id, pos, r.off + r.n - pos, rc);
+            if (more.data.length === 0) {
+              throw new StorageError(ErrorCode.Internal, `${what}: empty response at ${pos}`);
+            }
+            h.update(more.data);
+            await sink(pos, more.data);
+            pos += more.data.length;
+          }
+        }
+        break;
+      } catch (e) {
+        if (e instanceof StorageError && e.code === ErrorCode.BadRequest && len > maxBytes) throw e;
+        failures.push(`${m.endpoint}: ${e instanceof Error ? e.message : e}`);
+        const absent = e instanceof StorageError && isAbsent(e.code);
+        absentEverywhere &&= absent;
+        if (!absent) await this.#forget(m.endpoint);
+      } finally {
+        await Promise.allSettled(inflight.map((x) => x.p));
+      }
+    }
+    if (len < 0 || pos < len) {
+      const code = failures.length > 0 && absentEverywhere
+        ? ErrorCode.NotFound
+        : ErrorCode.Unavailable;
+      throw new StorageError(
+        code,
+        `${what}: no storage node could serve it` +
+          (failures.length ? ` (${failures.join("; ")})` : " (no storage nodes known)"),
+      );
+    }
+    const digest = new Uint8Array(h.digest());
+    if (uuidToHex(digest.subarray(0, 16)) !== hex) {
+      throw new StorageError(
+        ErrorCode.Conflict,
+        `${what}: received bytes hash to ${uuidToHex(digest.subarray(0, 16))}, not the id`,
+      );
+    }
+    return len;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Stat
+
+  /**
+   * Does the file exist (for `user`: is it theirs; "" = for anyone), and how long is it. Every
+   * node that is not dead is asked at once; the first yes wins. No yes, and a node that might
+   * hold it did not answer: UNAVAILABLE (absence cannot be concluded).
+   */
+  async stat(id: Uuid, user = ""): Promise<{ exists: boolean; length: number }> {
+    const hex = uuidToHex(id);
+    let asked = readOrder(hex, (await this.#source.view()).members)
+      .filter((m) => m.state !== NodeState.Dead);
+    if (asked.length === 0) {
+      asked = readOrder(hex, (await this.#source.view(true)).members)
+        .filter((m) => m.state !== NodeState.Dead);
+    }
+    if (asked.length === 0) {
+      throw new StorageError(ErrorCode.Unavailable, `stat of file ${hex}: no storage nodes known`);
+    }
+    const failures: string[] = [];
+    const found = await new Promise<{ exists: boolean; length: number } | null>((resolve) => {
+      let left = asked.length;
+      for (const m of asked) {
+        this.client(m.endpoint).stat(id, user).then((st) => {
+          if (st.exists) resolve(st);
+        }, (e) => {
+          failures.push(`${m.endpoint}: ${e instanceof Error ? e.message : e}`);
+        }).finally(() => {
+          if (--left === 0) resolve(null);
+        });
+      }
+    });
+    if (found) return found;
+    if (failures.length > 0) {
+      throw new StorageError(
+        ErrorCode.Unavailable,
+        `stat of file ${hex}: not found on the nodes that answered; ${failures.join("; ")}`,
+      );
+    }
+    return { exists: false, length: 0 };
+  }
+
+  /**
+   * Counters of the whole tier (admin clients, masters): the sums over every storage node that
+   * answers, fetch counts added up per file; `node` is the first node's id.
+   */
+  async stats(): Promise<StorageStatsView> {
+    const per = await this.nodeStats();
+    const ok = per.filter((p) => p.stats !== null).map((p) => p.stats!);
+    if (ok.length === 0) {
+      throw new StorageError(
+        ErrorCode.Unavailable,
+        `storage stats: no storage node answered (${per.map((p) => p.error).join("; ")})`,
+      );
+    }
+    const sum: StorageStatsView = {
+      node: ok[0].node,
+      gets: 0,
+      getBytes: 0,
+      puts: 0,
+      putBytes: 0,
+      files: 0,
+      storedBytes: 0,
+      fetchCounts: new Map(),
+    };
+    for (const s of ok) {
+      sum.gets += s.gets;
+      sum.getBytes += s.getBytes;
+      sum.puts += s.puts;
+      sum.putBytes += s.putBytes;
+      sum.files += s.files;
+      sum.storedBytes += s.storedBytes;
+      for (const [f, n] of s.fetchCounts) sum.fetchCounts.set(f, (sum.fetchCounts.get(f) ?? 0) + n);
+    }
+    return sum;
+  }
+
+  /** Each storage node's counters (or why it did not answer). */
+  async nodeStats(): Promise<
+    { endpoint: string; stats: StorageStatsView | null; error: string }[]
+  > {
+    const all = (await this.#source.view(true)).members.filter((m) => m.state !== NodeState.Dead);
+    return await Promise.all(all.map(async (m) => {
+      try {
+        return { endpoint: m.endpoint, stats: await this.client(m.endpoint).stats(), error: "" };
+      } catch (e) {
+        return {
+          endpoint: m.endpoint,
+          stats: null,
+          error: e instanceof Error ? e.message : `${e}`,
+        };
+      }
+    }));
+  }
+
+  /** Closes every connection (and the membership source). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await Promise.all([...this.#clients.values()].map((c) => c.close().catch(() => {})));
+    this.#clients.clear();
+    await this.#source.close();
+  }
+}
+
+/** Error codes that say something about the file itself, the same on every node. */
+function isVerdict(code: number): boolean {
+  return code === ErrorCode.Conflict || code === ErrorCode.BadRequest ||
+    code === ErrorCode.TooLarge;
+}
+
+/** Error codes of a node that answered but has (or shows) no such file. */
+function isAbsent(code: number): boolean {
+  return code === ErrorCode.NotFound || code === ErrorCode.Forbidden;
+}
