@@ -1,5 +1,5 @@
 /**
- * The chaos harness: a real cluster (3 masters, 2 balancers, 1 storage node, 4 workers; every
+ * The chaos harness: a real cluster (3 masters, 2 balancers, 2 storage nodes, 4 workers; every
  * node a process of its own, secure, in its own network namespace when the machine allows it),
  * the workload of ./workload.ts, and the faults of a seeded schedule (./schedule.ts): kill -9 and
  * restart with the original flags, SIGSTOP/SIGCONT, network cuts. Once the schedule has run and
@@ -88,6 +88,7 @@ const NODES: NodeSpec[] = [
   { name: "balancer", role: "balancer" },
   { name: "balancer2", role: "balancer" },
   { name: "storage", role: "storage" },
+  { name: "storage2", role: "storage" },
   { name: "worker1", role: "worker" },
   { name: "worker2", role: "worker" },
   { name: "worker3", role: "worker" },
@@ -126,6 +127,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const cluster = await LocalCluster.start({
     masters: 3,
     standbyBalancer: true,
+    // Two storage nodes, every file on both (the masters' default R with two nodes).
+    storageNodes: 2,
     workers: 4,
     slotsPerWorker: 2,
     users: USERS,

@@ -11,7 +11,9 @@
 import { createHash } from "node:crypto";
 import { mulberry32 } from "../../roles/master/raft/mod.ts";
 import { LeaderClient } from "../../client/leader_client.ts";
-import { StorageClient } from "../../client/storage_client.ts";
+import { ReplicatedStorage } from "../../roles/storage/replicated_client.ts";
+import { MasterMembership } from "../../roles/storage/membership.ts";
+
 import { RpcError } from "../../lib/rpc.ts";
 import { Credentials } from "../../lib/security.ts";
 import type { ClusterInfo } from "../../client/cluster.ts";
@@ -26,6 +28,19 @@ import {
   uuidFromHex,
   uuidToHex,
 } from "../../wire/mod.ts";
+
+/** A client of the storage tier as `dsys put`/`get` use it (membership from the masters). */
+function tierClient(
+  cluster: { masters: string[]; storage: string },
+  node: Uint8Array,
+  auth: Credentials,
+): ReplicatedStorage {
+  return new ReplicatedStorage(
+    new MasterMembership(cluster.masters, node, { auth, seeds: cluster.storage.split(",") }),
+    node,
+    { auth },
+  );
+}
 
 /**
  * The program every job runs: sleeps as its argument says (so chunks are running when faults
@@ -189,7 +204,7 @@ export class Workload {
         deadlineMs: 15_000,
         auth: creds,
       });
-      const storage = new StorageClient(this.#opts.cluster.storage, node, { auth: creds });
+      const storage = tierClient(this.#opts.cluster, node, creds);
       try {
         while (performance.now() < end) {
           const before = this.history.listReads.length;
@@ -228,10 +243,10 @@ export class Workload {
     const creds = Credentials.loadSync(user.key, o.cluster.keyring!);
     const node = randomUuid();
     const masters = new LeaderClient(o.cluster.masters, { node, deadlineMs: 15_000, auth: creds });
-    let storage: StorageClient | null = null;
+    let storage: ReplicatedStorage | null = null;
     const store = async (bytes: Uint8Array, what: string): Promise<{ id: Uuid; size: number }> => {
       for (let tries = 0;; tries++) {
-        storage ??= new StorageClient(o.cluster.storage, node, { auth: creds, timeoutMs: 10_000 });
+        storage ??= tierClient(o.cluster, node, creds);
         try {
           return await storage.putBytes(bytes);
         } catch (e) {
@@ -284,7 +299,7 @@ export class Workload {
       }
     } finally {
       await masters.close();
-      await (storage as StorageClient | null)?.close();
+      await (storage as ReplicatedStorage | null)?.close();
       creds.close();
     }
   }
