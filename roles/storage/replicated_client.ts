@@ -38,6 +38,11 @@ export interface ReplicatedStorageOptions {
   chunkBytes?: number;
   /** Range requests in flight per download (default 8). */
   window?: number;
+  /**
+   * How long a put keeps trying to reach R nodes (a node restarting, a partition), ms (default
+   * 30 s); then it fails UNAVAILABLE.
+   */
+  putDeadlineMs?: number;
   auth?: Credentials | null;
 }
 
@@ -80,15 +85,6 @@ export class ReplicatedStorage {
       this.#clients.set(key, c);
     }
     return c;
-  }
-
-  /** Drops a node's client after a failure: its socket may hold stale requests. */
-  async #forget(endpoint: string): Promise<void> {
-    for (const key of [`r ${endpoint}`, `w ${endpoint}`]) {
-      const c = this.#clients.get(key);
-      this.#clients.delete(key);
-      await c?.close().catch(() => {});
-    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -163,39 +159,53 @@ export class ReplicatedStorage {
         `put of file ${hex}: replicas ${replicas} is not 1..${MAX_REPLICAS}`,
       );
     }
-    let candidates = putOrder(hex, view.members);
-    if (candidates.length < replicas) {
-      candidates = putOrder(hex, (await this.#source.view(true)).members);
-    }
     const committed: string[] = [];
     const failures: string[] = [];
-    let next = 0;
-    // One lane per replica: each uploads to its node, and on failure takes the next candidate.
-    const lane = async (): Promise<void> => {
-      while (next < candidates.length && !this.#closed) {
-        const m = candidates[next++];
-        const source = open();
-        try {
-          await this.client(m.endpoint, true).upload(id, size, source.read, { ...opts, replicas });
-          committed.push(m.hex);
-          return;
-        } catch (e) {
-          failures.push(`${m.endpoint}: ${e instanceof Error ? e.message : e}`);
-          // A refusal about the file itself fails on every node alike: stop at once.
-          if (e instanceof StorageError && isVerdict(e.code)) throw e;
-          await this.#forget(m.endpoint);
-        } finally {
-          source.close();
+    const deadline = performance.now() + (this.#opts.putDeadlineMs ?? 30_000);
+    let members = view.members;
+    let takers = 0;
+    for (let round = 0;; round++) {
+      // Nodes that committed it in an earlier round keep their copy; the rest is placed anew.
+      const done = new Set(committed);
+      const candidates = putOrder(hex, members).filter((m) => !done.has(m.hex));
+      takers = candidates.length + done.size;
+      let next = 0;
+      // One lane per missing replica: it uploads to its node, on failure to the next candidate.
+      const lane = async (): Promise<void> => {
+        while (next < candidates.length && !this.#closed) {
+          const m = candidates[next++];
+          const source = open();
+          try {
+            await this.client(m.endpoint, true).upload(id, size, source.read, {
+              ...opts,
+              replicas,
+            });
+            committed.push(m.hex);
+            return;
+          } catch (e) {
+            failures.push(`${m.endpoint}: ${e instanceof Error ? e.message : e}`);
+            // A refusal about the file itself fails on every node alike: stop at once.
+            if (e instanceof StorageError && isVerdict(e.code)) throw e;
+          } finally {
+            source.close();
+          }
         }
-      }
-    };
-    await Promise.all(Array.from({ length: replicas }, lane));
+      };
+      await Promise.all(Array.from({ length: replicas - committed.length }, lane));
+      if (committed.length >= replicas || this.#closed) break;
+      // Too few nodes took it (one restarting, a partition): wait for the membership to change,
+      // within the put's deadline. Nothing is acknowledged with fewer than R copies.
+      if (performance.now() + 1000 > deadline) break;
+      failures.length = Math.min(failures.length, 8);
+      await new Promise((r) => setTimeout(r, Math.min(1000, 200 * 2 ** round)));
+      members = (await this.#source.view(true)).members;
+    }
     if (committed.length < replicas) {
       throw new StorageError(
         ErrorCode.Unavailable,
         `put of file ${hex}: stored on ${committed.length} of ${replicas} replicas ` +
-          `(${candidates.length} storage nodes take files)` +
-          (failures.length ? `; failures: ${failures.join("; ")}` : ""),
+          `(${takers} storage nodes take files)` +
+          (failures.length ? `; failures: ${failures.slice(-4).join("; ")}` : ""),
       );
     }
     return committed;
@@ -332,9 +342,7 @@ export class ReplicatedStorage {
       } catch (e) {
         if (e instanceof StorageError && e.code === ErrorCode.BadRequest && len > maxBytes) throw e;
         failures.push(`${m.endpoint}: ${e instanceof Error ? e.message : e}`);
-        const absent = e instanceof StorageError && isAbsent(e.code);
-        absentEverywhere &&= absent;
-        if (!absent) await this.#forget(m.endpoint);
+        absentEverywhere &&= e instanceof StorageError && isAbsent(e.code);
       } finally {
         await Promise.allSettled(inflight.map((x) => x.p));
       }
