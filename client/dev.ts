@@ -45,16 +45,11 @@ export async function runDev(args: string[]): Promise<number> {
   });
   if (values.help) {
     console.log(
-      "usage: dsys dev [--masters 1|3|5] [--storage N] [--workers N] [--slots N] [--chunks N]
-" +
-        "                [--data DIR] [--keep] [--metrics-listen HOST:PORT] [--dashboard]
-" +
-        "Starts a local cluster (3 storage nodes by default: every file on 2 of them), runs the
-" +
-        "sample word-count job, prints the result.
-" +
-        "--metrics-listen: every node serves Prometheus metrics, on PORT, PORT+1, … (0: free ports).
-" +
+      "usage: dsys dev [--masters 1|3|5] [--storage N] [--workers N] [--slots N] [--chunks N]\n" +
+        "                [--data DIR] [--keep] [--metrics-listen HOST:PORT] [--dashboard]\n" +
+        "Starts a local cluster (3 storage nodes by default: every file on 2 of them), runs the\n" +
+        "sample word-count job, prints the result.\n" +
+        "--metrics-listen: every node serves Prometheus metrics, on PORT, PORT+1, … (0: free ports).\n" +
         "--dashboard: the masters serve the web dashboard (its URLs, with their tokens, are printed).",
     );
     return 0;
