@@ -743,9 +743,14 @@ export class Socket implements Pollable {
   }
 
   #getInt(opt: number, op: string): number {
-    sizeBuf[0] = 4n;
-    if (zmq().zmq_getsockopt(this.#h, opt, intBytes, sizeBytes) !== 0) throw this.#lastError(op);
-    return intBuf[0];
+    const z = zmq();
+    // ZMQ_EVENTS processes libzmq's command queue, which polls: a signal (a profiler's SIGPROF,
+    // a SIGTERM being handled) interrupts it with EINTR, which is not an error of the socket.
+    for (let tries = 0;; tries++) {
+      sizeBuf[0] = 4n;
+      if (z.zmq_getsockopt(this.#h, opt, intBytes, sizeBytes) === 0) return intBuf[0];
+      if (z.zmq_errno() !== ERRNO.EINTR || tries >= 100) throw this.#lastError(op);
+    }
   }
 
   #getString(opt: number, op: string): string {
