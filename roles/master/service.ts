@@ -793,8 +793,9 @@ export class MasterService {
   #redispatchAll(minAgeMs: number): void {
     if (!this.#d.consensus.isLeader()) return;
     const now = Date.now();
-    for (const job of this.#d.table.jobs.values()) {
-      const key = uuidToHex(job.spec.jobId);
+    // The table's keys are the hex job ids already: no conversion per job per pass (the table
+    // holds every unfinished job, tens of thousands under load, and this runs every second).
+    for (const [key, job] of this.#d.table.jobs) {
       const due = now - (this.#lastDispatch.get(key) ?? 0) >= minAgeMs;
       // Cancels are re-sent for a while too: a balancer that failed over, or a new leader's
       // dispatch of a cancel it had not applied yet, must not leave a cancelled chunk running.
