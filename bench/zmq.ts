@@ -450,6 +450,36 @@ export async function runZmqBench(
   return rows;
 }
 
+/** What the transport ceiling measurement found: MB/s and the sending client's CPU per GiB. */
+export interface TransportCeiling {
+  /** Best MB/s (10^6 bytes per second) over the rounds. */
+  mbs: number;
+  /** Client CPU seconds (user + system) per GiB in the best round. */
+  clientCpuPerGiB: number;
+}
+
+/**
+ * The ZeroMQ transport ceiling for bulk transfers: the "1 MiB messages, dsys RPC socket options"
+ * case above (a DEALER client process pipelining 1 MiB messages to a ROUTER peer process on
+ * loopback TCP, no hashing, no disk), moving `bytes` per round; the best of `rounds` (load from
+ * other users only slows a round). bench/storage.ts measures storage gets against it.
+ */
+export async function zmqTransportCeiling(bytes: number, rounds = 3): Promise<TransportCeiling> {
+  const n = Math.max(1, Math.round(bytes / (1 << 20)));
+  const peer = await startPeer("dsys-rpc");
+  try {
+    let best: TransportCeiling = { mbs: 0, clientCpuPerGiB: 0 };
+    for (let r = 0; r < rounds; r++) {
+      const m = await runClient("dsys-rpc", peer.endpoint, "stream", n, 1 << 20);
+      const mbs = m.ops * (1 << 20) / 1e6 / m.seconds;
+      if (mbs > best.mbs) best = { mbs, clientCpuPerGiB: m.cpu / (m.ops / 1024) };
+    }
+    return best;
+  } finally {
+    await peer.stop();
+  }
+}
+
 /** Renders rows as a markdown table (baseline = Node.js + zeromq.js). */
 export function zmqMarkdown(rows: BenchRow[]): string {
   const fmt = (n: number) => n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toFixed(1);

@@ -17,6 +17,7 @@ import { createHash } from "node:crypto";
 import { ErrorCode, MAX_REPLICAS, type Uuid, uuidToHex } from "../../wire/mod.ts";
 import type { Credentials } from "../../lib/security.ts";
 import { dirname, syncDir } from "../../lib/fsutil.ts";
+import { sha256File, type Sha256Stream, sha256Stream } from "../../lib/hash_worker.ts";
 import {
   type PutOptions,
   type ReadCap,
@@ -100,25 +101,13 @@ export class ReplicatedStorage {
     return { id, size: data.length, nodes };
   }
 
-  /** Stores a file on R nodes: one pass to hash it, then one streaming read per replica. */
+  /**
+   * Stores a file on R nodes: one pass to hash it (on a hashing thread: lib/hash_worker.ts),
+   * then one streaming read per replica.
+   */
   async putFile(path: string, opts: PutOptions = {}): Promise<PutResult> {
-    const h = createHash("sha256");
-    let size = 0;
-    {
-      const f = await Deno.open(path, { read: true });
-      try {
-        const buf = new Uint8Array(4 * MiB);
-        for (;;) {
-          const k = await f.read(buf);
-          if (k === null) break;
-          h.update(buf.subarray(0, k));
-          size += k;
-        }
-      } finally {
-        f.close();
-      }
-    }
-    const id = new Uint8Array(h.digest()).slice(0, 16);
+    const { digest, size } = await sha256File(path);
+    const id = digest.slice(0, 16);
     const nodes = await this.#put(id, size, () => {
       const f = Deno.openSync(path, { read: true });
       return {
@@ -244,8 +233,16 @@ export class ReplicatedStorage {
     const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
     let len = 0;
     try {
+      let written = 0;
       len = await this.#download(id, Number.MAX_SAFE_INTEGER, () => {}, async (off, data) => {
-        await f.seek(off, Deno.SeekMode.Start);
+        // The sink gets the bytes in order (a failover continues where the last node stopped).
+        if (off !== written) {
+          throw new StorageError(
+            ErrorCode.Internal,
+            `get to ${path}: write at ${off} != ${written}`,
+          );
+        }
+        written += data.length;
         let n = 0;
         while (n < data.length) n += await f.write(data.subarray(n));
       }, opts);
@@ -268,11 +265,27 @@ export class ReplicatedStorage {
     sink: (offset: number, data: Uint8Array) => Promise<void>,
     rc: ReadCap,
   ): Promise<number> {
+    // Verified on a hashing thread while this one receives and writes (lib/hash_worker.ts).
+    const h = sha256Stream();
+    try {
+      return await this.#downloadInto(h, id, maxBytes, begin, sink, rc);
+    } finally {
+      h.abort(); // a no-op once digested
+    }
+  }
+
+  async #downloadInto(
+    h: Sha256Stream,
+    id: Uuid,
+    maxBytes: number,
+    begin: (length: number) => void,
+    sink: (offset: number, data: Uint8Array) => Promise<void>,
+    rc: ReadCap,
+  ): Promise<number> {
     const hex = uuidToHex(id);
     const what = `get of file ${hex}`;
     const chunk = Math.max(1, Math.min(this.#opts.chunkBytes ?? 4 * MiB, 16 * MiB));
     const window = Math.max(1, this.#opts.window ?? 8);
-    const h = createHash("sha256");
     let len = -1;
     let pos = 0;
     const failures: string[] = [];
@@ -302,7 +315,7 @@ export class ReplicatedStorage {
             );
           }
           begin(len);
-          h.update(head.data);
+          await h.update(head.data);
           await sink(0, head.data);
           pos = head.data.length;
         }
@@ -324,7 +337,7 @@ export class ReplicatedStorage {
               `${what}: length ${got.fileLength} != ${len}`,
             );
           }
-          h.update(got.data);
+          await h.update(got.data);
           await sink(pos, got.data);
           pos += got.data.length;
           // A node may cap a response below what was asked: fetch the rest of this range.
@@ -333,7 +346,7 @@ export class ReplicatedStorage {
             if (more.data.length === 0) {
               throw new StorageError(ErrorCode.Internal, `${what}: empty response at ${pos}`);
             }
-            h.update(more.data);
+            await h.update(more.data);
             await sink(pos, more.data);
             pos += more.data.length;
           }
@@ -357,7 +370,7 @@ export class ReplicatedStorage {
           (failures.length ? ` (${failures.join("; ")})` : " (no storage nodes known)"),
       );
     }
-    const digest = new Uint8Array(h.digest());
+    const digest = await h.digest();
     if (uuidToHex(digest.subarray(0, 16)) !== hex) {
       throw new StorageError(
         ErrorCode.Conflict,
