@@ -58,6 +58,8 @@ Deno.test("dashboard: a job's chunks turn to succeeded in Chromium without a rel
     assert.deepEqual(printed, { code: 0, out: `${base}/?token=${token}` });
     assert.equal((await dsys([])).code, 1);
     assert.equal(await status(`${base}/events?job=nothex`, bearer), 400);
+    assert.equal(await status(`${base}/events?chunk=1`, bearer), 400);
+    assert.equal(await status(`${base}/events?job=${"a".repeat(32)}&chunk=-1`, bearer), 400);
     // Bounded: MAX_EVENT_STREAMS streams at once, the next refused; closing them frees them.
     const streams = await Promise.all(
       Array.from({ length: MAX_EVENT_STREAMS }, () => fetch(`${base}/events`, bearer)),
@@ -158,6 +160,20 @@ Deno.test("dashboard: a job's chunks turn to succeeded in Chromium without a rel
           rows.filter((r) => /^worker\|worker\d\|.*\|alive\|\|1 free of 1$/.test(r)).length === 2 &&
           total === String(CHUNKS) && bytes === String(outputBytes);
       }, { timeoutMs: 30_000, intervalMs: 200, detail: () => `nodes:\n${nodes}` });
+      // One chunk in detail: its outputs, and how to get them and its logs.
+      const three = s.chunks[3].outputs.find((o) => o.name === "stdout")!;
+      let detail = "";
+      await waitFor("chunk 3's detail", async () => {
+        detail = await browser.evaluate<string>(`(() => {
+          document.querySelector('#grid .cell[data-chunk="3"]').click();
+          return ["chunk-title", "chunk-outputs", "chunk-commands"]
+            .map((id) => document.getElementById(id).textContent).join("|");
+        })()`);
+        return detail.startsWith("chunk 3: succeeded, attempt 1|") &&
+          detail.includes(`stdout (8 bytes, file ${uuidToHex(three.id)})`) &&
+          detail.includes(`dsys logs ${id} --chunk 3`);
+      }, { timeoutMs: 30_000, intervalMs: 200, detail: () => detail });
+      assert.equal(await browser.evaluate<boolean>("window.loadedOnce === true"), true);
       const shot = Deno.env.get("DSYS_DASHBOARD_SCREENSHOT");
       if (shot) await Deno.writeFile(shot, await browser.screenshot());
     } finally {

@@ -80,6 +80,15 @@ Deno.test("dashboard view: newest jobs first, bounded; one job's grid and failur
   assert.equal(v.job!.attempts, "0011");
   assert.deepEqual(v.job!.failures, [{ chunk: 3, reason: "exit code 1" }]);
   assert.equal(v.job!.state, ChunkState.Running);
+  const one = dashboardView(t, "m", true, uuidToHex(last.jobId), 0, undefined, 3).chunk!;
+  assert.equal(one.index, 3);
+  assert.equal(one.state, ChunkState.Failed);
+  assert.equal(one.failure, "ExitCode");
+  assert.equal(one.exitCode, 1);
+  assert.equal(one.reason, "exit code 1");
+  assert.deepEqual(one.outputs.map((o) => [o.name, o.size]), [["stdout", 7]]);
+  assert.equal(dashboardView(t, "m", true, uuidToHex(last.jobId), 0, undefined, 4).chunk, null);
+  assert.equal(dashboardView(t, "m", true, null, 0, undefined, 0).chunk, null);
   assert.equal(finishedChunks(t), 2);
   const bytes = new OutputBytes();
   assert.equal(bytes.total(t), 14);

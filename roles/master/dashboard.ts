@@ -127,13 +127,13 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
       o.log.debug("dashboard: node list failed", { error: e });
     });
   };
-  const view = (job: string | null) => {
+  const view = (job: string | null, chunk: number | null) => {
     refreshNodes();
     return dashboardView(o.table(), o.self, o.isLeader(), job, Date.now(), {
       nodes,
       chunksPerSecond: chunkRate.values,
       bytesPerSecond: byteRate.values,
-    });
+    }, chunk);
   };
   const ready = Promise.withResolvers<Deno.NetAddr>();
   const server = Deno.serve({
@@ -176,6 +176,11 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
     if (job !== null && !HEX_ID.test(job)) {
       return new Response("job must be 32 hex digits\n", { status: 400 });
     }
+    const chunkText = url.searchParams.get("chunk");
+    const chunk = chunkText === null ? null : Number(chunkText);
+    if (chunk !== null && (!/^\d{1,7}$/.test(chunkText!) || job === null)) {
+      return new Response("chunk must be a chunk index of the job\n", { status: 400 });
+    }
     if (streams >= MAX_EVENT_STREAMS) {
       return new Response("too many dashboard streams\n", { status: 503 });
     }
@@ -197,7 +202,7 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
       start(ctrl) {
         const tick = () => {
           try {
-            const text = JSON.stringify(view(job));
+            const text = JSON.stringify(view(job, chunk));
             if (text !== last) {
               last = text;
               quietSince = Date.now();

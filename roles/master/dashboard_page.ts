@@ -30,6 +30,9 @@ export const DASHBOARD_HTML = `<!doctype html>
   .legend span { display: inline-block; margin-right: 1em; }
   .legend .cell { display: inline-block; vertical-align: middle; margin-right: .3em; }
   #status { color: #a00; }
+  .cell { cursor: pointer; } .cell.chosen { outline: 2px solid #222; }
+  pre { background: #f4f4f4; padding: .5em; max-width: 820px; overflow-x: auto; }
+  h3 { font-size: 1em; margin: .8em 0 .3em; }
   h2 { font-size: 1.1em; margin: 1em 0 .4em; }
   .charts { display: flex; gap: 2em; flex-wrap: wrap; }
   .chart { border: 1px solid #ddd; background: #fafafa; }
@@ -62,10 +65,20 @@ preserveAspectRatio="none"><polyline points=""></polyline><text x="4" y="12"></t
   <div class="legend"></div>
   <div id="grid"></div>
   <ul id="failures"></ul>
+  <div id="chunk" hidden>
+    <h2 id="chunk-title"></h2>
+    <div id="chunk-info"></div>
+    <h3>outputs</h3><ul id="chunk-outputs"></ul>
+    <ul id="chunk-history"></ul>
+    <h3>stderr (last bytes)</h3><pre id="chunk-stderr"></pre>
+    <h3>from the command line</h3><pre id="chunk-commands"></pre>
+  </div>
 </div>
 <script type="module">
 const STATES = ["queued", "running", "succeeded", "failed", "lost", "cancelled"];
-let selected = new URLSearchParams(location.search).get("job");
+const params = new URLSearchParams(location.search);
+let selected = params.get("job");
+let chosenChunk = params.has("chunk") ? Number(params.get("chunk")) : null;
 let source = null;
 const $ = (id) => document.getElementById(id);
 const legend = document.querySelector(".legend");
@@ -118,7 +131,7 @@ function drawChart(chart, vals, label) {
 }
 function render(v) {
   renderCluster(v);
-  $("master").textContent = "master " + v.master + (v.leader ? " (leader)" : " (follower: its view may lag)");
+  $("master").textContent = "master " + v.master + (v.leader ? " (leader)" : " (follower: its view may lag the leader, marked below)");
   const body = $("jobs").tBodies[0];
   body.replaceChildren(...v.jobs.map((j) => {
     const tr = document.createElement("tr");
@@ -150,12 +163,13 @@ function render(v) {
     grid.replaceChildren(...Array.from(d.grid, (_, i) => {
       const c = document.createElement("div");
       c.dataset.chunk = String(i);
+      c.onclick = () => chooseChunk(i);
       return c;
     }));
   }
   Array.from(d.grid).forEach((s, i) => {
     const c = grid.children[i];
-    const cls = "cell s" + s;
+    const cls = "cell s" + s + (i === chosenChunk ? " chosen" : "");
     if (c.className !== cls) c.className = cls;
     c.dataset.state = STATES[Number(s)] ?? s;
     c.title = "chunk " + i + ": " + c.dataset.state + ", attempt " + d.attempts[i];
@@ -165,16 +179,50 @@ function render(v) {
     li.textContent = "chunk " + f.chunk + ": " + f.reason;
     return li;
   }));
+  renderChunk(d, v.chunk);
+}
+function item(text) {
+  const li = document.createElement("li");
+  li.textContent = text;
+  return li;
+}
+function renderChunk(d, c) {
+  $("chunk").hidden = !c;
+  if (!c) return;
+  $("chunk-title").textContent = "chunk " + c.index + ": " + (STATES[c.state] ?? c.state) +
+    ", attempt " + c.attempt;
+  $("chunk-info").textContent = [
+    c.durationMs ? "ran " + (c.durationMs / 1000).toFixed(1) + " s" : "",
+    c.failure ? "failure " + c.failure : "", c.exitCode ? "exit code " + c.exitCode : "",
+    c.signal ? "signal " + c.signal : "", c.worker ? "worker " + c.worker : "", c.reason,
+  ].filter(Boolean).join("; ");
+  $("chunk-outputs").replaceChildren(...c.outputs.map((o) =>
+    item(o.name + " (" + o.size + " bytes, file " + o.id + ")")));
+  $("chunk-history").replaceChildren(...c.history.map((h) =>
+    item("attempt " + h.attempt + " failed: " + h.failure + " " + h.reason)));
+  $("chunk-stderr").textContent = c.stderrTail || "(empty)";
+  $("chunk-commands").textContent = "dsys logs " + d.id + " --chunk " + c.index +
+    "        # its stdout (--stderr), live while it runs\\n" +
+    "dsys get " + d.id + " --out results/   # results/chunk-" + String(c.index).padStart(5, "0") +
+    "/<output name>";
 }
 function connect() {
   source?.close();
-  source = new EventSource("events" + (selected ? "?job=" + encodeURIComponent(selected) : ""));
+  const q = selected ? "?job=" + encodeURIComponent(selected) +
+    (chosenChunk !== null ? "&chunk=" + chosenChunk : "") : "";
+  source = new EventSource("events" + q);
   source.onmessage = (e) => { $("status").textContent = ""; render(JSON.parse(e.data)); };
   source.onerror = () => { $("status").textContent = "connection lost; retrying"; };
 }
 function choose(id) {
+  if (id !== selected) chosenChunk = null;
   selected = id;
   history.replaceState(null, "", "?job=" + encodeURIComponent(id));
+  connect();
+}
+function chooseChunk(i) {
+  chosenChunk = i;
+  history.replaceState(null, "", "?job=" + encodeURIComponent(selected) + "&chunk=" + i);
   connect();
 }
 connect();

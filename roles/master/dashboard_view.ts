@@ -6,6 +6,7 @@
  */
 import {
   ChunkState,
+  FailureCode,
   type NodeEntry,
   NodeFlags,
   NodeRole,
@@ -151,6 +152,39 @@ export interface JobDetail extends JobSummary {
   failures: { chunk: number; reason: string }[];
 }
 
+/** One chunk in detail (`?job=ID&chunk=N`). */
+export interface ChunkDetail {
+  index: number;
+  /** A ChunkState code. */
+  state: number;
+  attempt: number;
+  exitCode: number;
+  signal: number;
+  /** The FailureCode's name ("" for none). */
+  failure: string;
+  durationMs: number;
+  /** The worker's node id (hex), "" before one ran it. */
+  worker: string;
+  reason: string;
+  /** The last bytes of its stderr, as text (at most STDERR_TAIL_CHARS). */
+  stderrTail: string;
+  outputs: { name: string; size: number; id: string }[];
+  /** Earlier attempts that failed and were retried (the first MAX_HISTORY). */
+  history: { attempt: number; failure: string; exitCode: number; reason: string }[];
+}
+
+/** Characters of a chunk's stderr tail shown. */
+export const STDERR_TAIL_CHARS = 4096;
+/** Earlier attempts of a chunk shown. */
+export const MAX_HISTORY = 20;
+/** Outputs of a chunk shown. */
+export const MAX_OUTPUTS = 100;
+
+const FAILURE_NAMES = new Map<number, string>(
+  Object.entries(FailureCode).map(([k, v]) => [v as number, k]),
+);
+const failureName = (code: number) => code === 0 ? "" : FAILURE_NAMES.get(code) ?? `code ${code}`;
+
 /** An update the page renders whole. */
 export interface DashboardView {
   /** This master's Raft id or endpoint, and whether it leads (a follower's table may lag). */
@@ -159,6 +193,8 @@ export interface DashboardView {
   jobs: JobSummary[];
   /** The job asked for (`?job=ID`), null when none or not found. */
   job: JobDetail | null;
+  /** The chunk of that job asked for (`&chunk=N`), null when none or no such chunk. */
+  chunk: ChunkDetail | null;
   /** The cluster's nodes (refreshed every few seconds while a page is open). */
   nodes: NodeSummary[];
   /** Chunks finished per second, oldest first (ThroughputRing). */
@@ -193,6 +229,7 @@ export function dashboardView(
     chunksPerSecond: readonly number[];
     bytesPerSecond: readonly number[];
   } = { nodes: [], chunksPerSecond: [], bytesPerSecond: [] },
+  chunkIndex: number | null = null,
 ): DashboardView {
   const all = [...table.jobs.values()];
   const jobs = all
@@ -212,5 +249,31 @@ export function dashboardView(
         .map((c) => ({ chunk: c.chunkIndex, reason: c.reason.slice(0, 500) })),
     };
   }
-  return { master, leader, jobs, job, ...cluster };
+  const c = rec && chunkIndex !== null ? rec.chunks[chunkIndex] : undefined;
+  const chunk: ChunkDetail | null = c
+    ? {
+      index: c.chunkIndex,
+      state: c.state,
+      attempt: c.attempt,
+      exitCode: c.exitCode,
+      signal: c.signal,
+      failure: failureName(c.failure),
+      durationMs: c.durationMs,
+      worker: c.worker.some((b) => b !== 0) ? uuidToHex(c.worker) : "",
+      reason: c.reason.slice(0, 1000),
+      stderrTail: new TextDecoder().decode(c.stderrTail).slice(-STDERR_TAIL_CHARS),
+      outputs: c.outputs.slice(0, MAX_OUTPUTS).map((o) => ({
+        name: o.name,
+        size: o.size,
+        id: uuidToHex(o.id),
+      })),
+      history: c.history.slice(0, MAX_HISTORY).map((h) => ({
+        attempt: h.attempt,
+        failure: failureName(h.failure),
+        exitCode: h.exitCode,
+        reason: h.reason.slice(0, 500),
+      })),
+    }
+    : null;
+  return { master, leader, jobs, job, chunk, ...cluster };
 }
