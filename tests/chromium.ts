@@ -17,6 +17,20 @@ export interface Browser {
   close(): Promise<void>;
 }
 
+/** Removes a profile directory, retrying while Chromium's last helpers may still write to it. */
+async function removeProfile(dir: string): Promise<void> {
+  for (let i = 0; i < 50; i++) {
+    try {
+      await Deno.remove(dir, { recursive: true });
+      return;
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  await Deno.remove(dir, { recursive: true }); // fails loudly: a leftover directory
+}
+
 /** Starts `chromium --headless` with a temp profile; resolves once its page is connected. */
 export async function startChromium(): Promise<Browser> {
   const profile = await Deno.makeTempDir({ prefix: "dsys-chromium-" });
@@ -44,7 +58,7 @@ export async function startChromium(): Promise<Browser> {
       child.kill("SIGKILL");
     } catch { /* gone */ }
     await child.status;
-    await Deno.remove(profile, { recursive: true }).catch(() => {});
+    await removeProfile(profile);
   };
   let ws: WebSocket;
   const stderr: string[] = [];
@@ -134,10 +148,18 @@ export async function startChromium(): Promise<Browser> {
       return Uint8Array.from(atob(r.data), (c) => c.charCodeAt(0));
     },
     async close() {
+      // Browser.close ends every Chromium process (a SIGKILL of the first one alone can leave
+      // its helpers writing to the profile for a moment); SIGKILL if it does not.
+      const exited = await within(
+        10_000,
+        "chromium to exit",
+        call("Browser.close").catch(() => {}).then(() => child.status),
+      ).then(() => true, () => false);
       try {
         ws.close();
       } catch { /* closed */ }
-      await kill();
+      if (exited) await removeProfile(profile);
+      else await kill();
     },
   };
 }
