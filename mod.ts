@@ -2,7 +2,7 @@
  * `dsys`: one executable for every node and the client. Dispatch only.
  *
  *   dsys run --role master|balancer|storage|worker [flags]
- *   dsys put|submit|status|get|rm|nodes [flags]
+ *   dsys put|submit|status|get|rm|ls|nodes [flags]
  *   dsys dev [--keep]
  */
 import { runClient } from "./client/cli.ts";
@@ -14,11 +14,13 @@ import { versionLine } from "./lib/version.ts";
 
 const USAGE = `usage: dsys <command> [flags]
   run --role master|balancer|storage|worker   start a node (see --help of each role)
-  put FILE...                                 store files, print their ids
+  put FILE... [--replicas N]                  store (and keep) files, print their ids
   submit --program P --chunks N --input [NAME=]ID... [--arg A] [--wait]
   status JOB [--json]                         a job's state and chunk results
   get JOB --out DIR                           download a job's outputs
-  rm JOB...                                   remove finished jobs now (else: after --job-retention)
+  rm JOB|FILE...                              remove finished jobs now (else: after --job-retention),
+                                              or stop keeping files (deleted once no job uses them)
+  ls [--json]                                 the files you keep: size, replicas, references
   cancel JOB [--chunk N]...                   stop a job or some of its chunks (killed, not rerun)
   logs JOB [--chunk N] [-f] [--stderr]        a chunk's output as it is written, then as stored
   nodes                                       list the cluster's nodes
@@ -48,6 +50,7 @@ export async function main(args: string[]): Promise<number> {
     case "status":
     case "get":
     case "rm":
+    case "ls":
     case "cancel":
     case "logs":
     case "nodes":

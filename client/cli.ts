@@ -82,6 +82,8 @@ async function dispatch(command: string, args: string[]): Promise<number> {
       return await cmdGet(args);
     case "rm":
       return await cmdRm(args);
+    case "ls":
+      return await cmdLs(args);
     case "cancel":
       return await cmdCancel(args);
     case "logs":
@@ -397,31 +399,67 @@ async function cmdRm(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args, options: common, allowPositionals: true });
   if (values.help || positionals.length === 0) {
     out(
-      "usage: dsys rm JOB...   remove finished jobs now (else the masters keep a finished job\n" +
-        "                        for their --job-retention); a running job is refused",
+      "usage: dsys rm ID...   remove finished jobs now (else the masters keep a finished job\n" +
+        "                       for their --job-retention; a running job is refused), or stop\n" +
+        "                       keeping files you put (deleted once no job uses them, after the\n" +
+        "                       masters' --delete-grace)",
     );
     return values.help ? EXIT.ok : EXIT.usage;
   }
-  const jobs = positionals.map((p) => parseId(p, "job"));
+  const ids = positionals.map((p) => parseId(p, "job or file"));
   let failed = 0;
   await withClient(values, async (c) => {
-    for (const job of jobs) {
-      const id = uuidToHex(job);
+    for (const idBytes of ids) {
+      const id = uuidToHex(idBytes);
       try {
-        await c.remove(job);
-        out(values.json ? JSON.stringify({ job: id, removed: true }) : `removed ${id}`);
+        try {
+          await c.remove(idBytes);
+          out(values.json ? JSON.stringify({ job: id, removed: true }) : `removed ${id}`);
+          continue;
+        } catch (e) {
+          // Not a job: perhaps a file this user keeps (job and file ids never collide).
+          if (!(e instanceof RpcError && e.code === ErrorCode.NotFound && e.kind === "remote")) {
+            throw e;
+          }
+          if ((await c.unkeep([idBytes])) === 0) throw e;
+        }
+        out(values.json ? JSON.stringify({ file: id, removed: true }) : `removed ${id}`);
       } catch (e) {
-        // One job that cannot be removed does not stop the others; the cluster being away does.
+        // One id that cannot be removed does not stop the others; the cluster being away does.
         if (
           !(e instanceof RpcError) || e.code === ErrorCode.Unavailable ||
           e.code === ErrorCode.NotLeader || e.kind !== "remote"
         ) throw e;
         failed++;
-        console.error(`dsys rm: ${codeName(e.code)}: ${e.text}`); // (the text names the job)
+        console.error(`dsys rm: ${codeName(e.code)}: ${e.text}`); // (the text names the id)
       }
     }
   });
   return failed ? EXIT.usage : EXIT.ok;
+}
+
+async function cmdLs(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: common });
+  if (values.help) {
+    out("usage: dsys ls [--json]   the files you keep: ID SIZE REPLICAS REFS NAME");
+    return EXIT.ok;
+  }
+  const files = await withClient(values, (c) => c.files());
+  for (const f of files) {
+    out(
+      values.json
+        ? JSON.stringify({
+          id: uuidToHex(f.id),
+          size: f.size,
+          replicas: f.replicas,
+          refs: f.refs,
+          keptAtMs: f.keptAtMs,
+          name: f.name,
+        })
+        : `${uuidToHex(f.id)}  ${f.size}  ${f.replicas}  ${f.refs}  ${f.name}`,
+    );
+  }
+  return EXIT.ok;
 }
 
 async function cmdNodes(args: string[]): Promise<number> {

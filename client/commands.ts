@@ -5,7 +5,9 @@
 import {
   ChunkState,
   type FileEntry,
+  FileKeepOp,
   type JobStatusResponse,
+  type KeptFileEntry,
   type LimitFields,
   type Message,
   MessageType,
@@ -71,8 +73,10 @@ export class DsysClient {
   }
 
   /**
-   * Stores files (each on `replicas` storage nodes, default the cluster's); returns their ids,
-   * sizes and the nodes holding them, in order.
+   * Stores files (each on `replicas` storage nodes, default the cluster's) and keeps them for
+   * this user until `unkeep` (`dsys rm FILE`); returns their ids, sizes and the nodes holding
+   * them, in order. A file nothing keeps and no live job uses is deleted after the masters'
+   * `--delete-grace`.
    */
   async put(
     paths: string[],
@@ -91,7 +95,59 @@ export class DsysClient {
       );
       out.push({ path, ...r });
     }
+    // One keep per replica count (a batch of at most 4,096 files each).
+    const byReplicas = new Map<number, typeof out>();
+    for (const r of out) {
+      const list = byReplicas.get(r.nodes.length) ?? [];
+      list.push(r);
+      byReplicas.set(r.nodes.length, list);
+    }
+    for (const [replicas, list] of byReplicas) {
+      for (let i = 0; i < list.length; i += 4096) {
+        await this.keep(
+          list.slice(i, i + 4096).map((r) => ({
+            id: r.id,
+            size: r.size,
+            name: r.path.split("/").pop()!.slice(0, 255),
+          })),
+          replicas,
+        );
+      }
+    }
     return out;
+  }
+
+  /** Keeps stored files for this user (committed by the masters); returns the keeps added. */
+  async keep(files: { id: Uuid; size: number; name: string }[], replicas: number): Promise<number> {
+    const r = await this.masters.request({
+      type: MessageType.FileKeep,
+      node: this.node,
+      op: FileKeepOp.Keep,
+      replicas,
+      files,
+    });
+    if (r.type !== MessageType.Ok) throw unexpected(r);
+    return r.value;
+  }
+
+  /** Stops keeping files (`dsys rm FILE`); returns how many this user kept. */
+  async unkeep(ids: Uuid[]): Promise<number> {
+    const r = await this.masters.request({
+      type: MessageType.FileKeep,
+      node: this.node,
+      op: FileKeepOp.Unkeep,
+      replicas: 0,
+      files: ids.map((id) => ({ id, size: 0, name: "" })),
+    });
+    if (r.type !== MessageType.Ok) throw unexpected(r);
+    return r.value;
+  }
+
+  /** The files this user keeps (`dsys ls`), newest first. */
+  async files(): Promise<KeptFileEntry[]> {
+    const r = await this.masters.request({ type: MessageType.FileListRequest, node: this.node });
+    if (r.type !== MessageType.FileList) throw unexpected(r);
+    return r.files;
   }
 
   /**

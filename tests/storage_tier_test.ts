@@ -91,7 +91,7 @@ Deno.test("storage tier: puts go to 2 of 3 nodes; dsys nodes lists them with the
 });
 
 Deno.test("storage tier: kill -9 a node during puts and a running job; nothing acknowledged is lost, R is restored", async () => {
-  await withCluster(TIER, async (cluster, client) => {
+  await withCluster({ ...TIER, metricsListen: "127.0.0.1:0" }, async (cluster, client) => {
     const dir = await Deno.makeTempDir();
     // Inputs of the job, stored before the kill.
     const inputs: { id: Uint8Array; name: string; data: Uint8Array }[] = [];
@@ -143,6 +143,21 @@ Deno.test("storage tier: kill -9 a node during puts and a running job; nothing a
     const live = NAMES.filter((n) => n !== victim);
     const all = [...acked.map((a) => a.hex), ...inputs.map((f) => uuidToHex(f.id))];
     await waitReplicated(cluster, all, live, "every file back at 2 replicas on the live nodes");
+    // The survivors' metrics say what repair did: copies made, nothing under-replicated left.
+    const metric = async (name: string): Promise<number> => {
+      let sum = 0;
+      for (const n of live) {
+        const page = await (await fetch(`http://${cluster.procs.get(n)!.metrics}/metrics`)).text();
+        const line = page.split("\n").find((l) => l.startsWith(`${name} `));
+        sum += Number(line?.split(" ")[1] ?? NaN);
+      }
+      return sum;
+    };
+    assert.ok(await metric("dsys_storage_repair_copies_total") > 0, "repair copies counted");
+    await waitFor(
+      "no under-replicated files in the metrics",
+      async () => await metric("dsys_storage_under_replicated_files") === 0,
+    );
     await waitFor(
       "the victim listed dead",
       async () =>
@@ -200,4 +215,97 @@ Deno.test("storage tier: a wiped node rejoins empty and is refilled; a flipped b
     }
     await Deno.remove(dir, { recursive: true });
   });
+});
+
+Deno.test("storage tier: deletion — a file a running job uses stays; unreferenced files go from every replica", async () => {
+  const opts = {
+    ...TIER,
+    extraArgs: {
+      master: ["--repair-after", "2s", "--delete-grace", "2s"],
+      storage: ["--repair-every", "300ms", "--gc-every", "300ms"],
+    },
+  };
+  await withCluster(opts, async (cluster, client) => {
+    const dir = await Deno.makeTempDir();
+    const input = bytesOf(7001, 30_000);
+    const other = bytesOf(7002, 30_000);
+    await Deno.writeFile(`${dir}/input`, input);
+    await Deno.writeFile(`${dir}/other`, other);
+    const [a, b] = await client.put([`${dir}/input`, `${dir}/other`]);
+    const [aHex, bHex] = [uuidToHex(a.id), uuidToHex(b.id)];
+    // `dsys ls`: both kept, with their replicas; no job refers to them yet.
+    const ls = await client.files();
+    assert.deepEqual(
+      ls.map((f) => [uuidToHex(f.id), f.size, f.replicas, f.refs]).sort(),
+      [[aHex, 30_000, 2, 0], [bHex, 30_000, 2, 0]].sort(),
+    );
+    // A job reads the input after a pause, long enough for a collection round to pass.
+    const gate = `${dir}/go`;
+    const job = await client.submit({
+      program: enc.encode(
+        '#!/bin/sh\nset -eu\nsleep 6\nsha256sum < "$DSYS_INPUT_DIR/input"\n',
+      ),
+      programName: "late.sh",
+      argument: gate,
+      chunks: 1,
+      inputs: [{ id: a.id, name: "input" }],
+      timeLimitMs: 120_000,
+    });
+    assert.equal((await client.files()).find((f) => uuidToHex(f.id) === aHex)?.refs, 1);
+    // Nobody keeps either file now; only the running job refers to the input.
+    assert.equal(await client.unkeep([a.id, b.id]), 2);
+    await waitFor(
+      "the unreferenced file gone from every replica",
+      async () => (await holders(cluster, bHex)).length === 0,
+      { timeoutMs: 60_000, intervalMs: 100 },
+    );
+    assert.equal((await holders(cluster, aHex)).length, 2, "the job's input is kept while it runs");
+    const s = await waitForJob(client, job, { timeoutMs: 120_000 });
+    assert.equal(s.state, ChunkState.Succeeded, JSON.stringify(s.chunks.map((c) => c.reason)));
+    const want = createHash("sha256").update(input).digest("hex");
+    const stdout = s.chunks[0].outputs.find((o) => o.name === "stdout")!;
+    assert.equal(
+      new TextDecoder().decode(await client.storage.getBytes(stdout.id)),
+      `${want}  -\n`,
+    );
+    // Removing the job releases the input, the program and the outputs: all go.
+    assert.equal(await client.remove(job), true);
+    await waitFor(
+      "the job's files gone from every replica",
+      async () =>
+        (await holders(cluster, aHex)).length === 0 &&
+        (await holders(cluster, uuidToHex(stdout.id))).length === 0,
+      {
+        timeoutMs: 60_000,
+        intervalMs: 100,
+      },
+    );
+    // A job submitted after the delete that names the file is refused (no worker is ever asked
+    // to read it, from storage or from its cache).
+    await assert.rejects(
+      client.submit({
+        program: enc.encode('#!/bin/sh\ncat "$DSYS_INPUT_DIR/input"\n'),
+        programName: "cat.sh",
+        argument: "",
+        chunks: 1,
+        inputs: [{ id: a.id, name: "input" }],
+        timeLimitMs: 10_000,
+      }),
+      (e: Error) => /not found|deleted/i.test(e.message),
+    );
+    // Stored again, it is live again and a job can use it.
+    const [again] = await client.put([`${dir}/input`]);
+    assert.equal(uuidToHex(again.id), aHex);
+    const job2 = await client.submit({
+      program: enc.encode('#!/bin/sh\nsha256sum < "$DSYS_INPUT_DIR/input"\n'),
+      programName: "hash.sh",
+      argument: "",
+      chunks: 1,
+      inputs: [{ id: a.id, name: "input" }],
+      timeLimitMs: 60_000,
+    });
+    const s2 = await waitForJob(client, job2, { timeoutMs: 60_000 });
+    assert.equal(s2.state, ChunkState.Succeeded);
+    await Deno.remove(dir, { recursive: true });
+  }, { deadlineMs: 60_000 });
 });

@@ -70,6 +70,11 @@ enum dsys_message_type {
   DSYS_MSG_STORAGE_HEARTBEAT = 70,
   DSYS_MSG_STORAGE_NODES_REQUEST = 71,
   DSYS_MSG_STORAGE_NODES = 72,
+  DSYS_MSG_FILE_KEEP = 73,
+  DSYS_MSG_FILE_LIST_REQUEST = 74,
+  DSYS_MSG_FILE_LIST = 75,
+  DSYS_MSG_FILE_GC = 76,
+  DSYS_MSG_FILE_GC_REPLY = 77,
 };
 
 /* ---- error.code (u32) ---- */
@@ -458,6 +463,28 @@ struct DSYS_PACKED dsys_storage_nodes {
   uint64_t repair_after_ms;
   uint32_t num_nodes;
 }; /* payload: storage_entry* */
+struct DSYS_PACKED dsys_file_keep {
+  struct dsys_generic_message header;
+  uint8_t op;
+  uint8_t replicas;
+  uint32_t num_files;
+}; /* payload: file_entry* */
+struct DSYS_PACKED dsys_file_list_request {
+  struct dsys_generic_message header;
+};
+struct DSYS_PACKED dsys_file_list {
+  struct dsys_generic_message header;
+  uint32_t num_files;
+}; /* payload: kept_file* */
+struct DSYS_PACKED dsys_file_gc {
+  struct dsys_generic_message header;
+  uint32_t num_files;
+}; /* payload: gc_entry* */
+struct DSYS_PACKED dsys_file_gc_reply {
+  struct dsys_generic_message header;
+  uint64_t grace_ms;
+  uint32_t num_ids;
+}; /* payload: num_ids x 16-byte file ids */
 
 /* ---- payload records (fixed part; variable parts follow each record) ---- */
 struct DSYS_PACKED dsys_file_entry {
@@ -532,6 +559,20 @@ struct DSYS_PACKED dsys_storage_entry {
   uint32_t endpoint_length;
   uint32_t detail_length;
 }; /* followed by endpoint, detail */
+struct DSYS_PACKED dsys_kept_file {
+  uint64_t file_uuid_upper;
+  uint64_t file_uuid_lower;
+  uint64_t size;
+  uint8_t replicas;
+  uint32_t refs;
+  uint64_t kept_at_ms;
+  uint32_t name_length;
+}; /* followed by name */
+struct DSYS_PACKED dsys_gc_entry {
+  uint64_t file_uuid_upper;
+  uint64_t file_uuid_lower;
+  uint64_t age_ms;
+};
 struct DSYS_PACKED dsys_fetch_count {
   uint64_t file_uuid_upper;
   uint64_t file_uuid_lower;
@@ -582,6 +623,11 @@ _Static_assert(sizeof(struct dsys_balancer_sync_reply) == 54, "balancer_sync_rep
 _Static_assert(sizeof(struct dsys_storage_heartbeat) == 74, "storage_heartbeat");
 _Static_assert(sizeof(struct dsys_storage_nodes_request) == 25, "storage_nodes_request");
 _Static_assert(sizeof(struct dsys_storage_nodes) == 38, "storage_nodes");
+_Static_assert(sizeof(struct dsys_file_keep) == 31, "file_keep");
+_Static_assert(sizeof(struct dsys_file_list_request) == 25, "file_list_request");
+_Static_assert(sizeof(struct dsys_file_list) == 29, "file_list");
+_Static_assert(sizeof(struct dsys_file_gc) == 29, "file_gc");
+_Static_assert(sizeof(struct dsys_file_gc_reply) == 37, "file_gc_reply");
 _Static_assert(sizeof(struct dsys_file_entry) == 28, "file_entry");
 _Static_assert(sizeof(struct dsys_chunk_attempt) == 8, "chunk_attempt");
 _Static_assert(sizeof(struct dsys_chunk_record) == 69, "chunk_record");
@@ -591,6 +637,8 @@ _Static_assert(sizeof(struct dsys_job_list_entry) == 21, "job_list_entry");
 _Static_assert(sizeof(struct dsys_node_entry) == 47, "node_entry");
 _Static_assert(sizeof(struct dsys_fetch_count) == 24, "fetch_count");
 _Static_assert(sizeof(struct dsys_storage_entry) == 74, "storage_entry");
+_Static_assert(sizeof(struct dsys_kept_file) == 41, "kept_file");
+_Static_assert(sizeof(struct dsys_gc_entry) == 24, "gc_entry");
 
 /* Splits a 16-byte uuid into host-order upper/lower halves (each = 8 bytes read big-endian). */
 static inline void dsys_uuid_split(const uint8_t id[16], uint64_t *upper, uint64_t *lower) {

@@ -325,4 +325,26 @@ export const EXAMPLES: readonly Message[] = [
       detail: "ok",
     }],
   },
+  {
+    type: MessageType.FileKeep,
+    node: NODE,
+    op: 1,
+    replicas: 2,
+    files: [{ id: FILE_A, size: 5, name: "in.txt" }],
+  },
+  { type: MessageType.FileListRequest, node: NODE },
+  {
+    type: MessageType.FileList,
+    node: NODE,
+    files: [{
+      id: FILE_A,
+      size: 5,
+      replicas: 2,
+      refs: 1,
+      keptAtMs: 1767225600000,
+      name: "in.txt",
+    }],
+  },
+  { type: MessageType.FileGc, node: NODE, files: [{ id: FILE_B, ageMs: 600000 }] },
+  { type: MessageType.FileGcReply, node: NODE, graceMs: 600000, ids: [FILE_B] },
 ];

@@ -50,6 +50,11 @@ export const MessageType = {
   StorageHeartbeat: 70,
   StorageNodesRequest: 71,
   StorageNodes: 72,
+  FileKeep: 73,
+  FileListRequest: 74,
+  FileList: 75,
+  FileGc: 76,
+  FileGcReply: 77,
 } as const;
 /** Any valid `message_type` code. */
 export type MessageType = typeof MessageType[keyof typeof MessageType];
@@ -188,6 +193,8 @@ export const FilePutFlags = { Last: 1 } as const;
  * full, `Failing` = its disk returns I/O errors; either way it takes no new files.
  */
 export const StorageFlags = { Full: 1, Failing: 2 } as const;
+/** `op` of file_keep. */
+export const FileKeepOp = { Keep: 1, Unkeep: 2 } as const;
 /** Most replicas a file can ask for (file_put `replicas`). */
 export const MAX_REPLICAS = 7;
 
@@ -364,6 +371,28 @@ export interface StorageEntry {
   endpoint: string;
   /** Why it is suspect, dead, full or failing ("" when healthy). */
   detail: string;
+}
+/** A file a user keeps (file_list). */
+export interface KeptFileEntry {
+  /** File id. */
+  id: Uuid;
+  /** Size in bytes. */
+  size: number;
+  /** Replicas the put asked for. */
+  replicas: number;
+  /** Live jobs that refer to the file (program, input or output). */
+  refs: number;
+  /** Unix ms of the keep. */
+  keptAtMs: number;
+  /** Name the file was put under. */
+  name: string;
+}
+/** A file a storage node holds, offered for collection (file_gc). */
+export interface GcEntry {
+  /** File id. */
+  id: Uuid;
+  /** Ms since the file was last put on the node. */
+  ageMs: number;
 }
 /** How often one file was fetched (storage_stats). */
 export interface FetchCount {
@@ -894,6 +923,46 @@ export interface StorageNodes extends MessageBase {
   nodes: StorageEntry[];
 }
 
+/** client -> master: keep files until removed (`dsys put`), or stop keeping them (`dsys rm`). */
+export interface FileKeep extends MessageBase {
+  /** Message type code (discriminant). */
+  type: typeof MessageType.FileKeep;
+  /** FileKeepOp. */
+  op: number;
+  /** Replicas the files were put with (keep only). */
+  replicas: number;
+  /** The files (id, size, name; unkeep: ids only matter). */
+  files: FileEntry[];
+}
+/** client -> master: the files I keep. */
+export interface FileListRequest extends MessageBase {
+  /** Message type code (discriminant). */
+  type: typeof MessageType.FileListRequest;
+}
+/** master -> client: the files the asker keeps. */
+export interface FileList extends MessageBase {
+  /** Message type code (discriminant). */
+  type: typeof MessageType.FileList;
+  /** The kept files, newest first. */
+  files: KeptFileEntry[];
+}
+/** storage -> master (the leader): which of these files may I delete? */
+export interface FileGc extends MessageBase {
+  /** Message type code (discriminant). */
+  type: typeof MessageType.FileGc;
+  /** Files held, with the time since each was last put. */
+  files: GcEntry[];
+}
+/** master -> storage: delete these files (the cluster deleted them), if not put within the grace. */
+export interface FileGcReply extends MessageBase {
+  /** Message type code (discriminant). */
+  type: typeof MessageType.FileGcReply;
+  /** A file put again within this long is kept (a put racing the delete), ms. */
+  graceMs: number;
+  /** The files to delete. */
+  ids: Uuid[];
+}
+
 /** Any protocol message; discriminated on `type`. */
 export type Message =
   | ErrorMessage
@@ -933,7 +1002,12 @@ export type Message =
   | BalancerSyncReply
   | StorageHeartbeat
   | StorageNodesRequest
-  | StorageNodes;
+  | StorageNodes
+  | FileKeep
+  | FileListRequest
+  | FileList
+  | FileGc
+  | FileGcReply;
 
 /** The message interface for a given type code, e.g. `MessageOf<typeof MessageType.Ok>`. */
 export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>;
@@ -1197,6 +1271,28 @@ const STORAGE_ENTRY: RecordSpec = {
     text("endpoint", "endpoint", "maxText", "[NAME@]tcp://HOST:PORT to connect to"),
     text("detail", "detail", "maxText", 'why it is suspect, dead, full or failing, "" if not'),
   ],
+};
+const KEPT_FILE: RecordSpec = {
+  name: "KeptFileEntry",
+  wire: "kept_file",
+  fields: [
+    uuid("id", "file_uuid", "file id"),
+    u64("size", "size", "size in bytes"),
+    u8("replicas", "replicas", "replicas the put asked for"),
+    u32("refs", "refs", "live jobs that refer to the file"),
+    u64("keptAtMs", "kept_at_ms", "Unix ms of the keep"),
+    len("u32", "name_length", "name", "bytes of name"),
+  ],
+  sections: [text("name", "name", "maxText", "name the file was put under")],
+};
+const GC_ENTRY: RecordSpec = {
+  name: "GcEntry",
+  wire: "gc_entry",
+  fields: [
+    uuid("id", "file_uuid", "file id"),
+    u64("ageMs", "age_ms", "ms since the file was last put on the node"),
+  ],
+  sections: [],
 };
 const FETCH_COUNT: RecordSpec = {
   name: "FetchCount",
@@ -1922,6 +2018,82 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
       "everyone alike: a file's replicas belong on the first R healthy nodes in the order of " +
       'rendezvous hashing (docs/architecture.md, "The storage tier").',
     flow: "master ROUTER -> requester",
+    reply: "none",
+  },
+  {
+    type: MessageType.FileKeep,
+    senders: ["client"],
+    name: "FileKeep",
+    wire: "file_keep",
+    base: 31,
+    fields: [
+      u8("op", "op", "FileKeepOp: 1 keep, 2 unkeep", { max: 2 }),
+      u8("replicas", "replicas", "replicas the files were put with (keep)", { max: 7 }),
+      len("u32", "num_files", "files", "entries in files", false),
+    ],
+    sections: [list("files", "files", "maxFiles", "the files", FILE_ENTRY)],
+    doc:
+      "Keep stored files for the sender's user until it removes them (`dsys put` keeps what it " +
+      "stored; `dsys rm FILE` unkeeps). A file nothing keeps and no live job refers to is " +
+      "deleted from every replica after the masters' --delete-grace. The keep is committed " +
+      "through the Raft log before the reply; keeping a file the cluster deleted makes it live " +
+      "again (the sender has just stored it again).",
+    flow: "client DEALER -> master ROUTER (the leader)",
+    reply: "ok (value = keeps added or removed), or error NOT_LEADER / TOO_LARGE (over the " +
+      "keep limits) / FORBIDDEN",
+  },
+  {
+    type: MessageType.FileListRequest,
+    senders: ["client"],
+    name: "FileListRequest",
+    wire: "file_list_request",
+    base: 25,
+    fields: [],
+    sections: [],
+    doc: "List the files the sender's user keeps.",
+    flow: "client DEALER -> master ROUTER (the leader)",
+    reply: "file_list, or error NOT_LEADER",
+  },
+  {
+    type: MessageType.FileList,
+    senders: ["master"],
+    name: "FileList",
+    wire: "file_list",
+    base: 29,
+    fields: [len("u32", "num_files", "files", "entries in files")],
+    sections: [list("files", "files", "maxEntries", "kept files, newest first", KEPT_FILE)],
+    doc: "The files a user keeps, with size, replicas and references from live jobs.",
+    flow: "master ROUTER -> client",
+    reply: "none",
+  },
+  {
+    type: MessageType.FileGc,
+    senders: ["storage"],
+    name: "FileGc",
+    wire: "file_gc",
+    base: 29,
+    fields: [len("u32", "num_files", "files", "entries in files")],
+    sections: [list("files", "files", "maxFiles", "files held, with their age", GC_ENTRY)],
+    doc: "A storage node offers the files it holds for collection (in batches, every " +
+      "--gc-every). The leader answers with those that nothing references and that the " +
+      "cluster deleted: first it commits a delete of the ones unreferenced for the grace.",
+    flow: "storage DEALER -> master ROUTER (the leader)",
+    reply: "file_gc_reply, or error NOT_LEADER / TOO_LARGE",
+  },
+  {
+    type: MessageType.FileGcReply,
+    senders: ["master"],
+    name: "FileGcReply",
+    wire: "file_gc_reply",
+    base: 37,
+    fields: [
+      u64("graceMs", "grace_ms", "a file put again within this long is kept, ms"),
+      len("u32", "num_ids", "ids", "entries in ids"),
+    ],
+    sections: [ids("ids", "ids", "maxFiles", "files to delete")],
+    doc: "Files the cluster deleted: the storage node deletes its replica of each, unless the " +
+      "file was put on it within grace_ms (a put racing the delete wins).",
+    flow: "master ROUTER -> storage",
     reply: "none",
   },
 ];

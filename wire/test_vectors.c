@@ -215,6 +215,18 @@ static const struct msg MSGS[] = {
      {F(struct dsys_storage_nodes, replicas, K_U8),
       F(struct dsys_storage_nodes, repair_after_ms, K_U64),
       F(struct dsys_storage_nodes, num_nodes, K_U32), END}},
+    {"file_keep", DSYS_MSG_FILE_KEEP, sizeof(struct dsys_file_keep),
+     {F(struct dsys_file_keep, op, K_U8), F(struct dsys_file_keep, replicas, K_U8),
+      F(struct dsys_file_keep, num_files, K_U32), END}},
+    {"file_list_request", DSYS_MSG_FILE_LIST_REQUEST, sizeof(struct dsys_file_list_request),
+     {END}},
+    {"file_list", DSYS_MSG_FILE_LIST, sizeof(struct dsys_file_list),
+     {F(struct dsys_file_list, num_files, K_U32), END}},
+    {"file_gc", DSYS_MSG_FILE_GC, sizeof(struct dsys_file_gc),
+     {F(struct dsys_file_gc, num_files, K_U32), END}},
+    {"file_gc_reply", DSYS_MSG_FILE_GC_REPLY, sizeof(struct dsys_file_gc_reply),
+     {F(struct dsys_file_gc_reply, grace_ms, K_U64), F(struct dsys_file_gc_reply, num_ids, K_U32),
+      END}},
 };
 
 static void print_sizes(void) {
@@ -230,6 +242,8 @@ static void print_sizes(void) {
   P(job_list_entry);
   P(node_entry);
   P(storage_entry);
+  P(kept_file);
+  P(gc_entry);
   P(fetch_count);
   P(attempt_record);
   P(chunk_index_entry);

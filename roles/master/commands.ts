@@ -13,6 +13,8 @@
  *   cancel: u8 7 | u64 at_ms | u32 n | reason (n bytes UTF-8) | job_cancel frame (job, chunks)
  *   restore (snapshots only): u8 8 | u64 finished_at_ms | u64 cancelled_at_ms
  *           | job_status_response frame (the job's chunk records, with their histories)
+ *   keep:   u8 9 | u64 at_ms | u8 n | user (n bytes UTF-8) | file_keep frame (op, replicas, files)
+ *   delete: u8 10 | u64 at_ms | u32 n | n × file id (16)   (n <= MAX_DELETE)
  *
  * Kinds 1 and 3 (submits whose job_submit frame carried the program's bytes, before programs
  * became stored files) are no longer read: that job_submit layout is gone from the protocol, and
@@ -24,6 +26,7 @@ import {
   ChunkState,
   decode,
   encode,
+  FileKeepOp,
   type JobSubmit,
   limitFieldsOf,
   MessageType,
@@ -38,6 +41,10 @@ const REMOVE = 5;
 const LEASE = 6;
 const CANCEL = 7;
 const RESTORE = 8;
+const KEEP = 9;
+const DELETE = 10;
+/** Most files one delete command names (the leader batches what storage offers). */
+export const MAX_DELETE = 4096;
 /** Longest cancel reason kept in the log, bytes. */
 const MAX_REASON = 1024;
 /** Most jobs one remove command names (64 KiB of ids): the leader batches expired jobs. */
@@ -81,6 +88,38 @@ export function specFromSubmit(
 
 /** Encodes a command for the log. */
 export function encodeCommand(cmd: Command): Uint8Array {
+  if (cmd.kind === "keep") {
+    const user = new TextEncoder().encode(cmd.user);
+    if (user.length > MAX_OWNER) throw new CommandError(`keep user of ${user.length} bytes`);
+    const frame = encode({
+      type: MessageType.FileKeep,
+      node: new Uint8Array(16),
+      op: cmd.unkeep ? FileKeepOp.Unkeep : FileKeepOp.Keep,
+      replicas: cmd.replicas,
+      files: cmd.files,
+    });
+    const out = new Uint8Array(10 + user.length + frame.length);
+    out[0] = KEEP;
+    new DataView(out.buffer).setBigUint64(1, BigInt(cmd.atMs), true);
+    out[9] = user.length;
+    out.set(user, 10);
+    out.set(frame, 10 + user.length);
+    return out;
+  }
+  if (cmd.kind === "delete") {
+    const n = cmd.files.length;
+    if (n > MAX_DELETE) throw new CommandError(`delete of ${n} files > ${MAX_DELETE}`);
+    const out = new Uint8Array(13 + 16 * n);
+    const v = new DataView(out.buffer);
+    out[0] = DELETE;
+    v.setBigUint64(1, BigInt(cmd.atMs), true);
+    v.setUint32(9, n, true);
+    cmd.files.forEach((id, i) => {
+      if (id.length !== 16) throw new CommandError(`file id of ${id.length} bytes`);
+      out.set(id, 13 + 16 * i);
+    });
+    return out;
+  }
   if (cmd.kind === "lease") {
     const l = cmd.lease;
     const ep = new TextEncoder().encode(l.endpoint);
@@ -244,6 +283,32 @@ export function decodeCommand(data: Uint8Array): Command {
         chunks: m.chunks,
         finishedAtMs: Number(view.getBigUint64(1, true)),
         cancelledAtMs: Number(view.getBigUint64(9, true)),
+      };
+    }
+    if (data[0] === KEEP && data.length > 10) {
+      const start = 10 + data[9];
+      if (start >= data.length) throw new CommandError("keep truncated in its user");
+      const user = new TextDecoder("utf-8", { fatal: true }).decode(data.subarray(10, start));
+      const m = decode(data.subarray(start));
+      if (m.type !== MessageType.FileKeep) throw new CommandError(`keep holds type ${m.type}`);
+      return {
+        kind: "keep",
+        user,
+        unkeep: m.op === FileKeepOp.Unkeep,
+        replicas: m.replicas,
+        files: m.files,
+        atMs: Number(view.getBigUint64(1, true)),
+      };
+    }
+    if (data[0] === DELETE && data.length >= 13) {
+      const n = view.getUint32(9, true);
+      if (n > MAX_DELETE || data.length !== 13 + 16 * n) {
+        throw new CommandError(`delete of ${n} files in ${data.length} bytes`);
+      }
+      return {
+        kind: "delete",
+        files: Array.from({ length: n }, (_, i) => data.slice(13 + 16 * i, 29 + 16 * i)),
+        atMs: Number(view.getBigUint64(1, true)),
       };
     }
     if (data[0] === REPORT && data.length > 9) {

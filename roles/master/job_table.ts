@@ -9,6 +9,7 @@
  * through a `remove` command, which the leader proposes once the job has been finished for the
  * retention (`--job-retention`), or for `dsys rm`: the table holds no history beyond that.
  */
+import { FileRefs } from "./file_refs.ts";
 import {
   type AttemptRecord,
   type ChunkRecord,
@@ -78,7 +79,18 @@ export type Command =
     chunks: ChunkRecord[];
     finishedAtMs: number;
     cancelledAtMs: number;
-  };
+  }
+  /** `user` keeps these files (`dsys put`), or no longer does (`unkeep`: `dsys rm FILE`). */
+  | {
+    kind: "keep";
+    user: string;
+    unkeep: boolean;
+    replicas: number;
+    files: FileEntry[];
+    atMs: number;
+  }
+  /** Deletes these files, those of them nothing references (file_refs.ts). */
+  | { kind: "delete"; files: Uint8Array[]; atMs: number };
 
 /**
  * Who may act as the primary balancer. Only the grant of a new epoch is a command: the leader
@@ -98,7 +110,8 @@ export interface BalancerLeaseRecord {
 
 /** What applying a command produced. */
 export type ApplyResult =
-  | { kind: "submitted"; jobId: Uint8Array; duplicate: boolean }
+  /** `refused`: why the job was not accepted (it names a file the cluster deleted). */
+  | { kind: "submitted"; jobId: Uint8Array; duplicate: boolean; refused?: string }
   | { kind: "reported"; accepted: boolean; jobDone: boolean }
   /** How many of the command's jobs it removed (the others were gone or not finished). */
   | { kind: "removed"; removed: number }
@@ -106,7 +119,11 @@ export type ApplyResult =
   | { kind: "leased"; granted: boolean }
   /** How many chunks the cancel stopped (0: all were final already, or no such job). */
   | { kind: "cancelled"; cancelled: number; jobDone: boolean; found: boolean }
-  | { kind: "restored" };
+  | { kind: "restored" }
+  /** How many keeps were added or removed; null: refused (over the keep limits). */
+  | { kind: "kept"; changed: number | null }
+  /** The files (hex) the delete tombstoned. */
+  | { kind: "deleted"; files: string[] };
 
 /** A job with its chunks. */
 export interface JobRecord {
@@ -194,13 +211,17 @@ export class JobTable {
    */
   readonly sessions = new Map<string, Session>();
   /**
-   * References to each file (hex id) from live jobs: one for a job's program, one per input, and
-   * one per output of each of its finished chunks; a file named twice counts twice. Taken when a
-   * job is accepted or a chunk's result is, released when the job is removed, so a file no live
-   * job names has no entry. Rebuilt by replaying a snapshot's commands like everything else. (The
-   * storage tier deletes files nothing refers to; that is a later step.)
+   * What keeps each file alive (file_refs.ts): references from live jobs (one for a job's
+   * program, one per input, one per output of each of its finished chunks; taken when a job or a
+   * chunk's result is accepted, released when the job is removed), users' keeps, and tombstones
+   * of files the cluster deleted. Rebuilt by replaying a snapshot's commands like everything else.
    */
-  readonly fileRefs = new Map<string, number>();
+  readonly files = new FileRefs();
+
+  /** References from live jobs per file (hex id); a file no live job names has no entry. */
+  get fileRefs(): ReadonlyMap<string, number> {
+    return this.files.jobRefs;
+  }
   /** The primary balancer lease, null until the first grant. */
   lease: BalancerLeaseRecord | null = null;
 
@@ -219,6 +240,15 @@ export class JobTable {
         return this.#cancel(cmd.jobId, cmd.chunks, cmd.reason, cmd.atMs);
       case "restore":
         return this.#restore(cmd);
+      case "keep":
+        return {
+          kind: "kept",
+          changed: cmd.unkeep
+            ? this.files.unkeep(cmd.user, cmd.files.map((f) => f.id))
+            : this.files.keep(cmd.user, cmd.files, cmd.replicas, cmd.atMs),
+        };
+      case "delete":
+        return { kind: "deleted", files: this.files.delete(cmd.files, cmd.atMs) };
     }
   }
 
@@ -291,6 +321,16 @@ export class JobTable {
     const key = hex(spec.jobId);
     // The leader picks job ids at random: one already in the table is never a new job.
     if (this.jobs.has(key)) return { kind: "submitted", jobId: spec.jobId, duplicate: true };
+    // A file deleted since the leader checked it exists: the job would read bytes being deleted.
+    const gone = specFiles(spec).find((id) => this.files.isDeleted(hex(id)));
+    if (gone) {
+      return {
+        kind: "submitted",
+        jobId: spec.jobId,
+        duplicate: false,
+        refused: `file ${hex(gone)} was deleted (nothing referred to it for the grace period)`,
+      };
+    }
     this.jobs.set(key, {
       spec,
       chunks: Array.from({ length: spec.numChunks }, (_, i) => newChunk(i)),
@@ -336,11 +376,7 @@ export class JobTable {
   }
 
   #ref(file: Uint8Array, delta: number): void {
-    const key = hex(file);
-    const n = (this.fileRefs.get(key) ?? 0) + delta;
-    if (n < 0) throw new Error(`file ${key}: reference count below zero`); // a bug, never input
-    if (n === 0) this.fileRefs.delete(key);
-    else this.fileRefs.set(key, n);
+    this.files.ref(file, delta);
   }
 
   #report(s: WorkerStatus, atMs: number): ApplyResult {
@@ -399,6 +435,8 @@ export class JobTable {
       worker: s.node,
     };
     this.#count(job, job.chunks[s.chunkIndex], 1);
+    // Its outputs were just written (again): live, whatever the cluster deleted before.
+    for (const o of s.outputs) this.files.revive(hex(o.id));
     let jobDone = JobTable.isFinished(job);
     const max = job.spec.maxFailedChunks ?? 0;
     if (!jobDone && s.state === ChunkState.Failed && max > 0 && job.failed >= max) {

@@ -2,6 +2,7 @@
  * Start-up of a master:
  *
  *   dsys run --role master --listen EP --data DIR [--replicas N] [--repair-after D]
+ *     [--delete-grace D]
  *     [--storage EP,…]   (storage nodes that do not register; registered ones need no flag)
  *            [--id NAME --peers NAME@EP,NAME@EP,… | --join] [--job-retention 24h]
  *            [--balancer-lease-ms 3000] [--dashboard-listen HOST:PORT]
@@ -26,7 +27,7 @@ import { ErrorCode, MessageType, uuidToHex } from "../../wire/mod.ts";
 import { JobTable } from "./job_table.ts";
 import { decodeCommand } from "./commands.ts";
 import { type ReplicatedLog, SingleNodeLog } from "./replicated_log.ts";
-import { DEFAULT_JOB_RETENTION_MS, MasterService } from "./service.ts";
+import { DEFAULT_DELETE_GRACE_MS, DEFAULT_JOB_RETENTION_MS, MasterService } from "./service.ts";
 import { DurationError, formatDuration, parseDuration } from "../../lib/duration.ts";
 import { RaftGroup } from "./raft_group.ts";
 import { FileStorage } from "./raft/storage.ts";
@@ -50,6 +51,8 @@ export interface MasterOptions {
   replicas: number;
   /** A storage node silent this long is dead and its files re-replicated, ms. */
   repairAfterMs: number;
+  /** A file unreferenced (and not put) this long is deleted, ms. */
+  deleteGraceMs: number;
   /** Length of the primary balancer lease, ms (`--balancer-lease-ms`). */
   balancerLeaseMs?: number;
   /** Raft member name (default: "m"). */
@@ -107,6 +110,7 @@ export function parseMasterArgs(args: string[]): MasterOptions {
       storage: { type: "string" },
       replicas: { type: "string" },
       "repair-after": { type: "string" },
+      "delete-grace": { type: "string" },
       id: { type: "string" },
       peers: { type: "string" },
       join: { type: "boolean", default: false },
@@ -155,6 +159,16 @@ export function parseMasterArgs(args: string[]): MasterOptions {
     }
     if (repairAfterMs < 1000) throw new MasterArgsError("--repair-after must be at least 1s");
   }
+  let deleteGraceMs = DEFAULT_DELETE_GRACE_MS;
+  if (values["delete-grace"] !== undefined) {
+    try {
+      deleteGraceMs = parseDuration(values["delete-grace"]);
+    } catch (e) {
+      if (!(e instanceof DurationError)) throw e;
+      throw new MasterArgsError(`--delete-grace: ${e.message}`);
+    }
+    if (deleteGraceMs < 1000) throw new MasterArgsError("--delete-grace must be at least 1s");
+  }
   const replicas = values.replicas === undefined ? 0 : Number(values.replicas);
   if (!Number.isInteger(replicas) || replicas < 0 || replicas > MAX_REPLICAS) {
     throw new MasterArgsError(`--replicas ${values.replicas} is not 0..${MAX_REPLICAS}`);
@@ -174,6 +188,7 @@ export function parseMasterArgs(args: string[]): MasterOptions {
     storage: (values.storage ?? "").split(",").map((e) => e.trim()).filter(Boolean),
     replicas,
     repairAfterMs,
+    deleteGraceMs,
     balancerLeaseMs: num("balancer-lease-ms", values["balancer-lease-ms"]),
     id: values.id,
     peers,
@@ -294,6 +309,7 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
     storage,
     storageDirectory,
     replicas: opts.replicas,
+    deleteGraceMs: opts.deleteGraceMs,
     storageSeeds: opts.storage,
     balancerLeaseMs: opts.balancerLeaseMs,
     redispatchMs: opts.redispatchMs,

@@ -21,6 +21,10 @@ import {
   type ClusterChange,
   ClusterOp,
   ErrorCode,
+  type FileGc,
+  type FileGcReply,
+  type FileKeep,
+  FileKeepOp,
   type JobCancel,
   type JobStatusResponse,
   type JobSubmit,
@@ -33,13 +37,15 @@ import {
   randomUuid,
   type StorageHeartbeat,
   type StorageNodes,
+  uuidFromHex,
   uuidToHex,
   type WorkerStatus,
 } from "../../wire/mod.ts";
 import { RequestError, RpcError } from "../../lib/rpc.ts";
 import type { Logger } from "../../lib/log.ts";
 import { type JobRecord, JobTable } from "./job_table.ts";
-import { encodeCommand, MAX_REMOVE, specFromSubmit } from "./commands.ts";
+import { encodeCommand, MAX_DELETE, MAX_REMOVE, specFromSubmit } from "./commands.ts";
+import { MAX_KEEPS, MAX_KEEPS_PER_USER } from "./file_refs.ts";
 import type { ReplicatedLog } from "./replicated_log.ts";
 import type { RaftGroup } from "./raft_group.ts";
 import { BalancerDirectory } from "./balancers.ts";
@@ -85,6 +91,11 @@ export interface MasterServiceDeps {
   storageDirectory: StorageDirectory;
   /** `--replicas`: replicas a put gets when it names none; 0 = 2 with >= 2 nodes, else 1. */
   replicas?: number;
+  /**
+   * `--delete-grace`: a file nothing references is deleted once it has been unreferenced this
+   * long (and not put for as long), ms (default DEFAULT_DELETE_GRACE_MS).
+   */
+  deleteGraceMs?: number;
   /** `--storage` endpoints: storage nodes that do not register (used while none has). */
   storageSeeds?: string[];
   /** Length of the primary balancer lease, ms (default DEFAULT_BALANCER_LEASE_MS). */
@@ -111,6 +122,11 @@ const STATE_NAMES: Record<number, string> = {
   [ChunkState.Failed]: "failed",
   [ChunkState.Cancelled]: "cancelled",
 };
+
+/** Default of `--delete-grace`: 10 minutes. */
+export const DEFAULT_DELETE_GRACE_MS = 600_000;
+/** Most files the leader remembers seeing unreferenced (soft state, the oldest forgotten). */
+const MAX_ORPHANS = 1_000_000;
 
 /** Default of `--job-retention`: finished jobs are kept for a day. */
 export const DEFAULT_JOB_RETENTION_MS = 24 * 3600_000;
@@ -146,6 +162,13 @@ export class MasterService {
   #leaseTimer: LeaseTimer;
   /** This master's keyring name ("" insecure), for node lists. */
   #selfName: string;
+  /**
+   * Soft state of the leader: when it first saw each file that storage offered for collection
+   * unreferenced (monotonic ms). A file is deleted only once it has stayed unreferenced for the
+   * grace by this clock; a new leader starts over (deletes later, never earlier).
+   */
+  #orphans = new Map<string, number>();
+  #orphansTerm = -1;
 
   constructor(deps: MasterServiceDeps) {
     this.#d = deps;
@@ -211,6 +234,12 @@ export class MasterService {
       case MessageType.StorageNodesRequest:
         this.#requireLeader();
         return this.storageNodes();
+      case MessageType.FileKeep:
+        return await this.#keep(msg, from);
+      case MessageType.FileListRequest:
+        return await this.#fileList(from);
+      case MessageType.FileGc:
+        return await this.#gc(msg);
       default:
         throw new RequestError(
           ErrorCode.WrongRole,
@@ -253,6 +282,146 @@ export class MasterService {
     }
     this.#d.storageDirectory.heartbeat(m, performance.now(), Date.now());
     return this.storageNodes();
+  }
+
+  /**
+   * file_keep: the sender's user keeps the files (only files it may read on storage: an owner),
+   * or stops keeping them. Committed before the reply.
+   */
+  async #keep(m: FileKeep, from: Identity | null): Promise<Message> {
+    this.#requireLeader();
+    const user = from?.name ?? "";
+    const l = this.#limits;
+    if (m.files.length === 0 || m.files.length > l.maxInputs) {
+      throw new RequestError(
+        ErrorCode.BadRequest,
+        `file_keep: ${m.files.length} files (want 1..${l.maxInputs})`,
+      );
+    }
+    for (const f of m.files) {
+      if (new TextEncoder().encode(f.name).length > 1024) {
+        throw new RequestError(ErrorCode.BadRequest, `file_keep: name of ${f.name.length} chars`);
+      }
+    }
+    const unkeep = m.op === FileKeepOp.Unkeep;
+    let files = m.files;
+    if (!unkeep) {
+      if (m.replicas < 1) throw new RequestError(ErrorCode.BadRequest, "file_keep: replicas 0");
+      // Only what the user stored (or may read): nobody keeps another's bytes alive.
+      files = await Promise.all(m.files.map(async (f) => {
+        const st = await this.#d.storage.stat(f.id, from === null || from.admin ? "" : user)
+          .catch((e) => {
+            throw new RequestError(ErrorCode.Unavailable, `storage unavailable: ${e.message}`);
+          });
+        if (!st.exists) {
+          throw new RequestError(
+            ErrorCode.NotFound,
+            `file ${uuidToHex(f.id)} not found on storage${user ? ` for ${user}` : ""}`,
+          );
+        }
+        return { ...f, size: st.length };
+      }));
+    }
+    const res = await this.#d.consensus.propose(encodeCommand({
+      kind: "keep",
+      user,
+      unkeep,
+      replicas: unkeep ? 0 : m.replicas,
+      files,
+      atMs: Date.now(),
+    }));
+    if (res.kind !== "kept") throw new RequestError(ErrorCode.Internal, "unexpected apply result");
+    if (res.changed === null) {
+      throw new RequestError(
+        ErrorCode.TooLarge,
+        `file_keep: ${user || "you"} would keep more than ${MAX_KEEPS_PER_USER} files ` +
+          `(or the cluster more than ${MAX_KEEPS})`,
+      );
+    }
+    return { type: MessageType.Ok, node: this.#d.node, value: res.changed };
+  }
+
+  /** file_list_request: the files the sender's user keeps. */
+  async #fileList(from: Identity | null): Promise<Message> {
+    await this.#readBarrier();
+    const user = from?.name ?? "";
+    const files = this.#d.table.files.kept(user).slice(0, 100_000);
+    return {
+      type: MessageType.FileList,
+      node: this.#d.node,
+      files: files.map((f) => ({
+        id: uuidFromHex(f.id),
+        size: f.size,
+        replicas: f.replicas,
+        refs: f.refs,
+        keptAtMs: f.atMs,
+        name: f.name,
+      })),
+    };
+  }
+
+  /**
+   * file_gc: which of the storage node's files to delete. A file is deleted once nothing refers
+   * to it (no live job, no keep), it has not been put for the grace (its age on the node), and
+   * this leader has seen it unreferenced for the grace; the delete is committed first, so a
+   * submission naming the file is either applied before it (and holds a reference: the file is
+   * not deleted) or after it (and is refused). Files the cluster deleted already are answered
+   * as such, so every replica goes.
+   */
+  async #gc(m: FileGc): Promise<FileGcReply> {
+    this.#requireLeader();
+    const grace = this.#d.deleteGraceMs ?? DEFAULT_DELETE_GRACE_MS;
+    const term = this.#d.raft?.node.status().term ?? 0;
+    if (term !== this.#orphansTerm) {
+      this.#orphans.clear(); // a leader in a new term starts over
+      this.#orphansTerm = term;
+    }
+    if (m.files.length > MAX_DELETE) {
+      throw new RequestError(
+        ErrorCode.TooLarge,
+        `file_gc: ${m.files.length} > ${MAX_DELETE} files`,
+      );
+    }
+    const now = performance.now();
+    const refs = this.#d.table.files;
+    const deleted: Uint8Array[] = [];
+    const due: Uint8Array[] = [];
+    for (const f of m.files) {
+      const key = uuidToHex(f.id);
+      if (refs.referenced(key)) {
+        this.#orphans.delete(key);
+        continue;
+      }
+      if (refs.isDeleted(key)) {
+        deleted.push(f.id);
+        continue;
+      }
+      if (f.ageMs < grace) continue;
+      let since = this.#orphans.get(key);
+      if (since === undefined) {
+        if (this.#orphans.size >= MAX_ORPHANS) {
+          this.#orphans.delete(this.#orphans.keys().next().value!);
+        }
+        this.#orphans.set(key, since = now);
+      }
+      if (now - since >= grace) due.push(f.id);
+    }
+    if (due.length > 0) {
+      const res = await this.#d.consensus.propose(
+        encodeCommand({ kind: "delete", files: due, atMs: Date.now() }),
+      );
+      if (res.kind !== "deleted") {
+        throw new RequestError(ErrorCode.Internal, "unexpected apply result");
+      }
+      const applied = new Set(res.files);
+      for (const id of due) {
+        const key = uuidToHex(id);
+        this.#orphans.delete(key);
+        if (applied.has(key)) deleted.push(id);
+      }
+      if (res.files.length > 0) this.#d.log.info("files deleted", { files: res.files.length });
+    }
+    return { type: MessageType.FileGcReply, node: this.#d.node, graceMs: grace, ids: deleted };
   }
 
   /** The storage membership as storage_nodes (the leader's view). */
@@ -412,6 +581,7 @@ export class MasterService {
     if (res.kind !== "submitted") {
       throw new RequestError(ErrorCode.Internal, "unexpected apply result");
     }
+    if (res.refused) throw new RequestError(ErrorCode.NotFound, res.refused);
     this.#d.log.info("job accepted", {
       job: uuidToHex(res.jobId),
       chunks: spec.numChunks,

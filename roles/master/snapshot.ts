@@ -9,14 +9,17 @@
  * chunk). It holds live jobs only: a removed job (finished for the
  * retention, or `dsys rm`) simply is not in the table any more. Replaying the submits rebuilds
  * the exactly-once sessions (a session is what its live jobs say, see `Session` in
- * job_table.ts) and, with the restores, the file reference counts. It reuses the log's command
+ * job_table.ts) and, with the restores, the file reference counts. Then one `keep` per user's
+ * kept file (as it was kept: size, replicas, name, time), and the tombstones as `delete`
+ * commands, oldest first, grouped by their time (a tombstoned file is never referenced, so each
+ * applies). It reuses the log's command
  * encoding, so there is one format to validate, not two:
  *
  *   u32 magic "DSJT" | u32 version 1 | u32 count | count × (u32 length | command bytes)
  */
-import { ChunkState } from "../../wire/mod.ts";
+import { ChunkState, uuidFromHex } from "../../wire/mod.ts";
 import { type Command, JobTable } from "./job_table.ts";
-import { CommandError, decodeCommand, encodeCommand } from "./commands.ts";
+import { CommandError, decodeCommand, encodeCommand, MAX_DELETE } from "./commands.ts";
 
 const MAGIC = 0x544a5344; // "DSJT" little-endian
 
@@ -41,6 +44,27 @@ export function snapshotCommands(table: JobTable): Command[] {
       });
     }
   }
+  for (const [file, users] of table.files.keeps) {
+    for (const [user, k] of users) {
+      cmds.push({
+        kind: "keep",
+        user,
+        unkeep: false,
+        replicas: k.replicas,
+        files: [{ id: uuidFromHex(file), size: k.size, name: k.name }],
+        atMs: k.atMs,
+      });
+    }
+  }
+  let group: { files: Uint8Array[]; atMs: number } | null = null;
+  for (const [file, atMs] of table.files.deleted) {
+    if (!group || group.atMs !== atMs || group.files.length >= MAX_DELETE) {
+      if (group) cmds.push({ kind: "delete", ...group });
+      group = { files: [], atMs };
+    }
+    group.files.push(uuidFromHex(file));
+  }
+  if (group) cmds.push({ kind: "delete", ...group });
   return cmds;
 }
 

@@ -47,7 +47,7 @@ import { loadOrCreateNodeId } from "../../lib/node_id.ts";
 import { FileStore, type PutFrom } from "./store.ts";
 import { OWNER_NAME } from "./owners.ts";
 import type { Registry } from "../../lib/metrics.ts";
-import { instrumentStorage } from "./metrics.ts";
+import { instrumentStorage, instrumentTier } from "./metrics.ts";
 import { StorageTierMember } from "./tier_member.ts";
 import { parseDuration } from "../../lib/duration.ts";
 import { joinNamedEndpoint, splitNamedEndpoint } from "../../lib/named_endpoint.ts";
@@ -80,6 +80,8 @@ export interface StorageOptions {
   capacityBytes?: number;
   /** Free disk below which the node takes no new files, bytes (default 64 MiB). */
   reserveBytes?: number;
+  /** How often the node offers its files for collection, ms (default 30 s). */
+  gcEveryMs?: number;
 }
 
 /** A running storage node. */
@@ -116,6 +118,7 @@ export function parseStorageArgs(args: string[]): StorageOptions {
       masters: { type: "string" },
       advertise: { type: "string" },
       "repair-every": { type: "string" },
+      "gc-every": { type: "string" },
       "scrub-rate": { type: "string" },
       capacity: { type: "string" },
       reserve: { type: "string" },
@@ -152,19 +155,18 @@ export function parseStorageArgs(args: string[]): StorageOptions {
     if (opts.masters.length === 0) throw new StorageArgsError("storage: --masters is empty");
   }
   if (values.advertise !== undefined) opts.advertise = values.advertise;
-  if (values["repair-every"] !== undefined) {
+  for (const flag of ["repair-every", "gc-every"] as const) {
+    const v = values[flag];
+    if (v === undefined) continue;
     let ms: number;
     try {
-      ms = parseDuration(values["repair-every"]);
+      ms = parseDuration(v);
     } catch (e) {
-      throw new StorageArgsError(`storage: bad --repair-every: ${(e as Error).message}`);
+      throw new StorageArgsError(`storage: bad --${flag}: ${(e as Error).message}`);
     }
-    if (ms < 100) {
-      throw new StorageArgsError(
-        `storage: bad --repair-every ${values["repair-every"]}: want a duration >= 100ms`,
-      );
-    }
-    opts.repairEveryMs = ms;
+    if (ms < 100) throw new StorageArgsError(`storage: --${flag} ${v} is under 100ms`);
+    if (flag === "repair-every") opts.repairEveryMs = ms;
+    else opts.gcEveryMs = ms;
   }
   return opts;
 }
@@ -243,7 +245,9 @@ export async function runStorage(opts: StorageOptions): Promise<StorageNode> {
       scrubBytesPerS: opts.scrubBytesPerS,
       capacityBytes: opts.capacityBytes,
       reserveBytes: opts.reserveBytes,
+      gcEveryMs: opts.gcEveryMs,
     });
+    if (opts.metrics) instrumentTier(opts.metrics, member);
     member.start();
   }
   let closing: Promise<void> | null = null;
@@ -276,6 +280,17 @@ class Access {
    * storage node copying a replica) the owners it carries added, all before the ack.
    */
   async put(m: FilePut, from: Identity | null): Promise<Message> {
+    const hex0 = uuidToHex(m.file);
+    if (this.#store.wasDeleted(hex0)) {
+      if (from?.role === "storage" || (from === null && m.owner?.includes("\n"))) {
+        // A repair copy of a file the cluster deleted: the sender's replica is going too.
+        throw new RequestError(
+          ErrorCode.Conflict,
+          `file ${hex0} was deleted by the cluster: no copy is taken from another storage node`,
+        );
+      }
+      this.#store.forgetDeleted(hex0); // stored again by a client or a worker: live
+    }
     const ack = await this.#store.put(m, this.putFrom(m, from));
     if (!ack.committed) return ack;
     const hex = uuidToHex(m.file);

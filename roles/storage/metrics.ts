@@ -7,6 +7,7 @@ import { LATENCY_BUCKETS_SECONDS, type Registry } from "../../lib/metrics.ts";
 import type { Handler } from "../../lib/rpc.ts";
 import { MessageType } from "../../wire/mod.ts";
 import type { FileStore } from "./store.ts";
+import type { StorageTierMember } from "./tier_member.ts";
 
 const OPS: Record<number, "put" | "get" | "stat"> = {
   [MessageType.FilePut]: "put",
@@ -58,4 +59,51 @@ export function instrumentStorage(registry: Registry, store: FileStore, handler:
       seconds.observe((performance.now() - t0) / 1000, { op });
     }
   };
+}
+
+/** Declares the storage tier's series of a node started with `--masters` (repair, scrub, deletion). */
+export function instrumentTier(registry: Registry, member: StorageTierMember): void {
+  const shortFiles = registry.gauge(
+    "dsys_storage_under_replicated_files",
+    "Files held here with fewer healthy replicas than they should have, as of the last repair scan.",
+  );
+  const shortBytes = registry.gauge(
+    "dsys_storage_under_replicated_bytes",
+    "Bytes of those files.",
+  );
+  const copies = registry.counter(
+    "dsys_storage_repair_copies_total",
+    "Replicas this node copied to other nodes (repair).",
+  );
+  const copied = registry.counter(
+    "dsys_storage_repair_copied_bytes_total",
+    "Bytes of the replicas this node copied to other nodes.",
+  );
+  const surplus = registry.counter(
+    "dsys_storage_surplus_replicas_deleted_total",
+    "Replicas deleted here because every node the file belongs on holds it.",
+  );
+  const scrubbed = registry.counter(
+    "dsys_storage_scrub_bytes_total",
+    "Bytes re-read and verified by the scrub.",
+  );
+  const corrupt = registry.counter(
+    "dsys_storage_scrub_corrupt_total",
+    "Corrupt replicas the scrub found (and deleted, for repair to replace).",
+  );
+  const collected = registry.counter(
+    "dsys_storage_deleted_files_total",
+    "Replicas deleted here because the cluster deleted their file.",
+  );
+  registry.onCollect(() => {
+    const r = member.repair.stats;
+    shortFiles.set(r.underReplicatedFiles);
+    shortBytes.set(r.underReplicatedBytes);
+    copies.setTotal(r.copies);
+    copied.setTotal(r.copiedBytes);
+    surplus.setTotal(r.dropped);
+    scrubbed.setTotal(member.scrub?.stats.bytesChecked ?? 0);
+    corrupt.setTotal(member.scrub?.stats.corruptFound ?? 0);
+    collected.setTotal(member.collected);
+  });
 }

@@ -104,7 +104,14 @@ interface Entry {
    * is never served again and counts as absent for stat and put, so a re-upload repairs it.
    */
   corrupt: string | null;
+  /** Unix ms of the last put of the file here (commit or re-put; on open: the file's mtime). */
+  putAt: number;
 }
+
+/** How long the store remembers that the cluster deleted a file, ms. */
+const DELETED_MEMORY_MS = 3_600_000;
+/** Most deleted files the store remembers. */
+const MAX_DELETED_MEMORY = 100_000;
 
 interface PendingChunk {
   msg: FilePut;
@@ -167,6 +174,8 @@ export class FileStore {
   /** Set by open (the owners log is replayed once the files are indexed). */
   #owners!: Owners;
   #index = new Map<string, Entry>();
+  /** Files the cluster deleted here: hex -> Unix ms (bounded, oldest first). */
+  #deleted = new Map<string, number>();
   #uploads = new Map<string, Upload>();
   #storedBytes = 0;
   #queuedBytes = 0;
@@ -219,6 +228,7 @@ export class FileStore {
           blockBytes: 0,
           loading: null,
           corrupt: null,
+          putAt: st.mtime?.getTime() ?? Date.now(),
         });
         this.#storedBytes += st.size;
       } else if (e.name.endsWith(".blocks")) sidecars.add(e.name.slice(0, -7));
@@ -358,6 +368,72 @@ export class FileStore {
   has(hex: string): boolean {
     const e = this.#index.get(hex);
     return e !== undefined && e.corrupt === null;
+  }
+
+  /** Ms since file `hex` was last put here (-1: not here). */
+  ageMs(hex: string): number {
+    const e = this.#index.get(hex);
+    return e ? Math.max(0, Date.now() - e.putAt) : -1;
+  }
+
+  /**
+   * Deletes file `hex` because the cluster deleted it, unless it was put here within `graceMs`
+   * or an upload of it is open (a put racing the delete wins). The decision and the unlinking of
+   * its name are synchronous (renames to the temp directory), so a put that starts after it
+   * finds no file and writes a new one that nothing here removes. Returns whether it went.
+   */
+  removeIfIdle(hex: string, graceMs: number): boolean {
+    if (!HEX_ID.test(hex)) throw new RequestError(ErrorCode.BadRequest, `bad file id ${hex}`);
+    const e = this.#index.get(hex);
+    if (!e || Date.now() - e.putAt < graceMs) return false;
+    for (const u of this.#uploads.values()) if (u.hex === hex && !u.dead) return false;
+    const trash: string[] = [];
+    for (const name of [hex, `${hex}.blocks`]) {
+      const to = `${this.tmpDir}/${name}.deleted-${crypto.randomUUID()}`;
+      try {
+        Deno.renameSync(`${this.filesDir}/${name}`, to);
+        trash.push(to);
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) {
+          this.#opts.log.warn("cannot delete file", { file: hex, error: err });
+          if (name === hex) return false; // still in place and indexed: a later round retries
+        }
+      }
+    }
+    this.#index.delete(hex);
+    this.#storedBytes -= e.size;
+    this.counters.fetchCounts.delete(hex);
+    this.#deleted.delete(hex);
+    this.#deleted.set(hex, Date.now());
+    while (this.#deleted.size > MAX_DELETED_MEMORY) {
+      this.#deleted.delete(this.#deleted.keys().next().value!);
+    }
+    this.#opts.log.info("file removed", { file: hex, size: e.size, why: "deleted by the cluster" });
+    (async () => {
+      for (const t of trash) await Deno.remove(t).catch(() => {});
+      await syncDir(this.filesDir);
+      await this.#owners.drop(hex);
+    })().catch((err) => this.#opts.log.warn("cleanup of a deleted file failed", { error: err }));
+    return true;
+  }
+
+  /**
+   * True when the cluster deleted file `hex` here within the last hour: a storage node's repair
+   * copy of it is refused (its own replica is about to go too), a client's or worker's put is not.
+   */
+  wasDeleted(hex: string): boolean {
+    const at = this.#deleted.get(hex);
+    if (at === undefined) return false;
+    if (Date.now() - at > DELETED_MEMORY_MS) {
+      this.#deleted.delete(hex);
+      return false;
+    }
+    return true;
+  }
+
+  /** Forgets that file `hex` was deleted (it was put again by a client or worker). */
+  forgetDeleted(hex: string): void {
+    this.#deleted.delete(hex);
   }
 
   /** True when file `hex` is indexed but was found corrupt (it is never served). */
@@ -608,6 +684,10 @@ export class FileStore {
         `storage node ${this.#opts.nodeName} busy: ${this.#queuedBytes} upload bytes queued`,
       );
     }
+    // A put of a file already here (a re-put, a verifying upload) makes it young again: the
+    // collector never deletes a file put within the grace (removeIfIdle).
+    const here = this.#index.get(hex);
+    if (here) here.putAt = Date.now();
     // The chunk's bytes stay referenced (budgeted) until it is answered, whichever way.
     const size = msg.data.length;
     this.#queuedBytes += size;
@@ -735,6 +815,7 @@ export class FileStore {
       blockBytes: this.#opts.blockBytes,
       loading: null,
       corrupt: null,
+      putAt: Date.now(),
     });
     this.counters.puts++;
     this.counters.putBytes += msg.data.length;
@@ -1026,6 +1107,7 @@ export class FileStore {
         blockBytes: bb,
         loading: null,
         corrupt: null,
+        putAt: Date.now(),
       });
       this.#opts.log.info("file committed", { file: u.hex, size: u.total });
     }

@@ -16,7 +16,7 @@ import { ReplicaKeeper } from "./repair.ts";
 import { DEFAULT_SCRUB_BYTES_PER_S, Scrubber } from "./scrub.ts";
 import { members } from "./placement.ts";
 import type { StorageView } from "./membership.ts";
-import { uuidToHex } from "../../wire/mod.ts";
+import { uuidFromHex, uuidToHex } from "../../wire/mod.ts";
 
 /** Interval of storage_heartbeat, ms. */
 export const STORAGE_HEARTBEAT_MS = 1000;
@@ -25,6 +25,10 @@ export const DEFAULT_REPAIR_EVERY_MS = 10_000;
 /** Default free-space reserve, bytes: below it the node takes no new files. */
 export const DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024;
 const DISK_EVERY_MS = 10_000;
+/** Default interval of collection rounds (file_gc), ms. */
+export const DEFAULT_GC_EVERY_MS = 30_000;
+/** Files offered per file_gc request. */
+const GC_BATCH = 4096;
 /** Timeout of a repair probe (file_stat) to another storage node, ms. */
 const PROBE_TIMEOUT_MS = 3000;
 
@@ -41,6 +45,8 @@ export interface StorageTierMemberOptions {
   scrubBytesPerS?: number;
   capacityBytes?: number;
   reserveBytes?: number;
+  /** How often files are offered for collection, ms (default DEFAULT_GC_EVERY_MS). */
+  gcEveryMs?: number;
 }
 
 /** Heartbeats, repair and scrub of one storage node. */
@@ -54,6 +60,9 @@ export class StorageTierMember {
   #disk: { size: number; avail: number } | null = null;
   #timers: ReturnType<typeof setInterval>[] = [];
   #beating = false;
+  #collecting: Promise<void> | null = null;
+  /** Replicas deleted because the cluster deleted their file, since start. */
+  collected = 0;
   #stopped = false;
 
   constructor(opts: StorageTierMemberOptions) {
@@ -102,6 +111,11 @@ export class StorageTierMember {
     every(DISK_EVERY_MS, () => this.#readDisk());
     every(this.#o.repairEveryMs ?? DEFAULT_REPAIR_EVERY_MS, () => {
       this.repair.scan().catch((e) => this.#o.log.warn("repair scan failed", { error: e }));
+    });
+    every(this.#o.gcEveryMs ?? DEFAULT_GC_EVERY_MS, () => {
+      this.#collecting ??= this.#collect()
+        .catch((e) => this.#o.log.debug("collection round failed", { error: e }))
+        .finally(() => (this.#collecting = null));
     });
     this.scrub?.start();
   }
@@ -174,10 +188,34 @@ export class StorageTierMember {
     }
   }
 
+  /**
+   * One collection round: offers every file held (in batches, with its age) to the leader and
+   * deletes those it answers the cluster deleted, unless put again within the grace.
+   */
+  async #collect(): Promise<void> {
+    const files = this.#o.store.list();
+    for (let i = 0; i < files.length && !this.#stopped; i += GC_BATCH) {
+      const batch = files.slice(i, i + GC_BATCH).map((f) => ({
+        id: uuidFromHex(f.hex),
+        ageMs: Math.max(0, this.#o.store.ageMs(f.hex)),
+      }));
+      const r = await this.#leader.request({
+        type: MessageType.FileGc,
+        node: this.#o.node,
+        files: batch,
+      });
+      if (r.type !== MessageType.FileGcReply) continue;
+      for (const id of r.ids) {
+        if (this.#o.store.removeIfIdle(uuidToHex(id), r.graceMs)) this.collected++;
+      }
+    }
+  }
+
   /** Stops the loops and closes the sockets. */
   async stop(): Promise<void> {
     this.#stopped = true;
     for (const t of this.#timers) clearInterval(t);
+    await this.#collecting;
     await Promise.all([this.repair.stop(), this.scrub?.stop()]);
     await this.#leader.close();
     await Promise.all([...this.#peers.values()].map((c) => c.close().catch(() => {})));
