@@ -30,8 +30,23 @@ export async function withCluster(
   } finally {
     await admin.close();
     await cluster.stop();
+    // A worker the test killed (SIGKILL) and did not restart leaves its FUSE mount and its slots'
+    // mounts behind: the kernel keeps a mount whose daemon died. Nothing else would remove them.
+    await unmountUnder(cluster.dataDir);
     await Deno.remove(cluster.dataDir, { recursive: true }).catch(() => {});
     await terminate();
+  }
+}
+
+/** Lazily unmounts every mount point under `dir`, deepest first. */
+export async function unmountUnder(dir: string): Promise<void> {
+  const info = await Deno.readTextFile("/proc/self/mountinfo").catch(() => "");
+  const points = info.split("\n").map((l) => l.split(" ")[4] ?? "")
+    .filter((p) => p === dir || p.startsWith(`${dir}/`))
+    .sort((a, b) => b.length - a.length);
+  for (const p of new Set(points)) {
+    await new Deno.Command("umount", { args: ["-l", p], stdout: "null", stderr: "null" }).output()
+      .catch(() => {});
   }
 }
 
