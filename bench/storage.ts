@@ -232,13 +232,13 @@ async function transfers(
   let getInline: Timing = get;
   for (let run = 0; run < runs; run++) {
     for (const workers of run % 2 ? [MAX_HASH_WORKERS, 0] : [0, MAX_HASH_WORKERS]) {
-      await configureHashPool({ workers });
+      configureHashPool({ workers });
       const x = await fastest(t, 1, () => t.storage.getToFile(id, dst, { fsync: false }));
       if (workers === 0 && x.seconds < getInline.seconds) getInline = x;
       if (workers > 0 && x.seconds < get.seconds) get = x;
     }
   }
-  await configureHashPool({ workers: MAX_HASH_WORKERS });
+  configureHashPool({ workers: MAX_HASH_WORKERS });
   await Deno.remove(dst);
   if (size <= 0) throw new Error("storage bench: empty file");
   return { put1, put2, get, getInline, getFsync };

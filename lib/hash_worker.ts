@@ -10,6 +10,10 @@
  *   once hashed; the digest is the same as node:crypto's over the same bytes.
  * - {@linkcode sha256File}: the worker reads the file itself and hashes it (no bytes cross
  *   threads).
+ * - {@linkcode sha256BlockStream}: the same, with each block's hash too (a storage node's upload:
+ *   the id check and the block sidecar).
+ * - {@linkcode sha256Blocks}: per-block hashes of a buffer the caller owns (a storage node's
+ *   read verification): the buffer is transferred to a worker and back, not copied.
  *
  * Bounded: at most {@linkcode MAX_HASH_WORKERS} threads; at most
  * {@linkcode MAX_QUEUED_HASH_BYTES} bytes handed to them and not yet hashed (an update waits
@@ -69,9 +73,25 @@ parentPort.on("message", (m) => {
   if (m.op === "update") {
     try {
       if (!failed.has(m.s)) {
-        let h = streams.get(m.s);
-        if (!h) streams.set(m.s, (h = createHash("sha256")));
-        h.update(new Uint8Array(m.buf, 0, m.len));
+        let st = streams.get(m.s);
+        if (!st) {
+          st = { all: createHash("sha256"), bb: m.bb, block: null, fill: 0, blocks: [] };
+          if (st.bb > 0) st.block = createHash("sha256");
+          streams.set(m.s, st);
+        }
+        const data = new Uint8Array(m.buf, 0, m.len);
+        st.all.update(data);
+        for (let p = 0; st.bb > 0 && p < data.length;) {
+          const k = Math.min(st.bb - st.fill, data.length - p);
+          st.block.update(data.subarray(p, p + k));
+          st.fill += k;
+          p += k;
+          if (st.fill === st.bb) {
+            st.blocks.push(st.block.digest());
+            st.block = createHash("sha256");
+            st.fill = 0;
+          }
+        }
       }
     } catch (e) {
       failed.set(m.s, String(e));
@@ -80,14 +100,32 @@ parentPort.on("message", (m) => {
     parentPort.postMessage({ op: "updated", len: m.len, buf: m.buf }, [m.buf]);
   } else if (m.op === "digest") {
     const err = failed.get(m.s);
-    const h = streams.get(m.s);
+    const st = streams.get(m.s);
     streams.delete(m.s);
     failed.delete(m.s);
     if (err !== undefined) parentPort.postMessage({ op: "error", id: m.id, message: err });
     else {
-      const d = new Uint8Array((h ?? createHash("sha256")).digest());
-      parentPort.postMessage({ op: "digest", id: m.id, d });
+      const d = new Uint8Array((st ? st.all : createHash("sha256")).digest());
+      let b;
+      if (m.bb > 0) {
+        const list = st ? st.blocks : [];
+        if (!st || st.fill > 0 || list.length === 0) {
+          list.push((st && st.block ? st.block : createHash("sha256")).digest());
+        }
+        b = new Uint8Array(list.length * 32);
+        list.forEach((x, i) => b.set(x, i * 32));
+      }
+      parentPort.postMessage({ op: "digest", id: m.id, d, b });
     }
+  } else if (m.op === "blocks") {
+    const buf = new Uint8Array(m.buf, m.off, m.len);
+    const n = Math.ceil(m.len / m.bb);
+    const d = new Uint8Array(n * 32);
+    for (let b = 0; b < n; b++) {
+      const part = buf.subarray(b * m.bb, Math.min(m.len, (b + 1) * m.bb));
+      d.set(createHash("sha256").update(part).digest(), b * 32);
+    }
+    parentPort.postMessage({ op: "digest", id: m.id, d, buf: m.buf }, [m.buf, d.buffer]);
   } else if (m.op === "drop") {
     streams.delete(m.s);
     failed.delete(m.s);
@@ -112,6 +150,19 @@ export interface Sha256Stream {
   abort(): void;
 }
 
+/** A SHA-256 of the whole and of each block, of bytes given in order. */
+export interface Sha256BlockStream {
+  /** Adds bytes (the caller may reuse `data` once this returns or resolves). */
+  update(data: Uint8Array): Promise<void>;
+  /**
+   * The whole's digest and the blocks' digests, 32 bytes each in order (an empty input has
+   * one block, the empty one's; no blocks when the stream was made with block size 0).
+   */
+  finish(): Promise<{ digest: Uint8Array; blocks: Uint8Array }>;
+  /** Forgets the stream. */
+  abort(): void;
+}
+
 /** A worker of the pool and what it has outstanding (it is ref'd while anything is). */
 interface PoolWorker {
   worker: Worker;
@@ -120,7 +171,7 @@ interface PoolWorker {
 }
 
 interface Waiter {
-  resolve: (r: { d: Uint8Array; size: number }) => void;
+  resolve: (r: { d: Uint8Array; size: number; buf?: ArrayBuffer; b?: Uint8Array }) => void;
   reject: (e: Error) => void;
   w: PoolWorker;
 }
@@ -189,6 +240,7 @@ export class HashPool {
     len?: number;
     buf?: ArrayBuffer;
     d?: Uint8Array;
+    b?: Uint8Array;
     size?: number;
     message?: string;
   }): void {
@@ -208,7 +260,12 @@ export class HashPool {
     this.#waiting.delete(m.id!);
     this.#ref(w, -1);
     if (m.op === "digest") {
-      waiter.resolve({ d: new Uint8Array(m.d!.buffer, m.d!.byteOffset, 32), size: m.size ?? 0 });
+      waiter.resolve({
+        d: new Uint8Array(m.d!.buffer, m.d!.byteOffset, m.d!.byteLength),
+        size: m.size ?? 0,
+        buf: m.buf,
+        b: m.b,
+      });
     } else waiter.reject(new Error(`hashing failed: ${m.message}`));
   }
 
@@ -228,21 +285,42 @@ export class HashPool {
     } catch { /* gone */ }
   }
 
-  #request(w: PoolWorker, msg: Record<string, unknown>): Promise<{ d: Uint8Array; size: number }> {
+  #request(
+    w: PoolWorker,
+    msg: Record<string, unknown>,
+    transfer: ArrayBuffer[] = [],
+  ): Promise<{ d: Uint8Array; size: number; buf?: ArrayBuffer; b?: Uint8Array }> {
     if (!this.enabled) return Promise.reject(new Error("hash worker failed earlier"));
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       this.#waiting.set(id, { resolve, reject, w });
       this.#ref(w, 1);
-      w.worker.postMessage({ ...msg, id });
+      w.worker.postMessage({ ...msg, id }, transfer);
     });
   }
 
   /** A SHA-256 stream, hashed by one worker (or on this thread when the pool is off). */
   stream(): Sha256Stream {
+    const s = this.blockStream(0);
+    return {
+      update: (data) => s.update(data),
+      digest: async () => (await s.finish()).digest,
+      abort: () => s.abort(),
+    };
+  }
+
+  /**
+   * A SHA-256 of the whole and of each `blockBytes` block (a storage node's upload: the id
+   * check and the block sidecar), hashed by one worker. `blockBytes` 0: the whole only.
+   */
+  blockStream(blockBytes: number): Sha256BlockStream {
+    if (!Number.isInteger(blockBytes) || blockBytes < 0) {
+      throw new Error(`hash block stream: block size ${blockBytes}`);
+    }
     const w = this.#pick();
-    if (!w) return inlineStream();
+    if (!w) return inlineBlockStream(blockBytes);
     const s = this.#nextId++;
+    const bb = blockBytes;
     w.streams++;
     let done = false;
     const finish = () => {
@@ -262,13 +340,14 @@ export class HashPool {
           new Uint8Array(buf).set(part);
           this.#queued += part.length;
           this.#ref(w, 1);
-          w.worker.postMessage({ op: "update", s, buf, len: part.length }, [buf]);
+          w.worker.postMessage({ op: "update", s, bb, buf, len: part.length }, [buf]);
         }
       },
-      digest: async () => {
+      finish: async () => {
         if (done) throw new Error("sha256 stream: digest twice");
         finish();
-        return (await this.#request(w, { op: "digest", s })).d;
+        const r = await this.#request(w, { op: "digest", s, bb });
+        return { digest: r.d, blocks: r.b ?? new Uint8Array(0) };
       },
       abort: () => {
         if (done) return;
@@ -286,6 +365,31 @@ export class HashPool {
     return { digest: r.d, size: r.size };
   }
 
+  /**
+   * SHA-256 of each `blockBytes` block of `data` (the last may be shorter), 32 bytes each, in
+   * order. `data` is moved to a worker and back: the caller must own its whole ArrayBuffer
+   * (`data` spans all of it, as a fresh read buffer does), not use it until this resolves, and
+   * then use the returned `data` (the same bytes; the original view is detached). Anything
+   * else (a view of a larger buffer) is hashed on the calling thread.
+   */
+  async blocks(
+    data: Uint8Array,
+    blockBytes: number,
+  ): Promise<{ data: Uint8Array; digests: Uint8Array }> {
+    if (!Number.isInteger(blockBytes) || blockBytes < 1) {
+      throw new Error(`hash blocks: block size ${blockBytes}`);
+    }
+    const whole = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength &&
+      data.buffer instanceof ArrayBuffer;
+    const w = whole && data.length > 0 ? this.#pick() : null;
+    if (!w) return { data, digests: inlineBlocks(data, blockBytes) };
+    const buf = data.buffer as ArrayBuffer;
+    const len = data.length; // `data` is detached by the transfer
+    const msg = { op: "blocks", buf, off: 0, len, bb: blockBytes };
+    const r = await this.#request(w, msg, [buf]);
+    return { data: new Uint8Array(r.buf!, 0, len), digests: r.d };
+  }
+
   /** Stops the workers; later calls hash on the calling thread. */
   async close(): Promise<void> {
     this.#closed = true;
@@ -295,24 +399,51 @@ export class HashPool {
   }
 }
 
-function inlineStream(): Sha256Stream {
-  let h: Hash | null = createHash("sha256");
+function inlineBlockStream(bb: number): Sha256BlockStream {
+  let all: Hash | null = createHash("sha256");
+  let block = createHash("sha256");
+  let fill = 0;
+  const blocks: Uint8Array[] = [];
   return {
     update: (data) => {
-      if (!h) return Promise.reject(new Error("sha256 stream: update after digest"));
-      h.update(data);
+      if (!all) return Promise.reject(new Error("sha256 stream: update after digest"));
+      all.update(data);
+      for (let p = 0; bb > 0 && p < data.length;) {
+        const k = Math.min(bb - fill, data.length - p);
+        block.update(data.subarray(p, p + k));
+        fill += k;
+        p += k;
+        if (fill === bb) {
+          blocks.push(new Uint8Array(block.digest()));
+          block = createHash("sha256");
+          fill = 0;
+        }
+      }
       return Promise.resolve();
     },
-    digest: () => {
-      if (!h) return Promise.reject(new Error("sha256 stream: digest twice"));
-      const d = new Uint8Array(h.digest());
-      h = null;
-      return Promise.resolve(d);
+    finish: () => {
+      if (!all) return Promise.reject(new Error("sha256 stream: digest twice"));
+      const digest = new Uint8Array(all.digest());
+      all = null;
+      if (bb > 0 && (fill > 0 || blocks.length === 0)) blocks.push(new Uint8Array(block.digest()));
+      const out = new Uint8Array(blocks.length * 32);
+      blocks.forEach((x, i) => out.set(x, i * 32));
+      return Promise.resolve({ digest, blocks: out });
     },
     abort: () => {
-      h = null;
+      all = null;
     },
   };
+}
+
+function inlineBlocks(data: Uint8Array, bb: number): Uint8Array {
+  const n = Math.ceil(data.length / bb);
+  const d = new Uint8Array(n * 32);
+  for (let b = 0; b < n; b++) {
+    const part = data.subarray(b * bb, Math.min(data.length, (b + 1) * bb));
+    d.set(createHash("sha256").update(part).digest(), b * 32);
+  }
+  return d;
 }
 
 async function inlineFile(path: string): Promise<{ digest: Uint8Array; size: number }> {
@@ -348,19 +479,37 @@ export function hashPool(): HashPool {
   return pool;
 }
 
+/** Pools made by configureHashPool, by size (kept warm: switching back reuses the threads). */
+const configured = new Map<number, HashPool>();
+
 /**
- * Replaces the process's pool (benchmarks compare `workers: 0`, on the calling thread, with
- * the default in one run); the old one's workers stop.
+ * Sets the size of the process's pool (benchmarks compare `workers: 0`, on the calling thread,
+ * with the default in one run). A pool of each size is made once and kept; idle, its threads
+ * cost nothing and keep no process alive.
  */
-export async function configureHashPool(opts: { workers: number }): Promise<void> {
-  const old = pool;
-  pool = new HashPool(opts.workers);
-  await old?.close();
+export function configureHashPool(opts: { workers: number }): void {
+  const n = Math.max(0, Math.min(MAX_HASH_WORKERS, Math.floor(opts.workers)));
+  let p = configured.get(n);
+  if (!p) configured.set(n, p = new HashPool(n));
+  pool = p;
 }
 
 /** A SHA-256 stream on the process's pool. */
 export function sha256Stream(): Sha256Stream {
   return hashPool().stream();
+}
+
+/** A whole + per-block SHA-256 stream on the process's pool (HashPool.blockStream). */
+export function sha256BlockStream(blockBytes: number): Sha256BlockStream {
+  return hashPool().blockStream(blockBytes);
+}
+
+/** Per-block SHA-256 of a buffer the caller owns, on the process's pool (HashPool.blocks). */
+export function sha256Blocks(
+  data: Uint8Array,
+  blockBytes: number,
+): Promise<{ data: Uint8Array; digests: Uint8Array }> {
+  return hashPool().blocks(data, blockBytes);
 }
 
 /** SHA-256 and size of a file, hashed on the process's pool. */

@@ -1,6 +1,7 @@
 /**
  * lib/hash_worker.ts: digests from the worker threads equal node:crypto's over the same bytes
- * (streams of many sizes and split points, at once; files), with the pool on and off; a caller
+ * (streams of many sizes and split points, at once; files; per-block hashes of a buffer moved
+ * to a worker and back), with the pool on and off; a caller
  * may reuse its buffer right after update; an idle pool does not keep a process alive.
  */
 import assert from "node:assert/strict";
@@ -44,6 +45,23 @@ for (const workers of [2, 0]) {
         }
         assert.equal(hex(await s.digest()), ref(data), `stream of ${n} bytes`);
       }));
+      // Whole + per-block streams (a node's upload), blocks of 1 MiB, fed unevenly.
+      await Promise.all([0, 1, MiB - 1, MiB, MiB + 1, 3 * MiB + 5].map(async (n, i) => {
+        const data = bytesOf(i + 50, n);
+        const s = pool.blockStream(MiB);
+        for (let off = 0, k = 0; off < n; k++) {
+          const len = Math.min(n - off, [333_333, 1, 2 * MiB][k % 3]);
+          await s.update(data.subarray(off, off + len));
+          off += len;
+        }
+        const r = await s.finish();
+        assert.equal(hex(r.digest), ref(data), `whole of ${n}`);
+        const want = n === 0 ? ref(data) : Array.from(
+          { length: Math.ceil(n / MiB) },
+          (_, b) => ref(data.subarray(b * MiB, (b + 1) * MiB)),
+        ).join("");
+        assert.equal(hex(r.blocks), want, `blocks of ${n}`);
+      }));
       const aborted = pool.stream();
       await aborted.update(bytesOf(9, 1000));
       aborted.abort();
@@ -57,6 +75,24 @@ for (const workers of [2, 0]) {
         await assert.rejects(pool.file(`${dir}/missing`));
       } finally {
         await Deno.remove(dir, { recursive: true });
+      }
+      // Per-block hashes of an owned buffer: moved to a worker and back, same bytes.
+      for (const n of [1, 1000, 3 * MiB, 3 * MiB + 5]) {
+        const data = bytesOf(n, n);
+        const want = Array.from(
+          { length: Math.ceil(n / MiB) },
+          (_, b) => ref(data.subarray(b * MiB, (b + 1) * MiB)),
+        ).join("");
+        const owned = data.slice();
+        const r = await pool.blocks(owned, MiB);
+        assert.equal(hex(r.digests), want, `blocks of ${n} bytes`);
+        assert.deepEqual(r.data, data);
+        // A view of a larger buffer is hashed in place (it cannot be moved).
+        const big = new Uint8Array(n + 10);
+        big.set(data, 10);
+        const v = await pool.blocks(big.subarray(10), MiB);
+        assert.equal(hex(v.digests), want);
+        assert.equal(big.length, n + 10, "not detached");
       }
       assert.equal(pool.queuedBytes, 0);
     } finally {
