@@ -10,7 +10,9 @@
  * Plus CPU seconds per GiB of a get on both ends (this client process; the storage nodes, from
  * /proc/PID/stat), and the repair rate: 16 files of 1/16 GiB at R = 2, one node killed with
  * SIGKILL, time until every file is back at 2 replicas on the other two (masters'
- * `--repair-after 2s`, storage `--repair-every 500ms`), in MB/s of repaired bytes.
+ * `--repair-after 2s`, storage `--repair-every 500ms`), in MB/s of repaired bytes. The puts and
+ * gets run twice, first with every process hashing on its main thread (`DSYS_HASH_WORKERS=0`),
+ * then with the hashing threads of lib/hash_worker.ts (the default): before / after, same run.
  *
  * `deno run -A bench/storage.ts` prints the rows and rewrites the "## Storage" section of
  * docs/benchmarks.md. `DSYS_BENCH_STORAGE_MIB` overrides the file size (default 1024),
@@ -197,10 +199,7 @@ async function touch(path: string, tag: number): Promise<void> {
 interface TransferResult {
   put1: Timing;
   put2: Timing;
-  /** With the client's SHA-256 on worker threads (the default). */
   get: Timing;
-  /** With it on the main thread, as before lib/hash_worker.ts. */
-  getInline: Timing;
   getFsync: Timing;
 }
 
@@ -226,22 +225,10 @@ async function transfers(
   if ((await fileSha(src)) !== (await fileSha(dst))) {
     throw new Error("storage bench: downloaded file differs from the uploaded one");
   }
-  // Before / after moving the client's verification off the main thread (lib/hash_worker.ts),
-  // taking turns so that the shared machine's drifting load hits both alike.
-  let get: Timing = { seconds: Infinity, clientCpu: 0, nodesCpu: 0 };
-  let getInline: Timing = get;
-  for (let run = 0; run < runs; run++) {
-    for (const workers of run % 2 ? [MAX_HASH_WORKERS, 0] : [0, MAX_HASH_WORKERS]) {
-      configureHashPool({ workers });
-      const x = await fastest(t, 1, () => t.storage.getToFile(id, dst, { fsync: false }));
-      if (workers === 0 && x.seconds < getInline.seconds) getInline = x;
-      if (workers > 0 && x.seconds < get.seconds) get = x;
-    }
-  }
-  configureHashPool({ workers: MAX_HASH_WORKERS });
+  const get = await fastest(t, runs, () => t.storage.getToFile(id, dst, { fsync: false }));
   await Deno.remove(dst);
   if (size <= 0) throw new Error("storage bench: empty file");
-  return { put1, put2, get, getInline, getFsync };
+  return { put1, put2, get, getFsync };
 }
 
 /** Repair after a node dies: MB/s of the bytes copied back to R = 2, and the seconds it took. */
@@ -317,14 +304,25 @@ export async function runStorageBench(notes: string[] = []): Promise<BenchRow[]>
     // shared machine's load only lowers them).
     const disk0 = await diskWrite(`${dir}/disk.bin`, size);
     const zmq0 = await zmqTransportCeiling(size);
-    const t = await startTier(`${dir}/tier`);
-    let r: TransferResult;
-    try {
-      r = await transfers(t, src, size, runs);
-    } finally {
-      await stopTier(t);
-    }
-    await Deno.remove(`${dir}/tier`, { recursive: true });
+    // Before / after lib/hash_worker.ts, in this run: a tier whose nodes and client hash on
+    // their main threads (DSYS_HASH_WORKERS=0, inherited by the node processes), then the
+    // default tier (hashing threads).
+    const variant = async (workers: number): Promise<TransferResult> => {
+      if (workers === 0) Deno.env.set("DSYS_HASH_WORKERS", "0");
+      else Deno.env.delete("DSYS_HASH_WORKERS");
+      configureHashPool({ workers });
+      const t = await startTier(`${dir}/tier`);
+      try {
+        return await transfers(t, src, size, runs);
+      } finally {
+        await stopTier(t);
+        Deno.env.delete("DSYS_HASH_WORKERS");
+        configureHashPool({ workers: MAX_HASH_WORKERS });
+        await Deno.remove(`${dir}/tier`, { recursive: true });
+      }
+    };
+    const before = await variant(0);
+    const r = await variant(MAX_HASH_WORKERS);
     const disk1 = await diskWrite(`${dir}/disk.bin`, size);
     const zmq1 = await zmqTransportCeiling(size);
     const disk = Math.max(disk0, disk1);
@@ -338,7 +336,8 @@ export async function runStorageBench(notes: string[] = []): Promise<BenchRow[]>
     note(line(`put ${label} R=1`, r.put1));
     note(line(`put ${label} R=2`, r.put2));
     note(line(`get ${label} to file, no fsync`, r.get));
-    note(line(`get ${label} to file, no fsync, client hashing on its main thread`, r.getInline));
+    note(line(`hashing on main threads: put ${label} R=2`, before.put2));
+    note(line(`hashing on main threads: get ${label} to file, no fsync`, before.get));
     note(line(`get ${label} to file, fsync`, r.getFsync));
     note(
       `local disk write + fdatasync before / after: ${round(disk0)} / ${round(disk1)} MB/s; ` +
@@ -380,12 +379,6 @@ export async function runStorageBench(notes: string[] = []): Promise<BenchRow[]>
         ">= 0.6x",
       ),
       row(
-        `get ${label}, client hashing on worker threads vs on its main thread (same run)`,
-        mbs(r.get),
-        mbs(r.getInline),
-        "info",
-      ),
-      row(
         `get ${label} (verified, to file, fsync) vs ZeroMQ ceiling`,
         mbs(r.getFsync),
         zmq.mbs,
@@ -404,6 +397,34 @@ export async function runStorageBench(notes: string[] = []): Promise<BenchRow[]>
         per(r.get.nodesCpu),
         2.5,
         "<= 2.5 s (ratio >= 1)",
+        "s/GiB",
+        true,
+      ),
+      row(
+        `put ${label} R=2: hashing threads vs hashing on main threads (before, same run)`,
+        mbs(r.put2),
+        mbs(before.put2),
+        "info",
+      ),
+      row(
+        `get ${label}: hashing threads vs hashing on main threads (before, same run)`,
+        mbs(r.get),
+        mbs(before.get),
+        "info",
+      ),
+      row(
+        "get CPU per GiB, client: hashing threads vs main thread (before)",
+        per(r.get.clientCpu),
+        per(before.get.clientCpu),
+        "info",
+        "s/GiB",
+        true,
+      ),
+      row(
+        "get CPU per GiB, storage nodes: hashing threads vs main thread (before)",
+        per(r.get.nodesCpu),
+        per(before.get.nodesCpu),
+        "info",
         "s/GiB",
         true,
       ),

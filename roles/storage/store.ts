@@ -32,7 +32,8 @@
  * given back. Committed files and the other requests are not affected.
  * @module
  */
-import { createHash, type Hash } from "node:crypto";
+import { createHash } from "node:crypto";
+import { sha256Blocks, type Sha256BlockStream, sha256BlockStream } from "../../lib/hash_worker.ts";
 import {
   ErrorCode,
   type FilePut,
@@ -130,10 +131,8 @@ interface Upload {
   file: Deno.FsFile | null;
   /** Bytes written (and hashed) so far; durable once the running batch's fsync returns. */
   written: number;
-  hash: Hash;
-  blockHash: Hash;
-  blockFill: number;
-  blocks: Uint8Array[];
+  /** Whole-file and per-block SHA-256 of the bytes written, on a hashing thread. */
+  hasher: Sha256BlockStream;
   queue: PendingChunk[];
   running: boolean;
   ready: Promise<void>;
@@ -593,9 +592,11 @@ export class FileStore {
       f.close();
     }
     const blocks = e.blocks!;
-    for (let b = 0, pos = 0; pos < buf.length; b++, pos += bb) {
-      const d = createHash("sha256").update(buf.subarray(pos, Math.min(pos + bb, buf.length)))
-        .digest();
+    // The blocks are hashed on a hashing thread (lib/hash_worker.ts): `buf` is moved there and
+    // back, not copied, and this thread serves other requests meanwhile.
+    const { data: read, digests } = await sha256Blocks(buf, bb);
+    for (let b = 0, pos = 0; pos < read.length; b++, pos += bb) {
+      const d = digests.subarray(b * 32, (b + 1) * 32);
       const want = blocks.subarray((first + b) * 32, (first + b + 1) * 32);
       if (!bytesEqual(d, want)) {
         throw this.#corrupt(
@@ -605,7 +606,7 @@ export class FileStore {
         );
       }
     }
-    return buf.subarray(offset - start, offset - start + n);
+    return read.subarray(offset - start, offset - start + n);
   }
 
   #ensureBlocks(hex: string, e: Entry): Promise<void> {
@@ -899,10 +900,7 @@ export class FileStore {
       path: verifyOnly ? null : `${this.tmpDir}/${key}`,
       file: null,
       written: 0,
-      hash: createHash("sha256"),
-      blockHash: createHash("sha256"),
-      blockFill: 0,
-      blocks: [],
+      hasher: sha256BlockStream(this.#opts.blockBytes),
       queue: [],
       running: false,
       ready: Promise.resolve(),
@@ -949,7 +947,7 @@ export class FileStore {
     for (;;) {
       const k = await u.file.read(buf);
       if (k === null) break;
-      this.#hashIn(u, buf.subarray(0, k));
+      await this.#hashIn(u, buf.subarray(0, k));
       u.written += k;
     }
     // Bytes past the last fsync may be lost by a power cut but not by a process crash; a gap
@@ -958,21 +956,9 @@ export class FileStore {
     this.#opts.log.info("upload resumed", { file: u.hex, offset: u.written });
   }
 
-  #hashIn(u: Upload, data: Uint8Array): void {
-    u.hash.update(data);
-    const bb = this.#opts.blockBytes;
-    let p = 0;
-    while (p < data.length) {
-      const k = Math.min(bb - u.blockFill, data.length - p);
-      u.blockHash.update(data.subarray(p, p + k));
-      u.blockFill += k;
-      p += k;
-      if (u.blockFill === bb) {
-        u.blocks.push(new Uint8Array(u.blockHash.digest()));
-        u.blockHash = createHash("sha256");
-        u.blockFill = 0;
-      }
-    }
+  /** Hashes bytes of the upload (copied to a hashing thread: lib/hash_worker.ts). */
+  #hashIn(u: Upload, data: Uint8Array): Promise<void> {
+    return u.hasher.update(data);
   }
 
   /** Works through the upload's queue; never rejects (it is not awaited). */
@@ -1039,7 +1025,7 @@ export class FileStore {
       if (end > u.written) {
         // Only the part not already stored is written (a retried chunk may overlap).
         const fresh = m.data.subarray(u.written - m.offset);
-        this.#hashIn(u, fresh);
+        await this.#hashIn(u, fresh);
         if (u.file) {
           await u.file.seek(u.written, Deno.SeekMode.Start);
           await writeFull(u.file, fresh);
@@ -1070,8 +1056,7 @@ export class FileStore {
       );
     }
     const bb = this.#opts.blockBytes;
-    if (u.blockFill > 0 || u.total === 0) u.blocks.push(new Uint8Array(u.blockHash.digest()));
-    const digest = new Uint8Array(u.hash.digest());
+    const { digest, blocks } = await u.hasher.finish();
     if (!bytesEqual(digest.subarray(0, 16), u.id)) {
       throw this.#conflict(
         u.hex,
@@ -1085,7 +1070,6 @@ export class FileStore {
     if (u.path) {
       u.file?.close();
       u.file = null;
-      const blocks = concat(u.blocks);
       // Sidecar first: a data file in files/ always has its sidecar (or it gets rebuilt).
       await writeSidecar(this.filesDir, u.hex, u.total, bb, blocks);
       const dest = `${this.filesDir}/${u.hex}`;
@@ -1127,6 +1111,7 @@ export class FileStore {
    */
   async #failUpload(u: Upload, err: RequestError): Promise<void> {
     u.dead = true;
+    u.hasher.abort();
     u.failure = err;
     for (const c of u.queue.splice(0)) c.reject(err);
     try {
@@ -1143,6 +1128,7 @@ export class FileStore {
 
   #dropUpload(u: Upload, dead: boolean): void {
     u.dead = u.dead || dead;
+    u.hasher.abort();
     try {
       u.file?.close();
     } catch { /* already closed */ }
