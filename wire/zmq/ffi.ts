@@ -134,8 +134,9 @@ const zmqSymbols = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 const libcSymbols = {
-  // The only call that may block: it runs on Deno's blocking thread pool and touches fds only,
-  // never a zmq socket (libzmq sockets are not thread-safe).
+  // The only call that may block for long: it runs on Deno's blocking thread pool and touches fds
+  // only, never a zmq socket (libzmq sockets are not thread-safe). (epoll_pwait2 below blocks the
+  // JS thread for at most the reactor's BRIEF_WAIT_US.)
   epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32", nonblocking: true },
   // epoll_ctl is safe to call while another thread sits in epoll_wait on the same set: that is
   // what lets the JS thread add a socket without waking the poll thread.
