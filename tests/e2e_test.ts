@@ -1,5 +1,7 @@
 /**
- * End to end: real processes of every role (mod.ts), real sockets, FUSE mounts and disks.
+ * End to end: real processes of every role (mod.ts), real sockets, FUSE mounts and disks; the
+ * storage tier as `dsys dev` runs it (3 storage nodes, every file on 2), except where one storage
+ * process's memory is measured.
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -29,50 +31,53 @@ const lines = Array.from({ length: 1000 }, (_, i) => `line ${i} ${"x".repeat(i %
 const data = enc.encode(lines.join("\n") + "\n");
 
 Deno.test("e2e: a 16-chunk job over 4 workers; outputs checked byte for byte", async () => {
-  await withCluster({ workers: 4, slotsPerWorker: 2 }, async (_cluster, client) => {
-    const dir = await Deno.makeTempDir();
-    await Deno.writeFile(`${dir}/data.txt`, data);
-    const [put] = await client.put([`${dir}/data.txt`]);
-    assert.equal(put.size, data.length);
-    const job = await client.submit({
-      program: SPLIT,
-      programName: "split.sh",
-      argument: "hello",
-      chunks: 16,
-      inputs: [{ id: put.id, name: "data.txt" }],
-      timeLimitMs: 30_000,
-    });
-    const s = await waitForJob(client, job);
-    assert.equal(s.state, ChunkState.Succeeded, JSON.stringify(s.chunks.map((c) => c.reason)));
-    assert.equal(s.done, 16);
-    const digest = sha256Hex(data);
-    for (const c of s.chunks) {
-      const part = c.outputs.find((o) => o.name === "part.txt")!;
-      const stdout = c.outputs.find((o) => o.name === "stdout")!;
-      const expected = lines
-        .map((l, i) => [i, `${i + 1}: ${l}`] as const)
-        .filter(([i]) => i % 16 === c.chunkIndex)
-        .map(([, l]) => l + "\n")
-        .join("");
-      assert.equal(dec.decode(await client.storage.getBytes(part.id)), expected);
-      assert.equal(dec.decode(await client.storage.getBytes(stdout.id)), digest + "\n");
-      assert.equal(dec.decode(c.stderrTail), `arg=hello chunk=${c.chunkIndex}/16\n`);
-    }
-    // `dsys get` writes every output under chunk-NNNNN/.
-    const out = await Deno.makeTempDir();
-    const got = await client.get(job, out);
-    assert.equal(got.files, 32);
-    assert.equal(
-      await Deno.readTextFile(`${out}/chunk-00003/stdout`),
-      digest + "\n",
-    );
-    await Deno.remove(dir, { recursive: true });
-    await Deno.remove(out, { recursive: true });
-  });
+  await withCluster(
+    { workers: 4, slotsPerWorker: 2, storageNodes: 3 },
+    async (_cluster, client) => {
+      const dir = await Deno.makeTempDir();
+      await Deno.writeFile(`${dir}/data.txt`, data);
+      const [put] = await client.put([`${dir}/data.txt`]);
+      assert.equal(put.size, data.length);
+      const job = await client.submit({
+        program: SPLIT,
+        programName: "split.sh",
+        argument: "hello",
+        chunks: 16,
+        inputs: [{ id: put.id, name: "data.txt" }],
+        timeLimitMs: 30_000,
+      });
+      const s = await waitForJob(client, job);
+      assert.equal(s.state, ChunkState.Succeeded, JSON.stringify(s.chunks.map((c) => c.reason)));
+      assert.equal(s.done, 16);
+      const digest = sha256Hex(data);
+      for (const c of s.chunks) {
+        const part = c.outputs.find((o) => o.name === "part.txt")!;
+        const stdout = c.outputs.find((o) => o.name === "stdout")!;
+        const expected = lines
+          .map((l, i) => [i, `${i + 1}: ${l}`] as const)
+          .filter(([i]) => i % 16 === c.chunkIndex)
+          .map(([, l]) => l + "\n")
+          .join("");
+        assert.equal(dec.decode(await client.storage.getBytes(part.id)), expected);
+        assert.equal(dec.decode(await client.storage.getBytes(stdout.id)), digest + "\n");
+        assert.equal(dec.decode(c.stderrTail), `arg=hello chunk=${c.chunkIndex}/16\n`);
+      }
+      // `dsys get` writes every output under chunk-NNNNN/.
+      const out = await Deno.makeTempDir();
+      const got = await client.get(job, out);
+      assert.equal(got.files, 32);
+      assert.equal(
+        await Deno.readTextFile(`${out}/chunk-00003/stdout`),
+        digest + "\n",
+      );
+      await Deno.remove(dir, { recursive: true });
+      await Deno.remove(out, { recursive: true });
+    },
+  );
 });
 
 Deno.test("e2e: lazy fetch — unread inputs are never fetched, a second chunk reads the cache", async () => {
-  await withCluster({ workers: 1, slotsPerWorker: 1 }, async (_c, client) => {
+  await withCluster({ workers: 1, slotsPerWorker: 1, storageNodes: 3 }, async (_c, client) => {
     const dir = await Deno.makeTempDir();
     await Deno.writeFile(`${dir}/read.txt`, enc.encode("read me\n".repeat(1000)));
     await Deno.writeFile(`${dir}/unread.txt`, enc.encode("never read\n".repeat(1000)));
@@ -104,7 +109,7 @@ Deno.test("e2e: lazy fetch — unread inputs are never fetched, a second chunk r
 });
 
 Deno.test("e2e: bad input gets clear errors or failed chunks, and every node stays up", async () => {
-  await withCluster({ workers: 1, slotsPerWorker: 2 }, async (cluster, client) => {
+  await withCluster({ workers: 1, slotsPerWorker: 2, storageNodes: 3 }, async (cluster, client) => {
     const base = {
       program: enc.encode("#!/bin/sh\necho ok\n"),
       programName: "ok.sh",

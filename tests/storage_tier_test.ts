@@ -11,6 +11,7 @@ import { withCluster } from "./cluster_helpers.ts";
 import { LocalCluster } from "../client/local_cluster.ts";
 import { ChunkState, NodeRole, NodeState, uuidFromHex, uuidToHex } from "../wire/mod.ts";
 import { waitFor, waitForJob } from "./wait.ts";
+import { DsysClient } from "../client/commands.ts";
 
 const enc = new TextEncoder();
 const NAMES = LocalCluster.storageNames(3);
@@ -308,4 +309,60 @@ Deno.test("storage tier: deletion — a file a running job uses stays; unreferen
     assert.equal(s2.state, ChunkState.Succeeded);
     await Deno.remove(dir, { recursive: true });
   }, { deadlineMs: 60_000 });
+});
+
+Deno.test("storage tier: a full node says so and takes no new files; the others take them", async () => {
+  await withCluster({ ...TIER, storageNodes: 1 }, async (cluster, client) => {
+    // A second node that may hold 1 MiB.
+    await cluster.admitKey("small", "storage");
+    await cluster.spawn("small", "storage", [
+      "--listen",
+      "tcp://127.0.0.1:0",
+      "--data",
+      `${cluster.dataDir}/small`,
+      "--masters",
+      cluster.info.masters.join(","),
+      "--capacity",
+      String(1024 * 1024),
+    ]);
+    await waitFor(
+      "2 storage nodes alive",
+      async () =>
+        (await client.nodes()).filter((n) =>
+          n.role === NodeRole.Storage && n.state === NodeState.Alive
+        )
+          .length === 2,
+    );
+    const dir = await Deno.makeTempDir();
+    const onSmall = async (hex: string) => (await holders(cluster, hex, ["small"])).length > 0;
+    // Fill it: one-replica files until the small node holds more than its capacity.
+    let filled = 0;
+    for (let i = 0; filled <= 1024 * 1024; i++) {
+      assert.ok(i < 200, "the small node never got files");
+      const data = bytesOf(9000 + i, 200_000);
+      await Deno.writeFile(`${dir}/f${i}`, data);
+      const [p] = await client.put([`${dir}/f${i}`], { replicas: 1 });
+      if (await onSmall(uuidToHex(p.id))) filled += data.length;
+    }
+    const full = await waitFor(
+      "the small node listed full",
+      async () =>
+        (await client.nodes()).find((n) => n.name === "small" && /capacity/.test(n.detail)),
+    );
+    assert.equal(full!.state, NodeState.Alive, "full, not dead: it still serves");
+    // A new client (fresh membership): every new file goes to the other node.
+    const fresh = new DsysClient(cluster.info);
+    try {
+      for (let i = 0; i < 8; i++) {
+        await Deno.writeFile(`${dir}/g${i}`, bytesOf(9500 + i, 100_000));
+        const [p] = await fresh.put([`${dir}/g${i}`], { replicas: 1 });
+        const hex = uuidToHex(p.id);
+        assert.equal(await onSmall(hex), false, `file ${i} went to the full node`);
+        assert.deepEqual(await holders(cluster, hex, ["storage"]), ["storage"]);
+      }
+    } finally {
+      await fresh.close();
+    }
+    await Deno.remove(dir, { recursive: true });
+  });
 });

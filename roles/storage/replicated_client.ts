@@ -60,6 +60,8 @@ export class ReplicatedStorage {
   #source: MembershipSource;
   #opts: ReplicatedStorageOptions;
   #clients = new Map<string, StorageClient>();
+  /** Downloads this client has running per node: reads prefer the least loaded replica. */
+  #reading = new Map<string, number>();
   #closed = false;
 
   constructor(source: MembershipSource, node: Uint8Array, opts: ReplicatedStorageOptions = {}) {
@@ -290,7 +292,8 @@ export class ReplicatedStorage {
     let pos = 0;
     const failures: string[] = [];
     let absentEverywhere = true;
-    let order = readOrder(hex, (await this.#source.view()).members);
+    const view = await this.#source.view();
+    let order = this.#leastLoadedFirst(readOrder(hex, view.members), view.replicas);
     let refreshed = false;
     for (let i = 0;; i++) {
       if (i >= order.length) {
@@ -304,6 +307,7 @@ export class ReplicatedStorage {
       const m: Member = order[i];
       const c = this.client(m.endpoint);
       const inflight: { off: number; n: number; p: ReturnType<StorageClient["readRange"]> }[] = [];
+      this.#reading.set(m.endpoint, (this.#reading.get(m.endpoint) ?? 0) + 1);
       try {
         if (len < 0) {
           const head = await c.readRange(id, 0, chunk, rc);
@@ -358,6 +362,9 @@ export class ReplicatedStorage {
         absentEverywhere &&= e instanceof StorageError && isAbsent(e.code);
       } finally {
         await Promise.allSettled(inflight.map((x) => x.p));
+        const n = (this.#reading.get(m.endpoint) ?? 1) - 1;
+        if (n > 0) this.#reading.set(m.endpoint, n);
+        else this.#reading.delete(m.endpoint);
       }
     }
     if (len < 0 || pos < len) {
@@ -378,6 +385,27 @@ export class ReplicatedStorage {
       );
     }
     return len;
+  }
+
+  /**
+   * The read order with its first `likely` alive nodes (where a file of the default replica
+   * count most likely is) sorted by the downloads this client has running on them, fewest first
+   * (stable: ties keep the file's order). The load a client sees is its own; with many readers
+   * per worker, that spreads a hot file's reads over its replicas.
+   */
+  #leastLoadedFirst(order: Member[], likely: number): Member[] {
+    const k = Math.min(
+      Math.max(1, likely),
+      order.filter((m) => m.state === NodeState.Alive).length,
+    );
+    if (k <= 1) return order;
+    const head = order.slice(0, k).map((m, i) => ({
+      m,
+      i,
+      load: this.#reading.get(m.endpoint) ?? 0,
+    }));
+    head.sort((a, b) => a.load - b.load || a.i - b.i);
+    return [...head.map((x) => x.m), ...order.slice(k)];
   }
 
   // -------------------------------------------------------------------------------------------
