@@ -12,6 +12,7 @@ import { LocalCluster } from "../client/local_cluster.ts";
 import { ChunkState, NodeRole, NodeState, uuidFromHex, uuidToHex } from "../wire/mod.ts";
 import { waitFor, waitForJob } from "./wait.ts";
 import { DsysClient } from "../client/commands.ts";
+import { run } from "./storage_helpers.ts";
 
 const enc = new TextEncoder();
 const NAMES = LocalCluster.storageNames(3);
@@ -364,5 +365,59 @@ Deno.test("storage tier: a full node says so and takes no new files; the others 
       await fresh.close();
     }
     await Deno.remove(dir, { recursive: true });
+  });
+});
+
+Deno.test("storage tier: a node whose disk fills mid-put: the put goes on elsewhere, the node says full", async () => {
+  await withCluster({ ...TIER, storageNodes: 1 }, async (cluster, client) => {
+    // The second node's data directory is a 3 MiB tmpfs; --reserve 0 so only ENOSPC tells.
+    const data = `${cluster.dataDir}/tiny`;
+    await Deno.mkdir(data);
+    await run("mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", data);
+    try {
+      await cluster.admitKey("tiny", "storage");
+      await cluster.spawn("tiny", "storage", [
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--data",
+        data,
+        "--masters",
+        cluster.info.masters.join(","),
+        "--reserve",
+        "0",
+      ]);
+      await waitFor(
+        "2 storage nodes alive",
+        async () =>
+          (await client.nodes()).filter((n) =>
+            n.role === NodeRole.Storage && n.state === NodeState.Alive
+          ).length === 2,
+      );
+      const dir = await Deno.makeTempDir();
+      // Every put succeeds with its one replica, although the tiny node runs out of space.
+      let onTiny = 0;
+      for (let i = 0; i < 24; i++) {
+        const bytes = bytesOf(11_000 + i, 400_000);
+        await Deno.writeFile(`${dir}/f${i}`, bytes);
+        const [p] = await client.put([`${dir}/f${i}`], { replicas: 1 });
+        assert.equal(p.nodes.length, 1);
+        const where = await holders(cluster, uuidToHex(p.id), ["storage", "tiny"]);
+        assert.equal(where.length, 1, `file ${i} is on one node: ${where}`);
+        if (where[0] === "tiny") onTiny++;
+        const got = await client.storage.getBytes(p.id);
+        assert.equal(sha(got), uuidToHex(p.id));
+      }
+      assert.ok(onTiny > 0 && onTiny < 8, `${onTiny} files fit on the 3 MiB node`);
+      const full = await waitFor(
+        "the tiny node listed full",
+        async () =>
+          (await client.nodes()).find((n) => n.name === "tiny" && /disk full/.test(n.detail)),
+      );
+      assert.equal(full!.state, NodeState.Alive);
+      await Deno.remove(dir, { recursive: true });
+    } finally {
+      await cluster.kill("tiny", "SIGKILL").catch(() => {});
+      await run("umount", "-l", data);
+    }
   });
 });

@@ -15,7 +15,7 @@
  */
 import { createHash } from "node:crypto";
 import { ErrorCode, MAX_REPLICAS, type Uuid, uuidToHex } from "../../wire/mod.ts";
-import type { Credentials } from "../../lib/security.ts";
+import { type Credentials, KeyringError } from "../../lib/security.ts";
 import { dirname, syncDir } from "../../lib/fsutil.ts";
 import { sha256File, type Sha256Stream, sha256Stream } from "../../lib/hash_worker.ts";
 import {
@@ -78,13 +78,22 @@ export class ReplicatedStorage {
     const key = `${write ? "w" : "r"} ${endpoint}`;
     let c = this.#clients.get(key);
     if (!c) {
-      c = new StorageClient(endpoint, this.node, {
-        timeoutMs: this.#opts.timeoutMs ?? 10_000,
-        chunkBytes: this.#opts.chunkBytes,
-        window: this.#opts.window,
-        retries: write ? 2 : 0,
-        ...(this.#opts.auth !== undefined ? { auth: this.#opts.auth } : {}),
-      });
+      const make = () =>
+        new StorageClient(endpoint, this.node, {
+          timeoutMs: this.#opts.timeoutMs ?? 10_000,
+          chunkBytes: this.#opts.chunkBytes,
+          window: this.#opts.window,
+          retries: write ? 2 : 0,
+          ...(this.#opts.auth !== undefined ? { auth: this.#opts.auth } : {}),
+        });
+      try {
+        c = make();
+      } catch (e) {
+        // A storage node that joined after this process read the keyring: read it again now
+        // (it is re-read every second anyway) before giving up on the node.
+        if (!(e instanceof KeyringError) || !this.#opts.auth?.reload()) throw e;
+        c = make();
+      }
       this.#clients.set(key, c);
     }
     return c;
@@ -305,10 +314,10 @@ export class ReplicatedStorage {
         order = [...order, ...readOrder(hex, (await this.#source.view(true)).members)];
       }
       const m: Member = order[i];
-      const c = this.client(m.endpoint);
       const inflight: { off: number; n: number; p: ReturnType<StorageClient["readRange"]> }[] = [];
       this.#reading.set(m.endpoint, (this.#reading.get(m.endpoint) ?? 0) + 1);
       try {
+        const c = this.client(m.endpoint);
         if (len < 0) {
           const head = await c.readRange(id, 0, chunk, rc);
           len = head.fileLength;
@@ -431,7 +440,7 @@ export class ReplicatedStorage {
     const found = await new Promise<{ exists: boolean; length: number } | null>((resolve) => {
       let left = asked.length;
       for (const m of asked) {
-        this.client(m.endpoint).stat(id, user).then((st) => {
+        Promise.resolve().then(() => this.client(m.endpoint).stat(id, user)).then((st) => {
           if (st.exists) resolve(st);
         }, (e) => {
           failures.push(`${m.endpoint}: ${e instanceof Error ? e.message : e}`);

@@ -172,6 +172,11 @@ export class FileStore {
   };
   /** Set by open (the owners log is replayed once the files are indexed). */
   #owners!: Owners;
+  /**
+   * When a write last failed for a full disk, or with another I/O error (Unix ms, 0 = never):
+   * the node then says it is full or failing and takes no new files for a while (tier_member.ts).
+   */
+  readonly diskErrors = { noSpaceAtMs: 0, ioErrorAtMs: 0, ioError: "" };
   #index = new Map<string, Entry>();
   /** Files the cluster deleted here: hex -> Unix ms (bounded, oldest first). */
   #deleted = new Map<string, number>();
@@ -841,11 +846,14 @@ export class FileStore {
     if (e instanceof RequestError) return e;
     const text = e instanceof Error ? e.message : String(e);
     if (isNoSpace(e)) {
+      this.diskErrors.noSpaceAtMs = Date.now();
       return new RequestError(
         ErrorCode.NoSpace,
         `${what}: no space left on storage node ${this.#opts.nodeName}: ${text}`,
       );
     }
+    this.diskErrors.ioErrorAtMs = Date.now();
+    this.diskErrors.ioError = text.slice(0, 200);
     return new RequestError(ErrorCode.Internal, `${what} failed: ${text}`);
   }
 

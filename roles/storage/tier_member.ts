@@ -29,6 +29,8 @@ const DISK_EVERY_MS = 10_000;
 export const DEFAULT_GC_EVERY_MS = 30_000;
 /** Files offered per file_gc request. */
 const GC_BATCH = 4096;
+/** How long a failed write (full disk, I/O error) keeps the node from taking new files, ms. */
+const DISK_ERROR_MEMORY_MS = 60_000;
 /** Timeout of a repair probe (file_stat) to another storage node, ms. */
 const PROBE_TIMEOUT_MS = 3000;
 
@@ -120,12 +122,24 @@ export class StorageTierMember {
     this.scrub?.start();
   }
 
-  /** The node's flags: full when its free space is below the reserve or its capacity is used. */
+  /**
+   * The node's flags: full when its free space is below the reserve, its capacity is used, or a
+   * write failed for a full disk in the last minute; failing when a write failed with another
+   * I/O error in the last minute. Either way placement sends it no new files.
+   */
   #flags(): { flags: number; detail: string } {
     const reserve = this.#o.reserveBytes ?? DEFAULT_RESERVE_BYTES;
     const used = this.#o.store.storedBytes;
+    const now = Date.now();
+    const errors = this.#o.store.diskErrors;
+    if (now - errors.ioErrorAtMs < DISK_ERROR_MEMORY_MS) {
+      return { flags: StorageFlags.Failing, detail: `disk failing: ${errors.ioError}` };
+    }
     if (this.#o.capacityBytes !== undefined && used >= this.#o.capacityBytes) {
       return { flags: StorageFlags.Full, detail: `capacity ${this.#o.capacityBytes} B used` };
+    }
+    if (now - errors.noSpaceAtMs < DISK_ERROR_MEMORY_MS) {
+      return { flags: StorageFlags.Full, detail: "disk full: a write failed with no space left" };
     }
     if (this.#disk && this.#disk.avail < reserve) {
       return {
