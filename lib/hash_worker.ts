@@ -31,8 +31,11 @@ const MiB = 1024 * 1024;
 
 /** Most hashing threads per process (the machines dsys targets have a few cores). */
 export const MAX_HASH_WORKERS = 2;
-/** Bytes handed to the workers and not yet hashed, before an update waits. */
-export const MAX_QUEUED_HASH_BYTES = 64 * MiB;
+/**
+ * Bytes handed to the workers and not yet hashed, before an update waits: a download's window
+ * (8 x 4 MiB); the recycled buffers a process keeps after a large transfer are as many.
+ */
+export const MAX_QUEUED_HASH_BYTES = 32 * MiB;
 /** Size of a recycled copy buffer (a storage transfer's chunk). */
 export const HASH_BUFFER_BYTES = 4 * MiB;
 /** Recycled copy buffers kept (the queue bound fills at most this many). */
