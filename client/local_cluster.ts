@@ -6,7 +6,8 @@ import type { ClusterInfo } from "./cluster.ts";
 import { addKey, initCluster } from "./keys.ts";
 import { Credentials, Keyring, type Role } from "../lib/security.ts";
 import { RpcClient, RpcError } from "../lib/rpc.ts";
-import { ErrorCode, MessageType, randomUuid } from "../wire/mod.ts";
+import { ErrorCode, MessageType, NodeState, randomUuid } from "../wire/mod.ts";
+import { LeaderClient } from "../roles/master/client.ts";
 import { joinNamedEndpoint } from "../lib/named_endpoint.ts";
 
 /** Options of a local cluster. */
@@ -215,6 +216,9 @@ export class LocalCluster {
       const storage = await Promise.all(
         LocalCluster.storageNames(opts.storageNodes ?? 1).map((name) => c.startStorage(name)),
       );
+      // Up means registered: a put placed before every storage node is known would go to the
+      // first R of fewer nodes (and be moved by repair), a submission would find no storage.
+      await c.#waitStorageRegistered(storage.length);
       const names = opts.standbyBalancer ? ["balancer", "balancer2"] : ["balancer"];
       const balancerProcs: ClusterProcess[] = [];
       for (const name of names) {
@@ -245,6 +249,34 @@ export class LocalCluster {
       throw e;
     }
     return c;
+  }
+
+  /** Waits (30 s at most) until the masters' leader lists `n` storage nodes alive. */
+  async #waitStorageRegistered(n: number): Promise<void> {
+    const node = randomUuid();
+    const creds = this.keysDir
+      ? Credentials.loadSync(`${this.keysDir}/admin.key`, this.keyringPath!)
+      : null;
+    const leader = new LeaderClient(this.info.masters, { node, auth: creds, deadlineMs: 5000 });
+    const end = Date.now() + 30_000;
+    let seen = 0;
+    try {
+      for (;;) {
+        const r = await leader.request({ type: MessageType.StorageNodesRequest, node })
+          .catch(() => null);
+        if (r?.type === MessageType.StorageNodes) {
+          seen = r.nodes.filter((e) => e.state === NodeState.Alive).length;
+          if (seen >= n) return;
+        }
+        if (Date.now() > end) {
+          throw new Error(`only ${seen} of ${n} storage nodes registered with the masters in 30 s`);
+        }
+        await new Promise((res) => setTimeout(res, 50));
+      }
+    } finally {
+      await leader.close();
+      creds?.close();
+    }
   }
 
   /** Starts (or restarts) a worker named `name`. */

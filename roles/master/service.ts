@@ -266,7 +266,6 @@ export class MasterService {
    * cannot advertise another's.
    */
   #storageHeartbeat(m: StorageHeartbeat, from: Identity | null): StorageNodes {
-    this.#requireLeader();
     const named = splitNamedEndpoint(m.endpoint);
     if (!named.endpoint.startsWith("tcp://") || new TextEncoder().encode(m.endpoint).length > 255) {
       throw new RequestError(
@@ -280,7 +279,9 @@ export class MasterService {
         `storage_heartbeat: endpoint ${m.endpoint} is not named for the sender's key ${from.name}`,
       );
     }
+    // Recorded by every master (a follower then answers NOT_LEADER): a new leader knows them.
     this.#d.storageDirectory.heartbeat(m, performance.now(), Date.now());
+    this.#requireLeader();
     return this.storageNodes();
   }
 

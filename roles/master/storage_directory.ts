@@ -3,8 +3,9 @@
  * handed out as storage_nodes. Pure: time is an argument.
  *
  * Not replicated through Raft, like GFS's chunk locations: the storage nodes themselves are the
- * record. Every node heartbeats the leader each second; a new leader starts empty and is full
- * again after one heartbeat interval. A node is:
+ * record. Every node heartbeats the leader each second, and the other masters it was started with
+ * too (their answer is NOT_LEADER, but they record it), so a new leader knows the membership from
+ * its first moment (a master it was not told of learns it within a heartbeat). A node is:
  * - alive: heard from within `suspectAfterMs`;
  * - suspect: silent longer (readers try it last; puts skip it);
  * - dead: silent for `repairAfterMs` (`--repair-after`): its files are copied to other nodes.
@@ -63,14 +64,14 @@ export class StorageDirectory {
   }
 
   /**
-   * Tells the directory whether this master leads, in which term; leading in a new term starts
-   * empty (what it knew from an earlier term is stale: nodes may have died meanwhile).
+   * Tells the directory whether this master leads, in which term. A leader in a new term keeps
+   * what it heard as a follower (nodes heartbeat every master) but declares nobody dead before
+   * it has led for the repair delay: a node it heard nothing from is only suspect until then.
    */
   setLeader(leading: boolean, term: number, now: number): void {
     if (leading && (this.#leaderSince === null || term !== this.#term)) {
       this.#leaderSince = now;
       this.#term = term;
-      this.#nodes.clear();
     } else if (!leading) {
       this.#leaderSince = null;
     }

@@ -391,22 +391,8 @@ export class FileStore {
     const e = this.#index.get(hex);
     if (!e || Date.now() - e.putAt < graceMs) return false;
     for (const u of this.#uploads.values()) if (u.hex === hex && !u.dead) return false;
-    const trash: string[] = [];
-    for (const name of [hex, `${hex}.blocks`]) {
-      const to = `${this.tmpDir}/${name}.deleted-${crypto.randomUUID()}`;
-      try {
-        Deno.renameSync(`${this.filesDir}/${name}`, to);
-        trash.push(to);
-      } catch (err) {
-        if (!(err instanceof Deno.errors.NotFound)) {
-          this.#opts.log.warn("cannot delete file", { file: hex, error: err });
-          if (name === hex) return false; // still in place and indexed: a later round retries
-        }
-      }
-    }
-    this.#index.delete(hex);
-    this.#storedBytes -= e.size;
-    this.counters.fetchCounts.delete(hex);
+    const gone = this.#unlinkNow(hex);
+    if (gone === null) return false;
     this.#deleted.delete(hex);
     this.#deleted.set(hex, Date.now());
     while (this.#deleted.size > MAX_DELETED_MEMORY) {
@@ -414,9 +400,9 @@ export class FileStore {
     }
     this.#opts.log.info("file removed", { file: hex, size: e.size, why: "deleted by the cluster" });
     (async () => {
-      for (const t of trash) await Deno.remove(t).catch(() => {});
+      for (const t of gone.trash) await Deno.remove(t).catch(() => {});
       await syncDir(this.filesDir);
-      await this.#owners.drop(hex);
+      await gone.dropped;
     })().catch((err) => this.#opts.log.warn("cleanup of a deleted file failed", { error: err }));
     return true;
   }
@@ -488,18 +474,45 @@ export class FileStore {
     if (!HEX_ID.test(hex)) throw new RequestError(ErrorCode.BadRequest, `bad file id ${hex}`);
     const e = this.#index.get(hex);
     if (!e) return false;
+    const gone = this.#unlinkNow(hex);
+    if (gone === null) return false;
+    this.#opts.log.info("file removed", { file: hex, size: e.size, why });
+    for (const t of gone.trash) await Deno.remove(t).catch(() => {});
+    await syncDir(this.filesDir);
+    await gone.dropped;
+    return true;
+  }
+
+  /**
+   * Takes committed file `hex` out of `files/` and out of the index, synchronously (renames to
+   * the temp directory, no await), so that a put of the same file starting afterwards writes a
+   * new file that nothing here removes. Its owners are dropped in the same step: the drop is
+   * appended to the owners log before any later put's owner, so it cannot erase one. Returns the
+   * renamed paths to delete and the drop, or null (and changes nothing) when the data file could
+   * not be moved.
+   */
+  #unlinkNow(hex: string): { trash: string[]; dropped: Promise<void> } | null {
+    const e = this.#index.get(hex);
+    if (!e) return null;
+    const trash: string[] = [];
+    for (const name of [hex, `${hex}.blocks`]) {
+      const to = `${this.tmpDir}/${name}.deleted-${crypto.randomUUID()}`;
+      try {
+        Deno.renameSync(`${this.filesDir}/${name}`, to);
+        trash.push(to);
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) {
+          this.#opts.log.warn("cannot delete file", { file: hex, error: err });
+          if (name === hex) return null; // still in place and indexed: a later round retries
+        }
+      }
+    }
     this.#index.delete(hex);
     this.#storedBytes -= e.size;
     this.counters.fetchCounts.delete(hex);
-    for (const path of [`${this.filesDir}/${hex}`, `${this.filesDir}/${hex}.blocks`]) {
-      await Deno.remove(path).catch((err) => {
-        if (!(err instanceof Deno.errors.NotFound)) throw err;
-      });
-    }
-    await syncDir(this.filesDir);
-    await this.#owners.drop(hex);
-    this.#opts.log.info("file removed", { file: hex, size: e.size, why });
-    return true;
+    const dropped = this.#owners.drop(hex);
+    dropped.catch(() => {}); // awaited by the caller
+    return { trash, dropped };
   }
 
   /**

@@ -10,6 +10,7 @@ import { MessageType, StorageFlags, type StorageNodes } from "../../wire/mod.ts"
 import type { Credentials } from "../../lib/security.ts";
 import type { Logger } from "../../lib/log.ts";
 import { LeaderClient } from "../master/client.ts";
+import { RpcClient } from "../../lib/rpc.ts";
 import { StorageClient } from "./client.ts";
 import type { FileStore } from "./store.ts";
 import { ReplicaKeeper } from "./repair.ts";
@@ -58,6 +59,7 @@ export class StorageTierMember {
   #o: StorageTierMemberOptions;
   #leader: LeaderClient;
   #peers = new Map<string, StorageClient>();
+  #masterClients = new Map<string, RpcClient>();
   #view: StorageView | null = null;
   #disk: { size: number; avail: number } | null = null;
   #timers: ReturnType<typeof setInterval>[] = [];
@@ -85,6 +87,24 @@ export class StorageTierMember {
     });
     const rate = opts.scrubBytesPerS ?? DEFAULT_SCRUB_BYTES_PER_S;
     this.scrub = rate > 0 ? new Scrubber(opts.store, rate, opts.log) : null;
+  }
+
+  /** Clients of every master this node was started with except the current leader. */
+  #followers(): RpcClient[] {
+    const leader = this.#leader.leader;
+    return this.#o.masters.filter((m) => m !== leader).map((m) => {
+      let c = this.#masterClients.get(m);
+      if (!c) {
+        c = new RpcClient(m, {
+          node: this.#o.node,
+          timeoutMs: 1000,
+          serverRole: "master",
+          auth: this.#o.auth,
+        });
+        this.#masterClients.set(m, c);
+      }
+      return c;
+    });
   }
 
   #peer(endpoint: string, kind: "copy" | "probe"): StorageClient {
@@ -155,7 +175,7 @@ export class StorageTierMember {
     this.#beating = true;
     try {
       const { flags, detail } = this.#flags();
-      const r = await this.#leader.request({
+      const beat = {
         type: MessageType.StorageHeartbeat,
         node: this.#o.node,
         flags,
@@ -166,7 +186,12 @@ export class StorageTierMember {
         underReplicatedBytes: this.repair.stats.underReplicatedBytes,
         endpoint: this.#o.advertised,
         detail,
-      });
+      } as const;
+      // The other masters hear it too (they answer NOT_LEADER): whichever is elected next knows
+      // every storage node at once instead of after a heartbeat (a leader failover does not
+      // leave submissions waiting for storage nodes to find it).
+      for (const c of this.#followers()) c.request(beat, 1000).catch(() => {});
+      const r = await this.#leader.request(beat);
       if (r.type === MessageType.StorageNodes) this.#apply(r);
     } catch (e) {
       if (!this.#stopped) this.#o.log.debug("storage heartbeat failed", { error: e });
@@ -232,6 +257,7 @@ export class StorageTierMember {
     await this.#collecting;
     await Promise.all([this.repair.stop(), this.scrub?.stop()]);
     await this.#leader.close();
+    await Promise.all([...this.#masterClients.values()].map((c) => c.close().catch(() => {})));
     await Promise.all([...this.#peers.values()].map((c) => c.close().catch(() => {})));
   }
 }
