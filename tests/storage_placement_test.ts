@@ -141,7 +141,7 @@ Deno.test("placement: random memberships converge to R replicas on the targets, 
   }
 });
 
-Deno.test("storage directory: alive, suspect, dead; a new leader declares nobody dead at once", () => {
+Deno.test("storage directory: alive, suspect, dead; a new leader declares nobody dead for a repair delay", () => {
   const dir = new StorageDirectory({ repairAfterMs: 10_000, suspectAfterMs: 3000, maxNodes: 2 });
   const beat = (name: string) => ({
     type: MessageType.StorageHeartbeat,
@@ -167,13 +167,15 @@ Deno.test("storage directory: alive, suspect, dead; a new leader declares nobody
   dir.heartbeat(beat("c"), 11_000, 0);
   assert.equal(dir.size, 2);
   assert.deepEqual(dir.list(11_000).map((e) => e.endpoint).sort(), ["tcp://a:1", "tcp://c:1"]);
-  // A leader in a new term starts empty and waits a full repair delay before any death.
+  // A leader in a new term keeps what it heard as a follower, but declares nobody dead before
+  // it has led for a full repair delay.
+  dir.setLeader(false, 1, 15_000);
+  dir.heartbeat(beat("a"), 15_000, 0); // a follower records heartbeats too
   dir.setLeader(true, 2, 20_000);
-  assert.equal(dir.size, 0);
-  dir.heartbeat(beat("a"), 20_000, 0);
-  assert.equal(dir.list(29_000)[0].state, NodeState.Suspect);
-  dir.heartbeat(beat("b"), 29_000, 0);
-  assert.equal(dir.list(30_001)[0].state, NodeState.Dead);
+  assert.equal(dir.size, 2);
+  assert.deepEqual(dir.list(29_000).map((e) => e.state), [NodeState.Suspect, NodeState.Suspect]);
+  dir.heartbeat(beat("a"), 29_000, 0);
+  assert.deepEqual(dir.list(30_001).map((e) => e.state), [NodeState.Alive, NodeState.Dead]);
   // Default replicas: 2 once two nodes are known (a dead one counts), else 1; a flag wins.
   assert.equal(defaultReplicas(0, dir.list(30_001)), 2);
   assert.equal(defaultReplicas(0, dir.list(30_001).slice(0, 1)), 1);

@@ -41,6 +41,9 @@ import type { Registry } from "../../lib/metrics.ts";
 import { MasterMetrics } from "./metrics.ts";
 import { type Dashboard, dashboardToken, startDashboard } from "./dashboard.ts";
 
+/** How long a master's request waits for the first storage node to register, ms. */
+const STORAGE_WAIT_MS = 5000;
+
 /** Options of a master node. */
 export interface MasterOptions {
   listen: string;
@@ -292,8 +295,16 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
   const storage = new ReplicatedStorage(
     {
       view: async () => {
-        const v = await membership.view();
-        return v.members.length > 0 ? v : await seeds.view();
+        // A master that just started (or restarted) has heard from no storage node yet; they
+        // heartbeat every second, so a request waits for them a few seconds before failing.
+        const end = performance.now() + STORAGE_WAIT_MS;
+        for (;;) {
+          const v = await membership.view();
+          if (v.members.length > 0) return v;
+          const s = await seeds.view();
+          if (s.members.length > 0 || performance.now() >= end) return s;
+          await new Promise((r) => setTimeout(r, 100));
+        }
       },
       close: () => Promise.resolve(),
     },
