@@ -1,6 +1,14 @@
 /**
  * The storage node's file store: immutable, content-addressed files on a local disk.
  *
+ * Uploads are split like the other roles: every decision about a file_put chunk (the offset an
+ * upload expects, what is written and durable, group commit, resumption, the shortcut for a
+ * file already here, verification and commit, idle and failed uploads, the memory budget) is
+ * made by the pure `UploadCore` (upload_core.ts); this file is its disk shell: it feeds the
+ * core the chunks and the outcome of every effect, and carries out the effects (open, hash on
+ * the hashing threads + write, fdatasync, verify, commit, remove a temp, answer). Reads, the
+ * index, sidecars, owners and deletion are done here.
+ *
  * Layout of the data directory:
  * - `files/<hex id>`        committed file bytes (id = first 16 bytes of SHA-256 of the bytes);
  * - `files/<hex id>.blocks` sidecar: SHA-256 of every `blockBytes` block, so every read can be
@@ -16,15 +24,16 @@
  *
  * Durability: a file_put chunk is acknowledged only after its bytes are fdatasync'd (which
  * also persists the grown file size; only timestamps are skipped). Chunks that
- * arrive while an fsync of the same upload is running are written and synced together by the
- * next one (group commit), so a pipelining client costs one fsync per batch, not per chunk.
+ * arrive while a batch of the same upload is written or synced are written and synced together
+ * by the next one (group commit), so a pipelining client costs one fsync per batch, not per chunk.
  * The last chunk is verified (length, SHA-256 prefix == id), the sidecar and the file are
  * renamed into `files/` and the directory is fsync'd before the committed ack.
  *
  * Owners: a put that names an owner makes it one only when this put's own bytes were verified
  * (a full upload, or a complete re-upload of a file already here), durably before the
- * committed ack: one append to the owners log, written while the file itself is committed. The shortcut that acks a retried chunk of a file already here (offset > 0)
- * is taken only for an owner; anyone else is told WRONG_OFFSET 0 and sends it all.
+ * committed ack: one append to the owners log, written while the file itself is committed.
+ * The shortcut that acks a retried chunk of a file already here (offset > 0) is taken only for
+ * an owner; anyone else is told WRONG_OFFSET 0 and sends it all.
  *
  * Failures: every file_put is answered. A full disk (ENOSPC, EDQUOT) is NO_SPACE, any other I/O
  * error INTERNAL with the system's text; either way nothing of the upload is kept (its temp file
@@ -52,6 +61,13 @@ import { readFull, syncDir, writeFull } from "../../lib/fsutil.ts";
 import { crc32 } from "../../lib/crc32.ts";
 import type { Logger } from "../../lib/log.ts";
 import { isOwnersName, Owners, OWNERS_SUFFIX } from "./owners.ts";
+import {
+  type PutError,
+  UploadCore,
+  type UploadEffect,
+  type UploadInput,
+  UploadInvariantError,
+} from "./upload_core.ts";
 
 const MiB = 1024 * 1024;
 const SIDECAR_MAGIC = new TextEncoder().encode("DSYSBLK1");
@@ -114,35 +130,26 @@ const DELETED_MEMORY_MS = 3_600_000;
 /** Most deleted files the store remembers. */
 const MAX_DELETED_MEMORY = 100_000;
 
+/** A chunk the core has not answered yet: its bytes, and how to answer it. */
 interface PendingChunk {
   msg: FilePut;
-  /** Settling is idempotent: the first of resolve/reject wins. */
+  key: string;
   resolve: (ack: FilePutAck) => void;
   reject: (e: unknown) => void;
 }
 
-interface Upload {
-  key: string;
-  id: Uuid;
+/** The I/O side of an open upload (its state is UploadCore's). */
+interface UploadIo {
   hex: string;
+  id: Uuid;
   total: number;
   /** Temp path, or null when the file already exists and the upload only verifies the bytes. */
   path: string | null;
   file: Deno.FsFile | null;
-  /** Bytes written (and hashed) so far; durable once the running batch's fsync returns. */
-  written: number;
   /** Whole-file and per-block SHA-256 of the bytes written, on a hashing thread. */
   hasher: Sha256BlockStream;
-  queue: PendingChunk[];
-  running: boolean;
-  ready: Promise<void>;
-  lastUsed: number;
-  /** Failed (or committed): takes no more chunks; stays in the index only while its temp goes. */
-  dead: boolean;
-  /** Why it failed: the answer to chunks that arrive while it is being cleaned up. */
-  failure: RequestError | null;
-  /** User made an owner when the upload commits (null = nobody). */
-  owner: string | null;
+  /** Per-block hashes, once verified. */
+  blocks: Uint8Array | null;
 }
 
 /** Counters of storage_stats, plus per-file fetch counts (file_request at offset 0). */
@@ -180,11 +187,13 @@ export class FileStore {
   #index = new Map<string, Entry>();
   /** Files the cluster deleted here: hex -> Unix ms (bounded, oldest first). */
   #deleted = new Map<string, number>();
-  #uploads = new Map<string, Upload>();
+  /** The uploads' decisions (pure); #chunks and #ios are the shell's side of them. */
+  #core: UploadCore;
+  #chunks = new Map<number, PendingChunk>();
+  #ios = new Map<number, UploadIo>();
+  #nextChunk = 1;
   #storedBytes = 0;
-  #queuedBytes = 0;
   #sweeper: ReturnType<typeof setInterval> | undefined;
-  #closed = false;
 
   private constructor(opts: FileStoreOptions) {
     this.#opts = {
@@ -199,6 +208,12 @@ export class FileStore {
     this.dir = opts.dir;
     this.filesDir = `${opts.dir}/files`;
     this.tmpDir = `${opts.dir}/tmp`;
+    this.#core = new UploadCore({
+      blockBytes: this.#opts.blockBytes,
+      idleUploadMs: this.#opts.idleUploadMs,
+      maxQueuedBytes: this.#opts.maxQueuedBytes,
+      nodeName: opts.nodeName,
+    });
   }
 
   /** Opens (creating) the store: indexes committed files, drops orphans and stale uploads. */
@@ -262,7 +277,7 @@ export class FileStore {
   async #sweepTmp(): Promise<void> {
     const now = Date.now();
     for await (const e of Deno.readDir(this.tmpDir)) {
-      if (this.#uploads.has(e.name)) continue;
+      if (this.#core.hasKey(e.name)) continue;
       const p = `${this.tmpDir}/${e.name}`;
       const st = await Deno.stat(p).catch(() => null);
       if (st && now - (st.mtime?.getTime() ?? 0) > this.#opts.tmpTtlMs) {
@@ -273,13 +288,8 @@ export class FileStore {
   }
 
   #sweepIdle(): void {
-    const now = Date.now();
-    for (const u of this.#uploads.values()) {
-      if (!u.running && u.queue.length === 0 && now - u.lastUsed > this.#opts.idleUploadMs) {
-        // Only the fd and hash state go; the temp file stays and a later chunk resumes it.
-        this.#dropUpload(u, false);
-      }
-    }
+    // Idle uploads lose their fd and hash state; their temp stays and a later chunk resumes it.
+    this.#step({ kind: "tick", nowMs: Date.now() });
   }
 
   /** Number of committed files. */
@@ -294,7 +304,7 @@ export class FileStore {
 
   /** Uploads currently held open (for tests). */
   get openUploads(): number {
-    return this.#uploads.size;
+    return this.#core.size;
   }
 
   #notFound(hex: string): RequestError {
@@ -390,7 +400,7 @@ export class FileStore {
     if (!HEX_ID.test(hex)) throw new RequestError(ErrorCode.BadRequest, `bad file id ${hex}`);
     const e = this.#index.get(hex);
     if (!e || Date.now() - e.putAt < graceMs) return false;
-    for (const u of this.#uploads.values()) if (u.hex === hex && !u.dead) return false;
+    if (this.#core.hasLiveUpload(hex)) return false;
     const gone = this.#unlinkNow(hex);
     if (gone === null) return false;
     this.#deleted.delete(hex);
@@ -677,7 +687,7 @@ export class FileStore {
   }
 
   // -------------------------------------------------------------------------------------------
-  // Uploads
+  // Uploads: the decisions are UploadCore's (upload_core.ts); this carries out its effects.
 
   /**
    * Accepts one file_put chunk; resolves with the ack once its bytes are durable (and, for the
@@ -685,100 +695,259 @@ export class FileStore {
    * Chunks of one upload (same file id and uploader, see the module doc) are processed
    * strictly in arrival order.
    */
-  async put(msg: FilePut, from: PutFrom = { owner: null }): Promise<FilePutAck> {
-    // Everything up to the queueing below runs synchronously (no await before it), so chunks
-    // keep their arrival order.
-    if (this.#closed) throw new RequestError(ErrorCode.Unavailable, "storage node closing");
+  put(msg: FilePut, from: PutFrom = { owner: null }): Promise<FilePutAck> {
     const hex = uuidToHex(msg.file);
-    if (msg.offset + msg.data.length > msg.totalLength) {
-      throw new RequestError(
-        ErrorCode.BadRequest,
-        `file ${hex}: chunk [${msg.offset}, ${msg.offset + msg.data.length}) beyond ` +
-          `total length ${msg.totalLength}`,
-      );
-    }
-    if (this.#queuedBytes + msg.data.length > this.#opts.maxQueuedBytes) {
-      throw new RequestError(
-        ErrorCode.Unavailable,
-        `storage node ${this.#opts.nodeName} busy: ${this.#queuedBytes} upload bytes queued`,
-      );
-    }
-    // A put of a file already here (a re-put, a verifying upload) makes it young again: the
-    // collector never deletes a file put within the grace (removeIfIdle).
-    const here = this.#index.get(hex);
-    if (here) here.putAt = Date.now();
-    // The chunk's bytes stay referenced (budgeted) until it is answered, whichever way.
-    const size = msg.data.length;
-    this.#queuedBytes += size;
-    try {
-      return await this.#putChunk(msg, hex, from);
-    } finally {
-      this.#queuedBytes -= size;
+    const key = `${hex}.${uploaderTag(msg.node, from)}`;
+    const id = this.#nextChunk++;
+    const owner = from.owner;
+    const found = this.#index.get(hex);
+    const answer = new Promise<FilePutAck>((resolve, reject) => {
+      this.#chunks.set(id, { msg, key, resolve, reject });
+    });
+    this.#step({
+      kind: "chunk",
+      id,
+      key,
+      hex,
+      offset: msg.offset,
+      length: msg.data.length,
+      totalLength: msg.totalLength,
+      last: (msg.flags & FilePutFlags.Last) !== 0,
+      owner,
+      here: found ? { size: found.size, corrupt: found.corrupt !== null } : null,
+      ownerHas: owner === null || (found !== undefined && this.#owners.has(hex, owner)),
+      nowMs: Date.now(),
+    });
+    return answer;
+  }
+
+  /** Feeds the upload core and carries out what it decides, in order. */
+  #step(input: UploadInput): void {
+    for (const e of this.#core.step(input)) this.#effect(e);
+  }
+
+  #effect(e: UploadEffect): void {
+    switch (e.kind) {
+      case "ack": {
+        const c = this.#answered(e.chunk);
+        c.resolve(this.#ack(c.msg.file, e.durable, e.committed));
+        return;
+      }
+      case "error":
+        this.#answered(e.chunk).reject(
+          new RequestError(e.error.code, e.error.message, e.error.value),
+        );
+        return;
+      case "count":
+        this.counters.puts++;
+        this.counters.putBytes += e.bytes;
+        return;
+      case "touch": {
+        // The collector never deletes a file put within the grace (removeIfIdle).
+        const here = this.#index.get(e.hex);
+        if (here) here.putAt = Date.now();
+        return;
+      }
+      case "open": {
+        const io: UploadIo = {
+          hex: e.hex,
+          id: hexToId(e.hex),
+          total: e.total,
+          path: e.verifyOnly ? null : `${this.tmpDir}/${e.key}`,
+          file: null,
+          hasher: sha256BlockStream(this.#opts.blockBytes),
+          blocks: null,
+        };
+        this.#ios.set(e.upload, io);
+        this.#io(e.upload, io, () => this.#openUpload(e.upload, io, e.fresh));
+        return;
+      }
+      case "write": {
+        const io = this.#ios.get(e.upload)!;
+        const data = this.#chunks.get(e.chunk)!.msg.data.subarray(e.from, e.from + e.length);
+        this.#io(e.upload, io, async () => {
+          // Hashed on a hashing thread (copied there: lib/hash_worker.ts), then written.
+          await io.hasher.update(data);
+          if (io.file) {
+            await io.file.seek(e.at, Deno.SeekMode.Start);
+            await writeFull(io.file, data);
+          }
+          return { kind: "write_done", upload: e.upload };
+        });
+        return;
+      }
+      case "sync": {
+        const io = this.#ios.get(e.upload)!;
+        this.#io(e.upload, io, async () => {
+          await io.file?.syncData();
+          return { kind: "sync_done", upload: e.upload };
+        });
+        return;
+      }
+      case "verify": {
+        const io = this.#ios.get(e.upload)!;
+        this.#io(e.upload, io, async () => {
+          const { digest, blocks } = await io.hasher.finish();
+          io.blocks = blocks;
+          const got = digest.subarray(0, 16);
+          return {
+            kind: "verify_done",
+            upload: e.upload,
+            mismatch: bytesEqual(got, io.id)
+              ? null
+              : `content hashes to ${uuidToHex(got)}, not the id`,
+          };
+        });
+        return;
+      }
+      case "commit": {
+        const io = this.#ios.get(e.upload)!;
+        this.#io(e.upload, io, () => this.#commit(e.upload, io, e.owner));
+        return;
+      }
+      case "put_whole": {
+        const c = this.#chunks.get(e.chunk)!;
+        const hex = uuidToHex(c.msg.file);
+        this.#putWhole(c.msg, hex, c.key, e.owner).then(
+          (): UploadInput => ({ kind: "whole_done", chunk: e.chunk, error: null }),
+          (err): UploadInput => ({
+            kind: "whole_done",
+            chunk: e.chunk,
+            error: putError(this.#ioError(`put of file ${hex}`, err)),
+          }),
+        ).then((input) => this.#stepAfterIo(input));
+        return;
+      }
+      case "drop": {
+        const io = this.#ios.get(e.upload);
+        this.#ios.delete(e.upload);
+        if (io) closeIo(io);
+        if (e.error) {
+          this.#logged(
+            io?.hex ?? "",
+            new RequestError(e.error.code, e.error.message, e.error.value),
+          );
+        }
+        if (e.removeTemp) {
+          const path = io?.path;
+          (path ? this.#removeQuietly(path) : Promise.resolve())
+            .then(() => this.#stepAfterIo({ kind: "dropped", upload: e.upload }));
+        }
+        return;
+      }
     }
   }
 
-  #putChunk(msg: FilePut, hex: string, from: PutFrom): Promise<FilePutAck> {
-    const key = `${hex}.${uploaderTag(msg.node, from)}`;
-    const owner = from.owner;
-    let u = this.#uploads.get(key);
-    if (u?.dead) {
-      // A failed upload whose temp file is being removed: this chunk belongs to it.
-      return Promise.reject(u.failure ?? new RequestError(ErrorCode.Unavailable, "upload closing"));
-    }
-    const whole = msg.offset === 0 && (msg.flags & FilePutFlags.Last) !== 0 &&
-      msg.data.length === msg.totalLength && msg.totalLength <= this.#opts.blockBytes;
-    if (!u && whole) {
-      const found = this.#index.get(hex);
-      if (!found || found.corrupt) return this.#putWhole(msg, hex, key, owner);
-    }
-    if (!u) {
-      const found = this.#index.get(hex);
-      // A corrupt copy is replaced by a full upload, not merely checked against.
-      const existing = found?.corrupt ? undefined : found;
-      if (existing && msg.offset > 0) {
-        // A retry after a lost committed ack (or a re-put of an existing file that skipped the
-        // start): the verified bytes under this id are already here.
-        if (existing.size !== msg.totalLength) {
-          return Promise.reject(
-            this.#conflict(hex, `length ${msg.totalLength} != ${existing.size}`),
-          );
-        }
-        return this.#alreadyHere(msg, hex, existing.size, owner);
-      }
-      u = this.#newUpload(key, msg, hex, !!existing, owner);
-    }
-    u.lastUsed = Date.now();
-    const up = u;
-    return new Promise<FilePutAck>((resolve, reject) => {
-      up.queue.push({ msg, resolve, reject });
-      if (!up.running) this.#run(up);
-    });
+  /** The shell's record of chunk `id`, which the core just answered (exactly once). */
+  #answered(id: number): PendingChunk {
+    const c = this.#chunks.get(id);
+    if (!c) throw new UploadInvariantError(`store: chunk ${id} answered twice`);
+    this.#chunks.delete(id);
+    return c;
   }
 
   /**
-   * A chunk past offset 0 of a file already here, with no upload of it open: acked committed
-   * for an uploader that owns it (or names no owner); anyone else has not shown the bytes and
-   * is told to send them all (WRONG_OFFSET with value 0, which clients resume from).
+   * Runs the one outstanding I/O of an upload and feeds its outcome to the core; a thrown error
+   * is the upload's failure (NO_SPACE or INTERNAL). An upload dropped meanwhile (closing) has its
+   * file closed here.
    */
-  #alreadyHere(
-    msg: FilePut,
-    hex: string,
-    size: number,
-    owner: string | null,
-  ): Promise<FilePutAck> {
-    if (owner !== null && !this.#owners.has(hex, owner)) {
-      return Promise.reject(
-        new RequestError(
-          ErrorCode.WrongOffset,
-          `file ${hex}: expected offset 0, got ${msg.offset} (the file is here, but ${owner} ` +
-            `becomes an owner only by sending all of it)`,
-          0,
-        ),
-      );
+  #io(upload: number, io: UploadIo, op: () => Promise<UploadInput>): void {
+    op().catch((e): UploadInput => ({
+      kind: "failed",
+      upload,
+      error: putError(this.#ioError(`upload of ${io.hex}`, e)),
+    })).then((input) => {
+      if (this.#ios.get(upload) !== io) closeIo(io);
+      this.#stepAfterIo(input);
+    });
+  }
+
+  /** #step from an I/O callback: a broken invariant is logged, then thrown (a bug: crash). */
+  #stepAfterIo(input: UploadInput): void {
+    try {
+      this.#step(input);
+    } catch (e) {
+      this.#opts.log.error("upload core failed", { input: input.kind, error: e });
+      throw e;
     }
-    this.counters.puts++;
-    this.counters.putBytes += msg.data.length;
-    return Promise.resolve(this.#ack(msg.file, size, true));
+  }
+
+  /** Opens the temp file; an existing one (from before a restart) is rehashed and resumed. */
+  async #openUpload(upload: number, io: UploadIo, fresh: boolean): Promise<UploadInput> {
+    if (!io.path) return { kind: "opened", upload, size: 0 };
+    if (fresh) {
+      await Deno.remove(io.path).catch(() => {});
+      io.file = await Deno.open(io.path, { read: true, write: true, create: true });
+    } else {
+      try {
+        io.file = await Deno.open(io.path, { read: true, write: true });
+      } catch (e) {
+        // No empty temp file is left behind for an uploader that has to start over.
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+        return { kind: "open_missing", upload };
+      }
+    }
+    const size = (await io.file.stat()).size;
+    if (size === 0) {
+      // Acks report durable bytes of this temp file: its directory entry must be durable too.
+      await syncDir(this.tmpDir);
+      return { kind: "opened", upload, size: 0 };
+    }
+    const buf = new Uint8Array(4 * MiB);
+    await io.file.seek(0, Deno.SeekMode.Start);
+    let read = 0;
+    for (;;) {
+      const k = await io.file.read(buf);
+      if (k === null) break;
+      await io.hasher.update(buf.subarray(0, k));
+      read += k;
+    }
+    // Bytes past the last fsync may be lost by a power cut but not by a process crash; a gap
+    // or damage there is caught by the final hash check (CONFLICT, client restarts).
+    await io.file.syncData();
+    this.#opts.log.info("upload resumed", { file: io.hex, offset: read });
+    return { kind: "opened", upload, size: read };
+  }
+
+  /** Commits a verified upload (and records its owner); throws when it cannot. */
+  async #commit(upload: number, io: UploadIo, owner: string | null): Promise<UploadInput> {
+    const bb = this.#opts.blockBytes;
+    // The owner is recorded alongside the commit, both awaited before the ack (see #putWhole:
+    // a record outliving a failed commit is harmless).
+    const owned = owner === null ? null : this.#owners.add(io.hex, owner);
+    owned?.catch(() => {}); // awaited below, unless the commit's own failure is the answer
+    if (io.path) {
+      io.file?.close();
+      io.file = null;
+      // Sidecar first: a data file in files/ always has its sidecar (or it gets rebuilt).
+      await writeSidecar(this.filesDir, io.hex, io.total, bb, io.blocks!);
+      const dest = `${this.filesDir}/${io.hex}`;
+      try {
+        await Deno.rename(io.path, dest);
+      } catch (e) {
+        // The new sidecar would be an orphan (unless it now describes a file already here).
+        if (!this.#index.has(io.hex)) await this.#removeQuietly(`${dest}.blocks`);
+        throw e;
+      }
+      // In place but, should these fail, not known durable: not indexed (not acknowledged).
+      await syncDir(this.filesDir);
+      await syncDir(this.tmpDir);
+      // Replacing a corrupt copy (possibly truncated on disk) or a concurrent commit.
+      this.#storedBytes += io.total - (this.#index.get(io.hex)?.size ?? 0);
+      this.#index.set(io.hex, {
+        size: io.total,
+        blocks: io.blocks,
+        blockBytes: bb,
+        loading: null,
+        corrupt: null,
+        putAt: Date.now(),
+      });
+      this.#opts.log.info("file committed", { file: io.hex, size: io.total });
+    }
+    // The bytes were verified (stored now, or found equal to the stored ones): the owner has
+    // shown possession. Recorded before the ack; a failure fails the put (its retry re-adds).
+    await owned;
+    return { kind: "commit_done", upload };
   }
 
   /**
@@ -906,270 +1075,15 @@ export class FileStore {
     };
   }
 
-  #newUpload(
-    key: string,
-    msg: FilePut,
-    hex: string,
-    verifyOnly: boolean,
-    owner: string | null,
-  ): Upload {
-    const u: Upload = {
-      key,
-      id: msg.file.slice(),
-      hex,
-      total: msg.totalLength,
-      path: verifyOnly ? null : `${this.tmpDir}/${key}`,
-      file: null,
-      written: 0,
-      hasher: sha256BlockStream(this.#opts.blockBytes),
-      queue: [],
-      running: false,
-      ready: Promise.resolve(),
-      lastUsed: Date.now(),
-      dead: false,
-      failure: null,
-      owner,
-    };
-    this.#uploads.set(key, u);
-    u.ready = this.#openUpload(u, msg.offset);
-    return u;
-  }
-
-  /** Opens the temp file; an existing one (from before a restart) is rehashed and resumed. */
-  async #openUpload(u: Upload, firstOffset: number): Promise<void> {
-    if (!u.path) return;
-    if (firstOffset === 0) {
-      // The uploader starts over: an earlier attempt's leftovers are discarded so a fresh
-      // attempt never inherits bytes damaged by a crash. Resuming means sending offset > 0.
-      await Deno.remove(u.path).catch(() => {});
-      u.file = await Deno.open(u.path, { read: true, write: true, create: true });
-    } else {
-      try {
-        u.file = await Deno.open(u.path, { read: true, write: true });
-      } catch (e) {
-        // Nothing to resume (never started here, or dropped after a failure): the uploader
-        // starts over, and no empty temp file is left behind for it.
-        if (!(e instanceof Deno.errors.NotFound)) throw e;
-        throw new RequestError(
-          ErrorCode.WrongOffset,
-          `file ${u.hex}: expected offset 0, got ${firstOffset}`,
-          0,
-        );
-      }
-    }
-    const size = (await u.file.stat()).size;
-    if (size === 0) {
-      // Acks report durable bytes of this temp file: its directory entry must be durable too.
-      await syncDir(this.tmpDir);
-      return;
-    }
-    const buf = new Uint8Array(4 * MiB);
-    await u.file.seek(0, Deno.SeekMode.Start);
-    for (;;) {
-      const k = await u.file.read(buf);
-      if (k === null) break;
-      await this.#hashIn(u, buf.subarray(0, k));
-      u.written += k;
-    }
-    // Bytes past the last fsync may be lost by a power cut but not by a process crash; a gap
-    // or damage there is caught by the final hash check (CONFLICT, client restarts).
-    await u.file.syncData();
-    this.#opts.log.info("upload resumed", { file: u.hex, offset: u.written });
-  }
-
-  /** Hashes bytes of the upload (copied to a hashing thread: lib/hash_worker.ts). */
-  #hashIn(u: Upload, data: Uint8Array): Promise<void> {
-    return u.hasher.update(data);
-  }
-
-  /** Works through the upload's queue; never rejects (it is not awaited). */
-  async #run(u: Upload): Promise<void> {
-    u.running = true;
-    try {
-      try {
-        await u.ready;
-      } catch (e) {
-        await this.#failUpload(u, this.#ioError(`upload of ${u.hex}`, e));
-        return;
-      }
-      while (u.queue.length > 0 && !u.dead) {
-        const batch = u.queue.splice(0);
-        try {
-          await this.#runBatch(u, batch);
-        } catch (e) {
-          // The temp file is in an unknown state: answer every chunk of the batch not answered
-          // yet (settling is idempotent: acked ones stay acked), then drop the upload entirely.
-          const err = this.#ioError(`upload of ${u.hex}`, e);
-          for (const c of batch) c.reject(err);
-          await this.#failUpload(u, err);
-        }
-      }
-    } catch (e) {
-      this.#opts.log.error("upload loop failed", { file: u.hex, error: e });
-    } finally {
-      u.running = false;
-      // A chunk may have queued between the loop's last check and here.
-      if (u.queue.length > 0 && !u.dead) this.#run(u);
-    }
-  }
-
-  /**
-   * Writes a batch of chunks, fsyncs once, then acks (or commits on the last chunk). Throws on
-   * a failure of the upload (I/O error, failed verification); `#run` answers and cleans up.
-   */
-  async #runBatch(u: Upload, batch: PendingChunk[]): Promise<void> {
-    const acked: PendingChunk[] = [];
-    let last: PendingChunk | null = null;
-    for (let i = 0; i < batch.length; i++) {
-      const c = batch[i];
-      const m = c.msg;
-      if (m.totalLength !== u.total) {
-        c.reject(
-          new RequestError(
-            ErrorCode.BadRequest,
-            `file ${u.hex}: total length ${m.totalLength} != ${u.total} of the upload`,
-          ),
-        );
-        continue;
-      }
-      if (m.offset > u.written) {
-        c.reject(
-          new RequestError(
-            ErrorCode.WrongOffset,
-            `file ${u.hex}: expected offset ${u.written}, got ${m.offset}`,
-            u.written,
-          ),
-        );
-        continue;
-      }
-      const end = m.offset + m.data.length;
-      if (end > u.written) {
-        // Only the part not already stored is written (a retried chunk may overlap).
-        const fresh = m.data.subarray(u.written - m.offset);
-        await this.#hashIn(u, fresh);
-        if (u.file) {
-          await u.file.seek(u.written, Deno.SeekMode.Start);
-          await writeFull(u.file, fresh);
-        }
-        u.written = end;
-      }
-      this.counters.puts++;
-      this.counters.putBytes += m.data.length;
-      if (m.flags & FilePutFlags.Last) {
-        last = c;
-        // Chunks after the last one of a batch are stale retries: answer them afterwards.
-        for (const rest of batch.slice(i + 1)) u.queue.push(rest);
-        break;
-      }
-      acked.push(c);
-    }
-    if (u.file && acked.length + (last ? 1 : 0) > 0) await u.file.syncData();
-    for (const c of acked) c.resolve(this.#ack(u.id, u.written, false));
-    if (last) await this.#commit(u, last);
-  }
-
-  /** Verifies and commits the upload; throws (to `#run`) when it cannot. */
-  async #commit(u: Upload, c: PendingChunk): Promise<void> {
-    if (u.written !== u.total || c.msg.offset + c.msg.data.length !== u.total) {
-      throw this.#conflict(
-        u.hex,
-        `length mismatch: last chunk ends at ${u.written}, total ${u.total}`,
-      );
-    }
-    const bb = this.#opts.blockBytes;
-    const { digest, blocks } = await u.hasher.finish();
-    if (!bytesEqual(digest.subarray(0, 16), u.id)) {
-      throw this.#conflict(
-        u.hex,
-        `content hashes to ${uuidToHex(digest.subarray(0, 16))}, not the id`,
-      );
-    }
-    // Verified: the owner is recorded alongside the commit, both awaited before the ack (see
-    // #putWhole: a record outliving a failed commit is harmless).
-    const owned = u.owner === null ? null : this.#owners.add(u.hex, u.owner);
-    owned?.catch(() => {}); // awaited below, unless the commit's own failure is the answer
-    if (u.path) {
-      u.file?.close();
-      u.file = null;
-      // Sidecar first: a data file in files/ always has its sidecar (or it gets rebuilt).
-      await writeSidecar(this.filesDir, u.hex, u.total, bb, blocks);
-      const dest = `${this.filesDir}/${u.hex}`;
-      try {
-        await Deno.rename(u.path, dest);
-      } catch (e) {
-        // The new sidecar would be an orphan (unless it now describes a file already here).
-        if (!this.#index.has(u.hex)) await this.#removeQuietly(`${dest}.blocks`);
-        throw e;
-      }
-      // In place but, should these fail, not known durable: not indexed (not acknowledged).
-      await syncDir(this.filesDir);
-      await syncDir(this.tmpDir);
-      // Replacing a corrupt copy (possibly truncated on disk) or a concurrent commit.
-      this.#storedBytes += u.total - (this.#index.get(u.hex)?.size ?? 0);
-      this.#index.set(u.hex, {
-        size: u.total,
-        blocks,
-        blockBytes: bb,
-        loading: null,
-        corrupt: null,
-        putAt: Date.now(),
-      });
-      this.#opts.log.info("file committed", { file: u.hex, size: u.total });
-    }
-    // The bytes were verified (stored now, or found equal to the stored ones): u.owner has
-    // shown possession. Recorded before the ack; a failure fails the put (its retry re-adds).
-    await owned;
-    this.#dropUpload(u, true);
-    c.resolve(this.#ack(u.id, u.total, true));
-    // Stale retries queued behind the last chunk: the file is committed now.
-    for (const r of u.queue.splice(0)) r.resolve(this.#ack(u.id, u.total, true));
-  }
-
-  /**
-   * Drops a failed upload: answers its queued chunks, closes and removes its temp file. Until
-   * the temp is gone the upload stays indexed (dead), so that chunks still arriving for it get
-   * the same answer instead of starting a new upload on the same temp path.
-   */
-  async #failUpload(u: Upload, err: RequestError): Promise<void> {
-    u.dead = true;
-    u.hasher.abort();
-    u.failure = err;
-    for (const c of u.queue.splice(0)) c.reject(err);
-    try {
-      u.file?.close();
-    } catch { /* already closed */ }
-    u.file = null;
-    try {
-      if (u.path) await this.#removeQuietly(u.path);
-    } finally {
-      if (this.#uploads.get(u.key) === u) this.#uploads.delete(u.key);
-    }
-    this.#logged(u.hex, err);
-  }
-
-  #dropUpload(u: Upload, dead: boolean): void {
-    u.dead = u.dead || dead;
-    u.hasher.abort();
-    try {
-      u.file?.close();
-    } catch { /* already closed */ }
-    u.file = null;
-    if (this.#uploads.get(u.key) === u) this.#uploads.delete(u.key);
-  }
-
   /** Stops accepting uploads, waits for running batches and closes all files. */
   async close(): Promise<void> {
-    this.#closed = true;
     clearInterval(this.#sweeper);
-    for (let i = 0; i < 200 && [...this.#uploads.values()].some((u) => u.running); i++) {
+    this.#step({ kind: "close" });
+    for (let i = 0; i < 200 && this.#core.busy; i++) {
       await new Promise((r) => setTimeout(r, 10));
     }
-    for (const u of [...this.#uploads.values()]) {
-      for (const c of u.queue.splice(0)) {
-        c.reject(new RequestError(ErrorCode.Unavailable, "storage node closing"));
-      }
-      this.#dropUpload(u, false);
-    }
+    // Whatever is still unanswered is told UNAVAILABLE; every upload's file is closed.
+    this.#step({ kind: "shutdown" });
     await this.#owners.close();
   }
 }
@@ -1297,6 +1211,20 @@ function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+/** A RequestError as the core's error value. */
+function putError(e: RequestError): PutError {
+  return { code: e.code as PutError["code"], message: e.message, value: e.value };
+}
+
+/** Closes an upload's file and stops its hashing (idempotent). */
+function closeIo(io: UploadIo): void {
+  io.hasher.abort();
+  try {
+    io.file?.close();
+  } catch { /* already closed */ }
+  io.file = null;
 }
 
 function hexToId(hex: string): Uuid {
