@@ -14,6 +14,34 @@ export async function writeFileDurable(path: string, data: Uint8Array): Promise<
   await syncDir(dirname(path));
 }
 
+/**
+ * Writes the file at `path` through a temp file next to it, so `path` never holds partial bytes:
+ * `fill` writes the temp (it may throw: the temp is then removed), which is fdatasync'd unless
+ * `fsync` is false, renamed into place, and the directory fsync'd (also unless `fsync` is false).
+ * Returns what `fill` returned.
+ */
+export async function writeViaTemp<T>(
+  path: string,
+  fsync: boolean,
+  fill: (f: Deno.FsFile) => Promise<T>,
+): Promise<T> {
+  const tmp = `${path}.part-${crypto.randomUUID()}`;
+  const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
+  let out: T;
+  try {
+    out = await fill(f);
+    if (fsync) await f.syncData();
+  } catch (e) {
+    f.close();
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+  f.close();
+  await Deno.rename(tmp, path);
+  if (fsync) await syncDir(dirname(path));
+  return out;
+}
+
 /** fsyncs a directory so that a rename or create inside it survives a crash. */
 export async function syncDir(dir: string): Promise<void> {
   const d = await Deno.open(dir, { read: true });

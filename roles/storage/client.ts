@@ -25,7 +25,7 @@ import {
   uuidToHex,
 } from "../../wire/mod.ts";
 import { codeName, RpcClient, RpcError } from "../../lib/rpc.ts";
-import { dirname, syncDir } from "../../lib/fsutil.ts";
+import { writeFull, writeViaTemp } from "../../lib/fsutil.ts";
 
 const MiB = 1024 * 1024;
 
@@ -355,25 +355,18 @@ export class StorageClient {
     path: string,
     opts: { fsync?: boolean } & ReadCap = {},
   ): Promise<number> {
-    const fsync = opts.fsync ?? true;
-    const tmp = `${path}.part-${crypto.randomUUID()}`;
-    const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
-    let len = 0;
-    try {
-      len = await this.#download(id, Number.MAX_SAFE_INTEGER, () => {}, async (_off, data) => {
-        let n = 0;
-        while (n < data.length) n += await f.write(data.subarray(n));
-      }, opts);
-      if (fsync) await f.syncData();
-    } catch (e) {
-      f.close();
-      await Deno.remove(tmp).catch(() => {});
-      throw e;
-    }
-    f.close();
-    await Deno.rename(tmp, path);
-    if (fsync) await syncDir(dirname(path));
-    return len;
+    return await writeViaTemp(
+      path,
+      opts.fsync ?? true,
+      (f) =>
+        this.#download(
+          id,
+          Number.MAX_SAFE_INTEGER,
+          () => {},
+          (_off, data) => writeFull(f, data),
+          opts,
+        ),
+    );
   }
 
   /**

@@ -16,7 +16,7 @@
 import { createHash } from "node:crypto";
 import { ErrorCode, MAX_REPLICAS, type Uuid, uuidToHex } from "../../wire/mod.ts";
 import { type Credentials, KeyringError } from "../../lib/security.ts";
-import { dirname, syncDir } from "../../lib/fsutil.ts";
+import { writeFull, writeViaTemp } from "../../lib/fsutil.ts";
 import { sha256File, type Sha256Stream, sha256Stream } from "../../lib/hash_worker.ts";
 import {
   type PutOptions,
@@ -239,13 +239,9 @@ export class ReplicatedStorage {
     path: string,
     opts: { fsync?: boolean } & ReadCap = {},
   ): Promise<number> {
-    const fsync = opts.fsync ?? true;
-    const tmp = `${path}.part-${crypto.randomUUID()}`;
-    const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
-    let len = 0;
-    try {
+    return await writeViaTemp(path, opts.fsync ?? true, (f) => {
       let written = 0;
-      len = await this.#download(id, Number.MAX_SAFE_INTEGER, () => {}, async (off, data) => {
+      return this.#download(id, Number.MAX_SAFE_INTEGER, () => {}, async (off, data) => {
         // The sink gets the bytes in order (a failover continues where the last node stopped).
         if (off !== written) {
           throw new StorageError(
@@ -254,19 +250,9 @@ export class ReplicatedStorage {
           );
         }
         written += data.length;
-        let n = 0;
-        while (n < data.length) n += await f.write(data.subarray(n));
+        await writeFull(f, data);
       }, opts);
-      if (fsync) await f.syncData();
-    } catch (e) {
-      f.close();
-      await Deno.remove(tmp).catch(() => {});
-      throw e;
-    }
-    f.close();
-    await Deno.rename(tmp, path);
-    if (fsync) await syncDir(dirname(path));
-    return len;
+    });
   }
 
   async #download(
