@@ -7,20 +7,9 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { HASH_BUFFER_BYTES, HashPool } from "../lib/hash_worker.ts";
+import { bytesOf } from "./storage_helpers.ts";
 
 const MiB = 1024 * 1024;
-
-function bytesOf(seed: number, n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 const ref = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");

@@ -11,38 +11,13 @@ import { StaticMembership } from "../roles/storage/membership.ts";
 import { readOrder } from "../roles/storage/placement.ts";
 import { randomUuid, uuidToHex } from "../wire/mod.ts";
 import { terminate } from "../wire/zmq/mod.ts";
-import { randomBytes } from "./storage_helpers.ts";
-import { within } from "./wait.ts";
+import { randomBytes, StorageProc } from "./storage_helpers.ts";
 
-const CLI = new URL("../roles/storage/cli.ts", import.meta.url).pathname;
 const MiB = 1024 * 1024;
-
-/** A storage node process (insecure, loopback), its endpoint and data directory. */
-async function startNode(dir: string): Promise<{ child: Deno.ChildProcess; endpoint: string }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, "--listen", "tcp://127.0.0.1:0", "--data", dir, "--insecure"],
-    stdout: "piped",
-    stderr: "null",
-    stdin: "null",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = "";
-  for (;;) {
-    const { value, done } = await within(60_000, "the listening line", reader.read());
-    if (done) throw new Error(`storage process exited before listening (data ${dir})`);
-    buf += value;
-    const nl = buf.indexOf("\n");
-    if (nl < 0) continue;
-    (async () => {
-      while (!(await reader.read()).done) { /* drain */ }
-    })().catch(() => {});
-    return { child, endpoint: JSON.parse(buf.slice(0, nl)).endpoint };
-  }
-}
 
 Deno.test("tier reads: a corrupt block fails over mid-file; concurrent reads spread over replicas", async () => {
   const dirs = [await Deno.makeTempDir(), await Deno.makeTempDir()];
-  const nodes = await Promise.all(dirs.map(startNode));
+  const nodes = await Promise.all(dirs.map((d) => StorageProc.start(null, d)));
   const membership = new StaticMembership(nodes.map((n) => n.endpoint), 2);
   const tier = new ReplicatedStorage(membership, randomUuid(), {
     auth: null,
@@ -86,10 +61,7 @@ Deno.test("tier reads: a corrupt block fails over mid-file; concurrent reads spr
     );
   } finally {
     await tier.close();
-    for (const n of nodes) {
-      n.child.kill("SIGKILL");
-      await n.child.status;
-    }
+    for (const n of nodes) await n.kill("SIGKILL");
     for (const d of dirs) await Deno.remove(d, { recursive: true });
     await terminate();
   }

@@ -7,7 +7,7 @@
  */
 import { readFull } from "../lib/fsutil.ts";
 import assert from "node:assert/strict";
-import { idOf, randomBytes } from "./storage_helpers.ts";
+import { idOf, NODE, randomBytes, StorageProc } from "./storage_helpers.ts";
 import { createHash } from "node:crypto";
 import {
   decode,
@@ -21,107 +21,16 @@ import {
   uuidToHex,
 } from "../wire/mod.ts";
 import { Socket } from "../wire/zmq/mod.ts";
-import { RpcClient, RpcError } from "../lib/rpc.ts";
-import {
-  StorageClient,
-  type StorageClientOptions,
-  StorageError,
-} from "../client/storage_client.ts";
+import { RpcError } from "../lib/rpc.ts";
+import { StorageError } from "../client/storage_client.ts";
 import { waitFor, within } from "./wait.ts";
 import { TestKeys } from "./keys_helper.ts";
 
 const MiB = 1024 * 1024;
-const CLI = new URL("../roles/storage/cli.ts", import.meta.url).pathname;
-const DENO = Deno.execPath();
-
-/** The storage node's key name. */
-const NODE = "s1";
 
 /** The keys of one test: the node's, the admin client's and a few users'. */
 function makeKeys(): Promise<TestKeys> {
   return TestKeys.make({ names: { storage: [NODE] }, users: ["alice", "bob"] });
-}
-
-/** A storage node running as its own OS process. */
-class StorageProc {
-  constructor(
-    readonly child: Deno.ChildProcess,
-    readonly endpoint: string,
-    readonly dir: string,
-    readonly keys: TestKeys | null,
-  ) {}
-
-  /** Starts a node with `keys` (its key: NODE), or insecure when `keys` is null. */
-  static async start(
-    keys: TestKeys | null,
-    dir: string,
-    listen = "tcp://127.0.0.1:0",
-    extra: string[] = [],
-  ): Promise<StorageProc> {
-    const verbose = Deno.env.get("DSYS_TEST_VERBOSE") !== undefined;
-    const security = keys ? keys.nodeArgs(NODE) : [];
-    const child = new Deno.Command(DENO, {
-      args: ["run", "-A", CLI, "--listen", listen, "--data", dir, ...security, ...extra],
-      stdout: "piped",
-      stderr: verbose ? "inherit" : "null",
-      stdin: "null",
-    }).spawn();
-    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let buf = "";
-    for (;;) {
-      const { value, done } = await within(60_000, "the listening line", reader.read());
-      if (done) throw new Error(`storage process exited before listening (data ${dir})`);
-      buf += value;
-      const nl = buf.indexOf("\n");
-      if (nl >= 0) {
-        const ev = JSON.parse(buf.slice(0, nl));
-        assert.equal(ev.event, "listening");
-        // Keep draining stdout so the child never blocks on a full pipe.
-        (async () => {
-          while (!(await reader.read()).done) { /* drain */ }
-        })().catch(() => {});
-        return new StorageProc(child, ev.endpoint, dir, keys);
-      }
-    }
-  }
-
-  /** How clients name the node: `s1@tcp://…` (the plain endpoint when insecure). */
-  get ref(): string {
-    return this.keys ? this.keys.ref(NODE, this.endpoint) : this.endpoint;
-  }
-
-  /** A StorageClient as `user` (default: the admin client). */
-  client(node: Uint8Array = randomUuid(), opts: StorageClientOptions = {}, user = "admin") {
-    return new StorageClient(this.ref, node, { ...opts, auth: this.#auth(user) });
-  }
-
-  /** A raw RpcClient as `user` (default: the admin client). */
-  rpc(node: Uint8Array, timeoutMs: number, user = "admin"): RpcClient {
-    return new RpcClient(this.ref, { node, timeoutMs, auth: this.#auth(user) });
-  }
-
-  #auth(user: string) {
-    return this.keys ? this.keys.creds(user) : null;
-  }
-
-  get pid(): number {
-    return this.child.pid;
-  }
-
-  /** Peak resident set size of the node process (VmHWM), bytes. */
-  async peakRss(): Promise<number> {
-    const s = await Deno.readTextFile(`/proc/${this.pid}/status`);
-    const m = /VmHWM:\s+(\d+) kB/.exec(s);
-    assert.ok(m, "VmHWM missing");
-    return Number(m[1]) * 1024;
-  }
-
-  async kill(signal: Deno.Signal = "SIGKILL"): Promise<Deno.CommandStatus> {
-    try {
-      this.child.kill(signal);
-    } catch { /* already gone */ }
-    return await this.child.status;
-  }
 }
 
 /**

@@ -12,7 +12,7 @@ import { LocalCluster } from "../client/local_cluster.ts";
 import { ChunkState, NodeRole, NodeState, uuidFromHex, uuidToHex } from "../wire/mod.ts";
 import { waitFor, waitForJob } from "./wait.ts";
 import { DsysClient } from "../client/commands.ts";
-import { run } from "./storage_helpers.ts";
+import { bytesOf, run } from "./storage_helpers.ts";
 
 const enc = new TextEncoder();
 const NAMES = LocalCluster.storageNames(3);
@@ -25,19 +25,6 @@ const TIER = {
     storage: ["--repair-every", "300ms", "--scrub-rate", "67108864"],
   },
 };
-
-/** Deterministic pseudo-random bytes (seeded), so each file has its own content. */
-function bytesOf(seed: number, n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 /** Which storage nodes (by name) hold committed file `hex` on disk. */
 async function holders(c: LocalCluster, hex: string, names = NAMES): Promise<string[]> {
