@@ -280,20 +280,19 @@ class Access {
    * storage node copying a replica) the owners it carries added, all before the ack.
    */
   async put(m: FilePut, from: Identity | null): Promise<Message> {
-    const hex0 = uuidToHex(m.file);
-    if (this.#store.wasDeleted(hex0)) {
+    const hex = uuidToHex(m.file);
+    if (this.#store.wasDeleted(hex)) {
       if (from?.role === "storage" || (from === null && m.owner?.includes("\n"))) {
         // A repair copy of a file the cluster deleted: the sender's replica is going too.
         throw new RequestError(
           ErrorCode.Conflict,
-          `file ${hex0} was deleted by the cluster: no copy is taken from another storage node`,
+          `file ${hex} was deleted by the cluster: no copy is taken from another storage node`,
         );
       }
-      this.#store.forgetDeleted(hex0); // stored again by a client or a worker: live
+      this.#store.forgetDeleted(hex); // stored again by a client or a worker: live
     }
     const ack = await this.#store.put(m, this.putFrom(m, from));
     if (!ack.committed) return ack;
-    const hex = uuidToHex(m.file);
     if (m.replicas) await this.#store.setReplicas(hex, m.replicas);
     if (from?.role === "storage" && m.owner) {
       const names = m.owner.split("\n").filter((n) => OWNER_NAME.test(n));
