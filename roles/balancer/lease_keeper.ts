@@ -6,7 +6,9 @@
  * @module
  */
 import { LeaderClient } from "../master/client.ts";
+import { type Clock, systemClock, type TimerId } from "../../lib/clock.ts";
 import type { Logger } from "../../lib/log.ts";
+import type { Dial } from "../../lib/transport.ts";
 import { RpcError } from "../../lib/rpc.ts";
 import { MessageType } from "../../wire/mod.ts";
 import type { BalancerLeaseView, LeaseChange } from "./lease.ts";
@@ -30,8 +32,10 @@ export interface LeaseKeeperOptions {
   log: Logger;
   service: BalancerService;
   follower: StandbyFollower;
-  /** Monotonic clock, ms. */
-  monotonic?: () => number;
+  /** Time and timers (default: the process's). */
+  clock?: Clock;
+  /** Makes the channels to the masters (default: ZeroMQ). */
+  dial?: Dial;
 }
 
 /** Keeps asking for the primary lease; see module doc. */
@@ -40,9 +44,10 @@ export class LeaseKeeper {
   #view: BalancerLeaseView;
   #masters: LeaderClient;
   #mono: () => number;
+  #clock: Clock;
   #stopped = false;
   #loop: Promise<void> | null = null;
-  #lapseTimer: ReturnType<typeof setInterval> | undefined;
+  #lapseTimer: TimerId | undefined;
   #wake: (() => void) | null = null;
   /** Replies received so far. */
   replies = 0;
@@ -51,13 +56,19 @@ export class LeaseKeeper {
     if (!o.service.lease) throw new Error("LeaseKeeper: the service was built without a lease");
     this.#o = o;
     this.#view = o.service.lease;
-    this.#mono = o.monotonic ?? (() => performance.now());
-    this.#masters = new LeaderClient(o.masters, { node: o.node, attemptTimeoutMs: 1000 });
+    const clock = this.#clock = o.clock ?? systemClock;
+    this.#mono = () => clock.monotonic();
+    this.#masters = new LeaderClient(o.masters, {
+      node: o.node,
+      attemptTimeoutMs: 1000,
+      clock,
+      ...(o.dial ? { dial: o.dial } : {}),
+    });
   }
 
   /** Starts asking. */
   start(): void {
-    this.#lapseTimer = setInterval(
+    this.#lapseTimer = this.#clock.setInterval(
       () => this.#apply(this.#view.onTick(this.#mono())),
       LAPSE_CHECK_MS,
     );
@@ -105,9 +116,9 @@ export class LeaseKeeper {
       const left = every - (this.#mono() - sentAt);
       if (left > 0) {
         await new Promise<void>((r) => {
-          const t = setTimeout(r, left);
+          const t = this.#clock.setTimeout(r, left);
           this.#wake = () => {
-            clearTimeout(t);
+            this.#clock.clearTimeout(t);
             r();
           };
         });
@@ -119,7 +130,7 @@ export class LeaseKeeper {
   /** Stops asking (the lease then lapses at the masters). */
   async stop(): Promise<void> {
     this.#stopped = true;
-    clearInterval(this.#lapseTimer);
+    this.#clock.clearInterval(this.#lapseTimer);
     this.#wake?.();
     await this.#loop;
     await this.#masters.close();

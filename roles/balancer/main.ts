@@ -16,6 +16,8 @@ import {
   setUpNodeSecurity,
 } from "../../lib/node_security.ts";
 import { RpcServer } from "../../lib/rpc.ts";
+import { systemClock } from "../../lib/clock.ts";
+import { dialZmq } from "../../lib/transport.ts";
 import { createLogger } from "../../lib/log.ts";
 import { loadOrCreateNodeId } from "../../lib/node_id.ts";
 import { joinNamedEndpoint, splitNamedEndpoint } from "../../lib/named_endpoint.ts";
@@ -139,6 +141,7 @@ export async function runBalancer(opts: BalancerOptions): Promise<BalancerNode> 
     pushTimeoutMs: opts.pushTimeoutMs,
     leased,
     auth: creds,
+    clock: systemClock,
   });
   if (opts.metrics) watchBalancer(opts.metrics, service);
   server.setHandler(service.handle);
@@ -146,7 +149,14 @@ export async function runBalancer(opts: BalancerOptions): Promise<BalancerNode> 
   let follower: StandbyFollower | null = null;
   let keeper: LeaseKeeper | null = null;
   if (leased) {
-    follower = new StandbyFollower({ node: nodeId, log, service, syncMs: opts.syncMs });
+    follower = new StandbyFollower({
+      node: nodeId,
+      log,
+      service,
+      syncMs: opts.syncMs,
+      clock: systemClock,
+      dial: dialZmq,
+    });
     keeper = new LeaseKeeper({
       node: nodeId,
       masters: opts.masters!,
@@ -154,6 +164,8 @@ export async function runBalancer(opts: BalancerOptions): Promise<BalancerNode> 
       log,
       service,
       follower,
+      clock: systemClock,
+      dial: dialZmq,
     });
     follower.start();
     keeper.start();

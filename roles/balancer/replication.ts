@@ -24,6 +24,7 @@
  * @module
  */
 import { Buffer } from "node:buffer";
+import { type Clock, systemClock } from "../../lib/clock.ts";
 import { type ChunkAttempt, randomUuid, type Uuid } from "../../wire/mod.ts";
 import type { ChunkScheduler, JobInfo, SchedulerState, WorkerKey } from "./chunk_scheduler.ts";
 
@@ -128,12 +129,16 @@ export interface EventLogOptions {
   maxBytes?: number;
   /** Events are kept only while a follower pulled within this long, ms. */
   followerTtlMs?: number;
+  /** The stream id (default: random; a seeded simulation passes its own to replay exactly). */
+  stream?: Uint8Array;
+  /** Timers for long polls and the monotonic time that stamps a follower's last pull. */
+  clock?: Clock;
 }
 
 /** The primary's recent events, numbered; a follower asks for those after a sequence number. */
 export class EventLog {
   /** Random per log: a follower of another primary (or term) must resnapshot. */
-  readonly stream: Uint8Array = randomUuid();
+  readonly stream: Uint8Array;
   /** Highest sequence number a follower has acknowledged (pulled after). */
   acked = 0;
   #entries: { seq: number; ev: SchedulerEvent; bytes: number }[] = [];
@@ -142,11 +147,19 @@ export class EventLog {
   /** Sequence number of the last event appended (0 = none yet). */
   lastSeq = 0;
   #lastPullMs = -Infinity;
-  #o: Required<EventLogOptions>;
+  #o: Required<Omit<EventLogOptions, "stream">>;
   #waiters = new Set<() => void>();
 
   constructor(o: EventLogOptions = {}) {
-    this.#o = { maxEvents: 200_000, maxBytes: 256 * 1024 * 1024, followerTtlMs: 30_000, ...o };
+    const { stream, ...rest } = o;
+    this.stream = stream?.slice() ?? randomUuid();
+    this.#o = {
+      maxEvents: 200_000,
+      maxBytes: 256 * 1024 * 1024,
+      followerTtlMs: 30_000,
+      clock: systemClock,
+      ...rest,
+    };
   }
 
   /** Sequence number of the oldest event still held (lastSeq + 1 when empty). */
@@ -193,20 +206,21 @@ export class EventLog {
   }
 
   /**
-   * Resolves when an event after `after` exists, or after `ms` (long poll: a follower's pull
-   * returns as soon as there is news, so it lags the primary by a round trip, not a period).
-   * `clock` stamps the end of the wait as the follower's last sign of life.
+   * Resolves when an event after `after` exists, or after `ms` of the log's clock (long poll: a
+   * follower's pull returns as soon as there is news, so it lags the primary by a round trip,
+   * not a period). The end of the wait is stamped as the follower's last sign of life.
    */
-  waitAfter(after: number, ms: number, clock?: () => number): Promise<void> {
+  waitAfter(after: number, ms: number): Promise<void> {
     if (this.lastSeq > after || ms <= 0) return Promise.resolve();
+    const clock = this.#o.clock;
     return new Promise((resolve) => {
       const done = () => {
-        clearTimeout(timer);
+        clock.clearTimeout(timer);
         this.#waiters.delete(done);
-        if (clock) this.#lastPullMs = clock();
+        this.#lastPullMs = clock.monotonic();
         resolve();
       };
-      const timer = setTimeout(done, ms);
+      const timer = clock.setTimeout(done, ms);
       this.#waiters.add(done);
     });
   }

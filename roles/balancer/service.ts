@@ -28,9 +28,11 @@
  * @module
  */
 import { CAP_BYTES, placementTicket, readCapability } from "../../lib/capability.ts";
+import { type Clock, systemClock, type TimerId } from "../../lib/clock.ts";
 import type { Logger } from "../../lib/log.ts";
 import { splitNamedEndpoint } from "../../lib/named_endpoint.ts";
-import { hexId, RequestError, RpcError, type RpcServer } from "../../lib/rpc.ts";
+import { hexId, RequestError, RpcError } from "../../lib/rpc.ts";
+import type { PushServer } from "../../lib/transport.ts";
 import { type Credentials, type Identity, processCredentials } from "../../lib/security.ts";
 import {
   type BalancerSync,
@@ -80,15 +82,21 @@ export interface BalancerServiceOptions extends SchedulerOptions {
   tickMs?: number;
   /** How long to wait for a worker's worker_request_ack, ms. */
   pushTimeoutMs?: number;
-  /** Clock (epoch ms); tests may pass their own. */
-  now?: () => number;
+  /**
+   * Time and timers (default: the process's): `now` stamps scheduler events and capability
+   * expiries, `monotonic` times the lease and the standby's acknowledgements.
+   */
+  clock?: Clock;
+  /**
+   * Makes the id of each event stream (one per term as primary; default random). A seeded
+   * simulation passes a seeded one so that a run replays exactly.
+   */
+  newStreamId?: () => Uuid;
   /**
    * Place chunks only while holding the masters' lease (`--masters` given): the service starts
    * as a standby and the shell feeds it lease changes (`onLease`). false: primary on its own.
    */
   leased?: boolean;
-  /** Monotonic clock for the lease (ms); tests may pass their own. */
-  monotonic?: () => number;
   /**
    * Keys (default: the process's): the cluster secret mints tickets and read capabilities,
    * the keyring tells whether a worker's bound key was revoked. null = insecure mode.
@@ -144,15 +152,16 @@ export class BalancerService {
     droppedOnLapse: 0,
   };
   #o: BalancerServiceOptions;
-  #server: RpcServer | null = null;
+  #server: PushServer | null = null;
   /** Worker key -> routing id of its DEALER (where to push work). */
   #peers = new Map<string, Uint8Array>();
-  #timer: ReturnType<typeof setInterval> | undefined;
+  #timer: TimerId | undefined;
   #pumpQueued = false;
   #now: () => number;
+  #clock: Clock;
   #stopped = false;
   /** Every state change, for standbys that follow this balancer (a new stream per term). */
-  #events = new EventLog();
+  #events: EventLog;
   /** Primary (placing) or standby. */
   #primary: boolean;
   /** The lease as seen from here (null: no masters, primary on its own). */
@@ -171,13 +180,21 @@ export class BalancerService {
   constructor(o: BalancerServiceOptions) {
     this.#o = o;
     this.#creds = o.auth === undefined ? processCredentials() : o.auth;
-    this.#now = o.now ?? Date.now;
+    const clock = this.#clock = o.clock ?? systemClock;
+    this.#now = () => clock.now();
     const adv = splitNamedEndpoint(o.advertised ?? o.endpoint);
     this.#advertised = { endpoint: adv.endpoint, name: adv.name ?? "" };
-    this.#mono = o.monotonic ?? (() => performance.now());
+    this.#mono = () => clock.monotonic();
+    this.#events = this.#newEventLog();
     this.lease = o.leased ? new BalancerLeaseView(o.node) : null;
     this.#primary = !o.leased;
     this.scheduler = new ChunkScheduler(o);
+  }
+
+  /** An event log with a new stream id, on this service's clock. */
+  #newEventLog(): EventLog {
+    const stream = this.#o.newStreamId?.();
+    return new EventLog({ clock: this.#clock, ...(stream ? { stream } : {}) });
   }
 
   /** True while this balancer does not place (follows the primary, or holds no lease). */
@@ -211,7 +228,7 @@ export class BalancerService {
       if (c.kind === "primary" && !this.#primary) {
         this.#primary = true;
         // Followers of the stream of an earlier term would miss what was synced since: new one.
-        this.#events = new EventLog();
+        this.#events = this.#newEventLog();
         this.#do({ t: "touchAll", now: this.#now() });
         this.#o.log.warn("primary balancer lease held: placing chunks", {
           epoch: c.epoch,
@@ -286,7 +303,7 @@ export class BalancerService {
       ev.ack(req.after, this.#mono());
       this.#releaseHeld();
       if (req.after === ev.lastSeq) {
-        await ev.waitAfter(req.after, Math.min(5000, req.waitMs), this.#mono);
+        await ev.waitAfter(req.after, Math.min(5000, req.waitMs));
       }
     }
     if (!this.#primary) {
@@ -319,8 +336,11 @@ export class BalancerService {
     };
   }
 
-  /** Serves through `server` (whose handler must be `handle`); places if primary. */
-  start(server: RpcServer): void {
+  /**
+   * Serves through `server` (an RpcServer whose handler is `handle`, or the simulator's):
+   * pushes go out through it; places if primary.
+   */
+  start(server: PushServer): void {
     this.#server = server;
     this.#stopped = false;
     if (this.#primary) this.#startTicking();
@@ -328,12 +348,12 @@ export class BalancerService {
 
   #startTicking(): void {
     if (this.#timer !== undefined || this.#stopped || !this.#server) return;
-    this.#timer = setInterval(() => this.#tick(), this.#o.tickMs ?? 100);
+    this.#timer = this.#clock.setInterval(() => this.#tick(), this.#o.tickMs ?? 100);
     this.#schedulePump();
   }
 
   #stopTicking(): void {
-    clearInterval(this.#timer);
+    this.#clock.clearInterval(this.#timer);
     this.#timer = undefined;
   }
 

@@ -6,8 +6,9 @@
  * (BalancerLeaseView.following, set through `follow`); this loop never decides to take over.
  * @module
  */
+import { type Clock, systemClock, type TimerId } from "../../lib/clock.ts";
 import type { Logger } from "../../lib/log.ts";
-import { RpcClient } from "../../lib/rpc.ts";
+import { type Dial, dialZmq, type RequestChannel } from "../../lib/transport.ts";
 import { MessageType } from "../../wire/mod.ts";
 import { SyncError } from "./replication.ts";
 import type { BalancerService } from "./service.ts";
@@ -22,12 +23,16 @@ export interface StandbyOptions {
   syncMs?: number;
   /** Longest time the primary may hold a pull waiting for news, ms. */
   waitMs?: number;
+  /** Timers (default: the process's). */
+  clock?: Clock;
+  /** Makes the channel to the primary (default: ZeroMQ). */
+  dial?: Dial;
 }
 
 /** Follows the primary balancer; see module doc. */
 export class StandbyFollower {
   #o: StandbyOptions;
-  #client: RpcClient | null = null;
+  #client: RequestChannel | null = null;
   #target = "";
   #stopped = false;
   #loop: Promise<void> | null = null;
@@ -59,9 +64,9 @@ export class StandbyFollower {
     this.#loop ??= this.#run();
   }
 
-  #clientFor(target: string): RpcClient {
+  #clientFor(target: string): RequestChannel {
     const waitMs = this.#o.waitMs ?? 1000;
-    this.#client ??= new RpcClient(target, {
+    this.#client ??= (this.#o.dial ?? dialZmq)(target, {
       node: this.#o.node,
       // A pull waits up to waitMs at the primary, plus the reply's transfer.
       timeoutMs: waitMs + 2000,
@@ -105,10 +110,11 @@ export class StandbyFollower {
         }
       }
       if (pause > 0) {
+        const clock = this.#o.clock ?? systemClock;
         await new Promise<void>((r) => {
-          const t = setTimeout(r, pause);
+          const t: TimerId = clock.setTimeout(r, pause);
           this.#wake = () => {
-            clearTimeout(t);
+            clock.clearTimeout(t);
             r();
           };
         });

@@ -2,10 +2,12 @@
  * Talks to the master group: sends each request to the leader, following NOT_LEADER redirects
  * and moving to the next master when one does not answer, until the request's deadline.
  */
+import { type Clock, sleep, systemClock } from "../../lib/clock.ts";
 import { splitNamedEndpoint } from "../../lib/named_endpoint.ts";
 import { type Credentials, processCredentials } from "../../lib/security.ts";
 import { ErrorCode, type Message } from "../../wire/mod.ts";
-import { RpcClient, RpcError } from "../../lib/rpc.ts";
+import { RpcError } from "../../lib/rpc.ts";
+import { type Dial, dialZmq, type RequestChannel } from "../../lib/transport.ts";
 
 /** Options of a LeaderClient. */
 export interface LeaderClientOptions {
@@ -16,12 +18,16 @@ export interface LeaderClientOptions {
   deadlineMs?: number;
   /** Keys (default: the process's; null: no CURVE). */
   auth?: Credentials | null;
+  /** Deadlines and back-off pauses (default: the process's clock). */
+  clock?: Clock;
+  /** Makes the channel to each master (default: ZeroMQ). */
+  dial?: Dial;
 }
 
 /** A client of the master group. */
 export class LeaderClient {
   #endpoints: string[];
-  #clients = new Map<string, RpcClient>();
+  #clients = new Map<string, RequestChannel>();
   #current = 0;
   #opts: Required<LeaderClientOptions>;
 
@@ -32,14 +38,16 @@ export class LeaderClient {
       attemptTimeoutMs: 5000,
       deadlineMs: 30_000,
       auth: processCredentials(),
+      clock: systemClock,
+      dial: dialZmq,
       ...opts,
     };
   }
 
-  #client(ep: string): RpcClient {
+  #client(ep: string): RequestChannel {
     let c = this.#clients.get(ep);
     if (!c) {
-      c = new RpcClient(ep, {
+      c = this.#opts.dial(ep, {
         node: this.#opts.node,
         timeoutMs: this.#opts.attemptTimeoutMs,
         serverRole: "master",
@@ -60,13 +68,14 @@ export class LeaderClient {
    * be idempotent: submissions carry client id + sequence); other errors reject at once.
    */
   async request(msg: Message, deadlineMs = this.#opts.deadlineMs): Promise<Message> {
-    const end = Date.now() + deadlineMs;
+    const clock = this.#opts.clock;
+    const end = clock.monotonic() + deadlineMs;
     let lastError: unknown = null;
     let backoff = 50;
-    while (Date.now() < end) {
+    while (clock.monotonic() < end) {
       const ep = this.#endpoints[this.#current];
       try {
-        const left = Math.max(100, Math.min(this.#opts.attemptTimeoutMs, end - Date.now()));
+        const left = Math.max(100, Math.min(this.#opts.attemptTimeoutMs, end - clock.monotonic()));
         return await this.#client(ep).request(msg, left);
       } catch (e) {
         if (!(e instanceof RpcError)) throw e;
@@ -86,7 +95,7 @@ export class LeaderClient {
           this.#clients.delete(ep);
         }
         this.#current = (this.#current + 1) % this.#endpoints.length;
-        await new Promise((r) => setTimeout(r, backoff));
+        await sleep(clock, backoff);
         backoff = Math.min(1000, backoff * 2);
       }
     }
