@@ -15,9 +15,12 @@
  * (acknowledged data would be lost). Compaction and snapshot installation rewrite the log into
  * a fresh segment (written under a temp name, fsync'd, renamed) that starts with a base marker
  * and holds only the entries after the snapshot, then delete the older segments.
+ *
+ * All I/O goes through a {@link DurableFs} ({@link denoFs} unless `StorageOptions.fs` says
+ * otherwise), so the simulator can run this code on a file system that crashes and fails.
  */
 import { crc32 } from "../../../lib/crc32.ts";
-import { syncDir, writeFull } from "../../../lib/fsutil.ts";
+import { denoFs, type DurableFile, type DurableFs } from "../../../lib/fs_api.ts";
 import {
   type Entry,
   type HardState,
@@ -69,6 +72,8 @@ function asStorageError(dir: string, what: string, e: unknown): RaftStorageError
 export interface StorageOptions {
   /** Start a new segment when the current one exceeds this size (default 8 MiB). */
   segmentBytes?: number;
+  /** The file system (default {@link denoFs}, the real disk). */
+  fs?: DurableFs;
 }
 
 /** What start-up recovery found. */
@@ -249,22 +254,24 @@ export class FileStorage {
   private baseTerm = 0;
   private entries: Entry[] = [];
   private seq = 0;
-  private file: Deno.FsFile | null = null;
+  private file: DurableFile | null = null;
   private fileSize = 0;
   private segments: number[] = [];
   private readonly segmentBytes: number;
+  private readonly fs: DurableFs;
   /** What start-up recovery found (torn tail bytes truncated etc.). */
   recovery: RecoveryInfo = { segments: 0, records: 0, truncatedBytes: 0 };
 
   private constructor(readonly dir: string, opts: StorageOptions) {
     this.segmentBytes = opts.segmentBytes ?? 8 << 20;
+    this.fs = opts.fs ?? denoFs;
   }
 
   /** Opens (creating if needed) a storage directory and recovers its state. */
   static open(dir: string, opts: StorageOptions = {}): Promise<FileStorage> {
     return io(dir, "open", async () => {
-      await Deno.mkdir(dir, { recursive: true });
       const s = new FileStorage(dir, opts);
+      await s.fs.mkdirAll(dir);
       await s.recover();
       return s;
     });
@@ -373,7 +380,7 @@ export class FileStorage {
       buf.set(r, o);
       o += r.length;
     }
-    await writeFull(this.file!, buf);
+    await this.file!.append(buf);
     this.fileSize += buf.length;
     await this.file!.syncData();
   }
@@ -383,24 +390,24 @@ export class FileStorage {
     this.file?.close();
     this.seq++;
     const path = `${this.dir}/${segName(this.seq)}`;
-    this.file = await Deno.open(path, { create: true, write: true, append: true });
+    this.file = await this.fs.openAppend(path, { create: true });
     this.fileSize = 0;
     this.segments.push(this.seq);
-    await syncDir(this.dir);
+    await this.fs.syncDir(this.dir);
   }
 
   private async installSnapshot(s: Snapshot, keepTail: boolean): Promise<void> {
     // 1. the snapshot file, atomically
     const tmp = `${this.dir}/snapshot.bin.tmp`;
-    const f = await Deno.open(tmp, { create: true, write: true, truncate: true });
+    const f = await this.fs.openAppend(tmp, { create: true, truncate: true });
     try {
-      await writeFull(f, frame(encSnapshot(s)));
+      await f.append(frame(encSnapshot(s)));
       await f.syncData();
     } finally {
       f.close();
     }
-    await Deno.rename(tmp, `${this.dir}/snapshot.bin`);
-    await syncDir(this.dir);
+    await this.fs.rename(tmp, `${this.dir}/snapshot.bin`);
+    await this.fs.syncDir(this.dir);
     this.snap = s;
     // 2. the log rewritten as base marker + hard state + entries after the snapshot
     const tail = keepTail && this.matches(s.index, s.term)
@@ -415,29 +422,27 @@ export class FileStorage {
     this.file?.close();
     this.seq++;
     const name = segName(this.seq);
-    const t = await Deno.open(`${this.dir}/${name}.tmp`, {
-      create: true,
-      write: true,
-      truncate: true,
-    });
+    const t = await this.fs.openAppend(`${this.dir}/${name}.tmp`, { create: true, truncate: true });
     let size = 0;
     try {
       for (const r of recs) {
-        await writeFull(t, r);
+        await t.append(r);
         size += r.length;
       }
       await t.syncData();
     } finally {
       t.close();
     }
-    await Deno.rename(`${this.dir}/${name}.tmp`, `${this.dir}/${name}`);
-    await syncDir(this.dir);
+    await this.fs.rename(`${this.dir}/${name}.tmp`, `${this.dir}/${name}`);
+    await this.fs.syncDir(this.dir);
     // 3. older segments are now redundant. Remove newest first so a crash midway leaves a
     // contiguous prefix of the old log, which replays cleanly before the base marker.
-    for (const q of old.reverse()) await Deno.remove(`${this.dir}/${segName(q)}`).catch(() => {});
-    await syncDir(this.dir);
+    for (const q of old.reverse()) {
+      await this.fs.remove(`${this.dir}/${segName(q)}`).catch(() => {});
+    }
+    await this.fs.syncDir(this.dir);
     this.segments = [this.seq];
-    this.file = await Deno.open(`${this.dir}/${name}`, { write: true, append: true });
+    this.file = await this.fs.openAppend(`${this.dir}/${name}`);
     this.fileSize = size;
   }
 
@@ -449,11 +454,11 @@ export class FileStorage {
 
   private async recover(): Promise<void> {
     const names: number[] = [];
-    for await (const de of Deno.readDir(this.dir)) {
+    for (const de of await this.fs.list(this.dir)) {
       if (!de.isFile) continue;
       if (de.name.endsWith(".tmp")) {
         // An unfinished rewrite or snapshot: never renamed into place, so never in use.
-        await Deno.remove(`${this.dir}/${de.name}`);
+        await this.fs.remove(`${this.dir}/${de.name}`);
         continue;
       }
       const m = SEG_RE.exec(de.name);
@@ -463,7 +468,7 @@ export class FileStorage {
     // snapshot file
     try {
       const path = `${this.dir}/snapshot.bin`;
-      const b = await Deno.readFile(path);
+      const b = await this.fs.readFile(path);
       const { payloads, validEnd } = scanFrames(b);
       if (payloads.length !== 1 || validEnd !== b.length) {
         throw new StorageError(path, validEnd, "snapshot file corrupt");
@@ -475,14 +480,14 @@ export class FileStorage {
     // segments
     for (let i = 0; i < names.length; i++) {
       const path = `${this.dir}/${segName(names[i])}`;
-      const b = await Deno.readFile(path);
+      const b = await this.fs.readFile(path);
       const { payloads, validEnd } = scanFrames(b);
       if (validEnd !== b.length) {
         if (i !== names.length - 1) {
           throw new StorageError(path, validEnd, "corrupt record in a sealed segment");
         }
         // Torn tail of the segment being written at the crash: never acknowledged, drop it.
-        const f = await Deno.open(path, { write: true });
+        const f = await this.fs.openAppend(path);
         try {
           await f.truncate(validEnd);
           await f.syncData();
@@ -515,8 +520,8 @@ export class FileStorage {
     this.seq = names.length ? names[names.length - 1] : 0;
     if (names.length) {
       const path = `${this.dir}/${segName(this.seq)}`;
-      this.file = await Deno.open(path, { write: true, append: true });
-      this.fileSize = (await this.file.stat()).size;
+      this.file = await this.fs.openAppend(path);
+      this.fileSize = await this.file.size();
     }
   }
 
