@@ -1,8 +1,11 @@
 /**
  * End-to-end throughput: N chunks of a trivial program through a local cluster vs `xargs -P S`
- * running the same per-chunk command line directly, S = total worker slots, in the same run.
+ * running the same per-chunk command line directly, S = total worker slots, in the same run;
+ * and vs Dask distributed (Debian's `python3-distributed`, installed here when missing: the
+ * peer a user would pick), a LocalCluster of as many worker processes x threads as the dsys
+ * cluster has workers x slots, one subprocess per task running the same program.
  *
- * Also the CPU time per chunk of both (all processes, the programs included), read from
+ * Also the CPU time per chunk of each (all processes, the programs included), read from
  * /proc: on a shared, loaded machine throughput swings with the neighbours' load, while the
  * CPU a chunk costs is what bounds throughput on a busy host and varies much less.
  *
@@ -26,6 +29,111 @@ function cpuMs(pid: number | "self"): number {
   // Fields after "(comm) ": state is #3, so utime/stime/cutime/cstime (#14..#17) are 11..14.
   const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
   return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) * 1000 / TICKS_PER_S;
+}
+
+/** The live child pids of `pid` (every thread's), [] once it is gone. */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  try {
+    for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+      const c = Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/children`).trim();
+      if (c) out.push(...c.split(" ").map(Number));
+    }
+  } catch { /* gone meanwhile */ }
+  return out;
+}
+
+/**
+ * CPU ms of `pid`'s whole live process tree (itself included), each process with its reaped
+ * children. A worker's warm sandboxes (bwrap, dsys-exec) live as long as the worker and reap its
+ * chunks' programs: their CPU shows only here, never in the worker's own `cutime`.
+ */
+function treeCpuMs(pid: number): Map<number, number> {
+  const m = new Map<number, number>();
+  const walk = (p: number) => {
+    try {
+      m.set(p, cpuMs(p));
+    } catch {
+      return; // exited meanwhile: its CPU is in its parent's cutime once reaped
+    }
+    for (const k of childrenOf(p)) walk(k);
+  };
+  walk(pid);
+  return m;
+}
+
+/**
+ * A cgroup of the bench's own that a cluster's processes start in (every process they fork
+ * stays in it or below: the workers' slot cgroups are made under their own), so its CPU counter
+ * covers all of them, the sandboxed programs included: a warm slot's dsys-exec lets the kernel
+ * reap its chunks (SIGCHLD ignored), so their CPU is in no process's `cutime`. Linux, root:
+ * cgroup v1's cpuacct hierarchy or cgroup v2; null when neither is writable.
+ */
+class CpuCgroup {
+  readonly dir: string;
+  readonly #v2: boolean;
+
+  private constructor(dir: string, v2: boolean) {
+    this.dir = dir;
+    this.#v2 = v2;
+  }
+
+  /** Makes a fresh cgroup, or null when this host has none the bench may create. */
+  static make(): CpuCgroup | null {
+    const mounts = Deno.readTextFileSync("/proc/self/mountinfo").split("\n").map((l) => {
+      const [pre, post] = l.split(" - ");
+      return { point: pre?.split(" ")[4], fs: post?.split(" ")[0], opts: post?.split(" ")[2] };
+    });
+    const v1 = mounts.find((m) => m.fs === "cgroup" && m.opts?.split(",").includes("cpuacct"));
+    const v2 = mounts.find((m) => m.fs === "cgroup2");
+    const base = v1?.point ?? v2?.point;
+    if (!base) return null;
+    // Not `dsys-*`: workers remove sibling cgroups of that name they take for a dead worker's.
+    const dir = `${base}/bench-e2e-${Deno.pid}-${Math.random().toString(36).slice(2, 8)}`;
+    try {
+      Deno.mkdirSync(dir);
+      return new CpuCgroup(dir, !v1);
+    } catch {
+      return null;
+    }
+  }
+
+  /** The command prefix that moves a process into a cgroup `name` of its own below this one
+   * (as on a host of its own: workers clean up sibling cgroups they take for stale), then execs
+   * the rest. */
+  prefix(name: string): string[] {
+    const d = `${this.dir}/${name}`;
+    return ["sh", "-c", `mkdir -p ${d} && echo $$ > ${d}/cgroup.procs && exec "$@"`, "sh"];
+  }
+
+  /** CPU ms of every process that is or was in it (and its descendant cgroups). */
+  usageMs(): number {
+    if (!this.#v2) return Number(Deno.readTextFileSync(`${this.dir}/cpuacct.usage`)) / 1e6;
+    const t = Deno.readTextFileSync(`${this.dir}/cpu.stat`);
+    return Number(/^usage_usec (\d+)$/m.exec(t)?.[1] ?? NaN) / 1e3;
+  }
+
+  /** Removes it and what is left below it (once its processes are gone), best effort. */
+  remove(): void {
+    const rm = (d: string) => {
+      try {
+        for (const e of Deno.readDirSync(d)) if (e.isDirectory) rm(`${d}/${e.name}`);
+        Deno.removeSync(d);
+      } catch { /* busy or gone: the host's next boot clears it */ }
+    };
+    rm(this.dir);
+  }
+}
+
+/** CPU ms spent by the trees of `pids` between two `treeCpuMs` snapshots (new pids from 0). */
+function treeDelta(before: Map<number, number>[], after: Map<number, number>[]): number {
+  let sum = 0;
+  after.forEach((a, i) => {
+    for (const [pid, ms] of a) sum += ms - (before[i].get(pid) ?? 0);
+    // Gone meanwhile: its whole life is in its parent's cutime now, its past counted before.
+    for (const [pid, ms] of before[i]) if (!a.has(pid)) sum -= ms;
+  });
+  return sum;
 }
 
 const PROGRAM = '#!/bin/sh\necho "chunk $DSYS_CHUNK_INDEX of $DSYS_CHUNK_COUNT"\n';
@@ -59,6 +167,110 @@ async function runXargs(dir: string, chunks: number, parallel: number): Promise<
 }
 
 /**
+ * The Dask baseline's driver (python3): a LocalCluster of `workers` processes x `threads`,
+ * `chunks` tasks each running the program in a subprocess with the chunk's environment and its
+ * stdout to a file (as xargs does), gathered. Prints one JSON line: the wall time from the first
+ * submission to the last result, and the CPU of this process (client and scheduler) and of
+ * every process of the cluster (nannies, workers, the programs they reaped) over that time.
+ */
+const DASK_DRIVER = `
+import json, logging, os, subprocess, sys, time
+import psutil
+from distributed import Client, LocalCluster
+
+prog, out, chunks, workers, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+
+def run(i):
+    env = dict(os.environ, DSYS_CHUNK_INDEX=str(i), DSYS_CHUNK_COUNT=str(chunks))
+    with open(f"{out}/{i}", "wb") as f:
+        subprocess.run([prog], env=env, stdout=f, check=True)
+    return i
+
+def cpu():
+    # Processes that exit are in their parent's children times once reaped.
+    ms = {}
+    me = psutil.Process()
+    for p in [me] + me.children(recursive=True):
+        try:
+            t = p.cpu_times()
+            ms[p.pid] = (t.user + t.system + t.children_user + t.children_system) * 1000
+        except psutil.Error:
+            pass
+    return ms
+
+if __name__ == "__main__":
+    with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
+                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+            Client(cluster) as client:
+        client.wait_for_workers(workers)
+        c0 = cpu()
+        t0 = time.monotonic()
+        done = client.gather(client.map(run, range(chunks), pure=False))
+        secs = time.monotonic() - t0
+        c1 = cpu()
+        assert sorted(done) == list(range(chunks))
+        used = sum(v - c0.get(k, 0) for k, v in c1.items()) - sum(v for k, v in c0.items() if k not in c1)
+        print(json.dumps({"secs": secs, "cpuMs": used}))
+`;
+
+/** Debian's python3, where `python3-distributed` lives (a `python3` earlier on PATH, e.g. a
+ * pyenv shim, would not see it). */
+const PYTHON = "/usr/bin/python3";
+
+/** Installs Debian's python3-distributed when `import distributed` fails (the bench runs as
+ * root on Debian; the test suite never needs it). */
+async function ensureDask(): Promise<void> {
+  const probe = () =>
+    new Deno.Command(PYTHON, { args: ["-c", "import distributed, psutil"], stderr: "null" })
+      .output().then((o) => o.success, () => false);
+  if (await probe()) return;
+  console.error("  e2e bench: installing python3-distributed (Dask baseline)");
+  const env = { DEBIAN_FRONTEND: "noninteractive" };
+  for (
+    const args of [["update", "-q"], [
+      "install",
+      "-y",
+      "-q",
+      "--no-install-recommends",
+      "python3-distributed",
+    ]]
+  ) {
+    const o = await new Deno.Command("apt-get", { args, env, stdout: "null" }).output();
+    if (!o.success) {
+      throw new Error(`apt-get ${args.join(" ")} failed: ${new TextDecoder().decode(o.stderr)}`);
+    }
+  }
+  if (!(await probe())) {
+    throw new Error("python3-distributed installed but `import distributed` fails");
+  }
+}
+
+/** The Dask baseline: the same program per chunk as a Dask task's subprocess. */
+async function runDask(
+  dir: string,
+  chunks: number,
+  workers: number,
+  threads: number,
+): Promise<Run> {
+  const out = await Deno.makeTempDir({ dir, prefix: "dask-out-" });
+  try {
+    const o = await new Deno.Command(PYTHON, {
+      args: ["-c", DASK_DRIVER, `${dir}/prog.sh`, out, `${chunks}`, `${workers}`, `${threads}`],
+      cwd: dir,
+      stdin: "null",
+    }).output();
+    const text = new TextDecoder().decode(o.stdout).trim();
+    if (!o.success) {
+      throw new Error(`Dask baseline failed: ${new TextDecoder().decode(o.stderr).slice(-2000)}`);
+    }
+    const r = JSON.parse(text.slice(text.lastIndexOf("\n") + 1)) as Run;
+    return { secs: r.secs, cpuMs: r.cpuMs };
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+}
+
+/**
  * The dsys workload: a fresh local cluster started with `opts` (secure by default, or
  * `insecure: true`), one job of `chunks` trivial chunks, then the cluster is stopped.
  */
@@ -70,12 +282,29 @@ async function runDsys(
   slots: number,
 ): Promise<Run> {
   const dataDir = await Deno.makeTempDir({ dir, prefix: "cluster-" });
-  const cluster = await LocalCluster.start({ ...opts, workers, slotsPerWorker: slots, dataDir });
+  const cg = CpuCgroup.make();
+  const placement = cg
+    ? (name: string) => ({ host: "127.0.0.1", prefix: cg.prefix(name) })
+    : undefined;
+  let cluster: LocalCluster;
+  try {
+    cluster = await LocalCluster.start({
+      ...opts,
+      workers,
+      slotsPerWorker: slots,
+      dataDir,
+      placement,
+    });
+  } catch (e) {
+    cg?.remove();
+    throw e;
+  }
   const client = new DsysClient(cluster.info);
   try {
     const pids = [...cluster.procs.values()].map((p) => p.child.pid);
-    const clusterCpu = () => pids.reduce((sum, pid) => sum + cpuMs(pid), 0);
-    const cpu0 = clusterCpu();
+    // Without a cgroup of our own: the processes' trees (sandboxed programs not counted).
+    const cg0 = cg?.usageMs() ?? 0;
+    const tree0 = cg ? [] : pids.map(treeCpuMs);
     const t0 = performance.now();
     const job = await client.submit({
       program: new TextEncoder().encode(PROGRAM),
@@ -87,13 +316,14 @@ async function runDsys(
     });
     const s = await client.waitForJob(job, () => {}, 100);
     const secs = (performance.now() - t0) / 1000;
-    // Cluster nodes and the programs their workers reaped; not this client process.
-    const cpu = clusterCpu() - cpu0;
+    // Cluster nodes, their sandboxes and the programs they reaped; not this client process.
+    const cpu = cg ? cg.usageMs() - cg0 : treeDelta(tree0, pids.map(treeCpuMs));
     if (s.state !== ChunkState.Succeeded) throw new Error(`bench job failed: ${s.failed} chunks`);
     return { secs, cpuMs: cpu };
   } finally {
     await client.close();
     await cluster.stop();
+    cg?.remove();
     await Deno.remove(dataDir, { recursive: true }).catch(() => {});
   }
 }
@@ -121,9 +351,13 @@ export async function runE2eBench(
   const dir = await Deno.makeTempDir({ prefix: "dsys-bench-e2e-" });
   await Deno.writeTextFile(`${dir}/prog.sh`, PROGRAM);
   await Deno.chmod(`${dir}/prog.sh`, 0o755);
-  const runs: Record<"xargs" | "secure" | "insecure" | "unsandboxed", Run[]> = {
+  await ensureDask();
+  const kinds = ["xargs", "secure", "dask", "insecure", "unsandboxed"] as const;
+  type Kind = typeof kinds[number];
+  const runs: Record<Kind, Run[]> = {
     xargs: [],
     secure: [],
+    dask: [],
     insecure: [],
     unsandboxed: [],
   };
@@ -134,27 +368,38 @@ export async function runE2eBench(
   };
   try {
     for (let round = 0; round < rounds; round++) {
-      const order = round % 2
-        ? ["unsandboxed", "insecure", "secure"] as const
-        : ["secure", "insecure", "unsandboxed"] as const;
-      for (const what of ["xargs", ...order] as const) {
+      // Interleaved, the order reversed every other round: a drift in the neighbours' load
+      // does not favour whoever always goes first.
+      const order = round % 2 ? [...kinds].reverse() : kinds;
+      for (const what of order) {
         const r = what === "xargs"
           ? await runXargs(dir, chunks, workers * slots)
+          : what === "dask"
+          ? await runDask(dir, chunks, workers, slots)
           : await runDsys(dir, clusterOpts[what], chunks, workers, slots);
         runs[what].push(r);
         console.error(
           `  e2e bench: round ${round + 1} ${what}: ${(chunks / r.secs).toFixed(0)} chunks/s, ` +
-            `${(r.cpuMs / chunks).toFixed(2)} CPU ms/chunk`,
+            `${(r.cpuMs / chunks).toFixed(2)} CPU ms/chunk, load ${Deno.loadavg()[0].toFixed(2)}`,
         );
       }
     }
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
-  const rate = (k: keyof typeof runs) => median(runs[k].map((r) => chunks / r.secs));
-  const cpu = (k: keyof typeof runs) => median(runs[k].map((r) => r.cpuMs / chunks));
+  const rate = (k: Kind) => median(runs[k].map((r) => chunks / r.secs));
+  const cpu = (k: Kind) => median(runs[k].map((r) => r.cpuMs / chunks));
+  /** The range of the per-round ratios of `k` against `base` (each round's pair). */
+  const spread = (k: Kind, base: Kind, cpuRatio = false) => {
+    const rs = runs[k].map((r, j) =>
+      cpuRatio ? runs[base][j].cpuMs / r.cpuMs : runs[base][j].secs / r.secs
+    );
+    return `${Math.min(...rs).toFixed(2)}-${Math.max(...rs).toFixed(2)}`;
+  };
   const d = rate("secure"), b = rate("xargs"), i = rate("insecure"), u = rate("unsandboxed");
+  const k = rate("dask");
   const dc = cpu("secure"), bc = cpu("xargs"), ic = cpu("insecure"), uc = cpu("unsandboxed");
+  const kc = cpu("dask");
   return [{
     name: `end-to-end ${chunks} trivial chunks, ${workers}x${slots} slots`,
     dsys: d,
@@ -162,13 +407,32 @@ export async function runE2eBench(
     unit: "chunks/s",
     ratio: d / b,
     goal: ">= 0.5x xargs",
+    spread: spread("secure", "xargs"),
   }, {
     name: `end-to-end CPU per chunk, all processes (programs included)`,
     dsys: dc,
     baseline: bc,
     unit: "ms/chunk",
     ratio: bc / dc,
+    goal: "dsys <= 3 ms",
+    spread: spread("secure", "xargs", true),
+  }, {
+    name: `end-to-end vs Dask distributed (LocalCluster ${workers} procs x ${slots} threads, ` +
+      `a subprocess per task), ${chunks} chunks`,
+    dsys: d,
+    baseline: k,
+    unit: "chunks/s",
+    ratio: d / k,
+    goal: ">= 1.25x Dask",
+    spread: spread("secure", "dask"),
+  }, {
+    name: `end-to-end CPU per chunk, dsys vs Dask distributed (all processes)`,
+    dsys: dc,
+    baseline: kc,
+    unit: "ms/chunk",
+    ratio: kc / dc,
     goal: "lower is better",
+    spread: spread("secure", "dask", true),
   }, {
     name: `end-to-end secure (CURVE) vs --insecure cluster, ${chunks} chunks`,
     dsys: d,
@@ -202,6 +466,7 @@ export async function runE2eBench(
 
 if (import.meta.main) {
   // `deno run -A bench/e2e.ts [--chunks 2000] [--rounds 3]`
+  console.error(`load average at start: ${Deno.loadavg().map((l) => l.toFixed(2)).join(" ")}`);
   const { values } = parseArgs({
     args: Deno.args,
     options: { chunks: { type: "string" }, rounds: { type: "string" } },
@@ -212,5 +477,6 @@ if (import.meta.main) {
     undefined,
     values.rounds ? Number(values.rounds) : undefined,
   );
-  console.log(markdownTable(rows, "xargs -P"));
+  console.log(markdownTable(rows, "baseline"));
+  console.log(`\nload average at the end: ${Deno.loadavg().map((l) => l.toFixed(2)).join(" ")}`);
 }
