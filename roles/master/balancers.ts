@@ -6,7 +6,7 @@
  * @module
  */
 import type { Logger } from "../../lib/log.ts";
-import { RpcClient } from "../../lib/rpc.ts";
+import { type Dial, dialZmq, type RequestChannel } from "../../lib/transport.ts";
 import { uuidToHex } from "../../wire/mod.ts";
 
 /** Most balancers remembered, and most clients kept open. */
@@ -23,11 +23,12 @@ export interface KnownBalancer {
 /** Known balancers and clients to them; see module doc. */
 export class BalancerDirectory {
   #known = new Map<string, KnownBalancer>();
-  #clients = new Map<string, RpcClient>();
-  #o: { node: Uint8Array; log: Logger; timeoutMs: number };
+  #clients = new Map<string, RequestChannel>();
+  #o: { node: Uint8Array; log: Logger; timeoutMs: number; dial: Dial };
 
-  constructor(o: { node: Uint8Array; log: Logger; timeoutMs?: number }) {
-    this.#o = { timeoutMs: 5000, ...o };
+  /** `dial` makes the clients (default: ZeroMQ; the simulator passes its network's). */
+  constructor(o: { node: Uint8Array; log: Logger; timeoutMs?: number; dial?: Dial }) {
+    this.#o = { ...o, timeoutMs: o.timeoutMs ?? 5000, dial: o.dial ?? dialZmq };
   }
 
   /** Records that `node` asked for the lease from `endpoint` at `now`. */
@@ -46,14 +47,14 @@ export class BalancerDirectory {
   }
 
   /** The client for `endpoint` (created on first use; the least recently used is closed). */
-  client(endpoint: string): RpcClient {
+  client(endpoint: string): RequestChannel {
     let c = this.#clients.get(endpoint);
     if (c) {
       this.#clients.delete(endpoint);
       this.#clients.set(endpoint, c);
       return c;
     }
-    c = new RpcClient(endpoint, {
+    c = this.#o.dial(endpoint, {
       node: this.#o.node,
       timeoutMs: this.#o.timeoutMs,
       log: this.#o.log,

@@ -48,7 +48,9 @@ import {
 } from "./raft/codec.ts";
 import { type FileStorage, RaftStorageError } from "./raft/storage.ts";
 import { ErrorCode, MessageType } from "../../wire/mod.ts";
-import { RequestError, RpcClient } from "../../lib/rpc.ts";
+import { RequestError } from "../../lib/rpc.ts";
+import { type Clock, systemClock, type TimerId } from "../../lib/clock.ts";
+import { type Dial, dialZmq, type RequestChannel } from "../../lib/transport.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { ApplyResult } from "./job_table.ts";
 import type { ReplicatedLog } from "./replicated_log.ts";
@@ -145,6 +147,15 @@ export interface RaftGroupOptions {
   onFatal?: (e: unknown, kind: "storage" | "internal") => void;
   /** Where fsync latencies and leader changes are counted (`--metrics-listen`). */
   metrics?: RaftMetrics;
+  /** Time and timers (default: the process's; the simulator passes virtual time). */
+  clock?: Clock;
+  /** How connections to peers are made (default: ZeroMQ). */
+  dial?: Dial;
+  /**
+   * Seed of the election-timeout randomness (default: a fresh random one per start, so members
+   * never share it; the simulator passes one drawn from its seed for exact replay).
+   */
+  seed?: number;
 }
 
 interface Pending {
@@ -157,7 +168,7 @@ interface PendingRead {
   resolve: () => void;
   reject: (e: unknown) => void;
   index: number;
-  timer: ReturnType<typeof setTimeout>;
+  timer: TimerId;
 }
 
 /** A master's member of the Raft group. */
@@ -165,7 +176,7 @@ export class RaftGroup implements ReplicatedLog {
   readonly id: string;
   readonly node: RawNode;
   #o: RaftGroupOptions;
-  #peers = new Map<string, RpcClient>();
+  #peers = new Map<string, RequestChannel>();
   /** When each peer's client was made, and when a valid message last came from that peer. */
   #peerBuiltAt = new Map<string, number>();
   #heardFrom = new Map<string, number>();
@@ -182,7 +193,7 @@ export class RaftGroup implements ReplicatedLog {
   #busy = false;
   #again = false;
   #closed = false;
-  #ticker: ReturnType<typeof setInterval> | undefined;
+  #ticker: TimerId | undefined;
   #readSeq = 0;
   /** Term and vote as last written to storage. */
   #storedHs: HardState = { term: 0, vote: null, commit: 0 };
@@ -213,8 +224,13 @@ export class RaftGroup implements ReplicatedLog {
   /** Per follower, the number of the last snapshot transfer started to it. */
   #transfers = new Map<string, number>();
 
+  #clock: Clock;
+  #dial: Dial;
+
   private constructor(o: RaftGroupOptions, node: RawNode, applied: number) {
     this.#o = o;
+    this.#clock = o.clock ?? systemClock;
+    this.#dial = o.dial ?? dialZmq;
     this.id = o.id;
     this.node = node;
     this.#applied = applied;
@@ -232,7 +248,7 @@ export class RaftGroup implements ReplicatedLog {
       applied = restored.snapshot.index;
     }
     // The randomness of election timeouts is seeded per member and start, never shared.
-    const seed = crypto.getRandomValues(new Uint32Array(1))[0];
+    const seed = o.seed ?? crypto.getRandomValues(new Uint32Array(1))[0];
     const node = new RawNode({
       id: o.id,
       electionTick: o.electionTicks ?? 20,
@@ -250,7 +266,7 @@ export class RaftGroup implements ReplicatedLog {
     });
     const g = new RaftGroup(o, node, applied);
     g.#storedHs = restored.hardState;
-    g.#ticker = setInterval(() => {
+    g.#ticker = g.#clock.setInterval(() => {
       try {
         g.node.tick();
       } catch (e) {
@@ -298,7 +314,7 @@ export class RaftGroup implements ReplicatedLog {
       this.#drop(reason, { type: m.type, from: m.from.slice(0, 100), to: m.to.slice(0, 100) });
       return;
     }
-    this.#heardFrom.set(m.from, Date.now());
+    this.#heardFrom.set(m.from, this.#clock.monotonic());
     try {
       this.node.step(m);
     } catch (e) {
@@ -371,7 +387,7 @@ export class RaftGroup implements ReplicatedLog {
   }
 
   #warnThrottled(msg: string, fields: Record<string, unknown>): void {
-    const now = Date.now();
+    const now = this.#clock.monotonic();
     const w = this.#lastWarn.get(msg);
     if (w && now - w.at < WARN_EVERY_MS) {
       w.suppressed++;
@@ -451,7 +467,7 @@ export class RaftGroup implements ReplicatedLog {
     const key = String(++this.#readSeq);
     new DataView(ctx.buffer).setFloat64(0, this.#readSeq);
     const { promise, resolve, reject } = Promise.withResolvers<void>();
-    const timer = setTimeout(() => {
+    const timer = this.#clock.setTimeout(() => {
       this.#reads.delete(key);
       reject(new RequestError(ErrorCode.Unavailable, "read barrier timed out (no quorum?)"));
     }, 3000);
@@ -459,7 +475,7 @@ export class RaftGroup implements ReplicatedLog {
     try {
       this.node.readIndex(ctx);
     } catch (e) {
-      clearTimeout(timer);
+      this.#clock.clearTimeout(timer);
       this.#reads.delete(key);
       return Promise.reject(this.#translate(e));
     }
@@ -559,9 +575,9 @@ export class RaftGroup implements ReplicatedLog {
     const { early, late } = splitReadyMessages(rd, this.id, this.#role === "leader", mustSyncHs);
     for (const m of early) this.#send(m);
     if (rd.snapshot || rd.entries.length || mustSyncHs) {
-      const t0 = performance.now();
+      const t0 = this.#clock.monotonic();
       await this.#o.storage.saveReady(rd);
-      this.#o.metrics?.fsyncSeconds.observe((performance.now() - t0) / 1000);
+      this.#o.metrics?.fsyncSeconds.observe((this.#clock.monotonic() - t0) / 1000);
       if (hs) this.#storedHs = hs;
       this.stats.persisted++;
     }
@@ -639,7 +655,7 @@ export class RaftGroup implements ReplicatedLog {
   #releaseReads(): void {
     this.#readWaiters = this.#readWaiters.filter((r) => {
       if (r.index > this.#applied) return true;
-      clearTimeout(r.timer);
+      this.#clock.clearTimeout(r.timer);
       r.resolve();
       return false;
     });
@@ -678,7 +694,7 @@ export class RaftGroup implements ReplicatedLog {
       for (const [, p] of this.#confWaiters) p.reject(this.#notLeader());
       this.#confWaiters.clear();
       for (const [, r] of this.#reads) {
-        clearTimeout(r.timer);
+        this.#clock.clearTimeout(r.timer);
         r.reject(this.#notLeader());
       }
       this.#reads.clear();
@@ -703,12 +719,12 @@ export class RaftGroup implements ReplicatedLog {
       }
       try {
         // The member id names the peer's key on the keyring (NAME@ENDPOINT).
-        c = new RpcClient(m.to, { node: this.#o.node, log: this.#o.log, serverRole: "master" });
+        c = this.#dial(m.to, { node: this.#o.node, log: this.#o.log, serverRole: "master" });
       } catch (e) {
         return this.#sendFailed(m, "connect failed", e);
       }
       this.#peers.set(m.to, c);
-      this.#peerBuiltAt.set(m.to, Date.now());
+      this.#peerBuiltAt.set(m.to, this.#clock.monotonic());
     }
     let data: Uint8Array;
     try {
@@ -766,7 +782,7 @@ export class RaftGroup implements ReplicatedLog {
    * peer had not yet re-read a keyring that now holds our key): it never retries it.
    */
   #refreshSilentPeers(): void {
-    const now = Date.now();
+    const now = this.#clock.monotonic();
     if (now - this.#lastPeerCheck < PEER_SILENCE_MS / 4) return;
     this.#lastPeerCheck = now;
     for (const [id, c] of this.#peers) {
@@ -794,12 +810,12 @@ export class RaftGroup implements ReplicatedLog {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    clearInterval(this.#ticker);
+    this.#clock.clearInterval(this.#ticker);
     const err = new RequestError(ErrorCode.Unavailable, "master shutting down");
     for (const [, p] of this.#pending) p.reject(err);
     for (const [, p] of this.#confWaiters) p.reject(err);
     for (const [, r] of this.#reads) {
-      clearTimeout(r.timer);
+      this.#clock.clearTimeout(r.timer);
       r.reject(err);
     }
     this.#pending.clear();

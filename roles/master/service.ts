@@ -42,6 +42,8 @@ import {
   type WorkerStatus,
 } from "../../wire/mod.ts";
 import { RequestError, RpcError } from "../../lib/rpc.ts";
+import { type Clock, systemClock, type TimerId } from "../../lib/clock.ts";
+import type { Dial } from "../../lib/transport.ts";
 import type { Logger } from "../../lib/log.ts";
 import { type JobRecord, JobTable } from "./job_table.ts";
 import { encodeCommand, MAX_DELETE, MAX_REMOVE, specFromSubmit } from "./commands.ts";
@@ -49,7 +51,6 @@ import { MAX_KEEPS, MAX_KEEPS_PER_USER } from "./file_refs.ts";
 import type { ReplicatedLog } from "./replicated_log.ts";
 import type { RaftGroup } from "./raft_group.ts";
 import { BalancerDirectory } from "./balancers.ts";
-import type { ReplicatedStorage } from "../storage/replicated_client.ts";
 import { defaultReplicas, StorageDirectory } from "./storage_directory.ts";
 import { LeaseTimer } from "./lease.ts";
 import { splitNamedEndpoint } from "../../lib/named_endpoint.ts";
@@ -78,6 +79,17 @@ export const DEFAULT_SUBMIT_LIMITS: SubmitLimits = {
   defaultTimeLimitMs: 600_000,
 };
 
+/**
+ * What the service asks of the storage tier (roles/storage/replicated_client.ts
+ * `ReplicatedStorage` in production; the simulator's stand-in in tests/sim/).
+ */
+export interface MasterStorage {
+  /** Whether the file exists on the tier for `user` ("" = any owner), and its length. */
+  stat(id: Uint8Array, user?: string): Promise<{ exists: boolean; length: number }>;
+  /** A client of one storage node (for `dsys nodes` of unregistered seeds). */
+  client(endpoint: string): { readonly endpoint: string; stats(): Promise<{ node: Uint8Array }> };
+}
+
 /** What the service needs from its surroundings. */
 export interface MasterServiceDeps {
   node: Uint8Array;
@@ -86,7 +98,7 @@ export interface MasterServiceDeps {
   table: JobTable;
   consensus: ReplicatedLog;
   /** The storage tier (its membership: `storageNodes()` of this service, or the seeds). */
-  storage: ReplicatedStorage;
+  storage: MasterStorage;
   /** The leader's storage membership (fed by storage_heartbeat). */
   storageDirectory: StorageDirectory;
   /** `--replicas`: replicas a put gets when it names none; 0 = 2 with >= 2 nodes, else 1. */
@@ -109,6 +121,12 @@ export interface MasterServiceDeps {
   auth?: Credentials | null;
   /** How long a finished job is kept before the leader removes it, ms (default 24 h). */
   retentionMs?: number;
+  /** Time and timers (default: the process's; the simulator passes virtual time). */
+  clock?: Clock;
+  /** How balancer clients are made (default: ZeroMQ). */
+  dial?: Dial;
+  /** Makes the id of a new job (default: a random uuid; the simulator's are seeded). */
+  newJobId?: () => Uint8Array;
 }
 
 /** How long after a cancel the leader keeps re-sending it to the balancer, ms. */
@@ -146,8 +164,9 @@ function mayActOn(from: Identity | null, owner: string): boolean {
 export class MasterService {
   #d: MasterServiceDeps;
   #limits: SubmitLimits;
-  #timer: ReturnType<typeof setInterval> | undefined;
-  #gcTimer: ReturnType<typeof setInterval> | undefined;
+  #timer: TimerId | undefined;
+  #gcTimer: TimerId | undefined;
+  #clock: Clock;
   /** A retention `remove` proposal is in flight (one at a time). */
   #collecting = false;
   #lastDispatch = new Map<string, number>();
@@ -172,7 +191,8 @@ export class MasterService {
 
   constructor(deps: MasterServiceDeps) {
     this.#d = deps;
-    this.#balancers = new BalancerDirectory({ node: deps.node, log: deps.log });
+    this.#clock = deps.clock ?? systemClock;
+    this.#balancers = new BalancerDirectory({ node: deps.node, log: deps.log, dial: deps.dial });
     this.#leaseTimer = new LeaseTimer(deps.balancerLeaseMs);
     this.#limits = { ...DEFAULT_SUBMIT_LIMITS, ...deps.limits };
     const auth = deps.auth === undefined ? processCredentials() : deps.auth;
@@ -184,11 +204,11 @@ export class MasterService {
   /** Starts the periodic re-dispatch of unfinished jobs. */
   start(): void {
     const every = this.#d.redispatchMs ?? 3000;
-    this.#timer = setInterval(() => this.#redispatchAll(every), Math.min(every, 1000));
+    this.#timer = this.#clock.setInterval(() => this.#redispatchAll(every), Math.min(every, 1000));
     // Expired jobs are looked for a few times per retention (at most every second): a job
     // leaves at most that much after its retention ends.
     const retention = this.#d.retentionMs ?? DEFAULT_JOB_RETENTION_MS;
-    this.#gcTimer = setInterval(
+    this.#gcTimer = this.#clock.setInterval(
       () => void this.#collect(),
       Math.max(20, Math.min(1000, retention / 4)),
     );
@@ -203,8 +223,8 @@ export class MasterService {
 
   /** Stops timers and closes the balancer clients. */
   async stop(): Promise<void> {
-    clearInterval(this.#timer);
-    clearInterval(this.#gcTimer);
+    this.#clock.clearInterval(this.#timer);
+    this.#clock.clearInterval(this.#gcTimer);
     await this.#balancers.close();
   }
 
@@ -253,7 +273,7 @@ export class MasterService {
     this.#d.storageDirectory.setLeader(
       leading,
       this.#d.raft?.node.status().term ?? 0,
-      performance.now(),
+      this.#clock.monotonic(),
     );
     if (!leading) {
       throw new RequestError(ErrorCode.NotLeader, this.#d.consensus.leaderEndpoint());
@@ -280,7 +300,7 @@ export class MasterService {
       );
     }
     // Recorded by every master (a follower then answers NOT_LEADER): a new leader knows them.
-    this.#d.storageDirectory.heartbeat(m, performance.now(), Date.now());
+    this.#d.storageDirectory.heartbeat(m, this.#clock.monotonic(), this.#clock.now());
     this.#requireLeader();
     return this.storageNodes();
   }
@@ -329,7 +349,7 @@ export class MasterService {
       unkeep,
       replicas: unkeep ? 0 : m.replicas,
       files,
-      atMs: Date.now(),
+      atMs: this.#clock.now(),
     }));
     if (res.kind !== "kept") throw new RequestError(ErrorCode.Internal, "unexpected apply result");
     if (res.changed === null) {
@@ -383,7 +403,7 @@ export class MasterService {
         `file_gc: ${m.files.length} > ${MAX_DELETE} files`,
       );
     }
-    const now = performance.now();
+    const now = this.#clock.monotonic();
     const refs = this.#d.table.files;
     const deleted: Uint8Array[] = [];
     const due: Uint8Array[] = [];
@@ -409,7 +429,7 @@ export class MasterService {
     }
     if (due.length > 0) {
       const res = await this.#d.consensus.propose(
-        encodeCommand({ kind: "delete", files: due, atMs: Date.now() }),
+        encodeCommand({ kind: "delete", files: due, atMs: this.#clock.now() }),
       );
       if (res.kind !== "deleted") {
         throw new RequestError(ErrorCode.Internal, "unexpected apply result");
@@ -428,7 +448,7 @@ export class MasterService {
   /** The storage membership as storage_nodes (the leader's view). */
   storageNodes(): StorageNodes {
     const dir = this.#d.storageDirectory;
-    const nodes = dir.list(performance.now());
+    const nodes = dir.list(this.#clock.monotonic());
     return {
       type: MessageType.StorageNodes,
       node: this.#d.node,
@@ -445,7 +465,7 @@ export class MasterService {
    */
   async #lease(m: BalancerLease, from: Identity | null): Promise<BalancerLeaseReply> {
     this.#requireLeader();
-    const receivedAt = performance.now();
+    const receivedAt = this.#clock.monotonic();
     const named = splitNamedEndpoint(m.endpoint);
     if (!named.endpoint.startsWith("tcp://") || new TextEncoder().encode(m.endpoint).length > 255) {
       throw new RequestError(
@@ -459,12 +479,12 @@ export class MasterService {
         `balancer_lease: endpoint ${m.endpoint} is not named for the sender's key ${from.name}`,
       );
     }
-    this.#balancers.seen(m.node, m.endpoint, Date.now());
+    this.#balancers.seen(m.node, m.endpoint, this.#clock.now());
     const term = this.#d.raft?.node.status().term ?? 0;
     const ask = { node: m.node, epoch: m.epoch, endpoint: m.endpoint };
     const timer = this.#leaseTimer;
     const me = uuidToHex(m.node);
-    const rivalAsked = this.#balancers.recent(Date.now(), timer.durationMs)
+    const rivalAsked = this.#balancers.recent(this.#clock.now(), timer.durationMs)
       .some((b) => uuidToHex(b.node) !== me);
     const d = timer.decide(this.#d.table.lease, ask, receivedAt, term, rivalAsked);
     let granted = false;
@@ -476,11 +496,11 @@ export class MasterService {
       try {
         res = await this.#d.consensus.propose(encodeCommand({ kind: "lease", lease: d.lease }));
       } catch (e) {
-        timer.grantDone(false, performance.now());
+        timer.grantDone(false, this.#clock.monotonic());
         throw e;
       }
       granted = res.kind === "leased" && res.granted;
-      timer.grantDone(granted, performance.now());
+      timer.grantDone(granted, this.#clock.monotonic());
       if (granted) {
         this.#d.log.warn("balancer lease granted", {
           epoch: d.lease.epoch,
@@ -537,7 +557,7 @@ export class MasterService {
     const statOwner = from === null || from.admin ? "" : owner;
     const stat = async (id: Uint8Array, what: string): Promise<number> => {
       const key = statKey(uuidToHex(id), statOwner);
-      const known = this.#stats.get(key, Date.now());
+      const known = this.#stats.get(key, this.#clock.now());
       if (known !== undefined) return known;
       const st = await this.#d.storage.stat(id, statOwner)
         .catch((e) => {
@@ -549,7 +569,7 @@ export class MasterService {
           `${what} file ${uuidToHex(id)} not found on storage${owner ? ` for ${owner}` : ""}`,
         );
       }
-      this.#stats.put(key, st.length, Date.now());
+      this.#stats.put(key, st.length, this.#clock.now());
       return st.length;
     };
     const [programSize, inputs] = await Promise.all([
@@ -574,8 +594,8 @@ export class MasterService {
         inputFiles: inputs,
         timeLimitMs: m.timeLimitMs || l.defaultTimeLimitMs,
       },
-      randomUuid(),
-      Date.now(),
+      this.#d.newJobId?.() ?? randomUuid(),
+      this.#clock.now(),
       owner,
     );
     const res = await this.#d.consensus.propose(encodeCommand({ kind: "submit", spec }));
@@ -634,7 +654,7 @@ export class MasterService {
       return { type: MessageType.Ok, node: this.#d.node, value: 0 };
     }
     const res = await this.#d.consensus.propose(
-      encodeCommand({ kind: "report", status: m, atMs: Date.now() }),
+      encodeCommand({ kind: "report", status: m, atMs: this.#clock.now() }),
     );
     this.#running.get(key)?.delete(m.chunkIndex);
     if (res.kind === "reported" && res.jobDone) {
@@ -653,8 +673,10 @@ export class MasterService {
       // A failed attempt with retries left: dispatch it again once its backoff has passed.
       const retryAt = job.chunks[m.chunkIndex]?.retryAtMs ?? 0;
       if (retryAt > 0) {
-        const t = setTimeout(() => this.#dispatch(m.job), Math.max(0, retryAt - Date.now()) + 5);
-        Deno.unrefTimer(t);
+        const wait = Math.max(0, retryAt - this.#clock.now()) + 5;
+        const t = this.#clock.setTimeout(() => this.#dispatch(m.job), wait);
+        // A real timer must not keep a stopping process alive (the re-dispatch covers it).
+        if (this.#clock === systemClock) Deno.unrefTimer(t as number);
       }
     }
     return {
@@ -733,7 +755,7 @@ export class MasterService {
       this.#pruneSoftState();
       const retention = this.#d.retentionMs ?? DEFAULT_JOB_RETENTION_MS;
       for (;;) {
-        const cutoff = Date.now() - retention;
+        const cutoff = this.#clock.now() - retention;
         const expired: Uint8Array[] = [];
         for (const job of this.#d.table.jobs.values()) {
           if (!JobTable.isFinished(job) || job.finishedAtMs > cutoff) continue;
@@ -827,7 +849,7 @@ export class MasterService {
   }
 
   async #nodes(): Promise<Message> {
-    const now = Date.now();
+    const now = this.#clock.now();
     const raft = this.#d.raft;
     const masters = raft ? raft.voters() : [this.#d.endpoint];
     // The leader knows how each follower keeps up: one in "replicate" state acknowledges appends.
@@ -859,7 +881,7 @@ export class MasterService {
    * 10 s) with the workers they know, each node listed once.
    */
   async #balancerNodes(nodes: NodeEntry[]): Promise<void> {
-    const endpoints = this.#balancers.recent(Date.now(), 10_000).map((b) => b.endpoint);
+    const endpoints = this.#balancers.recent(this.#clock.now(), 10_000).map((b) => b.endpoint);
     const holder = this.#d.table.lease?.endpoint;
     if (holder && !endpoints.includes(holder)) endpoints.unshift(holder);
     const replies = await Promise.allSettled(
@@ -899,7 +921,7 @@ export class MasterService {
 
   /** The storage nodes: those registered with this leader, else the configured seeds. */
   async #storageNode(nodes: NodeEntry[]): Promise<void> {
-    const registered = this.#d.storageDirectory.list(performance.now());
+    const registered = this.#d.storageDirectory.list(this.#clock.monotonic());
     if (registered.length > 0) {
       for (const e of registered) {
         const gib = (b: number) => (b / 2 ** 30).toFixed(2);
@@ -941,7 +963,7 @@ export class MasterService {
         flags: 0,
         slots: 0,
         freeSlots: 0,
-        lastSeenMs: Date.now(),
+        lastSeenMs: this.#clock.now(),
         ...named(c.endpoint),
         detail: "",
       };
@@ -963,7 +985,7 @@ export class MasterService {
 
   #redispatchAll(minAgeMs: number): void {
     if (!this.#d.consensus.isLeader()) return;
-    const now = Date.now();
+    const now = this.#clock.now();
     // The table's keys are the hex job ids already: no conversion per job per pass (the table
     // holds every unfinished job, tens of thousands under load, and this runs every second).
     for (const [key, job] of this.#d.table.jobs) {
@@ -986,7 +1008,7 @@ export class MasterService {
       .map((c) => ({ chunkIndex: c.chunkIndex }));
     if (chunks.length === 0) return;
     const key = uuidToHex(job.spec.jobId);
-    this.#lastDispatch.set(key, Date.now());
+    this.#lastDispatch.set(key, this.#clock.now());
     this.#balancers.client(lease.endpoint).request({
       type: MessageType.JobCancel,
       node: this.#d.node,
@@ -1017,7 +1039,7 @@ export class MasterService {
       jobId: m.job,
       chunks: m.chunks.map((c) => c.chunkIndex),
       reason: `cancelled by ${from?.name || "a client"}`,
-      atMs: Date.now(),
+      atMs: this.#clock.now(),
     }));
     const n = res.kind === "cancelled" ? res.cancelled : 0;
     this.#d.log.info("job cancelled", { job: key, by: from?.name ?? "", chunks: n });
@@ -1033,12 +1055,12 @@ export class MasterService {
   }
 
   #dispatchJob(job: JobRecord): void {
-    const chunks = JobTable.dispatchable(job, Date.now());
+    const chunks = JobTable.dispatchable(job, this.#clock.now());
     // No lease yet: no primary to hand it to; the grant re-dispatches everything.
     const lease = this.#d.table.lease;
     if (chunks.length === 0 || !lease) return;
     const key = uuidToHex(job.spec.jobId);
-    this.#lastDispatch.set(key, Date.now());
+    this.#lastDispatch.set(key, this.#clock.now());
     const s = job.spec;
     this.#balancers.client(lease.endpoint).request({
       type: MessageType.JobDispatch,
