@@ -126,6 +126,11 @@ export class SimNet {
     this.#cuts.add(`${from}\u0000${to}`);
   }
 
+  /** Restores the link from `from` to `to`. */
+  uncut(from: string, to: string): void {
+    this.#cuts.delete(`${from}\u0000${to}`);
+  }
+
   /** Cuts every link between the two sides, both ways (or only a → b when `oneWay`). */
   partition(a: readonly string[], b: readonly string[], oneWay = false): void {
     for (const x of a) {
