@@ -4,12 +4,17 @@
  * chosen on the page, and its chunks must turn from queued or running to succeeded on the page
  * with no reload. Also: requests without the token are refused. `DSYS_DASHBOARD_SCREENSHOT=PATH`
  * writes the final page there (docs/dashboard.png was made so).
+ *
+ * And with three masters: the page opened on a follower shows the leader's live view (proxied),
+ * its chunk links serve the chunk's log (stored, and live from the worker while it runs) and the
+ * exact bytes of each output, with the page's cookie only; the page then survives the leader's
+ * death, showing the new leader's view without a reload.
  */
 import assert from "node:assert/strict";
-import { withCluster } from "./cluster_helpers.ts";
+import { leaderName, withCluster } from "./cluster_helpers.ts";
 import { startChromium } from "./chromium.ts";
 import { waitFor, waitForJob } from "./wait.ts";
-import { ChunkState, uuidToHex } from "../wire/mod.ts";
+import { ChunkState, NodeRole, uuidToHex } from "../wire/mod.ts";
 import { MAX_EVENT_STREAMS } from "../roles/master/dashboard.ts";
 
 const CHUNKS = 8;
@@ -176,6 +181,163 @@ Deno.test("dashboard: a job's chunks turn to succeeded in Chromium without a rel
       assert.equal(await browser.evaluate<boolean>("window.loadedOnce === true"), true);
       const shot = Deno.env.get("DSYS_DASHBOARD_SCREENSHOT");
       if (shot) await Deno.writeFile(shot, await browser.screenshot());
+    } finally {
+      await browser.close();
+    }
+  });
+});
+
+/** Chunk i prints "chunk i" and writes 200 KiB of random bytes as the output data.bin. */
+const WRITER = new TextEncoder().encode(`#!/bin/sh
+sleep 1
+echo "chunk $DSYS_CHUNK_INDEX"
+head -c 204800 /dev/urandom > "$DSYS_OUTPUT_DIR/data.bin"
+`);
+/** Prints a line, then runs until cancelled. */
+const RUNNER = new TextEncoder().encode(`#!/bin/sh
+echo "running $DSYS_CHUNK_INDEX"
+exec sleep 600
+`);
+
+Deno.test("dashboard: a follower shows the leader's live view, its log and output links, across the leader's death", async () => {
+  await withCluster({
+    masters: 3,
+    workers: 2,
+    slotsPerWorker: 1,
+    extraArgs: { master: ["--dashboard-listen", "127.0.0.1:0"] },
+  }, async (cluster, client) => {
+    const leader = await leaderName(cluster, client);
+    const follower = ["m1", "m2", "m3"].find((m) => m !== leader)!;
+    const base = `http://${cluster.procs.get(follower)!.dashboard}`;
+    // One token for the whole cluster (derived from the cluster secret): any master's file.
+    const tokens = await Promise.all(
+      ["m1", "m2", "m3"].map(async (m) =>
+        (await Deno.readTextFile(`${cluster.dataDir}/${m}/dashboard.token`)).trim()
+      ),
+    );
+    assert.equal(new Set(tokens).size, 1);
+    const token = tokens[0];
+    // A master names its dashboard in its own node list entry: how followers find the leader's.
+    const entry = (await client.nodes()).find((n) => n.role === NodeRole.Master && n.detail);
+    assert.equal(entry?.detail, `dashboard http://${cluster.procs.get(entry!.name)!.dashboard}`);
+    const cookie = { headers: { cookie: `dsys_dashboard=${token}` } };
+
+    const browser = await startChromium();
+    try {
+      await browser.goto(`${base}/?token=${token}`);
+      let shown = "";
+      const masterLine = () =>
+        browser.evaluate<string>(`document.getElementById("master")?.textContent ?? ""`);
+      await waitFor("the follower's page to show the leader's view", async () => {
+        shown = await masterLine();
+        return shown.startsWith(`master ${leader}@`) &&
+          shown.includes(`(leader), via ${follower}@`);
+      }, { timeoutMs: 30_000, intervalMs: 100, detail: () => shown });
+      await browser.evaluate(`window.loadedOnce = true; window.seen = new Set();
+        new MutationObserver(() => {
+          for (const c of document.querySelectorAll("#grid .cell")) seen.add(c.dataset.state);
+        }).observe(document.getElementById("grid"), { subtree: true, childList: true,
+          attributes: true }); true`);
+      const chunks = 4;
+      const job = await client.submit({
+        program: WRITER,
+        programName: "writer.sh",
+        argument: "",
+        chunks,
+        inputs: [],
+        timeLimitMs: 60_000,
+      });
+      const id = uuidToHex(job);
+      await waitFor("the job in the page's list; chosen", () =>
+        browser.evaluate<boolean>(`(() => {
+          const row = document.querySelector('tr.job[data-job="${id}"]');
+          row?.click();
+          return !!row;
+        })()`), { timeoutMs: 30_000, intervalMs: 100 });
+      await waitFor("the job's grid with chunks queued or running", () =>
+        browser.evaluate<boolean>(
+          `document.querySelectorAll("#grid .cell").length === ${chunks} &&
+           (seen.has("queued") || seen.has("running"))`,
+        ), { timeoutMs: 30_000, intervalMs: 50 });
+      const s = await waitForJob(client, job);
+      assert.equal(s.state, ChunkState.Succeeded);
+      let grid = "";
+      await waitFor("every chunk succeeded on the follower's page", async () => {
+        grid = await browser.evaluate<string>(
+          `Array.from(document.querySelectorAll("#grid .cell"), (c) => c.dataset.state).join()`,
+        );
+        return grid === Array(chunks).fill("succeeded").join();
+      }, { timeoutMs: 30_000, intervalMs: 100, detail: () => `grid: ${grid}` });
+
+      // Chunk 2's links, followed by the page itself (its HttpOnly cookie, through the follower).
+      let links = "";
+      await waitFor("chunk 2's log and output links", async () => {
+        links = await browser.evaluate<string>(`(() => {
+          document.querySelector('#grid .cell[data-chunk="2"]').click();
+          return Array.from(document.querySelectorAll("#chunk-logs a, #chunk-outputs a"),
+            (a) => a.textContent + "=" + a.getAttribute("href")).join(" ");
+        })()`);
+        return links.includes("data.bin=") && links.includes("stdout=log?");
+      }, { timeoutMs: 30_000, intervalMs: 200, detail: () => links });
+      const fetched = await browser.evaluate<string>(`Promise.all(
+        [document.getElementById("log-stdout"), document.getElementById("log-stderr"),
+         ...Array.from(document.querySelectorAll("#chunk-outputs a"))
+           .filter((a) => a.textContent === "stdout")]
+          .map((a) => fetch(a.href).then(async (r) => r.status + ":" + await r.text()))
+      ).then((t) => JSON.stringify(t))`);
+      assert.deepEqual(JSON.parse(fetched), ["200:chunk 2\n", "200:", "200:chunk 2\n"]);
+      const out = s.chunks[2].outputs.find((o) => o.name === "data.bin")!;
+      const href = await browser.evaluate<string>(
+        `Array.from(document.querySelectorAll("#chunk-outputs a")).find((a) =>
+          a.textContent === "data.bin").href`,
+      );
+      assert.equal(href, `${base}/output?job=${id}&chunk=2&name=data.bin`);
+      const r = await fetch(href, cookie);
+      assert.equal(r.status, 200);
+      assert.equal(r.headers.get("content-length"), String(out.size));
+      assert.equal(r.headers.get("content-type"), "application/octet-stream");
+      assert.match(r.headers.get("content-disposition") ?? "", /^attachment; filename="data.bin"/);
+      const got = new Uint8Array(await r.arrayBuffer());
+      assert.equal(got.length, 204800);
+      assert.deepEqual(got, await client.storage.getBytes(out.id));
+      // Not without the cookie; not a chunk or output that does not exist.
+      const status = async (url: string, init?: RequestInit) => {
+        const res = await fetch(url, init);
+        await res.body?.cancel();
+        return res.status;
+      };
+      assert.equal(await status(href), 401);
+      assert.equal(await status(`${base}/output?job=${id}&chunk=2&name=nothing`, cookie), 404);
+      assert.equal(await status(`${base}/log?job=${id}&chunk=${chunks}`, cookie), 404);
+      assert.equal(await status(`${base}/log?job=${id}&chunk=x`, cookie), 400);
+
+      // A running chunk's log comes live from its worker.
+      const running = await client.submit({
+        program: RUNNER,
+        programName: "runner.sh",
+        argument: "",
+        chunks: 1,
+        inputs: [],
+        timeLimitMs: 120_000,
+      });
+      let log = "";
+      await waitFor("the running chunk's log through the follower", async () => {
+        const res = await fetch(`${base}/log?job=${uuidToHex(running)}&chunk=0`, cookie);
+        log = `${res.status}:${await res.text()}`;
+        return log === "200:running 0\n";
+      }, { timeoutMs: 30_000, intervalMs: 200, detail: () => log });
+      assert.equal((await client.status(running)).chunks[0].state, ChunkState.Running);
+      await client.cancel(running);
+
+      // The leader dies; the page, still open on the follower, shows the new leader's view.
+      await cluster.kill(leader);
+      await waitFor("the page to show a new leader's view, no reload", async () => {
+        shown = await masterLine();
+        const m = /^master (m\d)@.* \(leader\)/.exec(shown);
+        return m !== null && m[1] !== leader && await browser.evaluate<boolean>(
+          `window.loadedOnce === true && !!document.querySelector('tr.job[data-job="${id}"]')`,
+        );
+      }, { timeoutMs: 60_000, intervalMs: 200, detail: () => shown });
     } finally {
       await browser.close();
     }

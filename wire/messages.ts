@@ -1475,7 +1475,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.FileRequest,
-    senders: ["client", "worker", "storage"],
+    senders: ["client", "worker", "storage", "master"],
     name: "FileRequest",
     wire: "file_request",
     base: 41,
@@ -1492,7 +1492,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     doc: "Read (part of) a stored file.",
     flow: "any DEALER -> storage ROUTER",
     reply: "file_response, or error NOT_FOUND (absent, or not the client's) / BAD_REQUEST " +
-      "(offset > length) / FORBIDDEN (a worker without a valid read capability)",
+      "(offset > length) / FORBIDDEN (a worker or master without a valid read capability)",
   },
   {
     type: MessageType.FileResponse,
@@ -1838,7 +1838,7 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
   },
   {
     type: MessageType.ChunkLogRequest,
-    senders: ["client"],
+    senders: ["client", "master"],
     name: "ChunkLogRequest",
     wire: "chunk_log_request",
     base: 58,
@@ -1850,8 +1850,8 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
       u32("maxLength", "max_length", "most bytes wanted, 0 = 64 KiB", { limit: "maxData" }),
     ],
     sections: [],
-    doc: "Read a running chunk's stdout or stderr from the worker running it (its owner or an " +
-      "admin). The worker to ask is chunk_record.worker_uuid, its endpoint that node's in " +
+    doc: "Read a running chunk's stdout or stderr from the worker running it (its owner, an " +
+      "admin, or a master: the dashboard's log links). The worker to ask is chunk_record.worker_uuid, its endpoint that node's in " +
       "node_list_response. Once the chunk has ended, its stdout is an output file on storage and " +
       "its stderr tail is in chunk_record.",
     flow: "client DEALER -> worker ROUTER",

@@ -1,18 +1,34 @@
 /**
  * The masters' web dashboard (`--dashboard-listen HOST:PORT`): the cluster's nodes, chunks
- * finished per second, the jobs this master's table holds and one job's chunks, updated live over
- * server-sent events (issue 14, part 3; docs/operations.md says what is not there yet).
+ * finished per second, the jobs and one job's chunks, updated live over server-sent events, and
+ * each chunk's log and output files (issue 14, part 3; docs/operations.md, "The dashboard").
  *
- * Authenticated by a token: a random 256-bit secret in `<data>/dashboard.token` (mode 0600,
- * made at first start), shown to whoever can read that file (the master's operator; `dsys dev`
- * prints the URL). `GET /?token=T` sets it as an HttpOnly, SameSite=Strict cookie; every other
- * request needs that cookie (or `Authorization: Bearer T`). The token shows every job (like an
- * admin key). Plain HTTP: put it behind TLS or keep it on a private address.
+ * **Any master shows the leader's view.** A follower's table may lag, and only the leader knows
+ * the storage nodes, so a follower proxies `/events`, `/log` and `/output` to the leader's
+ * dashboard (found by dashboard_leader.ts), marking its streams with a `via` event; it serves
+ * its own view only while it knows no reachable leader's. Proxying rather than redirecting keeps
+ * the browser on the address it was given: a page open on a follower survives the leader's
+ * death (its stream ends, EventSource reconnects, the follower proxies to the new leader or now
+ * leads itself), and one login works whichever master leads. A proxied request carries
+ * `x-dsys-via` and is always served locally, so two masters that disagree on the leader cannot
+ * bounce a request between them.
  *
- * Bounded: at most MAX_EVENT_STREAMS streams at once; each sends a view (bounded by
- * dashboard_view.ts) only when it changed, checked every UPDATE_MS.
+ * **Authenticated by a token**, the same on every master of a keyed cluster: HMAC-SHA256 of the
+ * cluster secret (which every master holds) and a fixed label, so any master's
+ * `<data>/dashboard.token` (mode 0600, rewritten at start) logs in to all of them and a
+ * follower authenticates to the leader with it (`Authorization: Bearer`). It reveals nothing of
+ * the secret; changing it means changing the cluster secret. Without keys (`--insecure`) each
+ * master makes a random token of its own, and a follower can then only show its own view.
+ * `GET /?token=T` sets it as an HttpOnly, SameSite=Strict cookie and redirects to a URL without
+ * it; every other request needs that cookie (or the Bearer header). It is never logged. The token
+ * is an admin's view: every job, every log, every output (the dashboard has no users). Plain
+ * HTTP: put it behind TLS or keep it on a private address.
+ *
+ * **Bounded:** at most MAX_EVENT_STREAMS streams and MAX_DOWNLOADS log or output responses at
+ * once (proxied ones included); a stream sends a view (bounded by dashboard_view.ts) only when
+ * it changed, checked every UPDATE_MS; files and logs are streamed in pieces (dashboard_files.ts).
  */
-import { timingSafeEqual } from "node:crypto";
+import { createHmac, timingSafeEqual } from "node:crypto";
 import type { Logger } from "../../lib/log.ts";
 import { parseMetricsListen } from "../../lib/metrics_server.ts";
 import { DASHBOARD_HTML } from "./dashboard_page.ts";
@@ -26,12 +42,22 @@ import {
   ThroughputRing,
 } from "./dashboard_view.ts";
 import type { JobTable } from "./job_table.ts";
-import type { NodeEntry } from "../../wire/mod.ts";
+import { ChunkState, type NodeEntry, uuidFromHex } from "../../wire/mod.ts";
+import type { ChunkFiles } from "./dashboard_files.ts";
+import type { LeaderDashboard } from "./dashboard_leader.ts";
 
 /** Streams of `/events` served at once; more are refused (503). */
 export const MAX_EVENT_STREAMS = 32;
 /** How often a stream checks for a changed view, ms. */
 export const UPDATE_MS = 250;
+/** Log and output responses served at once (proxied ones included); more are refused (503). */
+export const MAX_DOWNLOADS = 8;
+/** Header of a request a follower proxies to the leader (its value: the follower's name). */
+export const VIA_HEADER = "x-dsys-via";
+/** How long an EventSource waits before it reconnects to a stream that ended, ms. */
+const RECONNECT_MS = 500;
+/** How often a follower's own stream checks whether a leader's dashboard is known again, ms. */
+const LEADER_CHECK_MS = 1000;
 /** How often the node list is asked for while a page is open, ms. */
 const NODES_MS = 2000;
 /** A comment line is sent this often on a quiet stream, so proxies keep it open, ms. */
@@ -39,15 +65,34 @@ const KEEPALIVE_MS = 15_000;
 const COOKIE = "dsys_dashboard";
 const HEX_ID = /^[0-9a-f]{32}$/;
 
-/** Reads the dashboard token of a master's data directory, making one on first use. */
-export async function dashboardToken(dataDir: string): Promise<string> {
+const TOKEN_LABEL = "dsys dashboard token v1";
+
+/**
+ * The dashboard token of a master: with the cluster secret, the HMAC of it (the same on every
+ * master), else a random one kept in `<data>/dashboard.token`. Written there either way (mode
+ * 0600), for the operator and `dsys dashboard`.
+ */
+export async function dashboardToken(dataDir: string, clusterSecret?: Uint8Array): Promise<string> {
   const path = `${dataDir}/dashboard.token`;
+  let kept: string | null = null;
   try {
-    const t = (await Deno.readTextFile(path)).trim();
-    if (/^[0-9a-f]{64}$/.test(t)) return t;
-    throw new Error(`${path} is not 64 hex digits: delete it to make a new token`);
+    kept = (await Deno.readTextFile(path)).trim();
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  if (clusterSecret) {
+    const token = createHmac("sha256", clusterSecret).update(TOKEN_LABEL).digest("hex");
+    if (kept !== token) {
+      const tmp = `${path}.tmp`;
+      await Deno.writeTextFile(tmp, token + "\n", { mode: 0o600 });
+      await Deno.chmod(tmp, 0o600);
+      await Deno.rename(tmp, path);
+    }
+    return token;
+  }
+  if (kept !== null) {
+    if (/^[0-9a-f]{64}$/.test(kept)) return kept;
+    throw new Error(`${path} is not 64 hex digits: delete it to make a new token`);
   }
   const token = Array.from(
     crypto.getRandomValues(new Uint8Array(32)),
@@ -61,12 +106,21 @@ export async function dashboardToken(dataDir: string): Promise<string> {
 export interface Dashboard {
   /** `HOST:PORT` it listens on. */
   address: string;
+  /** `http://HOST:PORT` other masters reach it at (the leader's is proxied to). */
+  url: string;
   close(): Promise<void>;
 }
 
 /** Options of the dashboard server. */
 export interface DashboardOptions {
   listen: string;
+  /**
+   * `HOST:PORT` other masters reach it at (`--dashboard-advertise`); default: the address it
+   * listens on, with the host of `endpoint` for a wildcard one (0.0.0.0, ::).
+   */
+  advertise?: string;
+  /** This master's ZeroMQ endpoint, `tcp://HOST:PORT`. */
+  endpoint: string;
   token: string;
   log: Logger;
   /** This master's Raft id (or endpoint), shown on the page. */
@@ -76,6 +130,15 @@ export interface DashboardOptions {
   isLeader: () => boolean;
   /** The cluster's nodes, as `dsys nodes` lists them. */
   nodes: () => Promise<NodeEntry[]>;
+  /** Where the leader's dashboard is, for a follower (absent: a lone master). */
+  leader?: LeaderDashboard;
+  /**
+   * The node id of the worker running chunk `chunk` of `job` (which the leader knows from the
+   * worker's running report, outside the table), or null.
+   */
+  running: (job: Uint8Array, chunk: number) => Promise<Uint8Array | null>;
+  /** The chunk links' bytes. */
+  files: ChunkFiles;
 }
 
 function tokenOk(given: string | null, token: string): boolean {
@@ -103,10 +166,49 @@ const SECURITY_HEADERS = {
   "cache-control": "no-store",
 };
 
+const text = (status: number, body: string) =>
+  new Response(body + "\n", {
+    status,
+    headers: { "content-type": "text/plain; charset=utf-8", ...SECURITY_HEADERS },
+  });
+
+/** Headers of a file or log: its bytes are a job's, so nothing in them may run on this origin. */
+const FILE_HEADERS = {
+  ...SECURITY_HEADERS,
+  "content-security-policy": "sandbox; default-src 'none'",
+};
+const TEXT_NAME = /(^stdout$|^stderr$|\.(txt|log|csv|tsv|json|md)$)/;
+
+/** Content-Type and -Disposition of an output named `name` (text inline, else a download). */
+function fileHeaders(name: string): Record<string, string> {
+  if (TEXT_NAME.test(name)) return { "content-type": "text/plain; charset=utf-8" };
+  const ascii = name.replace(/[^A-Za-z0-9._-]/g, "_");
+  return {
+    "content-type": "application/octet-stream",
+    "content-disposition": `attachment; filename="${ascii}"; filename*=UTF-8''${
+      encodeURIComponent(name)
+    }`,
+  };
+}
+
+/** Response headers passed on from the leader's dashboard by a proxying follower. */
+const PASSED_HEADERS = ["content-type", "content-length", "content-disposition"];
+
+/** `HOST:PORT` of a dashboard bound to `addr`, a wildcard host replaced by `endpoint`'s. */
+export function advertisedAddress(addr: Deno.NetAddr, endpoint: string): string {
+  let host = addr.hostname;
+  if (host === "0.0.0.0" || host === "::") {
+    host = /^tcp:\/\/(\[[^\]]+\]|[^:/]+):\d+$/.exec(endpoint)?.[1] ?? host;
+  }
+  if (host.includes(":") && !host.startsWith("[")) host = `[${host}]`;
+  return `${host}:${addr.port}`;
+}
+
 /** Starts the dashboard's HTTP server. */
 export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
   const { hostname, port } = parseMetricsListen(o.listen);
   let streams = 0;
+  let downloads = 0;
   const closers = new Set<() => void>();
   const chunkRate = new ThroughputRing();
   const byteRate = new ThroughputRing();
@@ -135,6 +237,232 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
       bytesPerSecond: byteRate.values,
     }, chunk);
   };
+
+  /**
+   * `body` as a response body that takes one of `kind`'s slots until it ends, is cancelled or
+   * the dashboard closes; `prefix` is sent first.
+   */
+  const tracked = (
+    body: ReadableStream<Uint8Array>,
+    release: () => void,
+    prefix?: Uint8Array,
+  ): ReadableStream<Uint8Array> => {
+    const reader = body.getReader();
+    let ended = false;
+    let stop = () => {};
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      release();
+      closers.delete(stop);
+    };
+    return new ReadableStream<Uint8Array>({
+      start(ctrl) {
+        stop = () => {
+          end();
+          reader.cancel().catch(() => {});
+          try {
+            ctrl.close();
+          } catch { /* closed */ }
+        };
+        closers.add(stop);
+        if (prefix) ctrl.enqueue(prefix);
+      },
+      async pull(ctrl) {
+        try {
+          const { value, done } = await reader.read();
+          if (ended) return;
+          if (done) {
+            end();
+            ctrl.close();
+          } else ctrl.enqueue(value);
+        } catch (e) {
+          if (ended) return;
+          end();
+          o.log.debug("dashboard response ended", { error: e });
+          ctrl.error(e);
+        }
+      },
+      cancel() {
+        end();
+        reader.cancel().catch(() => {});
+      },
+    }, { highWaterMark: 1 });
+  };
+
+  /**
+   * The leader's answer to this request, streamed through (null: this master leads, knows no
+   * leader's dashboard, or the leader's could not be reached or refused a stream).
+   */
+  const proxied = async (url: URL, isStream: boolean): Promise<Response | null> => {
+    const upstream = await o.leader?.url();
+    if (!upstream) return null;
+    let r: Response;
+    try {
+      r = await fetch(upstream + url.pathname + url.search, {
+        headers: { authorization: `Bearer ${o.token}`, [VIA_HEADER]: o.self },
+        redirect: "manual",
+      });
+    } catch (e) {
+      o.leader!.invalidate();
+      o.log.info("dashboard: the leader's dashboard is unreachable; serving this master's view", {
+        leader: upstream,
+        error: e,
+      });
+      return null;
+    }
+    if (isStream && r.status !== 200) {
+      await r.body?.cancel();
+      o.leader!.invalidate();
+      o.log.warn("dashboard: the leader's dashboard refused a stream; serving this master's view", {
+        leader: upstream,
+        status: r.status,
+      });
+      return null;
+    }
+    const headers: Record<string, string> = { ...(isStream ? SECURITY_HEADERS : FILE_HEADERS) };
+    for (const h of PASSED_HEADERS) {
+      const v = r.headers.get(h);
+      if (v !== null) headers[h] = v;
+    }
+    if (!r.body) return new Response(null, { status: r.status, headers });
+    const release = isStream ? () => streams-- : () => downloads--;
+    if (isStream) streams++;
+    else downloads++;
+    const via = isStream
+      ? new TextEncoder().encode(
+        `retry: ${RECONNECT_MS}\nevent: via\ndata: ${JSON.stringify({ via: o.self })}\n\n`,
+      )
+      : undefined;
+    return new Response(tracked(r.body, release, via), { status: r.status, headers });
+  };
+
+  /**
+   * A stream of this master's view. `proxiedFor`: a follower proxies it, so it ends once this
+   * master no longer leads (the follower reconnects to the new leader). Otherwise, on a follower,
+   * it ends once a leader's dashboard is known again, so the page reconnects through a proxy.
+   */
+  const events = (job: string | null, chunk: number | null, proxiedFor: boolean): Response => {
+    streams++;
+    let checking = false;
+    let checkedAt = 0;
+    let closed = false;
+    /** Should this stream end, so that the page reconnects to the leader's view? */
+    const superseded = (close: () => void) => {
+      if (proxiedFor) {
+        if (!o.isLeader()) close();
+        return;
+      }
+      if (!o.leader || o.isLeader() || checking || Date.now() - checkedAt < LEADER_CHECK_MS) return;
+      checking = true;
+      checkedAt = Date.now();
+      o.leader.url().then((u) => {
+        if (u) close();
+      }, () => {}).finally(() => checking = false);
+    };
+    const enc = new TextEncoder();
+    let last = "";
+    let quietSince = Date.now();
+    let timer: ReturnType<typeof setInterval> | undefined;
+    const body = new ReadableStream<Uint8Array>({
+      start(ctrl) {
+        ctrl.enqueue(enc.encode(`retry: ${RECONNECT_MS}\n\n`));
+        const close = () => {
+          if (closed) return;
+          closed = true;
+          clearInterval(timer);
+          try {
+            ctrl.close();
+          } catch { /* closed */ }
+        };
+        const tick = () => {
+          superseded(close);
+          if (closed) return;
+          try {
+            const t = JSON.stringify(view(job, chunk));
+            if (t !== last) {
+              last = t;
+              quietSince = Date.now();
+              ctrl.enqueue(enc.encode(`data: ${t}\n\n`));
+            } else if (Date.now() - quietSince > KEEPALIVE_MS) {
+              quietSince = Date.now();
+              ctrl.enqueue(enc.encode(": keepalive\n\n"));
+            }
+          } catch (e) {
+            o.log.warn("dashboard stream ended", { error: e });
+            close();
+          }
+        };
+        tick();
+        timer = setInterval(tick, UPDATE_MS);
+      },
+      cancel: () => {
+        closed = true;
+        clearInterval(timer);
+      },
+    });
+    return new Response(
+      tracked(body, () => {
+        clearInterval(timer);
+        streams--;
+      }),
+      { headers: { "content-type": "text/event-stream", ...SECURITY_HEADERS } },
+    );
+  };
+
+  /** `/log` and `/output` of this master's table. */
+  const chunkFile = async (url: URL, path: string): Promise<Response> => {
+    const job = url.searchParams.get("job") ?? "";
+    const chunkText = url.searchParams.get("chunk") ?? "";
+    if (!HEX_ID.test(job) || !/^\d{1,7}$/.test(chunkText)) {
+      return text(400, "give job=<32 hex digits>&chunk=<index>");
+    }
+    const rec = o.table().jobs.get(job);
+    const c = rec?.chunks[Number(chunkText)];
+    if (!rec || !c) return text(404, `no chunk ${chunkText} of job ${job} here`);
+    let body: ReadableStream<Uint8Array> | null;
+    let running: Uint8Array | null;
+    const headers: Record<string, string> = { ...FILE_HEADERS };
+    if (path === "/output") {
+      const name = url.searchParams.get("name") ?? "";
+      const out = c.outputs.find((f) => f.name === name);
+      if (!out) return text(404, `chunk ${c.chunkIndex} has no output ${JSON.stringify(name)}`);
+      Object.assign(headers, fileHeaders(name), { "content-length": String(out.size) });
+      body = o.files.file(out.id, out.size);
+    } else {
+      const stream = url.searchParams.get("stream") ?? "stdout";
+      if (stream !== "stdout" && stream !== "stderr") {
+        return text(400, "stream must be stdout or stderr");
+      }
+      headers["content-type"] = "text/plain; charset=utf-8";
+      const final = c.state === ChunkState.Succeeded || c.state === ChunkState.Failed ||
+        c.state === ChunkState.Cancelled;
+      if (final && stream === "stderr") {
+        // Only its last bytes were kept (README, "The program interface").
+        headers["content-length"] = String(c.stderrTail.length);
+        return new Response(c.stderrTail.slice(), { headers });
+      }
+      const out = final ? c.outputs.find((f) => f.name === "stdout") : undefined;
+      if (out) {
+        headers["content-length"] = String(out.size);
+        body = o.files.file(out.id, out.size);
+      } else if (final) {
+        body = null;
+      } else if ((running = await o.running(uuidFromHex(job), c.chunkIndex)) !== null) {
+        body = await o.files.runningLog(
+          running,
+          uuidFromHex(job),
+          c.chunkIndex,
+          stream === "stderr" ? 2 : 1,
+        );
+        if (!body) return text(404, `chunk ${c.chunkIndex} does not run on its worker any more`);
+      } else return text(404, `chunk ${c.chunkIndex} has not started`);
+      if (!body) return new Response(new Uint8Array(0), { headers });
+    }
+    downloads++;
+    return new Response(tracked(body, () => downloads--), { headers });
+  };
+
   const ready = Promise.withResolvers<Deno.NetAddr>();
   const server = Deno.serve({
     hostname,
@@ -144,12 +472,12 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
       o.log.error("dashboard request failed", { error: e });
       return new Response("internal error\n", { status: 500 });
     },
-  }, (req) => {
+  }, async (req) => {
     const url = new URL(req.url);
-    if (req.method !== "GET") return new Response("method not allowed\n", { status: 405 });
+    if (req.method !== "GET") return text(405, "method not allowed");
     const fromQuery = url.searchParams.get("token");
     if (url.pathname === "/" && fromQuery !== null) {
-      if (!tokenOk(fromQuery, o.token)) return new Response("bad token\n", { status: 403 });
+      if (!tokenOk(fromQuery, o.token)) return text(403, "bad token");
       // Into a cookie, and out of the address bar (and the history).
       const job = url.searchParams.get("job");
       return new Response(null, {
@@ -162,84 +490,48 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
       });
     }
     if (!tokenOk(requestToken(req), o.token)) {
-      return new Response("open the URL with ?token=… (the master's <data>/dashboard.token)\n", {
-        status: 401,
-      });
+      return text(401, "open the URL with ?token=… (the master's <data>/dashboard.token)");
     }
     if (url.pathname === "/") {
       return new Response(DASHBOARD_HTML, {
         headers: { "content-type": "text/html; charset=utf-8", ...SECURITY_HEADERS },
       });
     }
-    if (url.pathname !== "/events") return new Response("not found\n", { status: 404 });
-    const job = url.searchParams.get("job");
-    if (job !== null && !HEX_ID.test(job)) {
-      return new Response("job must be 32 hex digits\n", { status: 400 });
+    const isStream = url.pathname === "/events";
+    if (!isStream && url.pathname !== "/log" && url.pathname !== "/output") {
+      return text(404, "not found");
     }
-    const chunkText = url.searchParams.get("chunk");
-    const chunk = chunkText === null ? null : Number(chunkText);
-    if (chunk !== null && (!/^\d{1,7}$/.test(chunkText!) || job === null)) {
-      return new Response("chunk must be a chunk index of the job\n", { status: 400 });
+    if (isStream) {
+      const job = url.searchParams.get("job");
+      if (job !== null && !HEX_ID.test(job)) return text(400, "job must be 32 hex digits");
+      const chunkText = url.searchParams.get("chunk");
+      if (chunkText !== null && (!/^\d{1,7}$/.test(chunkText) || job === null)) {
+        return text(400, "chunk must be a chunk index of the job");
+      }
+      if (streams >= MAX_EVENT_STREAMS) return text(503, "too many dashboard streams");
+      const proxiedFor = req.headers.has(VIA_HEADER);
+      // A follower asks only the leader: a master that no longer leads says so.
+      if (proxiedFor && !o.isLeader()) return text(503, "this master is not the leader");
+      if (!proxiedFor) {
+        const p = await proxied(url, true);
+        if (p) return p;
+      }
+      return events(job, chunkText === null ? null : Number(chunkText), proxiedFor);
     }
-    if (streams >= MAX_EVENT_STREAMS) {
-      return new Response("too many dashboard streams\n", { status: 503 });
+    if (downloads >= MAX_DOWNLOADS) return text(503, "too many dashboard downloads at once");
+    if (!req.headers.has(VIA_HEADER)) {
+      const p = await proxied(url, false);
+      if (p) return p;
     }
-    streams++;
-    const enc = new TextEncoder();
-    let timer: ReturnType<typeof setInterval> | undefined;
-    let last = "";
-    let quietSince = Date.now();
-    let ended = false;
-    const end = () => {
-      if (ended) return;
-      ended = true;
-      clearInterval(timer);
-      streams--;
-      closers.delete(stop);
-    };
-    let stop = () => {};
-    const body = new ReadableStream<Uint8Array>({
-      start(ctrl) {
-        const tick = () => {
-          try {
-            const text = JSON.stringify(view(job, chunk));
-            if (text !== last) {
-              last = text;
-              quietSince = Date.now();
-              ctrl.enqueue(enc.encode(`data: ${text}\n\n`));
-            } else if (Date.now() - quietSince > KEEPALIVE_MS) {
-              quietSince = Date.now();
-              ctrl.enqueue(enc.encode(": keepalive\n\n"));
-            }
-          } catch (e) {
-            o.log.warn("dashboard stream ended", { error: e });
-            end();
-            try {
-              ctrl.close();
-            } catch { /* closed */ }
-          }
-        };
-        stop = () => {
-          end();
-          try {
-            ctrl.close();
-          } catch { /* closed */ }
-        };
-        closers.add(stop);
-        tick();
-        timer = setInterval(tick, UPDATE_MS);
-      },
-      cancel: end,
-    });
-    return new Response(body, {
-      headers: { "content-type": "text/event-stream", ...SECURITY_HEADERS },
-    });
+    return await chunkFile(url, url.pathname);
   });
   const addr = await ready.promise;
   const address = `${addr.hostname}:${addr.port}`;
-  o.log.info("dashboard listening", { dashboard: address });
+  const url = `http://${o.advertise ?? advertisedAddress(addr, o.endpoint)}`;
+  o.log.info("dashboard listening", { dashboard: address, url });
   return {
     address,
+    url,
     async close() {
       clearInterval(sampler);
       for (const c of [...closers]) c();

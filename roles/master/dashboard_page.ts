@@ -2,8 +2,10 @@
  * The dashboard's one page: plain HTML, CSS and a small script, no build step and nothing
  * fetched from elsewhere. The script follows `/events` (server-sent events: one whole
  * DashboardView per change) and redraws the job list and the chosen job's chunk grid in place,
- * so the page is never reloaded. Text from the table (owners, program names, failure reasons) is
- * set as text, never as HTML.
+ * so the page is never reloaded; on a follower master the stream is the leader's, proxied, and
+ * a `via` event names the follower. Text from the table (owners, program names, failure reasons,
+ * output names) is set as text, never as HTML; the chunk's log and output links are relative
+ * URLs of this dashboard (`log?…`, `output?…`).
  */
 
 /** The page's HTML. */
@@ -68,6 +70,7 @@ preserveAspectRatio="none"><polyline points=""></polyline><text x="4" y="12"></t
   <div id="chunk" hidden>
     <h2 id="chunk-title"></h2>
     <div id="chunk-info"></div>
+    <h3>logs</h3><div id="chunk-logs"></div>
     <h3>outputs</h3><ul id="chunk-outputs"></ul>
     <ul id="chunk-history"></ul>
     <h3>stderr (last bytes)</h3><pre id="chunk-stderr"></pre>
@@ -80,6 +83,7 @@ const params = new URLSearchParams(location.search);
 let selected = params.get("job");
 let chosenChunk = params.has("chunk") ? Number(params.get("chunk")) : null;
 let source = null;
+let via = "";
 const $ = (id) => document.getElementById(id);
 const legend = document.querySelector(".legend");
 STATES.forEach((s, i) => {
@@ -131,7 +135,9 @@ function drawChart(chart, vals, label) {
 }
 function render(v) {
   renderCluster(v);
-  $("master").textContent = "master " + v.master + (v.leader ? " (leader)" : " (follower: its view may lag the leader, marked below)");
+  $("master").textContent = "master " + v.master + (v.leader ? " (leader)" :
+    " (follower: no leader's dashboard reachable, so its own view, which may lag)") +
+    (via ? ", via " + via : "");
   const body = $("jobs").tBodies[0];
   body.replaceChildren(...v.jobs.map((j) => {
     const tr = document.createElement("tr");
@@ -186,6 +192,13 @@ function item(text) {
   li.textContent = text;
   return li;
 }
+function link(href, text) {
+  const a = document.createElement("a");
+  a.href = href;
+  a.target = "_blank";
+  a.textContent = text;
+  return a;
+}
 function renderChunk(d, c) {
   $("chunk").hidden = !c;
   if (!c) return;
@@ -196,8 +209,19 @@ function renderChunk(d, c) {
     c.failure ? "failure " + c.failure : "", c.exitCode ? "exit code " + c.exitCode : "",
     c.signal ? "signal " + c.signal : "", c.worker ? "worker " + c.worker : "", c.reason,
   ].filter(Boolean).join("; ");
-  $("chunk-outputs").replaceChildren(...c.outputs.map((o) =>
-    item(o.name + " (" + o.size + " bytes, file " + o.id + ")")));
+  const q = "job=" + d.id + "&chunk=" + c.index;
+  $("chunk-logs").replaceChildren(...["stdout", "stderr"].flatMap((s, i) => {
+    const a = link("log?" + q + "&stream=" + s, s);
+    a.id = "log-" + s;
+    return i ? [" · ", a] : [a];
+  }), c.state === 1 ? " (what it has written so far)" : c.state === 2 || c.state === 3 ?
+    " (stored; stderr: its last bytes)" : "");
+  $("chunk-outputs").replaceChildren(...c.outputs.map((o) => {
+    const li = document.createElement("li");
+    li.append(link("output?" + q + "&name=" + encodeURIComponent(o.name), o.name),
+      " (" + o.size + " bytes, file " + o.id + ")");
+    return li;
+  }));
   $("chunk-history").replaceChildren(...c.history.map((h) =>
     item("attempt " + h.attempt + " failed: " + h.failure + " " + h.reason)));
   $("chunk-stderr").textContent = c.stderrTail || "(empty)";
@@ -211,6 +235,8 @@ function connect() {
   const q = selected ? "?job=" + encodeURIComponent(selected) +
     (chosenChunk !== null ? "&chunk=" + chosenChunk : "") : "";
   source = new EventSource("events" + q);
+  source.onopen = () => { via = ""; };
+  source.addEventListener("via", (e) => { via = JSON.parse(e.data).via; });
   source.onmessage = (e) => { $("status").textContent = ""; render(JSON.parse(e.data)); };
   source.onerror = () => { $("status").textContent = "connection lost; retrying"; };
 }

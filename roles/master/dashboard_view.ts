@@ -14,6 +14,7 @@ import {
   uuidToHex,
 } from "../../wire/mod.ts";
 import { type JobRecord, JobTable } from "./job_table.ts";
+import { parseDashboardDetail } from "./dashboard_leader.ts";
 
 /** Jobs in the list, newest first. */
 export const MAX_LISTED_JOBS = 200;
@@ -62,7 +63,10 @@ export function nodeSummaries(entries: NodeEntry[]): NodeSummary[] {
       lead: (n.flags & NodeFlags.Leader) !== 0,
       slots: n.slots,
       freeSlots: n.freeSlots,
-      detail: n.detail.slice(0, 200),
+      // A master's own dashboard URL (how followers find the leader's) is not news on the page.
+      detail: n.role === NodeRole.Master && parseDashboardDetail(n.detail) !== null
+        ? ""
+        : n.detail.slice(0, 200),
     }))
     .sort((a, b) => a.role.localeCompare(b.role) || a.name.localeCompare(b.name));
 }

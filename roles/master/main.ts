@@ -6,6 +6,7 @@
  *     [--storage EP,…]   (storage nodes that do not register; registered ones need no flag)
  *            [--id NAME --peers NAME@EP,NAME@EP,… | --join] [--job-retention 24h]
  *            [--balancer-lease-ms 3000] [--dashboard-listen HOST:PORT]
+ *            [--dashboard-advertise HOST:PORT]
  *
  * Masters are not told where the balancers are: balancers ask them for the primary lease
  * (`--masters` on the balancer), and dispatches go to the holder's advertised endpoint.
@@ -23,7 +24,7 @@ import {
 import { RequestError, RpcServer } from "../../lib/rpc.ts";
 import { createLogger } from "../../lib/log.ts";
 import { loadOrCreateNodeId } from "../../lib/node_id.ts";
-import { ErrorCode, MessageType, uuidToHex } from "../../wire/mod.ts";
+import { ChunkState, ErrorCode, MessageType, uuidToHex } from "../../wire/mod.ts";
 import { JobTable } from "./job_table.ts";
 import { decodeCommand } from "./commands.ts";
 import { type ReplicatedLog, SingleNodeLog } from "./replicated_log.ts";
@@ -40,6 +41,10 @@ import { decodeSnapshot, encodeSnapshot } from "./snapshot.ts";
 import type { Registry } from "../../lib/metrics.ts";
 import { MasterMetrics } from "./metrics.ts";
 import { type Dashboard, dashboardToken, startDashboard } from "./dashboard.ts";
+import { LeaderDashboard } from "./dashboard_leader.ts";
+import { ChunkFiles } from "./dashboard_files.ts";
+import { dialZmq } from "../../lib/transport.ts";
+import { systemClock } from "../../lib/clock.ts";
 
 /** How long a master's request waits for the first storage node to register, ms. */
 const STORAGE_WAIT_MS = 5000;
@@ -78,6 +83,8 @@ export interface MasterOptions {
   metrics?: Registry;
   /** Serve the web dashboard here (`--dashboard-listen HOST:PORT`; roles/master/dashboard.ts). */
   dashboardListen?: string;
+  /** Where other masters reach this one's dashboard (`--dashboard-advertise HOST:PORT`). */
+  dashboardAdvertise?: string;
 }
 
 /** A running master. */
@@ -122,6 +129,7 @@ export function parseMasterArgs(args: string[]): MasterOptions {
       "tick-ms": { type: "string" },
       "job-retention": { type: "string" },
       "dashboard-listen": { type: "string" },
+      "dashboard-advertise": { type: "string" },
       ...SECURITY_FLAGS,
     },
     strict: true,
@@ -201,6 +209,7 @@ export function parseMasterArgs(args: string[]): MasterOptions {
     tickMs: num("tick-ms", values["tick-ms"]),
     retentionMs,
     dashboardListen: values["dashboard-listen"],
+    dashboardAdvertise: values["dashboard-advertise"],
     security: securityOptions(values),
   };
 }
@@ -311,6 +320,20 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
     nodeId,
     { timeoutMs: 5000 },
   );
+  // The dashboard's file links stream in small pieces (at most 2 x 1 MiB in flight each); the
+  // files they name were stored, so the nodes have registered (no wait for them).
+  const dashboardStorage = opts.dashboardListen === undefined ? undefined : new ReplicatedStorage(
+    {
+      view: async () => {
+        const v = await membership.view();
+        return v.members.length > 0 ? v : await seeds.view();
+      },
+      close: () => Promise.resolve(),
+    },
+    nodeId,
+    { timeoutMs: 5000, chunkBytes: 1 << 20, window: 2 },
+  );
+  let dashboard: Dashboard | undefined;
   service = new MasterService({
     node: nodeId,
     endpoint,
@@ -326,6 +349,7 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
     redispatchMs: opts.redispatchMs,
     raft,
     retentionMs: opts.retentionMs,
+    dashboardUrl: () => dashboard?.url,
   });
   server.setHandler((msg, _peer, from) => {
     if (msg.type === MessageType.RaftMessage) {
@@ -343,26 +367,55 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
     return service!.handle(msg, from);
   });
   service.start();
-  let dashboard: Dashboard | undefined;
   if (opts.dashboardListen !== undefined) {
     const self = raft?.id ?? endpoint;
+    const nodes = async () => {
+      const r = await service!.handle({ type: MessageType.NodeListRequest, node: nodeId });
+      return r?.type === MessageType.NodeListResponse ? r.nodes : [];
+    };
     try {
       dashboard = await startDashboard({
         listen: opts.dashboardListen,
-        token: await dashboardToken(opts.data),
+        advertise: opts.dashboardAdvertise,
+        endpoint,
+        token: await dashboardToken(opts.data, creds?.clusterSecret),
         log,
         self,
         table: () => table,
         isLeader: () => consensus.isLeader(),
-        nodes: async () => {
-          const r = await service!.handle({ type: MessageType.NodeListRequest, node: nodeId });
-          return r?.type === MessageType.NodeListResponse ? r.nodes : [];
+        nodes,
+        running: async (job, chunk) => {
+          // As `dsys status` shows it (null: the table's owner check is an admin's).
+          const r = await service!.handle({
+            type: MessageType.JobStatusRequest,
+            node: nodeId,
+            job,
+          });
+          const c = r?.type === MessageType.JobStatusResponse ? r.chunks[chunk] : undefined;
+          return c?.state === ChunkState.Running && c.worker.some((b) => b !== 0) ? c.worker : null;
         },
+        leader: raft && new LeaderDashboard({
+          node: nodeId,
+          isLeader: () => raft!.isLeader(),
+          leaderId: () => raft!.leaderId,
+          dial: dialZmq,
+          clock: systemClock,
+        }),
+        files: new ChunkFiles({
+          node: nodeId,
+          storage: dashboardStorage!,
+          secret: creds?.clusterSecret &&
+            { clusterSecret: creds.clusterSecret, publicKey: creds.self.publicKey },
+          nodes,
+          dial: dialZmq,
+          clock: systemClock,
+        }),
       });
     } catch (e) {
       await service.stop();
       await server.close();
       await storage.close();
+      await dashboardStorage?.close();
       await consensus.close();
       throw e;
     }
@@ -386,6 +439,7 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
       await service!.stop();
       await server.close();
       await storage.close();
+      await dashboardStorage?.close();
       await consensus.close();
     },
   };

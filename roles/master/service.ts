@@ -58,6 +58,7 @@ import { MEMBER_ID_RE, memberEndpoint, memberName } from "./member_id.ts";
 import { type Credentials, type Identity, processCredentials } from "../../lib/security.ts";
 import { checkPlacementTicket } from "../../lib/capability.ts";
 import { StatCache, statKey } from "./stat_cache.ts";
+import { dashboardDetail } from "./dashboard_leader.ts";
 
 /** Limits a submission is validated against. */
 export interface SubmitLimits {
@@ -127,6 +128,11 @@ export interface MasterServiceDeps {
   dial?: Dial;
   /** Makes the id of a new job (default: a random uuid; the simulator's are seeded). */
   newJobId?: () => Uint8Array;
+  /**
+   * Where this master's dashboard is reached (`http://HOST:PORT`), shown in its own node list
+   * entry: how followers find the leader's (roles/master/dashboard_leader.ts).
+   */
+  dashboardUrl?: () => string | undefined;
 }
 
 /** How long after a cancel the leader keeps re-sending it to the balancer, ms. */
@@ -869,7 +875,11 @@ export class MasterService {
         ...(raft
           ? { endpoint: memberEndpoint(id), name: memberName(id) }
           : { endpoint: this.#d.endpoint, name: this.#selfName }),
-        detail: self || leader || replicating ? "" : "not replicating from the leader",
+        detail: self
+          ? dashboardDetail(this.#d.dashboardUrl?.())
+          : leader || replicating
+          ? ""
+          : "not replicating from the leader",
       };
     });
     await Promise.all([this.#balancerNodes(nodes), this.#storageNode(nodes)]);

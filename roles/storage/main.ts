@@ -15,7 +15,9 @@
  *   read (anything else looks absent, so it uploads it in full and thereby becomes an owner);
  * - a worker reads a file only with a read capability (lib/capability.ts) for its own key and
  *   that file, before its expiry: it got one with each chunk that uses the file;
- * - a master's file_stat with a user answers for that user; storage nodes read anything;
+ * - a master's file_stat with a user answers for that user; a master reads a file only with a
+ *   read capability for its own key (it holds the cluster secret: the dashboard's output links);
+ *   storage nodes read anything;
  * - FORBIDDEN does not say whether the file exists.
  * A file_put, once its bytes are verified, makes an owner of the client that sent it, or of the
  * job owner a worker names (`owner`); storage nodes' puts make none. Without keys (insecure
@@ -338,6 +340,7 @@ class Access {
       case "client":
         return from.admin || await this.#store.isOwner(m.file, from.name);
       case "worker":
+      case "master": // its dashboard's output links, with a capability it minted for itself
         return this.#secret !== null &&
           checkReadCapability(
             this.#secret,
@@ -350,7 +353,7 @@ class Access {
       case "storage":
         return true;
       default:
-        return false; // masters and balancers do not read files (rpc.ts refuses them anyway)
+        return false; // balancers do not read files (rpc.ts refuses them anyway)
     }
   }
 

@@ -255,6 +255,21 @@ export class ReplicatedStorage {
     });
   }
 
+  /**
+   * Streams the file to `sink` in order (a failover continues at the offset reached; `data` is
+   * valid only until the sink's promise resolves: copy to keep it), `begin` first getting its
+   * length. Verified whole at the end: a mismatch rejects after the bytes were handed on, so a
+   * caller passing them further must fail its own stream then (the dashboard's output links).
+   */
+  async getToSink(
+    id: Uuid,
+    begin: (length: number) => void,
+    sink: (offset: number, data: Uint8Array) => Promise<void>,
+    rc: ReadCap = {},
+  ): Promise<number> {
+    return await this.#download(id, Number.MAX_SAFE_INTEGER, begin, sink, rc);
+  }
+
   async #download(
     id: Uuid,
     maxBytes: number,

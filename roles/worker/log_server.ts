@@ -5,9 +5,9 @@
  *
  * What is served is the chunk's own stdout and stderr files, as the program writes them (on the
  * chunk's tmpfs when sandboxed): bounded by the chunk's disk limit, gone with the chunk. Only the
- * job's owner (or an admin) may read them; rpc has already checked that the sender is a client
- * key. A chunk that ended is not here any more: its stdout is an output on storage and its
- * stderr tail in the masters' record (`dsys logs` reads those).
+ * job's owner (or an admin, or a master for its dashboard) may read them; rpc has already checked
+ * that the sender is a client or master key. A chunk that ended is not here any more: its stdout
+ * is an output on storage and its stderr tail in the masters' record (`dsys logs` reads those).
  * @module
  */
 import type { Logger } from "../../lib/log.ts";
@@ -65,7 +65,8 @@ export class ChunkLogServer {
     const what = `chunk ${m.chunkIndex} of job ${uuidToHex(m.job)}`;
     const c = this.#o.lookup(m.job, m.chunkIndex);
     if (!c) throw new RequestError(ErrorCode.NotFound, `${what} does not run on this worker`);
-    if (from !== null && !from.admin && from.name !== c.owner) {
+    // A master (its dashboard's log links) is trusted with every job, like an admin.
+    if (from !== null && from.role !== "master" && !from.admin && from.name !== c.owner) {
       throw new RequestError(ErrorCode.Forbidden, `${what} is not yours`);
     }
     const path = m.stream === 2 ? c.stderr : c.stdout;
