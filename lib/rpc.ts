@@ -105,6 +105,9 @@ const REVERSE = 1n << 63n;
  */
 export const RPC_SOCKET_OPTIONS: SocketOptions = { zeroCopySendMin: LARGE_FRAME };
 
+/** Listen queue of every RpcServer (the kernel caps it at net.core.somaxconn, often 4096). */
+export const RPC_LISTEN_BACKLOG = 4096;
+
 /** Largest frame this process received, per message type code (see `largestFramesReceived`). */
 const maxFrameSeen = new Map<number, number>();
 
@@ -582,6 +585,10 @@ export class RpcServer {
       routerHandover: true,
       sndhwm: 100_000,
       rcvhwm: 100_000,
+      // Thousands of workers reconnect at once after a balancer or master restart: with
+      // libzmq's default of 100 the kernel drops the rest of the SYNs, and each of those
+      // clients retries only after its reconnect interval (bench/scale.ts measures the tail).
+      backlog: RPC_LISTEN_BACKLOG,
       maxMsgSize: this.#limits.maxFrame + 64,
     });
   }

@@ -232,3 +232,53 @@ Deno.test("balancer process: exactly-once placement, locality, dead worker, bad 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("balancer process: register and heartbeat replies carry an interval that grows with the workers", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dsys-balancer-test-" });
+  const keys = await TestKeys.make({ names: { balancer: ["b1"], worker: ["A"] } });
+  // 10 heartbeats/s for the whole cluster: k workers are asked for one every k × 100 ms (>= 500).
+  const bal = await spawnBalancer([
+    "--listen",
+    "tcp://127.0.0.1:0",
+    "--data",
+    dir,
+    "--max-heartbeats-per-sec",
+    "10",
+  ], { keys, name: "b1" });
+  const ids = Array.from({ length: 20 }, () => randomUuid());
+  // Many node ids may share one worker key; each is bound to it and routed by its node id.
+  const clients = ids.map((id) =>
+    new RpcClient(bal.ref, { node: id, routingId: id, timeoutMs: 10_000, auth: keys.creds("A") })
+  );
+  try {
+    const told: number[] = [];
+    for (const [i, id] of ids.entries()) {
+      const r = await clients[i].request({
+        type: MessageType.WorkerRegister,
+        node: id,
+        slots: 1,
+        freeSlots: 1,
+        files: [],
+        label: `w${i}`,
+      });
+      assert.equal(r.type, MessageType.Ok);
+      told.push(r.type === MessageType.Ok ? r.value : -1);
+    }
+    assert.deepEqual(told, ids.map((_, i) => Math.max(500, (i + 1) * 100)));
+    const hb = await clients[0].request({
+      type: MessageType.WorkerHeartbeat,
+      node: ids[0],
+      slots: 1,
+      freeSlots: 1,
+      added: [],
+      evicted: [],
+    });
+    assert.equal(hb.type === MessageType.Ok ? hb.value : -1, 2000);
+  } finally {
+    await Promise.all(clients.map((c) => c.close()));
+    const st = await bal.stop();
+    await keys.close();
+    assert.equal(st.code, 0, `balancer exit: ${JSON.stringify(st)}\n${bal.logs.join("\n")}`);
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -3,7 +3,11 @@ import {
   type Assignment,
   ChunkScheduler,
   Deque,
+  freeOf,
   type JobInfo,
+  LOCALITY_SCAN,
+  MAX_HEARTBEAT_MS,
+  type WorkerInfo,
 } from "../roles/balancer/chunk_scheduler.ts";
 import { ChunkState, randomUuid, type Uuid, uuidToHex } from "../wire/mod.ts";
 
@@ -352,4 +356,179 @@ Deno.test("deque: both ends, removal near the front, order kept against an array
   assert.deepEqual(d.toArray(), model);
   assert.deepEqual(Deque.from(model).toArray(), model);
   for (let i = 0; i < model.length; i += 97) assert.equal(d.at(i), model[i]);
+});
+
+// ---------------------------------------------------------------------------------------------
+// The free-slot indexes (roles/balancer/free_index.ts) against the rule they implement.
+
+/** The placement rule of `assign`, by brute force over every worker (see its doc). */
+function expectedWorker(
+  s: ChunkScheduler,
+  inputs: { key: string; size: number }[],
+  nowMs: number,
+): WorkerInfo | null {
+  const ok = (w: WorkerInfo) => freeOf(w) > 0 && nowMs - w.lastSeenMs < s.deadAfter(w);
+  const order = (a: WorkerInfo, b: WorkerInfo) =>
+    freeOf(b) - freeOf(a) || a.lastAssignSeq - b.lastAssignSeq || a.ord - b.ord;
+  const ws = s.workers();
+  const holders = inputs.reduce(
+    (n, f) => n + ws.filter((w) => freeOf(w) > 0 && w.files.has(f.key)).length,
+    0,
+  );
+  const bytes = (w: WorkerInfo) =>
+    inputs.reduce((n, f) => n + (w.files.has(f.key) ? f.size : 0), 0);
+  if (holders <= LOCALITY_SCAN) {
+    return ws.filter(ok).sort((a, b) => bytes(b) - bytes(a) || order(a, b))[0] ?? null;
+  }
+  const bySize = inputs.map((f, i) => ({ f, i })).sort((a, b) => b.f.size - a.f.size || a.i - b.i);
+  for (const { f } of bySize) {
+    const best = ws.filter((w) => ok(w) && w.files.has(f.key)).sort(order)[0];
+    if (best) return best;
+  }
+  return ws.filter(ok).sort(order)[0] ?? null;
+}
+
+Deno.test("scheduler: indexed placement picks what a scan of every worker picks (120 seeds)", () => {
+  for (let seed = 1; seed <= 120; seed++) {
+    let x = seed;
+    const r = () => (x = (x * 1103515245 + 12345) % 2147483648) / 2147483648;
+    const pick = <T>(a: T[]) => a[Math.floor(r() * a.length)];
+    const s = new ChunkScheduler({ deadAfterMs: 1000, idleGraceMs: 0 });
+    // A twin fed the same calls, now and then replaced by an import of s's snapshot: it must
+    // decide exactly alike (the standby takes over from such a copy).
+    let twin = new ChunkScheduler({ deadAfterMs: 1000, idleGraceMs: 0 });
+    const both = <T>(f: (t: ChunkScheduler) => T): T => {
+      f(twin);
+      return f(s);
+    };
+    const files = Array.from(
+      { length: 5 },
+      () => ({ id: randomUuid(), size: 1 + Math.floor(r() * 4) }),
+    );
+    // Few or many workers: both sides of LOCALITY_SCAN.
+    const ids = Array.from({ length: seed % 3 === 0 ? 150 : 1 + (seed % 40) }, () => randomUuid());
+    const silent = new Set<number>();
+    let now = 0;
+    const someFiles = () => files.filter(() => r() < 0.4).map((f) => f.id);
+    for (const id of ids) {
+      const slots = 1 + Math.floor(r() * 3);
+      const has = someFiles();
+      both((t) => t.register(id, slots, slots, has, "", now));
+    }
+    const running: Assignment[] = [];
+    for (let step = 0; step < 120; step++) {
+      now += 50;
+      const op = r();
+      if (op < 0.5) {
+        const ins = files.filter(() => r() < 0.35);
+        const j = job(1, ins);
+        both((t) => t.dispatch(j, all(1), now));
+        const want = expectedWorker(
+          s,
+          ins.map((f) => ({ key: uuidToHex(f.id), size: f.size })),
+          now,
+        );
+        const twinGot = twin.assign(now);
+        const got = s.assign(now);
+        assert.deepEqual(got.map((a) => a.worker.key), twinGot.map((a) => a.worker.key));
+        assert.equal(
+          got.length,
+          want ? 1 : 0,
+          `seed ${seed} step ${step}: ${got.length} ${want?.key} ${JSON.stringify(s.stats())}`,
+        );
+        if (want) {
+          assert.equal(got[0].worker.key, want.key, `seed ${seed} step ${step}`);
+          running.push(got[0]);
+        } else both((t) => t.cancel(j.job, [], now));
+      } else if (op < 0.75 && running.length > 0) {
+        const a = running.splice(Math.floor(r() * running.length), 1)[0];
+        both((t) => t.finished(a.worker.id, a.job.job, a.chunkIndex, a.attempt, 2, now));
+      } else if (op < 0.8) {
+        silent.add(Math.floor(r() * ids.length));
+      } else if (op < 0.85) {
+        const dead = both((t) => t.reapDead(now));
+        for (const d of dead) {
+          // Their chunks would be queued before the next check's: cancel them.
+          for (const q of d.requeued) both((t) => t.cancel(q.job, [], now));
+          for (let i = running.length - 1; i >= 0; i--) {
+            if (running[i].worker.key === d.worker.key) running.splice(i, 1);
+          }
+        }
+      } else if (op < 0.9) {
+        twin = new ChunkScheduler({ deadAfterMs: 1 });
+        twin.importState(structuredClone(s.exportState()));
+      } else {
+        // A heartbeat with a cache delta (and, sometimes, busy slots we did not place).
+        const i = Math.floor(r() * ids.length);
+        const w = s.worker(ids[i]);
+        if (w && !silent.has(i)) {
+          const add = someFiles();
+          const evict = r() < 0.5 ? [pick(files).id] : [];
+          const free = Math.max(0, w.slots - w.running.size - (r() < 0.2 ? 1 : 0));
+          both((t) => t.heartbeat(ids[i], w.slots, free, add, evict, now));
+        }
+      }
+      // Everyone not silent heartbeats now and then (keeps them alive).
+      if (step % 10 === 0) {
+        for (const [i, id] of ids.entries()) {
+          const w = s.worker(id);
+          if (!w || silent.has(i)) continue;
+          const free = w.slots - w.running.size - w.phantom;
+          both((t) => t.heartbeat(id, w.slots, Math.max(0, free), [], [], now));
+        }
+      }
+    }
+  }
+});
+
+Deno.test("scheduler: heartbeat interval grows with the cluster, and the dead timeout with it", () => {
+  const s = new ChunkScheduler({ deadAfterMs: 5000, heartbeatMs: 500, maxHeartbeatsPerSec: 100 });
+  const ids = Array.from({ length: 1000 }, () => randomUuid());
+  // Small cluster: the base interval, the configured timeout.
+  assert.equal(s.register(ids[0], 1, 1, [], "", 0).heartbeatMs, 500);
+  assert.equal(s.deadAfter(s.worker(ids[0])!), 5000);
+  for (const id of ids.slice(1, 200)) s.register(id, 1, 1, [], "", 0);
+  // 200 workers at 100 heartbeats/s: every 2 s each.
+  assert.equal(s.heartbeat(ids[0], 1, 1, [], [], 10).heartbeatMs, 2000);
+  assert.equal(s.deadAfter(s.worker(ids[0])!), 6000);
+  for (const id of ids.slice(200)) s.register(id, 1, 1, [], "", 10);
+  // 1,000: every 10 s, dead after 3 missed.
+  const w = s.worker(ids[999])!;
+  assert.equal(w.heartbeatMs, 10_000);
+  assert.equal(s.deadAfter(w), 30_000);
+  // ids[1] was last told the base interval: dead at 5 s; the others live on.
+  const dead = s.reapDead(5000).map((d) => d.worker.key);
+  assert.ok(dead.includes(uuidToHex(ids[1])));
+  assert.ok(!dead.includes(uuidToHex(ids[0])) && !dead.includes(uuidToHex(ids[999])));
+  // The told interval survives a snapshot (a standby that takes over keeps the timeouts).
+  const copy = new ChunkScheduler({ deadAfterMs: 1 });
+  copy.importState(structuredClone(s.exportState()));
+  assert.equal(copy.worker(ids[999])!.heartbeatMs, 10_000);
+  assert.equal(s.reapDead(29_999).filter((d) => d.worker.key === w.key).length, 0);
+  assert.equal(s.reapDead(30_010).filter((d) => d.worker.key === w.key).length, 1);
+  // Bounded: never past MAX_HEARTBEAT_MS; 0 turns adaptation off.
+  const huge = new ChunkScheduler({ deadAfterMs: 5000, maxHeartbeatsPerSec: 1 });
+  for (const id of ids.slice(0, 100)) huge.register(id, 1, 1, [], "", 0);
+  assert.equal(huge.heartbeatInterval(), MAX_HEARTBEAT_MS);
+  const off = new ChunkScheduler({ deadAfterMs: 5000, maxHeartbeatsPerSec: 0 });
+  assert.equal(off.register(ids[0], 1, 1, [], "", 0).heartbeatMs, 0);
+  assert.equal(off.deadAfter(off.worker(ids[0])!), 5000);
+});
+
+Deno.test("scheduler: a first wave over 2,000 idle holders of the input fills every slot", () => {
+  // The shape that was quadratic before the index: a job whose input every worker holds.
+  const s = new ChunkScheduler({ deadAfterMs: 10_000 });
+  const f = randomUuid();
+  const ids = Array.from({ length: 2000 }, () => randomUuid());
+  for (const id of ids) s.register(id, 2, 2, [f], "", 0);
+  const other = randomUuid();
+  s.register(other, 8, 8, [], "", 0);
+  const j = job(5000, [{ id: f, size: 100 }]);
+  s.dispatch(j, all(5000), 0);
+  const out = s.assign(1);
+  assert.equal(out.length, 4008);
+  const m = byWorker(out);
+  for (const id of ids) assert.equal(m.get(uuidToHex(id)), 2);
+  // The worker without the input was used only once every holder was full.
+  assert.deepEqual(out.slice(4000).map((a) => a.worker.key), Array(8).fill(uuidToHex(other)));
 });

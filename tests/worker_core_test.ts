@@ -15,6 +15,7 @@ import {
   REPORT_BACKOFF_MAX_MS,
   REPORT_BACKOFF_MIN_MS,
 } from "../roles/worker/chunk_lifecycle.ts";
+import { heartbeatPeriod, MAX_TOLD_HEARTBEAT_MS } from "../roles/worker/heartbeat.ts";
 import {
   type ChunkFinished,
   ChunkState as CS,
@@ -758,4 +759,12 @@ Deno.test("worker core: random input sequences keep every invariant", () => {
     const err = randomRun(seed, 400);
     if (err) assert.fail(err);
   }
+});
+
+Deno.test("worker heartbeat period: what the balancer told, bounded; its own without an answer", () => {
+  assert.equal(heartbeatPeriod(500, null), 500); // no answer: look for a balancer at our pace
+  assert.equal(heartbeatPeriod(500, 0), 500); // an older balancer, or adaptation off
+  assert.equal(heartbeatPeriod(500, 5000), 5000);
+  assert.equal(heartbeatPeriod(500, 100), 500); // never faster than configured
+  assert.equal(heartbeatPeriod(500, 2 ** 52), MAX_TOLD_HEARTBEAT_MS); // never silenced
 });

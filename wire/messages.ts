@@ -1431,7 +1431,8 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
     ],
     doc: "A worker joins the balancer.",
     flow: "worker DEALER -> balancer ROUTER",
-    reply: "ok, or error FORBIDDEN (the node id is bound to another key) / UNAVAILABLE " +
+    reply: "ok (value = the heartbeat interval to use, ms, as for worker_heartbeat), or error " +
+      "FORBIDDEN (the node id is bound to another key) / UNAVAILABLE " +
       "(a standby balancer: try the next endpoint)",
   },
   {
@@ -1450,9 +1451,19 @@ export const MESSAGE_SPECS: readonly MessageSpec[] = [
       ids("added", "added", "maxFiles", "file ids cached since the last heartbeat"),
       ids("evicted", "evicted", "maxFiles", "file ids evicted since the last heartbeat"),
     ],
-    doc: "Periodic liveness and cache delta.",
+    doc: "Periodic liveness and cache delta. The worker sends it every interval the balancer " +
+      "last told it (the value of the ok reply to its last register or heartbeat; 0 = none " +
+      "told, e.g. by an older balancer: its own configured interval). The balancer grows the " +
+      "interval with the number of workers, to keep the heartbeats of the whole cluster near " +
+      "a rate it can serve, and declares a worker dead after 3 told intervals (never sooner " +
+      "than its dead-worker timeout) without a message. A worker uses at least its own " +
+      "interval and at most 60 s, whatever it is told. When a heartbeat is not answered, the worker " +
+      "returns to its own interval until a reply tells it again, so a new primary hears " +
+      "from it soon. An older worker that ignores the value keeps its own, shorter interval: " +
+      "safe either way.",
     flow: "worker DEALER -> balancer ROUTER",
-    reply: "ok, or error NOT_FOUND (the balancer does not know the worker: register again) / " +
+    reply: "ok (value = the interval to heartbeat at from now on, ms; 0 = keep your own), " +
+      "or error NOT_FOUND (the balancer does not know the worker: register again) / " +
       "FORBIDDEN (the node id is bound to another key) / UNAVAILABLE (a standby)",
   },
   {

@@ -12,6 +12,8 @@
  * @module
  */
 import { type FileEntry, type LimitFields, type Uuid, uuidToHex } from "../../wire/mod.ts";
+import { MAX_TOLD_HEARTBEAT_MS } from "../worker/heartbeat.ts";
+import { FreeHolders, FreeIndex } from "./free_index.ts";
 
 /** Tunables of the scheduler. */
 export interface SchedulerOptions {
@@ -31,7 +33,33 @@ export interface SchedulerOptions {
    * they are requeued with attempt+1. Must exceed the worker_request ack timeout. 0 disables.
    */
   idleGraceMs?: number;
+  /**
+   * The heartbeat interval of a small cluster, ms (the workers' default `--heartbeat-ms`):
+   * `deadAfterMs` is meant for it. Default 500.
+   */
+  heartbeatMs?: number;
+  /**
+   * Heartbeats per second the balancer asks of all its workers together (Nomad's
+   * max_heartbeats_per_second): each register/heartbeat reply tells the worker to heartbeat
+   * every max(heartbeatMs, workers / this) seconds (at most MAX_HEARTBEAT_MS), and a worker is
+   * dead after max(deadAfterMs, DEAD_AFTER_INTERVALS × the interval it was told). 0: no
+   * adaptation (every worker keeps its own interval). Default 2000.
+   * (A worker told the base interval keeps exactly deadAfterMs.)
+   */
+  maxHeartbeatsPerSec?: number;
 }
+
+/** Longest heartbeat interval the balancer ever asks for, ms: what a worker accepts at most. */
+export const MAX_HEARTBEAT_MS = MAX_TOLD_HEARTBEAT_MS;
+/** A worker told a long interval is dead after this many intervals without a word. */
+export const DEAD_AFTER_INTERVALS = 3;
+/**
+ * Placement looks at every free worker holding a chunk's inputs while there are at most this
+ * many; beyond, at the first in free-slot order holding its largest input (see #bestWorker).
+ */
+export const LOCALITY_SCAN = 64;
+/** Workers looked at in free-slot order for a holder of the largest input before a scan. */
+export const LOCALITY_WALK = 256;
 
 /** The job-wide part of a chunk (shared by all chunks of a job). */
 export interface JobInfo {
@@ -101,6 +129,15 @@ export interface WorkerInfo {
   auth: WorkerKey | null;
   /** Where the worker serves its chunks' logs ("" = nowhere). */
   endpoint: string;
+  /**
+   * The heartbeat interval the worker was last told (ms; the base interval until told): its
+   * dead-worker timeout follows from it.
+   */
+  heartbeatMs: number;
+  /** Registration order (placement's last tie break; internal). */
+  ord: number;
+  /** Whether it is listed among the free holders of its files (internal: free slots > 0). */
+  listed: boolean;
 }
 
 /** One placement decision: send `chunk` of `job` to `worker`. */
@@ -151,6 +188,8 @@ export interface SchedulerState {
     /** The registering key (absent: unbound, insecure mode). */
     auth?: WorkerKey | null;
     endpoint?: string;
+    /** Heartbeat interval last told (absent: an older primary's snapshot; the base). */
+    heartbeatMs?: number;
   }[];
   jobs: {
     key: string;
@@ -190,6 +229,8 @@ export class SchedulerError extends Error {
 
 interface JobEntry {
   info: JobInfo;
+  /** Indexes into `inputs`, largest file first (ties: job order). */
+  bySize: number[];
   queue: Deque<ChunkTask>;
   /** Chunks of this job currently on some worker. */
   runningCount: number;
@@ -201,6 +242,10 @@ interface JobEntry {
 
 function inputKeys(info: JobInfo): { key: string; size: number }[] {
   return info.inputFiles.map((f) => ({ key: uuidToHex(f.id), size: f.size }));
+}
+
+function bySize(inputs: { size: number }[]): number[] {
+  return inputs.map((_, i) => i).sort((a, b) => inputs[b].size - inputs[a].size || a - b);
 }
 
 interface FinishedEntry {
@@ -310,14 +355,69 @@ export class ChunkScheduler {
    * and re-send a cancel for a minute).
    */
   #cancelled = new Map<string, { atMs: number; chunks: Set<number> | null }>();
+  /** Workers with free slots in placement order. */
+  #free = new FreeIndex<WorkerInfo>();
+  /** Per file, the workers with free slots that hold it. */
+  #holders = new FreeHolders<WorkerInfo>();
+  /** Registrations so far (WorkerInfo.ord). */
+  #ordSeq = 0;
 
   constructor(opts: SchedulerOptions) {
     this.opts = {
       refuseBackoffMs: 1000,
       rerunFinishedAfterMs: 30_000,
       idleGraceMs: 10_000,
+      heartbeatMs: 500,
+      maxHeartbeatsPerSec: 2000,
       ...opts,
     };
+  }
+
+  /**
+   * The heartbeat interval to tell a worker now, ms (0: none, adaptation is off): the base
+   * interval while the cluster is small, then growing with it so that all workers together
+   * send about maxHeartbeatsPerSec (in steps of 100 ms, so that it does not change with every
+   * registration).
+   */
+  heartbeatInterval(): number {
+    const { heartbeatMs, maxHeartbeatsPerSec } = this.opts;
+    if (maxHeartbeatsPerSec <= 0) return 0;
+    const spread = Math.ceil((this.#workers.size * 1000) / maxHeartbeatsPerSec / 100) * 100;
+    return Math.min(MAX_HEARTBEAT_MS, Math.max(heartbeatMs, spread));
+  }
+
+  /** How long worker `w` may stay silent before it is dead, ms. */
+  deadAfter(w: WorkerInfo): number {
+    // At the base interval deadAfterMs holds as configured (tests set it below 3 intervals).
+    if (w.heartbeatMs <= this.opts.heartbeatMs) return this.opts.deadAfterMs;
+    return Math.max(this.opts.deadAfterMs, DEAD_AFTER_INTERVALS * w.heartbeatMs);
+  }
+
+  /** Re-files `w` in the free-slot indexes after any change of its slots, work or files. */
+  #reindex(w: WorkerInfo): void {
+    const free = freeOf(w);
+    this.#free.set(w, free, w.lastAssignSeq, w.ord);
+    if ((free > 0) !== w.listed) {
+      w.listed = free > 0;
+      for (const f of w.files) w.listed ? this.#holders.add(f, w) : this.#holders.delete(f, w);
+    }
+  }
+
+  /** Takes `w` out of both indexes (it leaves, or its file list is replaced). */
+  #unindex(w: WorkerInfo): void {
+    this.#free.delete(w);
+    if (w.listed) { for (const f of w.files) this.#holders.delete(f, w); }
+    w.listed = false;
+  }
+
+  #addFile(w: WorkerInfo, f: string): void {
+    if (w.files.has(f)) return;
+    w.files.add(f);
+    if (w.listed) this.#holders.add(f, w);
+  }
+
+  #dropFile(w: WorkerInfo, f: string): void {
+    if (w.files.delete(f) && w.listed) this.#holders.delete(f, w);
   }
 
   // ------------------------------------------------------------------------------------------
@@ -338,7 +438,7 @@ export class ChunkScheduler {
     nowMs: number,
     auth: WorkerKey | null = null,
     endpoint = "",
-  ): { requeued: DeadWorker["requeued"] } {
+  ): { requeued: DeadWorker["requeued"]; heartbeatMs: number } {
     const key = uuidToHex(id);
     let w = this.#workers.get(key);
     let requeued: DeadWorker["requeued"] = [];
@@ -357,6 +457,9 @@ export class ChunkScheduler {
         lastAssignSeq: 0,
         auth: null,
         endpoint: "",
+        heartbeatMs: this.opts.heartbeatMs,
+        ord: ++this.#ordSeq,
+        listed: false,
       };
       this.#workers.set(key, w);
     }
@@ -367,9 +470,19 @@ export class ChunkScheduler {
     w.label = label;
     w.lastSeenMs = nowMs;
     // The register message lists the whole cache: replace, don't merge.
+    this.#unindex(w);
     w.files = new Set(files.map(uuidToHex));
     w.phantom = Math.max(0, slots - freeSlots - w.running.size);
-    return { requeued };
+    this.#reindex(w);
+    return { requeued, heartbeatMs: this.#tell(w) };
+  }
+
+  /** The interval to tell `w` in the reply (0: none), remembered for its dead timeout. */
+  #tell(w: WorkerInfo): number {
+    const ms = this.heartbeatInterval();
+    // Told nothing, it keeps what it uses (the base interval, as far as we know).
+    w.heartbeatMs = ms || this.opts.heartbeatMs;
+    return ms;
   }
 
   /**
@@ -383,7 +496,7 @@ export class ChunkScheduler {
     added: Uuid[],
     evicted: Uuid[],
     nowMs: number,
-  ): { requeued: DeadWorker["requeued"] } {
+  ): { requeued: DeadWorker["requeued"]; heartbeatMs: number } {
     const w = this.#workers.get(uuidToHex(id));
     if (!w) {
       throw new SchedulerError("unknown_worker", `worker ${uuidToHex(id)} is not registered`);
@@ -391,8 +504,8 @@ export class ChunkScheduler {
     w.slots = slots;
     w.reportedFree = freeSlots;
     w.lastSeenMs = nowMs;
-    for (const f of evicted) w.files.delete(uuidToHex(f));
-    for (const f of added) w.files.add(uuidToHex(f));
+    for (const f of evicted) this.#dropFile(w, uuidToHex(f));
+    for (const f of added) this.#addFile(w, uuidToHex(f));
     let requeued: DeadWorker["requeued"] = [];
     if (freeSlots >= slots && w.running.size > 0 && this.opts.idleGraceMs > 0) {
       const stale = [...w.running.values()].filter((t) =>
@@ -402,7 +515,8 @@ export class ChunkScheduler {
     }
     // A report that lags our own bookkeeping can only undercount: never overbooks.
     w.phantom = Math.max(0, slots - freeSlots - w.running.size);
-    return { requeued };
+    this.#reindex(w);
+    return { requeued, heartbeatMs: this.#tell(w) };
   }
 
   /** Marks a worker as seen now (any message from it proves it is alive). */
@@ -425,10 +539,13 @@ export class ChunkScheduler {
   reapDead(nowMs: number): DeadWorker[] {
     const dead: DeadWorker[] = [];
     for (const w of this.#workers.values()) {
-      if (nowMs - w.lastSeenMs < this.opts.deadAfterMs) continue;
+      if (nowMs - w.lastSeenMs < this.deadAfter(w)) continue;
       dead.push({ worker: w, requeued: this.#requeueAll(w, nowMs) });
     }
-    for (const d of dead) this.#workers.delete(d.worker.key);
+    for (const d of dead) {
+      this.#unindex(d.worker);
+      this.#workers.delete(d.worker.key);
+    }
     return dead;
   }
 
@@ -437,6 +554,7 @@ export class ChunkScheduler {
     const w = this.#workers.get(uuidToHex(id));
     if (!w) return null;
     const requeued = this.#requeueAll(w, nowMs);
+    this.#unindex(w);
     this.#workers.delete(w.key);
     return { worker: w, requeued };
   }
@@ -458,6 +576,7 @@ export class ChunkScheduler {
       this.#enqueue(job, t, true);
       out.push({ job: job.info.job, chunkIndex: t.chunkIndex, attempt: t.attempt });
     }
+    this.#reindex(w);
     return out;
   }
 
@@ -511,9 +630,11 @@ export class ChunkScheduler {
         if (fins!.size === 0) this.#finished.delete(jobKey);
       }
       if (!job) {
+        const inputs = inputKeys(info);
         job = {
           info: { ...info, job: info.job.slice() },
-          inputs: inputKeys(info),
+          inputs,
+          bySize: bySize(inputs),
           queue: new Deque(),
           runningCount: 0,
           tasks: new Map(),
@@ -617,6 +738,7 @@ export class ChunkScheduler {
     if (!hit) return false;
     const { w, t, ck, je } = hit;
     w.running.delete(ck);
+    this.#reindex(w);
     (t.avoid ??= new Map()).set(w.key, nowMs + this.opts.refuseBackoffMs);
     t.worker = "";
     je.runningCount--;
@@ -634,6 +756,7 @@ export class ChunkScheduler {
     if (!hit) return false;
     const { w, t, ck, je } = hit;
     w.running.delete(ck);
+    this.#reindex(w);
     t.attempt++;
     (t.avoid ??= new Map()).set(w.key, nowMs + this.opts.refuseBackoffMs);
     t.worker = "";
@@ -658,11 +781,15 @@ export class ChunkScheduler {
     if (!hit) {
       // Work we did not place there ended: one phantom slot is free again.
       const w = this.#workers.get(uuidToHex(workerId));
-      if (w && w.phantom > 0) w.phantom--;
+      if (w && w.phantom > 0) {
+        w.phantom--;
+        this.#reindex(w);
+      }
       return false;
     }
     const { w, t, ck, je } = hit;
     w.running.delete(ck);
+    this.#reindex(w);
     je.tasks.delete(chunkIndex);
     let fins = this.#finished.get(t.jobKey);
     if (!fins) this.#finished.set(t.jobKey, fins = new Map());
@@ -739,7 +866,10 @@ export class ChunkScheduler {
    * Fairness: one chunk per job per round, jobs in round-robin order, so a giant job cannot
    * starve a small one. Locality: a chunk goes to the worker holding the most bytes of its
    * input files; ties go to the worker with the most free slots, then to the one that was
-   * given work least recently.
+   * given work least recently, then to the one registered first. When more than
+   * LOCALITY_SCAN free workers hold its inputs, it goes to the first of those holding its
+   * largest input in that same order (the smaller inputs are not weighed then). Every decision
+   * is found through the free-slot indexes: its cost does not grow with the cluster.
    */
   assign(nowMs: number): Assignment[] {
     const out: Assignment[] = [];
@@ -747,8 +877,8 @@ export class ChunkScheduler {
     // to count free slots over every worker.
     this.#compactOrder();
     if (this.#jobOrder.length === 0) return out;
-    let free = 0;
-    for (const w of this.#workers.values()) if (this.#alive(w, nowMs)) free += freeOf(w);
+    // An upper bound (silent workers count too): a round that places nothing ends the loop.
+    let free = this.#free.totalFree;
     while (free > 0) {
       this.#compactOrder();
       if (this.#jobOrder.length === 0) break;
@@ -791,7 +921,7 @@ export class ChunkScheduler {
   }
 
   #alive(w: WorkerInfo, nowMs: number): boolean {
-    return nowMs - w.lastSeenMs < this.opts.deadAfterMs;
+    return nowMs - w.lastSeenMs < this.deadAfter(w);
   }
 
   #placeOne(je: JobEntry, nowMs: number): Assignment | null {
@@ -799,7 +929,7 @@ export class ChunkScheduler {
     const scan = Math.min(je.queue.length, 64);
     for (let qi = 0; qi < scan; qi++) {
       const t = je.queue.at(qi);
-      const w = this.#bestWorker(je.inputs, t, nowMs);
+      const w = this.#bestWorker(je, t, nowMs);
       if (!w) continue;
       je.queue.removeAt(qi);
       const ck = chunkKey(t.jobKey, t.chunkIndex);
@@ -809,37 +939,83 @@ export class ChunkScheduler {
       w.lastAssignSeq = ++this.#assignSeq;
       je.runningCount++;
       // The worker fetches the inputs to run it, so it will hold them from now on.
-      for (const f of je.inputs) w.files.add(f.key);
+      for (const f of je.inputs) this.#addFile(w, f.key);
+      this.#reindex(w);
       return { worker: w, job: je.info, chunkIndex: t.chunkIndex, attempt: t.attempt };
     }
     return null;
   }
 
-  #bestWorker(
-    inputs: { key: string; size: number }[],
-    t: ChunkTask,
-    nowMs: number,
-  ): WorkerInfo | null {
-    let best: WorkerInfo | null = null;
-    let bestBytes = -1;
-    let bestFree = -1;
-    for (const w of this.#workers.values()) {
-      const free = freeOf(w);
-      if (free <= 0 || !this.#alive(w, nowMs)) continue;
+  #bestWorker(je: JobEntry, t: ChunkTask, nowMs: number): WorkerInfo | null {
+    const ok = (w: WorkerInfo) => {
+      if (!this.#alive(w, nowMs)) return false;
       const until = t.avoid?.get(w.key);
-      if (until !== undefined && until > nowMs) continue;
-      let bytes = 0;
-      for (const f of inputs) if (w.files.has(f.key)) bytes += f.size;
-      const better = bytes > bestBytes ||
-        (bytes === bestBytes && free > bestFree) ||
-        (bytes === bestBytes && free === bestFree && w.lastAssignSeq < best!.lastAssignSeq);
-      if (better) {
-        best = w;
-        bestBytes = bytes;
-        bestFree = free;
+      return until === undefined || until <= nowMs;
+    };
+    const inputs = je.inputs;
+    let holders = 0;
+    for (const f of inputs) holders += this.#holders.of(f.key)?.size ?? 0;
+    if (holders > 0 && holders <= LOCALITY_SCAN) {
+      // Few candidates: weigh every one (a worker holding two inputs is looked at twice).
+      let best: WorkerInfo | null = null;
+      let bestBytes = -1;
+      let bestFree = -1;
+      for (const f of inputs) {
+        for (const w of this.#holders.of(f.key) ?? []) {
+          if (!ok(w)) continue;
+          let bytes = 0;
+          for (const g of inputs) if (w.files.has(g.key)) bytes += g.size;
+          const free = freeOf(w);
+          if (best === null || this.#ahead(w, bytes, free, best, bestBytes, bestFree)) {
+            best = w;
+            bestBytes = bytes;
+            bestFree = free;
+          }
+        }
+      }
+      if (best) return best;
+    } else if (holders > 0) {
+      // Many: the first holder of the largest input (that has free holders) in free order.
+      for (const i of je.bySize) {
+        const hs = this.#holders.of(inputs[i].key);
+        if (!hs) continue;
+        let looked = 0;
+        let found: WorkerInfo | null = null;
+        this.#free.first((w) => {
+          if (hs.has(w) && ok(w)) found = w;
+          return found !== null || ++looked >= LOCALITY_WALK;
+        });
+        if (found) return found;
+        // Its holders are far down the order (busier, or given work recently): scan them.
+        let best: WorkerInfo | null = null;
+        let bestFree = -1;
+        for (const w of hs) {
+          if (!ok(w)) continue;
+          const free = freeOf(w);
+          if (best === null || this.#ahead(w, 0, free, best, 0, bestFree)) {
+            best = w;
+            bestFree = free;
+          }
+        }
+        if (best) return best;
       }
     }
-    return best;
+    return this.#free.first(ok);
+  }
+
+  /** Does `w` (holding `bytes` of the inputs, `free` slots) come before `b` for a chunk? */
+  #ahead(
+    w: WorkerInfo,
+    bytes: number,
+    free: number,
+    b: WorkerInfo,
+    bBytes: number,
+    bFree: number,
+  ): boolean {
+    if (bytes !== bBytes) return bytes > bBytes;
+    if (free !== bFree) return free > bFree;
+    if (w.lastAssignSeq !== b.lastAssignSeq) return w.lastAssignSeq < b.lastAssignSeq;
+    return w.ord < b.ord;
   }
 
   // ------------------------------------------------------------------------------------------
@@ -865,6 +1041,7 @@ export class ChunkScheduler {
         running: [...w.running.keys()],
         auth: w.auth,
         endpoint: w.endpoint,
+        heartbeatMs: w.heartbeatMs,
       })),
       jobs: [...this.#jobs.entries()].map(([key, j]) => ({
         key,
@@ -910,9 +1087,11 @@ export class ChunkScheduler {
         if (!t) throw new SchedulerError("bad_request", `snapshot: chunk ${j.key}/${i} lost`);
         return t;
       };
+      const inputs = inputKeys(j.info);
       this.#jobs.set(j.key, {
         info: j.info,
-        inputs: inputKeys(j.info),
+        inputs,
+        bySize: bySize(inputs),
         queue: Deque.from(j.queue.map(task)),
         runningCount: j.runningCount,
         tasks,
@@ -925,6 +1104,9 @@ export class ChunkScheduler {
       return t;
     };
     this.#workers = new Map();
+    this.#free.clear();
+    this.#holders.clear();
+    this.#ordSeq = 0;
     for (const w of st.workers) {
       const key = uuidToHex(w.id);
       const running = new Map<string, ChunkTask>();
@@ -942,8 +1124,13 @@ export class ChunkScheduler {
         running,
         auth: w.auth ? { publicKey: w.auth.publicKey, name: w.auth.name } : null,
         endpoint: w.endpoint ?? "",
+        heartbeatMs: w.heartbeatMs ?? this.opts.heartbeatMs,
+        // Registration order is the snapshot's order (the map's): ties break alike.
+        ord: ++this.#ordSeq,
+        listed: false,
       });
     }
+    for (const w of this.#workers.values()) this.#reindex(w);
     this.#finished = new Map();
     this.#finishedCount = 0;
     for (const [k, list] of st.finished) {

@@ -38,6 +38,11 @@ export interface BalancerOptions {
   deadAfterMs?: number;
   /** Assignment / dead-worker check period, ms. Default 100. */
   tickMs?: number;
+  /**
+   * Heartbeats per second asked of all workers together: their interval grows with their
+   * number (SchedulerOptions.maxHeartbeatsPerSec; 0 = off). Default 2000.
+   */
+  maxHeartbeatsPerSec?: number;
   /** How long a worker has to ack a worker_request, ms. Default 5000. */
   pushTimeoutMs?: number;
   /** Master endpoints (`NAME@tcp://HOST:PORT`): place only while holding their lease. */
@@ -85,6 +90,7 @@ export function parseBalancerArgs(args: string[]): BalancerOptions {
       data: { type: "string", default: "./dsys-data/balancer" },
       "dead-after-ms": { type: "string" },
       "tick-ms": { type: "string" },
+      "max-heartbeats-per-sec": { type: "string" },
       "push-timeout-ms": { type: "string" },
       masters: { type: "string" },
       advertise: { type: "string" },
@@ -106,6 +112,7 @@ export function parseBalancerArgs(args: string[]): BalancerOptions {
     data: values.data!,
     deadAfterMs: num(values["dead-after-ms"], "dead-after-ms"),
     tickMs: num(values["tick-ms"], "tick-ms"),
+    maxHeartbeatsPerSec: num(values["max-heartbeats-per-sec"], "max-heartbeats-per-sec"),
     pushTimeoutMs: num(values["push-timeout-ms"], "push-timeout-ms"),
     masters: values.masters?.split(",").map((m) => m.trim()).filter(Boolean),
     advertise: values.advertise,
@@ -138,6 +145,9 @@ export async function runBalancer(opts: BalancerOptions): Promise<BalancerNode> 
     log,
     deadAfterMs: opts.deadAfterMs ?? 5000,
     tickMs: opts.tickMs,
+    ...(opts.maxHeartbeatsPerSec !== undefined
+      ? { maxHeartbeatsPerSec: opts.maxHeartbeatsPerSec }
+      : {}),
     pushTimeoutMs: opts.pushTimeoutMs,
     leased,
     auth: creds,

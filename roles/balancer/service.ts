@@ -432,7 +432,7 @@ export class BalancerService {
           this.#checkWorkerKey(msg.node, peer, from, msg.type);
           const key = uuidToHex(msg.node);
           this.#peers.set(key, peer.slice());
-          const { requeued } = this.#do({
+          const { requeued, heartbeatMs } = this.#do({
             t: "register",
             now,
             id: msg.node,
@@ -442,7 +442,7 @@ export class BalancerService {
             label: msg.label,
             ...(from ? { auth: { publicKey: from.publicKey, name: from.name } } : {}),
             ...(msg.endpoint ? { endpoint: msg.endpoint } : {}),
-          }) as { requeued: unknown[] };
+          }) as { requeued: unknown[]; heartbeatMs: number };
           this.#o.log.info("worker registered", {
             worker: key,
             slots: msg.slots,
@@ -453,7 +453,8 @@ export class BalancerService {
           });
           this.#schedulePump();
           // Answered once a standby has it: a worker told it is registered does not repeat it.
-          return this.#whenAcked(ok());
+          // The value is the heartbeat interval it is to use (docs/wire.md, worker_register).
+          return this.#whenAcked(ok(heartbeatMs));
         }
         case MessageType.WorkerHeartbeat: {
           this.#checkWorkerKey(msg.node, peer, from, msg.type);
@@ -465,7 +466,7 @@ export class BalancerService {
             free: msg.freeSlots,
             added: msg.added,
             evicted: msg.evicted,
-          }) as { requeued: unknown[] };
+          }) as { requeued: unknown[]; heartbeatMs: number };
           if (hb.requeued.length > 0) {
             this.#o.log.warn("idle worker had chunks placed long ago: requeued them", {
               worker: uuidToHex(msg.node),
@@ -476,7 +477,8 @@ export class BalancerService {
           this.#peers.set(uuidToHex(msg.node), peer.slice());
           this.#schedulePump();
           // An acknowledged heartbeat moves the worker's cache baseline: a standby must have it.
-          return this.#whenAcked(ok());
+          // The value is the heartbeat interval to use next (docs/wire.md, worker_heartbeat).
+          return this.#whenAcked(ok(hb.heartbeatMs));
         }
         case MessageType.ChunkFinished: {
           this.#checkWorkerKey(msg.node, peer, from, msg.type);
@@ -662,7 +664,6 @@ export class BalancerService {
   nodes(): NodeEntry[] {
     const now = this.#now();
     const st = this.scheduler.stats();
-    const dead = this.scheduler.opts.deadAfterMs;
     const out: NodeEntry[] = [{
       id: this.#o.node,
       role: NodeRole.Balancer,
@@ -675,6 +676,7 @@ export class BalancerService {
       detail: "",
     }];
     for (const w of this.scheduler.workers()) {
+      const dead = this.scheduler.deadAfter(w);
       out.push({
         id: w.id,
         role: NodeRole.Worker,

@@ -39,6 +39,7 @@ import { FuseMount, type FuseStats } from "../../fuse/mod.ts";
 import { LeaderClient } from "../master/client.ts";
 import { openWorkerStorage, type WorkerStorage } from "./storage_access.ts";
 import { CacheIndex } from "./cache_index.ts";
+import { heartbeatPeriod } from "./heartbeat.ts";
 import {
   chunkKey,
   ChunkLifecycle,
@@ -468,15 +469,16 @@ class Worker implements WorkerNode {
   // Balancer: registration, heartbeats, worker_request
 
   async #balancerLoop(): Promise<void> {
-    const period = this.#opts.heartbeatMs ?? 500;
+    const own = this.#opts.heartbeatMs ?? 500;
     while (!this.#closing) {
+      // What the balancer told us (docs/wire.md, worker_heartbeat); no answer: our own.
+      let told: number | null = null;
       try {
         // Finishes first: a balancer that just took over must hear that a chunk it thinks
         // runs here ended before a registration or heartbeat says every slot is free (it would
         // run that chunk again).
         await this.#flushFinished();
-        if (!this.#registered) await this.#register();
-        else await this.#heartbeat();
+        told = !this.#registered ? await this.#register() : await this.#heartbeat();
       } catch (e) {
         if (this.#closing) break;
         // Any error answer (NOT_FOUND after a balancer restart, …) means the balancer does not
@@ -490,6 +492,7 @@ class Worker implements WorkerNode {
         }
         this.#log.debug("balancer request failed", { error: e });
       }
+      const period = heartbeatPeriod(own, told);
       await new Promise<void>((r) => {
         const t = setTimeout(r, period);
         this.#wake = () => {
@@ -513,9 +516,10 @@ class Worker implements WorkerNode {
     }
   }
 
-  async #register(): Promise<void> {
+  /** Registers; returns the heartbeat interval the balancer asks for (the reply's value). */
+  async #register(): Promise<number> {
     const { snapshot, files } = await this.#index.full();
-    await this.#balancer.request({
+    const reply = await this.#balancer.request({
       type: MessageType.WorkerRegister,
       node: this.nodeId,
       slots: this.#opts.slots,
@@ -528,11 +532,13 @@ class Worker implements WorkerNode {
     this.#registered = true;
     this.#registrations++;
     this.#log.info("registered with balancer", { files: files.length });
+    return reply.type === MessageType.Ok ? reply.value : 0;
   }
 
-  async #heartbeat(): Promise<void> {
+  /** Heartbeats; returns the interval the balancer asks for next (the reply's value). */
+  async #heartbeat(): Promise<number> {
     const { snapshot, added, evicted } = await this.#index.delta();
-    await this.#balancer.request({
+    const reply = await this.#balancer.request({
       type: MessageType.WorkerHeartbeat,
       node: this.nodeId,
       slots: this.#opts.slots,
@@ -542,6 +548,7 @@ class Worker implements WorkerNode {
     }, 2000);
     // Only an acknowledged heartbeat moves the baseline, so a lost one is repeated in the next.
     this.#index.commit(snapshot);
+    return reply.type === MessageType.Ok ? reply.value : 0;
   }
 
   /**

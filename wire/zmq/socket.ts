@@ -64,6 +64,11 @@ export interface SocketOptions {
   heartbeatTtl?: number;
   /** ZMQ_RECONNECT_IVL in ms. */
   reconnectIvl?: number;
+  /**
+   * ZMQ_BACKLOG: the listen queue of a bound socket (libzmq's default 100; the kernel caps it at
+   * net.core.somaxconn). Set before `bind`.
+   */
+  backlog?: number;
   /** ZMQ_RECONNECT_IVL_MAX in ms (exponential back-off cap). */
   reconnectIvlMax?: number;
   /** ZMQ_CONNECT_TIMEOUT in ms. */
@@ -682,6 +687,7 @@ export class Socket implements Pollable {
       ["heartbeatTimeout", OPT.HEARTBEAT_TIMEOUT, "HEARTBEAT_TIMEOUT"],
       ["heartbeatTtl", OPT.HEARTBEAT_TTL, "HEARTBEAT_TTL"],
       ["reconnectIvl", OPT.RECONNECT_IVL, "RECONNECT_IVL"],
+      ["backlog", OPT.BACKLOG, "BACKLOG"],
       ["reconnectIvlMax", OPT.RECONNECT_IVL_MAX, "RECONNECT_IVL_MAX"],
       ["connectTimeout", OPT.CONNECT_TIMEOUT, "CONNECT_TIMEOUT"],
       ["handshakeIvl", OPT.HANDSHAKE_IVL, "HANDSHAKE_IVL"],
