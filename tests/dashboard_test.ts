@@ -326,7 +326,18 @@ Deno.test("dashboard: a follower shows the leader's live view, its log and outpu
         log = `${res.status}:${await res.text()}`;
         return log === "200:running 0\n";
       }, { timeoutMs: 30_000, intervalMs: 200, detail: () => log });
-      assert.equal((await client.status(running)).chunks[0].state, ChunkState.Running);
+      const worker = uuidToHex((await client.status(running)).chunks[0].worker);
+      // On the page it is running too (the leader's running reports, not in the table).
+      let cell = "";
+      await waitFor("the running chunk shown running, on its worker", async () => {
+        cell = await browser.evaluate<string>(`(() => {
+          document.querySelector('tr.job[data-job="${uuidToHex(running)}"]')?.click();
+          document.querySelector('#grid .cell[data-chunk="0"]')?.click();
+          return (document.querySelector('#grid .cell[data-chunk="0"]')?.dataset.state ?? "") +
+            "|" + document.getElementById("chunk-info").textContent;
+        })()`);
+        return cell.startsWith("running|") && cell.includes(`worker ${worker}`);
+      }, { timeoutMs: 30_000, intervalMs: 200, detail: () => cell });
       await client.cancel(running);
 
       // The leader dies; the page, still open on the follower, shows the new leader's view.
@@ -335,7 +346,8 @@ Deno.test("dashboard: a follower shows the leader's live view, its log and outpu
         shown = await masterLine();
         const m = /^master (m\d)@.* \(leader\)/.exec(shown);
         return m !== null && m[1] !== leader && await browser.evaluate<boolean>(
-          `window.loadedOnce === true && !!document.querySelector('tr.job[data-job="${id}"]')`,
+          `window.loadedOnce === true && !!document.querySelector('tr.job[data-job="${id}"]') &&
+           document.querySelector('#grid .cell[data-chunk="0"]')?.dataset.state === "cancelled"`,
         );
       }, { timeoutMs: 60_000, intervalMs: 200, detail: () => shown });
     } finally {

@@ -1,9 +1,12 @@
 /**
  * roles/master/dashboard_view.ts, the pure part of the dashboard: what a table looks like on the
  * page (the job list's bound and order, one job's grid, attempts and failures), the throughput
- * samples, and the node list's names.
+ * samples, and the node list's names; the dashboard URL a master puts in its node entry (how
+ * followers find the leader's), the advertised address, and the cluster-wide token.
  */
 import assert from "node:assert/strict";
+import { advertisedAddress, dashboardToken } from "../roles/master/dashboard.ts";
+import { dashboardDetail, parseDashboardDetail } from "../roles/master/dashboard_leader.ts";
 import { type JobSpec, JobTable } from "../roles/master/job_table.ts";
 import {
   dashboardView,
@@ -87,6 +90,13 @@ Deno.test("dashboard view: newest jobs first, bounded; one job's grid and failur
   assert.equal(one.exitCode, 1);
   assert.equal(one.reason, "exit code 1");
   assert.deepEqual(one.outputs.map((o) => [o.name, o.size]), [["stdout", 7]]);
+  // Chunks the leader knows run (outside the table) show running; a final one stays final.
+  const w = randomUuid();
+  const runs = new Map([[1, w], [3, w]]);
+  const withRunning = dashboardView(t, "m", true, uuidToHex(last.jobId), 0, undefined, 1, runs);
+  assert.equal(withRunning.job!.grid, "0123");
+  assert.equal(withRunning.chunk!.state, ChunkState.Running);
+  assert.equal(withRunning.chunk!.worker, uuidToHex(w));
   assert.equal(dashboardView(t, "m", true, uuidToHex(last.jobId), 0, undefined, 4).chunk, null);
   assert.equal(dashboardView(t, "m", true, null, 0, undefined, 0).chunk, null);
   assert.equal(finishedChunks(t), 2);
@@ -138,4 +148,68 @@ Deno.test("node summaries: roles, states and the lead flag by name", () => {
     ["master", "m1", "alive", true, 0],
     ["worker", "w1", "suspect", false, 1],
   ]);
+});
+
+Deno.test("dashboard: a master's node-entry detail names its dashboard; nothing else parses", () => {
+  assert.equal(dashboardDetail("http://10.0.0.1:8080"), "dashboard http://10.0.0.1:8080");
+  assert.equal(dashboardDetail(undefined), "");
+  assert.equal(parseDashboardDetail("dashboard http://10.0.0.1:8080"), "http://10.0.0.1:8080");
+  assert.equal(parseDashboardDetail("dashboard http://[::1]:8080"), "http://[::1]:8080");
+  for (
+    const bad of [
+      "",
+      "not replicating from the leader",
+      "dashboard https://10.0.0.1:8080",
+      "dashboard http://10.0.0.1:8080/x",
+      "dashboard http://u:p@10.0.0.1:8080",
+      "dashboard http://10.0.0.1:8080 extra",
+      "dashboard javascript:alert(1)",
+    ]
+  ) assert.equal(parseDashboardDetail(bad), null, bad);
+  // On the page, a master's dashboard detail is not shown; other details are.
+  const [m] = nodeSummaries([{
+    id: randomUuid(),
+    role: NodeRole.Master,
+    state: NodeState.Alive,
+    flags: NodeFlags.Leader,
+    slots: 0,
+    freeSlots: 0,
+    lastSeenMs: 0,
+    endpoint: "tcp://10.0.0.1:7100",
+    name: "m1",
+    detail: "dashboard http://10.0.0.1:8080",
+  }]);
+  assert.equal(m.detail, "");
+});
+
+Deno.test("dashboard: the advertised address replaces a wildcard host with the master's", () => {
+  const addr = (hostname: string, port: number) =>
+    ({ transport: "tcp", hostname, port }) as Deno.NetAddr;
+  assert.equal(advertisedAddress(addr("127.0.0.1", 80), "tcp://10.0.0.1:7100"), "127.0.0.1:80");
+  assert.equal(advertisedAddress(addr("0.0.0.0", 8080), "tcp://10.0.0.1:7100"), "10.0.0.1:8080");
+  assert.equal(advertisedAddress(addr("::", 8080), "tcp://[fd00::1]:7100"), "[fd00::1]:8080");
+  assert.equal(advertisedAddress(addr("::1", 8080), "tcp://[::1]:7100"), "[::1]:8080");
+});
+
+Deno.test("dashboard: the token is the same for every master with the cluster secret, else random", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dsys-dashboard-token-" });
+  try {
+    const secret = crypto.getRandomValues(new Uint8Array(32));
+    for (const m of ["m1", "m2", "lone", "lone2"]) await Deno.mkdir(`${root}/${m}`);
+    // A stale random token is replaced by the cluster's.
+    await Deno.writeTextFile(`${root}/m2/dashboard.token`, "ab".repeat(32) + "\n");
+    const t1 = await dashboardToken(`${root}/m1`, secret);
+    assert.match(t1, /^[0-9a-f]{64}$/);
+    assert.equal(await dashboardToken(`${root}/m2`, secret), t1);
+    assert.equal((await Deno.readTextFile(`${root}/m2/dashboard.token`)).trim(), t1);
+    assert.equal((await Deno.stat(`${root}/m1/dashboard.token`)).mode! & 0o777, 0o600);
+    assert.notEqual(await dashboardToken(`${root}/m1`, new Uint8Array(32)), t1);
+    // Without keys: one random token per master, kept across restarts.
+    const a = await dashboardToken(`${root}/lone`);
+    assert.equal(await dashboardToken(`${root}/lone`), a);
+    assert.notEqual(await dashboardToken(`${root}/lone2`), a);
+    assert.notEqual(a, t1);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });

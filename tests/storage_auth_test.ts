@@ -1,9 +1,9 @@
 /**
  * Storage access rules with real keys: a storage node process started with `--key/--keyring`
  * (from `initCluster`), spoken to over CURVE with each identity's own key. Who may read a file
- * (owners, admin, workers with read capabilities), what file_stat shows whom, who becomes an
- * owner by a put, that owners survive kill -9 (and a torn record at the end of the owners log),
- * and that a key off the keyring gets no answer. Then the owners log itself (owners.ts): a torn
+ * (owners, admin, workers and masters with read capabilities), what file_stat shows whom, who
+ * becomes an owner by a put, that owners survive kill -9 (and a torn record at the end of the
+ * owners log), and that a key off the keyring gets no answer. Then the owners log itself (owners.ts): a torn
  * last record, compaction, and the migration of former per-file `files/<id>.owners` lists.
  */
 import assert from "node:assert/strict";
@@ -411,8 +411,19 @@ Deno.test("storage auth: owners, admin, worker capabilities, master stats, resta
       assert.equal(await statAs(m1, missingId, "alice"), false);
       // Workers and storage nodes see files as they are.
       assert.equal(await statAs(people.rpc(node, "w1"), aliceOnlyId), true);
-      // A master may not read files at all (refused by the rpc layer).
+      // A master reads (its dashboard's output links) only with a capability for its own key.
       await expectCode(read(m1, aliceOnlyId), ErrorCode.Forbidden, "m1 reads");
+      const later = Date.now() + 60_000;
+      const m1Key = people.cred("m1").self.publicKey;
+      const cap = { expiry: later, cap: readCapability(secret, m1Key, aliceOnlyId, later) };
+      assert.deepEqual(await read(m1, aliceOnlyId, cap), aliceOnly);
+      await expectCode(read(m1, smallId, cap), ErrorCode.Forbidden, "m1, another file's cap");
+      const w1Cap = readCapability(secret, people.cred("w1").self.publicKey, aliceOnlyId, later);
+      await expectCode(
+        read(m1, aliceOnlyId, { expiry: later, cap: w1Cap }),
+        ErrorCode.Forbidden,
+        "m1 with w1's capability",
+      );
     });
 
     await t.step("a key not on the keyring gets no answer; others keep being served", async () => {

@@ -41,7 +41,7 @@ import {
   THROUGHPUT_PERIOD_MS,
   ThroughputRing,
 } from "./dashboard_view.ts";
-import type { JobTable } from "./job_table.ts";
+import { JobTable } from "./job_table.ts";
 import { ChunkState, type NodeEntry, uuidFromHex } from "../../wire/mod.ts";
 import type { ChunkFiles } from "./dashboard_files.ts";
 import type { LeaderDashboard } from "./dashboard_leader.ts";
@@ -58,6 +58,8 @@ export const VIA_HEADER = "x-dsys-via";
 const RECONNECT_MS = 500;
 /** How often a follower's own stream checks whether a leader's dashboard is known again, ms. */
 const LEADER_CHECK_MS = 1000;
+/** How often a stream asks which of its job's chunks run, ms. */
+const RUNNING_MS = 1000;
 /** How often the node list is asked for while a page is open, ms. */
 const NODES_MS = 2000;
 /** A comment line is sent this often on a quiet stream, so proxies keep it open, ms. */
@@ -133,10 +135,10 @@ export interface DashboardOptions {
   /** Where the leader's dashboard is, for a follower (absent: a lone master). */
   leader?: LeaderDashboard;
   /**
-   * The node id of the worker running chunk `chunk` of `job` (which the leader knows from the
-   * worker's running report, outside the table), or null.
+   * The chunks of `job` that run now, by index, with the node id of the worker running each
+   * (the leader knows them from the workers' running reports, outside the table).
    */
-  running: (job: Uint8Array, chunk: number) => Promise<Uint8Array | null>;
+  running: (job: Uint8Array) => Promise<Map<number, Uint8Array>>;
   /** The chunk links' bytes. */
   files: ChunkFiles;
 }
@@ -229,13 +231,26 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
       o.log.debug("dashboard: node list failed", { error: e });
     });
   };
-  const view = (job: string | null, chunk: number | null) => {
+  const view = (
+    job: string | null,
+    chunk: number | null,
+    running: ReadonlyMap<number, Uint8Array>,
+  ) => {
     refreshNodes();
-    return dashboardView(o.table(), o.self, o.isLeader(), job, Date.now(), {
-      nodes,
-      chunksPerSecond: chunkRate.values,
-      bytesPerSecond: byteRate.values,
-    }, chunk);
+    return dashboardView(
+      o.table(),
+      o.self,
+      o.isLeader(),
+      job,
+      Date.now(),
+      {
+        nodes,
+        chunksPerSecond: chunkRate.values,
+        bytesPerSecond: byteRate.values,
+      },
+      chunk,
+      running,
+    );
   };
 
   /**
@@ -347,6 +362,23 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
     let checking = false;
     let checkedAt = 0;
     let closed = false;
+    // The shown job's running chunks, asked for every RUNNING_MS while it is unfinished.
+    let running: ReadonlyMap<number, Uint8Array> = new Map();
+    let runningAsked = 0;
+    let asking = false;
+    const refreshRunning = () => {
+      const rec = job === null ? undefined : o.table().jobs.get(job);
+      if (!rec || JobTable.isFinished(rec)) {
+        running = new Map();
+        return;
+      }
+      if (asking || Date.now() - runningAsked < RUNNING_MS) return;
+      asking = true;
+      runningAsked = Date.now();
+      o.running(rec.spec.jobId).then((r) => running = r, (e) => {
+        o.log.debug("dashboard: running chunks not known", { error: e });
+      }).finally(() => asking = false);
+    };
     /** Should this stream end, so that the page reconnects to the leader's view? */
     const superseded = (close: () => void) => {
       if (proxiedFor) {
@@ -379,7 +411,8 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
           superseded(close);
           if (closed) return;
           try {
-            const t = JSON.stringify(view(job, chunk));
+            refreshRunning();
+            const t = JSON.stringify(view(job, chunk, running));
             if (t !== last) {
               last = t;
               quietSince = Date.now();
@@ -421,7 +454,7 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
     const c = rec?.chunks[Number(chunkText)];
     if (!rec || !c) return text(404, `no chunk ${chunkText} of job ${job} here`);
     let body: ReadableStream<Uint8Array> | null;
-    let running: Uint8Array | null;
+    let running: Uint8Array | undefined;
     const headers: Record<string, string> = { ...FILE_HEADERS };
     if (path === "/output") {
       const name = url.searchParams.get("name") ?? "";
@@ -448,7 +481,7 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
         body = o.files.file(out.id, out.size);
       } else if (final) {
         body = null;
-      } else if ((running = await o.running(uuidFromHex(job), c.chunkIndex)) !== null) {
+      } else if ((running = (await o.running(uuidFromHex(job))).get(c.chunkIndex))) {
         body = await o.files.runningLog(
           running,
           uuidFromHex(job),

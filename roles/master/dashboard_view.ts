@@ -221,7 +221,16 @@ function summary(job: JobRecord, nowMs: number): JobSummary {
   };
 }
 
-/** The view of `table` for a page showing job `jobHex` (or none). */
+/** A chunk's state on the page: a queued one the leader knows runs is shown running. */
+function shownState(state: number, runs: boolean): number {
+  return state === ChunkState.Queued && runs ? ChunkState.Running : state;
+}
+
+/**
+ * The view of `table` for a page showing job `jobHex` (or none) and its chunk `chunkIndex`;
+ * `running`: the job's chunks the leader knows run (from their workers' running reports, kept
+ * outside the table), by index, with the worker's node id.
+ */
 export function dashboardView(
   table: JobTable,
   master: string,
@@ -234,6 +243,7 @@ export function dashboardView(
     bytesPerSecond: readonly number[];
   } = { nodes: [], chunksPerSecond: [], bytesPerSecond: [] },
   chunkIndex: number | null = null,
+  running: ReadonlyMap<number, Uint8Array> = new Map(),
 ): DashboardView {
   const all = [...table.jobs.values()];
   const jobs = all
@@ -245,7 +255,7 @@ export function dashboardView(
   if (rec) {
     job = {
       ...summary(rec, nowMs),
-      grid: rec.chunks.map((c) => String(c.state)).join(""),
+      grid: rec.chunks.map((c) => String(shownState(c.state, running.has(c.chunkIndex)))).join(""),
       attempts: rec.chunks.map((c) => String(Math.min(9, c.attempt))).join(""),
       failures: rec.chunks
         .filter((c) => c.state === ChunkState.Failed)
@@ -254,16 +264,17 @@ export function dashboardView(
     };
   }
   const c = rec && chunkIndex !== null ? rec.chunks[chunkIndex] : undefined;
+  const runsOn = c && c.state === ChunkState.Queued ? running.get(c.chunkIndex) : undefined;
   const chunk: ChunkDetail | null = c
     ? {
       index: c.chunkIndex,
-      state: c.state,
+      state: shownState(c.state, runsOn !== undefined),
       attempt: c.attempt,
       exitCode: c.exitCode,
       signal: c.signal,
       failure: failureName(c.failure),
       durationMs: c.durationMs,
-      worker: c.worker.some((b) => b !== 0) ? uuidToHex(c.worker) : "",
+      worker: runsOn ? uuidToHex(runsOn) : c.worker.some((b) => b !== 0) ? uuidToHex(c.worker) : "",
       reason: c.reason.slice(0, 1000),
       stderrTail: new TextDecoder().decode(c.stderrTail).slice(-STDERR_TAIL_CHARS),
       outputs: c.outputs.slice(0, MAX_OUTPUTS).map((o) => ({

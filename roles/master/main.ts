@@ -384,15 +384,21 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
         table: () => table,
         isLeader: () => consensus.isLeader(),
         nodes,
-        running: async (job, chunk) => {
-          // As `dsys status` shows it (null: the table's owner check is an admin's).
+        running: async (job) => {
+          // As `dsys status` shows them (from null: an admin's view).
           const r = await service!.handle({
             type: MessageType.JobStatusRequest,
             node: nodeId,
             job,
           });
-          const c = r?.type === MessageType.JobStatusResponse ? r.chunks[chunk] : undefined;
-          return c?.state === ChunkState.Running && c.worker.some((b) => b !== 0) ? c.worker : null;
+          const running = new Map<number, Uint8Array>();
+          if (r?.type !== MessageType.JobStatusResponse) return running;
+          for (const c of r.chunks) {
+            if (c.state === ChunkState.Running && c.worker.some((b) => b !== 0)) {
+              running.set(c.chunkIndex, c.worker);
+            }
+          }
+          return running;
         },
         leader: raft && new LeaderDashboard({
           node: nodeId,
