@@ -9,7 +9,7 @@
  * survives only once {@link DurableFs.syncDir} of its directory resolved.
  * @module
  */
-import { syncDir, writeFull } from "./fsutil.ts";
+import { dirname, exists, syncDir, writeFull } from "./fsutil.ts";
 
 /** One directory entry, as {@link DurableFs.list} returns it. */
 export interface DirEntry {
@@ -41,8 +41,11 @@ export interface DurableFile {
 
 /** The file-system operations durable storage uses. Paths are `/`-separated. */
 export interface DurableFs {
-  /** Creates a directory and its missing parents (existing ones are fine). */
-  mkdirAll(dir: string): Promise<void>;
+  /**
+   * Creates a directory and its missing parents (existing ones are fine); returns the ones it
+   * created, outermost first. Like any create, each is durable only once its parent is fsync'd.
+   */
+  mkdirAll(dir: string): Promise<string[]>;
   /** The entries of a directory. */
   list(dir: string): Promise<DirEntry[]>;
   /** A whole file's bytes; a missing file is `Deno.errors.NotFound`. */
@@ -84,7 +87,15 @@ class DenoFile implements DurableFile {
 
 /** {@link DurableFs} on Deno's file APIs (the real disk). */
 export const denoFs: DurableFs = {
-  mkdirAll: (dir) => Deno.mkdir(dir, { recursive: true }),
+  async mkdirAll(dir) {
+    const missing: string[] = [];
+    for (let d = dir; !(await exists(d)); d = dirname(d)) {
+      missing.unshift(d);
+      if (dirname(d) === d) break;
+    }
+    await Deno.mkdir(dir, { recursive: true });
+    return missing;
+  },
   async list(dir) {
     const out: DirEntry[] = [];
     for await (const de of Deno.readDir(dir)) out.push({ name: de.name, isFile: de.isFile });

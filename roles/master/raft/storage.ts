@@ -12,15 +12,20 @@
  *
  * Start-up replays the segments in order. A torn or corrupt tail of the newest segment (crash
  * mid-write) is detected by length/CRC and truncated; corruption anywhere else is an error
- * (acknowledged data would be lost). Compaction and snapshot installation rewrite the log into
- * a fresh segment (written under a temp name, fsync'd, renamed) that starts with a base marker
- * and holds only the entries after the snapshot, then delete the older segments.
+ * (acknowledged data would be lost), and so is a bad record of the newest segment that a valid
+ * one follows (a torn write only loses the end). A bit flip in the newest segment's last record
+ * cannot be told from a torn write: it is cut like one. Compaction and snapshot installation
+ * rewrite the log into a fresh segment (written under a temp name, fsync'd, renamed) that starts
+ * with a base marker and holds only the entries after the snapshot, then delete the older
+ * segments; start-up finishes a rewrite a crash interrupted after the snapshot file was in place.
+ * Once a save or compaction failed, every later one is refused (the member must stop).
  *
  * All I/O goes through a {@link DurableFs} ({@link denoFs} unless `StorageOptions.fs` says
  * otherwise), so the simulator can run this code on a file system that crashes and fails.
  */
 import { crc32 } from "../../../lib/crc32.ts";
 import { denoFs, type DurableFile, type DurableFs } from "../../../lib/fs_api.ts";
+import { dirname } from "../../../lib/fsutil.ts";
 import {
   type Entry,
   type HardState,
@@ -74,7 +79,24 @@ export interface StorageOptions {
   segmentBytes?: number;
   /** The file system (default {@link denoFs}, the real disk). */
   fs?: DurableFs;
+  /**
+   * TEST ONLY: plant a durability bug, so tests/raft_storage_faults_test.ts can show that it
+   * catches it. Never set outside that test.
+   */
+  plantedBug?: PlantedStorageBug;
 }
+
+/**
+ * Durability bugs {@link StorageOptions.plantedBug} can plant: `ack-before-fsync` resolves
+ * save() without waiting for its fsync (modelled as not fsyncing: the crash comes first);
+ * `no-dir-fsync-after-rename` skips the directory fsyncs after renaming the snapshot file and the
+ * rewritten log into place (and after deleting the old segments, which would cover them); `trust-corrupt-tail` treats any bad record in the newest segment as a
+ * torn tail and cuts it and everything after it.
+ */
+export type PlantedStorageBug =
+  | "ack-before-fsync"
+  | "no-dir-fsync-after-rename"
+  | "trust-corrupt-tail";
 
 /** What start-up recovery found. */
 export interface RecoveryInfo {
@@ -243,6 +265,25 @@ function scanFrames(buf: Uint8Array): { payloads: [number, Uint8Array][]; validE
   return { payloads, validEnd: pos };
 }
 
+/**
+ * Where the first valid frame after `from` starts (any byte offset; -1 if none). A torn write
+ * loses only the end of the last append, so a valid record after a bad one means the bad one
+ * is corruption of acknowledged data, not a torn tail. Cheap on a torn tail (the bytes after it
+ * are at most one append); a candidate must also carry a known record kind before its CRC is
+ * computed.
+ */
+function findFrameAfter(buf: Uint8Array, from: number): number {
+  const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  for (let q = from + 1; q + 9 <= buf.length; q++) {
+    const len = v.getUint32(q);
+    if (len === 0 || len > MAX_RECORD || q + 8 + len > buf.length) continue;
+    const kind = buf[q + 8];
+    if (kind !== REC_ENTRIES && kind !== REC_HARDSTATE && kind !== REC_BASE) continue;
+    if (crc32(buf.subarray(q + 8, q + 8 + len)) === v.getUint32(q + 4)) return q;
+  }
+  return -1;
+}
+
 const segName = (seq: number) => `wal-${seq.toString(16).padStart(16, "0")}.log`;
 const SEG_RE = /^wal-([0-9a-f]{16})\.log$/;
 
@@ -259,19 +300,25 @@ export class FileStorage {
   private segments: number[] = [];
   private readonly segmentBytes: number;
   private readonly fs: DurableFs;
+  private readonly bug: PlantedStorageBug | undefined;
+  /** The first failure of a save or compaction; every later call is refused with it. */
+  private failure: RaftStorageError | null = null;
   /** What start-up recovery found (torn tail bytes truncated etc.). */
   recovery: RecoveryInfo = { segments: 0, records: 0, truncatedBytes: 0 };
 
   private constructor(readonly dir: string, opts: StorageOptions) {
     this.segmentBytes = opts.segmentBytes ?? 8 << 20;
     this.fs = opts.fs ?? denoFs;
+    this.bug = opts.plantedBug;
   }
 
   /** Opens (creating if needed) a storage directory and recovers its state. */
   static open(dir: string, opts: StorageOptions = {}): Promise<FileStorage> {
     return io(dir, "open", async () => {
       const s = new FileStorage(dir, opts);
-      await s.fs.mkdirAll(dir);
+      // A directory created here is durable only once its parent is fsync'd: without that, a
+      // crash could take the whole log with it (seen in tests/raft_storage_faults_test.ts).
+      for (const d of await s.fs.mkdirAll(dir)) await s.fs.syncDir(dirname(d));
       await s.recover();
       return s;
     });
@@ -307,7 +354,7 @@ export class FileStorage {
 
   /** Persists an installed snapshot (replacing the whole log), entries and hard state. */
   save(hs: HardState | null, ents: Entry[], snapshot: Snapshot | null = null): Promise<void> {
-    return io(this.dir, "save", () => this.saveUnwrapped(hs, ents, snapshot));
+    return this.guarded("save", () => this.saveUnwrapped(hs, ents, snapshot));
   }
 
   private async saveUnwrapped(
@@ -337,7 +384,7 @@ export class FileStorage {
    * covers, keeping later entries.
    */
   compact(s: Snapshot): Promise<void> {
-    return io(this.dir, "compact", async () => {
+    return this.guarded("compact", async () => {
       if (this.snap && s.index <= this.snap.index) return;
       await this.installSnapshot(s, true);
     });
@@ -355,6 +402,25 @@ export class FileStorage {
   }
 
   // ---------------------------------------------------------------- internals
+
+  /**
+   * Runs a save or compaction, refusing it once one has failed: after a failed fsync the
+   * kernel may have dropped the unwritten pages and a later fsync succeeds without them
+   * ("fsyncgate"), so acknowledging anything written after a failure could lose it.
+   */
+  private async guarded(what: string, f: () => Promise<void>): Promise<void> {
+    if (this.failure) {
+      throw new RaftStorageError(this.dir, -1, `${what} refused: storage failed earlier`, {
+        cause: this.failure,
+      });
+    }
+    try {
+      await io(this.dir, what, f);
+    } catch (e) {
+      this.failure = e as RaftStorageError;
+      throw e;
+    }
+  }
 
   private applyEntries(ents: Entry[]): void {
     const first = ents[0].index;
@@ -382,12 +448,13 @@ export class FileStorage {
     }
     await this.file!.append(buf);
     this.fileSize += buf.length;
-    await this.file!.syncData();
+    if (this.bug !== "ack-before-fsync") await this.file!.syncData();
   }
 
   /** Starts a new, empty segment (made durable in the directory before use). */
   private async roll(): Promise<void> {
     this.file?.close();
+    this.file = null; // closed, even if what follows fails: close() must not close it again
     this.seq++;
     const path = `${this.dir}/${segName(this.seq)}`;
     this.file = await this.fs.openAppend(path, { create: true });
@@ -407,7 +474,7 @@ export class FileStorage {
       f.close();
     }
     await this.fs.rename(tmp, `${this.dir}/snapshot.bin`);
-    await this.fs.syncDir(this.dir);
+    if (this.bug !== "no-dir-fsync-after-rename") await this.fs.syncDir(this.dir);
     this.snap = s;
     // 2. the log rewritten as base marker + hard state + entries after the snapshot
     const tail = keepTail && this.matches(s.index, s.term)
@@ -416,10 +483,20 @@ export class FileStorage {
     this.baseIndex = s.index;
     this.baseTerm = s.term;
     this.entries = tail;
-    const recs = [frame(encBase(s.index, s.term)), frame(encHardState(this.hs))];
-    if (tail.length) recs.push(frame(encEntries(tail)));
+    await this.rewriteLog();
+  }
+
+  /**
+   * Replaces the log by one fresh segment holding the base marker, the hard state and the
+   * entries after the base: written under a temp name, fsync'd, renamed in, older segments
+   * then deleted.
+   */
+  private async rewriteLog(): Promise<void> {
+    const recs = [frame(encBase(this.baseIndex, this.baseTerm)), frame(encHardState(this.hs))];
+    if (this.entries.length) recs.push(frame(encEntries(this.entries)));
     const old = [...this.segments];
     this.file?.close();
+    this.file = null;
     this.seq++;
     const name = segName(this.seq);
     const t = await this.fs.openAppend(`${this.dir}/${name}.tmp`, { create: true, truncate: true });
@@ -434,13 +511,13 @@ export class FileStorage {
       t.close();
     }
     await this.fs.rename(`${this.dir}/${name}.tmp`, `${this.dir}/${name}`);
-    await this.fs.syncDir(this.dir);
+    if (this.bug !== "no-dir-fsync-after-rename") await this.fs.syncDir(this.dir);
     // 3. older segments are now redundant. Remove newest first so a crash midway leaves a
     // contiguous prefix of the old log, which replays cleanly before the base marker.
     for (const q of old.reverse()) {
       await this.fs.remove(`${this.dir}/${segName(q)}`).catch(() => {});
     }
-    await this.fs.syncDir(this.dir);
+    if (this.bug !== "no-dir-fsync-after-rename") await this.fs.syncDir(this.dir);
     this.segments = [this.seq];
     this.file = await this.fs.openAppend(`${this.dir}/${name}`);
     this.fileSize = size;
@@ -486,6 +563,14 @@ export class FileStorage {
         if (i !== names.length - 1) {
           throw new StorageError(path, validEnd, "corrupt record in a sealed segment");
         }
+        const later = this.bug === "trust-corrupt-tail" ? -1 : findFrameAfter(b, validEnd);
+        if (later >= 0) {
+          throw new StorageError(
+            path,
+            validEnd,
+            `corrupt record followed by a valid one at ${later} (not a torn write)`,
+          );
+        }
         // Torn tail of the segment being written at the crash: never acknowledged, drop it.
         const f = await this.fs.openAppend(path);
         try {
@@ -502,7 +587,8 @@ export class FileStorage {
     this.recovery.segments = names.length;
     // The snapshot file may be newer than the last base marker (crash between writing it and
     // rewriting the log): entries are only valid on top of it if the log holds its last entry.
-    if (this.snap && this.snap.index > this.baseIndex) {
+    const snapNewer = this.snap !== null && this.snap.index > this.baseIndex;
+    if (this.snap && snapNewer) {
       const tail = this.matches(this.snap.index, this.snap.term)
         ? this.entries.filter((e) => e.index > this.snap!.index)
         : [];
@@ -518,7 +604,11 @@ export class FileStorage {
     }
     this.segments = names;
     this.seq = names.length ? names[names.length - 1] : 0;
-    if (names.length) {
+    if (snapNewer) {
+      // Finish the interrupted install now: appends to the old log would follow its old base
+      // and not replay on top of the snapshot (seen in tests/raft_storage_faults_test.ts).
+      await this.rewriteLog();
+    } else if (names.length) {
       const path = `${this.dir}/${segName(this.seq)}`;
       this.file = await this.fs.openAppend(path);
       this.fileSize = await this.file.size();
@@ -545,7 +635,11 @@ export class FileStorage {
     } else if (kind === REC_BASE) {
       const index = c.u64();
       const term = c.u64();
-      this.entries = this.matches(index, term) ? this.entries.filter((e) => e.index > index) : [];
+      // A base marker starts a rewritten log, which holds every entry it keeps after it. So
+      // whatever older segments (not yet deleted at a crash) replayed before it is discarded,
+      // even entries that match: after an install they were meant to go, and keeping them
+      // would mix the old log with the new hard state (seen in raft_storage_faults_test.ts).
+      this.entries = [];
       this.baseIndex = index;
       this.baseTerm = term;
     } else {
