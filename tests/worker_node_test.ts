@@ -294,13 +294,8 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
     assert.equal(st0.exitCode, 0);
     assert.equal(st0.failure, FailureCode.None);
     assert.ok(redirects >= 1, "the follower should have redirected the first status");
-    assert.ok(
-      masterInbox.msgs.some((x) =>
-        x.msg.type === MessageType.WorkerStatus && x.msg.state === ChunkState.Running &&
-        x.msg.chunkIndex === 0
-      ),
-      "a Running status is sent when the chunk starts",
-    );
+    // No Running status is required of this short chunk: it is sent only for a chunk that still
+    // runs RUNNING_REPORT_DELAY_MS after its start (chunk 11 below, a long one, must send it).
     const names = st0.outputs.map((o) => o.name).sort();
     assert.deepEqual(names, ["out", "stdout"]);
     const out = st0.outputs.find((o) => o.name === "out")!;
@@ -469,7 +464,7 @@ Deno.test("worker: runs chunks through FUSE, caches inputs, reports, times out, 
       (m): m is WorkerStatus =>
         m.type === MessageType.WorkerStatus && m.chunkIndex === 11 &&
         m.state === ChunkState.Running,
-      "Running status of chunk 11",
+      "Running status of chunk 11 (it runs longer than RUNNING_REPORT_DELAY_MS)",
     );
     const pid = await waitFor(
       "the program's process",

@@ -193,8 +193,9 @@ export type LifecycleEffect =
   | { kind: "spawn"; key: string; slot: number }
   /** Kill every process of the chunk (idempotent); its `exited` follows. */
   | { kind: "kill"; key: string }
-  /** Tell the masters it runs (one try, not awaited; no input back). */
-  | { kind: "report_running"; status: WorkerStatus; timeoutMs: number }
+  /** Tell the masters it runs (one try, not awaited; no input back), if it still runs a moment
+   * later (the shell's RUNNING_REPORT_DELAY_MS). */
+  | { kind: "report_running"; key: string; status: WorkerStatus; timeoutMs: number }
   /** Upload its outputs; then uploaded/upload_failed. */
   | { kind: "upload"; key: string }
   /** Give back what it holds (mounts, pins, program file, slot `slot`'s directory); then
@@ -635,7 +636,7 @@ export class ChunkLifecycle {
       // Lets `dsys status` show the chunk as running. One best-effort try: the final status
       // (re-sent until acknowledged) is what counts.
       const status = this.#bare(c.req, CS.Running, FC.None, "");
-      this.#emit({ kind: "report_running", status, timeoutMs: RUNNING_TIMEOUT_MS });
+      this.#emit({ kind: "report_running", key: c.key, status, timeoutMs: RUNNING_TIMEOUT_MS });
     }
   }
 

@@ -231,7 +231,17 @@ interface ChunkIo {
   result: RunResult | null;
   /** Where its program's stdout and stderr go, once it started (served by `dsys logs`). */
   logs?: { stdout: string; stderr: string };
+  /** The pending "it runs" report (sent only if it still runs after RUNNING_REPORT_DELAY_MS). */
+  runningTimer?: ReturnType<typeof setTimeout>;
 }
+
+/**
+ * How long a program runs before the masters are told it runs (`dsys status` shows it running,
+ * `dsys logs` finds its worker). Most chunks of a busy job end sooner: for them the report (a
+ * round trip to the leader and a ticket check there, per chunk) would be stale by the time it
+ * could be read, and the final status says all. A longer chunk is shown running this much late.
+ */
+export const RUNNING_REPORT_DELAY_MS = 100;
 
 /** Starts a worker: mounts, registers with the balancer and serves worker_requests. */
 export async function runWorker(opts: WorkerOptions): Promise<WorkerNode> {
@@ -700,8 +710,7 @@ class Worker implements WorkerNode {
         this.#io.get(e.key)?.program?.kill();
         return;
       case "report_running":
-        this.#masters.request(e.status, e.timeoutMs).catch(() => {});
-        return;
+        return this.#reportRunning(e.key, e.status, e.timeoutMs);
       case "upload":
         return this.#task(e.key, () => this.#upload(e.key));
       case "clean_up":
@@ -757,6 +766,20 @@ class Worker implements WorkerNode {
     }
     io.programFile = p;
     this.#feed({ kind: "program_ready", key });
+  }
+
+  /** Tells the masters the chunk runs, once it has run for RUNNING_REPORT_DELAY_MS (one
+   * best-effort try; not at all when it ended sooner: its final status follows at once). */
+  #reportRunning(key: string, status: WorkerStatus, timeoutMs: number): void {
+    const io = this.#ioOf(key);
+    clearTimeout(io.runningTimer);
+    const t = setTimeout(() => {
+      io.runningTimer = undefined;
+      if (this.#core.chunk(key)?.phase !== "running" || this.#closing) return;
+      this.#masters.request(status, timeoutMs).catch(() => {});
+    }, RUNNING_REPORT_DELAY_MS);
+    Deno.unrefTimer(t);
+    io.runningTimer = t;
   }
 
   /** Resolves the chunk's limits, makes its slot's directory, mounts its inputs. */
@@ -885,6 +908,7 @@ class Worker implements WorkerNode {
     // A chunk stopped meanwhile is killed by the core's answer to this.
     this.#feed({ kind: "spawned", key, pid: program.pid });
     const r = await program.result;
+    clearTimeout(io.runningTimer);
     io.result = r;
     const hit = io.run && !r.reapError ? io.run.finish(r.signal) : null;
     this.#feed({
