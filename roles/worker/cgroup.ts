@@ -247,6 +247,8 @@ export class SlotCgroup {
   readonly dirs: Record<Resource, string>;
   #versions: Record<Resource, 1 | 2>;
   #base: CgroupCounters = { oomKills: 0, forksRefused: 0, cpuMs: 0 };
+  /** The limits the files hold (written by the last `apply`), null before the first. */
+  #applied: { memoryBytes: number; tasks: number } | null = null;
 
   /** Wraps existing directories; use WorkerCgroups.setUp. */
   constructor(dirs: Record<Resource, string>, versions: Record<Resource, 1 | 2>) {
@@ -267,6 +269,14 @@ export class SlotCgroup {
   /** Sets the limits of the next chunk and takes the counters' baseline. The slot must be
    * empty. `tasks` includes the sandbox's own processes. */
   apply(memoryBytes: number, tasks: number): void {
+    // A job's chunks mostly ask for the same limits: the files already hold them (only this
+    // worker writes them; the chunks' uids cannot), so only the baseline is taken.
+    const a = this.#applied;
+    if (a && a.memoryBytes === memoryBytes && a.tasks === tasks) {
+      this.#base = this.#raw();
+      return;
+    }
+    this.#applied = null; // unknown until every write below succeeded
     const mem = this.dirs.memory;
     if (this.#versions.memory === 1) {
       // memsw (memory + swap) must stay >= the memory limit at every step: raise memsw first
@@ -290,6 +300,7 @@ export class SlotCgroup {
       if (exists(`${mem}/memory.oom.group`)) write(`${mem}/memory.oom.group`, "1");
     }
     write(`${this.dirs.pids}/pids.max`, String(tasks));
+    this.#applied = { memoryBytes, tasks };
     this.#base = this.#raw();
   }
 
