@@ -26,6 +26,10 @@ import {
 } from "../roles/master/raft/storage.ts";
 import { type Entry, type HardState, mulberry32, type Snapshot } from "../roles/master/raft/mod.ts";
 import { SimFs } from "./sim/world/sim_fs.ts";
+import { RaftGroup, type StateMachine } from "../roles/master/raft_group.ts";
+import { createLogger } from "../lib/log.ts";
+import { randomUuid } from "../wire/mod.ts";
+import { waitFor } from "./wait.ts";
 import { crc32 } from "../lib/crc32.ts";
 
 const DIR = "/m1/raft";
@@ -489,3 +493,58 @@ for (const bug of ONE ? [] : BUGS) {
     assert.ok(res.caught > 0, `${bug} went unnoticed in ${n} seeds`);
   });
 }
+
+/** A state machine that records what it applied. */
+function recorder(applied: string[]): StateMachine {
+  return {
+    apply(data) {
+      applied.push(td.decode(data));
+      return { kind: "reported", accepted: true, jobDone: false };
+    },
+    snapshot: () => te.encode(JSON.stringify(applied)),
+    restore(data) {
+      applied.splice(0, applied.length, ...JSON.parse(td.decode(data)));
+    },
+  };
+}
+
+Deno.test("raft storage faults: a failed fsync stops a RaftGroup member; what it acknowledged survives", async () => {
+  const disk = new SimFs(5);
+  const id = "m1@tcp://127.0.0.1:1"; // a lone member: it never dials anyone
+  const fatal: { e: unknown; kind: string }[] = [];
+  const logs: string[] = [];
+  const applied: string[] = [];
+  const g = RaftGroup.start({
+    id,
+    peers: [id],
+    join: false,
+    storage: await FileStorage.open(DIR, { fs: disk.mount() }),
+    sm: recorder(applied),
+    node: randomUuid(),
+    log: createLogger("master", "m1", {}, (l) => logs.push(l)),
+    tickMs: 5,
+    onFatal: (e, kind) => fatal.push({ e, kind }),
+  });
+  try {
+    await waitFor("the lone member to lead", () => g.isLeader());
+    await g.propose(te.encode("durable"));
+    disk.failSync(1, (p) => p.includes("/wal-"));
+    await g.propose(te.encode("not acknowledged")).then(
+      () => assert.fail("a proposal was acknowledged although its fsync failed"),
+      () => {},
+    );
+    await waitFor("onFatal", () => fatal.length > 0);
+    assert.equal(fatal.length, 1);
+    assert.equal(fatal[0].kind, "storage");
+    assert.ok(fatal[0].e instanceof RaftStorageError && /EIO/.test(String(fatal[0].e)));
+    assert.ok(logs.some((l) => l.includes("raft storage failed")));
+    assert.ok(disk.log.some((f) => f.kind === "sync-eio"));
+  } finally {
+    await g.close();
+  }
+  disk.crash();
+  const st = await FileStorage.open(DIR, { fs: disk.mount() });
+  const data = st.initialState().entries.map((e) => td.decode(e.data));
+  assert.ok(data.includes("durable"), JSON.stringify(data));
+  st.close();
+});
