@@ -187,11 +187,14 @@ Deno.test("dashboard: a job's chunks turn to succeeded in Chromium without a rel
   });
 });
 
-/** Chunk i prints "chunk i" and writes 200 KiB of random bytes as the output data.bin. */
+/**
+ * Chunk i prints "chunk i" and writes 3 MiB of random bytes as the output data.bin (streamed by
+ * the master in 1 MiB pieces).
+ */
 const WRITER = new TextEncoder().encode(`#!/bin/sh
 sleep 1
 echo "chunk $DSYS_CHUNK_INDEX"
-head -c 204800 /dev/urandom > "$DSYS_OUTPUT_DIR/data.bin"
+head -c 3145728 /dev/urandom > "$DSYS_OUTPUT_DIR/data.bin"
 `);
 /** Prints a line, then runs until cancelled. */
 const RUNNER = new TextEncoder().encode(`#!/bin/sh
@@ -298,7 +301,7 @@ Deno.test("dashboard: a follower shows the leader's live view, its log and outpu
       assert.equal(r.headers.get("content-type"), "application/octet-stream");
       assert.match(r.headers.get("content-disposition") ?? "", /^attachment; filename="data.bin"/);
       const got = new Uint8Array(await r.arrayBuffer());
-      assert.equal(got.length, 204800);
+      assert.equal(got.length, 3 * 2 ** 20);
       assert.deepEqual(got, await client.storage.getBytes(out.id));
       // Not without the cookie; not a chunk or output that does not exist.
       const status = async (url: string, init?: RequestInit) => {

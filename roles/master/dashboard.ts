@@ -58,6 +58,8 @@ export const VIA_HEADER = "x-dsys-via";
 const RECONNECT_MS = 500;
 /** How often a follower's own stream checks whether a leader's dashboard is known again, ms. */
 const LEADER_CHECK_MS = 1000;
+/** How long a follower waits for the leader's dashboard to answer a proxied request, ms. */
+const PROXY_HEADERS_MS = 5000;
 /** How often a stream asks which of its job's chunks run, ms. */
 const RUNNING_MS = 1000;
 /** How often the node list is asked for while a page is open, ms. */
@@ -261,15 +263,20 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
     body: ReadableStream<Uint8Array>,
     release: () => void,
     prefix?: Uint8Array,
+    superseded?: () => boolean,
+    abort?: () => void,
   ): ReadableStream<Uint8Array> => {
     const reader = body.getReader();
     let ended = false;
     let stop = () => {};
+    let watch: ReturnType<typeof setInterval> | undefined;
     const end = () => {
       if (ended) return;
       ended = true;
+      clearInterval(watch);
       release();
       closers.delete(stop);
+      abort?.();
     };
     return new ReadableStream<Uint8Array>({
       start(ctrl) {
@@ -282,6 +289,7 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
         };
         closers.add(stop);
         if (prefix) ctrl.enqueue(prefix);
+        if (superseded) watch = setInterval(() => superseded() && stop(), LEADER_CHECK_MS);
       },
       async pull(ctrl) {
         try {
@@ -310,15 +318,22 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
    * leader's dashboard, or the leader's could not be reached or refused a stream).
    */
   const proxied = async (url: URL, isStream: boolean): Promise<Response | null> => {
+    const leader = o.leader?.leaderId() ?? null;
     const upstream = await o.leader?.url();
     if (!upstream) return null;
     let r: Response;
+    // A leader that does not answer (paused, cut off) must not hold the page: its headers are
+    // waited for PROXY_HEADERS_MS; the body is ended by the leader change watch below.
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), PROXY_HEADERS_MS);
     try {
       r = await fetch(upstream + url.pathname + url.search, {
         headers: { authorization: `Bearer ${o.token}`, [VIA_HEADER]: o.self },
         redirect: "manual",
+        signal: ctl.signal,
       });
     } catch (e) {
+      clearTimeout(timer);
       o.leader!.invalidate();
       o.log.info("dashboard: the leader's dashboard is unreachable; serving this master's view", {
         leader: upstream,
@@ -326,10 +341,11 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
       });
       return null;
     }
+    clearTimeout(timer);
     if (isStream && r.status !== 200) {
       await r.body?.cancel();
       o.leader!.invalidate();
-      o.log.warn("dashboard: the leader's dashboard refused a stream; serving this master's view", {
+      o.log.info("dashboard: the leader's dashboard refused a stream; serving this master's view", {
         leader: upstream,
         status: r.status,
       });
@@ -349,7 +365,14 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
         `retry: ${RECONNECT_MS}\nevent: via\ndata: ${JSON.stringify({ via: o.self })}\n\n`,
       )
       : undefined;
-    return new Response(tracked(r.body, release, via), { status: r.status, headers });
+    // A stream ends when the leader changes (or this master now leads): the page reconnects.
+    const moved = isStream
+      ? () => o.isLeader() || (o.leader!.leaderId() ?? null) !== leader
+      : undefined;
+    return new Response(tracked(r.body, release, via, moved, () => ctl.abort()), {
+      status: r.status,
+      headers,
+    });
   };
 
   /**

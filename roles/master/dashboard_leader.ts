@@ -78,6 +78,11 @@ export class LeaderDashboard {
     return await this.#asking;
   }
 
+  /** The leader's member id as this master knows it now (null: none, or this master leads). */
+  leaderId(): string | null {
+    return this.#o.isLeader() ? null : this.#o.leaderId();
+  }
+
   /** Forgets the URL (a request to it failed): the next call asks the leader again. */
   invalidate(): void {
     this.#known = null;
