@@ -162,7 +162,9 @@ Deno.test("dashboard: a job's chunks turn to succeeded in Chromium without a rel
         const has = (re: RegExp) => rows.some((r) => re.test(r));
         return rows.length === 5 && has(/^master\|master\|tcp:.*\|alive\|leader\|$/) &&
           has(/^balancer\|balancer\|tcp:.*\|alive\|primary\|$/) && has(/^storage\|storage\|/) &&
-          rows.filter((r) => /^worker\|worker\d\|.*\|alive\|\|1 free of 1$/.test(r)).length === 2 &&
+          rows.filter((r) =>
+              /^worker\|worker\d\|.*\|alive: \d+ files cached\|\|1 free of 1$/.test(r)
+            ).length === 2 &&
           total === String(CHUNKS) && bytes === String(outputBytes);
       }, { timeoutMs: 30_000, intervalMs: 200, detail: () => `nodes:\n${nodes}` });
       // One chunk in detail: its outputs, and how to get them and its logs.
@@ -233,8 +235,8 @@ Deno.test("dashboard: a follower shows the leader's live view, its log and outpu
         browser.evaluate<string>(`document.getElementById("master")?.textContent ?? ""`);
       await waitFor("the follower's page to show the leader's view", async () => {
         shown = await masterLine();
-        return shown.startsWith(`master ${leader}@`) &&
-          shown.includes(`(leader), via ${follower}@`);
+        return new RegExp(`^master ${leader}@\\S+ \\(leader\\), term \\d+, via ${follower}@`)
+          .test(shown);
       }, { timeoutMs: 30_000, intervalMs: 100, detail: () => shown });
       await browser.evaluate(`window.loadedOnce = true; window.seen = new Set();
         new MutationObserver(() => {

@@ -689,7 +689,9 @@ export class BalancerService {
         endpoint: w.endpoint, // where it serves its chunks' logs ("" = nowhere)
         // Its key's name when it has one (connect as NAME@endpoint), else its label.
         name: w.auth?.name ?? w.label,
-        detail: now - w.lastSeenMs > dead / 2 ? `silent for ${now - w.lastSeenMs} ms` : "",
+        // The files it has cached (the inputs placement prefers it for), and silence.
+        detail: (now - w.lastSeenMs > dead / 2 ? `silent for ${now - w.lastSeenMs} ms; ` : "") +
+          `${w.files.size} files cached`,
       });
     }
     return out;

@@ -132,6 +132,8 @@ export interface DashboardOptions {
   /** The current job table. */
   table: () => JobTable;
   isLeader: () => boolean;
+  /** This master's Raft term (absent: a lone master). */
+  term?: () => number;
   /** The cluster's nodes, as `dsys nodes` lists them. */
   nodes: () => Promise<NodeEntry[]>;
   /** Where the leader's dashboard is, for a follower (absent: a lone master). */
@@ -249,6 +251,7 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
         nodes,
         chunksPerSecond: chunkRate.values,
         bytesPerSecond: byteRate.values,
+        term: o.term?.() ?? 0,
       },
       chunk,
       running,

@@ -137,7 +137,7 @@ function render(v) {
   renderCluster(v);
   $("master").textContent = "master " + v.master + (v.leader ? " (leader)" :
     " (follower: no leader's dashboard reachable, so its own view, which may lag)") +
-    (via ? ", via " + via : "");
+    (v.term ? ", term " + v.term : "") + (via ? ", via " + via : "");
   const body = $("jobs").tBodies[0];
   body.replaceChildren(...v.jobs.map((j) => {
     const tr = document.createElement("tr");

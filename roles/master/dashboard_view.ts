@@ -194,6 +194,8 @@ export interface DashboardView {
   /** This master's Raft id or endpoint, and whether it leads (a follower's table may lag). */
   master: string;
   leader: boolean;
+  /** This master's Raft term (0: a lone master). */
+  term: number;
   jobs: JobSummary[];
   /** The job asked for (`?job=ID`), null when none or not found. */
   job: JobDetail | null;
@@ -241,6 +243,7 @@ export function dashboardView(
     nodes: NodeSummary[];
     chunksPerSecond: readonly number[];
     bytesPerSecond: readonly number[];
+    term?: number;
   } = { nodes: [], chunksPerSecond: [], bytesPerSecond: [] },
   chunkIndex: number | null = null,
   running: ReadonlyMap<number, Uint8Array> = new Map(),
@@ -290,5 +293,5 @@ export function dashboardView(
       })),
     }
     : null;
-  return { master, leader, jobs, job, chunk, ...cluster };
+  return { master, leader, jobs, job, chunk, ...cluster, term: cluster.term ?? 0 };
 }

@@ -383,6 +383,7 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
         self,
         table: () => table,
         isLeader: () => consensus.isLeader(),
+        term: raft && (() => raft!.term),
         nodes,
         running: async (job) => {
           // As `dsys status` shows them (from null: an admin's view).
