@@ -2,11 +2,20 @@
  * roles/master/dashboard_view.ts, the pure part of the dashboard: what a table looks like on the
  * page (the job list's bound and order, one job's grid, attempts and failures), the throughput
  * samples, and the node list's names; the dashboard URL a master puts in its node entry (how
- * followers find the leader's), the advertised address, and the cluster-wide token.
+ * followers find the leader's, and how a follower learns and caches it), the advertised address,
+ * the cluster-wide token, and the stream the file links are served through.
  */
 import assert from "node:assert/strict";
 import { advertisedAddress, dashboardToken } from "../roles/master/dashboard.ts";
-import { dashboardDetail, parseDashboardDetail } from "../roles/master/dashboard_leader.ts";
+import {
+  dashboardDetail,
+  LeaderDashboard,
+  parseDashboardDetail,
+  URL_TTL_MS,
+} from "../roles/master/dashboard_leader.ts";
+import { pushStream } from "../roles/master/dashboard_files.ts";
+import { systemClock } from "../lib/clock.ts";
+import type { Dial } from "../lib/transport.ts";
 import { type JobSpec, JobTable } from "../roles/master/job_table.ts";
 import {
   dashboardView,
@@ -21,6 +30,7 @@ import {
   ChunkState,
   FailureCode,
   MessageType,
+  type NodeEntry,
   NodeFlags,
   NodeRole,
   NodeState,
@@ -212,4 +222,97 @@ Deno.test("dashboard: the token is the same for every master with the cluster se
   } finally {
     await Deno.remove(root, { recursive: true });
   }
+});
+
+Deno.test("dashboard: pushStream holds at most one piece until read, and stops its source on cancel", async () => {
+  let pushed = 0;
+  let ended: unknown = null;
+  const s = pushStream(async (push) => {
+    try {
+      for (let i = 0; i < 100; i++) {
+        await push(new Uint8Array([i]));
+        pushed++;
+      }
+    } catch (e) {
+      ended = e;
+    }
+  });
+  const r = s.getReader();
+  assert.deepEqual((await r.read()).value, new Uint8Array([0]));
+  assert.deepEqual((await r.read()).value, new Uint8Array([1]));
+  // Reading two pieces let at most the next one in: the source waits for the reader.
+  await new Promise((res) => setTimeout(res, 0));
+  assert.ok(pushed <= 3, `pushed ${pushed}`);
+  await r.cancel();
+  await new Promise((res) => setTimeout(res, 0));
+  assert.match(String(ended), /reader went away/);
+  // A failing source errors the stream.
+  const bad = pushStream(() => Promise.reject(new Error("verify failed"))).getReader();
+  await assert.rejects(bad.read(), /verify failed/);
+});
+
+Deno.test("dashboard: a follower learns the leader's dashboard from the leader's node list", async () => {
+  let asked = 0;
+  let answer: NodeEntry[] = [];
+  let leader: string | null = "m1@tcp://10.0.0.1:7100";
+  let leads = false;
+  const clock = { ...systemClock, monotonic: () => now };
+  let now = 0;
+  const dialled: string[] = [];
+  const dial: Dial = (endpoint) => ({
+    endpoint,
+    request: () => {
+      asked++;
+      dialled.push(endpoint);
+      return Promise.resolve({
+        type: MessageType.NodeListResponse,
+        node: randomUuid(),
+        nodes: answer,
+      });
+    },
+    send: () => Promise.resolve(),
+    close: () => Promise.resolve(),
+  });
+  const entry = (detail: string, flags: number): NodeEntry => ({
+    id: randomUuid(),
+    role: NodeRole.Master,
+    state: NodeState.Alive,
+    flags,
+    slots: 0,
+    freeSlots: 0,
+    lastSeenMs: 0,
+    endpoint: "tcp://10.0.0.1:7100",
+    name: "m1",
+    detail,
+  });
+  const ld = new LeaderDashboard({
+    node: randomUuid(),
+    isLeader: () => leads,
+    leaderId: () => leader,
+    dial,
+    clock,
+  });
+  answer = [entry("", 0), entry("dashboard http://10.0.0.1:8080", NodeFlags.Leader)];
+  assert.equal(await ld.url(), "http://10.0.0.1:8080");
+  assert.deepEqual(dialled, ["m1@tcp://10.0.0.1:7100"]);
+  assert.equal(await ld.url(), "http://10.0.0.1:8080");
+  assert.equal(asked, 1); // cached
+  now += URL_TTL_MS;
+  assert.equal(await ld.url(), "http://10.0.0.1:8080");
+  assert.equal(asked, 2); // asked again after its TTL
+  ld.invalidate();
+  answer = [entry("dashboard http://10.0.0.1:8080", 0)]; // not flagged leader: not taken
+  assert.equal(await ld.url(), null);
+  assert.equal(asked, 3);
+  leader = "m2@tcp://10.0.0.2:7100"; // a new leader is asked at once
+  answer = [entry("dashboard http://10.0.0.2:8080", NodeFlags.Leader)];
+  assert.equal(await ld.url(), "http://10.0.0.2:8080");
+  assert.equal(asked, 4);
+  leads = true; // this master leads: it serves its own view
+  assert.equal(await ld.url(), null);
+  assert.equal(ld.leaderId(), null);
+  leads = false;
+  leader = null;
+  assert.equal(await ld.url(), null);
+  assert.equal(asked, 4);
 });
