@@ -6,20 +6,23 @@
  * work arrives from whichever balancer is primary.
  * @module
  */
-import { RpcClient, type RpcClientOptions, RpcError } from "../../lib/rpc.ts";
+import { type RpcClientOptions, RpcError } from "../../lib/rpc.ts";
+import { type Dial, dialZmq, type RequestChannel } from "../../lib/transport.ts";
 import { ErrorCode, type Message } from "../../wire/mod.ts";
 
 /** Options of a BalancerClient: those of RpcClient plus a switch notification. */
 export interface BalancerClientOptions extends RpcClientOptions {
   /** Called when requests move to another endpoint (e.g. to re-register there). */
   onSwitch?: (endpoint: string) => void;
+  /** Makes the channel to each endpoint (default: ZeroMQ; the simulator passes its own). */
+  dial?: Dial;
 }
 
 /** Failover client over one or more balancer endpoints; see module doc. */
 export class BalancerClient {
   /** All balancer endpoints, primary first. */
   readonly endpoints: readonly string[];
-  #clients: RpcClient[];
+  #clients: RequestChannel[];
   #current = 0;
   #o: BalancerClientOptions;
   #closed = false;
@@ -28,7 +31,8 @@ export class BalancerClient {
     if (endpoints.length === 0) throw new Error("BalancerClient: no balancer endpoint given");
     this.endpoints = [...endpoints];
     this.#o = opts;
-    this.#clients = endpoints.map((ep) => new RpcClient(ep, { serverRole: "balancer", ...opts }));
+    const { dial = dialZmq, onSwitch: _, ...rpc } = opts;
+    this.#clients = endpoints.map((ep) => dial(ep, { serverRole: "balancer", ...rpc }));
   }
 
   /** The endpoint requests currently go to. */

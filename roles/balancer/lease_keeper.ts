@@ -19,8 +19,6 @@ import type { StandbyFollower } from "./standby.ts";
 const ASKS_PER_LEASE = 4;
 /** How often to ask before the first reply told the lease length, ms. */
 const FIRST_ASK_MS = 250;
-/** How often the view is checked for a lapse, ms. */
-const LAPSE_CHECK_MS = 20;
 
 /** Options of a LeaseKeeper. */
 export interface LeaseKeeperOptions {
@@ -47,6 +45,7 @@ export class LeaseKeeper {
   #clock: Clock;
   #stopped = false;
   #loop: Promise<void> | null = null;
+  /** Fires when the lease held runs out by this balancer's clock (unless renewed first). */
   #lapseTimer: TimerId | undefined;
   #wake: (() => void) | null = null;
   /** Replies received so far. */
@@ -68,14 +67,29 @@ export class LeaseKeeper {
 
   /** Starts asking. */
   start(): void {
-    this.#lapseTimer = this.#clock.setInterval(
-      () => this.#apply(this.#view.onTick(this.#mono())),
-      LAPSE_CHECK_MS,
-    );
     this.#loop ??= this.#run();
   }
 
+  /**
+   * Arms the lapse timer for the end of the lease held (the view's `until`), replacing the
+   * previous one: a renewal moves the end. The service checks the lease before every push
+   * anyway (`isPrimary`); this timer is what stops its ticking and fails the replies it holds,
+   * as soon as the lease ends rather than at the next poll.
+   */
+  #armLapse(): void {
+    this.#clock.clearTimeout(this.#lapseTimer);
+    this.#lapseTimer = undefined;
+    const until = this.#view.until;
+    if (this.#stopped || !Number.isFinite(until)) return;
+    this.#lapseTimer = this.#clock.setTimeout(() => {
+      this.#lapseTimer = undefined;
+      // A timer may fire a little before the monotonic clock reaches `until`: then re-armed.
+      this.#apply(this.#view.onTick(this.#mono()));
+    }, Math.max(1, until - this.#mono()));
+  }
+
   #apply(changes: LeaseChange[]): void {
+    this.#armLapse();
     if (changes.length === 0) return;
     this.#o.service.onLease(changes);
     for (const c of changes) {
@@ -130,7 +144,7 @@ export class LeaseKeeper {
   /** Stops asking (the lease then lapses at the masters). */
   async stop(): Promise<void> {
     this.#stopped = true;
-    this.#clock.clearInterval(this.#lapseTimer);
+    this.#clock.clearTimeout(this.#lapseTimer);
     this.#wake?.();
     await this.#loop;
     await this.#masters.close();

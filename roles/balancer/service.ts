@@ -69,6 +69,17 @@ import {
 } from "./replication.ts";
 import { BalancerLeaseView, type LeaseChange } from "./lease.ts";
 
+/**
+ * Bugs planted on purpose, to show that the deterministic simulation catches them
+ * (tests/sim_balancer_test.ts). Test-only: nothing in production sets one (main.ts and the
+ * command line have no way to).
+ * - `place-twice`: a push that went unconfirmed (no ack in time: the worker may be running it)
+ *   is handed back as if refused, so the same attempt is placed again on another worker;
+ * - `finish-from-any-worker`: a chunk_finished is taken without checking that its sender is the
+ *   worker the attempt is placed on (neither routing id nor key).
+ */
+export type BalancerPlantedBug = "place-twice" | "finish-from-any-worker";
+
 /** Options of the balancer service. */
 export interface BalancerServiceOptions extends SchedulerOptions {
   /** This balancer's node uuid. */
@@ -104,6 +115,8 @@ export interface BalancerServiceOptions extends SchedulerOptions {
   auth?: Credentials | null;
   /** Read capabilities stay good this long past now + the job's time limit, ms (10 min). */
   capMarginMs?: number;
+  /** Test-only: a planted bug (see {@link BalancerPlantedBug}); never set in production. */
+  plantedBug?: BalancerPlantedBug;
 }
 
 /** Time limit assumed for the capabilities of a job without one (the masters' maximum). */
@@ -181,7 +194,9 @@ export class BalancerService {
     this.#o = o;
     this.#creds = o.auth === undefined ? processCredentials() : o.auth;
     const clock = this.#clock = o.clock ?? systemClock;
-    this.#now = () => clock.now();
+    // Whole milliseconds, as Date.now gives: they go on the wire (node lists, capability
+    // expiries) as integers, and a Clock need not return whole ones.
+    this.#now = () => Math.floor(clock.now());
     const adv = splitNamedEndpoint(o.advertised ?? o.endpoint);
     this.#advertised = { endpoint: adv.endpoint, name: adv.name ?? "" };
     this.#mono = () => clock.monotonic();
@@ -481,8 +496,10 @@ export class BalancerService {
           return this.#whenAcked(ok(hb.heartbeatMs));
         }
         case MessageType.ChunkFinished: {
-          this.#checkWorkerKey(msg.node, peer, from, msg.type);
-          if (from !== null) this.#checkPlacedOnSender(msg, from);
+          if (this.#o.plantedBug !== "finish-from-any-worker") {
+            this.#checkWorkerKey(msg.node, peer, from, msg.type);
+            if (from !== null) this.#checkPlacedOnSender(msg, from);
+          }
           this.#do({ t: "touch", now, id: msg.node });
           const fresh = this.#do({
             t: "finished",
@@ -879,7 +896,7 @@ export class BalancerService {
         this.counters.refused++;
         log.warn("worker answered worker_request with an error", { ...ids, error: e });
         this.#do({ t: "refused", now, ...ev });
-      } else if (!delivered) {
+      } else if (!delivered || this.#o.plantedBug === "place-twice") {
         // Never left this node (the worker's connection is gone): same attempt elsewhere.
         this.counters.refused++;
         log.warn("worker_request not delivered", { ...ids, peer: hexId(peer), error: e });
