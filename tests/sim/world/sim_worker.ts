@@ -421,6 +421,11 @@ export class SimWorker {
         return;
       case "forget":
         return;
+      default: {
+        // A new effect of the core must be simulated here, not dropped.
+        const never: never = e;
+        throw new Error(`sim worker: effect ${JSON.stringify(never)} not simulated`);
+      }
     }
   }
 
