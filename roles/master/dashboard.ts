@@ -259,8 +259,9 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
   };
 
   /**
-   * `body` as a response body that takes one of `kind`'s slots until it ends, is cancelled or
-   * the dashboard closes; `prefix` is sent first.
+   * `body` as a response body that holds its slot (given back by `release`) until it ends, is
+   * cancelled, `superseded` says so (checked every LEADER_CHECK_MS) or the dashboard closes;
+   * `prefix` is sent first, `abort` is called at the end (a proxied fetch's connection).
    */
   const tracked = (
     body: ReadableStream<Uint8Array>,
