@@ -38,6 +38,7 @@ import { DEFAULT_REPAIR_AFTER_MS, StorageDirectory } from "./storage_directory.t
 import { MAX_REPLICAS } from "../../wire/mod.ts";
 import { MEMBER_ID_RE } from "./member_id.ts";
 import { decodeSnapshot, encodeSnapshot } from "./snapshot.ts";
+import { masterHandler, tableStateMachine } from "./wiring.ts";
 import type { Registry } from "../../lib/metrics.ts";
 import { MasterMetrics } from "./metrics.ts";
 import { type Dashboard, dashboardToken, startDashboard } from "./dashboard.ts";
@@ -249,16 +250,16 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
       peers: opts.peers ?? [],
       join: opts.join ?? false,
       storage: await FileStorage.open(`${opts.data}/raft`),
-      sm: {
-        apply: (data) => table.apply(decodeCommand(data)),
-        snapshot: () => encodeSnapshot(table),
-        // A snapshot from a peer is decoded before it is stored: one that cannot be is dropped.
-        checkSnapshot: (data) => void decodeSnapshot(data),
-        restore: (data) => {
-          table = decodeSnapshot(data);
-          service?.setTable(table);
+      // A snapshot from a peer is decoded before it is stored: one that cannot be is dropped.
+      sm: tableStateMachine({
+        get table() {
+          return table;
         },
-      },
+        set table(t) {
+          table = t;
+        },
+        onRestore: (t) => service?.setTable(t),
+      }),
       node: nodeId,
       log,
       tickMs: opts.tickMs,
@@ -351,21 +352,7 @@ export async function runMaster(opts: MasterOptions): Promise<MasterNode> {
     retentionMs: opts.retentionMs,
     dashboardUrl: () => dashboard?.url,
   });
-  server.setHandler((msg, _peer, from) => {
-    if (msg.type === MessageType.RaftMessage) {
-      // rpc admits only master keys (the schema's senders); checked here too, as Raft trusts it.
-      if (from && from.role !== "master") {
-        throw new RequestError(
-          ErrorCode.Forbidden,
-          `a ${from.role} key may not send raft_message to a master`,
-        );
-      }
-      // The authenticated key's name must be the member the message says it is from.
-      raft?.receive(msg.data, from?.name);
-      return null;
-    }
-    return service!.handle(msg, from);
-  });
+  server.setHandler(masterHandler(() => raft, () => service));
   service.start();
   if (opts.dashboardListen !== undefined) {
     const self = raft?.id ?? endpoint;

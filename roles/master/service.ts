@@ -91,6 +91,18 @@ export interface MasterStorage {
   client(endpoint: string): { readonly endpoint: string; stats(): Promise<{ node: Uint8Array }> };
 }
 
+/**
+ * Bugs the cluster simulation plants to show that its checks catch them (docs/testing.md,
+ * "Planted bugs"). Test-only: main.ts never sets {@link MasterServiceDeps.plantedBugs}.
+ * - `ack-before-commit`: a submission is acknowledged as soon as it is proposed, not once it
+ *   is committed and applied;
+ * - `status-without-barrier`: a status read is served from this member's table without the
+ *   ReadIndex barrier (a deposed leader that has not heard it serves a stale answer);
+ * - `status-from-follower`: any member answers a status read from its own table (no leader
+ *   check, no barrier: a follower that lags serves a stale answer).
+ */
+export type PlantedBug = "ack-before-commit" | "status-without-barrier" | "status-from-follower";
+
 /** What the service needs from its surroundings. */
 export interface MasterServiceDeps {
   node: Uint8Array;
@@ -133,6 +145,8 @@ export interface MasterServiceDeps {
    * entry: how followers find the leader's (roles/master/dashboard_leader.ts).
    */
   dashboardUrl?: () => string | undefined;
+  /** Test-only: bugs to plant (see {@link PlantedBug}); never set in production. */
+  plantedBugs?: ReadonlySet<PlantedBug>;
 }
 
 /** How long after a cancel the leader keeps re-sending it to the balancer, ms. */
@@ -604,7 +618,18 @@ export class MasterService {
       this.#clock.now(),
       owner,
     );
-    const res = await this.#d.consensus.propose(encodeCommand({ kind: "submit", spec }));
+    const proposal = this.#d.consensus.propose(encodeCommand({ kind: "submit", spec }));
+    if (this.#d.plantedBugs?.has("ack-before-commit")) {
+      proposal.catch(() => {});
+      return {
+        type: MessageType.JobSubmitAck,
+        node: this.#d.node,
+        job: spec.jobId,
+        sequence: m.sequence,
+        duplicate: false,
+      };
+    }
+    const res = await proposal;
     if (res.kind !== "submitted") {
       throw new RequestError(ErrorCode.Internal, "unexpected apply result");
     }
@@ -693,7 +718,9 @@ export class MasterService {
   }
 
   async #status(jobId: Uint8Array, from: Identity | null): Promise<JobStatusResponse> {
-    await this.#readBarrier();
+    const bugs = this.#d.plantedBugs;
+    if (bugs?.has("status-without-barrier")) this.#requireLeader();
+    else if (!bugs?.has("status-from-follower")) await this.#readBarrier();
     const job = this.#d.table.get(jobId);
     if (!job) throw new RequestError(ErrorCode.NotFound, `job ${uuidToHex(jobId)} not found`);
     if (!mayActOn(from, job.spec.owner)) {

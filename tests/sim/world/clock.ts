@@ -143,7 +143,8 @@ export class SimClock implements Clock {
   /** Schedules `fn` after `ms` (repeating every `every` ms if > 0), owned by `owner`. */
   schedule(fn: () => void, ms: number, every: number, owner: NodeClock | null): number {
     if (this.#live.size >= MAX_SIM_TIMERS) throw new Error("sim: too many timers pending");
-    const delay = Number.isFinite(ms) && ms > 0 ? ms : 0;
+    // Whole milliseconds, as real timers: virtual time stays an integer (Date.now()'s is).
+    const delay = Number.isFinite(ms) && ms > 0 ? Math.ceil(ms) : 0;
     const t: Timer = {
       id: this.#nextId++,
       due: this.#now + delay,

@@ -263,7 +263,7 @@ export class SimHost {
   }
 
   /** Serves `endpoint` with `handler` (as RpcServer.bind + handler). */
-  listen(endpoint: string, handler: Handler, node = new Uint8Array(16)): SimServer {
+  listen(endpoint: string, handler: Handler, node: Uint8Array = new Uint8Array(16)): SimServer {
     const s = new SimServer(this, endpoint, handler, node);
     this.net.listen(endpoint, { host: this, server: s });
     this.#servers.add(s);
