@@ -56,6 +56,7 @@ Deno.test(`cluster sim: ${SEEDS} seeds of real masters under faults keep every i
       "lossy",
       "crash-balancer",
       "storage-flaky",
+      "fsync-eio",
     ]
   ) {
     if (SEEDS >= 200) assert.ok((totals[`fault:${k}`] ?? 0) > 0, `no ${k} fault happened`);

@@ -29,7 +29,9 @@ export type FaultKind =
   /** the balancer/worker stand-in killed and restarted (lease and running chunks lost). */
   | "crash-balancer"
   /** the storage tier failing half of the masters' stat calls. */
-  | "storage-flaky";
+  | "storage-flaky"
+  /** a master's next fsync fails with EIO: it must stop (onFatal) and is restarted. */
+  | "fsync-eio";
 
 /** One planned fault. */
 export interface Fault {
@@ -58,6 +60,7 @@ const KINDS: FaultKind[] = [
   "lossy",
   "crash-balancer",
   "storage-flaky",
+  "fsync-eio",
 ];
 
 /** Plans `count` faults over [0, workloadMs) for the given masters and other hosts. */
@@ -77,7 +80,10 @@ export function planFaults(
     const at = int(200, Math.max(300, workloadMs - 300));
     const durationMs = int(100, 2500);
     const f: Fault = { at, durationMs, kind, target: "" };
-    if (kind === "crash" || kind === "isolate" || kind === "one-way" || kind === "isolate-all") {
+    if (
+      kind === "crash" || kind === "isolate" || kind === "one-way" || kind === "isolate-all" ||
+      kind === "fsync-eio"
+    ) {
       f.target = pick(masters);
     } else if (kind === "split") {
       const all = [...masters, ...others];

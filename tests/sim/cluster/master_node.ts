@@ -1,6 +1,7 @@
 /**
  * A real master in the simulation: the production `RaftGroup` on the production `FileStorage`
- * (over a simulated disk that loses what was not synced when the node crashes), the production
+ * (over tests/sim/world/sim_fs.ts, a simulated disk that loses, tears or garbles what was not
+ * synced when the node crashes, and fails syncs when told to), the production
  * `JobTable` and `MasterService` joined by roles/master/wiring.ts as roles/master/main.ts joins
  * them, serving on the SimNet with the host's virtual clock. Only the storage tier is a stand-in
  * ({@link SimStorageTier}: which program and input files exist).
@@ -23,7 +24,7 @@ import {
 import { sleep } from "../../../lib/clock.ts";
 import { uuidToHex } from "../../../wire/mod.ts";
 import type { SimHost } from "../world/net.ts";
-import { MemFs } from "./mem_fs.ts";
+import { SimFs } from "../world/sim_fs.ts";
 import { identity, nameId, randomId, type SimNode, type World } from "./world.ts";
 
 /** Raft timing of the simulated masters: coarser than production's, same ratios. */
@@ -79,8 +80,10 @@ export class SimMaster implements SimNode {
   readonly id: string;
   readonly endpoint: string;
   readonly host: SimHost;
-  /** The durable disk (survives crashes, minus what was not synced). */
-  readonly fs = new MemFs();
+  /** The disk (survives crashes, minus what was not synced). */
+  readonly disk: SimFs;
+  /** Why the last start failed (its storage refused to open), if it did. */
+  startError: unknown = null;
   #world: World;
   #o: SimMasterOptions;
   #holder: TableHolder | null = null;
@@ -95,6 +98,7 @@ export class SimMaster implements SimNode {
     this.endpoint = `tcp://${name}:7100`;
     this.id = `${name}@${this.endpoint}`;
     this.host = world.net.host(name, identity("master", name));
+    this.disk = new SimFs(Math.floor(world.rand() * 2 ** 32));
     this.#o = o;
   }
 
@@ -122,8 +126,17 @@ export class SimMaster implements SimNode {
       masterHandler(() => this.raft, () => this.service),
       node,
     );
-    const storage = await FileStorage.open(`/${this.name}/raft`, { fs: this.fs });
+    let storage: FileStorage;
+    try {
+      storage = await FileStorage.open(`/${this.name}/raft`, { fs: this.disk.mount() });
+    } catch (e) {
+      // A corrupt disk: the process would exit; it stays down (the harness decides if allowed).
+      this.startError = e;
+      host.crash();
+      return;
+    }
     if (host.incarnation !== inc) return; // crashed while opening
+    this.startError = null;
     const holder: TableHolder = { table: new JobTable() };
     this.#holder = holder;
     const raft = RaftGroup.start({
@@ -168,7 +181,7 @@ export class SimMaster implements SimNode {
 
   crash(): void {
     this.host.crash();
-    this.fs.crash();
+    this.disk.crash();
     this.raft = undefined;
     this.service = undefined;
     this.#holder = null;

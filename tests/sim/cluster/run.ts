@@ -77,6 +77,8 @@ export async function runClusterSeed(
   tier.add(PROGRAM_ID, 100);
   tier.add(INPUT_ID, 1000);
   let fatal = 0;
+  /** Masters an injected fsync error is meant to stop. */
+  const eio = new Set<string>();
   const masters = names.map((n) =>
     new SimMaster(world, n, {
       peers: names.map((m) => `${m}@tcp://${m}:7100`),
@@ -85,7 +87,17 @@ export async function runClusterSeed(
       snapshotEvery,
       onFatal: (name, e, kind) => {
         fatal++;
-        world.violate(`${name} stopped itself (${kind}): ${e}`);
+        if (kind !== "storage" || !eio.has(name)) {
+          world.violate(`${name} stopped itself (${kind}): ${e}`);
+          return;
+        }
+        // The process exits (roles/master/main.ts: exit 70) and is restarted by its supervisor.
+        world.note(`${name} stopped on the injected fsync error`);
+        const m = byName.get(name)!;
+        clock.setTimeout(() => {
+          if (m.up) m.crash();
+          restartLater(m, 100);
+        }, 1);
       },
     })
   );
@@ -176,6 +188,10 @@ export async function runClusterSeed(
         net.faults = { ...CALM, ...f.net };
         clock.setTimeout(() => net.faults = { ...CALM }, f.durationMs);
         return;
+      case "fsync-eio":
+        eio.add(target);
+        masters.find((m) => m.name === target)!.disk.failSync(1);
+        return;
       case "storage-flaky":
         tier.failRate = 0.5;
         clock.setTimeout(() => tier.failRate = 0, f.durationMs);
@@ -206,7 +222,8 @@ export async function runClusterSeed(
       // the workload may still be acknowledged: wait for the clients' loops to end too).
       while (clock.monotonic() < workloadMs + settleMs) {
         const c = clients.find((c) => c.acked.some((a) => a.completedAt === null));
-        if (!c && clients.every((c) => !c.up)) break;
+        const restarting = masters.some((m) => !m.up && m.startError === null);
+        if (!c && clients.every((c) => !c.up) && !restarting) break;
         if (!c) {
           await sleepOn(clients[0], 50);
           continue;
@@ -270,7 +287,11 @@ export async function runClusterSeed(
       }
     }
     for (const e of world.errors) {
+      if (eio.has(e.node) && e.msg.startsWith("raft storage failed")) continue;
       world.violate(`error logged by ${e.node} at ${e.at} ms: ${e.msg}`);
+    }
+    for (const m of masters) {
+      if (!m.up) world.violate(`${m.name} is down at the end: ${m.startError ?? "?"}`);
     }
   }
   const reruns = [...standIn.runs.values()].reduce((s, n) => s + Math.max(0, n - 1), 0);
@@ -299,10 +320,19 @@ export async function runClusterSeed(
       netSent: net.stats.sent,
       netDropped: net.stats.dropped + net.stats.cut,
       netDuplicated: net.stats.duplicated,
-      lostBytes: masters.reduce((s, m) => s + m.fs.stats.lostBytes, 0),
+      ...diskStats(masters),
       ...Object.fromEntries(Object.entries(counts).map(([k, v]) => [`fault:${k}`, v])),
     },
   };
+}
+
+/** What the masters' disks did: crashes, lost/torn/garbled writes, failed syncs. */
+function diskStats(masters: SimMaster[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const m of masters) {
+    for (const f of m.disk.log) out[`disk:${f.kind}`] = (out[`disk:${f.kind}`] ?? 0) + 1;
+  }
+  return out;
 }
 
 function sleepOn(c: SimClient, ms: number): Promise<void> {
