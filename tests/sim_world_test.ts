@@ -39,9 +39,8 @@ Deno.test("sim clock: timers fire by (due, sequence); intervals repeat; a node's
   const n = c.forNode();
   n.setTimeout(() => seen.push("node"), 7);
   n.setInterval(() => seen.push("node-iv"), 3);
-  // Set before the timers they race: at equal times they fire first.
-  c.setTimeout(() => n.stopAll(), 6);
-  c.setTimeout(() => c.clearInterval(iv), 13);
+  c.setTimeout(() => n.stopAll(), 6.5);
+  c.setTimeout(() => c.clearInterval(iv), 12.5);
   // A promise chain a timer starts runs to its end before the next timer fires.
   c.setTimeout(async () => {
     await Promise.resolve();
@@ -54,12 +53,18 @@ Deno.test("sim clock: timers fire by (due, sequence); intervals repeat; a node's
     "node-iv",
     "i@4",
     "a5",
+    "node-iv",
     "i@8",
     "b10",
     "c10",
     "i@12",
   ]);
   assert.deepEqual(c.monotonic(), 100);
+  // Virtual time may be fractional (as performance.now()); wall-clock time is whole ms.
+  let at: number[] = [];
+  c.setTimeout(() => at = [c.monotonic(), c.now() % 1], 0.4);
+  await c.run(200);
+  assert.deepEqual(at, [100.4, 0]);
   assert.deepEqual(c.pending, 0);
 });
 

@@ -119,9 +119,12 @@ export class SimClock implements Clock {
     return this.#now;
   }
 
-  /** {@link SIM_EPOCH_MS} plus virtual time. */
+  /**
+   * {@link SIM_EPOCH_MS} plus virtual time, in whole milliseconds as `Date.now()` (the monotonic
+   * clock is fractional, as `performance.now()`; code that puts `now()` on the wire relies on it).
+   */
   now(): number {
-    return SIM_EPOCH_MS + this.#now;
+    return Math.floor(SIM_EPOCH_MS + this.#now);
   }
 
   setTimeout(fn: () => void, ms: number): TimerId {
@@ -143,8 +146,7 @@ export class SimClock implements Clock {
   /** Schedules `fn` after `ms` (repeating every `every` ms if > 0), owned by `owner`. */
   schedule(fn: () => void, ms: number, every: number, owner: NodeClock | null): number {
     if (this.#live.size >= MAX_SIM_TIMERS) throw new Error("sim: too many timers pending");
-    // Whole milliseconds, as real timers: virtual time stays an integer (Date.now()'s is).
-    const delay = Number.isFinite(ms) && ms > 0 ? Math.ceil(ms) : 0;
+    const delay = Number.isFinite(ms) && ms > 0 ? ms : 0;
     const t: Timer = {
       id: this.#nextId++,
       due: this.#now + delay,
