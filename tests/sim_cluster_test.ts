@@ -57,11 +57,19 @@ Deno.test(`cluster sim: ${SEEDS} seeds of real masters under faults keep every i
       "crash-balancer",
       "storage-flaky",
       "fsync-eio",
+      "bit-flip",
     ]
   ) {
     if (SEEDS >= 200) assert.ok((totals[`fault:${k}`] ?? 0) > 0, `no ${k} fault happened`);
   }
   assert.ok(totals.maxTerm > 2 * SEEDS, `terms: ${totals.maxTerm}`);
+  if (SEEDS >= 200) {
+    // Storage faults reached the disks: torn writes at crashes, failed fsyncs, flipped bits
+    // (each refused at start-up: an unrefused one would have failed its seed).
+    for (const k of ["disk:torn", "disk:sync-eio", "disk:bit-flip", "fault:refusedCorruptDisk"]) {
+      assert.ok((totals[k] ?? 0) > 0, `no ${k}`);
+    }
+  }
   assert.ok(totals.masters > 3 * SEEDS, "some seeds ran 5 masters");
 });
 

@@ -31,7 +31,12 @@ export type FaultKind =
   /** the storage tier failing half of the masters' stat calls. */
   | "storage-flaky"
   /** a master's next fsync fails with EIO: it must stop (onFatal) and is restarted. */
-  | "fsync-eio";
+  | "fsync-eio"
+  /**
+   * one bit flipped in a master's stored snapshot or sealed log segment, then it restarts: it
+   * must refuse to start (or start with nothing wrong). At most one per seed.
+   */
+  | "bit-flip";
 
 /** One planned fault. */
 export interface Fault {
@@ -61,6 +66,7 @@ const KINDS: FaultKind[] = [
   "crash-balancer",
   "storage-flaky",
   "fsync-eio",
+  "bit-flip",
 ];
 
 /** Plans `count` faults over [0, workloadMs) for the given masters and other hosts. */
@@ -82,7 +88,7 @@ export function planFaults(
     const f: Fault = { at, durationMs, kind, target: "" };
     if (
       kind === "crash" || kind === "isolate" || kind === "one-way" || kind === "isolate-all" ||
-      kind === "fsync-eio"
+      kind === "fsync-eio" || kind === "bit-flip"
     ) {
       f.target = pick(masters);
     } else if (kind === "split") {

@@ -22,6 +22,7 @@ import {
   tableStateMachine,
 } from "../../../roles/master/wiring.ts";
 import { sleep } from "../../../lib/clock.ts";
+import type { Credentials } from "../../../lib/security.ts";
 import { uuidToHex } from "../../../wire/mod.ts";
 import type { SimHost } from "../world/net.ts";
 import { SimFs } from "../world/sim_fs.ts";
@@ -70,6 +71,8 @@ export interface SimMasterOptions {
   /** Test-only bugs planted in the master shell (MasterServiceDeps.plantedBugs). */
   bugs?: ReadonlySet<PlantedBug>;
   snapshotEvery?: number;
+  /** Keys and cluster secret of the masters (null: insecure). */
+  auth: Credentials | null;
   /** Called when the member stops itself (RaftGroup onFatal). */
   onFatal: (name: string, e: unknown, kind: string) => void;
 }
@@ -102,6 +105,11 @@ export class SimMaster implements SimNode {
     this.#o = o;
   }
 
+  /** Where its Raft storage lives on its disk. */
+  get dir(): string {
+    return `/${this.name}/raft`;
+  }
+
   get up(): boolean {
     return this.host.alive && this.raft !== undefined;
   }
@@ -128,7 +136,11 @@ export class SimMaster implements SimNode {
     );
     let storage: FileStorage;
     try {
-      storage = await FileStorage.open(`/${this.name}/raft`, { fs: this.disk.mount() });
+      storage = await FileStorage.open(this.dir, {
+        fs: this.disk.mount(),
+        // Small segments: rotation, and sealed segments for bit flips, within a short run.
+        segmentBytes: 1024,
+      });
     } catch (e) {
       // A corrupt disk: the process would exit; it stays down (the harness decides if allowed).
       this.startError = e;
@@ -165,7 +177,7 @@ export class SimMaster implements SimNode {
       storage: this.#o.tier.forMaster(host),
       storageDirectory: new StorageDirectory(),
       raft,
-      auth: null,
+      auth: this.#o.auth,
       clock: host.clock,
       dial: host.dial,
       newJobId: () => randomId(rand),

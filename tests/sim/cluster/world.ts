@@ -15,7 +15,7 @@ export interface SimNode {
   /** Whether it runs now. */
   readonly up: boolean;
   /** Starts it (first time, or after a crash). */
-  start(): Promise<void>;
+  start(): void | Promise<void>;
   /** Kills it (kill -9: nothing of the process survives but its durable disk). */
   crash(): void;
 }
