@@ -1,8 +1,8 @@
 /**
  * The production balancer under the deterministic simulator (tests/sim/balancer_sim.ts): the
  * simulated worker's protocol on its own, then >= 1,000 seeded runs of two real balancers,
- * simulated workers, a hostile worker key and master stand-ins under crashes, pauses,
- * partitions, leader changes and message faults, with every invariant checked as it happens;
+ * simulated workers, a hostile worker key and master stand-ins under crashes, pauses (of
+ * balancers and workers), partitions, leader changes, storms and message faults, with every invariant checked as it happens;
  * exact replay of a seed; and the two planted bugs caught.
  */
 import assert from "node:assert/strict";
@@ -127,9 +127,17 @@ Deno.test(`balancer sim: ${SEEDS} seeds, every invariant after every step`, asyn
     "replay one: deno run -A tests/sim/balancer_cli.ts --seeds 1 --from SEED",
   );
   // The runs did what they are for: faults of every kind, takeovers, forged reports refused.
-  for (
-    const k of ["balancer-crash", "worker-crash", "worker-pause", "partition", "leader-change"]
-  ) {
+  const kinds = [
+    "balancer-crash",
+    "balancer-pause",
+    "worker-crash",
+    "worker-pause",
+    "partition",
+    "partition-one-way",
+    "slow-network",
+    "leader-change",
+  ];
+  for (const k of kinds) {
     assert.ok((faults[k] ?? 0) > SEEDS / 2, `${k}: ${faults[k]}`);
   }
   assert.ok(epochs > 2 * SEEDS, `epochs ${epochs}`);

@@ -5,8 +5,9 @@
  * three simulated masters that grant the lease through the real master `LeaseTimer`
  * (roles/master/lease.ts) and check placement tickets with the real `checkPlacementTicket`, all
  * on the deterministic SimClock and SimNet (tests/sim/world/) and under faults drawn from one
- * seed: balancer and worker crashes and restarts, worker pauses, partitions (symmetric and
- * one-way), master leader changes, and message loss, duplication, delay and reordering.
+ * seed: balancer and worker crashes and restarts, balancer and worker pauses, partitions
+ * (symmetric and one-way), master leader changes, storms of slow messages, and message loss,
+ * duplication, delay and reordering.
  *
  * The masters are a stand-in (one replicated state, a leader that changes, the lease and
  * worker_status handled as roles/master/service.ts does, jobs dispatched to the lease holder
@@ -489,9 +490,9 @@ export async function runBalancerSim(o: BalancerSimOptions): Promise<BalancerSim
   }, 400);
 
   // ---- jobs, submitted at random times
-  const nJobs = o.jobs ?? 3;
+  const nJobs = o.jobs ?? 4;
   for (let k = 0; k < nJobs; k++) {
-    const at = k === 0 ? 0 : Math.floor(jobRand() * faultsUntil * 0.6);
+    const at = k === 0 ? 0 : Math.floor(jobRand() * faultsUntil * 0.8);
     const numChunks = 2 + Math.floor(jobRand() * 7);
     const id = bytes(jobRand, 16), programId = bytes(jobRand, 16);
     clock.setTimeout(() => {
@@ -509,6 +510,7 @@ export async function runBalancerSim(o: BalancerSimOptions): Promise<BalancerSim
 
   // ---- faults
   const down = new Set<string>();
+  let storms = 0;
   const schedule = (at: number) => {
     if (at >= faultsUntil) return;
     clock.setTimeout(() => {
@@ -521,7 +523,7 @@ export async function runBalancerSim(o: BalancerSimOptions): Promise<BalancerSim
   const injectOne = () => {
     const x = faultRand();
     const dur = 100 + Math.floor(faultRand() * 2500);
-    if (x < 0.25) {
+    if (x < 0.2) {
       // Crash a balancer (the primary half of the time) and restart it with its original flags.
       const p = primaryIndex();
       const i = p >= 0 && faultRand() < 0.5 ? p : Math.floor(faultRand() * balancers.length);
@@ -535,7 +537,15 @@ export async function runBalancerSim(o: BalancerSimOptions): Promise<BalancerSim
         note(`restart ${b.name}`);
         b.start();
       });
-    } else if (x < 0.4) {
+    } else if (x < 0.3) {
+      // Pause a balancer (the primary half of the time): it wakes up deposed, or renews.
+      const p = primaryIndex();
+      const i = p >= 0 && faultRand() < 0.5 ? p : Math.floor(faultRand() * balancers.length);
+      const b = balancers[i];
+      if (!b.up || b.paused) return;
+      fault("balancer-pause", `${b.name}${i === p ? " (primary)" : ""} for ${dur} ms`);
+      b.pause(dur);
+    } else if (x < 0.42) {
       const i = Math.floor(faultRand() * nWorkers);
       if (!workers[i]) return;
       fault("worker-crash", `${workerNames[i]} for ${dur} ms`);
@@ -552,7 +562,7 @@ export async function runBalancerSim(o: BalancerSimOptions): Promise<BalancerSim
       if (!w || w.paused) return;
       fault("worker-pause", `${workerNames[i]} for ${dur} ms`);
       w.pause(dur);
-    } else if (x < 0.85) {
+    } else if (x < 0.8) {
       const all = [...masterNames, ...balNames, ...workerNames];
       const side = all.filter(() => faultRand() < 0.3);
       if (side.length === 0 || side.length === all.length) return;
@@ -564,6 +574,16 @@ export async function runBalancerSim(o: BalancerSimOptions): Promise<BalancerSim
       );
       net.partition(side, rest, oneWay);
       after(dur, () => net.heal());
+    } else if (x < 0.9) {
+      // A storm: a third of the messages held up to 2 s (pushes time out, acks come late).
+      fault("slow-network", `for ${dur} ms`);
+      storms++;
+      net.faults = { ...net.faults, slow: 0.3, slowDelayMs: 2000 };
+      after(dur, () => {
+        if (--storms === 0 && clock.monotonic() < faultsUntil) {
+          net.faults = { ...net.faults, slow: faults.slow!, slowDelayMs: faults.slowDelayMs! };
+        }
+      });
     } else {
       const old = state.leader;
       state.leader = (old + 1 + Math.floor(faultRand() * 2)) % masterNames.length;

@@ -6,12 +6,14 @@
  *
  * {@link SimBalancerNode.crash} is a kill -9: the host crashes (timers, channels and requests of
  * this incarnation vanish, nothing of it settles) and every in-memory state is dropped;
- * {@link SimBalancerNode.restart} starts a new process with the original flags (same node id,
- * same endpoint), which, like the real one, knows nothing until it follows the primary or is
- * granted the lease.
+ * {@link SimBalancerNode.start} after it starts a new process with the original flags (same node
+ * id, same endpoint), which, like the real one, knows nothing until it follows the primary or is
+ * granted the lease. {@link SimBalancerNode.pause} is a SIGSTOP for a while: its timers, the
+ * requests it is sent and the replies it is owed wait until it resumes (time goes on: a primary
+ * wakes up with its lease run out by its own clock), see {@link Freezer}.
  * @module
  */
-import type { Clock } from "../../../lib/clock.ts";
+import type { Clock, TimerId } from "../../../lib/clock.ts";
 import type { Handler } from "../../../lib/rpc.ts";
 import type { Logger } from "../../../lib/log.ts";
 import type { Credentials } from "../../../lib/security.ts";
@@ -63,6 +65,108 @@ export function simLogger(
   };
 }
 
+/**
+ * A SIGSTOP for simulated code: while paused, timers of the clock it wraps fire only once it
+ * resumes (an interval once, however many periods passed, as after a real SIGCONT), and
+ * requests served, replies received and replies to pushes wait for it. Time itself goes on.
+ */
+export class Freezer {
+  #paused: Promise<void> | null = null;
+
+  /** True while paused. */
+  get paused(): boolean {
+    return this.#paused !== null;
+  }
+
+  /** Pauses for `ms` of `raw`'s time (a clock this freezer does not wrap). */
+  pause(raw: Clock, ms: number): void {
+    if (this.#paused) return;
+    this.#paused = new Promise((resolve) => {
+      raw.setTimeout(() => {
+        this.#paused = null;
+        resolve();
+      }, ms);
+    });
+  }
+
+  /** Resolves once not paused. */
+  async wait(): Promise<void> {
+    while (this.#paused) await this.#paused;
+  }
+
+  /** `inner` with its timers held while paused. */
+  clock(inner: Clock): Clock {
+    /** Timers that fired during a pause and wait for it to end. */
+    const held = new Set<TimerId>();
+    /** Held timers cleared meanwhile: they must not run. */
+    const cleared = new Set<TimerId>();
+    const fire = (id: TimerId, fn: () => void) => {
+      if (!this.#paused) return fn();
+      if (held.has(id)) return; // an interval already due: it fires once after the pause
+      held.add(id);
+      void this.wait().then(() => {
+        held.delete(id);
+        if (!cleared.delete(id)) fn();
+      });
+    };
+    const clear = (id: TimerId | undefined) => {
+      if (id !== undefined && held.has(id)) cleared.add(id);
+    };
+    return {
+      monotonic: () => inner.monotonic(),
+      now: () => inner.now(),
+      setTimeout: (fn, ms) => {
+        const id: TimerId = inner.setTimeout(() => fire(id, fn), ms);
+        return id;
+      },
+      setInterval: (fn, ms) => {
+        const id: TimerId = inner.setInterval(() => fire(id, fn), ms);
+        return id;
+      },
+      clearTimeout: (id) => {
+        inner.clearTimeout(id);
+        clear(id);
+      },
+      clearInterval: (id) => {
+        inner.clearInterval(id);
+        clear(id);
+      },
+    };
+  }
+
+  /** `p`, settled only once resumed. */
+  hold<T>(p: Promise<T>): Promise<T> {
+    return p.then(async (v) => {
+      await this.wait();
+      return v;
+    }, async (e) => {
+      await this.wait();
+      throw e;
+    });
+  }
+
+  /** A Dial whose replies wait while paused. */
+  dial(inner: Dial): Dial {
+    return (endpoint, opts) => {
+      const ch = inner(endpoint, opts);
+      return {
+        endpoint: ch.endpoint,
+        request: (msg, timeoutMs) => this.hold(ch.request(msg, timeoutMs)),
+        send: (msg) => ch.send(msg),
+        close: () => ch.close(),
+      };
+    };
+  }
+
+  /** A handler that serves only once resumed. */
+  handler(h: Handler): Handler {
+    return async (msg, peer, from) => {
+      await this.wait();
+      return h(msg, peer, from);
+    };
+  }
+}
+
 /** Options of a {@link SimBalancerNode}. */
 export interface SimBalancerOptions {
   host: SimServerHost;
@@ -92,6 +196,7 @@ interface Incarnation {
   follower: StandbyFollower;
   keeper: LeaseKeeper;
   server: SimListener;
+  freezer: Freezer;
 }
 
 /** A real balancer (service + standby follower + lease keeper) on a simulated host. */
@@ -126,13 +231,25 @@ export class SimBalancerNode {
     return this.#o.host.clock;
   }
 
+  /** True while paused. */
+  get paused(): boolean {
+    return this.#cur?.freezer.paused ?? false;
+  }
+
+  /** SIGSTOP for `ms` of virtual time, then SIGCONT (nothing if down). */
+  pause(ms: number): void {
+    this.#cur?.freezer.pause(this.#o.host.clock, ms);
+  }
+
   /** Starts a process (first start, or a restart after a crash), as runBalancer does. */
   start(): void {
     if (this.#cur) return;
     const o = this.#o;
     const host = o.host;
     host.restart();
-    const clock = host.clock;
+    const freezer = new Freezer();
+    const clock = freezer.clock(host.clock);
+    const dial = freezer.dial(host.dial);
     this.starts++;
     const log = simLogger(`${o.name}#${this.starts}`, () => host.clock, o.log);
     const rand = o.rand;
@@ -150,12 +267,12 @@ export class SimBalancerNode {
       newStreamId: () => Uint8Array.from({ length: 16 }, () => Math.floor(rand() * 256)),
       ...(o.plantedBug ? { plantedBug: o.plantedBug } : {}),
     });
-    const server = host.listen(o.endpoint, service.handle, o.node);
+    const server = host.listen(o.endpoint, freezer.handler(service.handle), o.node);
     const incarnation = this.starts;
     service.start({
       push: (peer, msg, timeoutMs) => {
         o.onPush?.(this, incarnation, msg);
-        return server.push(peer, msg, timeoutMs);
+        return freezer.hold(server.push(peer, msg, timeoutMs));
       },
     });
     const follower = new StandbyFollower({
@@ -164,7 +281,7 @@ export class SimBalancerNode {
       service,
       syncMs: o.syncMs,
       clock,
-      dial: host.dial,
+      dial,
     });
     const keeper = new LeaseKeeper({
       node: o.node,
@@ -174,11 +291,11 @@ export class SimBalancerNode {
       service,
       follower,
       clock,
-      dial: host.dial,
+      dial,
     });
     follower.start();
     keeper.start();
-    this.#cur = { service, follower, keeper, server };
+    this.#cur = { service, follower, keeper, server, freezer };
   }
 
   /** kill -9: everything in memory is gone; the host's timers and channels with it. */
