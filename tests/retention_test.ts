@@ -287,11 +287,14 @@ Deno.test(`retention: ${JOBS} jobs on 3 masters; memory, snapshots, job list and
       // measured 140-163 MiB after 10,000 jobs against 79-90 MiB at 0, with 11-29 MiB of heap
       // in use (Deno.memoryUsage, a diagnostic build). Once the masters idle, V8's memory
       // reducer gives the pages back within ~8-10 s: measured (3 runs of 10,000 jobs, load
-      // average 4-14) 84-92 MiB, -0.6..+5.9 MiB from the same run's baseline. The same 10,000
-      // jobs with a 1 h retention (all kept) left the masters at 150-158 MiB once idle, +70
-      // MiB. So: wait (with a deadline) for every master to come back within RSS_MARGIN_MIB
-      // of its baseline: twice the spread measured, far below what keeping the jobs costs.
-      const RSS_MARGIN_MIB = 12;
+      // average 4-14) 84-92 MiB, -0.6..+5.9 MiB from the same run's baseline; under a CPU hog
+      // of two busy loops beside other suites (load average 15-17, scripts/loaded-suite.sh) the
+      // leader stayed at +16.2 MiB for the whole 120 s wait (the reducer ran less). The same
+      // 10,000 jobs with a 1 h retention (all kept) left the masters at 150-158 MiB once idle,
+      // +70 MiB. So: wait (with a deadline) for every master to come back within RSS_MARGIN_MIB
+      // of its baseline: twice the widest spread measured, under half of what keeping the jobs
+      // costs (a master that kept them still fails this by ~40 MiB).
+      const RSS_MARGIN_MIB = 32;
       const last: Record<string, number> = {};
       await waitFor(`master RSS back within ${RSS_MARGIN_MIB} MiB of the baseline`, async () => {
         for (const m of masters) last[m] = await rssMiB(pids[m]);
