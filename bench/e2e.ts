@@ -7,7 +7,8 @@
  *
  * Also the CPU time per chunk of each (all processes, the programs included), read from
  * /proc: on a shared, loaded machine throughput swings with the neighbours' load, while the
- * CPU a chunk costs is what bounds throughput on a busy host and varies much less.
+ * CPU a chunk costs is what bounds throughput on a busy host and varies much less. Each dsys run
+ * also prints (stderr) its CPU per chunk by role and by thread: where the chunk's CPU goes.
  *
  * And what security costs end to end: the same job on a secure cluster (every connection
  * CURVE, the default) against an insecure one (`--insecure`), measured in the same rounds; and
@@ -106,11 +107,29 @@ class CpuCgroup {
     return ["sh", "-c", `mkdir -p ${d} && echo $$ > ${d}/cgroup.procs && exec "$@"`, "sh"];
   }
 
-  /** CPU ms of every process that is or was in it (and its descendant cgroups). */
-  usageMs(): number {
-    if (!this.#v2) return Number(Deno.readTextFileSync(`${this.dir}/cpuacct.usage`)) / 1e6;
-    const t = Deno.readTextFileSync(`${this.dir}/cpu.stat`);
+  /** CPU ms of every process that is or was in it (or in `sub`, a cgroup below it given as a
+   * relative path) and in their descendant cgroups. */
+  usageMs(sub = ""): number {
+    const d = sub ? `${this.dir}/${sub}` : this.dir;
+    if (!this.#v2) return Number(Deno.readTextFileSync(`${d}/cpuacct.usage`)) / 1e6;
+    const t = Deno.readTextFileSync(`${d}/cpu.stat`);
     return Number(/^usage_usec (\d+)$/m.exec(t)?.[1] ?? NaN) / 1e3;
+  }
+
+  /** Relative paths of the cgroups below `sub` whose name matches `re` (a worker's slots). */
+  find(sub: string, re: RegExp): string[] {
+    const out: string[] = [];
+    const walk = (rel: string) => {
+      try {
+        for (const e of Deno.readDirSync(`${this.dir}/${rel}`)) {
+          if (!e.isDirectory) continue;
+          if (re.test(e.name)) out.push(`${rel}/${e.name}`);
+          walk(`${rel}/${e.name}`);
+        }
+      } catch { /* removed meanwhile */ }
+    };
+    walk(sub);
+    return out;
   }
 
   /** Removes it and what is left below it (once its processes are gone), best effort. */
@@ -123,6 +142,44 @@ class CpuCgroup {
     };
     rm(this.dir);
   }
+}
+
+/** CPU ms by role (its processes' cgroups; a worker's slot cgroups, i.e. its sandboxes and the
+ * programs, apart) and by thread name (`/proc/<pid>/task`: the JS thread is `deno`). */
+interface ByProcess {
+  roles: Map<string, number>;
+  threads: Map<string, number>;
+}
+
+/** A snapshot of `ByProcess` of a cluster whose processes each run in a cgroup below `cg`. */
+function byProcess(cg: CpuCgroup, cluster: LocalCluster): ByProcess {
+  const roles = new Map<string, number>(), threads = new Map<string, number>();
+  const add = (m: Map<string, number>, k: string, v: number) => m.set(k, (m.get(k) ?? 0) + v);
+  for (const p of cluster.procs.values()) {
+    try {
+      const slots = cg.find(p.name, /^slot-\d+$/).reduce((a, d) => a + cg.usageMs(d), 0);
+      add(roles, p.role, cg.usageMs(p.name) - slots);
+      if (p.role === "worker") add(roles, "sandboxes+programs", slots);
+      for (const t of Deno.readDirSync(`/proc/${p.child.pid}/task`)) {
+        const st = Deno.readTextFileSync(`/proc/${p.child.pid}/task/${t.name}/stat`);
+        const comm = st.slice(st.indexOf("(") + 1, st.lastIndexOf(")")).replace(/\d+$/, "N");
+        const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
+        add(threads, `${p.role} ${comm}`, (Number(f[11]) + Number(f[12])) * 1000 / TICKS_PER_S);
+      }
+    } catch { /* a thread or cgroup gone meanwhile */ }
+  }
+  return { roles, threads };
+}
+
+/** One line: CPU ms per chunk by role, then the threads that took >= 0.1 ms per chunk. */
+function describeByProcess(a: ByProcess, b: ByProcess, chunks: number): string {
+  const per = (x: Map<string, number>, y: Map<string, number>, min: number) =>
+    [...y].map(([k, v]) => [k, (v - (x.get(k) ?? 0)) / chunks] as const)
+      .filter(([, v]) => v >= min).sort((p, q) => q[1] - p[1])
+      .map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ");
+  return `CPU ms/chunk by role: ${per(a.roles, b.roles, 0)}; by thread: ${
+    per(a.threads, b.threads, 0.1)
+  }`;
 }
 
 /** CPU ms spent by the trees of `pids` between two `treeCpuMs` snapshots (new pids from 0). */
@@ -304,6 +361,7 @@ async function runDsys(
     const pids = [...cluster.procs.values()].map((p) => p.child.pid);
     // Without a cgroup of our own: the processes' trees (sandboxed programs not counted).
     const cg0 = cg?.usageMs() ?? 0;
+    const by0 = cg ? byProcess(cg, cluster) : null;
     const tree0 = cg ? [] : pids.map(treeCpuMs);
     const t0 = performance.now();
     const job = await client.submit({
@@ -318,6 +376,7 @@ async function runDsys(
     const secs = (performance.now() - t0) / 1000;
     // Cluster nodes, their sandboxes and the programs they reaped; not this client process.
     const cpu = cg ? cg.usageMs() - cg0 : treeDelta(tree0, pids.map(treeCpuMs));
+    if (cg && by0) console.error(`    ${describeByProcess(by0, byProcess(cg, cluster), chunks)}`);
     if (s.state !== ChunkState.Succeeded) throw new Error(`bench job failed: ${s.failed} chunks`);
     return { secs, cpuMs: cpu };
   } finally {
