@@ -1,7 +1,7 @@
 /**
  * The background scrub: re-reads every committed file of this node and checks every block
- * against its recorded SHA-256 (store.verify), at most `bytesPerSecond`, forever, one file at a
- * time. A corrupt replica is deleted (store.remove), so it reads as absent everywhere and the
+ * against its recorded SHA-256 (store.verify), at most `bytesPerSecond` (each file counted
+ * SCRUB_FILE_CHARGE_BYTES more than its size), forever, one file at a time. A corrupt replica is deleted (store.remove), so it reads as absent everywhere and the
  * repair loop of another holder copies a good one back (repair.ts). Reads find corruption too
  * (every read is verified), and the node then stops serving that copy at once.
  * @module
@@ -11,6 +11,14 @@ import type { FileStore } from "./store.ts";
 
 /** Default of `--scrub-rate`: bytes per second re-read by the scrub (16 MiB/s). */
 export const DEFAULT_SCRUB_BYTES_PER_S = 16 * 1024 * 1024;
+/**
+ * What each file checked costs the scrub's budget on top of its bytes: opening, reading and
+ * hashing a file costs far more than its few bytes say. Paced by bytes alone, a store of many
+ * small files (a chunk's stdout is tens of bytes) was scrubbed in a hot loop, over and over,
+ * while a job wrote them (docs/benchmarks.md, "End to end"). 256 KiB: at the default rate at
+ * most 64 files a second.
+ */
+export const SCRUB_FILE_CHARGE_BYTES = 256 * 1024;
 
 /** Counters of the scrub since start. */
 export interface ScrubStats {
@@ -61,6 +69,7 @@ export class Scrubber {
   async #check(hex: string): Promise<void> {
     try {
       const n = await this.#store.verify(hex, (bytes) => this.#pace(bytes));
+      await this.#pace(SCRUB_FILE_CHARGE_BYTES);
       this.stats.filesChecked++;
       this.stats.bytesChecked += n;
     } catch (e) {
