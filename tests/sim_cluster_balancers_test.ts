@@ -5,7 +5,8 @@
  * the lease, dispatch, placement, fencing and ticket-checked worker_status run end to end under
  * master crashes, leader changes, partitions, lossy links, storage faults and balancer crashes.
  * Every check of the cluster simulation holds, plus the balancer roles' own (epoch-owner,
- * placed-twice, one-primary).
+ * placed-twice, one-primary, and wrong-worker: a hostile worker key's forged worker_status and
+ * chunk_finished are never taken), and a planted balancer bug is caught.
  *
  * DSYS_SIM_CLUSTER_BALANCER_SEEDS sets the number of seeds (default 300).
  */
@@ -43,4 +44,19 @@ Deno.test(`cluster sim with the real balancers: ${SEEDS} seeds keep every invari
   assert.ok(totals.acked >= SEEDS, `acknowledged jobs: ${totals.acked}`);
   assert.ok(bc.stats.runs >= totals.chunks / 2, `runs ${bc.stats.runs}`);
   assert.ok((totals["fault:crash-balancer"] ?? 0) > 0, "no balancer was crashed");
+  assert.ok(bc.stats.forgedRefused > SEEDS, `forged reports refused: ${bc.stats.forgedRefused}`);
+});
+
+Deno.test("cluster sim with the real balancers: a forged chunk_finished taken is caught", async () => {
+  // The balancer's planted bug finish-from-any-worker (no sender check on chunk_finished): the
+  // hostile worker's forged report is taken, which `wrong-worker` reports.
+  const bc = balancerCluster({ plantedBug: "finish-from-any-worker" });
+  for (let seed = 1; seed <= 30; seed++) {
+    const r = await runClusterSeed(seed, { roles: bc.roles, masterAuth: bc.masterAuth });
+    if (r.ok) continue;
+    assert.match(r.violations.join("\n"), /wrong-worker: a forged chunk_finished/);
+    console.log(`finish-from-any-worker: first caught by seed ${seed}: ${r.violations[0]}`);
+    return;
+  }
+  assert.fail("finish-from-any-worker not caught by seeds 1..30");
 });

@@ -11,7 +11,10 @@
  * linearizable, …), these roles check, as it happens (World.violate):
  * - `epoch-owner`: every worker_request of an epoch is pushed by one balancer process;
  * - `placed-twice`: under one epoch an attempt of a chunk starts at most once (on any worker);
- * - `one-primary`: when a balancer pushes, no other balancer may place at that instant.
+ * - `one-primary`: when a balancer pushes, no other balancer may place at that instant;
+ * - `wrong-worker`: a hostile worker key ("rogue") reports attempts running on other workers, as
+ *   theirs (their node id) and with a made-up ticket, to every master (worker_status) and both
+ *   balancers (chunk_finished): none may be taken (`ok` with value 1).
  * (tests/sim/balancer_sim.ts argues each.)
  * @module
  */
@@ -23,7 +26,14 @@ import type { RolesFactory } from "./run.ts";
 import { identity, nameId, type SimNode, type World } from "./world.ts";
 import { Credentials, type Identity, type KeyFile, Keyring } from "../../../lib/security.ts";
 import { z85Encode } from "../../../wire/zmq/mod.ts";
-import { MessageType, uuidToHex, type WorkerRequest } from "../../../wire/mod.ts";
+import {
+  ChunkState,
+  FailureCode,
+  type Message,
+  MessageType,
+  uuidToHex,
+  type WorkerRequest,
+} from "../../../wire/mod.ts";
 
 const BALANCERS = ["b1", "b2"];
 const WORKERS = ["w1", "w2", "w3"];
@@ -35,6 +45,96 @@ export interface BalancerRoleStats {
   /** Highest lease epoch any push carried. */
   maxEpoch: number;
   takeoverReruns: number;
+  /** Forged reports of the hostile worker refused. */
+  forgedRefused: number;
+}
+
+/** Every this many ms the hostile worker forges reports. */
+const ROGUE_EVERY_MS = 200;
+
+/** A live chunk attempt on a worker (what the hostile worker forges reports about). */
+interface LiveRun {
+  worker: SimWorker;
+  req: WorkerRequest;
+}
+
+/** The hostile worker key: forges reports for attempts running elsewhere; see module doc. */
+class RogueNode implements SimNode {
+  readonly name = "rogue";
+  #world: World;
+  #masters: string[];
+  #balancers: string[];
+  #live: () => LiveRun[];
+  #refused: () => void;
+  #running = false;
+  constructor(
+    world: World,
+    masters: string[],
+    balancers: string[],
+    live: () => LiveRun[],
+    refused: () => void,
+  ) {
+    this.#world = world;
+    this.#masters = masters;
+    this.#balancers = balancers;
+    this.#live = live;
+    this.#refused = refused;
+  }
+  get up(): boolean {
+    return this.#running;
+  }
+  start(): void {
+    const host = this.#world.net.host(this.name, identity("worker", this.name));
+    host.restart();
+    this.#running = true;
+    const node = nameId(this.name);
+    const rand = this.#world.fork();
+    const masters = this.#masters.map((ep) => host.dial(ep, { node, timeoutMs: 1000 }));
+    const bals = this.#balancers.map((ep) => host.dial(ep, { node, timeoutMs: 1000 }));
+    host.clock.setInterval(() => {
+      const live = this.#live();
+      if (live.length === 0) return;
+      const r = live[Math.floor(rand() * live.length)];
+      const base = { job: r.req.job, chunkIndex: r.req.chunkIndex, attempt: r.req.attempt };
+      const key = `${uuidToHex(base.job)}/${base.chunkIndex}/${base.attempt}`;
+      const taken = (what: string, to: string) => (reply: Message) => {
+        if (reply.type === MessageType.Ok && reply.value === 1) {
+          this.#world.violate(
+            `wrong-worker: a forged ${what} of ${key} (placed on ${r.worker.name}) taken by ${to}`,
+          );
+        }
+      };
+      const refused = () => this.#refused();
+      for (const ch of bals) {
+        ch.request({
+          type: MessageType.ChunkFinished,
+          node: r.worker.node,
+          ...base,
+          state: ChunkState.Succeeded,
+        }).then(taken("chunk_finished", ch.endpoint), refused);
+      }
+      for (const ch of masters) {
+        ch.request({
+          type: MessageType.WorkerStatus,
+          node: r.worker.node,
+          ...base,
+          state: ChunkState.Succeeded,
+          exitCode: 0,
+          signal: 0,
+          failure: FailureCode.None,
+          durationMs: 1,
+          outputs: [],
+          stderrTail: new Uint8Array(0),
+          reason: "",
+          ticket: Uint8Array.from({ length: 32 }, () => Math.floor(rand() * 256)),
+        }).then(taken("worker_status", ch.endpoint), refused);
+      }
+    }, ROGUE_EVERY_MS);
+  }
+  crash(): void {
+    this.#running = false;
+    this.#world.net.host(this.name).crash();
+  }
 }
 
 /** A simulated worker as a node of the cluster simulation (a restart is a new process). */
@@ -93,7 +193,13 @@ export function balancerCluster(o: { plantedBug?: BalancerPlantedBug } = {}): {
   }
   const ring = new Keyring(ids);
   const creds = (name: string) => new Credentials(files.get(name)!, ring);
-  const stats: BalancerRoleStats = { pushes: 0, runs: 0, maxEpoch: 0, takeoverReruns: 0 };
+  const stats: BalancerRoleStats = {
+    pushes: 0,
+    runs: 0,
+    maxEpoch: 0,
+    takeoverReruns: 0,
+    forgedRefused: 0,
+  };
 
   const roles: RolesFactory = (world, masterEndpoints) => {
     const epochOwner = new Map<number, string>();
@@ -134,9 +240,15 @@ export function balancerCluster(o: { plantedBug?: BalancerPlantedBug } = {}): {
       })
     );
     const endpoints = balancers.map((b) => b.endpoint);
+    const live = new Map<string, LiveRun>();
     const observer = {
       program(w: SimWorker, req: WorkerRequest, what: "start" | "end") {
-        if (what !== "start") return;
+        const lk = `${w.name} ${uuidToHex(req.job)}/${req.chunkIndex}/${req.attempt}`;
+        if (what !== "start") {
+          live.delete(lk);
+          return;
+        }
+        live.set(lk, { worker: w, req });
         stats.runs++;
         const key = `${uuidToHex(req.job)}/${req.chunkIndex}/${req.attempt}`;
         let epochs = started.get(key);
@@ -165,9 +277,16 @@ export function balancerCluster(o: { plantedBug?: BalancerPlantedBug } = {}): {
           observer,
         }));
     });
+    const rogue = new RogueNode(
+      world,
+      masterEndpoints,
+      endpoints,
+      () => [...live.values()].filter((r) => !r.worker.dead),
+      () => void stats.forgedRefused++,
+    );
     return {
-      nodes: [...balancers, ...workers],
-      hosts: [...BALANCERS, ...WORKERS],
+      nodes: [...balancers, ...workers, rogue],
+      hosts: [...BALANCERS, ...WORKERS, rogue.name],
       balancers,
       expectedOutputs: null,
     };
