@@ -65,6 +65,14 @@ Deno.test("sim clock: timers fire by (due, sequence); intervals repeat; a node's
   c.setTimeout(() => at = [c.monotonic(), c.now() % 1], 0.4);
   await c.run(200);
   assert.deepEqual(at, [100.4, 0]);
+  // A node whose clock runs 25 % fast: its 100 ms are 80 ms of virtual time.
+  const fast = c.forNode();
+  fast.setRate(1.25);
+  const t0 = fast.monotonic();
+  let fired: number[] = [];
+  fast.setTimeout(() => fired = [c.monotonic(), fast.monotonic() - t0], 100);
+  await c.run(1000);
+  assert.deepEqual(fired, [280, 100]);
   assert.deepEqual(c.pending, 0);
 });
 

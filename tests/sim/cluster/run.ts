@@ -138,6 +138,14 @@ export async function runClusterSeed(
       },
     })
   );
+  // Clock drift: a master in three runs 25 % slow to 25 % fast (its timers, its wall clock).
+  let drifting = 0;
+  for (const m of masters) {
+    if (world.rand() < 0.3) {
+      m.host.setClockRate(0.75 + world.rand() * 0.5);
+      drifting++;
+    }
+  }
   const roles = (o.roles ?? standInRoles)(world, endpoints);
   const history: Operation[] = [];
   const everyone: Acked[] = [];
@@ -380,6 +388,7 @@ export async function runClusterSeed(
     trace: world.trace,
     stats: {
       masters: nMasters,
+      drifting,
       steps,
       virtualMs: clock.monotonic(),
       acked: acked.length,

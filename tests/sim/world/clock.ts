@@ -229,30 +229,57 @@ export function drainMicrotasks(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
-/** One node's clock: {@link SimClock}'s time; {@link stopAll} cancels the node's timers. */
+/**
+ * One node's clock: {@link SimClock}'s time, possibly running at another rate (clock drift:
+ * {@link setRate}); {@link stopAll} cancels the node's timers.
+ */
 export class NodeClock implements Clock {
   readonly sim: SimClock;
   #mine = new Set<number>();
   #stopped = false;
+  /** Local ms per virtual ms, and where the local clock stood when the rate was last set. */
+  #rate = 1;
+  #drifts = false;
+  #simAnchor = 0;
+  #localAnchor = 0;
 
   constructor(sim: SimClock) {
     this.sim = sim;
   }
 
+  /** How fast this clock runs against virtual time (1: exactly; 1.2: 20 % fast). */
+  get rate(): number {
+    return this.#rate;
+  }
+
+  /**
+   * Runs this clock at `rate` from now on: it stays continuous, its timers set from now on take
+   * `ms / rate` of virtual time (those pending keep their due times).
+   */
+  setRate(rate: number): void {
+    if (!(rate > 0)) throw new Error(`sim: clock rate ${rate}`);
+    this.#localAnchor = this.monotonic();
+    this.#simAnchor = this.sim.monotonic();
+    this.#rate = rate;
+    this.#drifts = true;
+  }
+
   monotonic(): number {
-    return this.sim.monotonic();
+    if (!this.#drifts) return this.sim.monotonic();
+    return this.#localAnchor + (this.sim.monotonic() - this.#simAnchor) * this.#rate;
   }
 
   now(): number {
-    return this.sim.now();
+    if (!this.#drifts) return this.sim.now();
+    return Math.floor(SIM_EPOCH_MS + this.monotonic());
   }
 
   setTimeout(fn: () => void, ms: number): TimerId {
-    return this.#add(fn, ms, 0);
+    return this.#add(fn, ms / this.#rate, 0);
   }
 
   setInterval(fn: () => void, ms: number): TimerId {
-    return this.#add(fn, ms, Math.max(1, ms));
+    return this.#add(fn, ms / this.#rate, Math.max(1, ms) / this.#rate);
   }
 
   clearTimeout(id: TimerId | undefined): void {

@@ -249,12 +249,20 @@ export class SimHost {
   #channels = new Set<SimChannel>();
   #clock: NodeClock;
   #nextRouting = 1;
+  /** The rate of this host's clock, in every incarnation (NodeClock.setRate). */
+  #clockRate = 1;
 
   constructor(net: SimNet, name: string, identity: Identity | null) {
     this.net = net;
     this.name = name;
     this.identity = identity;
     this.#clock = net.clock.forNode();
+  }
+
+  /** Runs this host's clock at `rate` (now, and in every later incarnation): clock drift. */
+  setClockRate(rate: number): void {
+    this.#clockRate = rate;
+    this.#clock.setRate(rate);
   }
 
   /** This incarnation's clock (its timers die at a crash). Give it to the host's code. */
@@ -300,6 +308,7 @@ export class SimHost {
     if (this.alive) return;
     this.alive = true;
     this.#clock = this.net.clock.forNode();
+    if (this.#clockRate !== 1) this.#clock.setRate(this.#clockRate);
   }
 
   /** @internal */
