@@ -42,6 +42,8 @@ export interface Roles {
   balancers: SimNode[];
   /** What every chunk's result must hold (null: any output; only success is checked). */
   expectedOutputs: ExpectedOutputs;
+  /** Counters of these roles for the run's statistics. */
+  stats?: () => Record<string, number>;
 }
 
 /** Makes the {@link Roles} of one run. */
@@ -55,6 +57,7 @@ export const standInRoles: RolesFactory = (world, endpoints) => {
     hosts: ["b1", "w1"],
     balancers: [s],
     expectedOutputs: (job, chunk) => uuidToHex(expectedOutput(job, chunk).id),
+    stats: () => ({ statusNotFound: s.notFound }),
   };
 };
 
@@ -402,6 +405,7 @@ export async function runClusterSeed(
       netDropped: net.stats.dropped + net.stats.cut,
       netDuplicated: net.stats.duplicated,
       ...diskStats(masters),
+      ...roles.stats?.(),
       ...Object.fromEntries(Object.entries(counts).map(([k, v]) => [`fault:${k}`, v])),
     },
   };

@@ -44,6 +44,8 @@ export class StandIn implements SimNode {
   /** Runs started in all incarnations, per job/chunk (the re-run count). */
   readonly runs = new Map<string, number>();
   #running = false;
+  /** worker_status answers NOT_FOUND for a job the masters had dispatched (so committed). */
+  notFound = 0;
 
   constructor(world: World, masterEndpoints: string[]) {
     this.#world = world;
@@ -141,6 +143,9 @@ export class StandIn implements SimNode {
       if (r.ok) return;
       const e = r.error;
       if (e instanceof RpcError && e.kind === "remote" && e.code === ErrorCode.NotFound) {
+        // The masters dispatched the job, so they committed it: refusing its result is wrong.
+        this.notFound++;
+        this.#world.note(`worker: ${jobHex}/${chunk} answered NOT_FOUND by ${r.via}`);
         // A new leader that has not applied the job yet, or one that never committed: a later
         // dispatch of the job starts the chunk again.
         if (++notFound >= 20) {
