@@ -651,8 +651,7 @@ export class MasterService {
 
   async #workerStatus(m: WorkerStatus, from: Identity | null): Promise<Message> {
     this.#requireLeader();
-    const job = this.#d.table.get(m.job);
-    if (!job) throw new RequestError(ErrorCode.NotFound, `job ${uuidToHex(m.job)} not found`);
+    const job = await this.#findJob(m.job);
     if (m.chunkIndex >= job.chunks.length) {
       throw new RequestError(ErrorCode.BadRequest, `chunk ${m.chunkIndex} out of range`);
     }
@@ -715,6 +714,22 @@ export class MasterService {
       node: this.#d.node,
       value: res.kind === "reported" && res.accepted ? 1 : 0,
     };
+  }
+
+  /**
+   * The job, or NOT_FOUND only once a read barrier confirmed it: a member that still thinks it
+   * leads may have been deposed (a newer leader committed the job), or a new leader may not have
+   * applied it yet, and a worker drops a result refused NOT_FOUND for good (the chunk then runs
+   * again). Found by the cluster simulation: an old leader cut off from the other masters
+   * answered a worker's result for a job submitted through the new leader with NOT_FOUND.
+   */
+  async #findJob(jobId: Uint8Array): Promise<JobRecord> {
+    const job = this.#d.table.get(jobId);
+    if (job) return job;
+    await this.#d.consensus.readBarrier();
+    const again = this.#d.table.get(jobId);
+    if (!again) throw new RequestError(ErrorCode.NotFound, `job ${uuidToHex(jobId)} not found`);
+    return again;
   }
 
   async #status(jobId: Uint8Array, from: Identity | null): Promise<JobStatusResponse> {
@@ -1059,8 +1074,7 @@ export class MasterService {
   async #cancel(m: JobCancel, from: Identity | null): Promise<Message> {
     this.#requireLeader();
     const key = uuidToHex(m.job);
-    const job = this.#d.table.get(m.job);
-    if (!job) throw new RequestError(ErrorCode.NotFound, `job ${key} not found`);
+    const job = await this.#findJob(m.job);
     if (!mayActOn(from, job.spec.owner)) {
       throw new RequestError(ErrorCode.Forbidden, `job ${key} is not yours`);
     }

@@ -47,7 +47,11 @@ export class StandIn implements SimNode {
   /** worker_status answers NOT_FOUND for a job the masters had dispatched (so committed). */
   notFound = 0;
 
-  constructor(world: World, masterEndpoints: string[]) {
+  /** Whether a NOT_FOUND answer to a result is a violation (off when a planted bug may cause it). */
+  #strict: boolean;
+
+  constructor(world: World, masterEndpoints: string[], strict = true) {
+    this.#strict = strict;
     this.#world = world;
     this.#masters = masterEndpoints;
     this.balancer = world.net.host("b1", identity("balancer", "b1"));
@@ -143,9 +147,13 @@ export class StandIn implements SimNode {
       if (r.ok) return;
       const e = r.error;
       if (e instanceof RpcError && e.kind === "remote" && e.code === ErrorCode.NotFound) {
-        // The masters dispatched the job, so they committed it: refusing its result is wrong.
+        // The masters dispatched the job, so they committed it: refusing its result is wrong
+        // (a real worker drops a result refused NOT_FOUND for good, and the chunk runs again).
         this.notFound++;
         this.#world.note(`worker: ${jobHex}/${chunk} answered NOT_FOUND by ${r.via}`);
+        if (this.#strict) {
+          this.#world.violate(`the result of ${jobHex}/${chunk} was refused NOT_FOUND by ${r.via}`);
+        }
         // A new leader that has not applied the job yet, or one that never committed: a later
         // dispatch of the job starts the chunk again.
         if (++notFound >= 20) {
