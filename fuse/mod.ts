@@ -254,6 +254,8 @@ export class FuseMount {
   #fetchCalls = 0;
   #evictions = 0;
   #gc: Promise<void> | undefined;
+  /** A fetch completed while the current eviction pass ran: run one more after it. */
+  #gcAgain = false;
 
   private constructor(
     lib: Lib,
@@ -500,13 +502,26 @@ export class FuseMount {
     }
     if (this.#stopped) return err || EIO;
     this.#lib.symbols.dsys_fuse_complete(this.#h, id, err);
-    const max = this.#opts.cacheMaxBytes;
-    if (err === 0 && max !== undefined && !this.#gc) {
-      // One eviction pass at a time; a pass sees every file fetched before it started.
-      this.#gc = this.enforceCacheLimit(max).then(() => {}, () => {}).finally(() => {
-        this.#gc = undefined;
-      });
-    }
+    if (err === 0) this.#scheduleEviction();
     return err;
+  }
+
+  /**
+   * Runs an eviction pass after a fetch. One pass at a time; a pass sees every file fetched
+   * before it started, so a fetch that completes while a pass runs asks for one more pass
+   * after it (else that file could leave the cache over its bound until the next fetch).
+   */
+  #scheduleEviction(): void {
+    const max = this.#opts.cacheMaxBytes;
+    if (max === undefined) return;
+    if (this.#gc) {
+      this.#gcAgain = true;
+      return;
+    }
+    this.#gcAgain = false;
+    this.#gc = this.enforceCacheLimit(max).then(() => {}, () => {}).finally(() => {
+      this.#gc = undefined;
+      if (this.#gcAgain && !this.#stopped) this.#scheduleEviction();
+    });
   }
 }
