@@ -93,8 +93,8 @@ export const BENCHES: BenchSpec[] = [
     file: "scale.ts",
     fn: "runScaleBench",
     run: () => runScaleBench(),
-    title: "Balancer scale (simulated workers, idle)",
-    baseline: "16 workers",
+    title: "Balancer scale (simulated workers: placement, idle, restart, memory)",
+    baseline: "4 workers, or the goal",
   },
   {
     name: "raft",

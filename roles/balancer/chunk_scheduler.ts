@@ -58,8 +58,6 @@ export const DEAD_AFTER_INTERVALS = 3;
  * many; beyond, at the first in free-slot order holding its largest input (see #bestWorker).
  */
 export const LOCALITY_SCAN = 64;
-/** Workers looked at in free-slot order for a holder of the largest input before a scan. */
-export const LOCALITY_WALK = 256;
 
 /** The job-wide part of a chunk (shared by all chunks of a job). */
 export interface JobInfo {
@@ -397,10 +395,10 @@ export class ChunkScheduler {
   #reindex(w: WorkerInfo): void {
     const free = freeOf(w);
     this.#free.set(w, free, w.lastAssignSeq, w.ord);
-    if ((free > 0) !== w.listed) {
-      w.listed = free > 0;
-      for (const f of w.files) w.listed ? this.#holders.add(f, w) : this.#holders.delete(f, w);
+    if (free > 0 || w.listed) {
+      for (const f of w.files) this.#holders.set(f, w, free, w.lastAssignSeq, w.ord);
     }
+    w.listed = free > 0;
   }
 
   /** Takes `w` out of both indexes (it leaves, or its file list is replaced). */
@@ -413,7 +411,7 @@ export class ChunkScheduler {
   #addFile(w: WorkerInfo, f: string): void {
     if (w.files.has(f)) return;
     w.files.add(f);
-    if (w.listed) this.#holders.add(f, w);
+    if (w.listed) this.#holders.set(f, w, freeOf(w), w.lastAssignSeq, w.ord);
   }
 
   #dropFile(w: WorkerInfo, f: string): void {
@@ -869,7 +867,8 @@ export class ChunkScheduler {
    * given work least recently, then to the one registered first. When more than
    * LOCALITY_SCAN free workers hold its inputs, it goes to the first of those holding its
    * largest input in that same order (the smaller inputs are not weighed then). Every decision
-   * is found through the free-slot indexes: its cost does not grow with the cluster.
+   * is found through the free-slot indexes (the free holders of a file are indexed alike): its
+   * cost does not grow with the cluster, only with the inputs and the workers' cached files.
    */
   assign(nowMs: number): Assignment[] {
     const out: Assignment[] = [];
@@ -961,7 +960,7 @@ export class ChunkScheduler {
       let bestBytes = -1;
       let bestFree = -1;
       for (const f of inputs) {
-        for (const w of this.#holders.of(f.key) ?? []) {
+        for (const w of this.#holders.of(f.key)?.values() ?? []) {
           if (!ok(w)) continue;
           let bytes = 0;
           for (const g of inputs) if (w.files.has(g.key)) bytes += g.size;
@@ -975,29 +974,10 @@ export class ChunkScheduler {
       }
       if (best) return best;
     } else if (holders > 0) {
-      // Many: the first holder of the largest input (that has free holders) in free order.
+      // Many: the first holder of the largest input (that has one) in placement order.
       for (const i of je.bySize) {
-        const hs = this.#holders.of(inputs[i].key);
-        if (!hs) continue;
-        let looked = 0;
-        let found: WorkerInfo | null = null;
-        this.#free.first((w) => {
-          if (hs.has(w) && ok(w)) found = w;
-          return found !== null || ++looked >= LOCALITY_WALK;
-        });
-        if (found) return found;
-        // Its holders are far down the order (busier, or given work recently): scan them.
-        let best: WorkerInfo | null = null;
-        let bestFree = -1;
-        for (const w of hs) {
-          if (!ok(w)) continue;
-          const free = freeOf(w);
-          if (best === null || this.#ahead(w, 0, free, best, 0, bestFree)) {
-            best = w;
-            bestFree = free;
-          }
-        }
-        if (best) return best;
+        const w = this.#holders.of(inputs[i].key)?.first(ok);
+        if (w) return w;
       }
     }
     return this.#free.first(ok);

@@ -26,7 +26,8 @@ interface Entry<W> {
   ver: number;
 }
 
-interface Current {
+interface Current<W> {
+  w: W;
   free: number;
   seq: number;
   ord: number;
@@ -84,7 +85,7 @@ export class FreeIndex<W extends Indexed> {
   #live = new Map<number, number>();
   /** Free-slot counts present, largest first. */
   #counts: number[] = [];
-  #cur = new Map<string, Current>();
+  #cur = new Map<string, Current<W>>();
   #ver = 0;
   #totalFree = 0;
 
@@ -114,7 +115,7 @@ export class FreeIndex<W extends Indexed> {
       return;
     }
     const ver = ++this.#ver;
-    this.#cur.set(w.key, { free, seq, ord, ver });
+    this.#cur.set(w.key, { w, free, seq, ord, ver });
     this.#totalFree += free;
     let h = this.#heaps.get(free);
     if (!h) {
@@ -127,6 +128,11 @@ export class FreeIndex<W extends Indexed> {
     h.push({ w, seq, ord, ver });
     siftUp(h, h.length - 1);
     if (h.length > 2 * this.#live.get(free)! + SLACK) this.#rebuild(h);
+  }
+
+  /** The indexed workers, in no particular order. */
+  *values(): IterableIterator<W> {
+    for (const c of this.#cur.values()) yield c.w;
   }
 
   /** Removes a worker (it left). */
@@ -193,32 +199,33 @@ export class FreeIndex<W extends Indexed> {
 }
 
 /**
- * Per cached file, the workers that hold it and have a free slot: the candidates of a chunk
- * with that input, found without looking at busy workers or at those that lack the file. A
- * worker enters or leaves the sets of all its files when its free slots go from 0 to more or
- * back (O(its cached files)), and one set when it caches or evicts a file.
+ * Per cached file, the workers that hold it and have a free slot, each set a FreeIndex of its
+ * own: the best holder of a chunk's input is found in O(log n), without looking at busy workers
+ * or at those that lack the file. The price is paid by the worker: every change of its free
+ * slots or last assignment re-files it under each of its cached files (O(its files × log n)).
  */
-export class FreeHolders<W> {
-  #byFile = new Map<string, Set<W>>();
+export class FreeHolders<W extends Indexed> {
+  #byFile = new Map<string, FreeIndex<W>>();
 
-  /** Workers with a free slot holding `file` (do not modify). */
-  of(file: string): ReadonlySet<W> | undefined {
+  /** Workers with a free slot holding `file`. */
+  of(file: string): FreeIndex<W> | undefined {
     return this.#byFile.get(file);
   }
 
-  /** Adds `w` to the set of `file`. */
-  add(file: string, w: W): void {
-    let s = this.#byFile.get(file);
-    if (!s) this.#byFile.set(file, s = new Set());
-    s.add(w);
+  /** Files `w` under `file` with its current placement key (see FreeIndex.set). */
+  set(file: string, w: W, free: number, seq: number, ord: number): void {
+    let idx = this.#byFile.get(file);
+    if (!idx) this.#byFile.set(file, idx = new FreeIndex());
+    idx.set(w, free, seq, ord);
+    if (idx.size === 0) this.#byFile.delete(file);
   }
 
   /** Removes `w` from the set of `file`. */
   delete(file: string, w: W): void {
-    const s = this.#byFile.get(file);
-    if (!s) return;
-    s.delete(w);
-    if (s.size === 0) this.#byFile.delete(file);
+    const idx = this.#byFile.get(file);
+    if (!idx) return;
+    idx.delete(w);
+    if (idx.size === 0) this.#byFile.delete(file);
   }
 
   /** Empties the index. */
