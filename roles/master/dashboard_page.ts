@@ -240,13 +240,17 @@ function connect() {
   source.onmessage = (e) => { $("status").textContent = ""; render(JSON.parse(e.data)); };
   source.onerror = () => { $("status").textContent = "connection lost; retrying"; };
 }
+// Choosing what is already shown keeps its stream: a new one would start without the running
+// overlay, which a stream learns only after its first ask (a page clicked often never saw it).
 function choose(id) {
-  if (id !== selected) chosenChunk = null;
+  if (id === selected && source) return;
+  chosenChunk = null;
   selected = id;
   history.replaceState(null, "", "?job=" + encodeURIComponent(id));
   connect();
 }
 function chooseChunk(i) {
+  if (i === chosenChunk && source) return;
   chosenChunk = i;
   history.replaceState(null, "", "?job=" + encodeURIComponent(selected) + "&chunk=" + i);
   connect();
