@@ -21,7 +21,7 @@ for i in $(seq 1 "$runs"); do
   "$root/scripts/test" >"$logs/run-$i.log" 2>&1
   rc=$?
   secs=$(($(date +%s) - start))
-  summary=$(sed 's/\x1b\[[0-9;]*m//g' "$logs/run-$i.log" | grep -E "^(ok|FAILED) \|" | tail -1)
+  summary=$(sed 's/\x1b\[[0-9;]*m//g' "$logs/run-$i.log" | grep -E "^(ok|FAILED) [|]" | tail -1)
   echo "run $i: exit $rc, $((secs / 60)) min $((secs % 60)) s, load $(cut -d' ' -f1-3 /proc/loadavg): $summary"
   if ((rc != 0)); then
     echo "loaded-suite: run $i failed; see $logs/run-$i.log"
